@@ -1,0 +1,974 @@
+//! Byte layouts of every repository record. `docs/format.md` is the binding
+//! description; this module is its implementation, with the constants in one
+//! place. Magic numbers are versioned and never change meaning. Decoders
+//! refuse anything malformed with a [`DecodeError`]; none panics.
+
+use crate::codec::{DecodeError, Reader, Writer};
+use crate::crypto::{self, CryptoError, Identity, SessionKey};
+use crate::id::{BlobId, ObjectId};
+
+pub const CONFIG_MAGIC: &[u8; 8] = b"HFCONFIG";
+pub const PACK_MAGIC: &[u8; 8] = b"HFPACK01";
+pub const PACK_TABLE_MAGIC: &[u8; 8] = b"HFPACKT1";
+pub const SNAPSHOT_MAGIC: &[u8; 8] = b"HFSNAP01";
+pub const IDENTITY_MAGIC: &[u8; 8] = b"HFIDENT1";
+pub const TREE_VERSION: u8 = 1;
+pub const FORMAT_VERSION: u32 = 1;
+
+pub const SIG_SNAPSHOT: &str = "holdfast snapshot v1";
+pub const SIG_IDENTITY: &str = "holdfast identity v1";
+const SNAPSHOT_BODY_AAD: &[u8] = b"holdfast snapshot body v1";
+
+/// Largest blob (chunk or tree, plaintext or stored) any decoder accepts.
+pub const MAX_BLOB: usize = 256 << 20;
+/// Largest name, path or symlink target accepted.
+pub const MAX_NAME: usize = 64 << 10;
+
+/// Blob kinds.
+pub const KIND_DATA: u8 = 0;
+pub const KIND_TREE: u8 = 1;
+/// Blob flags.
+pub const FLAG_ZSTD: u8 = 1;
+
+/// Roles of keys and identities.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Role {
+    Client = 1,
+    Restore = 2,
+    Admin = 3,
+    Replica = 4,
+    Auditor = 5,
+    Vault = 6,
+}
+
+impl Role {
+    pub fn from_u8(v: u8) -> Result<Self, DecodeError> {
+        Ok(match v {
+            1 => Role::Client,
+            2 => Role::Restore,
+            3 => Role::Admin,
+            4 => Role::Replica,
+            5 => Role::Auditor,
+            6 => Role::Vault,
+            _ => return Err(DecodeError::Invalid("role")),
+        })
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Client => "client",
+            Role::Restore => "restore",
+            Role::Admin => "admin",
+            Role::Replica => "replica",
+            Role::Auditor => "auditor",
+            Role::Vault => "vault",
+        }
+    }
+}
+
+fn utf8(b: &[u8], what: &'static str) -> Result<String, DecodeError> {
+    String::from_utf8(b.to_vec()).map_err(|_| DecodeError::Invalid(what))
+}
+
+// ---------------------------------------------------------------- config
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Chunking {
+    pub min: u32,
+    pub avg: u32,
+    pub max: u32,
+}
+
+impl Chunking {
+    pub const DEFAULT: Chunking = Chunking {
+        min: 16 << 10,
+        avg: 64 << 10,
+        max: 1 << 20,
+    };
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Retention {
+    /// Every snapshot is kept at least this long after the vault received it.
+    pub keep_within_secs: u64,
+    /// How many of the newest days, weeks, months, years keep their first
+    /// snapshot beyond `keep_within`.
+    pub daily: u32,
+    pub weekly: u32,
+    pub monthly: u32,
+    pub yearly: u32,
+}
+
+impl Retention {
+    pub const DEFAULT: Retention = Retention {
+        keep_within_secs: 14 * 86_400,
+        daily: 14,
+        weekly: 8,
+        monthly: 12,
+        yearly: 7,
+    };
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Member {
+    pub role: Role,
+    pub name: String,
+    pub public: [u8; 32],
+}
+
+/// The repository's root record, written once by `init` and pinned by id in
+/// every key file: any change to it is detected by every key holder.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    pub repo_id: [u8; 16],
+    pub repo_public: [u8; 32],
+    pub chunking: Chunking,
+    pub pack_target: u32,
+    pub zstd_level: u32,
+    /// Admins, then other identities known at init.
+    pub members: Vec<Member>,
+    pub quorum: u32,
+    pub retention: Retention,
+    pub delay_secs: u64,
+    pub grace_secs: u64,
+}
+
+impl Config {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = Writer::new();
+        w.raw(CONFIG_MAGIC).u32(FORMAT_VERSION);
+        w.raw(&self.repo_id).raw(&self.repo_public);
+        w.u32(self.chunking.min)
+            .u32(self.chunking.avg)
+            .u32(self.chunking.max);
+        w.u32(self.pack_target).u32(self.zstd_level);
+        w.u32(self.members.len() as u32);
+        for m in &self.members {
+            w.u8(m.role as u8).bytes(m.name.as_bytes()).raw(&m.public);
+        }
+        w.u32(self.quorum);
+        let r = &self.retention;
+        w.u64(r.keep_within_secs)
+            .u32(r.daily)
+            .u32(r.weekly)
+            .u32(r.monthly)
+            .u32(r.yearly);
+        w.u64(self.delay_secs).u64(self.grace_secs);
+        w.into_vec()
+    }
+
+    pub fn decode(b: &[u8]) -> Result<Self, DecodeError> {
+        let mut r = Reader::new(b);
+        r.magic(CONFIG_MAGIC, "config")?;
+        let version = r.u32()?;
+        if version != FORMAT_VERSION {
+            return Err(DecodeError::Version {
+                what: "config",
+                version,
+            });
+        }
+        let repo_id = r.array()?;
+        let repo_public = r.array()?;
+        let chunking = Chunking {
+            min: r.u32()?,
+            avg: r.u32()?,
+            max: r.u32()?,
+        };
+        if !(64 <= chunking.min && chunking.min <= chunking.avg && chunking.avg <= chunking.max)
+            || chunking.max as usize > MAX_BLOB
+        {
+            return Err(DecodeError::Invalid("chunking parameters"));
+        }
+        let pack_target = r.u32()?;
+        let zstd_level = r.u32()?;
+        if !(1..=19).contains(&zstd_level) || pack_target == 0 || pack_target > 1 << 30 {
+            return Err(DecodeError::Invalid("pack parameters"));
+        }
+        let n = r.count(37, "members")?;
+        let mut members = Vec::with_capacity(n);
+        for _ in 0..n {
+            members.push(Member {
+                role: Role::from_u8(r.u8()?)?,
+                name: utf8(r.bytes(MAX_NAME, "name")?, "name")?,
+                public: r.array()?,
+            });
+        }
+        let quorum = r.u32()?;
+        let admins = members.iter().filter(|m| m.role == Role::Admin).count();
+        if quorum == 0 || quorum as usize > admins {
+            return Err(DecodeError::Invalid("quorum"));
+        }
+        let retention = Retention {
+            keep_within_secs: r.u64()?,
+            daily: r.u32()?,
+            weekly: r.u32()?,
+            monthly: r.u32()?,
+            yearly: r.u32()?,
+        };
+        let delay_secs = r.u64()?;
+        let grace_secs = r.u64()?;
+        r.finish()?;
+        Ok(Config {
+            repo_id,
+            repo_public,
+            chunking,
+            pack_target,
+            zstd_level,
+            members,
+            quorum,
+            retention,
+            delay_secs,
+            grace_secs,
+        })
+    }
+
+    pub fn admins(&self) -> impl Iterator<Item = &Member> {
+        self.members.iter().filter(|m| m.role == Role::Admin)
+    }
+    pub fn member(&self, public: &[u8; 32]) -> Option<&Member> {
+        self.members.iter().find(|m| &m.public == public)
+    }
+}
+
+// ---------------------------------------------------------------- identity
+
+/// An identity added after init (`holdfast key new`), signed by an admin
+/// listed in the config. Stored as `identities/<object id>`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IdentityRecord {
+    pub config_id: ObjectId,
+    pub member: Member,
+    pub admin: [u8; 32],
+    pub time_ns: i64,
+    pub signature: [u8; 64],
+}
+
+impl IdentityRecord {
+    fn signed_part(
+        config_id: &ObjectId,
+        member: &Member,
+        admin: &[u8; 32],
+        time_ns: i64,
+    ) -> Vec<u8> {
+        let mut w = Writer::new();
+        w.raw(IDENTITY_MAGIC).u32(FORMAT_VERSION).raw(&config_id.0);
+        w.u8(member.role as u8)
+            .bytes(member.name.as_bytes())
+            .raw(&member.public);
+        w.raw(admin).i64(time_ns);
+        w.into_vec()
+    }
+
+    pub fn new(config_id: ObjectId, member: Member, admin: &Identity, time_ns: i64) -> Self {
+        let admin_pub = admin.public();
+        let msg = Self::signed_part(&config_id, &member, &admin_pub, time_ns);
+        IdentityRecord {
+            signature: admin.sign(SIG_IDENTITY, &msg),
+            config_id,
+            member,
+            admin: admin_pub,
+            time_ns,
+        }
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        let mut v = Self::signed_part(&self.config_id, &self.member, &self.admin, self.time_ns);
+        v.extend_from_slice(&self.signature);
+        v
+    }
+
+    pub fn decode(b: &[u8]) -> Result<Self, DecodeError> {
+        let mut r = Reader::new(b);
+        r.magic(IDENTITY_MAGIC, "identity record")?;
+        let version = r.u32()?;
+        if version != FORMAT_VERSION {
+            return Err(DecodeError::Version {
+                what: "identity record",
+                version,
+            });
+        }
+        let config_id = ObjectId(r.array()?);
+        let member = Member {
+            role: Role::from_u8(r.u8()?)?,
+            name: utf8(r.bytes(MAX_NAME, "name")?, "name")?,
+            public: r.array()?,
+        };
+        let admin = r.array()?;
+        let time_ns = r.i64()?;
+        let signature = r.array()?;
+        r.finish()?;
+        Ok(IdentityRecord {
+            config_id,
+            member,
+            admin,
+            time_ns,
+            signature,
+        })
+    }
+
+    /// Checks the signature and that the signer is an admin of `config`.
+    pub fn verify(&self, config: &Config, config_id: &ObjectId) -> Result<(), CryptoError> {
+        if &self.config_id != config_id
+            || !config
+                .admins()
+                .any(|a| a.public == self.admin && a.role == Role::Admin)
+        {
+            return Err(CryptoError::BadSignature);
+        }
+        let msg = Self::signed_part(&self.config_id, &self.member, &self.admin, self.time_ns);
+        crypto::verify(&self.admin, SIG_IDENTITY, &msg, &self.signature)
+    }
+}
+
+// ---------------------------------------------------------------- packs
+
+/// One row of a pack's plaintext table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PackEntry {
+    pub id: BlobId,
+    pub kind: u8,
+    pub flags: u8,
+    /// Offset of the sealed blob (nonce first) from the start of the pack.
+    pub offset: u32,
+    /// Length of nonce + ciphertext + tag.
+    pub stored_len: u32,
+    /// Length of the plaintext after decompression.
+    pub raw_len: u32,
+}
+
+pub const PACK_HEADER_LEN: usize = 8 + 32;
+pub const PACK_ENTRY_LEN: usize = 32 + 1 + 1 + 4 + 4 + 4;
+/// count u32 before the entries; table_len u32 + magic after.
+pub const PACK_TRAILER_LEN: usize = 4 + 8;
+
+/// Builds a pack in memory: header, sealed blobs, then the table.
+pub struct PackBuilder {
+    buf: Vec<u8>,
+    entries: Vec<PackEntry>,
+}
+
+impl PackBuilder {
+    pub fn new(epk: &[u8; 32], capacity: usize) -> Self {
+        let mut buf = Vec::with_capacity(capacity);
+        buf.extend_from_slice(PACK_MAGIC);
+        buf.extend_from_slice(epk);
+        Self {
+            buf,
+            entries: Vec::new(),
+        }
+    }
+    pub fn len(&self) -> usize {
+        self.buf.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+    pub fn entries(&self) -> &[PackEntry] {
+        &self.entries
+    }
+    /// Appends a sealed blob (from [`SessionKey::seal_blob`]).
+    pub fn add(&mut self, id: BlobId, kind: u8, flags: u8, raw_len: u32, sealed: &[u8]) {
+        self.entries.push(PackEntry {
+            id,
+            kind,
+            flags,
+            offset: self.buf.len() as u32,
+            stored_len: sealed.len() as u32,
+            raw_len,
+        });
+        self.buf.extend_from_slice(sealed);
+    }
+    /// Finishes the pack: returns its object id, bytes and table.
+    pub fn finish(mut self) -> (ObjectId, Vec<u8>, Vec<PackEntry>) {
+        let table = encode_pack_table(&self.entries);
+        self.buf.extend_from_slice(&table);
+        (ObjectId::of(&self.buf), self.buf, self.entries)
+    }
+}
+
+pub fn encode_pack_table(entries: &[PackEntry]) -> Vec<u8> {
+    let mut w = Writer::with_capacity(4 + entries.len() * PACK_ENTRY_LEN + PACK_TRAILER_LEN);
+    w.u32(entries.len() as u32);
+    for e in entries {
+        w.raw(&e.id.0)
+            .u8(e.kind)
+            .u8(e.flags)
+            .u32(e.offset)
+            .u32(e.stored_len)
+            .u32(e.raw_len);
+    }
+    let table_len = w.len() as u32;
+    w.u32(table_len).raw(PACK_TABLE_MAGIC);
+    w.into_vec()
+}
+
+/// From the last 12 bytes of a pack, the length of the table that precedes
+/// them (so a reader can fetch only the tail).
+pub fn pack_table_len(trailer: &[u8]) -> Result<usize, DecodeError> {
+    if trailer.len() != PACK_TRAILER_LEN || &trailer[4..] != PACK_TABLE_MAGIC {
+        return Err(DecodeError::BadMagic("pack table"));
+    }
+    Ok(u32::from_le_bytes(trailer[..4].try_into().unwrap()) as usize)
+}
+
+/// Decodes a pack table (count + entries) and checks every entry lies inside
+/// the blob area `[PACK_HEADER_LEN, blob_end)` without overlap.
+pub fn decode_pack_table(table: &[u8], blob_end: u64) -> Result<Vec<PackEntry>, DecodeError> {
+    let mut r = Reader::new(table);
+    let n = r.count(PACK_ENTRY_LEN, "pack table")?;
+    let mut out = Vec::with_capacity(n);
+    let mut next = PACK_HEADER_LEN as u64;
+    for _ in 0..n {
+        let e = PackEntry {
+            id: BlobId(r.array()?),
+            kind: r.u8()?,
+            flags: r.u8()?,
+            offset: r.u32()?,
+            stored_len: r.u32()?,
+            raw_len: r.u32()?,
+        };
+        if e.kind > KIND_TREE || e.flags & !FLAG_ZSTD != 0 {
+            return Err(DecodeError::Invalid("pack entry kind or flags"));
+        }
+        if (e.offset as u64) < next
+            || e.offset as u64 + e.stored_len as u64 > blob_end
+            || (e.stored_len as usize) < crypto::NONCE_LEN + crypto::TAG_LEN
+            || e.stored_len as usize > MAX_BLOB
+            || e.raw_len as usize > MAX_BLOB
+        {
+            return Err(DecodeError::Invalid("pack entry bounds"));
+        }
+        next = e.offset as u64 + e.stored_len as u64;
+        out.push(e);
+    }
+    r.finish()?;
+    Ok(out)
+}
+
+/// Parses a whole pack's header and table. Returns the ephemeral public key
+/// and the entries. Does not decrypt.
+pub fn parse_pack(bytes: &[u8]) -> Result<([u8; 32], Vec<PackEntry>), DecodeError> {
+    if bytes.len() < PACK_HEADER_LEN + 4 + PACK_TRAILER_LEN || &bytes[..8] != PACK_MAGIC {
+        return Err(DecodeError::BadMagic("pack"));
+    }
+    let epk: [u8; 32] = bytes[8..40].try_into().unwrap();
+    let tlen = pack_table_len(&bytes[bytes.len() - PACK_TRAILER_LEN..])?;
+    let table_end = bytes.len() - PACK_TRAILER_LEN;
+    if tlen > table_end - PACK_HEADER_LEN {
+        return Err(DecodeError::Invalid("pack table length"));
+    }
+    let start = table_end - tlen;
+    let entries = decode_pack_table(&bytes[start..table_end], start as u64)?;
+    Ok((epk, entries))
+}
+
+/// Compresses (if it helps) and seals one blob. Returns (flags, sealed).
+pub fn seal_blob(
+    key: &SessionKey,
+    id: &BlobId,
+    kind: u8,
+    plaintext: &[u8],
+    zstd_level: i32,
+) -> Result<(u8, Vec<u8>), CryptoError> {
+    let compressed = zstd::bulk::compress(plaintext, zstd_level).ok();
+    let (flags, body) = match compressed {
+        // Keep compression only when it saves at least 1/32 of the size.
+        Some(c) if c.len() + plaintext.len() / 32 < plaintext.len() => (FLAG_ZSTD, c),
+        _ => (0, plaintext.to_vec()),
+    };
+    Ok((flags, key.seal_blob(id, kind, flags, body)?))
+}
+
+/// Why a blob could not be opened.
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+pub enum BlobError {
+    #[error("blob {0:?} fails authentication (corrupt or tampered)")]
+    Auth(BlobId),
+    #[error("blob {0:?} does not decompress")]
+    Decompress(BlobId),
+    #[error("blob {0:?} content does not match its id")]
+    IdMismatch(BlobId),
+}
+
+/// Opens, decompresses and checks a blob against its keyed id.
+pub fn open_blob(
+    key: &SessionKey,
+    id_key: &crypto::IdKey,
+    e: &PackEntry,
+    sealed: &[u8],
+) -> Result<Vec<u8>, BlobError> {
+    let body = key
+        .open_blob(&e.id, e.kind, e.flags, sealed)
+        .map_err(|_| BlobError::Auth(e.id))?;
+    let plain = if e.flags & FLAG_ZSTD != 0 {
+        zstd::bulk::decompress(&body, e.raw_len as usize).map_err(|_| BlobError::Decompress(e.id))?
+    } else {
+        body
+    };
+    if plain.len() != e.raw_len as usize || id_key.blob_id(&plain) != e.id {
+        return Err(BlobError::IdMismatch(e.id));
+    }
+    Ok(plain)
+}
+
+// ---------------------------------------------------------------- trees
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NodeKind {
+    File { size: u64, chunks: Vec<BlobId> },
+    Dir { subtree: BlobId },
+    Symlink { target: Vec<u8> },
+}
+
+/// One directory entry. Names are raw bytes (Unix names need not be UTF-8).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Node {
+    pub name: Vec<u8>,
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub mtime_s: i64,
+    pub mtime_ns: u32,
+    pub kind: NodeKind,
+}
+
+/// A directory: nodes sorted by name, names unique, no `.`/`..`/`/`/NUL.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct Tree {
+    pub nodes: Vec<Node>,
+}
+
+fn valid_name(n: &[u8]) -> bool {
+    !n.is_empty() && n != b"." && n != b".." && !n.contains(&b'/') && !n.contains(&0)
+}
+
+impl Tree {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = Writer::with_capacity(64 + self.nodes.len() * 80);
+        w.u8(TREE_VERSION).u32(self.nodes.len() as u32);
+        for n in &self.nodes {
+            w.bytes(&n.name)
+                .u32(n.mode)
+                .u32(n.uid)
+                .u32(n.gid)
+                .i64(n.mtime_s)
+                .u32(n.mtime_ns);
+            match &n.kind {
+                NodeKind::File { size, chunks } => {
+                    w.u8(1).u64(*size).u32(chunks.len() as u32);
+                    for c in chunks {
+                        w.raw(&c.0);
+                    }
+                }
+                NodeKind::Dir { subtree } => {
+                    w.u8(2).raw(&subtree.0);
+                }
+                NodeKind::Symlink { target } => {
+                    w.u8(3).bytes(target);
+                }
+            }
+        }
+        w.into_vec()
+    }
+
+    pub fn decode(b: &[u8]) -> Result<Self, DecodeError> {
+        let mut r = Reader::new(b);
+        let v = r.u8()?;
+        if v != TREE_VERSION {
+            return Err(DecodeError::Version {
+                what: "tree",
+                version: v as u32,
+            });
+        }
+        let n = r.count(30, "tree")?;
+        let mut nodes: Vec<Node> = Vec::with_capacity(n);
+        for _ in 0..n {
+            let name = r.bytes(MAX_NAME, "name")?.to_vec();
+            if !valid_name(&name) {
+                return Err(DecodeError::Invalid("file name"));
+            }
+            if let Some(prev) = nodes.last()
+                && prev.name >= name
+            {
+                return Err(DecodeError::Invalid("tree order"));
+            }
+            let mode = r.u32()?;
+            let uid = r.u32()?;
+            let gid = r.u32()?;
+            let mtime_s = r.i64()?;
+            let mtime_ns = r.u32()?;
+            if mtime_ns >= 1_000_000_000 || mode > 0o7777 {
+                return Err(DecodeError::Invalid("mode or mtime"));
+            }
+            let kind = match r.u8()? {
+                1 => {
+                    let size = r.u64()?;
+                    let c = r.count(32, "chunk list")?;
+                    let mut chunks = Vec::with_capacity(c);
+                    for _ in 0..c {
+                        chunks.push(BlobId(r.array()?));
+                    }
+                    NodeKind::File { size, chunks }
+                }
+                2 => NodeKind::Dir {
+                    subtree: BlobId(r.array()?),
+                },
+                3 => NodeKind::Symlink {
+                    target: r.bytes(MAX_NAME, "symlink target")?.to_vec(),
+                },
+                _ => return Err(DecodeError::Invalid("node kind")),
+            };
+            nodes.push(Node {
+                name,
+                mode,
+                uid,
+                gid,
+                mtime_s,
+                mtime_ns,
+                kind,
+            });
+        }
+        r.finish()?;
+        Ok(Tree { nodes })
+    }
+}
+
+// ---------------------------------------------------------------- snapshots
+
+/// What a snapshot says in the clear, for anyone (the vault included) to
+/// check and use for retention and garbage collection.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SnapshotHeader {
+    pub config_id: ObjectId,
+    pub client: [u8; 32],
+    /// The client's claimed time; informative only. The vault stamps its own.
+    pub time_ns: i64,
+    pub parent: Option<ObjectId>,
+    /// Every pack holding a blob this snapshot needs, sorted and unique.
+    pub packs: Vec<ObjectId>,
+    pub epk: [u8; 32],
+}
+
+/// The encrypted part: only restore.key reads it.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct SnapshotBody {
+    pub root: BlobId,
+    pub hostname: String,
+    pub paths: Vec<Vec<u8>>,
+    pub files: u64,
+    pub dirs: u64,
+    pub bytes: u64,
+    pub new_bytes: u64,
+    pub unreadable: Vec<Vec<u8>>,
+}
+
+impl Default for BlobId {
+    fn default() -> Self {
+        BlobId([0; 32])
+    }
+}
+
+impl SnapshotBody {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = Writer::new();
+        w.u32(FORMAT_VERSION).raw(&self.root.0);
+        w.bytes(self.hostname.as_bytes());
+        w.u32(self.paths.len() as u32);
+        for p in &self.paths {
+            w.bytes(p);
+        }
+        w.u64(self.files)
+            .u64(self.dirs)
+            .u64(self.bytes)
+            .u64(self.new_bytes);
+        w.u32(self.unreadable.len() as u32);
+        for p in &self.unreadable {
+            w.bytes(p);
+        }
+        w.into_vec()
+    }
+
+    pub fn decode(b: &[u8]) -> Result<Self, DecodeError> {
+        let mut r = Reader::new(b);
+        let version = r.u32()?;
+        if version != FORMAT_VERSION {
+            return Err(DecodeError::Version {
+                what: "snapshot body",
+                version,
+            });
+        }
+        let root = BlobId(r.array()?);
+        let hostname = utf8(r.bytes(MAX_NAME, "hostname")?, "hostname")?;
+        let n = r.count(4, "paths")?;
+        let mut paths = Vec::with_capacity(n);
+        for _ in 0..n {
+            paths.push(r.bytes(MAX_NAME, "path")?.to_vec());
+        }
+        let files = r.u64()?;
+        let dirs = r.u64()?;
+        let bytes = r.u64()?;
+        let new_bytes = r.u64()?;
+        let n = r.count(4, "unreadable")?;
+        let mut unreadable = Vec::with_capacity(n);
+        for _ in 0..n {
+            unreadable.push(r.bytes(MAX_NAME, "path")?.to_vec());
+        }
+        r.finish()?;
+        Ok(SnapshotBody {
+            root,
+            hostname,
+            paths,
+            files,
+            dirs,
+            bytes,
+            new_bytes,
+            unreadable,
+        })
+    }
+}
+
+/// A decoded snapshot file whose signature has been checked against the
+/// `client` key it names (whether that client belongs to the repository is
+/// the caller's question).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Snapshot {
+    pub header: SnapshotHeader,
+    /// nonce || ciphertext || tag of the [`SnapshotBody`].
+    pub sealed_body: Vec<u8>,
+    pub signature: [u8; 64],
+}
+
+impl Snapshot {
+    fn signed_part(h: &SnapshotHeader, sealed_body: &[u8]) -> Vec<u8> {
+        let mut w = Writer::with_capacity(200 + h.packs.len() * 32 + sealed_body.len());
+        w.raw(SNAPSHOT_MAGIC).u32(FORMAT_VERSION);
+        w.raw(&h.config_id.0).raw(&h.client).i64(h.time_ns);
+        match &h.parent {
+            Some(p) => w.u8(1).raw(&p.0),
+            None => w.u8(0),
+        };
+        w.u32(h.packs.len() as u32);
+        for p in &h.packs {
+            w.raw(&p.0);
+        }
+        w.raw(&h.epk).bytes(sealed_body);
+        w.into_vec()
+    }
+
+    fn body_aad(h: &SnapshotHeader) -> Vec<u8> {
+        let mut aad = SNAPSHOT_BODY_AAD.to_vec();
+        aad.extend_from_slice(&h.config_id.0);
+        aad.extend_from_slice(&h.client);
+        aad
+    }
+
+    /// Seals `body` with the session key and signs the whole record.
+    pub fn create(
+        header: SnapshotHeader,
+        body: &SnapshotBody,
+        key: &SessionKey,
+        client: &Identity,
+    ) -> Result<(ObjectId, Vec<u8>), CryptoError> {
+        let sealed = key.seal(&Self::body_aad(&header), body.encode())?;
+        let mut bytes = Self::signed_part(&header, &sealed);
+        let sig = client.sign(SIG_SNAPSHOT, &bytes);
+        bytes.extend_from_slice(&sig);
+        Ok((ObjectId::of(&bytes), bytes))
+    }
+
+    /// Decodes and checks the signature. Errors name what is wrong.
+    pub fn decode(b: &[u8]) -> Result<Self, SnapshotError> {
+        if b.len() < 64 {
+            return Err(SnapshotError::Decode(DecodeError::BadMagic("snapshot")));
+        }
+        let (signed, sig) = b.split_at(b.len() - 64);
+        let mut r = Reader::new(signed);
+        r.magic(SNAPSHOT_MAGIC, "snapshot")?;
+        let version = r.u32()?;
+        if version != FORMAT_VERSION {
+            return Err(DecodeError::Version {
+                what: "snapshot",
+                version,
+            }
+            .into());
+        }
+        let config_id = ObjectId(r.array()?);
+        let client = r.array()?;
+        let time_ns = r.i64()?;
+        let parent = match r.u8()? {
+            0 => None,
+            1 => Some(ObjectId(r.array()?)),
+            _ => return Err(DecodeError::Invalid("parent flag").into()),
+        };
+        let n = r.count(32, "pack list")?;
+        let mut packs: Vec<ObjectId> = Vec::with_capacity(n);
+        for _ in 0..n {
+            let p = ObjectId(r.array()?);
+            if packs.last().is_some_and(|l| *l >= p) {
+                return Err(DecodeError::Invalid("pack list order").into());
+            }
+            packs.push(p);
+        }
+        let epk = r.array()?;
+        let sealed_body = r.bytes(MAX_BLOB, "snapshot body")?.to_vec();
+        r.finish()?;
+        let signature: [u8; 64] = sig.try_into().unwrap();
+        crypto::verify(&client, SIG_SNAPSHOT, signed, &signature)
+            .map_err(|_| SnapshotError::Signature)?;
+        Ok(Snapshot {
+            header: SnapshotHeader {
+                config_id,
+                client,
+                time_ns,
+                parent,
+                packs,
+                epk,
+            },
+            sealed_body,
+            signature,
+        })
+    }
+
+    /// Decrypts the body with the repository secret.
+    pub fn open_body(&self, secret: &crypto::RepoSecret) -> Result<SnapshotBody, SnapshotError> {
+        let key = secret
+            .open_session(&self.header.epk)
+            .map_err(|_| SnapshotError::Body)?;
+        let plain = key
+            .open(&Self::body_aad(&self.header), &self.sealed_body)
+            .map_err(|_| SnapshotError::Body)?;
+        Ok(SnapshotBody::decode(&plain)?)
+    }
+}
+
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+pub enum SnapshotError {
+    #[error("malformed snapshot: {0}")]
+    Decode(#[from] DecodeError),
+    #[error("snapshot signature does not verify (tampered)")]
+    Signature,
+    #[error("snapshot body fails authentication (tampered, or wrong restore key)")]
+    Body,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::{IdKey, RepoSecret, seal_session};
+
+    pub(crate) fn sample_config() -> Config {
+        Config {
+            repo_id: [1; 16],
+            repo_public: RepoSecret::from_bytes([5; 32]).public(),
+            chunking: Chunking::DEFAULT,
+            pack_target: 16 << 20,
+            zstd_level: 3,
+            members: vec![
+                Member {
+                    role: Role::Admin,
+                    name: "admin-1".into(),
+                    public: [2; 32],
+                },
+                Member {
+                    role: Role::Client,
+                    name: "mx1".into(),
+                    public: [3; 32],
+                },
+            ],
+            quorum: 1,
+            retention: Retention::DEFAULT,
+            delay_secs: 72 * 3600,
+            grace_secs: 86_400,
+        }
+    }
+
+    #[test]
+    fn config_round_trip() {
+        let c = sample_config();
+        assert_eq!(Config::decode(&c.encode()).unwrap(), c);
+        let mut bad = c.clone();
+        bad.quorum = 2;
+        assert!(Config::decode(&bad.encode()).is_err());
+    }
+
+    #[test]
+    fn pack_round_trip_and_blob_checks() {
+        let secret = RepoSecret::generate().unwrap();
+        let idk = IdKey::generate().unwrap();
+        let (epk, key) = seal_session(&secret.public()).unwrap();
+        let mut pb = PackBuilder::new(&epk, 1024);
+        let data = vec![b'a'; 5000];
+        let id = idk.blob_id(&data);
+        let (flags, sealed) = seal_blob(&key, &id, KIND_DATA, &data, 3).unwrap();
+        assert_eq!(flags, FLAG_ZSTD);
+        pb.add(id, KIND_DATA, flags, data.len() as u32, &sealed);
+        let (oid, bytes, entries) = pb.finish();
+        assert_eq!(oid, ObjectId::of(&bytes));
+        let (epk2, parsed) = parse_pack(&bytes).unwrap();
+        assert_eq!(epk2, epk);
+        assert_eq!(parsed, entries);
+        let e = parsed[0];
+        let opened = secret.open_session(&epk2).unwrap();
+        let blob = &bytes[e.offset as usize..(e.offset + e.stored_len) as usize];
+        assert_eq!(open_blob(&opened, &idk, &e, blob).unwrap(), data);
+        // A different id key (another repository) fails the id check.
+        let other = IdKey::generate().unwrap();
+        assert_eq!(
+            open_blob(&opened, &other, &e, blob),
+            Err(BlobError::IdMismatch(e.id))
+        );
+    }
+
+    #[test]
+    fn snapshot_sign_and_tamper() {
+        let secret = RepoSecret::generate().unwrap();
+        let client = Identity::generate().unwrap();
+        let (epk, key) = seal_session(&secret.public()).unwrap();
+        let header = SnapshotHeader {
+            config_id: ObjectId([9; 32]),
+            client: client.public(),
+            time_ns: 1,
+            parent: None,
+            packs: vec![ObjectId([1; 32]), ObjectId([2; 32])],
+            epk,
+        };
+        let body = SnapshotBody {
+            hostname: "mx1".into(),
+            paths: vec![b"/srv/mail".to_vec()],
+            ..Default::default()
+        };
+        let (_, bytes) = Snapshot::create(header.clone(), &body, &key, &client).unwrap();
+        let s = Snapshot::decode(&bytes).unwrap();
+        assert_eq!(s.header, header);
+        assert_eq!(s.open_body(&secret).unwrap(), body);
+        for i in [0, 20, 50, bytes.len() - 70, bytes.len() - 1] {
+            let mut bad = bytes.clone();
+            bad[i] ^= 0x10;
+            assert!(Snapshot::decode(&bad).is_err(), "flip at {i} accepted");
+        }
+    }
+
+    #[test]
+    fn tree_rejects_bad_names_and_order() {
+        let node = |name: &[u8]| Node {
+            name: name.to_vec(),
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            mtime_s: 0,
+            mtime_ns: 0,
+            kind: NodeKind::Symlink { target: b"x".to_vec() },
+        };
+        let ok = Tree {
+            nodes: vec![node(b"a"), node(b"b\n\xff")],
+        };
+        assert_eq!(Tree::decode(&ok.encode()).unwrap(), ok);
+        for bad in [
+            vec![node(b"b"), node(b"a")],
+            vec![node(b"..")],
+            vec![node(b"a/b")],
+            vec![node(b"")],
+        ] {
+            assert!(Tree::decode(&Tree { nodes: bad }.encode()).is_err());
+        }
+    }
+}

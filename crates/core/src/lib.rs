@@ -1,0 +1,31 @@
+//! holdfast-core: the repository format, ids, chunking and cryptography.
+//!
+//! No filesystem, network or clock calls live here; callers pass bytes in
+//! and get bytes or errors out. `docs/format.md` is the binding description
+//! of every layout implemented in [`format`] and [`keyfile`].
+
+pub mod chunker;
+pub mod codec;
+pub mod crypto;
+pub mod format;
+pub mod id;
+pub mod keyfile;
+
+pub use codec::DecodeError;
+pub use id::{BlobId, ObjectId};
+
+/// Decodes `data` with every decoder of untrusted repository bytes; used by
+/// the fuzz target and by property tests. Must never panic.
+pub fn decode_any(data: &[u8]) {
+    let _ = format::Config::decode(data);
+    let _ = format::IdentityRecord::decode(data);
+    let _ = format::Tree::decode(data);
+    let _ = format::SnapshotBody::decode(data);
+    let _ = format::Snapshot::decode(data);
+    let _ = format::parse_pack(data);
+    let _ = format::decode_pack_table(data, data.len() as u64);
+    let _ = keyfile::KeyFile::decode(data);
+    if data.len() >= format::PACK_TRAILER_LEN {
+        let _ = format::pack_table_len(&data[data.len() - format::PACK_TRAILER_LEN..]);
+    }
+}
