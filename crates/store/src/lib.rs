@@ -1,1 +1,130 @@
+//! Storage backends behind one trait.
+//!
+//! # The contract every backend keeps
+//!
+//! * Objects are named by kind and name. Except for the config, the name is
+//!   the hex [`ObjectId`] (BLAKE3) of the bytes.
+//! * `put` is idempotent and **never overwrites**: putting a name that exists
+//!   changes nothing and succeeds. A put returns only once the object is
+//!   durable (for a directory: written, fsynced, renamed, directory fsynced).
+//! * `get` of a content-addressed object checks the bytes against the name
+//!   and returns [`StoreError::Corrupt`] if they differ. Range reads cannot
+//!   be checked here; the blob layer authenticates every blob it reads.
+//! * `list` returns each object once, with its size.
+//! * There is no delete in this trait. Reclaiming storage is the vault's
+//!   job, on its own terms, outside the client path.
+//! * Errors say whether trying again can help ([`StoreError::is_transient`]).
 
+use std::fmt;
+
+use holdfast_core::ObjectId;
+
+mod local;
+pub use local::LocalDir;
+
+/// What kind of object, which decides where it lives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Kind {
+    Config,
+    Pack,
+    Snapshot,
+    Identity,
+}
+
+impl Kind {
+    pub fn dir(self) -> &'static str {
+        match self {
+            Kind::Config => "",
+            Kind::Pack => "packs",
+            Kind::Snapshot => "snapshots",
+            Kind::Identity => "identities",
+        }
+    }
+    pub fn all_objects() -> [Kind; 3] {
+        [Kind::Pack, Kind::Snapshot, Kind::Identity]
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Kind::Config => "config",
+            Kind::Pack => "pack",
+            Kind::Snapshot => "snapshot",
+            Kind::Identity => "identity",
+        })
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{kind} {name} not found")]
+    NotFound { kind: Kind, name: String },
+    #[error("{kind} {name} is corrupt: {why}")]
+    Corrupt {
+        kind: Kind,
+        name: String,
+        why: String,
+    },
+    #[error("storage full while writing {0}")]
+    Full(String),
+    #[error("invalid object name {0:?}")]
+    BadName(String),
+    #[error("refused by the repository: {0}")]
+    Refused(String),
+    #[error("I/O error on {path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Transient(String),
+}
+
+impl StoreError {
+    pub fn is_transient(&self) -> bool {
+        matches!(self, StoreError::Transient(_))
+    }
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, StoreError::NotFound { .. })
+    }
+}
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// The storage trait. See the module documentation for the contract.
+pub trait Backend: Send + Sync {
+    fn put(&self, kind: Kind, name: &str, data: &[u8]) -> Result<()>;
+    fn get(&self, kind: Kind, name: &str) -> Result<Vec<u8>>;
+    fn get_range(&self, kind: Kind, name: &str, offset: u64, len: u64) -> Result<Vec<u8>>;
+    fn size(&self, kind: Kind, name: &str) -> Result<u64>;
+    fn list(&self, kind: Kind) -> Result<Vec<(String, u64)>>;
+    /// Human-readable location, for messages.
+    fn location(&self) -> String;
+}
+
+/// Checks a name: `config` for the config, else 64 lowercase hex digits.
+pub fn check_name(kind: Kind, name: &str) -> Result<()> {
+    let ok = match kind {
+        Kind::Config => name == "config",
+        _ => name.len() == 64 && name.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')),
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(StoreError::BadName(name.chars().take(80).collect()))
+    }
+}
+
+/// Checks fetched bytes against a content-addressed name.
+pub fn check_content(kind: Kind, name: &str, data: &[u8]) -> Result<()> {
+    if kind == Kind::Config || ObjectId::of(data).to_hex() == name {
+        return Ok(());
+    }
+    Err(StoreError::Corrupt {
+        kind,
+        name: name.to_string(),
+        why: "content does not match its id".into(),
+    })
+}
