@@ -1,1 +1,71 @@
-fn main(){}
+//! The `holdfast` command: argument parsing and output only. Everything it
+//! does lives in `holdfast-repo`.
+//!
+//! Exit status: 0 success; 1 error (one line on stderr); 3 partial success
+//! (snapshot written or restore done, but some files could not be read or
+//! written — they are listed); 4 damage or tampering detected.
+
+mod cmd;
+mod util;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "holdfast",
+    version,
+    about = "Deduplicating, end-to-end encrypted backups that survive the attacker who owns every server",
+    long_about = None,
+    after_help = "REPO is a directory (the embedded default). SNAPSHOT is an id, a unique \
+prefix, or `latest`.\nPassphrase-protected keys (restore, admin) read HOLDFAST_PASSPHRASE, \
+else ask on the terminal.\nExit status: 0 ok, 1 error, 3 partial (files listed), 4 damage or tampering detected."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create a repository and write one key file per role into KEYDIR
+    Init(cmd::init::Args),
+    /// Back up files and directories (needs a client key)
+    Backup(cmd::backup::Args),
+    /// List snapshots (details need the restore key)
+    Snapshots(cmd::snapshots::Args),
+    /// List the files in a snapshot (needs the restore key)
+    Ls(cmd::ls::Args),
+    /// Compare two snapshots (needs the restore key)
+    Diff(cmd::diff::Args),
+    /// Restore a snapshot into a new directory (needs the restore key)
+    Restore(cmd::restore::Args),
+    /// Check the repository; --read-data reads and checks every byte
+    Verify(cmd::verify::Args),
+    /// Manage identities
+    #[command(subcommand)]
+    Key(cmd::key::KeyCommand),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let r = match cli.command {
+        Command::Init(a) => cmd::init::run(a),
+        Command::Backup(a) => cmd::backup::run(a),
+        Command::Snapshots(a) => cmd::snapshots::run(a),
+        Command::Ls(a) => cmd::ls::run(a),
+        Command::Diff(a) => cmd::diff::run(a),
+        Command::Restore(a) => cmd::restore::run(a),
+        Command::Verify(a) => cmd::verify::run(a),
+        Command::Key(k) => cmd::key::run(k),
+    };
+    match r {
+        Ok(code) => code,
+        Err(e) => {
+            let code = util::exit_code_for(&e);
+            eprintln!("holdfast: {}", util::one_line(&e));
+            code
+        }
+    }
+}

@@ -194,7 +194,10 @@ pub fn seal_session(repo_public: &[u8; 32]) -> Result<([u8; 32], SessionKey), Cr
     if !shared.was_contributory() {
         return Err(CryptoError::BadPublicKey);
     }
-    Ok((epk, SessionKey::derive(shared.as_bytes(), &epk, repo_public)))
+    Ok((
+        epk,
+        SessionKey::derive(shared.as_bytes(), &epk, repo_public),
+    ))
 }
 
 /// An Ed25519 identity (client, admin, replica, auditor, vault).

@@ -500,7 +500,8 @@ pub fn open_blob(
         .open_blob(&e.id, e.kind, e.flags, sealed)
         .map_err(|_| BlobError::Auth(e.id))?;
     let plain = if e.flags & FLAG_ZSTD != 0 {
-        zstd::bulk::decompress(&body, e.raw_len as usize).map_err(|_| BlobError::Decompress(e.id))?
+        zstd::bulk::decompress(&body, e.raw_len as usize)
+            .map_err(|_| BlobError::Decompress(e.id))?
     } else {
         body
     };
@@ -956,7 +957,9 @@ mod tests {
             gid: 0,
             mtime_s: 0,
             mtime_ns: 0,
-            kind: NodeKind::Symlink { target: b"x".to_vec() },
+            kind: NodeKind::Symlink {
+                target: b"x".to_vec(),
+            },
         };
         let ok = Tree {
             nodes: vec![node(b"a"), node(b"b\n\xff")],

@@ -72,7 +72,9 @@ pub fn parse_hex(s: &str) -> Result<Vec<u8>, DecodeError> {
             _ => Err(DecodeError::Invalid("hex string")),
         }
     };
-    b.chunks(2).map(|p| Ok(nib(p[0])? << 4 | nib(p[1])?)).collect()
+    b.chunks(2)
+        .map(|p| Ok(nib(p[0])? << 4 | nib(p[1])?))
+        .collect()
 }
 
 pub fn parse_hex32(s: &str) -> Result<[u8; 32], DecodeError> {

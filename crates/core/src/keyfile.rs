@@ -14,7 +14,7 @@
 use zeroize::Zeroizing;
 
 use crate::codec::{DecodeError, Reader, Writer};
-use crate::crypto::{self, CryptoError, Identity, IdKey, KdfParams, RepoSecret};
+use crate::crypto::{self, CryptoError, IdKey, Identity, KdfParams, RepoSecret};
 use crate::format::{MAX_NAME, Role};
 use crate::id::ObjectId;
 

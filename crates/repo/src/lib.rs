@@ -1,1 +1,75 @@
+//! holdfast-repo: what the commands do — init, backup, restore, verify,
+//! listings — on top of any [`Backend`]. No argument parsing, no terminal
+//! handling; progress is reported through [`Progress`] counters.
 
+pub mod backup;
+pub mod cache;
+pub mod index;
+pub mod init;
+pub mod keys;
+pub mod repo;
+pub mod restore;
+pub mod snapshots;
+pub mod verify;
+
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+pub use holdfast_store::{Backend, StoreError};
+pub use repo::Repository;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    Store(#[from] StoreError),
+    #[error("TAMPERING DETECTED: {0}")]
+    Tamper(String),
+    #[error("repository damaged: {0}")]
+    Corrupt(String),
+    #[error("{0}")]
+    Usage(String),
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Key(#[from] holdfast_core::keyfile::KeyError),
+    #[error("{0}")]
+    Crypto(#[from] holdfast_core::crypto::CryptoError),
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+pub(crate) fn io_err(path: &Path, e: std::io::Error) -> Error {
+    Error::Io {
+        path: path.display().to_string(),
+        source: e,
+    }
+}
+
+/// Counters a long operation advances; a front end may poll them to draw
+/// progress. All relaxed: they are informative only.
+#[derive(Default, Debug)]
+pub struct Progress {
+    pub files_total: AtomicU64,
+    pub bytes_total: AtomicU64,
+    pub files_done: AtomicU64,
+    pub bytes_done: AtomicU64,
+}
+
+impl Progress {
+    pub fn add(&self, files: u64, bytes: u64) {
+        self.files_done.fetch_add(files, Ordering::Relaxed);
+        self.bytes_done.fetch_add(bytes, Ordering::Relaxed);
+    }
+}
+
+/// Current wall-clock time in nanoseconds since the Unix epoch.
+pub fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0)
+}

@@ -20,7 +20,7 @@ use std::fmt;
 use holdfast_core::ObjectId;
 
 mod local;
-pub use local::LocalDir;
+pub use local::{LocalDir, fsync_dir};
 
 /// What kind of object, which decides where it lives.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -126,10 +126,7 @@ impl Backend for LocalDir {
             .join("tmp")
             .join(holdfast_core::id::hex(&rnd) + ".tmp");
         let write = || -> std::io::Result<()> {
-            let mut f = OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(&tmp)?;
+            let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
             f.write_all(data)?;
             f.sync_all()
         };
@@ -190,13 +187,15 @@ impl Backend for LocalDir {
     fn size(&self, kind: Kind, name: &str) -> Result<u64> {
         check_name(kind, name)?;
         let p = self.path_of(kind, name);
-        fs::metadata(&p).map(|m| m.len()).map_err(|e| match e.kind() {
-            ErrorKind::NotFound => StoreError::NotFound {
-                kind,
-                name: name.to_string(),
-            },
-            _ => io_err(&p, e),
-        })
+        fs::metadata(&p)
+            .map(|m| m.len())
+            .map_err(|e| match e.kind() {
+                ErrorKind::NotFound => StoreError::NotFound {
+                    kind,
+                    name: name.to_string(),
+                },
+                _ => io_err(&p, e),
+            })
     }
 
     fn list(&self, kind: Kind) -> Result<Vec<(String, u64)>> {

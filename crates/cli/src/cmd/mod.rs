@@ -1,0 +1,11 @@
+//! One file per command: parse and check arguments, then open keys and the
+//! repository, then call into holdfast-repo and print.
+
+pub mod backup;
+pub mod diff;
+pub mod init;
+pub mod key;
+pub mod ls;
+pub mod restore;
+pub mod snapshots;
+pub mod verify;

@@ -1,0 +1,86 @@
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Result;
+use holdfast_repo::snapshots::list;
+
+use crate::util;
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[arg(long)]
+    pub repo: String,
+    /// Any key of the repository; the restore key also shows hosts, paths and sizes
+    #[arg(long)]
+    pub key: PathBuf,
+    /// Print one JSON array of objects
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(a: Args) -> Result<ExitCode> {
+    let (repo, key) = util::open(&a.repo, &a.key)?;
+    let (snaps, errors) = list(&repo, &key)?;
+    if a.json {
+        let v: Vec<_> = snaps
+            .iter()
+            .map(|s| {
+                let mut o = serde_json::json!({
+                    "id": s.id.to_hex(),
+                    "time": util::time(s.time_ns),
+                    "time_ns": s.time_ns,
+                    "client": s.client,
+                    "parent": s.parent.map(|p| p.to_hex()),
+                    "packs": s.packs,
+                });
+                if let Some(b) = &s.body {
+                    o["hostname"] = b.hostname.clone().into();
+                    o["paths"] = b
+                        .paths
+                        .iter()
+                        .map(|p| util::lossy(p))
+                        .collect::<Vec<_>>()
+                        .into();
+                    o["files"] = b.files.into();
+                    o["dirs"] = b.dirs.into();
+                    o["bytes"] = b.bytes.into();
+                    o["unreadable"] = b.unreadable.len().into();
+                }
+                o
+            })
+            .collect();
+        util::json(&serde_json::Value::Array(v));
+    } else {
+        for s in &snaps {
+            let detail = match &s.body {
+                Some(b) => format!(
+                    "  {}  {} files  {}  {}",
+                    b.hostname,
+                    b.files,
+                    util::bytes(b.bytes),
+                    b.paths
+                        .iter()
+                        .map(|p| util::lossy(p))
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                ),
+                None => String::new(),
+            };
+            util::out(format!(
+                "{}  {}  {}{}",
+                &s.id.to_hex()[..16],
+                util::time(s.time_ns),
+                s.client,
+                detail
+            ));
+        }
+    }
+    for e in &errors {
+        eprintln!("holdfast: {e}");
+    }
+    Ok(if errors.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(util::EXIT_DAMAGE)
+    })
+}

@@ -1,0 +1,203 @@
+//! Shared pieces of the command line: opening repositories and keys,
+//! passphrases, progress, output that survives a closed pipe.
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::{Result, anyhow, bail};
+use holdfast_repo::keys::Key;
+use holdfast_repo::{Backend, Progress, Repository};
+use holdfast_store::LocalDir;
+use zeroize::Zeroizing;
+
+pub const EXIT_PARTIAL: u8 = 3;
+pub const EXIT_DAMAGE: u8 = 4;
+
+/// Opens the backend a REPO argument names.
+pub fn backend(repo: &str) -> Result<Arc<dyn Backend>> {
+    if repo.starts_with("https://") || repo.starts_with("http://") {
+        bail!("{repo}: vault repositories are not supported by this build yet");
+    }
+    if repo.starts_with("s3://") || repo.starts_with("bundle:") {
+        bail!("{repo}: this repository kind is not supported by this build yet");
+    }
+    let b = LocalDir::open(repo).map_err(|_| anyhow!("{repo}: no holdfast repository here"))?;
+    // Temp files of crashed writers; an hour old so live writers are safe.
+    let _ = b.clean_tmp(Duration::from_secs(3600));
+    Ok(Arc::new(b))
+}
+
+/// The passphrase: `HOLDFAST_PASSPHRASE`, else the terminal.
+pub fn passphrase(confirm: bool) -> holdfast_repo::Result<Zeroizing<String>> {
+    if let Ok(p) = std::env::var("HOLDFAST_PASSPHRASE") {
+        return Ok(Zeroizing::new(p));
+    }
+    if !std::io::stdin().is_terminal() {
+        return Err(holdfast_repo::Error::Usage(
+            "a passphrase is needed: set HOLDFAST_PASSPHRASE or run on a terminal".into(),
+        ));
+    }
+    let p = Zeroizing::new(
+        rpassword::prompt_password("holdfast passphrase: ")
+            .map_err(|e| holdfast_repo::Error::Usage(format!("reading passphrase: {e}")))?,
+    );
+    if confirm {
+        let again = Zeroizing::new(
+            rpassword::prompt_password("again: ")
+                .map_err(|e| holdfast_repo::Error::Usage(format!("reading passphrase: {e}")))?,
+        );
+        if *p != *again {
+            return Err(holdfast_repo::Error::Usage("passphrases differ".into()));
+        }
+    }
+    Ok(p)
+}
+
+pub fn load_key(path: &Path) -> Result<Key> {
+    Ok(Key::load(path, || passphrase(false))?)
+}
+
+/// Opens REPO with KEY: the config must be the one the key pins.
+pub fn open(repo: &str, key: &Path) -> Result<(Repository, Key)> {
+    let key = load_key(key)?;
+    let r = Repository::open(backend(repo)?, &key)?;
+    Ok((r, key))
+}
+
+pub fn cache_dir(flag: Option<PathBuf>) -> PathBuf {
+    flag.or_else(|| std::env::var_os("HOLDFAST_CACHE_DIR").map(PathBuf::from))
+        .or_else(|| std::env::var_os("XDG_CACHE_HOME").map(|d| PathBuf::from(d).join("holdfast")))
+        .or_else(|| std::env::var_os("HOME").map(|d| PathBuf::from(d).join(".cache/holdfast")))
+        .unwrap_or_else(|| PathBuf::from(".holdfast-cache"))
+}
+
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+/// Draws a progress bar on a terminal while `f` runs; silent when piped.
+pub fn with_progress<T>(what: &str, f: impl FnOnce(&Progress) -> T) -> T {
+    let progress = Arc::new(Progress::default());
+    if !std::io::stderr().is_terminal() {
+        return f(&progress);
+    }
+    let done = Arc::new(AtomicBool::new(false));
+    let t = {
+        let (p, done, what) = (progress.clone(), done.clone(), what.to_string());
+        std::thread::spawn(move || {
+            let bar = indicatif::ProgressBar::new(0);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{msg} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} {prefix} files",
+                )
+                .unwrap()
+                .progress_chars("=> "),
+            );
+            bar.set_message(what);
+            while !done.load(Ordering::Relaxed) {
+                bar.set_length(p.bytes_total.load(Ordering::Relaxed));
+                bar.set_position(p.bytes_done.load(Ordering::Relaxed));
+                bar.set_prefix(format!(
+                    "{}/{}",
+                    p.files_done.load(Ordering::Relaxed),
+                    p.files_total.load(Ordering::Relaxed)
+                ));
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            bar.finish_and_clear();
+        })
+    };
+    let r = f(&progress);
+    done.store(true, Ordering::Relaxed);
+    let _ = t.join();
+    r
+}
+
+/// Writes a line to stdout; a closed pipe ends the program quietly.
+pub fn out(line: impl AsRef<str>) {
+    let mut o = std::io::stdout().lock();
+    if let Err(e) = writeln!(o, "{}", line.as_ref())
+        && e.kind() == std::io::ErrorKind::BrokenPipe
+    {
+        std::process::exit(0);
+    }
+}
+
+pub fn json(v: &serde_json::Value) {
+    out(serde_json::to_string_pretty(v).expect("JSON value serialises"));
+}
+
+pub fn time(ns: i64) -> String {
+    // RFC 3339 UTC without a time-zone crate.
+    let secs = ns.div_euclid(1_000_000_000);
+    let days = secs.div_euclid(86_400);
+    let sod = secs.rem_euclid(86_400);
+    let (y, m, d) = civil_from_days(days);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        sod / 3600,
+        sod / 60 % 60,
+        sod % 60
+    )
+}
+
+/// Howard Hinnant's days-to-civil algorithm.
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+pub fn bytes(n: u64) -> String {
+    let units = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < units.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", units[u])
+    }
+}
+
+pub fn lossy(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+pub fn exit_code_for(e: &anyhow::Error) -> ExitCode {
+    match e.downcast_ref::<holdfast_repo::Error>() {
+        Some(holdfast_repo::Error::Tamper(_)) | Some(holdfast_repo::Error::Corrupt(_)) => {
+            ExitCode::from(EXIT_DAMAGE)
+        }
+        _ => ExitCode::FAILURE,
+    }
+}
+
+/// The error and its causes on one line.
+pub fn one_line(e: &anyhow::Error) -> String {
+    let mut s = e.to_string();
+    for c in e.chain().skip(1) {
+        let c = c.to_string();
+        if !s.contains(&c) {
+            s.push_str(": ");
+            s.push_str(&c);
+        }
+    }
+    s.replace('\n', " ")
+}

@@ -1,0 +1,191 @@
+//! The client's local cache: what this client has already sent.
+//!
+//! A write-only client cannot read its earlier snapshots, so it remembers
+//! (1) for each file it saved: size, mtime, ctime, inode, device → chunk ids,
+//! and (2) for each blob it sent: which pack holds it. Losing or damaging the
+//! cache costs a re-read of every file, never correctness: it is checked
+//! against the repository's pack list before use, and rebuilt from the
+//! plaintext tables of this client's own packs when missing.
+//!
+//! File layout (all little-endian, see docs/format.md §8): magic
+//! `HFCACHE1`, repo id, client public key, config id, last snapshot,
+//! packs, blobs (id, pack index), files (path, stat fields, chunk ids).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use holdfast_core::codec::{DecodeError, Reader, Writer};
+use holdfast_core::{BlobId, ObjectId};
+
+use crate::{Result, io_err};
+
+const MAGIC: &[u8; 8] = b"HFCACHE1";
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FileStat {
+    pub size: u64,
+    pub mtime: (i64, u32),
+    pub ctime: (i64, u32),
+    pub ino: u64,
+    pub dev: u64,
+}
+
+#[derive(Clone, Debug)]
+pub struct CachedFile {
+    pub stat: FileStat,
+    pub chunks: Vec<BlobId>,
+}
+
+#[derive(Default)]
+pub struct Cache {
+    pub last_snapshot: Option<ObjectId>,
+    pub packs: Vec<ObjectId>,
+    /// Blob → index into `packs`.
+    pub blobs: HashMap<BlobId, u32>,
+    /// Absolute path bytes → file.
+    pub files: HashMap<Vec<u8>, CachedFile>,
+}
+
+/// Identifies whose cache a file is.
+pub struct Owner {
+    pub repo_id: [u8; 16],
+    pub client: [u8; 32],
+    pub config_id: ObjectId,
+}
+
+impl Cache {
+    pub fn path(dir: &Path, owner: &Owner) -> PathBuf {
+        dir.join(format!(
+            "{}-{}.cache",
+            holdfast_core::id::hex(&owner.repo_id),
+            holdfast_core::id::hex(&owner.client[..8])
+        ))
+    }
+
+    /// Loads the cache; a missing, foreign or damaged cache is empty.
+    pub fn load(path: &Path, owner: &Owner) -> Cache {
+        let Ok(bytes) = std::fs::read(path) else {
+            return Cache::default();
+        };
+        Self::decode(&bytes, owner).unwrap_or_default()
+    }
+
+    fn decode(b: &[u8], owner: &Owner) -> std::result::Result<Cache, DecodeError> {
+        let mut r = Reader::new(b);
+        r.magic(MAGIC, "cache")?;
+        if r.array::<16>()? != owner.repo_id
+            || r.array::<32>()? != owner.client
+            || ObjectId(r.array()?) != owner.config_id
+        {
+            return Err(DecodeError::Invalid("cache owner"));
+        }
+        let last_snapshot = match r.u8()? {
+            0 => None,
+            _ => Some(ObjectId(r.array()?)),
+        };
+        let n = r.count(32, "packs")?;
+        let mut packs = Vec::with_capacity(n);
+        for _ in 0..n {
+            packs.push(ObjectId(r.array()?));
+        }
+        let n = r.count(36, "blobs")?;
+        let mut blobs = HashMap::with_capacity(n);
+        for _ in 0..n {
+            let id = BlobId(r.array()?);
+            let p = r.u32()?;
+            if p as usize >= packs.len() {
+                return Err(DecodeError::Invalid("pack index"));
+            }
+            blobs.insert(id, p);
+        }
+        let n = r.count(56, "files")?;
+        let mut files = HashMap::with_capacity(n);
+        for _ in 0..n {
+            let path = r.bytes(1 << 16, "path")?.to_vec();
+            let stat = FileStat {
+                size: r.u64()?,
+                mtime: (r.i64()?, r.u32()?),
+                ctime: (r.i64()?, r.u32()?),
+                ino: r.u64()?,
+                dev: r.u64()?,
+            };
+            let c = r.count(32, "chunks")?;
+            let mut chunks = Vec::with_capacity(c);
+            for _ in 0..c {
+                chunks.push(BlobId(r.array()?));
+            }
+            files.insert(path, CachedFile { stat, chunks });
+        }
+        r.finish()?;
+        Ok(Cache {
+            last_snapshot,
+            packs,
+            blobs,
+            files,
+        })
+    }
+
+    fn encode(&self, owner: &Owner) -> Vec<u8> {
+        let mut w = Writer::with_capacity(64 + self.blobs.len() * 36 + self.files.len() * 120);
+        w.raw(MAGIC)
+            .raw(&owner.repo_id)
+            .raw(&owner.client)
+            .raw(&owner.config_id.0);
+        match &self.last_snapshot {
+            Some(s) => w.u8(1).raw(&s.0),
+            None => w.u8(0),
+        };
+        w.u32(self.packs.len() as u32);
+        for p in &self.packs {
+            w.raw(&p.0);
+        }
+        w.u32(self.blobs.len() as u32);
+        for (id, p) in &self.blobs {
+            w.raw(&id.0).u32(*p);
+        }
+        w.u32(self.files.len() as u32);
+        for (path, f) in &self.files {
+            w.bytes(path)
+                .u64(f.stat.size)
+                .i64(f.stat.mtime.0)
+                .u32(f.stat.mtime.1)
+                .i64(f.stat.ctime.0)
+                .u32(f.stat.ctime.1)
+                .u64(f.stat.ino)
+                .u64(f.stat.dev);
+            w.u32(f.chunks.len() as u32);
+            for c in &f.chunks {
+                w.raw(&c.0);
+            }
+        }
+        w.into_vec()
+    }
+
+    /// Saves crash-safely (temp, fsync, rename).
+    pub fn save(&self, path: &Path, owner: &Owner) -> Result<()> {
+        use std::io::Write;
+        let dir = path.parent().unwrap_or(Path::new("."));
+        std::fs::create_dir_all(dir).map_err(|e| io_err(dir, e))?;
+        let tmp = path.with_extension("cache.tmp");
+        let mut f = std::fs::File::create(&tmp).map_err(|e| io_err(&tmp, e))?;
+        f.write_all(&self.encode(owner))
+            .and_then(|_| f.sync_all())
+            .map_err(|e| io_err(&tmp, e))?;
+        std::fs::rename(&tmp, path).map_err(|e| io_err(path, e))?;
+        let _ = holdfast_store::fsync_dir(dir);
+        Ok(())
+    }
+
+    /// Drops everything that refers to a pack not in `existing`, so the
+    /// cache can never make a snapshot point at reclaimed or lost data.
+    pub fn retain_packs(&mut self, existing: &std::collections::HashSet<ObjectId>) {
+        let keep: Vec<bool> = self.packs.iter().map(|p| existing.contains(p)).collect();
+        if keep.iter().all(|k| *k) {
+            return;
+        }
+        self.blobs.retain(|_, p| keep[*p as usize]);
+        let blobs = &self.blobs;
+        self.files
+            .retain(|_, f| f.chunks.iter().all(|c| blobs.contains_key(c)));
+    }
+}

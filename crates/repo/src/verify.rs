@@ -1,0 +1,196 @@
+//! `holdfast verify`.
+//!
+//! With any key: the config matches the key, every snapshot's id and
+//! signature check out and its signer is a client, every pack a snapshot
+//! lists exists and its table is well formed. With `--read-data`: every pack
+//! is read whole and checked against its id. With the restore key as well:
+//! every blob is decrypted and checked against its keyed id, every snapshot
+//! body opens and every tree and chunk it references is found in the packs
+//! it lists. Each problem names the object it concerns.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::Ordering;
+
+use holdfast_core::format::{self, KIND_TREE, NodeKind, PackEntry, Tree};
+use holdfast_core::{BlobId, ObjectId};
+use holdfast_store::Kind;
+use rayon::prelude::*;
+
+use crate::index::{BlobReader, Index, Location, read_pack_table};
+use crate::keys::Key;
+use crate::{Progress, Repository, Result};
+
+#[derive(Debug, Default)]
+pub struct VerifyReport {
+    pub snapshots: u64,
+    pub packs: u64,
+    pub blobs: u64,
+    pub bytes_read: u64,
+    pub unreferenced_packs: u64,
+    pub decrypted: bool,
+    pub problems: Vec<String>,
+}
+
+pub fn verify(
+    repo: &Repository,
+    key: &Key,
+    read_data: bool,
+    progress: &Progress,
+) -> Result<VerifyReport> {
+    let mut rep = VerifyReport::default();
+    let backend = repo.backend.as_ref();
+    let (snaps, bad) = repo.snapshots()?;
+    rep.problems.extend(bad.iter().map(|e| e.to_string()));
+    rep.snapshots = snaps.len() as u64;
+
+    // Packs: structure always; whole content with --read-data.
+    let listed = backend.list(Kind::Pack)?;
+    progress
+        .files_total
+        .store(listed.len() as u64, Ordering::Relaxed);
+    progress
+        .bytes_total
+        .store(listed.iter().map(|(_, s)| s).sum(), Ordering::Relaxed);
+    let restore = key.require_restore("").ok();
+    let results: Vec<(
+        ObjectId,
+        std::result::Result<(u64, [u8; 32], Vec<PackEntry>), String>,
+    )> = listed
+        .par_iter()
+        .map(|(name, size)| {
+            let id = ObjectId::from_hex(name).unwrap_or(ObjectId([0; 32]));
+            let r = check_pack(repo, &id, read_data, restore);
+            progress.add(1, *size);
+            (id, r)
+        })
+        .collect();
+    let mut good: HashMap<ObjectId, ([u8; 32], Vec<PackEntry>)> = HashMap::new();
+    for (id, r) in results {
+        rep.packs += 1;
+        match r {
+            Ok((bytes, epk, entries)) => {
+                rep.bytes_read += bytes;
+                rep.blobs += entries.len() as u64;
+                good.insert(id, (epk, entries));
+            }
+            Err(why) => rep.problems.push(format!("pack {id}: {why}")),
+        }
+    }
+
+    // Snapshots: their packs, and with the restore key their trees.
+    let mut referenced: HashSet<ObjectId> = HashSet::new();
+    for (sid, s) in &snaps {
+        for p in &s.header.packs {
+            referenced.insert(*p);
+            if !good.contains_key(p) && !rep.problems.iter().any(|x| x.contains(&p.to_hex())) {
+                rep.problems
+                    .push(format!("snapshot {sid}: pack {p} is missing"));
+            }
+        }
+        if let Some((id_key, secret)) = restore {
+            rep.decrypted = true;
+            let body = match s.open_body(secret) {
+                Ok(b) => b,
+                Err(e) => {
+                    rep.problems.push(format!("snapshot {sid}: {e}"));
+                    continue;
+                }
+            };
+            let mut idx = Index::default();
+            for p in &s.header.packs {
+                if let Some((epk, entries)) = good.get(p) {
+                    let n = idx.packs.len() as u32;
+                    idx.packs.push(*p);
+                    idx.epks.push(*epk);
+                    for e in entries {
+                        idx.blobs
+                            .entry(e.id)
+                            .or_insert(Location { pack: n, entry: *e });
+                    }
+                }
+            }
+            let reader = BlobReader::new(backend, &idx, id_key, secret);
+            let mut seen = HashSet::new();
+            check_tree(&reader, body.root, &mut seen, &mut |why| {
+                rep.problems.push(format!("snapshot {sid}: {why}"))
+            });
+        }
+    }
+    rep.unreferenced_packs = good.keys().filter(|p| !referenced.contains(p)).count() as u64;
+    Ok(rep)
+}
+
+fn check_pack(
+    repo: &Repository,
+    id: &ObjectId,
+    read_data: bool,
+    restore: Option<(
+        &holdfast_core::crypto::IdKey,
+        &holdfast_core::crypto::RepoSecret,
+    )>,
+) -> std::result::Result<(u64, [u8; 32], Vec<PackEntry>), String> {
+    let backend = repo.backend.as_ref();
+    if !read_data {
+        return read_pack_table(backend, id)
+            .map(|(epk, e)| (0, epk, e))
+            .map_err(|e| e.to_string());
+    }
+    let bytes = backend
+        .get(Kind::Pack, &id.to_hex())
+        .map_err(|e| e.to_string())?;
+    let (epk, entries) = format::parse_pack(&bytes).map_err(|e| e.to_string())?;
+    if let Some((id_key, secret)) = restore {
+        let key = secret.open_session(&epk).map_err(|e| e.to_string())?;
+        let mut bad = Vec::new();
+        for e in &entries {
+            let sealed = &bytes[e.offset as usize..(e.offset + e.stored_len) as usize];
+            if let Err(x) = format::open_blob(&key, id_key, e, sealed) {
+                bad.push(x.to_string());
+            }
+        }
+        if !bad.is_empty() {
+            return Err(format!("{} damaged blob(s): {}", bad.len(), bad.join("; ")));
+        }
+    }
+    Ok((bytes.len() as u64, epk, entries))
+}
+
+fn check_tree(
+    reader: &BlobReader,
+    id: BlobId,
+    seen: &mut HashSet<BlobId>,
+    report: &mut impl FnMut(String),
+) {
+    if !seen.insert(id) {
+        return;
+    }
+    let tree: Tree = match reader.index.blobs.get(&id) {
+        Some(loc) if loc.entry.kind == KIND_TREE => match reader.tree(&id) {
+            Ok(t) => t,
+            Err(e) => return report(e.to_string()),
+        },
+        _ => {
+            return report(format!(
+                "tree {} is not in the snapshot's packs",
+                id.to_hex()
+            ));
+        }
+    };
+    for n in tree.nodes {
+        match n.kind {
+            NodeKind::Dir { subtree } => check_tree(reader, subtree, seen, report),
+            NodeKind::File { chunks, .. } => {
+                for c in chunks {
+                    if !reader.index.blobs.contains_key(&c) && seen.insert(c) {
+                        report(format!(
+                            "chunk {} of {} is not in the snapshot's packs",
+                            c.to_hex(),
+                            String::from_utf8_lossy(&n.name)
+                        ));
+                    }
+                }
+            }
+            NodeKind::Symlink { .. } => {}
+        }
+    }
+}
