@@ -348,7 +348,11 @@ pub struct PackBuilder {
 
 impl PackBuilder {
     pub fn new(epk: &[u8; 32], capacity: usize) -> Self {
-        let mut buf = Vec::with_capacity(capacity);
+        Self::with_buffer(epk, Vec::with_capacity(capacity))
+    }
+    /// Starts a pack in a recycled buffer (its contents are discarded).
+    pub fn with_buffer(epk: &[u8; 32], mut buf: Vec<u8>) -> Self {
+        buf.clear();
         buf.extend_from_slice(PACK_MAGIC);
         buf.extend_from_slice(epk);
         Self {
@@ -469,7 +473,19 @@ pub fn seal_blob(
     plaintext: &[u8],
     zstd_level: i32,
 ) -> Result<(u8, Vec<u8>), CryptoError> {
-    let compressed = zstd::bulk::compress(plaintext, zstd_level).ok();
+    // One compression context per thread and level: making a context per
+    // chunk costs more than compressing a small chunk.
+    thread_local! {
+        static CCTX: std::cell::RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> =
+            const { std::cell::RefCell::new(None) };
+    }
+    let compressed = CCTX.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.as_ref().is_none_or(|(l, _)| *l != zstd_level) {
+            *c = Some((zstd_level, zstd::bulk::Compressor::new(zstd_level).ok()?));
+        }
+        c.as_mut()?.1.compress(plaintext).ok()
+    });
     let (flags, body) = match compressed {
         // Keep compression only when it saves at least 1/32 of the size.
         Some(c) if c.len() + plaintext.len() / 32 < plaintext.len() => (FLAG_ZSTD, c),

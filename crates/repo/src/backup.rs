@@ -19,7 +19,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{SyncSender, sync_channel};
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex};
 
 use globset::{Glob, GlobSet, GlobSetBuilder};
@@ -39,8 +39,9 @@ use crate::index::read_pack_table;
 use crate::keys::Key;
 use crate::{Error, Progress, Repository, Result, now_ns};
 
-/// Files up to this size are read whole and chunked from memory.
-const SLURP_LIMIT: u64 = 4 << 20;
+/// Files up to this size (the largest chunk) are read whole and chunked from
+/// memory; larger ones are streamed.
+const SLURP_LIMIT: u64 = 1 << 20;
 
 pub struct BackupOptions {
     pub paths: Vec<PathBuf>,
@@ -206,6 +207,10 @@ struct Uploader<'a> {
     pending: Mutex<HashSet<BlobId>>,
     packer: Mutex<Option<PackBuilder>>,
     tx: Mutex<Option<SyncSender<PackBuilder>>>,
+    /// Pack buffers the writer has finished with, for reuse: a few large
+    /// buffers recycled instead of one allocated per pack keeps the
+    /// allocator from holding freed packs in per-thread arenas.
+    spare: Mutex<Receiver<Vec<u8>>>,
     failed: &'a AtomicBool,
     new_blobs: AtomicU64,
     new_bytes: AtomicU64,
@@ -226,8 +231,10 @@ impl Uploader<'_> {
             .fetch_add(data.len() as u64, Ordering::Relaxed);
         let full = {
             let mut p = self.packer.lock().unwrap();
-            let b =
-                p.get_or_insert_with(|| PackBuilder::new(&self.epk, self.pack_target + (1 << 20)));
+            let b = p.get_or_insert_with(|| match self.spare.lock().unwrap().try_recv() {
+                Ok(buf) => PackBuilder::with_buffer(&self.epk, buf),
+                Err(_) => PackBuilder::new(&self.epk, self.pack_target + (2 << 20)),
+            });
             b.add(id, kind, flags, data.len() as u32, &sealed);
             if b.len() >= self.pack_target {
                 p.take()
@@ -463,6 +470,7 @@ pub fn backup(
     let (epk, session) = crypto::seal_session(repo_public)?;
     let failed = AtomicBool::new(false);
     let (tx, rx) = sync_channel::<PackBuilder>(0);
+    let (spare_tx, spare_rx) = sync_channel::<Vec<u8>>(2);
     let written: Arc<Mutex<Vec<(ObjectId, Vec<PackEntry>, u64)>>> = Arc::default();
     let write_error: Arc<Mutex<Option<Error>>> = Arc::default();
     let backend = repo.backend.clone();
@@ -482,6 +490,7 @@ pub fn backup(
                         .push((id, entries, bytes.len() as u64)),
                     Err(e) => *write_error.lock().unwrap() = Some(e.into()),
                 }
+                let _ = spare_tx.try_send(bytes);
             }
         })
     };
@@ -495,6 +504,7 @@ pub fn backup(
         pending: Mutex::default(),
         packer: Mutex::default(),
         tx: Mutex::new(Some(tx)),
+        spare: Mutex::new(spare_rx),
         failed: &failed,
         new_blobs: AtomicU64::new(0),
         new_bytes: AtomicU64::new(0),

@@ -124,7 +124,9 @@ pub fn init(
         repo_id: random_bytes()?,
         repo_public: secret.public(),
         chunking: Chunking::DEFAULT,
-        pack_target: 16 << 20,
+        // 8 MiB: few objects to lock on S3, and at most two packs in
+        // memory (one filling, one being written) keeps a backup small.
+        pack_target: 8 << 20,
         zstd_level: 3,
         members,
         quorum: opts.quorum,
