@@ -1,0 +1,282 @@
+//! Test helpers: run the real binary, make data, compare trees.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub const PASS: &str = "correct horse battery";
+
+pub fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_holdfast"))
+}
+
+/// A scratch world: a temp dir with a repository and keys in it.
+pub struct World {
+    pub dir: tempfile::TempDir,
+}
+
+impl World {
+    pub fn new() -> World {
+        World {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+    pub fn path(&self, p: &str) -> PathBuf {
+        self.dir.path().join(p)
+    }
+    pub fn repo(&self) -> String {
+        self.path("repo").display().to_string()
+    }
+    pub fn key(&self, role: &str) -> String {
+        self.path("keys")
+            .join(format!("{role}.key"))
+            .display()
+            .to_string()
+    }
+    pub fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(bin());
+        c.args(args)
+            .env("HOLDFAST_PASSPHRASE", PASS)
+            .env("HOLDFAST_CACHE_DIR", self.path("cache"))
+            .env_remove("XDG_CACHE_HOME");
+        c
+    }
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.cmd(args).output().unwrap()
+    }
+    /// Runs and insists on success.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let o = self.run(args);
+        assert!(
+            o.status.success(),
+            "holdfast {args:?} failed: {}\n{}",
+            String::from_utf8_lossy(&o.stderr),
+            String::from_utf8_lossy(&o.stdout)
+        );
+        String::from_utf8(o.stdout).unwrap()
+    }
+    pub fn init(&self) {
+        let keys = self.path("keys").display().to_string();
+        self.ok(&["init", &self.repo(), "--keys", &keys]);
+    }
+    pub fn backup(&self, paths: &[&Path]) -> serde_json::Value {
+        let repo = self.repo();
+        let key = self.key("client");
+        let mut args = vec!["backup", "--repo", &repo, "--key", &key, "--json"];
+        let ps: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+        args.extend(ps.iter().map(|s| s.as_str()));
+        let out = self.ok(&args);
+        serde_json::from_str::<serde_json::Value>(&out).unwrap()[0].clone()
+    }
+    pub fn restore(&self, snap: &str, target: &Path) {
+        let (repo, key) = (self.repo(), self.key("restore"));
+        let t = target.display().to_string();
+        self.ok(&["restore", "--repo", &repo, "--key", &key, snap, &t]);
+    }
+    pub fn snapshots(&self) -> Vec<serde_json::Value> {
+        let (repo, key) = (self.repo(), self.key("restore"));
+        let out = self.ok(&["snapshots", "--repo", &repo, "--key", &key, "--json"]);
+        serde_json::from_str::<Vec<serde_json::Value>>(&out).unwrap()
+    }
+}
+
+/// xorshift64*: deterministic bytes for test data.
+pub struct Rng(pub u64);
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545F4914F6CDD1D)
+    }
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+    pub fn bytes(&mut self, n: usize) -> Vec<u8> {
+        let mut v = Vec::with_capacity(n + 8);
+        while v.len() < n {
+            v.extend_from_slice(&self.next().to_le_bytes());
+        }
+        v.truncate(n);
+        v
+    }
+    pub fn text(&mut self, n: usize) -> Vec<u8> {
+        const WORDS: &[&str] = &[
+            "mail", "meeting", "invoice", "the", "attached", "please", "regards", "server",
+            "backup", "tomorrow", "project", "report", "quarter", "thanks", "hello",
+        ];
+        let mut v = Vec::with_capacity(n + 16);
+        while v.len() < n {
+            v.extend_from_slice(WORDS[self.below(WORDS.len() as u64) as usize].as_bytes());
+            v.push(if self.below(12) == 0 { b'\n' } else { b' ' });
+        }
+        v.truncate(n);
+        v
+    }
+}
+
+/// A Maildir tree shaped like a small mail provider's: users with cur/new/tmp
+/// and folders, small text messages, some attachments, and a shared pool of
+/// popular attachments so cross-user dedup matters. Deterministic by seed.
+pub fn make_maildir(root: &Path, users: usize, msgs_per_user: usize, seed: u64) {
+    let mut r = Rng(seed | 1);
+    let pool: Vec<Vec<u8>> = (0..6)
+        .map(|_| {
+            let n = 40_000 + r.below(60_000) as usize;
+            r.bytes(n)
+        })
+        .collect();
+    for u in 0..users {
+        let home = root.join(format!("user{u:03}"));
+        for f in ["", ".Sent", ".Archive"] {
+            for sub in ["cur", "new", "tmp"] {
+                std::fs::create_dir_all(home.join(f).join(sub)).unwrap();
+            }
+        }
+        for m in 0..msgs_per_user {
+            let folder = ["", ".Sent", ".Archive"][r.below(3) as usize];
+            let t = 1_600_000_000 + r.below(100_000_000);
+            let name = format!("{t}.M{m}P{u}.mx1,S={}:2,S", r.below(99999));
+            let mut msg = format!(
+                "From: a{}@example.org\nTo: user{u}@example.org\nSubject: msg {m}\n\n",
+                r.below(1000)
+            )
+            .into_bytes();
+            let n = 500 + r.below(6000) as usize;
+            msg.extend(r.text(n));
+            match r.below(10) {
+                0 => msg.extend(&pool[r.below(6) as usize]),
+                1 => {
+                    let n = 10_000 + r.below(30_000) as usize;
+                    msg.extend(r.bytes(n))
+                }
+                _ => {}
+            }
+            let p = home.join(folder).join("cur").join(name);
+            std::fs::write(&p, &msg).unwrap();
+            let mt = filetime::FileTime::from_unix_time(t as i64, (r.below(1_000_000_000)) as u32);
+            filetime::set_file_mtime(&p, mt).unwrap();
+        }
+    }
+}
+
+/// One day of mail: deliveries into new/, flag renames, a deletion.
+pub fn mail_day(root: &Path, seed: u64) {
+    let mut r = Rng(seed | 1);
+    let mut users: Vec<_> = std::fs::read_dir(root)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    users.sort();
+    for (i, u) in users.iter().enumerate() {
+        for k in 0..3 {
+            let p = u.join("new").join(format!("day{seed}.{i}.{k}.mx1"));
+            let mut msg = b"From: x@example.org\nSubject: new\n\n".to_vec();
+            msg.extend(r.text(2000));
+            std::fs::write(p, msg).unwrap();
+        }
+        let mut cur: Vec<_> = std::fs::read_dir(u.join("cur"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        cur.sort();
+        if let Some(f) = cur.first() {
+            let mut n = f.clone().into_os_string();
+            n.push("R");
+            std::fs::rename(f, n).unwrap();
+        }
+        if cur.len() > 2 && i % 3 == 0 {
+            std::fs::remove_file(&cur[1]).unwrap();
+        }
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum Item {
+    File {
+        mode: u32,
+        mtime: (i64, i64),
+        data_hash: [u8; 32],
+        size: u64,
+    },
+    Dir {
+        mode: u32,
+        mtime: (i64, i64),
+    },
+    Link {
+        target: Vec<u8>,
+        mtime: (i64, i64),
+    },
+}
+
+/// Everything about a tree that a restore must reproduce: path, type,
+/// permission bits, mtime to the nanosecond, bytes, link targets.
+pub fn digest(root: &Path) -> BTreeMap<Vec<u8>, Item> {
+    let mut out = BTreeMap::new();
+    fn rec(base: &Path, p: &Path, out: &mut BTreeMap<Vec<u8>, Item>) {
+        let mut entries: Vec<_> = std::fs::read_dir(p)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        entries.sort();
+        for e in entries {
+            let md = std::fs::symlink_metadata(&e).unwrap();
+            let rel = e
+                .strip_prefix(base)
+                .unwrap()
+                .as_os_str()
+                .as_bytes()
+                .to_vec();
+            let mtime = (md.mtime(), md.mtime_nsec());
+            let item = if md.file_type().is_symlink() {
+                Item::Link {
+                    target: std::fs::read_link(&e)
+                        .unwrap()
+                        .as_os_str()
+                        .as_bytes()
+                        .to_vec(),
+                    mtime,
+                }
+            } else if md.is_dir() {
+                rec(base, &e, out);
+                Item::Dir {
+                    mode: md.permissions().mode() & 0o7777,
+                    mtime,
+                }
+            } else {
+                let data = std::fs::read(&e).unwrap();
+                Item::File {
+                    mode: md.permissions().mode() & 0o7777,
+                    mtime,
+                    data_hash: *blake3::hash(&data).as_bytes(),
+                    size: data.len() as u64,
+                }
+            };
+            out.insert(rel, item);
+        }
+    }
+    rec(root, root, &mut out);
+    out
+}
+
+pub fn name(s: &[u8]) -> &OsStr {
+    OsStr::from_bytes(s)
+}
+
+/// Every file under `dir`, recursively.
+pub fn files(dir: &Path) -> Vec<PathBuf> {
+    let mut v = Vec::new();
+    fn rec(p: &Path, v: &mut Vec<PathBuf>) {
+        for e in std::fs::read_dir(p).unwrap() {
+            let e = e.unwrap().path();
+            if e.is_dir() { rec(&e, v) } else { v.push(e) }
+        }
+    }
+    rec(dir, &mut v);
+    v.sort();
+    v
+}
