@@ -124,8 +124,9 @@ def main():
             res["peak RSS"][name].append(peak[name] / 1024)
         print(f"rep {rep + 1}/{a.reps}: " + ", ".join(
             f"{k} {res[k]['holdfast'][-1]:.2f}/{res[k]['restic'][-1]:.2f}" for k in res), flush=True)
-        # Keep each repetition's files until the end (see docs/benchmarks.md:
-        # deleting 500 MB just before the next run slows ext4 inode creation).
+        # Each repetition's files are kept until the end: deleting 500 MB of
+        # small files just before the next run slows ext4 inode creation
+        # (recently deleted inodes) and would penalise whichever tool runs next.
 
     lines = [f"# holdfast vs restic — {a.users} users, {a.size_mb} MB Maildir, "
              f"{a.reps} reps, medians", "",

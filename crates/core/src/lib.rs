@@ -10,6 +10,8 @@ pub mod crypto;
 pub mod format;
 pub mod id;
 pub mod keyfile;
+pub mod merkle;
+pub mod retention;
 
 pub use codec::DecodeError;
 pub use id::{BlobId, ObjectId};
@@ -25,6 +27,7 @@ pub fn decode_any(data: &[u8]) {
     let _ = format::parse_pack(data);
     let _ = format::decode_pack_table(data, data.len() as u64);
     let _ = keyfile::KeyFile::decode(data);
+    let _ = merkle::Checkpoint::decode(data);
     if data.len() >= format::PACK_TRAILER_LEN {
         let _ = format::pack_table_len(&data[data.len() - format::PACK_TRAILER_LEN..]);
     }
