@@ -202,7 +202,13 @@ pub struct Checkpoint {
 }
 
 impl Checkpoint {
-    fn signed_part(config_id: &[u8; 32], size: u64, root: &Hash, time_ns: i64, signer: &[u8; 32]) -> Vec<u8> {
+    fn signed_part(
+        config_id: &[u8; 32],
+        size: u64,
+        root: &Hash,
+        time_ns: i64,
+        signer: &[u8; 32],
+    ) -> Vec<u8> {
         let mut w = Writer::with_capacity(128);
         w.raw(CHECKPOINT_MAGIC)
             .raw(config_id)
@@ -213,7 +219,13 @@ impl Checkpoint {
         w.into_vec()
     }
 
-    pub fn sign(config_id: [u8; 32], size: u64, root: Hash, time_ns: i64, vault: &Identity) -> Self {
+    pub fn sign(
+        config_id: [u8; 32],
+        size: u64,
+        root: Hash,
+        time_ns: i64,
+        vault: &Identity,
+    ) -> Self {
         let signer = vault.public();
         let msg = Self::signed_part(&config_id, size, &root, time_ns, &signer);
         Checkpoint {
@@ -231,12 +243,24 @@ impl Checkpoint {
         if &self.signer != expected_signer {
             return Err(CryptoError::BadSignature);
         }
-        let msg = Self::signed_part(&self.config_id, self.size, &self.root, self.time_ns, &self.signer);
+        let msg = Self::signed_part(
+            &self.config_id,
+            self.size,
+            &self.root,
+            self.time_ns,
+            &self.signer,
+        );
         crypto::verify(&self.signer, SIG_CHECKPOINT, &msg, &self.signature)
     }
 
     pub fn encode(&self) -> Vec<u8> {
-        let mut v = Self::signed_part(&self.config_id, self.size, &self.root, self.time_ns, &self.signer);
+        let mut v = Self::signed_part(
+            &self.config_id,
+            self.size,
+            &self.root,
+            self.time_ns,
+            &self.signer,
+        );
         v.extend_from_slice(&self.signature);
         v
     }
@@ -288,7 +312,9 @@ mod tests {
     use super::*;
 
     fn leaves(n: usize) -> Vec<Hash> {
-        (0..n).map(|i| leaf_hash(format!("entry {i}").as_bytes())).collect()
+        (0..n)
+            .map(|i| leaf_hash(format!("entry {i}").as_bytes()))
+            .collect()
     }
 
     #[test]
@@ -298,9 +324,25 @@ mod tests {
             let r = root(&l);
             for i in 0..n {
                 let p = inclusion_proof(&l, i).unwrap();
-                assert!(verify_inclusion(&l[i], i as u64, n as u64, &p, &r), "n={n} i={i}");
-                assert!(!verify_inclusion(&leaf_hash(b"other"), i as u64, n as u64, &p, &r));
-                assert!(!verify_inclusion(&l[i], i as u64, n as u64 + 1, &p, &r));
+                assert!(
+                    verify_inclusion(&l[i], i as u64, n as u64, &p, &r),
+                    "n={n} i={i}"
+                );
+                assert!(!verify_inclusion(
+                    &leaf_hash(b"other"),
+                    i as u64,
+                    n as u64,
+                    &p,
+                    &r
+                ));
+                // A proof is bound to the (size, root) of a signed
+                // checkpoint: against the next tree's root it fails.
+                let mut next = l.clone();
+                next.push(leaf_hash(b"next"));
+                assert!(
+                    !verify_inclusion(&l[i], i as u64, n as u64 + 1, &p, &root(&next)),
+                    "n={n} i={i}"
+                );
                 if let Some(first) = p.first() {
                     let mut bad = p.clone();
                     bad[0] = node_hash(first, first);
@@ -318,12 +360,27 @@ mod tests {
             for m in 0..=n {
                 let rm = root(&l[..m]);
                 let p = consistency_proof(&l, m).unwrap();
-                assert!(verify_consistency(m as u64, n as u64, &rm, &rn, &p), "m={m} n={n}");
+                assert!(
+                    verify_consistency(m as u64, n as u64, &rm, &rn, &p),
+                    "m={m} n={n}"
+                );
                 if m > 0 && m < n {
                     // A proof for another old root fails.
-                    assert!(!verify_consistency(m as u64, n as u64, &leaf_hash(b"x"), &rn, &p));
+                    assert!(!verify_consistency(
+                        m as u64,
+                        n as u64,
+                        &leaf_hash(b"x"),
+                        &rn,
+                        &p
+                    ));
                     // Truncated proof fails.
-                    assert!(!verify_consistency(m as u64, n as u64, &rm, &rn, &p[..p.len() - 1]));
+                    assert!(!verify_consistency(
+                        m as u64,
+                        n as u64,
+                        &rm,
+                        &rn,
+                        &p[..p.len() - 1]
+                    ));
                 }
             }
         }
@@ -341,7 +398,10 @@ mod tests {
         assert_eq!(check_extends(&held, &new, &p), Consistency::Extends);
         // Rollback.
         let old = Checkpoint::sign([1; 32], 8, root(&l[..8]), 7, &vault);
-        assert!(matches!(check_extends(&held, &old, &[]), Consistency::Rollback { .. }));
+        assert!(matches!(
+            check_extends(&held, &old, &[]),
+            Consistency::Rollback { .. }
+        ));
         // Entry 5 altered, then the log re-signed: no proof can link them.
         let mut forked = l.clone();
         forked[5] = leaf_hash(b"rewritten history");

@@ -73,7 +73,10 @@ fn period_bounds(p: Period, day: i64, n: u32) -> (i64, i64) {
         }
         Period::Year => {
             let (y, _, _) = civil_from_days(day);
-            (days_from_civil(y, 1, 1), days_from_civil(y + n as i64, 1, 1))
+            (
+                days_from_civil(y, 1, 1),
+                days_from_civil(y + n as i64, 1, 1),
+            )
         }
     }
 }
@@ -82,7 +85,9 @@ fn period_bounds(p: Period, day: i64, n: u32) -> (i64, i64) {
 /// whose earlier snapshots were received at `earlier_ns` (vault clock).
 pub fn lock_until(policy: &Retention, t_ns: i64, earlier_ns: &[i64]) -> i64 {
     let day = t_ns.div_euclid(NS * DAY);
-    let mut lock = t_ns.saturating_add((policy.keep_within_secs.min(i64::MAX as u64 / 2) as i64).saturating_mul(NS));
+    let mut lock = t_ns.saturating_add(
+        (policy.keep_within_secs.min(i64::MAX as u64 / 2) as i64).saturating_mul(NS),
+    );
     for (p, n) in [
         (Period::Day, policy.daily),
         (Period::Week, policy.weekly),
@@ -93,9 +98,9 @@ pub fn lock_until(policy: &Retention, t_ns: i64, earlier_ns: &[i64]) -> i64 {
             continue;
         }
         let (start, end) = period_bounds(p, day, n);
-        let first = !earlier_ns.iter().any(|&e| {
-            e <= t_ns && period_bounds(p, e.div_euclid(NS * DAY), 1).0 == start
-        });
+        let first = !earlier_ns
+            .iter()
+            .any(|&e| e <= t_ns && period_bounds(p, e.div_euclid(NS * DAY), 1).0 == start);
         if first {
             lock = lock.max(end.saturating_mul(DAY * NS));
         }
@@ -127,10 +132,16 @@ mod tests {
             assert_eq!(days_from_civil(y, m, d), z);
         }
         assert_eq!(civil_from_days(0), (1970, 1, 1));
-        assert_eq!(days_from_civil(2026, 11, 27), 20_419);
+        assert_eq!(days_from_civil(2026, 11, 27), 20_784);
         // 2026-11-23 was a Monday.
-        assert_eq!(period_bounds(Period::Week, 20_419, 1).0, days_from_civil(2026, 11, 23));
-        assert_eq!(period_bounds(Period::Month, 20_419, 3).1, days_from_civil(2027, 2, 1));
+        assert_eq!(
+            period_bounds(Period::Week, 20_784, 1).0,
+            days_from_civil(2026, 11, 23)
+        );
+        assert_eq!(
+            period_bounds(Period::Month, 20_784, 3).1,
+            days_from_civil(2027, 2, 1)
+        );
     }
 
     #[test]
@@ -138,7 +149,10 @@ mod tests {
         let p = policy(2, 7, 0, 0, 0);
         let t0 = days_from_civil(2026, 11, 27) * D + 10 * H;
         // First of the day: kept until 7 days after the day began.
-        assert_eq!(lock_until(&p, t0, &[]), (days_from_civil(2026, 11, 27) + 7) * D);
+        assert_eq!(
+            lock_until(&p, t0, &[]),
+            (days_from_civil(2026, 11, 27) + 7) * D
+        );
         // Second that day: only keep_within.
         assert_eq!(lock_until(&p, t0 + H, &[t0]), t0 + H + 2 * D);
         // First of the next day again.
@@ -172,13 +186,15 @@ mod tests {
         }
         let end = *times.last().unwrap();
         let alive = locks.iter().filter(|l| **l > end).count();
-        // 14 days × 3 (keep_within) + the firsts of older weeks (8 weeks ≈ 6
-        // beyond 14 days) and months (12, but the year only has 11 before
-        // December's) + the year's first.
+        // Ends 2026-12-31 16:00. keep_within: the last 14 days × 3 = 42
+        // (the daily firsts are among them). Weekly: firsts of the 8 weeks
+        // starting Nov 9 … Dec 28; those of Nov 9 – Dec 14 are older than
+        // 14 days: +6. Monthly: the firsts of all 12 months of 2026: +12.
+        // Yearly: 2026's first is January's. 42 + 6 + 12 = 60.
         assert_eq!(alive, GOLDEN_ALIVE, "alive snapshots changed");
         // Locks never depend on later snapshots: recomputing an early lock
         // with the whole history before it gives the same answer.
         assert_eq!(lock_until(&p, times[10], &times[..10]), locks[10]);
     }
-    const GOLDEN_ALIVE: usize = 0;
+    const GOLDEN_ALIVE: usize = 60;
 }

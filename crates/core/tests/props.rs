@@ -1,7 +1,7 @@
 //! Property tests: format round trips, and no decoder panics on random or
 //! mutated input.
 
-use holdfast_core::crypto::{Identity, IdKey, RepoSecret, seal_session};
+use holdfast_core::crypto::{IdKey, Identity, RepoSecret, seal_session};
 use holdfast_core::format::*;
 use holdfast_core::{BlobId, ObjectId, decode_any};
 use proptest::prelude::*;
@@ -14,16 +14,28 @@ fn name() -> impl Strategy<Value = Vec<u8>> {
 
 fn node() -> impl Strategy<Value = Node> {
     let kind = prop_oneof![
-        (any::<u64>(), proptest::collection::vec(any::<[u8; 32]>(), 0..4)).prop_map(|(size, c)| {
-            NodeKind::File {
-                size,
-                chunks: c.into_iter().map(BlobId).collect(),
-            }
-        }),
+        (
+            any::<u64>(),
+            proptest::collection::vec(any::<[u8; 32]>(), 0..4)
+        )
+            .prop_map(|(size, c)| {
+                NodeKind::File {
+                    size,
+                    chunks: c.into_iter().map(BlobId).collect(),
+                }
+            }),
         any::<[u8; 32]>().prop_map(|s| NodeKind::Dir { subtree: BlobId(s) }),
         proptest::collection::vec(any::<u8>(), 0..50).prop_map(|t| NodeKind::Symlink { target: t }),
     ];
-    (name(), 0u32..=0o7777, any::<u32>(), any::<u32>(), any::<i64>(), 0u32..1_000_000_000, kind)
+    (
+        name(),
+        0u32..=0o7777,
+        any::<u32>(),
+        any::<u32>(),
+        any::<i64>(),
+        0u32..1_000_000_000,
+        kind,
+    )
         .prop_map(|(name, mode, uid, gid, mtime_s, mtime_ns, kind)| Node {
             name,
             mode,
