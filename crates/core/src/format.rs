@@ -678,12 +678,6 @@ pub struct SnapshotBody {
     pub unreadable: Vec<Vec<u8>>,
 }
 
-impl Default for BlobId {
-    fn default() -> Self {
-        BlobId([0; 32])
-    }
-}
-
 impl SnapshotBody {
     pub fn encode(&self) -> Vec<u8> {
         let mut w = Writer::new();

@@ -269,6 +269,9 @@ impl Uploader<'_> {
     }
 }
 
+/// A pack the writer stored: id, table, size.
+type WrittenPack = (ObjectId, Vec<PackEntry>, u64);
+
 enum FileResult {
     Done(Vec<BlobId>, u64),
     Unreadable(String),
@@ -471,7 +474,7 @@ pub fn backup(
     let failed = AtomicBool::new(false);
     let (tx, rx) = sync_channel::<PackBuilder>(0);
     let (spare_tx, spare_rx) = sync_channel::<Vec<u8>>(2);
-    let written: Arc<Mutex<Vec<(ObjectId, Vec<PackEntry>, u64)>>> = Arc::default();
+    let written: Arc<Mutex<Vec<WrittenPack>>> = Arc::default();
     let write_error: Arc<Mutex<Option<Error>>> = Arc::default();
     let backend = repo.backend.clone();
     let writer = {

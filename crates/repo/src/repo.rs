@@ -11,6 +11,9 @@ use holdfast_store::{Backend, Kind};
 use crate::keys::Key;
 use crate::{Error, Result};
 
+/// Checked snapshots sorted by time, and the errors of those that failed.
+pub type SnapshotList = (Vec<(ObjectId, Snapshot)>, Vec<Error>);
+
 pub struct Repository {
     pub backend: Arc<dyn Backend>,
     pub config: Config,
@@ -86,7 +89,7 @@ impl Repository {
 
     /// All snapshots, checked, sorted by (claimed) time. Damaged ones are
     /// returned as errors beside the good ones, never silently dropped.
-    pub fn snapshots(&self) -> Result<(Vec<(ObjectId, Snapshot)>, Vec<Error>)> {
+    pub fn snapshots(&self) -> Result<SnapshotList> {
         let mut good = Vec::new();
         let mut bad = Vec::new();
         for (name, _) in self.backend.list(Kind::Snapshot)? {

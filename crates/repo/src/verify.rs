@@ -52,10 +52,7 @@ pub fn verify(
         .bytes_total
         .store(listed.iter().map(|(_, s)| s).sum(), Ordering::Relaxed);
     let restore = key.require_restore("").ok();
-    let results: Vec<(
-        ObjectId,
-        std::result::Result<(u64, [u8; 32], Vec<PackEntry>), String>,
-    )> = listed
+    let results: Vec<(ObjectId, PackCheck)> = listed
         .par_iter()
         .map(|(name, size)| {
             let id = ObjectId::from_hex(name).unwrap_or(ObjectId([0; 32]));
@@ -120,6 +117,9 @@ pub fn verify(
     Ok(rep)
 }
 
+/// Bytes read, ephemeral key and table of a good pack, or what is wrong.
+type PackCheck = std::result::Result<(u64, [u8; 32], Vec<PackEntry>), String>;
+
 fn check_pack(
     repo: &Repository,
     id: &ObjectId,
@@ -128,7 +128,7 @@ fn check_pack(
         &holdfast_core::crypto::IdKey,
         &holdfast_core::crypto::RepoSecret,
     )>,
-) -> std::result::Result<(u64, [u8; 32], Vec<PackEntry>), String> {
+) -> PackCheck {
     let backend = repo.backend.as_ref();
     if !read_data {
         return read_pack_table(backend, id)
