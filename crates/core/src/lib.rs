@@ -8,6 +8,7 @@ pub mod chunker;
 pub mod codec;
 pub mod crypto;
 pub mod format;
+pub mod governance;
 pub mod id;
 pub mod keyfile;
 pub mod merkle;
@@ -28,6 +29,8 @@ pub fn decode_any(data: &[u8]) {
     let _ = format::decode_pack_table(data, data.len() as u64);
     let _ = keyfile::KeyFile::decode(data);
     let _ = merkle::Checkpoint::decode(data);
+    let _ = governance::Proposal::decode(data);
+    let _ = governance::Vote::decode(data);
     if data.len() >= format::PACK_TRAILER_LEN {
         let _ = format::pack_table_len(&data[data.len() - format::PACK_TRAILER_LEN..]);
     }
