@@ -3,7 +3,7 @@
 //! | role    | secret payload                                   | protected |
 //! |---------|--------------------------------------------------|-----------|
 //! | client  | id key, repository public key, Ed25519 identity  | no        |
-//! | restore | id key, repository secret (X25519)               | passphrase|
+//! | restore | id key, repository secret (X25519), Ed25519 identity | passphrase|
 //! | admin   | Ed25519 identity                                 | passphrase|
 //! | replica | Ed25519 identity                                 | no        |
 //! | auditor | Ed25519 identity                                 | no        |
@@ -32,6 +32,8 @@ pub enum Secret {
     Restore {
         id_key: IdKey,
         secret: RepoSecret,
+        /// Signs requests to the vault; decrypts nothing.
+        identity: Identity,
     },
     /// Admin, replica, auditor (and the vault's own key).
     Signer(Identity),
@@ -50,9 +52,14 @@ impl Secret {
                 v.extend_from_slice(repo_public);
                 v.extend_from_slice(identity.as_bytes());
             }
-            Secret::Restore { id_key, secret } => {
+            Secret::Restore {
+                id_key,
+                secret,
+                identity,
+            } => {
                 v.extend_from_slice(id_key.as_bytes());
                 v.extend_from_slice(secret.as_bytes());
+                v.extend_from_slice(identity.as_bytes());
             }
             Secret::Signer(id) => v.extend_from_slice(id.as_bytes()),
         }
@@ -62,8 +69,7 @@ impl Secret {
     fn decode(role: Role, b: &[u8]) -> Result<Self, DecodeError> {
         let a = |i: usize| -> [u8; 32] { b[i * 32..(i + 1) * 32].try_into().unwrap() };
         let want = match role {
-            Role::Client => 96,
-            Role::Restore => 64,
+            Role::Client | Role::Restore => 96,
             _ => 32,
         };
         if b.len() != want {
@@ -78,6 +84,7 @@ impl Secret {
             Role::Restore => Secret::Restore {
                 id_key: IdKey::from_bytes(a(0)),
                 secret: RepoSecret::from_bytes(a(1)),
+                identity: Identity::from_bytes(a(2)),
             },
             _ => Secret::Signer(Identity::from_bytes(a(0))),
         })

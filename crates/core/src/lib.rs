@@ -12,7 +12,9 @@ pub mod governance;
 pub mod id;
 pub mod keyfile;
 pub mod merkle;
+pub mod request;
 pub mod retention;
+pub mod vaultlog;
 
 pub use codec::DecodeError;
 pub use id::{BlobId, ObjectId};
@@ -31,6 +33,8 @@ pub fn decode_any(data: &[u8]) {
     let _ = merkle::Checkpoint::decode(data);
     let _ = governance::Proposal::decode(data);
     let _ = governance::Vote::decode(data);
+    let _ = vaultlog::Entry::decode(data);
+    let _ = std::str::from_utf8(data).map(|s| request::Auth::from_headers(|_| Some(s)));
     if data.len() >= format::PACK_TRAILER_LEN {
         let _ = format::pack_table_len(&data[data.len() - format::PACK_TRAILER_LEN..]);
     }

@@ -70,7 +70,11 @@ pub fn init(
                 .enumerate()
                 .map(|(i, n)| client_file(i, n)),
         )
-        .chain(["replica.key".into(), "auditor.key".into()])
+        .chain([
+            "replica.key".into(),
+            "auditor.key".into(),
+            "vault.key".into(),
+        ])
         .collect();
     for f in &planned {
         if keydir.join(f).exists() {
@@ -93,6 +97,8 @@ pub fn init(
         .collect::<std::result::Result<_, _>>()?;
     let replica = Identity::generate()?;
     let auditor = Identity::generate()?;
+    let vault = Identity::generate()?;
+    let restore = Identity::generate()?;
 
     let mut members: Vec<Member> = admins
         .iter()
@@ -119,6 +125,18 @@ pub fn init(
         role: Role::Auditor,
         name: "auditor".into(),
         public: auditor.public(),
+    });
+    members.push(Member {
+        role: Role::Restore,
+        name: "restore".into(),
+        public: restore.public(),
+    });
+    // The vault's key: signs checkpoints and is its TLS identity, pinned by
+    // every client through this config.
+    members.push(Member {
+        role: Role::Vault,
+        name: "vault".into(),
+        public: vault.public(),
     });
     let config = Config {
         repo_id: random_bytes()?,
@@ -150,6 +168,7 @@ pub fn init(
         Secret::Restore {
             id_key: id_key.clone(),
             secret: secret.clone(),
+            identity: restore,
         },
         pw,
     )?;

@@ -66,16 +66,15 @@ impl Key {
 
     pub fn identity(&self) -> Option<&Identity> {
         match &self.secret {
-            Secret::Client { identity, .. } => Some(identity),
+            Secret::Client { identity, .. } | Secret::Restore { identity, .. } => Some(identity),
             Secret::Signer(i) => Some(i),
-            Secret::Restore { .. } => None,
         }
     }
 
     /// The restore key, or a clear refusal naming what is needed.
     pub fn require_restore(&self, what: &str) -> Result<(&IdKey, &RepoSecret)> {
         match &self.secret {
-            Secret::Restore { id_key, secret } => Ok((id_key, secret)),
+            Secret::Restore { id_key, secret, .. } => Ok((id_key, secret)),
             _ => Err(Error::Usage(format!(
                 "{what} needs the restore key (restore.key); a {} key cannot decrypt",
                 self.role.name()

@@ -1,0 +1,172 @@
+//! Entries of the vault's append-only log. Every state change is one entry;
+//! the Merkle tree ([`crate::merkle`]) is built over the encoded entries.
+//!
+//! Entry: `version u8 = 1 | time_ns i64 (vault clock) | kind u8 | fields`.
+
+use crate::codec::{DecodeError, Reader, Writer};
+use crate::id::ObjectId;
+
+const VERSION: u8 = 1;
+const MAX_LIST: usize = 1_000_000;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// A client committed a snapshot; the vault stamped it and locked it.
+    SnapshotAdded {
+        snapshot: ObjectId,
+        client: [u8; 32],
+        lock_until_ns: i64,
+    },
+    /// An admin extended a snapshot's lock (never shortened).
+    LockExtended {
+        snapshot: ObjectId,
+        until_ns: i64,
+        admin: [u8; 32],
+    },
+    /// A quorum proposal, as its signed bytes.
+    Proposed { proposal: Vec<u8> },
+    /// An approval or veto, as its signed bytes.
+    Voted { vote: Vec<u8> },
+    /// A proposal ran (after quorum, delay and no veto).
+    Executed { proposal: ObjectId },
+    /// Storage reclaimed: snapshots whose locks had expired, and packs no
+    /// unexpired snapshot listed (older than the grace period).
+    Reclaimed {
+        snapshots: Vec<ObjectId>,
+        packs: Vec<ObjectId>,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Entry {
+    pub time_ns: i64,
+    pub event: Event,
+}
+
+fn ids(w: &mut Writer, v: &[ObjectId]) {
+    w.u32(v.len() as u32);
+    for id in v {
+        w.raw(&id.0);
+    }
+}
+
+fn read_ids(r: &mut Reader) -> Result<Vec<ObjectId>, DecodeError> {
+    let n = r.count(32, "id list")?;
+    if n > MAX_LIST {
+        return Err(DecodeError::TooLarge("id list"));
+    }
+    (0..n).map(|_| Ok(ObjectId(r.array()?))).collect()
+}
+
+impl Entry {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = Writer::with_capacity(128);
+        w.u8(VERSION).i64(self.time_ns);
+        match &self.event {
+            Event::SnapshotAdded {
+                snapshot,
+                client,
+                lock_until_ns,
+            } => {
+                w.u8(1).raw(&snapshot.0).raw(client).i64(*lock_until_ns);
+            }
+            Event::LockExtended {
+                snapshot,
+                until_ns,
+                admin,
+            } => {
+                w.u8(2).raw(&snapshot.0).i64(*until_ns).raw(admin);
+            }
+            Event::Proposed { proposal } => {
+                w.u8(3).bytes(proposal);
+            }
+            Event::Voted { vote } => {
+                w.u8(4).bytes(vote);
+            }
+            Event::Executed { proposal } => {
+                w.u8(5).raw(&proposal.0);
+            }
+            Event::Reclaimed { snapshots, packs } => {
+                w.u8(6);
+                ids(&mut w, snapshots);
+                ids(&mut w, packs);
+            }
+        }
+        w.into_vec()
+    }
+
+    pub fn decode(b: &[u8]) -> Result<Self, DecodeError> {
+        let mut r = Reader::new(b);
+        let v = r.u8()?;
+        if v != VERSION {
+            return Err(DecodeError::Version {
+                what: "log entry",
+                version: v as u32,
+            });
+        }
+        let time_ns = r.i64()?;
+        let event = match r.u8()? {
+            1 => Event::SnapshotAdded {
+                snapshot: ObjectId(r.array()?),
+                client: r.array()?,
+                lock_until_ns: r.i64()?,
+            },
+            2 => Event::LockExtended {
+                snapshot: ObjectId(r.array()?),
+                until_ns: r.i64()?,
+                admin: r.array()?,
+            },
+            3 => Event::Proposed {
+                proposal: r.bytes(8 << 20, "proposal")?.to_vec(),
+            },
+            4 => Event::Voted {
+                vote: r.bytes(4096, "vote")?.to_vec(),
+            },
+            5 => Event::Executed {
+                proposal: ObjectId(r.array()?),
+            },
+            6 => Event::Reclaimed {
+                snapshots: read_ids(&mut r)?,
+                packs: read_ids(&mut r)?,
+            },
+            _ => return Err(DecodeError::Invalid("log entry kind")),
+        };
+        r.finish()?;
+        Ok(Entry { time_ns, event })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip() {
+        for event in [
+            Event::SnapshotAdded {
+                snapshot: ObjectId([1; 32]),
+                client: [2; 32],
+                lock_until_ns: 9,
+            },
+            Event::LockExtended {
+                snapshot: ObjectId([1; 32]),
+                until_ns: 10,
+                admin: [3; 32],
+            },
+            Event::Proposed {
+                proposal: vec![1, 2, 3],
+            },
+            Event::Voted { vote: vec![4] },
+            Event::Executed {
+                proposal: ObjectId([5; 32]),
+            },
+            Event::Reclaimed {
+                snapshots: vec![ObjectId([6; 32])],
+                packs: vec![ObjectId([7; 32]), ObjectId([8; 32])],
+            },
+        ] {
+            let e = Entry { time_ns: -4, event };
+            assert_eq!(Entry::decode(&e.encode()).unwrap(), e);
+        }
+    }
+}
