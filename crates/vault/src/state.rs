@@ -1,0 +1,751 @@
+//! The vault's state and every rule it enforces, with no HTTP in it.
+//!
+//! The state is rebuilt at start by replaying the log (the source of truth)
+//! plus `vault/owners` (which client uploaded which pack, for namespaces and
+//! quotas). Every mutation follows the same order: check everything → write
+//! the object durably → append the log entry → sign a checkpoint → answer.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime};
+
+use holdfast_core::ObjectId;
+use holdfast_core::crypto::Identity;
+use holdfast_core::format::{self, Config, IdentityRecord, Member, Retention, Role, Snapshot};
+use holdfast_core::governance::{self, Action, Proposal, Status, Vote, VoteKind};
+use holdfast_core::merkle::{self, Checkpoint, Hash};
+use holdfast_core::request::{Auth, WINDOW_NS};
+use holdfast_core::retention;
+use holdfast_core::vaultlog::{Entry, Event};
+use holdfast_store::{Backend, Kind, LocalDir, StoreError};
+
+use crate::logstore::LogStore;
+use crate::{ApiError, VaultError};
+
+pub struct Options {
+    /// Bytes of pack data one client may add.
+    pub quota_bytes: u64,
+    /// Requests per second per identity (token bucket), and burst size.
+    pub rate: f64,
+    pub burst: f64,
+    /// Run with the alert text in `HOLDFAST_ALERT` for every alert.
+    pub alert_cmd: Option<String>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            quota_bytes: 1 << 40,
+            rate: 500.0,
+            burst: 2000.0,
+            alert_cmd: None,
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct SnapMeta {
+    pub client: [u8; 32],
+    pub time_ns: i64,
+    pub lock_until_ns: i64,
+    pub packs: Vec<ObjectId>,
+}
+
+pub struct ProposalState {
+    pub proposal: Proposal,
+    pub received_ns: i64,
+    pub executed: bool,
+}
+
+pub struct Vault {
+    pub dir: PathBuf,
+    pub store: LocalDir,
+    pub config: Config,
+    pub config_id: ObjectId,
+    identity: Identity,
+    pub members: HashMap<[u8; 32], Member>,
+    pub removed: HashSet<[u8; 32]>,
+    pub snapshots: BTreeMap<ObjectId, SnapMeta>,
+    owners: HashMap<ObjectId, HashSet<[u8; 32]>>,
+    owners_file: File,
+    usage: HashMap<[u8; 32], u64>,
+    pub log: LogStore,
+    pub proposals: BTreeMap<ObjectId, ProposalState>,
+    pub votes: Vec<(Vote, i64)>,
+    pub retention: Retention,
+    nonces: HashMap<([u8; 32], [u8; 16]), i64>,
+    buckets: HashMap<[u8; 32], (f64, Instant)>,
+    pub opts: Options,
+}
+
+pub fn now_ns() -> i64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0)
+}
+
+fn short(k: &[u8]) -> String {
+    holdfast_core::id::hex(&k[..4])
+}
+
+impl Vault {
+    /// Opens the vault over repository directory `dir` with the vault key.
+    pub fn open(dir: &Path, identity: Identity, opts: Options) -> Result<Vault, VaultError> {
+        let store = LocalDir::open(dir).map_err(|e| VaultError::Io(e.to_string()))?;
+        let _ = store.clean_tmp(Duration::from_secs(0));
+        let cfg_bytes = store
+            .get(Kind::Config, "config")
+            .map_err(|e| VaultError::Io(e.to_string()))?;
+        let config_id = ObjectId::of(&cfg_bytes);
+        let config =
+            Config::decode(&cfg_bytes).map_err(|e| VaultError::Tamper(format!("config: {e}")))?;
+        match config.members.iter().find(|m| m.role == Role::Vault) {
+            Some(m) if m.public == identity.public() => {}
+            _ => {
+                return Err(VaultError::Usage(
+                    "this vault key is not the vault key of the repository's config".into(),
+                ));
+            }
+        }
+        let mut members: HashMap<[u8; 32], Member> = config
+            .members
+            .iter()
+            .map(|m| (m.public, m.clone()))
+            .collect();
+        for (name, _) in store
+            .list(Kind::Identity)
+            .map_err(|e| VaultError::Io(e.to_string()))?
+        {
+            let b = store
+                .get(Kind::Identity, &name)
+                .map_err(|e| VaultError::Tamper(format!("identity {name}: {e}")))?;
+            let rec = IdentityRecord::decode(&b)
+                .map_err(|e| VaultError::Tamper(format!("identity {name}: {e}")))?;
+            rec.verify(&config, &config_id)
+                .map_err(|_| VaultError::Tamper(format!("identity {name}: bad admin signature")))?;
+            members.entry(rec.member.public).or_insert(rec.member);
+        }
+        let vdir = dir.join("vault");
+        let log = LogStore::open(&vdir, config_id.0, &identity, now_ns())?;
+
+        // Pack owners: pack id [32] | client [32] | size u64, appended.
+        let owners_path = vdir.join("owners");
+        let raw = std::fs::read(&owners_path).unwrap_or_default();
+        let mut owners: HashMap<ObjectId, HashSet<[u8; 32]>> = HashMap::new();
+        let mut usage: HashMap<[u8; 32], u64> = HashMap::new();
+        for rec in raw.chunks_exact(72) {
+            let pack = ObjectId(rec[..32].try_into().unwrap());
+            let client: [u8; 32] = rec[32..64].try_into().unwrap();
+            let size = u64::from_le_bytes(rec[64..72].try_into().unwrap());
+            if owners.entry(pack).or_default().insert(client) {
+                *usage.entry(client).or_default() += size;
+            }
+        }
+        let owners_file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&owners_path)
+            .map_err(|e| VaultError::Io(format!("{}: {e}", owners_path.display())))?;
+
+        let mut v = Vault {
+            dir: dir.to_path_buf(),
+            store,
+            retention: config.retention.clone(),
+            config,
+            config_id,
+            identity,
+            members,
+            removed: HashSet::new(),
+            snapshots: BTreeMap::new(),
+            owners,
+            owners_file,
+            usage,
+            log,
+            proposals: BTreeMap::new(),
+            votes: Vec::new(),
+            nonces: HashMap::new(),
+            buckets: HashMap::new(),
+            opts,
+        };
+        v.replay()?;
+        Ok(v)
+    }
+
+    /// Rebuilds snapshots, locks, proposals, votes and policy from the log.
+    fn replay(&mut self) -> Result<(), VaultError> {
+        let entries: Vec<Entry> = self.log.decoded().collect();
+        for e in entries {
+            self.apply(&e, false)?;
+        }
+        // Snapshots the log names must be on disk.
+        let missing: Vec<String> = self
+            .snapshots
+            .keys()
+            .filter(|id| !self.store.path_of(Kind::Snapshot, &id.to_hex()).exists())
+            .map(|id| id.short())
+            .collect();
+        if !missing.is_empty() {
+            self.alert(&format!(
+                "TAMPERING: {} logged snapshot(s) missing from disk: {}",
+                missing.len(),
+                missing.join(", ")
+            ));
+        }
+        Ok(())
+    }
+
+    /// Applies one log entry to the in-memory state. `live` entries also
+    /// delete files (execution, reclaim); replayed ones only finish what a
+    /// crash may have interrupted.
+    fn apply(&mut self, e: &Entry, _live: bool) -> Result<(), VaultError> {
+        match &e.event {
+            Event::SnapshotAdded {
+                snapshot,
+                client,
+                lock_until_ns,
+            } => {
+                let packs = self
+                    .store
+                    .get(Kind::Snapshot, &snapshot.to_hex())
+                    .ok()
+                    .and_then(|b| Snapshot::decode(&b).ok())
+                    .map(|s| s.header.packs)
+                    .unwrap_or_default();
+                self.snapshots.insert(
+                    *snapshot,
+                    SnapMeta {
+                        client: *client,
+                        time_ns: e.time_ns,
+                        lock_until_ns: *lock_until_ns,
+                        packs,
+                    },
+                );
+            }
+            Event::LockExtended {
+                snapshot, until_ns, ..
+            } => {
+                if let Some(s) = self.snapshots.get_mut(snapshot) {
+                    s.lock_until_ns = s.lock_until_ns.max(*until_ns);
+                }
+            }
+            Event::Proposed { proposal } => {
+                let p = Proposal::decode(proposal)
+                    .map_err(|x| VaultError::Tamper(format!("logged proposal: {x}")))?;
+                self.proposals.insert(
+                    p.id(),
+                    ProposalState {
+                        proposal: p,
+                        received_ns: e.time_ns,
+                        executed: false,
+                    },
+                );
+            }
+            Event::Voted { vote } => {
+                let v = Vote::decode(vote)
+                    .map_err(|x| VaultError::Tamper(format!("logged vote: {x}")))?;
+                self.votes.push((v, e.time_ns));
+            }
+            Event::Executed { proposal } => {
+                let action = match self.proposals.get_mut(proposal) {
+                    Some(p) => {
+                        p.executed = true;
+                        p.proposal.action.clone()
+                    }
+                    None => {
+                        return Err(VaultError::Tamper(
+                            "log executes an unknown proposal".into(),
+                        ));
+                    }
+                };
+                match action {
+                    Action::DeleteSnapshots(ids) => {
+                        for id in ids {
+                            self.snapshots.remove(&id);
+                            self.remove_file(Kind::Snapshot, &id);
+                        }
+                    }
+                    Action::SetRetention(r) => self.retention = r,
+                    Action::RemoveIdentity(k) => {
+                        self.removed.insert(k);
+                    }
+                }
+            }
+            Event::Reclaimed { snapshots, packs } => {
+                for id in snapshots {
+                    self.snapshots.remove(id);
+                    self.remove_file(Kind::Snapshot, id);
+                }
+                for p in packs {
+                    self.owners.remove(p);
+                    self.remove_file(Kind::Pack, p);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletion is the vault's alone, outside the storage trait, and only
+    /// after a log entry that explains it.
+    fn remove_file(&self, kind: Kind, id: &ObjectId) {
+        let p = self.store.path_of(kind, &id.to_hex());
+        if std::fs::remove_file(&p).is_ok()
+            && let Some(d) = p.parent()
+        {
+            let _ = holdfast_store::fsync_dir(d);
+        }
+    }
+
+    fn log(&mut self, event: Event) -> Result<(), ApiError> {
+        let entry = Entry {
+            time_ns: now_ns(),
+            event,
+        };
+        self.log
+            .append(&entry, self.config_id.0, &self.identity)
+            .map_err(|e| ApiError::internal(e.to_string()))?;
+        self.apply(&entry, true)
+            .map_err(|e| ApiError::internal(e.to_string()))
+    }
+
+    pub fn alert(&self, msg: &str) {
+        eprintln!("holdfast vault ALERT: {msg}");
+        if let Some(cmd) = &self.opts.alert_cmd {
+            let _ = std::process::Command::new("sh")
+                .arg("-c")
+                .arg(cmd)
+                .env("HOLDFAST_ALERT", msg)
+                .spawn();
+        }
+    }
+
+    // ------------------------------------------------------------ auth
+
+    /// Checks a request's signature, signer, time window, nonce and rate.
+    /// Returns the signer's role.
+    pub fn authenticate(
+        &mut self,
+        auth: &Auth,
+        method: &str,
+        path: &str,
+        body: &[u8],
+    ) -> Result<Role, ApiError> {
+        let now = now_ns();
+        let member = self
+            .members
+            .get(&auth.key)
+            .ok_or_else(|| ApiError::unauthorized("unknown key"))?;
+        let role = member.role;
+        if self.removed.contains(&auth.key) {
+            return Err(ApiError::forbidden("this identity was removed by quorum"));
+        }
+        if (auth.time_ns - now).abs() > WINDOW_NS {
+            return Err(ApiError::unauthorized(
+                "request time outside the allowed window",
+            ));
+        }
+        auth.verify(method, path, body)
+            .map_err(|_| ApiError::unauthorized("bad request signature"))?;
+        if self.nonces.len() > 100_000 {
+            self.nonces.retain(|_, t| *t > now - 2 * WINDOW_NS);
+        }
+        if self.nonces.insert((auth.key, auth.nonce), now).is_some() {
+            return Err(ApiError::unauthorized("replayed request"));
+        }
+        let (rate, burst) = (self.opts.rate, self.opts.burst);
+        let b = self
+            .buckets
+            .entry(auth.key)
+            .or_insert((burst, Instant::now()));
+        let t = Instant::now();
+        b.0 = (b.0 + t.duration_since(b.1).as_secs_f64() * rate).min(burst);
+        b.1 = t;
+        if b.0 < 1.0 {
+            return Err(ApiError::new(429, "rate limit: slow down"));
+        }
+        b.0 -= 1.0;
+        Ok(role)
+    }
+
+    // ------------------------------------------------------------ reads
+
+    /// May `who` (with `role`) see this object?
+    pub fn may_read(&self, who: &[u8; 32], role: Role, kind: Kind, id: &ObjectId) -> bool {
+        match (role, kind) {
+            (Role::Restore | Role::Replica, Kind::Pack | Kind::Snapshot) => true,
+            (Role::Auditor | Role::Admin, Kind::Snapshot) => true,
+            (Role::Client, Kind::Pack) => self.owners.get(id).is_some_and(|o| o.contains(who)),
+            (Role::Client, Kind::Snapshot) => {
+                self.snapshots.get(id).is_some_and(|s| &s.client == who)
+            }
+            (_, Kind::Config | Kind::Identity) => true,
+            _ => false,
+        }
+    }
+
+    /// Objects of a kind that `who` may see, with sizes. Snapshots: only
+    /// those the log holds (an unlogged file is not a snapshot).
+    pub fn list(
+        &self,
+        who: &[u8; 32],
+        role: Role,
+        kind: Kind,
+    ) -> Result<Vec<(String, u64)>, ApiError> {
+        let all = self.store.list(kind).map_err(ApiError::store)?;
+        Ok(all
+            .into_iter()
+            .filter(|(n, _)| {
+                let Ok(id) = ObjectId::from_hex(n) else {
+                    return false;
+                };
+                (kind != Kind::Snapshot || self.snapshots.contains_key(&id))
+                    && self.may_read(who, role, kind, &id)
+            })
+            .collect())
+    }
+
+    // ------------------------------------------------------------ writes
+
+    pub fn put_pack(&mut self, who: &[u8; 32], id: &ObjectId, body: &[u8]) -> Result<(), ApiError> {
+        if ObjectId::of(body) != *id {
+            return Err(ApiError::bad("pack content does not match its id"));
+        }
+        format::parse_pack(body).map_err(|e| ApiError::bad(format!("not a pack: {e}")))?;
+        if self.owners.get(id).is_some_and(|o| o.contains(who)) {
+            return Ok(());
+        }
+        let used = self.usage.get(who).copied().unwrap_or(0);
+        if used + body.len() as u64 > self.opts.quota_bytes {
+            self.alert(&format!("client {} hit its storage quota", short(who)));
+            return Err(ApiError::new(507, "storage quota exceeded for this client"));
+        }
+        self.store
+            .put(Kind::Pack, &id.to_hex(), body)
+            .map_err(ApiError::store)?;
+        let mut rec = Vec::with_capacity(72);
+        rec.extend_from_slice(&id.0);
+        rec.extend_from_slice(who);
+        rec.extend_from_slice(&(body.len() as u64).to_le_bytes());
+        self.owners_file
+            .write_all(&rec)
+            .and_then(|_| self.owners_file.sync_data())
+            .map_err(|e| ApiError::internal(e.to_string()))?;
+        self.owners.entry(*id).or_default().insert(*who);
+        *self.usage.entry(*who).or_default() += body.len() as u64;
+        Ok(())
+    }
+
+    /// Commits a snapshot: signed by the requester, every pack it lists is
+    /// present and in the requester's namespace; stamped and locked on the
+    /// vault's clock. Idempotent.
+    pub fn put_snapshot(
+        &mut self,
+        who: &[u8; 32],
+        id: &ObjectId,
+        body: &[u8],
+    ) -> Result<SnapMeta, ApiError> {
+        if ObjectId::of(body) != *id {
+            return Err(ApiError::bad("snapshot content does not match its id"));
+        }
+        if let Some(m) = self.snapshots.get(id) {
+            return if &m.client == who {
+                Ok(m.clone())
+            } else {
+                Err(ApiError::forbidden("not your snapshot"))
+            };
+        }
+        let snap = Snapshot::decode(body)
+            .map_err(|e| ApiError::bad(format!("not a valid snapshot: {e}")))?;
+        if &snap.header.client != who {
+            return Err(ApiError::forbidden(
+                "a client may only write snapshots it signed itself",
+            ));
+        }
+        if snap.header.config_id != self.config_id {
+            return Err(ApiError::bad("snapshot is for another repository"));
+        }
+        for p in &snap.header.packs {
+            if !self.owners.get(p).is_some_and(|o| o.contains(who)) {
+                return Err(ApiError::new(
+                    409,
+                    format!(
+                        "snapshot lists pack {} which is not stored in this client's namespace",
+                        p.short()
+                    ),
+                ));
+            }
+        }
+        let now = now_ns();
+        let earlier: Vec<i64> = self
+            .snapshots
+            .values()
+            .filter(|s| &s.client == who)
+            .map(|s| s.time_ns)
+            .collect();
+        let lock = retention::lock_until(&self.retention, now, &earlier);
+        self.store
+            .put(Kind::Snapshot, &id.to_hex(), body)
+            .map_err(ApiError::store)?;
+        self.log(Event::SnapshotAdded {
+            snapshot: *id,
+            client: *who,
+            lock_until_ns: lock,
+        })?;
+        Ok(self.snapshots[id].clone())
+    }
+
+    pub fn extend_lock(
+        &mut self,
+        admin: &[u8; 32],
+        snapshot: &ObjectId,
+        until_ns: i64,
+    ) -> Result<i64, ApiError> {
+        let cur = self
+            .snapshots
+            .get(snapshot)
+            .ok_or_else(|| ApiError::not_found("no such snapshot"))?
+            .lock_until_ns;
+        if until_ns <= cur {
+            return Err(ApiError::new(
+                409,
+                "locks can only be extended, never shortened",
+            ));
+        }
+        self.log(Event::LockExtended {
+            snapshot: *snapshot,
+            until_ns,
+            admin: *admin,
+        })?;
+        self.alert(&format!(
+            "admin {} extended the lock of snapshot {}",
+            short(admin),
+            snapshot.short()
+        ));
+        Ok(until_ns)
+    }
+
+    fn active_admins(&self) -> BTreeSet<[u8; 32]> {
+        self.members
+            .values()
+            .filter(|m| m.role == Role::Admin && !self.removed.contains(&m.public))
+            .map(|m| m.public)
+            .collect()
+    }
+
+    pub fn propose(&mut self, admin: &[u8; 32], body: &[u8]) -> Result<ObjectId, ApiError> {
+        let p = Proposal::decode(body).map_err(|e| ApiError::bad(format!("bad proposal: {e}")))?;
+        if &p.proposer != admin {
+            return Err(ApiError::forbidden(
+                "a proposal must be signed by the admin sending it",
+            ));
+        }
+        if p.config_id != self.config_id {
+            return Err(ApiError::bad("proposal is for another repository"));
+        }
+        match &p.action {
+            Action::DeleteSnapshots(ids) => {
+                if let Some(id) = ids.iter().find(|id| !self.snapshots.contains_key(id)) {
+                    return Err(ApiError::not_found(format!("no snapshot {}", id.short())));
+                }
+            }
+            Action::RemoveIdentity(k) => {
+                if !self.members.contains_key(k) || self.removed.contains(k) {
+                    return Err(ApiError::not_found("no such identity"));
+                }
+                if self.members[k].role == Role::Vault {
+                    return Err(ApiError::bad("the vault's own key cannot be removed"));
+                }
+                let admins = self.active_admins();
+                if admins.contains(k) && admins.len() - 1 < self.config.quorum as usize {
+                    return Err(ApiError::bad(
+                        "removing this admin would leave fewer admins than the quorum",
+                    ));
+                }
+            }
+            Action::SetRetention(_) => {}
+        }
+        let id = p.id();
+        if self.proposals.contains_key(&id) {
+            return Ok(id);
+        }
+        let what = describe(&p.action);
+        self.log(Event::Proposed {
+            proposal: body.to_vec(),
+        })?;
+        self.alert(&format!(
+            "admin {} proposed {what} (proposal {})",
+            short(admin),
+            id.short()
+        ));
+        Ok(id)
+    }
+
+    pub fn vote(&mut self, admin: &[u8; 32], body: &[u8]) -> Result<(), ApiError> {
+        let v = Vote::decode(body).map_err(|e| ApiError::bad(format!("bad vote: {e}")))?;
+        if &v.admin != admin {
+            return Err(ApiError::forbidden(
+                "a vote must be signed by the admin sending it",
+            ));
+        }
+        let p = self
+            .proposals
+            .get(&v.proposal)
+            .ok_or_else(|| ApiError::not_found("no such proposal"))?;
+        if p.executed {
+            return Err(ApiError::new(409, "proposal already executed"));
+        }
+        if self.votes.iter().any(|(x, _)| x == &v) {
+            return Ok(());
+        }
+        let kind = v.kind;
+        let pid = v.proposal;
+        self.log(Event::Voted {
+            vote: body.to_vec(),
+        })?;
+        self.alert(&format!(
+            "admin {} {} proposal {}",
+            short(admin),
+            if kind == VoteKind::Veto {
+                "VETOED"
+            } else {
+                "approved"
+            },
+            pid.short()
+        ));
+        Ok(())
+    }
+
+    pub fn proposal_status(&self, id: &ObjectId, now: i64) -> Option<Status> {
+        let p = self.proposals.get(id)?;
+        Some(governance::status(
+            &p.proposal,
+            p.received_ns,
+            &self.votes,
+            &self.active_admins(),
+            self.config.quorum as usize,
+            self.config.delay_secs,
+            now,
+        ))
+    }
+
+    /// Executes every proposal that is ready. Returns how many ran.
+    pub fn execute_ready(&mut self) -> usize {
+        let now = now_ns();
+        let ready: Vec<ObjectId> = self
+            .proposals
+            .iter()
+            .filter(|(_, p)| !p.executed)
+            .map(|(id, _)| *id)
+            .filter(|id| self.proposal_status(id, now) == Some(Status::Ready))
+            .collect();
+        for id in &ready {
+            let what = describe(&self.proposals[id].proposal.action);
+            match self.log(Event::Executed { proposal: *id }) {
+                Ok(()) => self.alert(&format!("EXECUTED proposal {}: {what}", id.short())),
+                Err(e) => self.alert(&format!(
+                    "executing proposal {} failed: {}",
+                    id.short(),
+                    e.msg
+                )),
+            }
+        }
+        ready.len()
+    }
+
+    /// Reclaims storage: snapshots whose locks expired, then packs that no
+    /// remaining snapshot lists and that are older than the grace period
+    /// (so a backup in flight, whose snapshot is not yet committed, keeps
+    /// its packs). Logged before anything is deleted.
+    pub fn reclaim(&mut self) -> Result<(usize, usize), ApiError> {
+        let now = now_ns();
+        let expired: Vec<ObjectId> = self
+            .snapshots
+            .iter()
+            .filter(|(_, s)| s.lock_until_ns <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        let live: HashSet<ObjectId> = self
+            .snapshots
+            .iter()
+            .filter(|(id, _)| !expired.contains(id))
+            .flat_map(|(_, s)| s.packs.iter().copied())
+            .collect();
+        let grace = Duration::from_secs(self.config.grace_secs);
+        let mut packs = Vec::new();
+        for (name, _) in self.store.list(Kind::Pack).map_err(ApiError::store)? {
+            let Ok(id) = ObjectId::from_hex(&name) else {
+                continue;
+            };
+            if live.contains(&id) {
+                continue;
+            }
+            let old = std::fs::metadata(self.store.path_of(Kind::Pack, &name))
+                .and_then(|m| m.modified())
+                .map(|t| t.elapsed().unwrap_or_default() >= grace)
+                .unwrap_or(false);
+            if old {
+                packs.push(id);
+            }
+        }
+        if expired.is_empty() && packs.is_empty() {
+            return Ok((0, 0));
+        }
+        let n = (expired.len(), packs.len());
+        self.log(Event::Reclaimed {
+            snapshots: expired,
+            packs,
+        })?;
+        self.alert(&format!(
+            "reclaimed {} expired snapshot(s) and {} unreferenced pack(s)",
+            n.0, n.1
+        ));
+        Ok(n)
+    }
+
+    // ------------------------------------------------------------ log
+
+    pub fn checkpoint(&self) -> &Checkpoint {
+        &self.log.checkpoint
+    }
+
+    pub fn consistency(&self, from: u64) -> Result<Vec<Hash>, ApiError> {
+        if from > self.log.leaves.len() as u64 {
+            return Err(ApiError::new(
+                409,
+                format!(
+                    "you hold a checkpoint of size {from}, the log has {}: rollback?",
+                    self.log.leaves.len()
+                ),
+            ));
+        }
+        Ok(merkle::consistency_proof(&self.log.leaves, from as usize).unwrap_or_default())
+    }
+}
+
+pub fn describe(a: &Action) -> String {
+    match a {
+        Action::DeleteSnapshots(ids) => format!(
+            "early deletion of {} snapshot(s): {}",
+            ids.len(),
+            ids.iter().map(|i| i.short()).collect::<Vec<_>>().join(", ")
+        ),
+        Action::SetRetention(r) => format!(
+            "retention keep-within {}s daily {} weekly {} monthly {} yearly {}",
+            r.keep_within_secs, r.daily, r.weekly, r.monthly, r.yearly
+        ),
+        Action::RemoveIdentity(k) => format!("removal of identity {}", short(k)),
+    }
+}
+
+impl ApiError {
+    pub fn store(e: StoreError) -> ApiError {
+        match e {
+            StoreError::NotFound { .. } => ApiError::not_found(e.to_string()),
+            StoreError::Full(_) => ApiError::new(507, e.to_string()),
+            StoreError::BadName(_) => ApiError::bad(e.to_string()),
+            _ => ApiError::internal(e.to_string()),
+        }
+    }
+}
