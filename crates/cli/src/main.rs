@@ -18,7 +18,7 @@ use clap::{Parser, Subcommand};
     version,
     about = "Deduplicating, end-to-end encrypted backups that survive the attacker who owns every server",
     long_about = None,
-    after_help = "REPO is a directory (the embedded default). SNAPSHOT is an id, a unique \
+    after_help = "REPO is a directory (the embedded default) or https://HOST:PORT (a vault). SNAPSHOT is an id, a unique \
 prefix, or `latest`.\nPassphrase-protected keys (restore, admin) read HOLDFAST_PASSPHRASE, \
 else ask on the terminal.\nExit status: 0 ok, 1 error, 3 partial (files listed), 4 damage or tampering detected."
 )]
@@ -46,6 +46,21 @@ enum Command {
     /// Manage identities
     #[command(subcommand)]
     Key(cmd::key::KeyCommand),
+    /// Run the vault
+    #[command(subcommand)]
+    Vault(cmd::vault::VaultCommand),
+    /// Propose a destructive change (needs quorum, then a veto window)
+    Propose(cmd::govern::ProposeArgs),
+    /// Approve a proposal (admin key)
+    Approve(cmd::govern::VoteArgs),
+    /// Veto a proposal (any one admin stops it)
+    Veto(cmd::govern::VoteArgs),
+    /// List proposals and their status
+    Proposals(cmd::govern::ListArgs),
+    /// Extend a snapshot's retention lock (admin key; never shortens)
+    Lock(cmd::govern::LockArgs),
+    /// Check the whole vault log against the repository (auditor key)
+    Audit(cmd::audit::Args),
 }
 
 fn main() -> ExitCode {
@@ -59,6 +74,13 @@ fn main() -> ExitCode {
         Command::Restore(a) => cmd::restore::run(a),
         Command::Verify(a) => cmd::verify::run(a),
         Command::Key(k) => cmd::key::run(k),
+        Command::Vault(v) => cmd::vault::run(v),
+        Command::Propose(a) => cmd::govern::propose(a),
+        Command::Approve(a) => cmd::govern::vote(a, holdfast_core::governance::VoteKind::Approve),
+        Command::Veto(a) => cmd::govern::vote(a, holdfast_core::governance::VoteKind::Veto),
+        Command::Proposals(a) => cmd::govern::list(a),
+        Command::Lock(a) => cmd::govern::lock(a),
+        Command::Audit(a) => cmd::audit::run(a),
     };
     match r {
         Ok(code) => code,

@@ -11,16 +11,29 @@ use std::time::Duration;
 use anyhow::{Result, anyhow, bail};
 use holdfast_repo::keys::Key;
 use holdfast_repo::{Backend, Progress, Repository};
-use holdfast_store::LocalDir;
+use holdfast_store::{LocalDir, StoreError, VaultBackend};
 use zeroize::Zeroizing;
 
 pub const EXIT_PARTIAL: u8 = 3;
 pub const EXIT_DAMAGE: u8 = 4;
 
-/// Opens the backend a REPO argument names.
-pub fn backend(repo: &str) -> Result<Arc<dyn Backend>> {
-    if repo.starts_with("https://") || repo.starts_with("http://") {
-        bail!("{repo}: vault repositories are not supported by this build yet");
+/// Opens the backend a REPO argument names, as the holder of `key`.
+pub fn backend(repo: &str, key: &Key) -> Result<Arc<dyn Backend>> {
+    if repo.starts_with("https://") {
+        let id = key
+            .identity()
+            .ok_or_else(|| anyhow!("this key cannot sign requests to a vault"))?
+            .clone();
+        let state = cache_dir(None).join("checkpoints");
+        return Ok(Arc::new(VaultBackend::connect(
+            repo,
+            id,
+            key.config_id,
+            &state,
+        )?));
+    }
+    if repo.starts_with("http://") {
+        bail!("{repo}: the vault is only reached over https://");
     }
     if repo.starts_with("s3://") || repo.starts_with("bundle:") {
         bail!("{repo}: this repository kind is not supported by this build yet");
@@ -64,8 +77,25 @@ pub fn load_key(path: &Path) -> Result<Key> {
 /// Opens REPO with KEY: the config must be the one the key pins.
 pub fn open(repo: &str, key: &Path) -> Result<(Repository, Key)> {
     let key = load_key(key)?;
-    let r = Repository::open(backend(repo)?, &key)?;
+    let r = Repository::open(backend(repo, &key)?, &key)?;
     Ok((r, key))
+}
+
+/// Opens a vault repository (REPO must be https://…), keeping the typed
+/// client for vault-only calls (governance, log).
+pub fn open_vault(repo: &str, key: &Path) -> Result<(Arc<VaultBackend>, Repository, Key)> {
+    if !repo.starts_with("https://") {
+        bail!("{repo}: this command talks to a vault: give --repo https://HOST:PORT");
+    }
+    let key = load_key(key)?;
+    let id = key
+        .identity()
+        .ok_or_else(|| anyhow!("this key cannot sign requests to a vault"))?
+        .clone();
+    let state = cache_dir(None).join("checkpoints");
+    let v = Arc::new(VaultBackend::connect(repo, id, key.config_id, &state)?);
+    let r = Repository::open(v.clone(), &key)?;
+    Ok((v, r, key))
 }
 
 pub fn cache_dir(flag: Option<PathBuf>) -> PathBuf {
@@ -181,11 +211,16 @@ pub fn lossy(b: &[u8]) -> String {
 }
 
 pub fn exit_code_for(e: &anyhow::Error) -> ExitCode {
-    match e.downcast_ref::<holdfast_repo::Error>() {
-        Some(holdfast_repo::Error::Tamper(_)) | Some(holdfast_repo::Error::Corrupt(_)) => {
-            ExitCode::from(EXIT_DAMAGE)
-        }
-        _ => ExitCode::FAILURE,
+    let damage = match e.downcast_ref::<holdfast_repo::Error>() {
+        Some(holdfast_repo::Error::Tamper(_))
+        | Some(holdfast_repo::Error::Corrupt(_))
+        | Some(holdfast_repo::Error::Store(StoreError::Tamper(_))) => true,
+        _ => matches!(e.downcast_ref::<StoreError>(), Some(StoreError::Tamper(_))),
+    };
+    if damage {
+        ExitCode::from(EXIT_DAMAGE)
+    } else {
+        ExitCode::FAILURE
     }
 }
 

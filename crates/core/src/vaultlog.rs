@@ -136,6 +136,22 @@ impl Entry {
     }
 }
 
+/// Splits a log file (`u32 length | entry`, repeated) into entries; a torn
+/// last record is ignored and reported as the byte length it left out.
+pub fn split_log(raw: &[u8]) -> (Vec<&[u8]>, usize) {
+    let mut out = Vec::new();
+    let mut pos = 0usize;
+    while raw.len() - pos >= 4 {
+        let n = u32::from_le_bytes(raw[pos..pos + 4].try_into().unwrap()) as usize;
+        if raw.len() - pos - 4 < n {
+            break;
+        }
+        out.push(&raw[pos + 4..pos + 4 + n]);
+        pos += 4 + n;
+    }
+    (out, raw.len() - pos)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -209,6 +209,15 @@ pub fn init(
         Secret::Signer(auditor),
         None,
     )?;
+    // The vault key lives on the vault host only; it is not passphrase
+    // protected so the service can start unattended.
+    write(
+        "vault.key",
+        Role::Vault,
+        "vault",
+        Secret::Signer(vault),
+        None,
+    )?;
     backend.put(Kind::Config, "config", &bytes)?;
     Ok(config_id)
 }

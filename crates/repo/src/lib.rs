@@ -2,6 +2,7 @@
 //! listings — on top of any [`Backend`]. No argument parsing, no terminal
 //! handling; progress is reported through [`Progress`] counters.
 
+pub mod audit;
 pub mod backup;
 pub mod cache;
 pub mod index;

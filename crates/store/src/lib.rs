@@ -20,7 +20,9 @@ use std::fmt;
 use holdfast_core::ObjectId;
 
 mod local;
+mod vault;
 pub use local::{LocalDir, fsync_dir};
+pub use vault::VaultBackend;
 
 /// What kind of object, which decides where it lives.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -80,6 +82,8 @@ pub enum StoreError {
     },
     #[error("{0}")]
     Transient(String),
+    #[error("TAMPERING DETECTED: {0}")]
+    Tamper(String),
 }
 
 impl StoreError {

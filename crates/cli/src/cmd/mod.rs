@@ -1,11 +1,14 @@
 //! One file per command: parse and check arguments, then open keys and the
-//! repository, then call into holdfast-repo and print.
+//! repository, then call into holdfast-repo (or the vault) and print.
 
+pub mod audit;
 pub mod backup;
 pub mod diff;
+pub mod govern;
 pub mod init;
 pub mod key;
 pub mod ls;
 pub mod restore;
 pub mod snapshots;
+pub mod vault;
 pub mod verify;

@@ -1,0 +1,445 @@
+//! The vault as a [`Backend`]: HTTPS to `holdfast vault serve`.
+//!
+//! * Every request is signed by the caller's identity (see
+//!   `holdfast_core::request`).
+//! * TLS: the vault presents a self-signed certificate for its Ed25519 key.
+//!   The first request fetches the config; it must hash to the config id the
+//!   caller's key file pins, and the certificate's key must be the config's
+//!   vault key. From then on only that key is accepted. No CA is involved.
+//! * The log: on connect and after each snapshot commit, the client asks for
+//!   a consistency proof from the last checkpoint it verified (kept in its
+//!   state directory) to the vault's current one. A rollback, a fork or a
+//!   bad signature is [`StoreError::Tamper`].
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use holdfast_core::ObjectId;
+use holdfast_core::crypto::Identity;
+use holdfast_core::format::{Config, Role};
+use holdfast_core::id::{hex, parse_hex32};
+use holdfast_core::merkle::{self, Checkpoint, Consistency};
+use holdfast_core::request::Auth;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, SignatureScheme};
+
+use crate::{Backend, Kind, Result, StoreError, check_content, check_name};
+
+#[derive(Debug)]
+struct PinVerifier {
+    expected: Arc<Mutex<Option<[u8; 32]>>>,
+    seen: Arc<Mutex<Option<[u8; 32]>>>,
+    provider: Arc<CryptoProvider>,
+}
+
+fn ed25519_key_of(cert: &[u8]) -> Option<[u8; 32]> {
+    let (_, c) = x509_parser::parse_x509_certificate(cert).ok()?;
+    let spki = c.public_key();
+    if spki.algorithm.algorithm.to_id_string() != "1.3.101.112" {
+        return None;
+    }
+    spki.subject_public_key.data.as_ref().try_into().ok()
+}
+
+impl ServerCertVerifier for PinVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp: &[u8],
+        _now: UnixTime,
+    ) -> std::result::Result<ServerCertVerified, rustls::Error> {
+        let key = ed25519_key_of(end_entity).ok_or(rustls::Error::InvalidCertificate(
+            rustls::CertificateError::BadEncoding,
+        ))?;
+        *self.seen.lock().unwrap() = Some(key);
+        match *self.expected.lock().unwrap() {
+            Some(k) if k != key => Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::ApplicationVerificationFailure,
+            )),
+            _ => Ok(ServerCertVerified::assertion()),
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        _message: &[u8],
+        _cert: &CertificateDer<'_>,
+        _dss: &DigitallySignedStruct,
+    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+        Err(rustls::Error::General("TLS 1.2 is not accepted".into()))
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+pub struct VaultBackend {
+    base: String,
+    identity: Identity,
+    http: reqwest::blocking::Client,
+    vault_key: [u8; 32],
+    config_id: ObjectId,
+    state_file: PathBuf,
+}
+
+fn transient(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Transient(e.to_string())
+}
+
+fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0)
+}
+
+impl VaultBackend {
+    /// Connects, checks the config against `config_id` and pins the vault
+    /// key, then checks the log against the checkpoint held in `state_dir`.
+    pub fn connect(
+        url: &str,
+        identity: Identity,
+        config_id: ObjectId,
+        state_dir: &Path,
+    ) -> Result<Self> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let expected = Arc::new(Mutex::new(None));
+        let seen = Arc::new(Mutex::new(None));
+        let verifier = PinVerifier {
+            expected: expected.clone(),
+            seen: seen.clone(),
+            provider: provider.clone(),
+        };
+        let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .map_err(transient)?
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(verifier))
+            .with_no_client_auth();
+        tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let http = reqwest::blocking::Client::builder()
+            .tls_backend_preconfigured(tls)
+            .timeout(Duration::from_secs(300))
+            .pool_max_idle_per_host(4)
+            .build()
+            .map_err(transient)?;
+        let mut b = VaultBackend {
+            base: url.trim_end_matches('/').to_string(),
+            identity,
+            http,
+            vault_key: [0; 32],
+            config_id,
+            state_file: PathBuf::new(),
+        };
+        let cfg = b.request("GET", "/v1/config", &[], None)?;
+        if ObjectId::of(&cfg) != config_id {
+            return Err(StoreError::Tamper(format!(
+                "the vault at {url} serves a config that is not the one this key belongs to"
+            )));
+        }
+        let cfg =
+            Config::decode(&cfg).map_err(|e| StoreError::Tamper(format!("vault config: {e}")))?;
+        let vault_key = cfg
+            .members
+            .iter()
+            .find(|m| m.role == Role::Vault)
+            .map(|m| m.public)
+            .ok_or_else(|| {
+                StoreError::Refused("the repository config names no vault key".into())
+            })?;
+        if *seen.lock().unwrap() != Some(vault_key) {
+            return Err(StoreError::Tamper(format!(
+                "the server at {url} is not this repository's vault (TLS key mismatch)"
+            )));
+        }
+        *expected.lock().unwrap() = Some(vault_key);
+        b.vault_key = vault_key;
+        std::fs::create_dir_all(state_dir).map_err(|e| StoreError::Io {
+            path: state_dir.display().to_string(),
+            source: e,
+        })?;
+        b.state_file = state_dir.join(format!(
+            "{}-{}.checkpoint",
+            &config_id.to_hex()[..16],
+            hex(&b.identity.public()[..8])
+        ));
+        b.sync_checkpoint()?;
+        Ok(b)
+    }
+
+    pub fn vault_key(&self) -> [u8; 32] {
+        self.vault_key
+    }
+
+    /// The checkpoint this client last verified, if any.
+    pub fn held_checkpoint(&self) -> Option<Checkpoint> {
+        std::fs::read(&self.state_file)
+            .ok()
+            .and_then(|b| Checkpoint::decode(&b).ok())
+    }
+
+    /// Demands a consistency proof from the held checkpoint to the vault's
+    /// current one; stores the new one when it extends the old.
+    pub fn sync_checkpoint(&self) -> Result<Checkpoint> {
+        let held = self.held_checkpoint();
+        let from = held.as_ref().map(|c| c.size).unwrap_or(0);
+        let r = match self.request("GET", &format!("/v1/log/proof?from={from}"), &[], None) {
+            Ok(r) => r,
+            Err(StoreError::Refused(m)) if m.contains("rollback") => {
+                return Err(StoreError::Tamper(format!(
+                    "the vault's log is shorter than the checkpoint this client verified before (size {from}): rolled back"
+                )));
+            }
+            Err(e) => return Err(e),
+        };
+        let j: serde_json::Value = serde_json::from_slice(&r).map_err(transient)?;
+        let cp_bytes = j["checkpoint"]
+            .as_str()
+            .and_then(|s| holdfast_core::id::parse_hex(s).ok())
+            .ok_or_else(|| StoreError::Tamper("malformed checkpoint from the vault".into()))?;
+        let cp = Checkpoint::decode(&cp_bytes)
+            .map_err(|e| StoreError::Tamper(format!("checkpoint: {e}")))?;
+        if cp.verify(&self.vault_key).is_err() || cp.config_id != self.config_id.0 {
+            return Err(StoreError::Tamper(
+                "the vault's checkpoint signature does not verify".into(),
+            ));
+        }
+        let proof: Vec<merkle::Hash> = j["proof"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|h| h.as_str().and_then(|s| parse_hex32(s).ok()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        if let Some(held) = &held {
+            match merkle::check_extends(held, &cp, &proof) {
+                Consistency::Extends => {}
+                Consistency::Rollback { held, shown } => {
+                    return Err(StoreError::Tamper(format!(
+                        "the vault's log went back from {held} to {shown} entries: rolled back"
+                    )));
+                }
+                Consistency::Fork => {
+                    return Err(StoreError::Tamper(format!(
+                        "the vault's log of {} entries does not extend the one of {} this client verified: history was rewritten",
+                        cp.size, held.size
+                    )));
+                }
+            }
+        }
+        let tmp = self.state_file.with_extension("tmp");
+        std::fs::write(&tmp, cp.encode())
+            .and_then(|_| std::fs::rename(&tmp, &self.state_file))
+            .map_err(|e| StoreError::Io {
+                path: self.state_file.display().to_string(),
+                source: e,
+            })?;
+        Ok(cp)
+    }
+
+    /// One signed request; retries rate limits and transient failures.
+    pub fn request(
+        &self,
+        method: &str,
+        path: &str,
+        body: &[u8],
+        range: Option<(u64, u64)>,
+    ) -> Result<Vec<u8>> {
+        let mut delay = Duration::from_millis(100);
+        for attempt in 0.. {
+            match self.try_request(method, path, body, range) {
+                Err(e) if e.is_transient() && attempt < 6 => {
+                    std::thread::sleep(delay);
+                    delay *= 2;
+                }
+                r => return r,
+            }
+        }
+        unreachable!()
+    }
+
+    fn try_request(
+        &self,
+        method: &str,
+        path: &str,
+        body: &[u8],
+        range: Option<(u64, u64)>,
+    ) -> Result<Vec<u8>> {
+        let auth = Auth::sign(&self.identity, method, path, now_ns(), body).map_err(transient)?;
+        let m = reqwest::Method::from_bytes(method.as_bytes()).map_err(transient)?;
+        let mut rq = self.http.request(m, format!("{}{path}", self.base));
+        for (k, v) in auth.headers() {
+            rq = rq.header(k, v);
+        }
+        if let Some((off, len)) = range {
+            rq = rq.header("range", format!("bytes={off}-{}", off + len - 1));
+        }
+        if !body.is_empty() {
+            rq = rq.body(body.to_vec());
+        }
+        let resp = rq.send().map_err(|e| {
+            let mut s = e.to_string();
+            let mut src = std::error::Error::source(&e);
+            while let Some(x) = src {
+                s = format!("{s}: {x}");
+                src = x.source();
+            }
+            if s.contains("ApplicationVerificationFailure") || s.contains("BadEncoding") {
+                StoreError::Tamper(format!(
+                    "{}: not this repository's vault (TLS key mismatch)",
+                    self.base
+                ))
+            } else {
+                StoreError::Transient(format!("{}: {s}", self.base))
+            }
+        })?;
+        let status = resp.status().as_u16();
+        let bytes = resp.bytes().map_err(transient)?.to_vec();
+        let msg = || {
+            String::from_utf8_lossy(&bytes)
+                .trim()
+                .chars()
+                .take(300)
+                .collect::<String>()
+        };
+        match status {
+            200..=299 => Ok(bytes),
+            404 => Err(StoreError::NotFound {
+                kind: Kind::Config,
+                name: format!("{path} ({})", msg()),
+            }),
+            429 | 500..=506 | 508.. => {
+                Err(StoreError::Transient(format!("vault: {status} {}", msg())))
+            }
+            507 => Err(StoreError::Full(format!("vault: {}", msg()))),
+            _ => Err(StoreError::Refused(format!(
+                "vault refused ({status}): {}",
+                msg()
+            ))),
+        }
+    }
+
+    fn object_path(kind: Kind, name: &str) -> Result<String> {
+        check_name(kind, name)?;
+        Ok(match kind {
+            Kind::Config => "/v1/config".into(),
+            Kind::Identity => format!("/v1/identities/{name}"),
+            Kind::Pack => format!("/v1/objects/packs/{name}"),
+            Kind::Snapshot => format!("/v1/objects/snapshots/{name}"),
+        })
+    }
+
+    fn not_found(e: StoreError, kind: Kind, name: &str) -> StoreError {
+        match e {
+            StoreError::NotFound { .. } => StoreError::NotFound {
+                kind,
+                name: name.to_string(),
+            },
+            e => e,
+        }
+    }
+}
+
+impl Backend for VaultBackend {
+    fn put(&self, kind: Kind, name: &str, data: &[u8]) -> Result<()> {
+        if !matches!(kind, Kind::Pack | Kind::Snapshot) {
+            return Err(StoreError::Refused(format!(
+                "a {kind} cannot be written through the vault"
+            )));
+        }
+        check_content(kind, name, data)?;
+        self.request("PUT", &Self::object_path(kind, name)?, data, None)?;
+        if kind == Kind::Snapshot {
+            self.sync_checkpoint()?;
+        }
+        Ok(())
+    }
+
+    fn get(&self, kind: Kind, name: &str) -> Result<Vec<u8>> {
+        let data = self
+            .request("GET", &Self::object_path(kind, name)?, &[], None)
+            .map_err(|e| Self::not_found(e, kind, name))?;
+        check_content(kind, name, &data)?;
+        Ok(data)
+    }
+
+    fn get_range(&self, kind: Kind, name: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
+        if len == 0 {
+            return Ok(Vec::new());
+        }
+        let data = self
+            .request(
+                "GET",
+                &Self::object_path(kind, name)?,
+                &[],
+                Some((offset, len)),
+            )
+            .map_err(|e| Self::not_found(e, kind, name))?;
+        if data.len() as u64 != len {
+            return Err(StoreError::Corrupt {
+                kind,
+                name: name.to_string(),
+                why: format!("short read at {offset}+{len}"),
+            });
+        }
+        Ok(data)
+    }
+
+    fn size(&self, kind: Kind, name: &str) -> Result<u64> {
+        check_name(kind, name)?;
+        let seg = match kind {
+            Kind::Pack => "packs",
+            Kind::Snapshot => "snapshots",
+            _ => return Ok(self.get(kind, name)?.len() as u64),
+        };
+        let r = self
+            .request("GET", &format!("/v1/stat/{seg}/{name}"), &[], None)
+            .map_err(|e| Self::not_found(e, kind, name))?;
+        let j: serde_json::Value = serde_json::from_slice(&r).map_err(transient)?;
+        j["size"]
+            .as_u64()
+            .ok_or_else(|| transient("malformed stat"))
+    }
+
+    fn list(&self, kind: Kind) -> Result<Vec<(String, u64)>> {
+        let path = match kind {
+            Kind::Config => return Ok(vec![("config".into(), 0)]),
+            Kind::Identity => "/v1/identities",
+            Kind::Pack => "/v1/objects/packs",
+            Kind::Snapshot => "/v1/objects/snapshots",
+        };
+        let r = self.request("GET", path, &[], None)?;
+        let v: Vec<(String, u64)> = serde_json::from_slice(&r).map_err(transient)?;
+        for (n, _) in &v {
+            check_name(kind, n)?;
+        }
+        Ok(v)
+    }
+
+    fn location(&self) -> String {
+        self.base.clone()
+    }
+}
