@@ -516,8 +516,20 @@ pub fn open_blob(
         .open_blob(&e.id, e.kind, e.flags, sealed)
         .map_err(|_| BlobError::Auth(e.id))?;
     let plain = if e.flags & FLAG_ZSTD != 0 {
-        zstd::bulk::decompress(&body, e.raw_len as usize)
-            .map_err(|_| BlobError::Decompress(e.id))?
+        // One decompression context per thread, as for compression.
+        thread_local! {
+            static DCTX: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
+                const { std::cell::RefCell::new(None) };
+        }
+        DCTX.with(|d| {
+            let mut d = d.borrow_mut();
+            if d.is_none() {
+                *d = zstd::bulk::Decompressor::new().ok();
+            }
+            d.as_mut()?.decompress(&body, e.raw_len as usize).ok()
+        })
+        .ok_or(BlobError::Decompress(e.id))?
+
     } else {
         body
     };
