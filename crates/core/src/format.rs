@@ -529,7 +529,6 @@ pub fn open_blob(
             d.as_mut()?.decompress(&body, e.raw_len as usize).ok()
         })
         .ok_or(BlobError::Decompress(e.id))?
-
     } else {
         body
     };

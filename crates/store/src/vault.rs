@@ -281,6 +281,30 @@ impl VaultBackend {
         unreachable!()
     }
 
+    /// Sends one request with the given signature headers as they are (no
+    /// retry) and returns the HTTP status and body: for tools and tests that
+    /// must see exactly what the vault answers to a crafted request.
+    pub fn send(
+        &self,
+        method: &str,
+        path: &str,
+        body: &[u8],
+        auth: &Auth,
+    ) -> Result<(u16, Vec<u8>)> {
+        let m = reqwest::Method::from_bytes(method.as_bytes()).map_err(transient)?;
+        let mut rq = self.http.request(m, format!("{}{path}", self.base));
+        for (k, v) in auth.headers() {
+            rq = rq.header(k, v);
+        }
+        let resp = rq.body(body.to_vec()).send().map_err(transient)?;
+        let status = resp.status().as_u16();
+        Ok((status, resp.bytes().map_err(transient)?.to_vec()))
+    }
+
+    pub fn identity(&self) -> &Identity {
+        &self.identity
+    }
+
     fn try_request(
         &self,
         method: &str,

@@ -299,10 +299,13 @@ impl Vault {
     }
 
     fn log(&mut self, event: Event) -> Result<(), ApiError> {
-        let entry = Entry {
-            time_ns: now_ns(),
-            event,
-        };
+        self.log_at(event, now_ns())
+    }
+
+    /// Logs with a given vault time (a snapshot's stamp and the lock computed
+    /// from it must use the same reading of the clock).
+    fn log_at(&mut self, event: Event, time_ns: i64) -> Result<(), ApiError> {
+        let entry = Entry { time_ns, event };
         self.log
             .append(&entry, self.config_id.0, &self.identity)
             .map_err(|e| ApiError::internal(e.to_string()))?;
@@ -494,11 +497,15 @@ impl Vault {
         self.store
             .put(Kind::Snapshot, &id.to_hex(), body)
             .map_err(ApiError::store)?;
-        self.log(Event::SnapshotAdded {
-            snapshot: *id,
-            client: *who,
-            lock_until_ns: lock,
-        })?;
+        self.log_at(
+            Event::SnapshotAdded {
+                snapshot: *id,
+                client: *who,
+                lock_until_ns: lock,
+            },
+            now,
+        )?;
+
         Ok(self.snapshots[id].clone())
     }
 

@@ -27,6 +27,9 @@ pub struct Args {
     /// Keep every snapshot at least this many days
     #[arg(long, default_value_t = 14)]
     pub keep_within_days: u64,
+    /// Keep every snapshot at least this many seconds (overrides --keep-within-days; for drills and tests)
+    #[arg(long)]
+    pub keep_within_secs: Option<u64>,
     /// Keep the first snapshot of this many days, weeks, months, years
     #[arg(long, default_value_t = 14)]
     pub keep_daily: u32,
@@ -61,7 +64,8 @@ pub fn run(a: Args) -> Result<ExitCode> {
         quorum: a.quorum,
         clients: a.clients,
         retention: Retention {
-            keep_within_secs: a.keep_within_days * 86_400,
+            keep_within_secs: a.keep_within_secs.unwrap_or(a.keep_within_days * 86_400),
+
             daily: a.keep_daily,
             weekly: a.keep_weekly,
             monthly: a.keep_monthly,

@@ -280,3 +280,80 @@ pub fn files(dir: &Path) -> Vec<PathBuf> {
     v.sort();
     v
 }
+
+/// A real `holdfast vault serve` on 127.0.0.1 with a free port; stopped
+/// with SIGTERM when dropped.
+pub struct VaultProc {
+    pub child: std::process::Child,
+    pub url: String,
+    pub stderr_path: PathBuf,
+}
+
+impl World {
+    pub fn start_vault(&self, extra: &[&str]) -> VaultProc {
+        let stderr_path = self.path(&format!(
+            "vault-{}.err",
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos()
+        ));
+        let mut c = Command::new(bin());
+        c.args([
+            "vault",
+            "serve",
+            "--repo",
+            &self.repo(),
+            "--key",
+            &self.key("vault"),
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .args(extra)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::fs::File::create(&stderr_path).unwrap());
+        let mut child = c.spawn().unwrap();
+        let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+        let url = line
+            .split_whitespace()
+            .find(|w| w.starts_with("https://"))
+            .unwrap_or_else(|| {
+                panic!(
+                    "vault did not start: {line} {}",
+                    std::fs::read_to_string(&stderr_path).unwrap_or_default()
+                )
+            })
+            .to_string();
+        // Keep draining stdout so the vault never blocks on it.
+        std::thread::spawn(move || {
+            let mut sink = Vec::new();
+            let _ = std::io::Read::read_to_end(&mut out, &mut sink);
+        });
+        VaultProc {
+            child,
+            url,
+            stderr_path,
+        }
+    }
+}
+
+impl VaultProc {
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        self.child.wait().unwrap()
+    }
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
+    }
+}
+
+impl Drop for VaultProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
