@@ -3,7 +3,7 @@
 //! that fetches, authenticates and checks blobs.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use holdfast_core::crypto::{IdKey, RepoSecret, SessionKey};
 use holdfast_core::format::{self, PACK_HEADER_LEN, PACK_TRAILER_LEN, PackEntry};
@@ -91,7 +91,13 @@ pub struct BlobReader<'a> {
     id_key: &'a IdKey,
     secret: &'a RepoSecret,
     sessions: Mutex<HashMap<[u8; 32], SessionKey>>,
+    /// Whole packs recently fetched (by pack index), newest last; used only
+    /// when the backend prefers whole objects (the vault).
+    packs: Option<Mutex<std::collections::VecDeque<(u32, Arc<Vec<u8>>)>>>,
 }
+
+/// Whole packs kept in memory by a [`BlobReader`] over a remote backend.
+const PACK_CACHE: usize = 6;
 
 impl<'a> BlobReader<'a> {
     pub fn new(
@@ -106,7 +112,45 @@ impl<'a> BlobReader<'a> {
             id_key,
             secret,
             sessions: Mutex::new(HashMap::new()),
+            packs: backend
+                .prefers_whole_objects()
+                .then(|| Mutex::new(std::collections::VecDeque::new())),
         }
+    }
+
+    /// Fetches one whole pack (checked against its id by the backend).
+    pub fn whole_pack(&self, n: u32) -> Result<Vec<u8>> {
+        Ok(self
+            .backend
+            .get(Kind::Pack, &self.index.packs[n as usize].to_hex())?)
+    }
+
+    /// Drops packs cached for tree reads.
+    pub fn clear_cache(&self) {
+        if let Some(c) = &self.packs {
+            c.lock().unwrap().clear();
+        }
+    }
+
+    /// A whole pack, from the cache or fetched (and checked against its id).
+    fn pack(
+        &self,
+        cache: &Mutex<std::collections::VecDeque<(u32, Arc<Vec<u8>>)>>,
+        n: u32,
+    ) -> Result<Arc<Vec<u8>>> {
+        if let Some((_, p)) = cache.lock().unwrap().iter().find(|(i, _)| *i == n) {
+            return Ok(p.clone());
+        }
+        let bytes = Arc::new(
+            self.backend
+                .get(Kind::Pack, &self.index.packs[n as usize].to_hex())?,
+        );
+        let mut c = cache.lock().unwrap();
+        if c.len() >= PACK_CACHE {
+            c.pop_front();
+        }
+        c.push_back((n, bytes.clone()));
+        Ok(bytes)
     }
 
     pub fn session(&self, epk: &[u8; 32]) -> Result<SessionKey> {
@@ -141,7 +185,19 @@ impl<'a> BlobReader<'a> {
                 id.to_hex()
             ))
         })?;
+        if let Some(cache) = &self.packs {
+            let bytes = self.pack(cache, loc.pack)?;
+            let (off, len) = (loc.entry.offset as usize, loc.entry.stored_len as usize);
+            let sealed = bytes.get(off..off + len).ok_or_else(|| {
+                Error::Corrupt(format!(
+                    "pack {} is shorter than its table says",
+                    self.index.packs[loc.pack as usize]
+                ))
+            })?;
+            return self.open(loc, sealed);
+        }
         let pack = self.index.packs[loc.pack as usize].to_hex();
+
         let sealed = self.backend.get_range(
             Kind::Pack,
             &pack,

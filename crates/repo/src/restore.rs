@@ -1,21 +1,23 @@
 //! `holdfast restore`: every byte is authenticated and checked against its
-//! keyed id before it is written. Directories are created first, files are
-//! written in parallel, then directory modes and times are set bottom-up
-//! (writing into a directory changes its mtime). All-zero chunks are skipped
-//! with a seek, so sparse files stay sparse.
+//! keyed id before it is written. Directories are created first; file
+//! contents are written pack by pack, in parallel, each pack fetched once
+//! (the same order works for a local directory and for the vault, where a
+//! request per blob would be far too slow); then directory modes and times
+//! are set bottom-up (writing into a directory changes its mtime). All-zero
+//! chunks are left as holes, so sparse files stay sparse.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::fs::OpenOptions;
-use std::io::{Seek, SeekFrom, Write};
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::FileExt;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use filetime::FileTime;
-use holdfast_core::ObjectId;
 use holdfast_core::format::{Node, NodeKind, Tree};
+use holdfast_core::{BlobId, ObjectId};
 use rayon::prelude::*;
 
 use crate::index::{BlobReader, Index};
@@ -71,52 +73,155 @@ fn set_owner(path: &Path, n: &Node) {
     let _ = std::os::unix::fs::lchown(path, Some(n.uid), Some(n.gid));
 }
 
-fn restore_file(
+/// Writes every file's content, pack by pack: each needed pack is fetched
+/// once (whole, checked against its id), each blob in it is authenticated
+/// and checked against its keyed id, then written at its offsets in every
+/// file that needs it. Files are created empty and written at offsets, so
+/// skipped all-zero chunks stay holes. Returns, per file, its size or why it
+/// could not be restored.
+fn restore_files(
     reader: &BlobReader,
-    path: &Path,
-    n: &Node,
-    zero_ids: &Mutex<HashSet<holdfast_core::BlobId>>,
-) -> Result<u64> {
-    let NodeKind::File { size, chunks } = &n.kind else {
-        unreachable!()
-    };
-    let mut f = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(|e| io_err(path, e))?;
-    let mut pos = 0u64;
-    let mut hole = false;
-    for c in chunks {
-        let data = reader.read(c)?;
-        let zero = zero_ids.lock().unwrap().contains(c) || data.iter().all(|b| *b == 0);
-        if zero && !data.is_empty() {
-            zero_ids.lock().unwrap().insert(*c);
-            f.seek(SeekFrom::Current(data.len() as i64))
-                .map_err(|e| io_err(path, e))?;
-            hole = true;
-        } else {
-            f.write_all(&data).map_err(|e| io_err(path, e))?;
-            hole = false;
+    files: &[(PathBuf, Node)],
+    progress: &Progress,
+) -> Vec<Result<u64>> {
+    let mut errors: Vec<Option<String>> = vec![None; files.len()];
+    let mut needs: HashMap<u32, Vec<(BlobId, u32, u64)>> = HashMap::new();
+    for (i, (_, n)) in files.iter().enumerate() {
+        let NodeKind::File { size, chunks } = &n.kind else {
+            unreachable!()
+        };
+        let mut off = 0u64;
+        for c in chunks {
+            match reader.index.blobs.get(c) {
+                Some(loc) => {
+                    needs.entry(loc.pack).or_default().push((*c, i as u32, off));
+                    off += loc.entry.raw_len as u64;
+                }
+                None => {
+                    errors[i] = Some(format!(
+                        "chunk {} is not in the snapshot's packs",
+                        c.to_hex()
+                    ));
+                    break;
+                }
+            }
         }
-        pos += data.len() as u64;
+        if errors[i].is_none() && off != *size {
+            errors[i] = Some(format!(
+                "chunks add up to {off} bytes, the snapshot says {size}"
+            ));
+        }
     }
-    if pos != *size {
-        return Err(Error::Corrupt(format!(
-            "{}: restored {pos} bytes, snapshot says {size}",
-            path.display()
-        )));
-    }
-    if hole {
-        f.set_len(pos).map_err(|e| io_err(path, e))?;
-    }
-    drop(f);
-    set_owner(path, n);
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(n.mode))
-        .map_err(|e| io_err(path, e))?;
-    set_times(path, n).map_err(|e| io_err(path, e))?;
-    Ok(pos)
+    let errors = Mutex::new(errors);
+    let mut packs: Vec<(u32, Vec<(BlobId, u32, u64)>)> = needs.into_iter().collect();
+    packs.sort_by_key(|(p, _)| *p);
+    packs.par_iter_mut().for_each(|(pack, list)| {
+        let fail = |f: u32, why: String| {
+            errors.lock().unwrap()[f as usize].get_or_insert(why);
+        };
+        let bytes = match reader.whole_pack(*pack) {
+            Ok(b) => b,
+            Err(e) => {
+                for (_, f, _) in list.iter() {
+                    fail(*f, e.to_string());
+                }
+                return;
+            }
+        };
+        // Each blob is opened once however many files use it.
+        list.sort_by_key(|(id, f, off)| (*id, *f, *off));
+        let mut current: Option<(BlobId, Result<Vec<u8>>)> = None;
+        let mut open: Option<(u32, std::fs::File)> = None;
+        for (id, f, off) in list.iter() {
+            if current.as_ref().is_none_or(|(c, _)| c != id) {
+                let loc = reader.index.blobs[id];
+                let (o, l) = (loc.entry.offset as usize, loc.entry.stored_len as usize);
+                let plain = match bytes.get(o..o + l) {
+                    Some(sealed) => reader.open(&loc, sealed),
+                    None => Err(Error::Corrupt(format!(
+                        "pack {} is shorter than its table",
+                        reader.index.packs[*pack as usize]
+                    ))),
+                };
+                current = Some((*id, plain));
+            }
+            let data = match &current.as_ref().unwrap().1 {
+                Ok(d) => d,
+                Err(e) => {
+                    fail(*f, e.to_string());
+                    continue;
+                }
+            };
+            if data.iter().all(|b| *b == 0) {
+                progress.add(0, data.len() as u64);
+                continue; // left as a hole; the length is set at the end
+            }
+            if open.as_ref().is_none_or(|(of, _)| of != f) {
+                // Created on first write: one open per file when its chunks
+                // sit in one pack, as almost all mail does. (The target
+                // directory was checked empty and its dirs made by us.)
+                let path = &files[*f as usize].0;
+                match OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .mode(0o600)
+                    .open(path)
+                {
+                    Ok(h) => open = Some((*f, h)),
+                    Err(e) => {
+                        fail(*f, e.to_string());
+                        continue;
+                    }
+                }
+            }
+            if let Err(e) = open.as_ref().unwrap().1.write_all_at(data, *off) {
+                fail(*f, e.to_string());
+            }
+            progress.add(0, data.len() as u64);
+        }
+    });
+    let errors = errors.into_inner().unwrap();
+    files
+        .iter()
+        .zip(errors)
+        .map(|((p, n), err)| {
+            if let Some(e) = err {
+                return Err(Error::Corrupt(e));
+            }
+            let NodeKind::File { size, .. } = &n.kind else {
+                unreachable!()
+            };
+            // Empty and all-zero files were never opened; trailing holes
+            // (zero chunks at the end) need the length set.
+            let len = match std::fs::metadata(p) {
+                Ok(m) => m.len(),
+                Err(_) => {
+                    OpenOptions::new()
+                        .write(true)
+                        .create_new(true)
+                        .mode(0o600)
+                        .open(p)
+                        .map_err(|e| io_err(p, e))?;
+                    0
+                }
+            };
+            if len < *size {
+                OpenOptions::new()
+                    .write(true)
+                    .open(p)
+                    .and_then(|f| f.set_len(*size))
+                    .map_err(|e| io_err(p, e))?;
+            }
+
+            set_owner(p, n);
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(n.mode))
+                .map_err(|e| io_err(p, e))?;
+
+            set_times(p, n).map_err(|e| io_err(p, e))?;
+            progress.add(1, 0);
+            Ok(*size)
+        })
+        .collect()
 }
 
 pub fn restore(
@@ -234,19 +339,9 @@ pub fn restore(
             Err(e) => report.errors.push(format!("{}: {e}", p.display())),
         }
     }
-    let zero_ids = Mutex::new(HashSet::new());
-    let results: Vec<(PathBuf, Result<u64>)> = plan
-        .files
-        .par_iter()
-        .map(|(p, n)| {
-            let r = restore_file(&reader, p, n, &zero_ids);
-            if let Ok(b) = &r {
-                progress.add(1, *b);
-            }
-            (p.clone(), r)
-        })
-        .collect();
-    for (p, r) in results {
+    reader.clear_cache();
+    let results = restore_files(&reader, &plan.files, progress);
+    for ((p, _), r) in plan.files.iter().zip(results) {
         match r {
             Ok(b) => {
                 report.files += 1;

@@ -106,6 +106,11 @@ pub trait Backend: Send + Sync {
     fn list(&self, kind: Kind) -> Result<Vec<(String, u64)>>;
     /// Human-readable location, for messages.
     fn location(&self) -> String;
+    /// True where each request is expensive (network): readers should fetch
+    /// whole objects and cut blobs from them rather than make range reads.
+    fn prefers_whole_objects(&self) -> bool {
+        false
+    }
 }
 
 /// Checks a name: `config` for the config, else 64 lowercase hex digits.

@@ -9,16 +9,24 @@
 //! directory → remove the temp name. A crash leaves at most a stray file in
 //! `tmp/`, which [`LocalDir::clean_tmp`] removes.
 
+use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
-use std::io::{ErrorKind, Read, Seek, SeekFrom, Write};
+use std::io::{ErrorKind, Write};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use crate::{Backend, Kind, Result, StoreError, check_content, check_name};
 
 pub struct LocalDir {
     root: PathBuf,
+    /// Open handles for range reads (objects never change once written, so
+    /// a handle stays valid); bounded, oldest dropped first.
+    handles: Mutex<VecDeque<(String, Arc<File>)>>,
 }
+
+const HANDLES: usize = 64;
 
 fn io_err(path: &Path, e: std::io::Error) -> StoreError {
     if e.kind() == ErrorKind::StorageFull || e.raw_os_error() == Some(28) {
@@ -44,7 +52,10 @@ impl LocalDir {
                 name: root.join("config").display().to_string(),
             });
         }
-        Ok(Self { root })
+        Ok(Self {
+            root,
+            handles: Mutex::default(),
+        })
     }
 
     /// Creates the directory layout for a new repository. The directory
@@ -73,11 +84,33 @@ impl LocalDir {
         if let Some(parent) = root.parent() {
             let _ = fsync_dir(parent);
         }
-        Ok(Self { root })
+        Ok(Self {
+            root,
+            handles: Mutex::default(),
+        })
     }
 
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    fn handle(&self, kind: Kind, name: &str, p: &Path) -> Result<Arc<File>> {
+        let mut h = self.handles.lock().unwrap();
+        if let Some((_, f)) = h.iter().find(|(n, _)| n == name) {
+            return Ok(f.clone());
+        }
+        let f = Arc::new(File::open(p).map_err(|e| match e.kind() {
+            ErrorKind::NotFound => StoreError::NotFound {
+                kind,
+                name: name.to_string(),
+            },
+            _ => io_err(p, e),
+        })?);
+        if h.len() >= HANDLES {
+            h.pop_front();
+        }
+        h.push_back((name.to_string(), f.clone()));
+        Ok(f)
     }
 
     /// Removes temp files left by crashed writers (older than `age`, so
@@ -162,18 +195,18 @@ impl Backend for LocalDir {
     fn get_range(&self, kind: Kind, name: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
         check_name(kind, name)?;
         let p = self.path_of(kind, name);
-        let mut f = File::open(&p).map_err(|e| match e.kind() {
-            ErrorKind::NotFound => StoreError::NotFound {
-                kind,
-                name: name.to_string(),
-            },
-            _ => io_err(&p, e),
-        })?;
-        f.seek(SeekFrom::Start(offset)).map_err(|e| io_err(&p, e))?;
-        let mut buf = Vec::with_capacity(len.min(1 << 30) as usize);
-        f.take(len)
-            .read_to_end(&mut buf)
-            .map_err(|e| io_err(&p, e))?;
+        let f = self.handle(kind, name, &p)?;
+        let mut buf = vec![0u8; len.min(1 << 30) as usize];
+        let mut got = 0usize;
+        while got < buf.len() {
+            match f.read_at(&mut buf[got..], offset + got as u64) {
+                Ok(0) => break,
+                Ok(n) => got += n,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => return Err(io_err(&p, e)),
+            }
+        }
+        buf.truncate(got);
         if buf.len() as u64 != len {
             return Err(StoreError::Corrupt {
                 kind,

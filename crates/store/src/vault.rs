@@ -466,4 +466,8 @@ impl Backend for VaultBackend {
     fn location(&self) -> String {
         self.base.clone()
     }
+
+    fn prefers_whole_objects(&self) -> bool {
+        true
+    }
 }
