@@ -93,8 +93,11 @@ pub struct BlobReader<'a> {
     sessions: Mutex<HashMap<[u8; 32], SessionKey>>,
     /// Whole packs recently fetched (by pack index), newest last; used only
     /// when the backend prefers whole objects (the vault).
-    packs: Option<Mutex<std::collections::VecDeque<(u32, Arc<Vec<u8>>)>>>,
+    packs: Option<PackCache>,
 }
+
+/// Recently fetched whole packs, by index into [`Index::packs`], newest last.
+type PackCache = Mutex<std::collections::VecDeque<(u32, Arc<Vec<u8>>)>>;
 
 /// Whole packs kept in memory by a [`BlobReader`] over a remote backend.
 const PACK_CACHE: usize = 6;
@@ -133,11 +136,7 @@ impl<'a> BlobReader<'a> {
     }
 
     /// A whole pack, from the cache or fetched (and checked against its id).
-    fn pack(
-        &self,
-        cache: &Mutex<std::collections::VecDeque<(u32, Arc<Vec<u8>>)>>,
-        n: u32,
-    ) -> Result<Arc<Vec<u8>>> {
+    fn pack(&self, cache: &PackCache, n: u32) -> Result<Arc<Vec<u8>>> {
         if let Some((_, p)) = cache.lock().unwrap().iter().find(|(i, _)| *i == n) {
             return Ok(p.clone());
         }

@@ -73,6 +73,9 @@ fn set_owner(path: &Path, n: &Node) {
     let _ = std::os::unix::fs::lchown(path, Some(n.uid), Some(n.gid));
 }
 
+/// One write a pack's blob makes: (blob, file index, offset in the file).
+type Write = (BlobId, u32, u64);
+
 /// Writes every file's content, pack by pack: each needed pack is fetched
 /// once (whole, checked against its id), each blob in it is authenticated
 /// and checked against its keyed id, then written at its offsets in every
@@ -85,7 +88,7 @@ fn restore_files(
     progress: &Progress,
 ) -> Vec<Result<u64>> {
     let mut errors: Vec<Option<String>> = vec![None; files.len()];
-    let mut needs: HashMap<u32, Vec<(BlobId, u32, u64)>> = HashMap::new();
+    let mut needs: HashMap<u32, Vec<Write>> = HashMap::new();
     for (i, (_, n)) in files.iter().enumerate() {
         let NodeKind::File { size, chunks } = &n.kind else {
             unreachable!()
@@ -113,7 +116,7 @@ fn restore_files(
         }
     }
     let errors = Mutex::new(errors);
-    let mut packs: Vec<(u32, Vec<(BlobId, u32, u64)>)> = needs.into_iter().collect();
+    let mut packs: Vec<(u32, Vec<Write>)> = needs.into_iter().collect();
     packs.sort_by_key(|(p, _)| *p);
     packs.par_iter_mut().for_each(|(pack, list)| {
         let fail = |f: u32, why: String| {
