@@ -167,6 +167,8 @@ fn restore_files(
                 match OpenOptions::new()
                     .write(true)
                     .create(true)
+                    // Another pack may already have written other parts of it.
+                    .truncate(false)
                     .mode(0o600)
                     .open(path)
                 {
