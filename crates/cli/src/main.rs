@@ -61,6 +61,9 @@ enum Command {
     Lock(cmd::govern::LockArgs),
     /// Check the whole vault log against the repository (auditor key)
     Audit(cmd::audit::Args),
+    /// Pull replicas: copies the vault cannot reach
+    #[command(subcommand)]
+    Replica(cmd::replica::ReplicaCommand),
 }
 
 fn main() -> ExitCode {
@@ -81,6 +84,7 @@ fn main() -> ExitCode {
         Command::Proposals(a) => cmd::govern::list(a),
         Command::Lock(a) => cmd::govern::lock(a),
         Command::Audit(a) => cmd::audit::run(a),
+        Command::Replica(c) => cmd::replica::run(c),
     };
     match r {
         Ok(code) => code,

@@ -804,3 +804,187 @@ fn load_twenty_concurrent_clients() {
     ]);
     w.ok(&["audit", "--repo", &url, "--key", &w.key("auditor")]);
 }
+
+fn pull(w: &World, url: &str, into: &Path) -> serde_json::Value {
+    let out = w.ok(&[
+        "replica",
+        "pull",
+        "--from",
+        url,
+        "--key",
+        &w.key("replica"),
+        "--into",
+        into.to_str().unwrap(),
+        "--json",
+    ]);
+    serde_json::from_str::<serde_json::Value>(&out).unwrap()[0].clone()
+}
+
+/// A pull replica copies and verifies, applies only quorum deletions, keeps
+/// what the vault reclaimed, and refuses to follow a rolled-back vault.
+#[test]
+fn replica_follows_the_log_and_refuses_a_rolled_back_vault() {
+    let w = World::new();
+    init_with(
+        &w,
+        &[
+            "--delay-secs",
+            "1",
+            "--keep-within-secs",
+            "4",
+            "--keep-daily",
+            "0",
+            "--keep-weekly",
+            "0",
+            "--keep-monthly",
+            "0",
+            "--keep-yearly",
+            "0",
+            "--grace-secs",
+            "0",
+        ],
+    );
+    let mut vault = w.start_vault(&["--reclaim-every-secs", "1"]);
+    let url = vault.url.clone();
+    let src = w.path("mail");
+    make_maildir(&src, 2, 10, 71);
+    let s1 = backup_via(&w, &url, &w.key("client"), &src);
+    // s1 must outlive the reclaims in this test; s2 must not.
+    w.ok(&[
+        "lock",
+        "--repo",
+        &url,
+        "--key",
+        &w.key("admin-1"),
+        &s1[..12],
+        "--days",
+        "1",
+    ]);
+    let d1 = digest(&src);
+    let rdir = w.path("replica");
+    let r = pull(&w, &url, &rdir);
+    assert_eq!(r["snapshots_copied"], 1, "{r}");
+    assert!(r["packs_copied"].as_u64().unwrap() >= 1);
+    // The replica directory is a repository: verify, restore, audit work on it.
+    let rrepo = rdir.display().to_string();
+    w.ok(&[
+        "verify",
+        "--repo",
+        &rrepo,
+        "--key",
+        &w.key("restore"),
+        "--read-data",
+    ]);
+    let out = w.path("out1");
+    w.ok(&[
+        "restore",
+        "--repo",
+        &rrepo,
+        "--key",
+        &w.key("restore"),
+        &s1[..12],
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(digest(&out.join("mail")), d1);
+    w.ok(&["audit", "--repo", &rrepo, "--key", &w.key("auditor")]);
+
+    // Incremental: one more snapshot, then it expires and the vault reclaims
+    // it; the replica copied it first and keeps it.
+    mail_day(&src, 1);
+    let s2 = backup_via(&w, &url, &w.key("client"), &src);
+    let d2 = digest(&src);
+    let r = pull(&w, &url, &rdir);
+    assert_eq!(r["snapshots_copied"], 1, "{r}");
+    std::thread::sleep(Duration::from_secs(6));
+    assert!(
+        !snapshot_ids(&w, &url).contains(&s2),
+        "vault did not reclaim s2"
+    );
+    let r = pull(&w, &url, &rdir);
+    assert_eq!(r["reclaims_kept"], 1, "{r}");
+    let out = w.path("out2");
+    w.ok(&[
+        "restore",
+        "--repo",
+        &rrepo,
+        "--key",
+        &w.key("restore"),
+        &s2[..12],
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(digest(&out.join("mail")), d2);
+    w.ok(&["audit", "--repo", &rrepo, "--key", &w.key("auditor")]);
+
+    // A deletion by quorum is applied on the next pull.
+    w.ok(&[
+        "propose",
+        "--repo",
+        &url,
+        "--key",
+        &w.key("admin-1"),
+        "delete",
+        &s1[..12],
+    ]);
+    let pid = proposals(&w, &url)[0]["id"].as_str().unwrap().to_string();
+    w.ok(&[
+        "approve",
+        "--repo",
+        &url,
+        "--key",
+        &w.key("admin-2"),
+        &pid[..12],
+    ]);
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(!snapshot_ids(&w, &url).contains(&s1));
+    let r = pull(&w, &url, &rdir);
+    assert_eq!(r["deletions_applied"], 1, "{r}");
+    assert!(!rdir.join("snapshots").join(&s1).exists());
+    assert!(rdir.join("snapshots").join(&s2).exists());
+
+    // The vault host is taken: the log is cut back and re-signed with the
+    // vault key. The replica refuses to follow and keeps what it has.
+    vault.stop();
+    let log = w.path("repo/vault/log");
+    let raw = std::fs::read(&log).unwrap();
+    let (entries, _) = holdfast_core::vaultlog::split_log(&raw);
+    let keep = entries.len() - 3;
+    let cut: usize = entries[..keep].iter().map(|e| 4 + e.len()).sum();
+    std::fs::write(&log, &raw[..cut]).unwrap();
+    let vk = load(&w.key("vault"));
+    let leaves: Vec<_> = entries[..keep]
+        .iter()
+        .map(|e| holdfast_core::merkle::leaf_hash(e))
+        .collect();
+    let cp = holdfast_core::merkle::Checkpoint::sign(
+        vk.config_id.0,
+        keep as u64,
+        holdfast_core::merkle::root(&leaves),
+        now_ns(),
+        vk.identity().unwrap(),
+    );
+    std::fs::write(w.path("repo/vault/checkpoint"), cp.encode()).unwrap();
+    let before = files(&rdir);
+    let vault = w.start_vault(&[]);
+    let o = w.run(&[
+        "replica",
+        "pull",
+        "--from",
+        &vault.url,
+        "--key",
+        &w.key("replica"),
+        "--into",
+        &rrepo,
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(4), "{err}");
+    assert!(err.contains("TAMPERING"), "{err}");
+    assert_eq!(files(&rdir), before, "the replica changed after a rollback");
+    w.ok(&[
+        "verify",
+        "--repo",
+        &rrepo,
+        "--key",
+        &w.key("restore"),
+        "--read-data",
+    ]);
+}

@@ -66,6 +66,9 @@ pub fn audit(
     let mut live: BTreeMap<ObjectId, ([u8; 32], i64)> = BTreeMap::new();
     let mut proposals: BTreeMap<ObjectId, (Proposal, i64)> = BTreeMap::new();
     let mut votes: Vec<(Vote, i64)> = Vec::new();
+    // Reclaimed as expired: a replica keeps them, and a vault that crashed
+    // between logging and deleting still has them. Not a problem.
+    let mut reclaimed: BTreeSet<ObjectId> = BTreeSet::new();
     for (i, raw) in entries.iter().enumerate() {
         let e = match Entry::decode(raw) {
             Ok(e) => e,
@@ -139,6 +142,7 @@ pub fn audit(
             }
             Event::Reclaimed { snapshots, .. } => {
                 for id in snapshots {
+                    reclaimed.insert(id);
                     match live.remove(&id) {
                         Some((_, lock)) if lock > e.time_ns => r.problems.push(format!(
                             "log entry {i} reclaimed snapshot {} before its lock expired",
@@ -193,7 +197,7 @@ pub fn audit(
         }
     }
     for id in &present {
-        if !live.contains_key(id) {
+        if !live.contains_key(id) && !reclaimed.contains(id) {
             r.problems.push(format!(
                 "snapshot {id} is present but the log does not explain it"
             ));

@@ -8,6 +8,7 @@ pub mod cache;
 pub mod index;
 pub mod init;
 pub mod keys;
+pub mod replica;
 pub mod repo;
 pub mod restore;
 pub mod snapshots;

@@ -178,7 +178,6 @@ mod tests {
 }
 
 fn handle(
-
     v: &mut Vault,
     method: &Method,
     uri: &Uri,

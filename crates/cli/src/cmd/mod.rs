@@ -7,6 +7,8 @@ pub mod diff;
 pub mod govern;
 pub mod init;
 pub mod key;
+pub mod replica;
+
 pub mod ls;
 pub mod restore;
 pub mod snapshots;
