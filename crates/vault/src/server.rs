@@ -142,41 +142,6 @@ pub fn fuzz_request(data: &[u8]) {
     let _ = serde_json::from_slice::<serde_json::Value>(data);
 }
 
-#[cfg(test)]
-mod tests {
-    use super::fuzz_request;
-
-    #[test]
-    fn request_parsers_survive_random_and_mutated_input() {
-        let mut s = 0x9e3779b97f4a7c15u64;
-        let mut next = || {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            s
-        };
-        let seeds: [&[u8]; 4] = [
-            b"bytes=0-10\nfrom=5\nsnapshots\n0123abcd",
-            b"HFPROP01\x00\x01\x02",
-            b"HFVOTE01",
-            b"{\"snapshot\":\"ab\",\"until_ns\":1}",
-        ];
-        for i in 0..20_000 {
-            let mut v = seeds[i % seeds.len()].to_vec();
-            for _ in 0..(next() % 8) {
-                let n = next();
-                let pos = (n as usize) % (v.len() + 1);
-                match n % 3 {
-                    0 => v.insert(pos, (n >> 8) as u8),
-                    1 if pos < v.len() => v[pos] ^= (n >> 16) as u8,
-                    _ => v.truncate(pos),
-                }
-            }
-            fuzz_request(&v);
-        }
-    }
-}
-
 fn handle(
     v: &mut Vault,
     method: &Method,
@@ -496,4 +461,39 @@ pub fn serve(opts: ServeOptions) -> Result<(), VaultError> {
         eprintln!("holdfast vault stopped");
         Ok(())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fuzz_request;
+
+    #[test]
+    fn request_parsers_survive_random_and_mutated_input() {
+        let mut s = 0x9e3779b97f4a7c15u64;
+        let mut next = || {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            s
+        };
+        let seeds: [&[u8]; 4] = [
+            b"bytes=0-10\nfrom=5\nsnapshots\n0123abcd",
+            b"HFPROP01\x00\x01\x02",
+            b"HFVOTE01",
+            b"{\"snapshot\":\"ab\",\"until_ns\":1}",
+        ];
+        for i in 0..20_000 {
+            let mut v = seeds[i % seeds.len()].to_vec();
+            for _ in 0..(next() % 8) {
+                let n = next();
+                let pos = (n as usize) % (v.len() + 1);
+                match n % 3 {
+                    0 => v.insert(pos, (n >> 8) as u8),
+                    1 if pos < v.len() => v[pos] ^= (n >> 16) as u8,
+                    _ => v.truncate(pos),
+                }
+            }
+            fuzz_request(&v);
+        }
+    }
 }
