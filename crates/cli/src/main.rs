@@ -18,7 +18,8 @@ use clap::{Parser, Subcommand};
     version,
     about = "Deduplicating, end-to-end encrypted backups that survive the attacker who owns every server",
     long_about = None,
-    after_help = "REPO is a directory (the embedded default) or https://HOST:PORT (a vault). SNAPSHOT is an id, a unique \
+    after_help = "REPO is a directory (the embedded default), https://HOST:PORT (a vault) or bundle:DIR[,DIR...] (offline bundles, oldest first). SNAPSHOT
+ is an id, a unique \
 prefix, or `latest`.\nPassphrase-protected keys (restore, admin) read HOLDFAST_PASSPHRASE, \
 else ask on the terminal.\nExit status: 0 ok, 1 error, 3 partial (files listed), 4 damage or tampering detected."
 )]
@@ -61,6 +62,8 @@ enum Command {
     Lock(cmd::govern::LockArgs),
     /// Check the whole vault log against the repository (auditor key)
     Audit(cmd::audit::Args),
+    /// Write a self-contained (optionally incremental) bundle for offline media
+    Export(cmd::export::Args),
     /// Pull replicas: copies the vault cannot reach
     #[command(subcommand)]
     Replica(cmd::replica::ReplicaCommand),
@@ -85,6 +88,7 @@ fn main() -> ExitCode {
         Command::Lock(a) => cmd::govern::lock(a),
         Command::Audit(a) => cmd::audit::run(a),
         Command::Replica(c) => cmd::replica::run(c),
+        Command::Export(a) => cmd::export::run(a),
     };
     match r {
         Ok(code) => code,

@@ -9,9 +9,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::{Result, anyhow, bail};
+use holdfast_core::merkle::Checkpoint;
+use holdfast_core::vaultlog::split_log;
 use holdfast_repo::keys::Key;
 use holdfast_repo::{Backend, Progress, Repository};
-use holdfast_store::{LocalDir, StoreError, VaultBackend};
+use holdfast_store::{BundleSet, LocalDir, StoreError, VaultBackend};
 use zeroize::Zeroizing;
 
 pub const EXIT_PARTIAL: u8 = 3;
@@ -35,8 +37,11 @@ pub fn backend(repo: &str, key: &Key) -> Result<Arc<dyn Backend>> {
     if repo.starts_with("http://") {
         bail!("{repo}: the vault is only reached over https://");
     }
-    if repo.starts_with("s3://") || repo.starts_with("bundle:") {
-        bail!("{repo}: this repository kind is not supported by this build yet");
+    if let Some(spec) = repo.strip_prefix("bundle:") {
+        return Ok(Arc::new(BundleSet::open(spec)?));
+    }
+    if repo.starts_with("s3://") {
+        bail!("{repo}: S3 repositories are not supported by this build yet");
     }
     let b = LocalDir::open(repo).map_err(|_| anyhow!("{repo}: no holdfast repository here"))?;
     // Temp files of crashed writers; an hour old so live writers are safe.
@@ -96,6 +101,49 @@ pub fn open_vault(repo: &str, key: &Path) -> Result<(Arc<VaultBackend>, Reposito
     let v = Arc::new(VaultBackend::connect(repo, id, key.config_id, &state)?);
     let r = Repository::open(v.clone(), &key)?;
     Ok((v, r, key))
+}
+
+/// Opens REPO with its log: from the vault (checked against this key's held
+/// checkpoint), or from a vault, replica or bundle directory's `vault/`.
+/// A plain local repository has no log (None).
+pub type WithLog = (Repository, Key, Option<(Vec<Vec<u8>>, Checkpoint)>);
+
+pub fn open_with_log(repo: &str, key: &Path) -> Result<WithLog> {
+    if repo.starts_with("https://") {
+        let (vault, r, k) = open_vault(repo, key)?;
+        let cp = vault.sync_checkpoint()?;
+        let mut entries = Vec::new();
+        while (entries.len() as u64) < cp.size {
+            let raw = vault.request(
+                "GET",
+                &format!("/v1/log/entries?start={}&count=10000", entries.len()),
+                &[],
+                None,
+            )?;
+            let (chunk, torn) = split_log(&raw);
+            if chunk.is_empty() || torn != 0 {
+                bail!("the vault sent a malformed log page");
+            }
+            entries.extend(chunk.into_iter().map(|e| e.to_vec()));
+        }
+        entries.truncate(cp.size as usize);
+        return Ok((r, k, Some((entries, cp))));
+    }
+    let (r, k) = open(repo, key)?;
+    let dir = match repo.strip_prefix("bundle:") {
+        Some(spec) => PathBuf::from(spec.split(',').next_back().unwrap_or("")),
+        None => PathBuf::from(repo),
+    }
+    .join("vault");
+    let (Ok(raw), Ok(cp)) = (
+        std::fs::read(dir.join("log")),
+        std::fs::read(dir.join("checkpoint")),
+    ) else {
+        return Ok((r, k, None));
+    };
+    let cp = Checkpoint::decode(&cp).map_err(|e| anyhow!("{}: checkpoint: {e}", dir.display()))?;
+    let entries = split_log(&raw).0.into_iter().map(|e| e.to_vec()).collect();
+    Ok((r, k, Some((entries, cp))))
 }
 
 pub fn cache_dir(flag: Option<PathBuf>) -> PathBuf {

@@ -988,3 +988,115 @@ fn replica_follows_the_log_and_refuses_a_rolled_back_vault() {
         "--read-data",
     ]);
 }
+
+/// Offline bundles: full then incremental, verified and restored with the
+/// vault gone; a missing object or an altered log in a bundle is reported.
+#[test]
+fn bundles_restore_alone_and_report_damage() {
+    let w = World::new();
+    init_with(&w, &[]);
+    let mut vault = w.start_vault(&[]);
+    let url = vault.url.clone();
+    let src = w.path("mail");
+    make_maildir(&src, 2, 12, 81);
+    let s1 = backup_via(&w, &url, &w.key("client"), &src);
+    let d1 = digest(&src);
+    let (b1, b2) = (w.path("bundle-1"), w.path("bundle-2"));
+    w.ok(&[
+        "export",
+        "--repo",
+        &url,
+        "--key",
+        &w.key("replica"),
+        "--to",
+        b1.to_str().unwrap(),
+    ]);
+    mail_day(&src, 1);
+    let s2 = backup_via(&w, &url, &w.key("client"), &src);
+    let d2 = digest(&src);
+    let out = w.ok(&[
+        "export",
+        "--repo",
+        &url,
+        "--key",
+        &w.key("replica"),
+        "--to",
+        b2.to_str().unwrap(),
+        "--since",
+        b1.to_str().unwrap(),
+    ]);
+    assert!(out.contains("1 snapshots"), "{out}");
+    // The vault is gone.
+    vault.stop();
+    drop(vault);
+    let series = format!("bundle:{},{}", b1.display(), b2.display());
+    w.ok(&[
+        "verify",
+        "--repo",
+        &series,
+        "--key",
+        &w.key("restore"),
+        "--read-data",
+    ]);
+    for (s, d, n) in [(&s1, &d1, "1"), (&s2, &d2, "2")] {
+        let out = w.path(&format!("out{n}"));
+        w.ok(&[
+            "restore",
+            "--repo",
+            &series,
+            "--key",
+            &w.key("restore"),
+            &s[..12],
+            out.to_str().unwrap(),
+        ]);
+        assert_eq!(&digest(&out.join("mail")), d);
+    }
+    let one = format!("bundle:{}", b1.display());
+    let out = w.path("out-b1");
+    w.ok(&[
+        "restore",
+        "--repo",
+        &one,
+        "--key",
+        &w.key("restore"),
+        &s1[..12],
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(digest(&out.join("mail")), d1);
+    w.ok(&["audit", "--repo", &series, "--key", &w.key("auditor")]);
+    // Bundles are read-only.
+    let o = w.run(&[
+        "backup",
+        "--repo",
+        &series,
+        "--key",
+        &w.key("client"),
+        src.to_str().unwrap(),
+    ]);
+    assert!(!o.status.success());
+
+    // A pack lost from the second bundle.
+    let victim = files(&b2.join("packs"))[0].clone();
+    let saved = std::fs::read(&victim).unwrap();
+    std::fs::remove_file(&victim).unwrap();
+    let o = w.run(&["verify", "--repo", &series, "--key", &w.key("restore")]);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(4), "{text}");
+    assert!(text.contains("in the manifest but missing"), "{text}");
+    std::fs::write(&victim, saved).unwrap();
+
+    // The second bundle's log rewritten: its checkpoint no longer matches,
+    // and it no longer extends the first bundle's log.
+    let log = b2.join("vault/log");
+    let mut raw = std::fs::read(&log).unwrap();
+    let n = raw.len();
+    raw[n - 1] ^= 1;
+    std::fs::write(&log, raw).unwrap();
+    let o = w.run(&["verify", "--repo", &series, "--key", &w.key("restore")]);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(4), "{text}");
+    assert!(
+        text.contains("does not match its signed checkpoint"),
+        "{text}"
+    );
+}

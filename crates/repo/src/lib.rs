@@ -4,6 +4,7 @@
 
 pub mod audit;
 pub mod backup;
+pub mod bundle;
 pub mod cache;
 pub mod index;
 pub mod init;

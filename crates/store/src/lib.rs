@@ -19,9 +19,12 @@ use std::fmt;
 
 use holdfast_core::ObjectId;
 
+mod bundle;
 mod local;
 mod vault;
+pub use bundle::BundleSet;
 pub use local::{LocalDir, fsync_dir};
+
 pub use vault::VaultBackend;
 
 /// What kind of object, which decides where it lives.

@@ -1,9 +1,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{Result, anyhow, bail};
-use holdfast_core::merkle::Checkpoint;
-use holdfast_core::vaultlog::split_log;
+use anyhow::{Result, anyhow};
 
 use crate::util;
 
@@ -21,38 +19,9 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> Result<ExitCode> {
-    let (repo, entries, checkpoint) = if a.repo.starts_with("https://") {
-        let (vault, repo, _) = util::open_vault(&a.repo, &a.key)?;
-        // Consistent with what this auditor saw before, or TAMPERING.
-        let cp = vault.sync_checkpoint()?;
-        let mut entries = Vec::new();
-        while (entries.len() as u64) < cp.size {
-            let raw = vault.request(
-                "GET",
-                &format!("/v1/log/entries?start={}&count=10000", entries.len()),
-                &[],
-                None,
-            )?;
-            let (chunk, torn) = split_log(&raw);
-            if chunk.is_empty() || torn != 0 {
-                bail!("the vault sent a malformed log page");
-            }
-            entries.extend(chunk.into_iter().map(|e| e.to_vec()));
-        }
-        entries.truncate(cp.size as usize);
-        (repo, entries, cp)
-    } else {
-        let (repo, _) = util::open(&a.repo, &a.key)?;
-        let dir = PathBuf::from(&a.repo).join("vault");
-        let raw = std::fs::read(dir.join("log"))
-            .map_err(|e| anyhow!("{}: no vault log here ({e})", dir.display()))?;
-        let cp = std::fs::read(dir.join("checkpoint"))
-            .map_err(|e| anyhow!("{}: no checkpoint ({e})", dir.display()))?;
-        let cp = Checkpoint::decode(&cp).map_err(|e| anyhow!("checkpoint: {e}"))?;
-        let (entries, _) = split_log(&raw);
-        let entries = entries.into_iter().map(|e| e.to_vec()).collect();
-        (repo, entries, cp)
-    };
+    let (repo, _, log) = util::open_with_log(&a.repo, &a.key)?;
+    let (entries, checkpoint) =
+        log.ok_or_else(|| anyhow!("{}: no vault log here to audit", a.repo))?;
     let r = holdfast_repo::audit::audit(&repo, &entries, &checkpoint)?;
     if a.json {
         util::json(&serde_json::json!([{

@@ -4,6 +4,8 @@
 pub mod audit;
 pub mod backup;
 pub mod diff;
+pub mod export;
+
 pub mod govern;
 pub mod init;
 pub mod key;

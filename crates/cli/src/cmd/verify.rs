@@ -22,9 +22,19 @@ pub struct Args {
 
 pub fn run(a: Args) -> Result<ExitCode> {
     let (repo, key) = util::open(&a.repo, &a.key)?;
-    let r = util::with_progress("verify", |p| {
+    let mut r = util::with_progress("verify", |p| {
         holdfast_repo::verify::verify(&repo, &key, a.read_data, p)
     })?;
+    if let Some(spec) = a.repo.strip_prefix("bundle:") {
+        let dirs: Vec<PathBuf> = spec
+            .split(',')
+            .filter(|s| !s.is_empty())
+            .map(PathBuf::from)
+            .collect();
+        r.problems
+            .extend(holdfast_repo::bundle::check_bundles(&repo, &dirs));
+    }
+
     if a.json {
         util::json(&serde_json::json!([{
             "snapshots": r.snapshots, "packs": r.packs, "blobs": r.blobs,

@@ -1,0 +1,39 @@
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Result;
+
+use crate::util;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// The vault (with the replica or restore key), or a vault or replica directory
+    #[arg(long)]
+    pub repo: String,
+    #[arg(long)]
+    pub key: PathBuf,
+    /// The new bundle directory (for removable media or tape)
+    #[arg(long)]
+    pub to: PathBuf,
+    /// Earlier bundles: leave out what they already hold (repeatable)
+    #[arg(long)]
+    pub since: Vec<PathBuf>,
+}
+
+pub fn run(a: Args) -> Result<ExitCode> {
+    let (repo, _, log) = util::open_with_log(&a.repo, &a.key)?;
+    let log_ref = log.as_ref().map(|(e, c)| (e.as_slice(), c));
+    let r = util::with_progress("export", |_| {
+        holdfast_repo::bundle::export(&repo, log_ref, &a.to, &a.since)
+    })?;
+    util::out(format!(
+        "bundle {} written: {} snapshots, {} packs, {} ({} objects already in earlier bundles), log of {} entries",
+        a.to.display(),
+        r.snapshots,
+        r.packs,
+        util::bytes(r.bytes),
+        r.skipped,
+        r.log_size
+    ));
+    Ok(ExitCode::SUCCESS)
+}
