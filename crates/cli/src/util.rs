@@ -112,21 +112,7 @@ pub fn open_with_log(repo: &str, key: &Path) -> Result<WithLog> {
     if repo.starts_with("https://") {
         let (vault, r, k) = open_vault(repo, key)?;
         let cp = vault.sync_checkpoint()?;
-        let mut entries = Vec::new();
-        while (entries.len() as u64) < cp.size {
-            let raw = vault.request(
-                "GET",
-                &format!("/v1/log/entries?start={}&count=10000", entries.len()),
-                &[],
-                None,
-            )?;
-            let (chunk, torn) = split_log(&raw);
-            if chunk.is_empty() || torn != 0 {
-                bail!("the vault sent a malformed log page");
-            }
-            entries.extend(chunk.into_iter().map(|e| e.to_vec()));
-        }
-        entries.truncate(cp.size as usize);
+        let entries = vault.log_entries(0, cp.size)?;
         return Ok((r, k, Some((entries, cp))));
     }
     let (r, k) = open(repo, key)?;
@@ -205,6 +191,23 @@ pub fn out(line: impl AsRef<str>) {
     {
         std::process::exit(0);
     }
+}
+
+/// One `PROBLEM …` line per problem, on stdout.
+pub fn print_problems(problems: &[String]) {
+    for p in problems {
+        out(format!("PROBLEM {p}"));
+    }
+}
+
+/// Exit status of a check: 0 without problems; else one line on stderr and
+/// status 4 (damage or tampering detected).
+pub fn problems_exit(what: &str, problems: &[String]) -> ExitCode {
+    if problems.is_empty() {
+        return ExitCode::SUCCESS;
+    }
+    eprintln!("holdfast: {what} found {} problem(s)", problems.len());
+    ExitCode::from(EXIT_DAMAGE)
 }
 
 pub fn json(v: &serde_json::Value) {

@@ -397,6 +397,38 @@ fn stolen_client_key_cannot_destroy_read_or_forge() {
     w.ok(&["audit", "--repo", &w.repo(), "--key", &w.key("auditor")]);
 }
 
+/// The attacker on the vault host cuts the last `n` entries off the log.
+/// Returns the entries left.
+fn cut_log(w: &World, n: usize) -> Vec<Vec<u8>> {
+    let log = w.path("repo/vault/log");
+    let raw = std::fs::read(&log).unwrap();
+    let (entries, _) = holdfast_core::vaultlog::split_log(&raw);
+    let kept: Vec<Vec<u8>> = entries[..entries.len() - n]
+        .iter()
+        .map(|e| e.to_vec())
+        .collect();
+    let len: usize = kept.iter().map(|e| 4 + e.len()).sum();
+    std::fs::write(&log, &raw[..len]).unwrap();
+    kept
+}
+
+/// …and, holding the vault key, signs a checkpoint for what is left.
+fn resign_log(w: &World, kept: &[Vec<u8>]) {
+    let vk = load(&w.key("vault"));
+    let leaves: Vec<_> = kept
+        .iter()
+        .map(|e| holdfast_core::merkle::leaf_hash(e))
+        .collect();
+    let cp = holdfast_core::merkle::Checkpoint::sign(
+        vk.config_id.0,
+        kept.len() as u64,
+        holdfast_core::merkle::root(&leaves),
+        now_ns(),
+        vk.identity().unwrap(),
+    );
+    std::fs::write(w.path("repo/vault/checkpoint"), cp.encode()).unwrap();
+}
+
 fn proposals(w: &World, url: &str) -> Vec<serde_json::Value> {
     serde_json::from_str(&w.ok(&[
         "proposals",
@@ -571,14 +603,7 @@ fn tampering_with_the_vaults_files_is_detected() {
     vault.stop();
 
     // The log cut back by one entry: the vault refuses to start.
-    let log = w.path("repo/vault/log");
-    let raw = std::fs::read(&log).unwrap();
-    let (entries, _) = holdfast_core::vaultlog::split_log(&raw);
-    let cut: usize = entries[..entries.len() - 1]
-        .iter()
-        .map(|e| 4 + e.len())
-        .sum();
-    std::fs::write(&log, &raw[..cut]).unwrap();
+    let kept = cut_log(&w, 1);
     let o = w.run(&[
         "vault",
         "serve",
@@ -599,19 +624,7 @@ fn tampering_with_the_vaults_files_is_detected() {
     // The attacker owns the vault host, so it re-signs a checkpoint for the
     // shortened log with the vault key. The vault starts — but every client
     // and auditor that saw the longer log refuses it.
-    let vk = load(&w.key("vault"));
-    let leaves: Vec<_> = entries[..entries.len() - 1]
-        .iter()
-        .map(|e| holdfast_core::merkle::leaf_hash(e))
-        .collect();
-    let cp = holdfast_core::merkle::Checkpoint::sign(
-        vk.config_id.0,
-        leaves.len() as u64,
-        holdfast_core::merkle::root(&leaves),
-        now_ns(),
-        vk.identity().unwrap(),
-    );
-    std::fs::write(w.path("repo/vault/checkpoint"), cp.encode()).unwrap();
+    resign_log(&w, &kept);
     let vault = w.start_vault(&[]);
     for key in ["client", "auditor", "restore"] {
         let o = w.run(&["snapshots", "--repo", &vault.url, "--key", &w.key(key)]);
@@ -944,25 +957,8 @@ fn replica_follows_the_log_and_refuses_a_rolled_back_vault() {
     // The vault host is taken: the log is cut back and re-signed with the
     // vault key. The replica refuses to follow and keeps what it has.
     vault.stop();
-    let log = w.path("repo/vault/log");
-    let raw = std::fs::read(&log).unwrap();
-    let (entries, _) = holdfast_core::vaultlog::split_log(&raw);
-    let keep = entries.len() - 3;
-    let cut: usize = entries[..keep].iter().map(|e| 4 + e.len()).sum();
-    std::fs::write(&log, &raw[..cut]).unwrap();
-    let vk = load(&w.key("vault"));
-    let leaves: Vec<_> = entries[..keep]
-        .iter()
-        .map(|e| holdfast_core::merkle::leaf_hash(e))
-        .collect();
-    let cp = holdfast_core::merkle::Checkpoint::sign(
-        vk.config_id.0,
-        keep as u64,
-        holdfast_core::merkle::root(&leaves),
-        now_ns(),
-        vk.identity().unwrap(),
-    );
-    std::fs::write(w.path("repo/vault/checkpoint"), cp.encode()).unwrap();
+    let kept = cut_log(&w, 3);
+    resign_log(&w, &kept);
     let before = files(&rdir);
     let vault = w.start_vault(&[]);
     let o = w.run(&[

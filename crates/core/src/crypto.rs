@@ -41,6 +41,18 @@ pub enum CryptoError {
     Random,
 }
 
+/// `Debug` for secret types: the type name only, never the bytes.
+macro_rules! redacted_debug {
+    ($($t:ty),*) => {$(
+        impl std::fmt::Debug for $t {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(concat!(stringify!($t), "(..)"))
+            }
+        }
+    )*};
+}
+redacted_debug!(IdKey, RepoSecret, SessionKey, Identity);
+
 pub fn random_bytes<const N: usize>() -> Result<[u8; N], CryptoError> {
     let mut b = [0u8; N];
     getrandom::fill(&mut b).map_err(|_| CryptoError::Random)?;
@@ -63,11 +75,6 @@ impl IdKey {
     }
     pub fn blob_id(&self, plaintext: &[u8]) -> BlobId {
         BlobId(*blake3::keyed_hash(&self.0, plaintext).as_bytes())
-    }
-}
-impl std::fmt::Debug for IdKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("IdKey(..)")
     }
 }
 
@@ -98,22 +105,11 @@ impl RepoSecret {
         Ok(SessionKey::derive(shared.as_bytes(), epk, &self.public()))
     }
 }
-impl std::fmt::Debug for RepoSecret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("RepoSecret(..)")
-    }
-}
 
 /// A symmetric session key. Created by [`seal_session`] on the client, or by
 /// [`RepoSecret::open_session`] with the restore key.
 #[derive(Clone, Zeroize, ZeroizeOnDrop)]
 pub struct SessionKey([u8; 32]);
-
-impl std::fmt::Debug for SessionKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("SessionKey(..)")
-    }
-}
 
 /// What a blob's AEAD binds in besides the ciphertext.
 fn blob_aad(id: &BlobId, kind: u8, flags: u8) -> [u8; 34] {
@@ -221,11 +217,6 @@ impl Identity {
     pub fn sign(&self, context: &str, msg: &[u8]) -> [u8; 64] {
         let key = SigningKey::from_bytes(&self.0);
         key.sign(&signed_message(context, msg)).to_bytes()
-    }
-}
-impl std::fmt::Debug for Identity {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Identity(..)")
     }
 }
 

@@ -96,20 +96,7 @@ pub fn pull(vault: &VaultBackend, dir: &Path, config_id: ObjectId) -> Result<Pul
             cp.size
         )));
     }
-    while (entries.len() as u64) < cp.size {
-        let raw = vault.request(
-            "GET",
-            &format!("/v1/log/entries?start={}&count=10000", entries.len()),
-            &[],
-            None,
-        )?;
-        let (chunk, torn) = split_log(&raw);
-        if chunk.is_empty() || torn != 0 {
-            return Err(Error::Tamper("the vault sent a malformed log page".into()));
-        }
-        entries.extend(chunk.into_iter().map(|e| e.to_vec()));
-    }
-    entries.truncate(cp.size as usize);
+    entries.extend(vault.log_entries(have, cp.size)?);
     let leaves: Vec<_> = entries.iter().map(|e| merkle::leaf_hash(e)).collect();
     if merkle::root(&leaves) != cp.root {
         return Err(Error::Tamper(

@@ -260,6 +260,30 @@ impl VaultBackend {
         Ok(cp)
     }
 
+    /// Log entries `[from, to)` from the vault, fetched in pages of 10 000.
+    /// The caller checks them against a verified checkpoint.
+    pub fn log_entries(&self, from: usize, to: u64) -> Result<Vec<Vec<u8>>> {
+        let mut out: Vec<Vec<u8>> = Vec::new();
+        while ((from + out.len()) as u64) < to {
+            let start = from + out.len();
+            let raw = self.request(
+                "GET",
+                &format!("/v1/log/entries?start={start}&count=10000"),
+                &[],
+                None,
+            )?;
+            let (chunk, torn) = holdfast_core::vaultlog::split_log(&raw);
+            if chunk.is_empty() || torn != 0 {
+                return Err(StoreError::Tamper(
+                    "the vault sent a malformed log page".into(),
+                ));
+            }
+            out.extend(chunk.into_iter().map(|e| e.to_vec()));
+        }
+        out.truncate((to as usize).saturating_sub(from));
+        Ok(out)
+    }
+
     /// One signed request; retries rate limits and transient failures.
     pub fn request(
         &self,

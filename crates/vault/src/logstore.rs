@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 use holdfast_core::crypto::Identity;
 use holdfast_core::merkle::{self, Checkpoint, Hash};
-use holdfast_core::vaultlog::Entry;
+use holdfast_core::vaultlog::{Entry, split_log};
 
 use crate::VaultError;
 
@@ -71,20 +71,16 @@ impl LogStore {
         checkpoint
             .verify(&vault.public())
             .map_err(|_| VaultError::Tamper("log checkpoint signature does not verify".into()))?;
-        let mut entries = Vec::new();
-        let mut pos = 0usize;
-        while raw.len() - pos >= 4 {
-            let n = u32::from_le_bytes(raw[pos..pos + 4].try_into().unwrap()) as usize;
-            if raw.len() - pos - 4 < n {
-                break;
-            }
-            let e = &raw[pos + 4..pos + 4 + n];
+        let (records, torn) = split_log(&raw);
+        let pos = raw.len() - torn;
+        let mut entries = Vec::with_capacity(records.len());
+        for e in records {
             Entry::decode(e).map_err(|x| {
                 VaultError::Tamper(format!("log entry {} is malformed: {x}", entries.len()))
             })?;
             entries.push(e.to_vec());
-            pos += 4 + n;
         }
+
         if (entries.len() as u64) < checkpoint.size {
             return Err(VaultError::Tamper(format!(
                 "the log has {} entries but its signed checkpoint says {}: it was truncated",

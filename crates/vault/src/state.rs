@@ -178,7 +178,7 @@ impl Vault {
     fn replay(&mut self) -> Result<(), VaultError> {
         let entries: Vec<Entry> = self.log.decoded().collect();
         for e in entries {
-            self.apply(&e, false)?;
+            self.apply(&e)?;
         }
         // Snapshots the log names must be on disk.
         let missing: Vec<String> = self
@@ -197,10 +197,10 @@ impl Vault {
         Ok(())
     }
 
-    /// Applies one log entry to the in-memory state. `live` entries also
-    /// delete files (execution, reclaim); replayed ones only finish what a
-    /// crash may have interrupted.
-    fn apply(&mut self, e: &Entry, _live: bool) -> Result<(), VaultError> {
+    /// Applies one log entry to the in-memory state and the files: a
+    /// deletion the entry explains is carried out (on replay this finishes
+    /// one a crash interrupted between logging and deleting).
+    fn apply(&mut self, e: &Entry) -> Result<(), VaultError> {
         match &e.event {
             Event::SnapshotAdded {
                 snapshot,
@@ -309,7 +309,7 @@ impl Vault {
         self.log
             .append(&entry, self.config_id.0, &self.identity)
             .map_err(|e| ApiError::internal(e.to_string()))?;
-        self.apply(&entry, true)
+        self.apply(&entry)
             .map_err(|e| ApiError::internal(e.to_string()))
     }
 

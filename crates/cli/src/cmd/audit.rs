@@ -30,9 +30,7 @@ pub fn run(a: Args) -> Result<ExitCode> {
             "packs_checked": r.packs_checked, "problems": r.problems,
         }]));
     } else {
-        for p in &r.problems {
-            util::out(format!("PROBLEM {p}"));
-        }
+        util::print_problems(&r.problems);
         util::out(format!(
             "log of {} entries: {} snapshots logged, {} live, {} deleted by quorum, {} reclaimed: {} problem(s)",
             r.entries,
@@ -43,10 +41,5 @@ pub fn run(a: Args) -> Result<ExitCode> {
             r.problems.len()
         ));
     }
-    if r.problems.is_empty() {
-        Ok(ExitCode::SUCCESS)
-    } else {
-        eprintln!("holdfast: audit found {} problem(s)", r.problems.len());
-        Ok(ExitCode::from(util::EXIT_DAMAGE))
-    }
+    Ok(util::problems_exit("audit", &r.problems))
 }

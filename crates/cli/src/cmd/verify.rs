@@ -42,9 +42,7 @@ pub fn run(a: Args) -> Result<ExitCode> {
             "unreferenced_packs": r.unreferenced_packs, "problems": r.problems,
         }]));
     } else {
-        for p in &r.problems {
-            util::out(format!("PROBLEM {p}"));
-        }
+        util::print_problems(&r.problems);
         util::out(format!(
             "checked {} snapshots, {} packs, {} blobs{}{}: {} problem(s)",
             r.snapshots,
@@ -59,10 +57,5 @@ pub fn run(a: Args) -> Result<ExitCode> {
             r.problems.len()
         ));
     }
-    if r.problems.is_empty() {
-        Ok(ExitCode::SUCCESS)
-    } else {
-        eprintln!("holdfast: verify found {} problem(s)", r.problems.len());
-        Ok(ExitCode::from(util::EXIT_DAMAGE))
-    }
+    Ok(util::problems_exit("verify", &r.problems))
 }
