@@ -523,3 +523,99 @@ fn kill_9_during_backup_never_damages_the_repository() {
     assert_eq!(digest(&out.join("mail")), digest(&mail));
     w.ok(&["verify", "--repo", &repo, "--key", &restore, "--read-data"]);
 }
+
+/// Unmounts on drop, so a failing test leaves no mount behind.
+struct Mount(std::path::PathBuf);
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// A full disk: the backup fails with a clear error and writes no snapshot;
+/// the repository still verifies, and once there is room the next backup
+/// works and restores exactly.
+#[test]
+fn full_disk_fails_cleanly_and_leaves_a_valid_repository() {
+    let w = World::new();
+    let mnt = w.path("small");
+    std::fs::create_dir_all(&mnt).unwrap();
+    let ok = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=3m", "tmpfs"])
+        .arg(&mnt)
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        eprintln!("cannot mount a small tmpfs here (not root?): full-disk test skipped");
+        return;
+    }
+    let _guard = Mount(mnt.clone());
+    let repo = mnt.join("repo").display().to_string();
+    let keys = w.path("keys").display().to_string();
+    w.ok(&["init", &repo, "--keys", &keys]);
+    let src = w.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("random"), Rng(77).bytes(8 << 20)).unwrap();
+    let o = w.run(&[
+        "backup",
+        "--repo",
+        &repo,
+        "--key",
+        &w.key("client"),
+        src.to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("storage full"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(
+        files(&mnt.join("repo/snapshots")).is_empty(),
+        "a snapshot was written"
+    );
+    assert!(
+        files(&mnt.join("repo/tmp")).is_empty(),
+        "temp files left behind"
+    );
+    w.ok(&[
+        "verify",
+        "--repo",
+        &repo,
+        "--key",
+        &w.key("restore"),
+        "--read-data",
+    ]);
+    // Room again.
+    let grown = std::process::Command::new("mount")
+        .args(["-o", "remount,size=64m"])
+        .arg(&mnt)
+        .status()
+        .unwrap();
+    assert!(grown.success());
+    w.ok(&[
+        "backup",
+        "--repo",
+        &repo,
+        "--key",
+        &w.key("client"),
+        src.to_str().unwrap(),
+    ]);
+    let out = w.path("out");
+    w.ok(&[
+        "restore",
+        "--repo",
+        &repo,
+        "--key",
+        &w.key("restore"),
+        "latest",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(digest(&out.join("src")), digest(&src));
+    w.ok(&[
+        "verify",
+        "--repo",
+        &repo,
+        "--key",
+        &w.key("restore"),
+        "--read-data",
+    ]);
+}
