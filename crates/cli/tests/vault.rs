@@ -568,6 +568,19 @@ fn one_admin_key_alone_cannot_destroy_quorum_delay_and_veto_work() {
         "--days",
         "400",
     ]);
+    // Every key holder sees the vault's time and the extended lock.
+    let s: Vec<serde_json::Value> = serde_json::from_str(&w.ok(&[
+        "snapshots",
+        "--repo",
+        &url,
+        "--key",
+        &w.key("client"),
+        "--json",
+    ]))
+    .unwrap();
+    let locked = s[0]["locked_until_ns"].as_i64().unwrap();
+    let stamped = s[0]["vault_time_ns"].as_i64().unwrap();
+    assert!(locked - stamped > 399 * 86_400 * 1_000_000_000, "{s:?}");
 }
 
 #[test]

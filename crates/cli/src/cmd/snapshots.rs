@@ -10,7 +10,9 @@ use crate::util;
 pub struct Args {
     #[arg(long)]
     pub repo: String,
-    /// Any key of the repository; the restore key also shows hosts, paths and sizes
+    /// Any key of the repository; the restore key also shows hosts, paths and
+    /// sizes. Through a vault, times are the vault's and locks are shown.
+
     #[arg(long)]
     pub key: PathBuf,
     /// Print one JSON array of objects
@@ -19,8 +21,17 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> Result<ExitCode> {
-    let (repo, key) = util::open(&a.repo, &a.key)?;
+    // Through a vault, its own clock and the retention locks are shown too.
+    let (repo, key, locks) = if a.repo.starts_with("https://") {
+        let (vault, repo, key) = util::open_vault(&a.repo, &a.key)?;
+        let locks = vault.snapshot_locks()?;
+        (repo, key, Some(locks))
+    } else {
+        let (repo, key) = util::open(&a.repo, &a.key)?;
+        (repo, key, None)
+    };
     let (snaps, errors) = list(&repo, &key)?;
+    let lock_of = |id: &holdfast_core::ObjectId| locks.as_ref().and_then(|l| l.get(id)).copied();
     if a.json {
         let v: Vec<_> = snaps
             .iter()
@@ -33,6 +44,13 @@ pub fn run(a: Args) -> Result<ExitCode> {
                     "parent": s.parent.map(|p| p.to_hex()),
                     "packs": s.packs,
                 });
+                if let Some((t, l)) = lock_of(&s.id) {
+                    o["vault_time"] = util::time(t).into();
+                    o["vault_time_ns"] = t.into();
+                    o["locked_until"] = util::time(l).into();
+                    o["locked_until_ns"] = l.into();
+                }
+
                 if let Some(b) = &s.body {
                     o["hostname"] = b.hostname.clone().into();
                     o["paths"] = b
@@ -66,11 +84,17 @@ pub fn run(a: Args) -> Result<ExitCode> {
                 ),
                 None => String::new(),
             };
+            // Through a vault: its time, and how long the snapshot is locked.
+            let (time, lock) = match lock_of(&s.id) {
+                Some((t, l)) => (t, format!("  locked until {}", util::time(l))),
+                None => (s.time_ns, String::new()),
+            };
             util::out(format!(
-                "{}  {}  {}{}",
+                "{}  {}  {}{}{}",
                 &s.id.to_hex()[..16],
-                util::time(s.time_ns),
+                util::time(time),
                 s.client,
+                lock,
                 detail
             ));
         }
