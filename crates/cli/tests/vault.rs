@@ -1109,3 +1109,91 @@ fn bundles_restore_alone_and_report_damage() {
         "{text}"
     );
 }
+
+/// Identities are added through the vault by an admin, logged, and usable
+/// at once; a client key cannot add one, and no record can create an admin.
+#[test]
+fn admins_add_clients_through_the_vault_and_it_is_logged() {
+    let w = World::new();
+    init_with(&w, &[]);
+    let vault = w.start_vault(&[]);
+    let url = vault.url.clone();
+    let new_key = w.path("keys/client-mx9.key").display().to_string();
+    let o = w.run(&[
+        "key",
+        "new",
+        "client",
+        "mx9",
+        "--repo",
+        &url,
+        "--key",
+        &w.key("client"),
+        "--admin-key",
+        &w.key("client"),
+        "--out",
+        &new_key,
+    ]);
+    assert!(!o.status.success(), "a client key added an identity");
+    w.ok(&[
+        "key",
+        "new",
+        "client",
+        "mx9",
+        "--repo",
+        &url,
+        "--key",
+        &w.key("client"),
+        "--admin-key",
+        &w.key("admin-1"),
+        "--out",
+        &new_key,
+    ]);
+    let src = w.path("mail");
+    make_maildir(&src, 1, 5, 91);
+    let s = backup_via(&w, &url, &new_key, &src);
+    let listed: Vec<serde_json::Value> = serde_json::from_str(&w.ok(&[
+        "snapshots",
+        "--repo",
+        &url,
+        "--key",
+        &w.key("restore"),
+        "--json",
+    ]))
+    .unwrap();
+    assert_eq!(listed[0]["client"], "mx9");
+    assert_eq!(listed[0]["id"], s.as_str());
+    w.ok(&["audit", "--repo", &url, "--key", &w.key("auditor")]);
+    assert!(
+        vault.stderr().contains("added client identity \"mx9\""),
+        "{}",
+        vault.stderr()
+    );
+
+    // A record that tries to create an admin with one admin's signature is refused.
+    let admin = load(&w.key("admin-1"));
+    let rogue = holdfast_core::crypto::Identity::generate().unwrap();
+    let rec = holdfast_core::format::IdentityRecord::new(
+        admin.config_id,
+        holdfast_core::format::Member {
+            role: holdfast_core::format::Role::Admin,
+            name: "admin-4".into(),
+            public: rogue.public(),
+        },
+        admin.identity().unwrap(),
+        now_ns(),
+    );
+    let a = raw(&w, &url, &w.key("admin-1"));
+    let (status, _) = send(&a, "POST", "/v1/identities", &rec.encode()).unwrap();
+    assert_eq!(status, 400);
+    // Written straight into the directory instead, it is not admitted
+    // either: the vault refuses to start on a record it must not accept.
+    let bytes = rec.encode();
+    std::fs::write(
+        w.path("repo/identities")
+            .join(ObjectId::of(&bytes).to_hex()),
+        &bytes,
+    )
+    .unwrap();
+    let o = w.run(&["audit", "--repo", &w.repo(), "--key", &w.key("auditor")]);
+    assert!(!o.status.success());
+}

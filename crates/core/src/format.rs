@@ -305,8 +305,17 @@ impl IdentityRecord {
         })
     }
 
-    /// Checks the signature and that the signer is an admin of `config`.
+    /// Checks the signature, that the signer is an admin of `config`, and
+    /// that the new identity is a client, replica or auditor: one admin's
+    /// signature can never create an admin (that would defeat the quorum),
+    /// a restore key or a vault key.
     pub fn verify(&self, config: &Config, config_id: &ObjectId) -> Result<(), CryptoError> {
+        if !matches!(
+            self.member.role,
+            Role::Client | Role::Replica | Role::Auditor
+        ) {
+            return Err(CryptoError::BadSignature);
+        }
         if &self.config_id != config_id
             || !config
                 .admins()

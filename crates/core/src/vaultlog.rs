@@ -35,6 +35,8 @@ pub enum Event {
         snapshots: Vec<ObjectId>,
         packs: Vec<ObjectId>,
     },
+    /// An identity record (signed by an admin) joined the repository.
+    IdentityAdded { record: ObjectId },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -91,6 +93,9 @@ impl Entry {
                 ids(&mut w, snapshots);
                 ids(&mut w, packs);
             }
+            Event::IdentityAdded { record } => {
+                w.u8(7).raw(&record.0);
+            }
         }
         w.into_vec()
     }
@@ -128,6 +133,9 @@ impl Entry {
             6 => Event::Reclaimed {
                 snapshots: read_ids(&mut r)?,
                 packs: read_ids(&mut r)?,
+            },
+            7 => Event::IdentityAdded {
+                record: ObjectId(r.array()?),
             },
             _ => return Err(DecodeError::Invalid("log entry kind")),
         };
@@ -179,6 +187,9 @@ mod tests {
             Event::Reclaimed {
                 snapshots: vec![ObjectId([6; 32])],
                 packs: vec![ObjectId([7; 32]), ObjectId([8; 32])],
+            },
+            Event::IdentityAdded {
+                record: ObjectId([9; 32]),
             },
         ] {
             let e = Entry { time_ns: -4, event };

@@ -69,6 +69,7 @@ pub fn audit(
     // Reclaimed as expired: a replica keeps them, and a vault that crashed
     // between logging and deleting still has them. Not a problem.
     let mut reclaimed: BTreeSet<ObjectId> = BTreeSet::new();
+    let mut logged_identities: BTreeSet<ObjectId> = BTreeSet::new();
     for (i, raw) in entries.iter().enumerate() {
         let e = match Entry::decode(raw) {
             Ok(e) => e,
@@ -140,6 +141,9 @@ pub fn audit(
                     Action::SetRetention(_) => {}
                 }
             }
+            Event::IdentityAdded { record } => {
+                logged_identities.insert(record);
+            }
             Event::Reclaimed { snapshots, .. } => {
                 for id in snapshots {
                     reclaimed.insert(id);
@@ -194,6 +198,14 @@ pub fn audit(
                 }
             }
             Err(e) => r.problems.push(format!("snapshot {id}: {e}")),
+        }
+    }
+    for (name, _) in repo.backend.list(Kind::Identity)? {
+        let logged = ObjectId::from_hex(&name).is_ok_and(|id| logged_identities.contains(&id));
+        if !logged {
+            r.problems.push(format!(
+                "identity record {name} is present but the log does not explain it"
+            ));
         }
     }
     for id in &present {

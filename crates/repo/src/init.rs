@@ -235,6 +235,11 @@ pub fn new_client(
     let id_key = from
         .id_key()
         .ok_or_else(|| Error::Usage("--key must be a client or restore key".into()))?;
+    if from.config_id != repo.config_id || admin.config_id != repo.config_id {
+        return Err(Error::Usage(
+            "--key and --admin-key must belong to this repository".into(),
+        ));
+    }
     let admin_id = match (admin.role, admin.identity()) {
         (Role::Admin, Some(i)) => i,
         _ => return Err(Error::Usage("--admin-key must be an admin key".into())),

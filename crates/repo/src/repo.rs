@@ -47,8 +47,11 @@ impl Repository {
             let rec = backend.get(Kind::Identity, &name)?;
             let rec = IdentityRecord::decode(&rec)
                 .map_err(|e| Error::Corrupt(format!("identity {name}: {e}")))?;
-            rec.verify(&config, &config_id)
-                .map_err(|_| Error::Tamper(format!("identity {name}: bad admin signature")))?;
+            rec.verify(&config, &config_id).map_err(|_| {
+                Error::Tamper(format!(
+                    "identity {name}: not signed by an admin, or a role one admin may not add"
+                ))
+            })?;
             members.entry(rec.member.public).or_insert(rec.member);
         }
         Ok(Repository {

@@ -242,6 +242,12 @@ fn handle(
                 .collect();
             Ok(jsn(json!(list)))
         }
+        (Method::POST, ["v1", "identities"]) => {
+            need(role, &[Role::Admin])?;
+            small()?;
+            let id = v.add_identity(&who, body)?;
+            Ok(jsn(json!({ "id": id.to_hex() })))
+        }
         (Method::POST, ["v1", "locks"]) => {
             need(role, &[Role::Admin])?;
             small()?;

@@ -67,6 +67,8 @@ pub struct Vault {
     identity: Identity,
     pub members: HashMap<[u8; 32], Member>,
     pub removed: HashSet<[u8; 32]>,
+    /// Identity records the log has recorded.
+    logged_identities: HashSet<ObjectId>,
     pub snapshots: BTreeMap<ObjectId, SnapMeta>,
     owners: HashMap<ObjectId, HashSet<[u8; 32]>>,
     owners_file: File,
@@ -110,6 +112,7 @@ impl Vault {
                 ));
             }
         }
+        let mut identity_files = Vec::new();
         let mut members: HashMap<[u8; 32], Member> = config
             .members
             .iter()
@@ -124,9 +127,14 @@ impl Vault {
                 .map_err(|e| VaultError::Tamper(format!("identity {name}: {e}")))?;
             let rec = IdentityRecord::decode(&b)
                 .map_err(|e| VaultError::Tamper(format!("identity {name}: {e}")))?;
-            rec.verify(&config, &config_id)
-                .map_err(|_| VaultError::Tamper(format!("identity {name}: bad admin signature")))?;
+            rec.verify(&config, &config_id).map_err(|_| {
+                VaultError::Tamper(format!(
+                    "identity {name}: not signed by an admin, or a role one admin may not add"
+                ))
+            })?;
             members.entry(rec.member.public).or_insert(rec.member);
+            identity_files
+                .push(ObjectId::from_hex(&name).map_err(|e| VaultError::Tamper(e.to_string()))?);
         }
         let vdir = dir.join("vault");
         let log = LogStore::open(&vdir, config_id.0, &identity, now_ns())?;
@@ -159,6 +167,7 @@ impl Vault {
             identity,
             members,
             removed: HashSet::new(),
+            logged_identities: HashSet::new(),
             snapshots: BTreeMap::new(),
             owners,
             owners_file,
@@ -171,6 +180,18 @@ impl Vault {
             opts,
         };
         v.replay()?;
+        // Identity records written into the directory before the vault ran
+        // (or behind its back): valid ones are admitted, and logged now.
+        for id in identity_files {
+            if !v.logged_identities.contains(&id) {
+                v.log(Event::IdentityAdded { record: id })
+                    .map_err(|e| VaultError::Io(e.msg))?;
+                v.alert(&format!(
+                    "identity record {} found on disk; now in the log",
+                    id.short()
+                ));
+            }
+        }
         Ok(v)
     }
 
@@ -272,6 +293,9 @@ impl Vault {
                         self.removed.insert(k);
                     }
                 }
+            }
+            Event::IdentityAdded { record } => {
+                self.logged_identities.insert(*record);
             }
             Event::Reclaimed { snapshots, packs } => {
                 for id in snapshots {
@@ -507,6 +531,45 @@ impl Vault {
         )?;
 
         Ok(self.snapshots[id].clone())
+    }
+
+    /// An admin adds a client, replica or auditor identity (its record
+    /// signed by that admin). Logged and alerted.
+    pub fn add_identity(&mut self, admin: &[u8; 32], body: &[u8]) -> Result<ObjectId, ApiError> {
+        let rec = IdentityRecord::decode(body)
+            .map_err(|e| ApiError::bad(format!("bad identity record: {e}")))?;
+        if &rec.admin != admin {
+            return Err(ApiError::forbidden(
+                "an identity record must be signed by the admin sending it",
+            ));
+        }
+        rec.verify(&self.config, &self.config_id).map_err(|_| {
+            ApiError::bad("identity record refused: bad signature, or a role one admin may not add")
+        })?;
+        let id = ObjectId::of(body);
+        if self.logged_identities.contains(&id) {
+            return Ok(id);
+        }
+        if self.members.contains_key(&rec.member.public)
+            || self.members.values().any(|m| m.name == rec.member.name)
+        {
+            return Err(ApiError::new(
+                409,
+                "an identity with this key or name exists",
+            ));
+        }
+        self.store
+            .put(Kind::Identity, &id.to_hex(), body)
+            .map_err(ApiError::store)?;
+        let (name, role) = (rec.member.name.clone(), rec.member.role);
+        self.members.insert(rec.member.public, rec.member);
+        self.log(Event::IdentityAdded { record: id })?;
+        self.alert(&format!(
+            "admin {} added {} identity {name:?}",
+            short(admin),
+            role.name()
+        ));
+        Ok(id)
     }
 
     pub fn extend_lock(

@@ -13,7 +13,8 @@ pub enum KeyCommand {
 
 #[derive(clap::Args)]
 pub struct NewArgs {
-    /// Role of the new identity (only `client` for now)
+    /// Role of the new identity (only `client` for now; admins are never
+    /// added by one admin's signature)
     pub role: String,
     /// Its name
     pub name: String,
@@ -36,8 +37,15 @@ pub fn run(k: KeyCommand) -> Result<ExitCode> {
             if a.role != "client" {
                 bail!("only client identities can be added (got {:?})", a.role);
             }
-            let (repo, from) = util::open(&a.repo, &a.key)?;
-            let admin = util::load_key(&a.admin_key)?;
+            // Through a vault, the admin signs the request that adds the
+            // identity; on a directory, the record is simply written.
+            let (repo, from, admin) = if a.repo.starts_with("https://") {
+                let (_, repo, admin) = util::open_vault(&a.repo, &a.admin_key)?;
+                (repo, util::load_key(&a.key)?, admin)
+            } else {
+                let (repo, from) = util::open(&a.repo, &a.key)?;
+                (repo, from, util::load_key(&a.admin_key)?)
+            };
             holdfast_repo::init::new_client(&repo, &from, &admin, &a.name, &a.out)?;
             util::out(format!(
                 "client {} added; key in {}",
