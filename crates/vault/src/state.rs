@@ -69,6 +69,8 @@ pub struct Vault {
     pub removed: HashSet<[u8; 32]>,
     /// Identity records the log has recorded.
     logged_identities: HashSet<ObjectId>,
+    /// Snapshots the log deleted (by quorum) or reclaimed: never to return.
+    gone: HashSet<ObjectId>,
     pub snapshots: BTreeMap<ObjectId, SnapMeta>,
     owners: HashMap<ObjectId, HashSet<[u8; 32]>>,
     owners_file: File,
@@ -168,6 +170,7 @@ impl Vault {
             members,
             removed: HashSet::new(),
             logged_identities: HashSet::new(),
+            gone: HashSet::new(),
             snapshots: BTreeMap::new(),
             owners,
             owners_file,
@@ -192,6 +195,7 @@ impl Vault {
                 ));
             }
         }
+        v.recover_unlogged_snapshots()?;
         Ok(v)
     }
 
@@ -214,6 +218,60 @@ impl Vault {
                 missing.len(),
                 missing.join(", ")
             ));
+        }
+        Ok(())
+    }
+
+    /// A crash between writing a snapshot file and logging it leaves a valid
+    /// snapshot the client never got an answer for. At start such a file is
+    /// committed now, if it passes every check a PUT would (signed by a
+    /// client, packs in its namespace). Anything else not in the log is
+    /// reported and left alone; a snapshot the log deleted stays deleted.
+    fn recover_unlogged_snapshots(&mut self) -> Result<(), VaultError> {
+        let files = self
+            .store
+            .list(Kind::Snapshot)
+            .map_err(|e| VaultError::Io(e.to_string()))?;
+        for (name, _) in files {
+            let Ok(id) = ObjectId::from_hex(&name) else {
+                continue;
+            };
+            if self.snapshots.contains_key(&id) {
+                continue;
+            }
+            if self.gone.contains(&id) {
+                self.remove_file(Kind::Snapshot, &id);
+                continue;
+            }
+            let body = match self.store.get(Kind::Snapshot, &name) {
+                Ok(b) => b,
+                Err(e) => {
+                    self.alert(&format!(
+                        "TAMPERING: snapshot file {} not in the log and unreadable: {e}",
+                        id.short()
+                    ));
+                    continue;
+                }
+            };
+            let client = Snapshot::decode(&body).map(|s| s.header.client);
+            match client
+                .map_err(|e| ApiError::bad(e.to_string()))
+                .and_then(|c| self.check_snapshot(&c, &body).map(|_| c))
+            {
+                Ok(c) => {
+                    self.commit_snapshot(&c, &id)
+                        .map_err(|e| VaultError::Io(e.msg))?;
+                    self.alert(&format!(
+                        "snapshot {} was written before a crash but not logged; committed now",
+                        id.short()
+                    ));
+                }
+                Err(e) => self.alert(&format!(
+                    "TAMPERING: snapshot file {} is not in the log and would not be accepted: {}",
+                    id.short(),
+                    e.msg
+                )),
+            }
         }
         Ok(())
     }
@@ -284,6 +342,7 @@ impl Vault {
                 match action {
                     Action::DeleteSnapshots(ids) => {
                         for id in ids {
+                            self.gone.insert(id);
                             self.snapshots.remove(&id);
                             self.remove_file(Kind::Snapshot, &id);
                         }
@@ -299,6 +358,7 @@ impl Vault {
             }
             Event::Reclaimed { snapshots, packs } => {
                 for id in snapshots {
+                    self.gone.insert(*id);
                     self.snapshots.remove(id);
                     self.remove_file(Kind::Snapshot, id);
                 }
@@ -489,12 +549,30 @@ impl Vault {
                 Err(ApiError::forbidden("not your snapshot"))
             };
         }
+        self.check_snapshot(who, body)?;
+        self.store
+            .put(Kind::Snapshot, &id.to_hex(), body)
+            .map_err(ApiError::store)?;
+        self.commit_snapshot(who, id)
+    }
+
+    /// What a snapshot must be to be committed: signed by `who`, a client of
+    /// this repository, listing only packs in `who`'s namespace.
+    fn check_snapshot(&self, who: &[u8; 32], body: &[u8]) -> Result<(), ApiError> {
         let snap = Snapshot::decode(body)
             .map_err(|e| ApiError::bad(format!("not a valid snapshot: {e}")))?;
         if &snap.header.client != who {
             return Err(ApiError::forbidden(
                 "a client may only write snapshots it signed itself",
             ));
+        }
+        match self.members.get(who) {
+            Some(m) if m.role == Role::Client && !self.removed.contains(who) => {}
+            _ => {
+                return Err(ApiError::forbidden(
+                    "not signed by a client of this repository",
+                ));
+            }
         }
         if snap.header.config_id != self.config_id {
             return Err(ApiError::bad("snapshot is for another repository"));
@@ -510,6 +588,11 @@ impl Vault {
                 ));
             }
         }
+        Ok(())
+    }
+
+    /// Stamps, locks and logs a snapshot whose file is already durable.
+    fn commit_snapshot(&mut self, who: &[u8; 32], id: &ObjectId) -> Result<SnapMeta, ApiError> {
         let now = now_ns();
         let earlier: Vec<i64> = self
             .snapshots
@@ -518,9 +601,6 @@ impl Vault {
             .map(|s| s.time_ns)
             .collect();
         let lock = retention::lock_until(&self.retention, now, &earlier);
-        self.store
-            .put(Kind::Snapshot, &id.to_hex(), body)
-            .map_err(ApiError::store)?;
         self.log_at(
             Event::SnapshotAdded {
                 snapshot: *id,
@@ -529,7 +609,6 @@ impl Vault {
             },
             now,
         )?;
-
         Ok(self.snapshots[id].clone())
     }
 
