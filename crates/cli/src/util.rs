@@ -19,20 +19,21 @@ use zeroize::Zeroizing;
 pub const EXIT_PARTIAL: u8 = 3;
 pub const EXIT_DAMAGE: u8 = 4;
 
+/// Connects to a vault as the holder of `key`; the last checkpoint this
+/// user verified is kept in the cache directory.
+fn connect_vault(repo: &str, key: &Key) -> Result<VaultBackend> {
+    let id = key
+        .identity()
+        .ok_or_else(|| anyhow!("this key cannot sign requests to a vault"))?
+        .clone();
+    let state = cache_dir(None).join("checkpoints");
+    Ok(VaultBackend::connect(repo, id, key.config_id, &state)?)
+}
+
 /// Opens the backend a REPO argument names, as the holder of `key`.
 pub fn backend(repo: &str, key: &Key) -> Result<Arc<dyn Backend>> {
     if repo.starts_with("https://") {
-        let id = key
-            .identity()
-            .ok_or_else(|| anyhow!("this key cannot sign requests to a vault"))?
-            .clone();
-        let state = cache_dir(None).join("checkpoints");
-        return Ok(Arc::new(VaultBackend::connect(
-            repo,
-            id,
-            key.config_id,
-            &state,
-        )?));
+        return Ok(Arc::new(connect_vault(repo, key)?));
     }
     if repo.starts_with("http://") {
         bail!("{repo}: the vault is only reached over https://");
@@ -93,12 +94,7 @@ pub fn open_vault(repo: &str, key: &Path) -> Result<(Arc<VaultBackend>, Reposito
         bail!("{repo}: this command talks to a vault: give --repo https://HOST:PORT");
     }
     let key = load_key(key)?;
-    let id = key
-        .identity()
-        .ok_or_else(|| anyhow!("this key cannot sign requests to a vault"))?
-        .clone();
-    let state = cache_dir(None).join("checkpoints");
-    let v = Arc::new(VaultBackend::connect(repo, id, key.config_id, &state)?);
+    let v = Arc::new(connect_vault(repo, &key)?);
     let r = Repository::open(v.clone(), &key)?;
     Ok((v, r, key))
 }

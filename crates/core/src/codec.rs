@@ -72,9 +72,6 @@ impl Writer {
     pub fn is_empty(&self) -> bool {
         self.buf.is_empty()
     }
-    pub fn as_slice(&self) -> &[u8] {
-        &self.buf
-    }
     pub fn into_vec(self) -> Vec<u8> {
         self.buf
     }
@@ -89,9 +86,6 @@ pub struct Reader<'a> {
 impl<'a> Reader<'a> {
     pub fn new(buf: &'a [u8]) -> Self {
         Self { buf, pos: 0 }
-    }
-    pub fn position(&self) -> usize {
-        self.pos
     }
     pub fn remaining(&self) -> usize {
         self.buf.len() - self.pos

@@ -224,9 +224,6 @@ impl Config {
     pub fn admins(&self) -> impl Iterator<Item = &Member> {
         self.members.iter().filter(|m| m.role == Role::Admin)
     }
-    pub fn member(&self, public: &[u8; 32]) -> Option<&Member> {
-        self.members.iter().find(|m| &m.public == public)
-    }
 }
 
 // ---------------------------------------------------------------- identity

@@ -43,13 +43,6 @@ impl Key {
         })
     }
 
-    pub fn needs_passphrase(path: &Path) -> Result<bool> {
-        let bytes = std::fs::read(path).map_err(|e| io_err(path, e))?;
-        Ok(KeyFile::decode(&bytes)
-            .map(|k| k.needs_passphrase())
-            .unwrap_or(false))
-    }
-
     pub fn id_key(&self) -> Option<&IdKey> {
         match &self.secret {
             Secret::Client { id_key, .. } | Secret::Restore { id_key, .. } => Some(id_key),

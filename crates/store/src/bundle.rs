@@ -41,10 +41,6 @@ impl BundleSet {
         Ok(BundleSet { dirs, parts })
     }
 
-    pub fn dirs(&self) -> &[PathBuf] {
-        &self.dirs
-    }
-
     fn find<T>(&self, kind: Kind, name: &str, f: impl Fn(&LocalDir) -> Result<T>) -> Result<T> {
         for p in self.parts.iter().rev() {
             match f(p) {

@@ -90,10 +90,6 @@ impl LocalDir {
         })
     }
 
-    pub fn root(&self) -> &Path {
-        &self.root
-    }
-
     fn handle(&self, kind: Kind, name: &str, p: &Path) -> Result<Arc<File>> {
         let mut h = self.handles.lock().unwrap();
         if let Some((_, f)) = h.iter().find(|(n, _)| n == name) {

@@ -189,10 +189,6 @@ impl VaultBackend {
         Ok(b)
     }
 
-    pub fn vault_key(&self) -> [u8; 32] {
-        self.vault_key
-    }
-
     /// The checkpoint this client last verified, if any.
     pub fn held_checkpoint(&self) -> Option<Checkpoint> {
         std::fs::read(&self.state_file)
