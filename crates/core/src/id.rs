@@ -62,7 +62,7 @@ pub fn hex(b: &[u8]) -> String {
 
 pub fn parse_hex(s: &str) -> Result<Vec<u8>, DecodeError> {
     let b = s.as_bytes();
-    if b.len() % 2 != 0 {
+    if !b.len().is_multiple_of(2) {
         return Err(DecodeError::Invalid("hex string"));
     }
     let nib = |c: u8| -> Result<u8, DecodeError> {

@@ -21,9 +21,11 @@ use holdfast_core::ObjectId;
 
 mod bundle;
 mod local;
+mod s3;
 mod vault;
 pub use bundle::BundleSet;
 pub use local::{LocalDir, fsync_dir};
+pub use s3::{S3Settings, S3Store};
 
 pub use vault::VaultBackend;
 
@@ -114,6 +116,52 @@ pub trait Backend: Send + Sync {
     fn prefers_whole_objects(&self) -> bool {
         false
     }
+    /// Reads an object that must have the id `id` (the config a key pins).
+    /// A versioned store looks through older versions for it.
+    fn get_pinned(&self, kind: Kind, name: &str, id: &ObjectId) -> Result<Vec<u8>> {
+        let b = self.get(kind, name)?;
+        if ObjectId::of(&b) == *id {
+            Ok(b)
+        } else {
+            Err(StoreError::Corrupt {
+                kind,
+                name: name.to_string(),
+                why: format!(
+                    "its id is {}, expected {}",
+                    ObjectId::of(&b).short(),
+                    id.short()
+                ),
+            })
+        }
+    }
+}
+
+/// What a deletion did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Deletion {
+    /// Gone (or was not there).
+    Done,
+    /// The storage refused: a version is under a retention lock.
+    Locked,
+}
+
+/// The vault's own view of its storage, beyond the client contract:
+/// deletion (only ever after a log entry explains it), storage-enforced
+/// retention where the store has it, and the time an object was stored.
+pub trait ObjectStore: Backend {
+    /// Puts like [`Backend::put`], locked by the storage until `until_ns`
+    /// (Unix ns) where it can lock; an existing object gets its lock raised.
+    fn put_retained(&self, kind: Kind, name: &str, data: &[u8], until_ns: i64) -> Result<()>;
+    /// Raises an object's storage lock to at least `until_ns`; never lowers.
+    fn retain(&self, kind: Kind, name: &str, until_ns: i64) -> Result<()>;
+    /// Deletes an object (every version of it).
+    fn delete(&self, kind: Kind, name: &str) -> Result<Deletion>;
+    /// When the object was stored (Unix ns).
+    fn stored_at_ns(&self, kind: Kind, name: &str) -> Result<i64>;
+    /// Until when the storage itself holds the object (None: no lock).
+    fn locked_until_ns(&self, kind: Kind, name: &str) -> Result<Option<i64>>;
+    /// True where the storage itself refuses early deletion.
+    fn locks_enforced(&self) -> bool;
 }
 
 /// Checks a name: `config` for the config, else 64 lowercase hex digits.

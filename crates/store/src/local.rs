@@ -267,6 +267,56 @@ impl Backend for LocalDir {
     }
 }
 
+impl crate::ObjectStore for LocalDir {
+    /// A directory has no storage-enforced lock: the vault's rules are the
+    /// only protection, which is why the S3 backend exists.
+    fn put_retained(&self, kind: Kind, name: &str, data: &[u8], _until_ns: i64) -> Result<()> {
+        self.put(kind, name, data)
+    }
+
+    fn retain(&self, _kind: Kind, _name: &str, _until_ns: i64) -> Result<()> {
+        Ok(())
+    }
+
+    fn delete(&self, kind: Kind, name: &str) -> Result<crate::Deletion> {
+        check_name(kind, name)?;
+        let p = self.path_of(kind, name);
+        match fs::remove_file(&p) {
+            Ok(()) => {
+                if let Some(d) = p.parent() {
+                    fsync_dir(d).map_err(|e| io_err(d, e))?;
+                }
+            }
+            Err(e) if e.kind() == ErrorKind::NotFound => {}
+            Err(e) => return Err(io_err(&p, e)),
+        }
+        self.handles
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|(n, _)| n != name);
+        Ok(crate::Deletion::Done)
+    }
+
+    fn stored_at_ns(&self, kind: Kind, name: &str) -> Result<i64> {
+        check_name(kind, name)?;
+        let p = self.path_of(kind, name);
+        let m = fs::metadata(&p)
+            .and_then(|m| m.modified())
+            .map_err(|e| io_err(&p, e))?;
+        Ok(m.duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as i64)
+            .unwrap_or(0))
+    }
+
+    fn locked_until_ns(&self, _kind: Kind, _name: &str) -> Result<Option<i64>> {
+        Ok(None)
+    }
+
+    fn locks_enforced(&self) -> bool {
+        false
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
