@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use holdfast_core::ObjectId;
 use holdfast_core::format::{Config, IdentityRecord, Member, Role, Snapshot};
-use holdfast_store::{Backend, Kind};
+use holdfast_store::{Backend, Kind, StoreError};
 
 use crate::keys::Key;
 use crate::{Error, Result};
@@ -26,7 +26,12 @@ impl Repository {
     /// Opens the repository, refusing a config that is not the one `key`
     /// was made for.
     pub fn open(backend: Arc<dyn Backend>, key: &Key) -> Result<Self> {
-        let bytes = backend.get(Kind::Config, "config")?;
+        // A versioned store may hold the pinned config under a newer one.
+        let bytes = match backend.get_pinned(Kind::Config, "config", &key.config_id) {
+            Ok(b) => b,
+            Err(StoreError::Corrupt { .. }) => backend.get(Kind::Config, "config")?,
+            Err(e) => return Err(e.into()),
+        };
         let config_id = ObjectId::of(&bytes);
         if config_id != key.config_id {
             return Err(Error::Tamper(format!(

@@ -17,7 +17,7 @@ use holdfast_core::ObjectId;
 use holdfast_core::crypto::Identity;
 use holdfast_core::format::Role;
 use holdfast_core::request::Auth;
-use holdfast_store::{Backend, Kind, check_name};
+use holdfast_store::{Kind, check_name};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::service::TowerToHyperService;
 use serde_json::json;
@@ -34,7 +34,12 @@ pub const MAX_BODY: usize = 96 << 20;
 const MAX_SMALL_BODY: usize = 8 << 20;
 
 pub struct ServeOptions {
-    pub dir: PathBuf,
+    /// The repository's objects (a directory, or S3 with Object Lock).
+    pub store: Box<dyn holdfast_store::ObjectStore>,
+    /// The vault's own state: log, checkpoint, pack owners.
+    pub state_dir: PathBuf,
+    /// The config id the vault key pins.
+    pub config_id: holdfast_core::ObjectId,
     pub identity: Identity,
     pub listen: SocketAddr,
     pub vault: Options,
@@ -434,7 +439,13 @@ pub fn serve(opts: ServeOptions) -> Result<(), VaultError> {
         .map_err(|e| VaultError::Io(e.to_string()))?;
     rt.block_on(async move {
         let tls = crate::tls::server_config(&opts.identity)?;
-        let vault = Vault::open(&opts.dir, opts.identity, opts.vault)?;
+        let vault = Vault::open(
+            opts.store,
+            &opts.state_dir,
+            opts.identity,
+            opts.config_id,
+            opts.vault,
+        )?;
         let n = vault.log.entries.len();
         let listener = TcpListener::bind(opts.listen)
             .await

@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Instant, SystemTime};
 
 use holdfast_core::ObjectId;
 use holdfast_core::crypto::Identity;
@@ -19,7 +19,7 @@ use holdfast_core::merkle::{self, Checkpoint, Hash};
 use holdfast_core::request::{Auth, WINDOW_NS};
 use holdfast_core::retention;
 use holdfast_core::vaultlog::{Entry, Event};
-use holdfast_store::{Backend, Kind, LocalDir, StoreError};
+use holdfast_store::{Deletion, Kind, ObjectStore, StoreError};
 
 use crate::logstore::LogStore;
 use crate::{ApiError, VaultError};
@@ -59,9 +59,15 @@ pub struct ProposalState {
     pub executed: bool,
 }
 
+/// Storage locks on shared objects (packs, the config, identity records) are
+/// raised in steps of this much at most, so that consecutive snapshots do
+/// not each extend every pack they share (at most one step of extra hold).
+const LOCK_STEP_MAX_NS: i64 = 7 * 86_400 * 1_000_000_000;
+
 pub struct Vault {
-    pub dir: PathBuf,
-    pub store: LocalDir,
+    /// Where the log, checkpoint and pack-owner records live.
+    pub state_dir: PathBuf,
+    pub store: Box<dyn ObjectStore>,
     pub config: Config,
     pub config_id: ObjectId,
     identity: Identity,
@@ -82,6 +88,13 @@ pub struct Vault {
     nonces: HashMap<([u8; 32], [u8; 16]), i64>,
     buckets: HashMap<[u8; 32], (f64, Instant)>,
     pub opts: Options,
+    /// Storage lock (Unix ns) this process has set per shared object.
+    retained: HashMap<(Kind, ObjectId), i64>,
+    /// Deletions the log explains that the storage refused for now (still
+    /// under its lock): retried at reclaim once the lock has passed.
+    pending: BTreeMap<(u8, ObjectId), Kind>,
+    /// True while replaying: deletions are collected, then done once.
+    replaying: bool,
 }
 
 pub fn now_ns() -> i64 {
@@ -96,14 +109,26 @@ fn short(k: &[u8]) -> String {
 }
 
 impl Vault {
-    /// Opens the vault over repository directory `dir` with the vault key.
-    pub fn open(dir: &Path, identity: Identity, opts: Options) -> Result<Vault, VaultError> {
-        let store = LocalDir::open(dir).map_err(|e| VaultError::Io(e.to_string()))?;
-        let _ = store.clean_tmp(Duration::from_secs(0));
-        let cfg_bytes = store
-            .get(Kind::Config, "config")
-            .map_err(|e| VaultError::Io(e.to_string()))?;
-        let config_id = ObjectId::of(&cfg_bytes);
+    /// Opens the vault over a repository's storage, with its own state
+    /// (log, checkpoint, pack owners) in `state_dir`, and the vault key,
+    /// which pins the config by its id.
+    pub fn open(
+        store: Box<dyn ObjectStore>,
+        state_dir: &Path,
+        identity: Identity,
+        pinned_config: ObjectId,
+        opts: Options,
+    ) -> Result<Vault, VaultError> {
+        let cfg_bytes = match store.get_pinned(Kind::Config, "config", &pinned_config) {
+            Ok(b) => b,
+            Err(StoreError::Corrupt { why, .. }) => {
+                return Err(VaultError::Tamper(format!(
+                    "the repository's config is not the one this vault key belongs to ({why})"
+                )));
+            }
+            Err(e) => return Err(VaultError::Io(e.to_string())),
+        };
+        let config_id = pinned_config;
         let config =
             Config::decode(&cfg_bytes).map_err(|e| VaultError::Tamper(format!("config: {e}")))?;
         match config.members.iter().find(|m| m.role == Role::Vault) {
@@ -138,7 +163,7 @@ impl Vault {
             identity_files
                 .push(ObjectId::from_hex(&name).map_err(|e| VaultError::Tamper(e.to_string()))?);
         }
-        let vdir = dir.join("vault");
+        let vdir = state_dir.to_path_buf();
         let log = LogStore::open(&vdir, config_id.0, &identity, now_ns())?;
 
         // Pack owners: pack id [32] | client [32] | size u64, appended.
@@ -161,7 +186,7 @@ impl Vault {
             .map_err(|e| VaultError::Io(format!("{}: {e}", owners_path.display())))?;
 
         let mut v = Vault {
-            dir: dir.to_path_buf(),
+            state_dir: vdir,
             store,
             retention: config.retention.clone(),
             config,
@@ -181,8 +206,13 @@ impl Vault {
             nonces: HashMap::new(),
             buckets: HashMap::new(),
             opts,
+            retained: HashMap::new(),
+            pending: BTreeMap::new(),
+            replaying: true,
         };
         v.replay()?;
+        v.replaying = false;
+        v.finish_replayed_deletions()?;
         // Identity records written into the directory before the vault ran
         // (or behind its back): valid ones are admitted, and logged now.
         for id in identity_files {
@@ -205,11 +235,18 @@ impl Vault {
         for e in entries {
             self.apply(&e)?;
         }
-        // Snapshots the log names must be on disk.
+        // Snapshots the log names must be in storage.
+        let present: HashSet<String> = self
+            .store
+            .list(Kind::Snapshot)
+            .map_err(|e| VaultError::Io(e.to_string()))?
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
         let missing: Vec<String> = self
             .snapshots
             .keys()
-            .filter(|id| !self.store.path_of(Kind::Snapshot, &id.to_hex()).exists())
+            .filter(|id| !present.contains(&id.to_hex()))
             .map(|id| id.short())
             .collect();
         if !missing.is_empty() {
@@ -256,10 +293,12 @@ impl Vault {
             let client = Snapshot::decode(&body).map(|s| s.header.client);
             match client
                 .map_err(|e| ApiError::bad(e.to_string()))
-                .and_then(|c| self.check_snapshot(&c, &body).map(|_| c))
+                .and_then(|c| self.check_snapshot(&c, &body).map(|p| (c, p)))
             {
-                Ok(c) => {
-                    self.commit_snapshot(&c, &id)
+                Ok((c, packs)) => {
+                    let now = now_ns();
+                    let lock = self.lock_for(&c, now);
+                    self.commit_snapshot(&c, &id, &packs, now, lock)
                         .map_err(|e| VaultError::Io(e.msg))?;
                     self.alert(&format!(
                         "snapshot {} was written before a crash but not logged; committed now",
@@ -371,15 +410,107 @@ impl Vault {
         Ok(())
     }
 
-    /// Deletion is the vault's alone, outside the storage trait, and only
-    /// after a log entry that explains it.
-    fn remove_file(&self, kind: Kind, id: &ObjectId) {
-        let p = self.store.path_of(kind, &id.to_hex());
-        if std::fs::remove_file(&p).is_ok()
-            && let Some(d) = p.parent()
-        {
-            let _ = holdfast_store::fsync_dir(d);
+    /// Deletion is the vault's alone, outside the client contract, and only
+    /// after a log entry that explains it. Storage that holds the object
+    /// under its own lock refuses; the deletion then waits in `pending`.
+    /// While replaying, deletions are only collected.
+    fn remove_file(&mut self, kind: Kind, id: &ObjectId) {
+        if self.replaying {
+            self.pending.insert((kind_tag(kind), *id), kind);
+            return;
         }
+        match self.store.delete(kind, &id.to_hex()) {
+            Ok(Deletion::Done) => {
+                self.pending.remove(&(kind_tag(kind), *id));
+            }
+            Ok(Deletion::Locked) => {
+                self.pending.insert((kind_tag(kind), *id), kind);
+            }
+            Err(e) => {
+                self.pending.insert((kind_tag(kind), *id), kind);
+                self.alert(&format!("deleting {kind} {} failed: {e}", id.short()));
+            }
+        }
+    }
+
+    /// After replay: carries out the deletions the log explains for objects
+    /// still in storage (one listing per kind, not one request per entry).
+    fn finish_replayed_deletions(&mut self) -> Result<(), VaultError> {
+        let collected = std::mem::take(&mut self.pending);
+        let mut present: HashMap<u8, HashSet<String>> = HashMap::new();
+        for kind in [Kind::Pack, Kind::Snapshot] {
+            let names = self
+                .store
+                .list(kind)
+                .map_err(|e| VaultError::Io(e.to_string()))?
+                .into_iter()
+                .map(|(n, _)| n)
+                .collect();
+            present.insert(kind_tag(kind), names);
+        }
+        for ((tag, id), kind) in collected {
+            if present.get(&tag).is_some_and(|s| s.contains(&id.to_hex())) {
+                self.remove_file(kind, &id);
+            }
+        }
+        Ok(())
+    }
+
+    /// Raises the storage lock of a shared object to cover `until_ns`, in
+    /// steps (see [`LOCK_STEP_MAX_NS`]); remembers what it set.
+    fn retain_shared(&mut self, kind: Kind, id: ObjectId, until_ns: i64) -> Result<(), ApiError> {
+        if !self.store.locks_enforced() {
+            return Ok(());
+        }
+        if self
+            .retained
+            .get(&(kind, id))
+            .is_some_and(|&t| t >= until_ns)
+        {
+            return Ok(());
+        }
+        let step = (self.retention.keep_within_secs as i64)
+            .saturating_mul(500_000_000)
+            .clamp(1_000_000_000, LOCK_STEP_MAX_NS);
+        let target = until_ns
+            .div_euclid(step)
+            .saturating_add(1)
+            .saturating_mul(step);
+        let name = if kind == Kind::Config {
+            "config".to_string()
+        } else {
+            id.to_hex()
+        };
+        self.store
+            .retain(kind, &name, target)
+            .map_err(|e| ApiError::new(503, format!("cannot lock {kind} {}: {e}", id.short())))?;
+        self.retained.insert((kind, id), target);
+        Ok(())
+    }
+
+    /// Locks in storage everything a snapshot needs until `until_ns`: the
+    /// snapshot itself, its packs, the config and the identity records.
+    fn retain_snapshot(
+        &mut self,
+        id: &ObjectId,
+        packs: &[ObjectId],
+        until_ns: i64,
+    ) -> Result<(), ApiError> {
+        if !self.store.locks_enforced() {
+            return Ok(());
+        }
+        self.store
+            .retain(Kind::Snapshot, &id.to_hex(), until_ns)
+            .map_err(|e| ApiError::new(503, format!("cannot lock snapshot {}: {e}", id.short())))?;
+        for &p in packs {
+            self.retain_shared(Kind::Pack, p, until_ns)?;
+        }
+        self.retain_shared(Kind::Config, self.config_id, until_ns)?;
+        let idents: Vec<ObjectId> = self.logged_identities.iter().copied().collect();
+        for i in idents {
+            self.retain_shared(Kind::Identity, i, until_ns)?;
+        }
+        Ok(())
     }
 
     fn log(&mut self, event: Event) -> Result<(), ApiError> {
@@ -514,8 +645,12 @@ impl Vault {
             self.alert(&format!("client {} hit its storage quota", short(who)));
             return Err(ApiError::new(507, "storage quota exceeded for this client"));
         }
+        // Locked in storage (where it can) from the start, for as long as
+        // the snapshot it is for will be at least.
+        let until = now_ns()
+            .saturating_add((self.retention.keep_within_secs as i64).saturating_mul(1_000_000_000));
         self.store
-            .put(Kind::Pack, &id.to_hex(), body)
+            .put_retained(Kind::Pack, &id.to_hex(), body, until)
             .map_err(ApiError::store)?;
         let mut rec = Vec::with_capacity(72);
         rec.extend_from_slice(&id.0);
@@ -549,16 +684,29 @@ impl Vault {
                 Err(ApiError::forbidden("not your snapshot"))
             };
         }
-        self.check_snapshot(who, body)?;
+        let packs = self.check_snapshot(who, body)?;
+        let now = now_ns();
+        let lock = self.lock_for(who, now);
         self.store
-            .put(Kind::Snapshot, &id.to_hex(), body)
+            .put_retained(Kind::Snapshot, &id.to_hex(), body, lock)
             .map_err(ApiError::store)?;
-        self.commit_snapshot(who, id)
+        self.commit_snapshot(who, id, &packs, now, lock)
+    }
+
+    /// The lock a snapshot of `who` stamped `now` gets under the policy.
+    fn lock_for(&self, who: &[u8; 32], now: i64) -> i64 {
+        let earlier: Vec<i64> = self
+            .snapshots
+            .values()
+            .filter(|s| &s.client == who)
+            .map(|s| s.time_ns)
+            .collect();
+        retention::lock_until(&self.retention, now, &earlier)
     }
 
     /// What a snapshot must be to be committed: signed by `who`, a client of
     /// this repository, listing only packs in `who`'s namespace.
-    fn check_snapshot(&self, who: &[u8; 32], body: &[u8]) -> Result<(), ApiError> {
+    fn check_snapshot(&self, who: &[u8; 32], body: &[u8]) -> Result<Vec<ObjectId>, ApiError> {
         let snap = Snapshot::decode(body)
             .map_err(|e| ApiError::bad(format!("not a valid snapshot: {e}")))?;
         if &snap.header.client != who {
@@ -588,19 +736,20 @@ impl Vault {
                 ));
             }
         }
-        Ok(())
+        Ok(snap.header.packs)
     }
 
-    /// Stamps, locks and logs a snapshot whose file is already durable.
-    fn commit_snapshot(&mut self, who: &[u8; 32], id: &ObjectId) -> Result<SnapMeta, ApiError> {
-        let now = now_ns();
-        let earlier: Vec<i64> = self
-            .snapshots
-            .values()
-            .filter(|s| &s.client == who)
-            .map(|s| s.time_ns)
-            .collect();
-        let lock = retention::lock_until(&self.retention, now, &earlier);
+    /// Locks (in storage, where it can) and logs a snapshot whose object is
+    /// already durable, stamped `now` with lock `lock`.
+    fn commit_snapshot(
+        &mut self,
+        who: &[u8; 32],
+        id: &ObjectId,
+        packs: &[ObjectId],
+        now: i64,
+        lock: i64,
+    ) -> Result<SnapMeta, ApiError> {
+        self.retain_snapshot(id, packs, lock)?;
         self.log_at(
             Event::SnapshotAdded {
                 snapshot: *id,
@@ -657,17 +806,18 @@ impl Vault {
         snapshot: &ObjectId,
         until_ns: i64,
     ) -> Result<i64, ApiError> {
-        let cur = self
+        let (cur, packs) = self
             .snapshots
             .get(snapshot)
-            .ok_or_else(|| ApiError::not_found("no such snapshot"))?
-            .lock_until_ns;
+            .map(|s| (s.lock_until_ns, s.packs.clone()))
+            .ok_or_else(|| ApiError::not_found("no such snapshot"))?;
         if until_ns <= cur {
             return Err(ApiError::new(
                 409,
                 "locks can only be extended, never shortened",
             ));
         }
+        self.retain_snapshot(snapshot, &packs, until_ns)?;
         self.log(Event::LockExtended {
             snapshot: *snapshot,
             until_ns,
@@ -815,11 +965,13 @@ impl Vault {
     /// its packs). Logged before anything is deleted.
     pub fn reclaim(&mut self) -> Result<(usize, usize), ApiError> {
         let now = now_ns();
+        self.retry_pending(now);
         let expired: Vec<ObjectId> = self
             .snapshots
             .iter()
             .filter(|(_, s)| s.lock_until_ns <= now)
             .map(|(id, _)| *id)
+            .filter(|id| !self.storage_locked(Kind::Snapshot, id, now))
             .collect();
         let live: HashSet<ObjectId> = self
             .snapshots
@@ -827,20 +979,20 @@ impl Vault {
             .filter(|(id, _)| !expired.contains(id))
             .flat_map(|(_, s)| s.packs.iter().copied())
             .collect();
-        let grace = Duration::from_secs(self.config.grace_secs);
+        let grace = (self.config.grace_secs as i64).saturating_mul(1_000_000_000);
         let mut packs = Vec::new();
         for (name, _) in self.store.list(Kind::Pack).map_err(ApiError::store)? {
             let Ok(id) = ObjectId::from_hex(&name) else {
                 continue;
             };
-            if live.contains(&id) {
+            if live.contains(&id) || self.pending.contains_key(&(kind_tag(Kind::Pack), id)) {
                 continue;
             }
-            let old = std::fs::metadata(self.store.path_of(Kind::Pack, &name))
-                .and_then(|m| m.modified())
-                .map(|t| t.elapsed().unwrap_or_default() >= grace)
-                .unwrap_or(false);
-            if old {
+            let old = self
+                .store
+                .stored_at_ns(Kind::Pack, &name)
+                .is_ok_and(|t| now.saturating_sub(t) >= grace);
+            if old && !self.storage_locked(Kind::Pack, &id, now) {
                 packs.push(id);
             }
         }
@@ -859,8 +1011,29 @@ impl Vault {
         Ok(n)
     }
 
-    // ------------------------------------------------------------ log
+    /// True while the storage itself still holds the object under a lock.
+    fn storage_locked(&self, kind: Kind, id: &ObjectId, now: i64) -> bool {
+        self.store.locks_enforced()
+            && self
+                .store
+                .locked_until_ns(kind, &id.to_hex())
+                .map_or(true, |t| t.is_some_and(|t| t > now))
+    }
 
+    /// Retries deletions the storage refused while their lock held.
+    fn retry_pending(&mut self, now: i64) {
+        let due: Vec<(ObjectId, Kind)> = self
+            .pending
+            .iter()
+            .map(|((_, id), k)| (*id, *k))
+            .filter(|(id, k)| !self.storage_locked(*k, id, now))
+            .collect();
+        for (id, k) in due {
+            self.remove_file(k, &id);
+        }
+    }
+
+    // ------------------------------------------------------------ log
     pub fn checkpoint(&self) -> &Checkpoint {
         &self.log.checkpoint
     }
@@ -876,6 +1049,15 @@ impl Vault {
             ));
         }
         Ok(merkle::consistency_proof(&self.log.leaves, from as usize).unwrap_or_default())
+    }
+}
+
+fn kind_tag(k: Kind) -> u8 {
+    match k {
+        Kind::Config => 0,
+        Kind::Pack => 1,
+        Kind::Snapshot => 2,
+        Kind::Identity => 3,
     }
 }
 
