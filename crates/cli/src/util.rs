@@ -13,7 +13,7 @@ use holdfast_core::merkle::Checkpoint;
 use holdfast_core::vaultlog::split_log;
 use holdfast_repo::keys::Key;
 use holdfast_repo::{Backend, Progress, Repository};
-use holdfast_store::{BundleSet, LocalDir, StoreError, VaultBackend};
+use holdfast_store::{BundleSet, LocalDir, S3Store, StoreError, VaultBackend};
 use zeroize::Zeroizing;
 
 pub const EXIT_PARTIAL: u8 = 3;
@@ -42,7 +42,7 @@ pub fn backend(repo: &str, key: &Key) -> Result<Arc<dyn Backend>> {
         return Ok(Arc::new(BundleSet::open(spec)?));
     }
     if repo.starts_with("s3://") {
-        bail!("{repo}: S3 repositories are not supported by this build yet");
+        return Ok(Arc::new(S3Store::open(repo, false)?));
     }
     let b = LocalDir::open(repo).map_err(|_| anyhow!("{repo}: no holdfast repository here"))?;
     // Temp files of crashed writers; an hour old so live writers are safe.

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 use anyhow::{Result, bail};
 use holdfast_core::format::Retention;
 use holdfast_repo::init::{InitOptions, init};
-use holdfast_store::LocalDir;
+use holdfast_store::{Backend, Kind, LocalDir, S3Store};
 
 use crate::util;
 
@@ -48,9 +48,10 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> Result<ExitCode> {
-    if a.repo.contains("://") || a.repo.starts_with("bundle:") {
+    let s3 = a.repo.starts_with("s3://");
+    if !s3 && (a.repo.contains("://") || a.repo.starts_with("bundle:")) {
         bail!(
-            "{}: only local directory repositories can be created by this build",
+            "{}: a repository is created in a directory or at s3://BUCKET/PREFIX",
             a.repo
         );
     }
@@ -58,7 +59,16 @@ pub fn run(a: Args) -> Result<ExitCode> {
     if pw.len() < 8 {
         bail!("the passphrase must be at least 8 characters");
     }
-    let backend = LocalDir::create(&a.repo)?;
+    let backend: Box<dyn Backend> = if s3 {
+        // Creates the bucket with Object Lock if missing; refuses one without.
+        let b = S3Store::open(&a.repo, true)?;
+        if !b.list(Kind::Snapshot)?.is_empty() || b.size(Kind::Config, "config").is_ok() {
+            bail!("{}: a repository exists there already", a.repo);
+        }
+        Box::new(b)
+    } else {
+        Box::new(LocalDir::create(&a.repo)?)
+    };
     let opts = InitOptions {
         admins: a.admins,
         quorum: a.quorum,
@@ -75,7 +85,7 @@ pub fn run(a: Args) -> Result<ExitCode> {
         grace_secs: a.grace_secs,
         ..Default::default()
     };
-    let id = init(&backend, &a.keys, &opts, pw.as_bytes())?;
+    let id = init(backend.as_ref(), &a.keys, &opts, pw.as_bytes())?;
     util::out(format!(
         "created repository {} (config {}), keys in {}",
         a.repo,

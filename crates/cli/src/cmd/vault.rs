@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use anyhow::{Result, bail};
 use holdfast_core::format::Role;
+use holdfast_store::{LocalDir, ObjectStore, S3Store};
 use holdfast_vault::ServeOptions;
 use holdfast_vault::state::Options;
 
@@ -18,9 +19,15 @@ pub enum VaultCommand {
 
 #[derive(clap::Args)]
 pub struct ServeArgs {
-    /// The repository directory (made by `holdfast init`)
+    /// The repository (made by `holdfast init`): a directory, or
+    /// s3://BUCKET/PREFIX on a bucket with Object Lock (endpoint and
+    /// credentials from AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY)
     #[arg(long)]
-    pub repo: PathBuf,
+    pub repo: String,
+    /// Directory for the vault's own state (log, checkpoint, pack owners);
+    /// default REPO/vault for a directory, required for S3
+    #[arg(long)]
+    pub state: Option<PathBuf>,
     /// The vault key (KEYDIR/vault.key)
     #[arg(long)]
     pub key: PathBuf,
@@ -54,8 +61,29 @@ pub fn run(c: VaultCommand) -> Result<ExitCode> {
         (Role::Vault, Some(i)) => i.clone(),
         _ => bail!("{}: not a vault key", a.key.display()),
     };
+    let (store, state_dir): (Box<dyn ObjectStore>, PathBuf) = if a.repo.starts_with("s3://") {
+        let Some(state) = a.state else {
+            bail!("an S3 repository needs --state DIR for the vault's log and records");
+        };
+        (Box::new(S3Store::open(&a.repo, false)?), state)
+    } else if a.repo.contains("://") || a.repo.starts_with("bundle:") {
+        bail!(
+            "{}: the vault serves a directory or s3://BUCKET/PREFIX",
+            a.repo
+        );
+    } else {
+        let dir = LocalDir::open(&a.repo)
+            .map_err(|_| anyhow::anyhow!("{}: no holdfast repository here", a.repo))?;
+        let _ = dir.clean_tmp(Duration::from_secs(0));
+        let state = a
+            .state
+            .unwrap_or_else(|| PathBuf::from(&a.repo).join("vault"));
+        (Box::new(dir), state)
+    };
     holdfast_vault::serve(ServeOptions {
-        dir: a.repo,
+        store,
+        state_dir,
+        config_id: key.config_id,
         identity,
         listen: a.listen,
         vault: Options {
