@@ -43,6 +43,7 @@ impl World {
             .env("HOLDFAST_PASSPHRASE", PASS)
             .env("HOLDFAST_CACHE_DIR", self.path("cache"))
             .env_remove("XDG_CACHE_HOME");
+        with_s3_env(&mut c);
         c
     }
     pub fn run(&self, args: &[&str]) -> Output {
@@ -291,6 +292,11 @@ pub struct VaultProc {
 
 impl World {
     pub fn start_vault(&self, extra: &[&str]) -> VaultProc {
+        self.start_vault_on(&self.repo(), extra)
+    }
+
+    /// Starts a vault over `repo` (a directory or s3://…).
+    pub fn start_vault_on(&self, repo: &str, extra: &[&str]) -> VaultProc {
         let stderr_path = self.path(&format!(
             "vault-{}.err",
             std::time::SystemTime::now()
@@ -303,15 +309,17 @@ impl World {
             "vault",
             "serve",
             "--repo",
-            &self.repo(),
+            repo,
             "--key",
             &self.key("vault"),
             "--listen",
             "127.0.0.1:0",
         ])
         .args(extra)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::fs::File::create(&stderr_path).unwrap());
+        .env("HOLDFAST_PASSPHRASE", PASS);
+        with_s3_env(&mut c);
+        c.stdout(std::process::Stdio::piped())
+            .stderr(std::fs::File::create(&stderr_path).unwrap());
         let mut child = c.spawn().unwrap();
         let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
         let mut line = String::new();
@@ -355,5 +363,113 @@ impl Drop for VaultProc {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+// ------------------------------------------------------------------ S3
+
+/// A real S3 server with Object Lock: a throwaway single-node Ceph cluster
+/// (RADOS Gateway) started once per test binary by `tests/ceph/up.sh`, or
+/// the server `HOLDFAST_TEST_S3` names. With neither Ceph installed nor
+/// that variable, S3 tests are skipped with a message, unless
+/// `HOLDFAST_REQUIRE_S3` is set (as `.ci/run` does): then they fail.
+pub struct S3Env {
+    pub endpoint: String,
+    dir: Option<PathBuf>,
+}
+
+pub const S3_KEY: &str = "testing";
+pub const S3_SECRET: &str = "testingsecret";
+
+static CEPH: std::sync::OnceLock<Option<S3Env>> = std::sync::OnceLock::new();
+static BUCKETS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub fn s3() -> Option<&'static S3Env> {
+    CEPH.get_or_init(|| {
+        if let Ok(ep) = std::env::var("HOLDFAST_TEST_S3") {
+            return Some(S3Env {
+                endpoint: ep,
+                dir: None,
+            });
+        }
+        let have = Command::new("sh")
+            .args(["-c", "command -v ceph-mon && command -v radosgw"])
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false);
+        if !have {
+            assert!(
+                std::env::var_os("HOLDFAST_REQUIRE_S3").is_none(),
+                "HOLDFAST_REQUIRE_S3 is set but Ceph is not installed \
+                 (apt-get install ceph-mon ceph-osd radosgw ceph-common uuid-runtime curl)"
+            );
+            eprintln!("SKIPPED: S3 tests need Ceph (ceph-mon, radosgw) or HOLDFAST_TEST_S3");
+            return None;
+        }
+        let dir = std::env::temp_dir().join(format!("holdfast-ceph-{}", std::process::id()));
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/ceph/up.sh");
+        let (mon, rgw) = (free_port(), free_port());
+        let t = std::time::Instant::now();
+        let out = Command::new("bash")
+            .arg(&script)
+            .env("D", &dir)
+            .env("MON_PORT", mon.to_string())
+            .env("RGW_PORT", rgw.to_string())
+            .env("WATCH_PID", std::process::id().to_string())
+            .env("AWS_ACCESS_KEY_ID", S3_KEY)
+            .env("AWS_SECRET_ACCESS_KEY", S3_SECRET)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "Ceph did not start: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        eprintln!("ceph cluster up in {:.1} s", t.elapsed().as_secs_f64());
+        Some(S3Env {
+            endpoint: format!("http://127.0.0.1:{rgw}"),
+            dir: Some(dir),
+        })
+    })
+    .as_ref()
+}
+
+impl S3Env {
+    /// A fresh bucket address for one test: s3://BUCKET/repo.
+    pub fn fresh_url(&self, tag: &str) -> String {
+        let n = BUCKETS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        format!("s3://hf-{tag}-{}-{n}/repo", std::process::id())
+    }
+    pub fn settings(&self) -> holdfast_store::S3Settings {
+        holdfast_store::S3Settings {
+            endpoint: Some(self.endpoint.clone()),
+            region: "us-east-1".into(),
+            access_key: S3_KEY.into(),
+            secret_key: zeroize::Zeroizing::new(S3_SECRET.into()),
+            session_token: None,
+        }
+    }
+    pub fn cluster_dir(&self) -> Option<&Path> {
+        self.dir.as_deref()
+    }
+}
+
+/// Sets the AWS variables on a command when a test S3 server is up.
+pub fn with_s3_env(c: &mut Command) {
+    if let Some(Some(s)) = CEPH.get() {
+        c.env("AWS_ENDPOINT_URL", &s.endpoint)
+            .env("AWS_ACCESS_KEY_ID", S3_KEY)
+            .env("AWS_SECRET_ACCESS_KEY", S3_SECRET)
+            .env("AWS_REGION", "us-east-1");
     }
 }
