@@ -371,6 +371,73 @@ fn vault_on_s3_locks_what_each_snapshot_needs() {
     let _ = load_key(&w.key("client"));
 }
 
+/// A vault host lost with its state: a new vault on the same bucket, with
+/// the log and checkpoint copied from the replica, carries on where it
+/// stopped. Clients see no rollback, pack namespaces come back from the log,
+/// and the next backup and the replica's next pull work.
+#[test]
+fn vault_rebuilt_from_a_replica_after_losing_its_state() {
+    let Some(s3) = s3() else { return };
+    let w = World::new();
+    let url = s3.fresh_url("rebuild");
+    let keys = w.path("keys").display().to_string();
+    w.ok(&["init", &url, "--keys", &keys]);
+    let s1 = w.path("state-1");
+    let vault = w.start_vault_on(&url, &["--state", s1.to_str().unwrap()]);
+    let src = w.path("mail");
+    make_maildir(&src, 4, 15, 21);
+    backup_via(&w, &vault.url, &w.key("client"), &src);
+    mail_day(&src, 22);
+    backup_via(&w, &vault.url, &w.key("client"), &src);
+    let replica = w.path("replica");
+    let pull = |u: &str| {
+        w.ok(&[
+            "replica",
+            "pull",
+            "--from",
+            u,
+            "--key",
+            &w.key("replica"),
+            "--into",
+            replica.to_str().unwrap(),
+        ])
+    };
+    pull(&vault.url);
+    drop(vault);
+    std::fs::remove_dir_all(&s1).unwrap();
+
+    let s2 = w.path("state-2");
+    std::fs::create_dir_all(&s2).unwrap();
+    for f in ["log", "checkpoint"] {
+        std::fs::copy(replica.join("vault").join(f), s2.join(f)).unwrap();
+    }
+    let vault = w.start_vault_on(&url, &["--state", s2.to_str().unwrap()]);
+    assert_eq!(snapshot_list(&w, &vault.url, &w.key("client")).len(), 2);
+    mail_day(&src, 23);
+    let out = w.ok(&[
+        "backup",
+        "--repo",
+        &vault.url,
+        "--key",
+        &w.key("client"),
+        "--json",
+        src.to_str().unwrap(),
+    ]);
+    let r: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let s3snap = r[0]["snapshot"].as_str().unwrap().to_string();
+    // The client's packs are its own again (from the log): only the new
+    // mail is uploaded, not the whole Maildir once more.
+    let total: u64 = digest(&src).values().map(item_bytes).sum();
+    let stored = r[0]["stored_bytes"].as_u64().unwrap();
+    assert!(stored < total / 4, "stored {stored} of {total} bytes again");
+    let out = w.path("out");
+    restore_from(&w, &vault.url, &s3snap, &out);
+    assert_eq!(digest(&out.join("mail")), digest(&src));
+    pull(&vault.url);
+    w.ok(&["audit", "--repo", &vault.url, "--key", &w.key("auditor")]);
+    assert!(!vault.stderr().contains("TAMPERING"), "{}", vault.stderr());
+}
+
 // ------------------------------------------------------------ the drill
 
 fn item_bytes(i: &Item) -> u64 {

@@ -332,6 +332,11 @@ impl Vault {
                     .and_then(|b| Snapshot::decode(&b).ok())
                     .map(|s| s.header.packs)
                     .unwrap_or_default();
+                // A committed snapshot's packs are in its client's namespace:
+                // the log alone rebuilds this if `owners` is lost.
+                for p in &packs {
+                    self.owners.entry(*p).or_default().insert(*client);
+                }
                 self.snapshots.insert(
                     *snapshot,
                     SnapMeta {
