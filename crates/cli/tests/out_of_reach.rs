@@ -245,39 +245,6 @@ fn s3_object_lock_holds_against_the_bucket_owner() {
     assert!(b.version_ids(Kind::Pack, &free_name).unwrap().is_empty());
 }
 
-fn load_key(path: &str) -> holdfast_repo::keys::Key {
-    holdfast_repo::keys::Key::load(Path::new(path), || {
-        Ok(zeroize::Zeroizing::new(PASS.to_string()))
-    })
-    .unwrap()
-}
-
-fn backup_via(w: &World, url: &str, key: &str, src: &Path) -> String {
-    let out = w.ok(&[
-        "backup",
-        "--repo",
-        url,
-        "--key",
-        key,
-        "--json",
-        src.to_str().unwrap(),
-    ]);
-    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-    v[0]["snapshot"].as_str().unwrap().to_string()
-}
-
-fn restore_from(w: &World, repo: &str, snap: &str, target: &Path) {
-    w.ok(&[
-        "restore",
-        "--repo",
-        repo,
-        "--key",
-        &w.key("restore"),
-        snap,
-        target.to_str().unwrap(),
-    ]);
-}
-
 fn snapshot_list(w: &World, repo: &str, key: &str) -> Vec<serde_json::Value> {
     let out = w.ok(&["snapshots", "--repo", repo, "--key", key, "--json"]);
     serde_json::from_str(&out).unwrap()
@@ -359,8 +326,8 @@ fn vault_on_s3_locks_what_each_snapshot_needs() {
 
     // Restores through the vault and straight from the bucket agree.
     let (a, c) = (w.path("via-vault"), w.path("via-s3"));
-    restore_from(&w, &vault.url, &s2, &a);
-    restore_from(&w, &url, &s2, &c);
+    restore_via(&w, &vault.url, &s2, &a);
+    restore_via(&w, &url, &s2, &c);
     assert_eq!(digest(&a.join("mail")), digest(&src));
     assert_eq!(digest(&c.join("mail")), digest(&src));
     // The vault restarts on its state and the bucket, with no alert.
@@ -414,24 +381,15 @@ fn vault_rebuilt_from_a_replica_after_losing_its_state() {
     let vault = w.start_vault_on(&url, &["--state", s2.to_str().unwrap()]);
     assert_eq!(snapshot_list(&w, &vault.url, &w.key("client")).len(), 2);
     mail_day(&src, 23);
-    let out = w.ok(&[
-        "backup",
-        "--repo",
-        &vault.url,
-        "--key",
-        &w.key("client"),
-        "--json",
-        src.to_str().unwrap(),
-    ]);
-    let r: serde_json::Value = serde_json::from_str(&out).unwrap();
-    let s3snap = r[0]["snapshot"].as_str().unwrap().to_string();
+    let r = backup_json(&w, &vault.url, &w.key("client"), &src);
+    let s3snap = r["snapshot"].as_str().unwrap().to_string();
     // The client's packs are its own again (from the log): only the new
     // mail is uploaded, not the whole Maildir once more.
     let total: u64 = digest(&src).values().map(item_bytes).sum();
-    let stored = r[0]["stored_bytes"].as_u64().unwrap();
+    let stored = r["stored_bytes"].as_u64().unwrap();
     assert!(stored < total / 4, "stored {stored} of {total} bytes again");
     let out = w.path("out");
-    restore_from(&w, &vault.url, &s3snap, &out);
+    restore_via(&w, &vault.url, &s3snap, &out);
     assert_eq!(digest(&out.join("mail")), digest(&src));
     pull(&vault.url);
     w.ok(&["audit", "--repo", &vault.url, "--key", &w.key("auditor")]);
@@ -472,17 +430,6 @@ impl Score {
         assert!(ok, "drill: tampering not detected by {how}");
         self.detected.push(how.to_string());
     }
-}
-
-fn raw_client(w: &World, url: &str, key: &str) -> holdfast_store::VaultBackend {
-    let k = load_key(key);
-    holdfast_store::VaultBackend::connect(
-        url,
-        k.identity().unwrap().clone(),
-        k.config_id,
-        &w.path("attacker-state").join(key.replace('/', "_")),
-    )
-    .unwrap()
 }
 
 fn status(v: &holdfast_store::VaultBackend, method: &str, path: &str, body: &[u8]) -> u16 {
@@ -621,7 +568,7 @@ fn attack_drill() {
     // Every stolen client key tries every destructive call.
     let all_snaps: Vec<String> = expected.iter().map(|(s, _, _)| s.clone()).collect();
     for (i, (name, key)) in clients.iter().enumerate() {
-        let atk = raw_client(&w, &vurl, key);
+        let atk = raw(&w, &vurl, key);
         let own: Vec<&String> = all_snaps.iter().skip(i).step_by(3).collect();
         let other = &all_snaps[(i + 1) % 3];
         for s in &own {
@@ -709,19 +656,8 @@ fn attack_drill() {
             !o.status.success(),
         );
     }
-    let admin = load_key(&a1);
-    let rogue = holdfast_core::crypto::Identity::generate().unwrap();
-    let rec = holdfast_core::format::IdentityRecord::new(
-        admin.config_id,
-        holdfast_core::format::Member {
-            role: holdfast_core::format::Role::Admin,
-            name: "admin-rogue".into(),
-            public: rogue.public(),
-        },
-        admin.identity().unwrap(),
-        now_ns(),
-    );
-    let atk = raw_client(&w, &vurl, &a1);
+    let rec = rogue_admin_record(&a1, "admin-rogue");
+    let atk = raw(&w, &vurl, &a1);
     sc.refused(
         "admin-1: add a second admin of its own",
         status(&atk, "POST", "/v1/identities", &rec.encode()) == 400,

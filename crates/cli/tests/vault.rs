@@ -12,30 +12,10 @@ use holdfast_core::crypto::seal_session;
 use holdfast_core::format::{Snapshot, SnapshotBody, SnapshotHeader};
 use holdfast_core::request::Auth;
 use holdfast_core::{BlobId, ObjectId};
-use holdfast_repo::keys::Key;
 use holdfast_store::{Backend, Kind, VaultBackend};
 
 fn now_ns() -> i64 {
     holdfast_repo::now_ns()
-}
-
-fn load(path: &str) -> Key {
-    Key::load(Path::new(path), || {
-        Ok(zeroize::Zeroizing::new(PASS.to_string()))
-    })
-    .unwrap()
-}
-
-/// A raw client for crafted requests, as the holder of `key`.
-fn raw(w: &World, url: &str, key: &str) -> VaultBackend {
-    let k = load(key);
-    VaultBackend::connect(
-        url,
-        k.identity().unwrap().clone(),
-        k.config_id,
-        &w.path("raw-state").join(key.replace('/', "_")),
-    )
-    .unwrap()
 }
 
 fn init_with(w: &World, extra: &[&str]) {
@@ -80,32 +60,6 @@ fn send(
     body: &[u8],
 ) -> holdfast_store::Result<(u16, Vec<u8>)> {
     v.send(method, path, body, &signed(v, method, path, body))
-}
-
-fn backup_via(w: &World, url: &str, key: &str, src: &Path) -> String {
-    let out = w.ok(&[
-        "backup",
-        "--repo",
-        url,
-        "--key",
-        key,
-        "--json",
-        src.to_str().unwrap(),
-    ]);
-    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-    v[0]["snapshot"].as_str().unwrap().to_string()
-}
-
-fn restore_via(w: &World, url: &str, snap: &str, target: &Path) {
-    w.ok(&[
-        "restore",
-        "--repo",
-        url,
-        "--key",
-        &w.key("restore"),
-        snap,
-        target.to_str().unwrap(),
-    ]);
 }
 
 #[test]
@@ -213,7 +167,7 @@ fn stolen_client_key_cannot_destroy_read_or_forge() {
     t.refused += 1;
 
     // Write into another client's namespace: a snapshot of ours naming mx2's pack.
-    let k = load(&key_a);
+    let k = load_key(&key_a);
     let client = k.identity().unwrap();
     let cfg = Arc::new(holdfast_store::LocalDir::open(w.repo()).unwrap());
     let config =
@@ -253,7 +207,7 @@ fn stolen_client_key_cannot_destroy_read_or_forge() {
     );
     // A snapshot claiming to be mx2's, signed with mx1's key.
     let (_, mut forged) = mk(vec![], client, now_ns());
-    let mx2_pub = load(&key_b).identity().unwrap().public();
+    let mx2_pub = load_key(&key_b).identity().unwrap().public();
     forged[8 + 4 + 32..8 + 4 + 64].copy_from_slice(&mx2_pub);
     let fid = ObjectId::of(&forged).to_hex();
     t.expect_refused(
@@ -414,7 +368,7 @@ fn cut_log(w: &World, n: usize) -> Vec<Vec<u8>> {
 
 /// …and, holding the vault key, signs a checkpoint for what is left.
 fn resign_log(w: &World, kept: &[Vec<u8>]) {
-    let vk = load(&w.key("vault"));
+    let vk = load_key(&w.key("vault"));
     let leaves: Vec<_> = kept
         .iter()
         .map(|e| holdfast_core::merkle::leaf_hash(e))
@@ -1197,18 +1151,7 @@ fn admins_add_clients_through_the_vault_and_it_is_logged() {
     );
 
     // A record that tries to create an admin with one admin's signature is refused.
-    let admin = load(&w.key("admin-1"));
-    let rogue = holdfast_core::crypto::Identity::generate().unwrap();
-    let rec = holdfast_core::format::IdentityRecord::new(
-        admin.config_id,
-        holdfast_core::format::Member {
-            role: holdfast_core::format::Role::Admin,
-            name: "admin-4".into(),
-            public: rogue.public(),
-        },
-        admin.identity().unwrap(),
-        now_ns(),
-    );
+    let rec = rogue_admin_record(&w.key("admin-1"), "admin-4");
     let a = raw(&w, &url, &w.key("admin-1"));
     let (status, _) = send(&a, "POST", "/v1/identities", &rec.encode()).unwrap();
     assert_eq!(status, 400);

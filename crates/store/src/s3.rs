@@ -246,6 +246,17 @@ impl S3Store {
             .unwrap_or_else(|_| Err(StoreError::Transient("S3 runtime stopped".into())))
     }
 
+    /// What a request about one object needs, owned (for `run`): client,
+    /// bucket, key, and the name for messages.
+    fn at(&self, kind: Kind, name: &str) -> (Client, String, String, String) {
+        (
+            self.client.clone(),
+            self.bucket.clone(),
+            self.key(kind, name),
+            name.to_string(),
+        )
+    }
+
     fn key(&self, kind: Kind, name: &str) -> String {
         let rel = match kind {
             Kind::Config => "config".to_string(),
@@ -503,12 +514,7 @@ impl S3Store {
             // The contract: an existing name is never overwritten.
             return Ok(());
         }
-        let (c, b, k, n) = (
-            self.client.clone(),
-            self.bucket.clone(),
-            self.key(kind, name),
-            name.to_string(),
-        );
+        let (c, b, k, n) = self.at(kind, name);
         let body = data.to_vec();
         let md5 = content_md5(data);
         let vid = self.run(async move {
@@ -545,12 +551,7 @@ impl S3Store {
     /// The COMPLIANCE retain-until of an object's resolved version, if any.
     pub fn retention_ns(&self, kind: Kind, name: &str) -> Result<Option<i64>> {
         let v = self.resolve(kind, name)?;
-        let (c, b, k, n) = (
-            self.client.clone(),
-            self.bucket.clone(),
-            self.key(kind, name),
-            name.to_string(),
-        );
+        let (c, b, k, n) = self.at(kind, name);
         self.run(async move {
             match c
                 .get_object_retention()
@@ -575,13 +576,7 @@ impl S3Store {
 
     /// Sets or extends the COMPLIANCE retention of one version.
     fn put_retention(&self, kind: Kind, name: &str, version: &str, until_ns: i64) -> Result<()> {
-        let (c, b, k, n, v) = (
-            self.client.clone(),
-            self.bucket.clone(),
-            self.key(kind, name),
-            name.to_string(),
-            version.to_string(),
-        );
+        let ((c, b, k, n), v) = (self.at(kind, name), version.to_string());
         self.run(async move {
             c.put_object_retention()
                 .bucket(&b)
@@ -603,13 +598,7 @@ impl S3Store {
     /// Deletes one version by id (what an attacker holding the bucket's
     /// credentials would try too). Public for tests and drills.
     pub fn delete_version(&self, kind: Kind, name: &str, version: &str) -> Result<()> {
-        let (c, b, k, n, v) = (
-            self.client.clone(),
-            self.bucket.clone(),
-            self.key(kind, name),
-            name.to_string(),
-            version.to_string(),
-        );
+        let ((c, b, k, n), v) = (self.at(kind, name), version.to_string());
         self.run(async move {
             c.delete_object()
                 .bucket(&b)
@@ -634,12 +623,7 @@ impl S3Store {
 
     /// A plain DELETE by key (adds a delete marker on a lock bucket).
     pub fn delete_key(&self, kind: Kind, name: &str) -> Result<()> {
-        let (c, b, k, n) = (
-            self.client.clone(),
-            self.bucket.clone(),
-            self.key(kind, name),
-            name.to_string(),
-        );
+        let (c, b, k, n) = self.at(kind, name);
         self.run(async move {
             c.delete_object()
                 .bucket(&b)
@@ -654,12 +638,7 @@ impl S3Store {
     /// Puts raw bytes under a key with no checks (a new version): what an
     /// attacker would do. For tests and drills.
     pub fn put_raw(&self, kind: Kind, name: &str, data: &[u8]) -> Result<()> {
-        let (c, b, k, n) = (
-            self.client.clone(),
-            self.bucket.clone(),
-            self.key(kind, name),
-            name.to_string(),
-        );
+        let (c, b, k, n) = self.at(kind, name);
         let (body, md5) = (data.to_vec(), content_md5(data));
         self.run(async move {
             c.put_object()
@@ -755,12 +734,7 @@ impl Backend for S3Store {
                 why: format!("range {offset}+{len} beyond its size {}", v.size),
             });
         }
-        let (c, b, k, n) = (
-            self.client.clone(),
-            self.bucket.clone(),
-            self.key(kind, name),
-            name.to_string(),
-        );
+        let (c, b, k, n) = self.at(kind, name);
         let range = format!("bytes={}-{}", offset, offset + len - 1);
         let data = self.run(async move {
             let r = c

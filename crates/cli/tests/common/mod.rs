@@ -473,3 +473,78 @@ pub fn with_s3_env(c: &mut Command) {
             .env("AWS_REGION", "us-east-1");
     }
 }
+
+// ------------------------------------------------------- vault helpers
+
+/// Loads a key file with the test passphrase.
+pub fn load_key(path: &str) -> holdfast_repo::keys::Key {
+    holdfast_repo::keys::Key::load(Path::new(path), || {
+        Ok(zeroize::Zeroizing::new(PASS.to_string()))
+    })
+    .unwrap()
+}
+
+/// A raw client for crafted requests, as the holder of `key`.
+pub fn raw(w: &World, url: &str, key: &str) -> holdfast_store::VaultBackend {
+    let k = load_key(key);
+    holdfast_store::VaultBackend::connect(
+        url,
+        k.identity().unwrap().clone(),
+        k.config_id,
+        &w.path("raw-state").join(key.replace('/', "_")),
+    )
+    .unwrap()
+}
+
+/// Backs `src` up to `url` with `key`; returns the backup's JSON report.
+pub fn backup_json(w: &World, url: &str, key: &str, src: &Path) -> serde_json::Value {
+    let out = w.ok(&[
+        "backup",
+        "--repo",
+        url,
+        "--key",
+        key,
+        "--json",
+        src.to_str().unwrap(),
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    v[0].clone()
+}
+
+/// Backs `src` up to `url` with `key`; returns the snapshot id.
+pub fn backup_via(w: &World, url: &str, key: &str, src: &Path) -> String {
+    backup_json(w, url, key, src)["snapshot"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// An identity record by which the admin of `admin_key` tries to add an
+/// admin of its own (which must never be accepted).
+pub fn rogue_admin_record(admin_key: &str, name: &str) -> holdfast_core::format::IdentityRecord {
+    let admin = load_key(admin_key);
+    let rogue = holdfast_core::crypto::Identity::generate().unwrap();
+    holdfast_core::format::IdentityRecord::new(
+        admin.config_id,
+        holdfast_core::format::Member {
+            role: holdfast_core::format::Role::Admin,
+            name: name.into(),
+            public: rogue.public(),
+        },
+        admin.identity().unwrap(),
+        holdfast_repo::now_ns(),
+    )
+}
+
+/// Restores `snap` from `repo` with the restore key into `target`.
+pub fn restore_via(w: &World, repo: &str, snap: &str, target: &Path) {
+    w.ok(&[
+        "restore",
+        "--repo",
+        repo,
+        "--key",
+        &w.key("restore"),
+        snap,
+        target.to_str().unwrap(),
+    ]);
+}
