@@ -199,7 +199,13 @@ impl S3Store {
             None,
             "holdfast",
         );
+        let http = aws_smithy_http_client::Builder::new()
+            .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
+                aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
+            ))
+            .build_https();
         let mut conf = aws_sdk_s3::Config::builder()
+            .http_client(http)
             .behavior_version(BehaviorVersion::latest())
             .region(Region::new(s.region.clone()))
             .credentials_provider(creds)
