@@ -98,7 +98,8 @@ def main():
     os.rename(mail2, mail + ".r")
     shutil.rmtree(mail)
     os.rename(mail + ".r", mail)
-    r = ["restic", "-r", f"s3:{ep}/restic-bench-{tag}", "--no-cache"]
+    env["RESTIC_CACHE_DIR"] = os.path.join(w, "restic-cache")
+    r = ["restic", "-r", f"s3:{ep}/restic-bench-{tag}"]
     run(r + ["init"], env)
     res["restic first"], _ = run(r + ["backup", mail], env)
     subprocess.run([sys.executable, a.maildir_py, "day", mail], check=True, stdout=subprocess.DEVNULL)
