@@ -212,7 +212,17 @@ impl Vault {
         };
         v.replay()?;
         v.replaying = false;
-        v.finish_replayed_deletions()?;
+        // One listing of the snapshots serves every check at start (on S3
+        // each listing is a paginated walk over every version).
+        let present: HashSet<String> = v
+            .store
+            .list(Kind::Snapshot)
+            .map_err(|e| VaultError::Io(e.to_string()))?
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
+        v.report_missing_snapshots(&present);
+        v.finish_replayed_deletions(&present)?;
         // Identity records written into the directory before the vault ran
         // (or behind its back): valid ones are admitted, and logged now.
         for id in identity_files {
@@ -225,7 +235,7 @@ impl Vault {
                 ));
             }
         }
-        v.recover_unlogged_snapshots()?;
+        v.recover_unlogged_snapshots(&present)?;
         Ok(v)
     }
 
@@ -235,14 +245,11 @@ impl Vault {
         for e in entries {
             self.apply(&e)?;
         }
-        // Snapshots the log names must be in storage.
-        let present: HashSet<String> = self
-            .store
-            .list(Kind::Snapshot)
-            .map_err(|e| VaultError::Io(e.to_string()))?
-            .into_iter()
-            .map(|(n, _)| n)
-            .collect();
+        Ok(())
+    }
+
+    /// Snapshots the log names must be in storage; alerts on any that is not.
+    fn report_missing_snapshots(&self, present: &HashSet<String>) {
         let missing: Vec<String> = self
             .snapshots
             .keys()
@@ -256,7 +263,6 @@ impl Vault {
                 missing.join(", ")
             ));
         }
-        Ok(())
     }
 
     /// A crash between writing a snapshot file and logging it leaves a valid
@@ -264,23 +270,16 @@ impl Vault {
     /// committed now, if it passes every check a PUT would (signed by a
     /// client, packs in its namespace). Anything else not in the log is
     /// reported and left alone; a snapshot the log deleted stays deleted.
-    fn recover_unlogged_snapshots(&mut self) -> Result<(), VaultError> {
-        let files = self
-            .store
-            .list(Kind::Snapshot)
-            .map_err(|e| VaultError::Io(e.to_string()))?;
-        for (name, _) in files {
-            let Ok(id) = ObjectId::from_hex(&name) else {
+    fn recover_unlogged_snapshots(&mut self, present: &HashSet<String>) -> Result<(), VaultError> {
+        for name in present {
+            let Ok(id) = ObjectId::from_hex(name) else {
                 continue;
             };
-            if self.snapshots.contains_key(&id) {
+            // Deleted ones were dealt with by `finish_replayed_deletions`.
+            if self.snapshots.contains_key(&id) || self.gone.contains(&id) {
                 continue;
             }
-            if self.gone.contains(&id) {
-                self.remove_file(Kind::Snapshot, &id);
-                continue;
-            }
-            let body = match self.store.get(Kind::Snapshot, &name) {
+            let body = match self.store.get(Kind::Snapshot, name) {
                 Ok(b) => b,
                 Err(e) => {
                     self.alert(&format!(
@@ -440,21 +439,21 @@ impl Vault {
 
     /// After replay: carries out the deletions the log explains for objects
     /// still in storage (one listing per kind, not one request per entry).
-    fn finish_replayed_deletions(&mut self) -> Result<(), VaultError> {
+    fn finish_replayed_deletions(&mut self, snapshots: &HashSet<String>) -> Result<(), VaultError> {
         let collected = std::mem::take(&mut self.pending);
-        let mut present: HashMap<u8, HashSet<String>> = HashMap::new();
-        for kind in [Kind::Pack, Kind::Snapshot] {
-            let names = self
-                .store
-                .list(kind)
-                .map_err(|e| VaultError::Io(e.to_string()))?
-                .into_iter()
-                .map(|(n, _)| n)
-                .collect();
-            present.insert(kind_tag(kind), names);
-        }
-        for ((tag, id), kind) in collected {
-            if present.get(&tag).is_some_and(|s| s.contains(&id.to_hex())) {
+        let packs: HashSet<String> = self
+            .store
+            .list(Kind::Pack)
+            .map_err(|e| VaultError::Io(e.to_string()))?
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
+        for ((_, id), kind) in collected {
+            let present = match kind {
+                Kind::Pack => &packs,
+                _ => snapshots,
+            };
+            if present.contains(&id.to_hex()) {
                 self.remove_file(kind, &id);
             }
         }
