@@ -11,6 +11,7 @@ pub mod format;
 pub mod governance;
 pub mod id;
 pub mod keyfile;
+pub mod logstate;
 pub mod merkle;
 pub mod request;
 pub mod retention;

@@ -144,6 +144,12 @@ impl Entry {
     }
 }
 
+/// One log record as stored in every log file: `u32 length (LE) | entry`.
+pub fn frame(entry: &[u8], out: &mut Vec<u8>) {
+    out.extend_from_slice(&(entry.len() as u32).to_le_bytes());
+    out.extend_from_slice(entry);
+}
+
 /// Splits a log file (`u32 length | entry`, repeated) into entries; a torn
 /// last record is ignored and reported as the byte length it left out.
 pub fn split_log(raw: &[u8]) -> (Vec<&[u8]>, usize) {

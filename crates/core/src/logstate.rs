@@ -1,0 +1,1116 @@
+//! The one validating fold over the vault's log.
+//!
+//! Every party reads the log through [`LogState::apply`]: the vault when it
+//! starts and on every append, the replica on every pull, the audit, and
+//! clients when they list, verify, restore or back up. Every rule lives here
+//! once, so the parties cannot disagree about what the log means.
+//!
+//! The log is authenticated (the vault signs its checkpoints), but the vault
+//! host is one of the attackers (SPEC T3): it holds the vault key and can
+//! append whatever it likes. So each entry is also *validated*:
+//!
+//! * entry times strictly increase, and none is dated after the reader's
+//!   clock plus [`MAX_SKEW_NS`];
+//! * entries after a checkpoint the reader already held are dated no earlier
+//!   than that checkpoint (no backdating into a quiet gap);
+//! * a snapshot is added once, by a client, with a lock of at least the
+//!   policy's keep-within; a snapshot that is gone never returns;
+//! * a reclaim is valid only for a snapshot whose lock has passed on the
+//!   log's clock *and* the reader's, that is not among its client's last
+//!   [`KEEP_LAST`], and only for packs no live snapshot lists;
+//! * an execution needs a proposal signed by an active admin, a quorum of
+//!   distinct active admins, the delay passed on the log's clock, and no
+//!   veto; a veto is final whatever later happens to the admin who cast it,
+//!   and the subject of a removal cannot veto its own removal; a removal
+//!   that would leave fewer admins than the quorum is refused;
+//! * a reader that has seen the log before counts the delay of a deletion
+//!   from when *it* first saw the quorum, on its own clock, and keeps the
+//!   data until then.
+//!
+//! An entry that breaks a rule is reported as a [`Problem`] (tampering) and
+//! its destructive part is not applied: damage is never a reason to delete.
+//! Effects the reader may carry out are returned as [`Effect`]s.
+//!
+//! Pure: no I/O and no clock. The caller passes its clock in [`Reader`] and a
+//! lookup of snapshot pack lists.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use crate::format::{Config, Member, Retention, Role};
+use crate::governance::{Action, Proposal, Status, Vote, VoteKind};
+use crate::id::ObjectId;
+use crate::vaultlog::{Entry, Event};
+
+const NS: i64 = 1_000_000_000;
+/// How far ahead of the reader's clock an entry may be dated.
+pub const MAX_SKEW_NS: i64 = 600 * NS;
+/// Every client's newest snapshots that no reclaim may take, whatever their
+/// age: a stolen client key that stops backing up (or a vault clock that
+/// jumps) never empties a client's history.
+pub const KEEP_LAST: usize = 3;
+
+/// The party reading the log: its own clock and, if it has read this log
+/// before, when.
+#[derive(Clone, Debug, Default)]
+pub struct Reader {
+    /// The reader's clock (ns since the epoch).
+    pub now_ns: i64,
+    /// Earlier contacts: (log size then, reader's clock then), ascending.
+    /// `None` for a reader with no history (one audit run): the log's own
+    /// times are used for delays.
+    pub contacts: Option<Vec<(u64, i64)>>,
+    /// A checkpoint the reader held before this read: (size, vault time).
+    pub held: Option<(u64, i64)>,
+}
+
+impl Reader {
+    /// A reader with no history, at `now_ns`.
+    pub fn at(now_ns: i64) -> Self {
+        Reader {
+            now_ns,
+            ..Default::default()
+        }
+    }
+
+    /// When this reader first saw entry `index`, if it keeps track.
+    fn first_seen(&self, index: u64) -> Option<i64> {
+        let c = self.contacts.as_ref()?;
+        Some(
+            c.iter()
+                .find(|(n, _)| *n > index)
+                .map_or(self.now_ns, |(_, t)| *t),
+        )
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Problem {
+    /// Index of the entry that broke a rule.
+    pub index: u64,
+    pub what: String,
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "log entry {}: {}", self.index, self.what)
+    }
+}
+
+/// What an entry lets the reader do to its copy.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Effect {
+    /// Early deletion by quorum: delete the snapshot.
+    Erase(ObjectId),
+    /// Its lock passed: the vault deletes it; copies may keep it.
+    ReclaimSnapshot(ObjectId),
+    /// No live snapshot lists it.
+    ReclaimPack(ObjectId),
+}
+
+#[derive(Clone, Debug)]
+pub struct Snap {
+    pub client: [u8; 32],
+    /// Index of its `SnapshotAdded` entry.
+    pub index: u64,
+    /// The vault's time when it was committed: what orders snapshots.
+    pub added_ns: i64,
+    pub lock_until_ns: i64,
+    /// Its pack list, if the reader could read it.
+    pub packs: Option<Vec<ObjectId>>,
+    /// An authorized erasure this reader does not apply before this time.
+    pub erase_due_ns: Option<i64>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GoneHow {
+    Reclaimed,
+    Erased,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct Gone {
+    pub how: GoneHow,
+    pub index: u64,
+    pub time_ns: i64,
+    pub client: [u8; 32],
+}
+
+#[derive(Clone, Debug)]
+pub struct Prop {
+    pub proposal: Proposal,
+    pub index: u64,
+    pub received_ns: i64,
+    /// Approvals in log order: (admin, entry index, time). The proposer's
+    /// own signature counts as the first.
+    pub approvals: Vec<([u8; 32], u64, i64)>,
+    /// The veto that stopped it: final.
+    pub veto: Option<([u8; 32], i64)>,
+    pub executed: Option<(u64, i64)>,
+}
+
+/// The state the log describes, as far as its entries were valid.
+#[derive(Clone, Debug)]
+pub struct LogState {
+    pub config_id: ObjectId,
+    pub quorum: usize,
+    pub delay_secs: u64,
+    /// Every identity the caller knows (config plus verified records).
+    pub members: HashMap<[u8; 32], Member>,
+    pub removed: BTreeSet<[u8; 32]>,
+    pub retention: Retention,
+    /// Live snapshots.
+    pub snapshots: BTreeMap<ObjectId, Snap>,
+    /// Snapshots the log validly deleted or reclaimed: never to return.
+    pub gone: BTreeMap<ObjectId, Gone>,
+    pub proposals: BTreeMap<ObjectId, Prop>,
+    pub identities: BTreeSet<ObjectId>,
+    /// Entries folded.
+    pub size: u64,
+    /// Time of the newest valid entry.
+    pub last_time_ns: i64,
+    pub problems: Vec<Problem>,
+    /// How many live snapshots list each pack (those whose lists are known).
+    pack_refs: HashMap<ObjectId, u32>,
+}
+
+impl LogState {
+    pub fn new(config: &Config, config_id: ObjectId, members: HashMap<[u8; 32], Member>) -> Self {
+        let mut members = members;
+        for m in &config.members {
+            members.entry(m.public).or_insert_with(|| m.clone());
+        }
+        LogState {
+            config_id,
+            quorum: config.quorum as usize,
+            delay_secs: config.delay_secs,
+            members,
+            removed: BTreeSet::new(),
+            retention: config.retention.clone(),
+            snapshots: BTreeMap::new(),
+            gone: BTreeMap::new(),
+            proposals: BTreeMap::new(),
+            identities: BTreeSet::new(),
+            size: 0,
+            last_time_ns: i64::MIN,
+            problems: Vec::new(),
+            pack_refs: HashMap::new(),
+        }
+    }
+
+    /// Folds a whole log. `packs_of` reads a snapshot's pack list (`None`
+    /// when unreadable or not wanted).
+    pub fn fold<'a>(
+        mut self,
+        entries: impl IntoIterator<Item = &'a [u8]>,
+        reader: &Reader,
+        packs_of: &mut dyn FnMut(&ObjectId) -> Option<Vec<ObjectId>>,
+    ) -> (Self, Vec<Effect>) {
+        let mut effects = Vec::new();
+        for raw in entries {
+            effects.extend(self.apply(raw, reader, packs_of));
+        }
+        (self, effects)
+    }
+
+    pub fn is_active_admin(&self, k: &[u8; 32]) -> bool {
+        !self.removed.contains(k) && self.members.get(k).is_some_and(|m| m.role == Role::Admin)
+    }
+
+    pub fn active_admins(&self) -> BTreeSet<[u8; 32]> {
+        self.members
+            .values()
+            .filter(|m| m.role == Role::Admin && !self.removed.contains(&m.public))
+            .map(|m| m.public)
+            .collect()
+    }
+
+    fn is_client(&self, k: &[u8; 32]) -> bool {
+        !self.removed.contains(k) && self.members.get(k).is_some_and(|m| m.role == Role::Client)
+    }
+
+    /// Live snapshots whose pack lists the reader could not read: while any
+    /// exist, no pack may be reclaimed.
+    pub fn unknown_pack_lists(&self) -> Vec<ObjectId> {
+        self.snapshots
+            .iter()
+            .filter(|(_, s)| s.packs.is_none())
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
+    /// Is this pack listed by a live snapshot (as far as lists are known)?
+    pub fn pack_live(&self, p: &ObjectId) -> bool {
+        self.pack_refs.get(p).is_some_and(|n| *n > 0)
+    }
+
+    /// A client's live snapshots, oldest first by the vault's time.
+    pub fn client_snapshots(&self, client: &[u8; 32]) -> Vec<(ObjectId, &Snap)> {
+        let mut v: Vec<_> = self
+            .snapshots
+            .iter()
+            .filter(|(_, s)| &s.client == client)
+            .map(|(id, s)| (*id, s))
+            .collect();
+        v.sort_by_key(|(id, s)| (s.added_ns, *id));
+        v
+    }
+
+    /// True if `id` is among the newest [`KEEP_LAST`] live snapshots of its
+    /// client.
+    pub fn among_last(&self, id: &ObjectId) -> bool {
+        let Some(s) = self.snapshots.get(id) else {
+            return false;
+        };
+        let newer = self
+            .snapshots
+            .iter()
+            .filter(|(i, o)| o.client == s.client && (o.added_ns, **i) > (s.added_ns, *id))
+            .count();
+        newer < KEEP_LAST
+    }
+
+    /// A proposal's status at `now_ns` (the caller's clock).
+    pub fn status(&self, id: &ObjectId, now_ns: i64) -> Option<Status> {
+        let p = self.proposals.get(id)?;
+        if let Some((by, _)) = p.veto {
+            return Some(Status::Vetoed { by });
+        }
+        Some(match self.quorum_at(p) {
+            None => Status::Pending {
+                approvals: self.counted(p).len(),
+                needed: self.quorum,
+            },
+            Some((_, t)) => {
+                let until_ns = t.saturating_add(self.delay_ns());
+                if now_ns < until_ns {
+                    Status::Waiting { until_ns }
+                } else {
+                    Status::Ready
+                }
+            }
+        })
+    }
+
+    fn delay_ns(&self) -> i64 {
+        (self.delay_secs.min(i64::MAX as u64 / (2 * NS as u64)) as i64) * NS
+    }
+
+    /// Distinct approvals that count now: admins still active.
+    fn counted(&self, p: &Prop) -> Vec<([u8; 32], u64, i64)> {
+        let mut out: Vec<([u8; 32], u64, i64)> = Vec::new();
+        for a in &p.approvals {
+            if self.is_active_admin(&a.0) && !out.iter().any(|o| o.0 == a.0) {
+                out.push(*a);
+            }
+        }
+        out
+    }
+
+    /// The entry (index, time) whose approval completed the quorum.
+    fn quorum_at(&self, p: &Prop) -> Option<(u64, i64)> {
+        let c = self.counted(p);
+        if self.quorum == 0 || c.len() < self.quorum {
+            return None;
+        }
+        let q = c[self.quorum - 1];
+        Some((q.1, q.2))
+    }
+
+    fn problem(&mut self, index: u64, what: impl Into<String>) {
+        self.problems.push(Problem {
+            index,
+            what: what.into(),
+        });
+    }
+
+    /// Folds one encoded entry.
+    pub fn apply(
+        &mut self,
+        raw: &[u8],
+        reader: &Reader,
+        packs_of: &mut dyn FnMut(&ObjectId) -> Option<Vec<ObjectId>>,
+    ) -> Vec<Effect> {
+        let index = self.size;
+        self.size += 1;
+        let e = match Entry::decode(raw) {
+            Ok(e) => e,
+            Err(x) => {
+                self.problem(index, format!("malformed: {x}"));
+                return Vec::new();
+            }
+        };
+        // Time: strictly increasing, not in the reader's future, not before
+        // a checkpoint the reader held.
+        let mut time_ok = true;
+        if e.time_ns > reader.now_ns.saturating_add(MAX_SKEW_NS) {
+            self.problem(
+                index,
+                format!(
+                    "dated {} s after this reader's clock",
+                    (e.time_ns - reader.now_ns) / NS
+                ),
+            );
+            time_ok = false;
+        } else if e.time_ns <= self.last_time_ns {
+            self.problem(index, "dated before the entry before it");
+            time_ok = false;
+        } else if let Some((n, t)) = reader.held
+            && index >= n
+            && e.time_ns < t
+        {
+            self.problem(
+                index,
+                "dated before a checkpoint this reader held that did not include it (backdated)",
+            );
+            time_ok = false;
+        }
+        if time_ok {
+            self.last_time_ns = e.time_ns;
+        }
+        let t = e.time_ns;
+        match e.event {
+            Event::SnapshotAdded {
+                snapshot,
+                client,
+                lock_until_ns,
+            } => {
+                if self.snapshots.contains_key(&snapshot) || self.gone.contains_key(&snapshot) {
+                    self.problem(
+                        index,
+                        format!("adds snapshot {} a second time", snapshot.short()),
+                    );
+                    return Vec::new();
+                }
+                if !self.is_client(&client) {
+                    self.problem(
+                        index,
+                        format!(
+                            "adds snapshot {} for a key that is not an active client",
+                            snapshot.short()
+                        ),
+                    );
+                    return Vec::new();
+                }
+                let min_lock = t.saturating_add(
+                    (self
+                        .retention
+                        .keep_within_secs
+                        .min(i64::MAX as u64 / (2 * NS as u64)) as i64)
+                        * NS,
+                );
+                let mut lock = lock_until_ns;
+                if lock < min_lock {
+                    self.problem(
+                        index,
+                        format!(
+                            "locks snapshot {} for less than the policy's keep-within",
+                            snapshot.short()
+                        ),
+                    );
+                    lock = min_lock;
+                }
+                let packs = packs_of(&snapshot);
+                if let Some(ps) = &packs {
+                    for p in ps {
+                        *self.pack_refs.entry(*p).or_default() += 1;
+                    }
+                }
+                self.snapshots.insert(
+                    snapshot,
+                    Snap {
+                        client,
+                        index,
+                        added_ns: t,
+                        lock_until_ns: lock,
+                        packs,
+                        erase_due_ns: None,
+                    },
+                );
+                Vec::new()
+            }
+            Event::LockExtended {
+                snapshot,
+                until_ns,
+                admin,
+            } => {
+                let by_ok = self.is_active_admin(&admin)
+                    || self
+                        .members
+                        .get(&admin)
+                        .is_some_and(|m| m.role == Role::Vault);
+                if !by_ok {
+                    self.problem(index, "lock extended by a key that is not an admin");
+                }
+                match self.snapshots.get_mut(&snapshot) {
+                    Some(s) if until_ns > s.lock_until_ns => s.lock_until_ns = until_ns,
+                    Some(_) => self.problem(index, "a lock \"extension\" that does not extend"),
+                    None => {}
+                }
+                Vec::new()
+            }
+            Event::Proposed { proposal } => {
+                let p = match Proposal::decode(&proposal) {
+                    Ok(p) => p,
+                    Err(x) => {
+                        self.problem(index, format!("bad proposal: {x}"));
+                        return Vec::new();
+                    }
+                };
+                if p.config_id != self.config_id {
+                    self.problem(index, "proposal for another repository");
+                    return Vec::new();
+                }
+                if !self.is_active_admin(&p.proposer) {
+                    self.problem(index, "proposal by a key that is not an active admin");
+                    return Vec::new();
+                }
+                let id = p.id();
+                if self.proposals.contains_key(&id) {
+                    self.problem(index, "the same proposal twice");
+                    return Vec::new();
+                }
+                let proposer = p.proposer;
+                self.proposals.insert(
+                    id,
+                    Prop {
+                        proposal: p,
+                        index,
+                        received_ns: t,
+                        approvals: if time_ok {
+                            vec![(proposer, index, t)]
+                        } else {
+                            Vec::new()
+                        },
+                        veto: None,
+                        executed: None,
+                    },
+                );
+                Vec::new()
+            }
+            Event::Voted { vote } => {
+                let v = match Vote::decode(&vote) {
+                    Ok(v) => v,
+                    Err(x) => {
+                        self.problem(index, format!("bad vote: {x}"));
+                        return Vec::new();
+                    }
+                };
+                if !self.is_active_admin(&v.admin) {
+                    self.problem(index, "vote by a key that is not an active admin");
+                    return Vec::new();
+                }
+                let Some(p) = self.proposals.get(&v.proposal) else {
+                    self.problem(index, "vote on an unknown proposal");
+                    return Vec::new();
+                };
+                if p.executed.is_some() {
+                    self.problem(index, "vote on a proposal already executed");
+                    return Vec::new();
+                }
+                if v.kind == VoteKind::Veto && p.proposal.action == Action::RemoveIdentity(v.admin)
+                {
+                    self.problem(index, "the subject of a removal vetoes its own removal");
+                    return Vec::new();
+                }
+                if !time_ok {
+                    // A vote whose time cannot be trusted does not count
+                    // towards a quorum (a veto always counts: it only stops).
+                    if v.kind == VoteKind::Approve {
+                        return Vec::new();
+                    }
+                }
+                let p = self.proposals.get_mut(&v.proposal).expect("checked above");
+                match v.kind {
+                    VoteKind::Approve => p.approvals.push((v.admin, index, t)),
+                    VoteKind::Veto => {
+                        if p.veto.is_none() {
+                            p.veto = Some((v.admin, t));
+                        }
+                    }
+                }
+                Vec::new()
+            }
+            Event::Executed { proposal } => self.execute(index, t, time_ok, proposal, reader),
+            Event::Reclaimed { snapshots, packs } => {
+                if !time_ok {
+                    self.problem(index, "a reclaim with an untrustworthy time: not applied");
+                    return Vec::new();
+                }
+                self.reclaim(index, t, snapshots, packs, reader)
+            }
+            Event::IdentityAdded { record } => {
+                self.identities.insert(record);
+                Vec::new()
+            }
+        }
+    }
+
+    fn execute(
+        &mut self,
+        index: u64,
+        t: i64,
+        time_ok: bool,
+        id: ObjectId,
+        reader: &Reader,
+    ) -> Vec<Effect> {
+        let Some(p) = self.proposals.get(&id).cloned() else {
+            self.problem(index, format!("executes unknown proposal {}", id.short()));
+            return Vec::new();
+        };
+        let refuse = |s: &mut Self, why: &str| {
+            s.problem(
+                index,
+                format!("executes proposal {} {why}; not applied", id.short()),
+            );
+            Vec::new()
+        };
+        if p.executed.is_some() {
+            return refuse(self, "a second time");
+        }
+        if let Some((by, _)) = p.veto {
+            let by = crate::id::hex(&by[..4]);
+            return refuse(self, &format!("despite a veto by {by}"));
+        }
+        let Some((qi, qt)) = self.quorum_at(&p) else {
+            return refuse(self, "without a quorum of active admins");
+        };
+        if !time_ok {
+            return refuse(self, "with an untrustworthy time");
+        }
+        if t < qt.saturating_add(self.delay_ns()) {
+            return refuse(self, "before its delay window passed");
+        }
+        let action = p.proposal.action.clone();
+        if let Action::RemoveIdentity(k) = &action {
+            let admins = self.active_admins();
+            if admins.contains(k) && admins.len() - 1 < self.quorum {
+                return refuse(self, "that would leave fewer admins than the quorum");
+            }
+        }
+        // Valid. This reader applies an erasure only once the delay has also
+        // passed since it first saw the quorum, on its own clock.
+        let due = reader
+            .first_seen(qi)
+            .map_or(t, |s| t.max(s.saturating_add(self.delay_ns())));
+        self.proposals.get_mut(&id).expect("checked").executed = Some((index, t));
+        let mut out = Vec::new();
+        match action {
+            Action::DeleteSnapshots(ids) => {
+                for s in ids {
+                    if due <= reader.now_ns {
+                        if let Some(snap) = self.remove_live(&s) {
+                            self.gone.insert(
+                                s,
+                                Gone {
+                                    how: GoneHow::Erased,
+                                    index,
+                                    time_ns: t,
+                                    client: snap.client,
+                                },
+                            );
+                            out.push(Effect::Erase(s));
+                        }
+                    } else if let Some(snap) = self.snapshots.get_mut(&s) {
+                        snap.erase_due_ns = Some(due);
+                    }
+                }
+            }
+            Action::SetRetention(r) => self.retention = r,
+            Action::RemoveIdentity(k) => {
+                self.removed.insert(k);
+            }
+        }
+        out
+    }
+
+    fn remove_live(&mut self, id: &ObjectId) -> Option<Snap> {
+        let s = self.snapshots.remove(id)?;
+        if let Some(ps) = &s.packs {
+            for p in ps {
+                if let Some(n) = self.pack_refs.get_mut(p) {
+                    *n = n.saturating_sub(1);
+                    if *n == 0 {
+                        self.pack_refs.remove(p);
+                    }
+                }
+            }
+        }
+        Some(s)
+    }
+
+    fn reclaim(
+        &mut self,
+        index: u64,
+        t: i64,
+        snapshots: Vec<ObjectId>,
+        packs: Vec<ObjectId>,
+        reader: &Reader,
+    ) -> Vec<Effect> {
+        let mut out = Vec::new();
+        // Checked against the state before this entry: the last-N rule
+        // looks at the client's snapshots as they were.
+        let mut valid = Vec::new();
+        for s in snapshots {
+            let Some(snap) = self.snapshots.get(&s) else {
+                if self.gone.contains_key(&s) {
+                    self.problem(index, format!("reclaims snapshot {} again", s.short()));
+                } else {
+                    self.problem(index, format!("reclaims unknown snapshot {}", s.short()));
+                }
+                continue;
+            };
+            if snap.lock_until_ns > t || snap.lock_until_ns > reader.now_ns {
+                self.problem(
+                    index,
+                    format!("reclaims snapshot {} before its lock expired", s.short()),
+                );
+                continue;
+            }
+            if snap.erase_due_ns.is_some() {
+                valid.push(s);
+                continue;
+            }
+            if self.among_last(&s) {
+                self.problem(
+                    index,
+                    format!(
+                        "reclaims snapshot {}, one of its client's last {KEEP_LAST}",
+                        s.short()
+                    ),
+                );
+                continue;
+            }
+            valid.push(s);
+        }
+        for s in valid {
+            if let Some(snap) = self.remove_live(&s) {
+                self.gone.insert(
+                    s,
+                    Gone {
+                        how: GoneHow::Reclaimed,
+                        index,
+                        time_ns: t,
+                        client: snap.client,
+                    },
+                );
+                out.push(Effect::ReclaimSnapshot(s));
+            }
+        }
+        let unknown = self.snapshots.values().any(|s| s.packs.is_none());
+        for p in packs {
+            if self.pack_live(&p) {
+                self.problem(
+                    index,
+                    format!("reclaims pack {} that a live snapshot lists", p.short()),
+                );
+            } else {
+                if unknown {
+                    // Not provably wrong, but nothing to act on either: a
+                    // reader that cannot read every list deletes nothing.
+                    continue;
+                }
+                out.push(Effect::ReclaimPack(p));
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::Identity;
+    use crate::format::{Chunking, Config};
+
+    const S: i64 = NS;
+    const H: i64 = 3600 * S;
+    const T0: i64 = 1_800_000_000 * S;
+
+    struct Fx {
+        admins: Vec<Identity>,
+        client: Identity,
+        vault: Identity,
+        config: Config,
+        cid: ObjectId,
+        log: Vec<Vec<u8>>,
+        packs: HashMap<ObjectId, Vec<ObjectId>>,
+    }
+
+    fn fx(quorum: u32, delay_secs: u64, keep_within_secs: u64) -> Fx {
+        let admins: Vec<Identity> = (1..=3u8).map(|i| Identity::from_bytes([i; 32])).collect();
+        let client = Identity::from_bytes([10; 32]);
+        let vault = Identity::from_bytes([11; 32]);
+        let mut members: Vec<Member> = admins
+            .iter()
+            .enumerate()
+            .map(|(i, a)| Member {
+                role: Role::Admin,
+                name: format!("admin-{}", i + 1),
+                public: a.public(),
+            })
+            .collect();
+        members.push(Member {
+            role: Role::Client,
+            name: "mx1".into(),
+            public: client.public(),
+        });
+        members.push(Member {
+            role: Role::Vault,
+            name: "vault".into(),
+            public: vault.public(),
+        });
+        let config = Config {
+            repo_id: [0; 16],
+            repo_public: [0; 32],
+            chunking: Chunking {
+                min: 64,
+                avg: 128,
+                max: 256,
+            },
+            pack_target: 1 << 20,
+            zstd_level: 3,
+            members,
+            quorum,
+            retention: Retention {
+                keep_within_secs,
+                daily: 0,
+                weekly: 0,
+                monthly: 0,
+                yearly: 0,
+            },
+            delay_secs,
+            grace_secs: 0,
+        };
+        let cid = ObjectId::of(&config.encode());
+        Fx {
+            admins,
+            client,
+            vault,
+            config,
+            cid,
+            log: Vec::new(),
+            packs: HashMap::new(),
+        }
+    }
+
+    fn sid(n: u8) -> ObjectId {
+        ObjectId([n; 32])
+    }
+
+    impl Fx {
+        fn push(&mut self, time_ns: i64, event: Event) {
+            self.log.push(Entry { time_ns, event }.encode());
+        }
+        fn add(&mut self, t: i64, n: u8, lock: i64) {
+            self.packs.insert(sid(n), vec![ObjectId([100 + n; 32])]);
+            let client = self.client.public();
+            self.push(
+                t,
+                Event::SnapshotAdded {
+                    snapshot: sid(n),
+                    client,
+                    lock_until_ns: lock,
+                },
+            );
+        }
+        fn propose(&mut self, t: i64, action: Action, by: usize) -> ObjectId {
+            let p = Proposal::new(self.cid, action, &self.admins[by], t).unwrap();
+            self.push(
+                t,
+                Event::Proposed {
+                    proposal: p.encode(),
+                },
+            );
+            p.id()
+        }
+        fn vote(&mut self, t: i64, p: ObjectId, kind: VoteKind, by: usize) {
+            let v = Vote::new(p, kind, &self.admins[by]);
+            self.push(t, Event::Voted { vote: v.encode() });
+        }
+        fn run(&self, reader: &Reader) -> (LogState, Vec<Effect>) {
+            let packs = self.packs.clone();
+            LogState::new(&self.config, self.cid, HashMap::new()).fold(
+                self.log.iter().map(|v| v.as_slice()),
+                reader,
+                &mut |id| packs.get(id).cloned(),
+            )
+        }
+    }
+
+    #[test]
+    fn an_honest_log_folds_cleanly() {
+        let mut f = fx(2, 3600, 3600);
+        for i in 0..5u8 {
+            f.add(T0 + i as i64 * H, i, T0 + i as i64 * H + H);
+        }
+        // Reclaim the oldest two (locks passed, not among the last 3).
+        f.push(
+            T0 + 10 * H,
+            Event::Reclaimed {
+                snapshots: vec![sid(0), sid(1)],
+                packs: vec![ObjectId([100; 32]), ObjectId([101; 32])],
+            },
+        );
+        let (st, eff) = f.run(&Reader::at(T0 + 11 * H));
+        assert!(st.problems.is_empty(), "{:?}", st.problems);
+        assert_eq!(st.snapshots.len(), 3);
+        assert_eq!(eff.len(), 4);
+        let _ = &f.vault;
+    }
+
+    #[test]
+    fn future_dated_reclaim_of_locked_snapshots_is_refused() {
+        let mut f = fx(2, 3600, 30 * 86_400);
+        f.add(T0, 1, T0 + 30 * 24 * H);
+        f.add(T0 + H, 2, T0 + H + 30 * 24 * H);
+        // Root on the vault host appends a reclaim dated after the locks.
+        f.push(
+            T0 + 40 * 24 * H,
+            Event::Reclaimed {
+                snapshots: vec![sid(1)],
+                packs: vec![ObjectId([101; 32])],
+            },
+        );
+        let (st, eff) = f.run(&Reader::at(T0 + 2 * H));
+        assert!(eff.is_empty());
+        assert!(st.snapshots.contains_key(&sid(1)));
+        assert!(
+            st.problems
+                .iter()
+                .any(|p| p.what.contains("after this reader's clock")),
+            "{:?}",
+            st.problems
+        );
+    }
+
+    #[test]
+    fn reclaim_before_lock_expiry_is_refused_even_if_dated_honestly() {
+        let mut f = fx(2, 3600, 86_400);
+        for i in 0..5u8 {
+            f.add(T0 + i as i64 * S, i, T0 + 30 * H);
+        }
+        f.push(
+            T0 + H,
+            Event::Reclaimed {
+                snapshots: vec![sid(0)],
+                packs: vec![],
+            },
+        );
+        let (st, eff) = f.run(&Reader::at(T0 + 48 * H));
+        assert!(eff.is_empty());
+        assert_eq!(st.problems.len(), 1);
+        assert!(st.problems[0].what.contains("before its lock expired"));
+    }
+
+    #[test]
+    fn duplicate_snapshot_with_a_past_lock_is_refused() {
+        let mut f = fx(2, 3600, 86_400);
+        f.add(T0, 1, T0 + 24 * H);
+        f.add(T0 + S, 1, T0 - H);
+        let (st, _) = f.run(&Reader::at(T0 + H));
+        assert_eq!(st.snapshots[&sid(1)].lock_until_ns, T0 + 24 * H);
+        assert!(st.problems[0].what.contains("second time"));
+        // A first add with a lock in the past is raised to keep-within.
+        let mut f = fx(2, 3600, 86_400);
+        f.add(T0, 1, T0 - H);
+        let (st, _) = f.run(&Reader::at(T0 + H));
+        assert_eq!(st.snapshots[&sid(1)].lock_until_ns, T0 + 24 * H);
+        assert_eq!(st.problems.len(), 1);
+    }
+
+    #[test]
+    fn reordered_entries_are_reported_and_not_destructive() {
+        let mut f = fx(2, 3600, 0);
+        for i in 0..5u8 {
+            f.add(T0 + i as i64 * H, i, T0 + i as i64 * H);
+        }
+        f.push(
+            T0 + H,
+            Event::Reclaimed {
+                snapshots: vec![sid(0)],
+                packs: vec![],
+            },
+        );
+        let (st, eff) = f.run(&Reader::at(T0 + 10 * H));
+        assert!(eff.is_empty());
+        assert!(st.problems[0].what.contains("before the entry before it"));
+    }
+
+    #[test]
+    fn reclaim_of_a_clients_last_snapshots_is_refused() {
+        let mut f = fx(2, 3600, 0);
+        for i in 0..3u8 {
+            f.add(T0 + i as i64 * H, i, T0 + i as i64 * H);
+        }
+        f.push(
+            T0 + 5 * H,
+            Event::Reclaimed {
+                snapshots: vec![sid(0), sid(1), sid(2)],
+                packs: vec![],
+            },
+        );
+        let (st, eff) = f.run(&Reader::at(T0 + 10 * H));
+        assert!(eff.is_empty());
+        assert_eq!(st.problems.len(), 3);
+        assert_eq!(st.snapshots.len(), 3);
+    }
+
+    #[test]
+    fn pack_listed_by_a_live_snapshot_is_not_reclaimable() {
+        let mut f = fx(2, 3600, 0);
+        for i in 0..4u8 {
+            f.add(T0 + i as i64 * H, i, T0 + i as i64 * H);
+        }
+        f.push(
+            T0 + 5 * H,
+            Event::Reclaimed {
+                snapshots: vec![sid(0)],
+                packs: vec![ObjectId([100; 32]), ObjectId([102; 32])],
+            },
+        );
+        let (st, eff) = f.run(&Reader::at(T0 + 10 * H));
+        assert_eq!(
+            eff,
+            vec![
+                Effect::ReclaimSnapshot(sid(0)),
+                Effect::ReclaimPack(ObjectId([100; 32]))
+            ]
+        );
+        assert_eq!(st.problems.len(), 1);
+        assert!(st.problems[0].what.contains("live snapshot lists"));
+    }
+
+    fn erase_proposal(f: &mut Fx, t: i64) -> ObjectId {
+        f.propose(t, Action::DeleteSnapshots(vec![sid(1)]), 0)
+    }
+
+    #[test]
+    fn early_execution_is_refused() {
+        let mut f = fx(2, 72 * 3600, 0);
+        f.add(T0, 1, T0);
+        let p = erase_proposal(&mut f, T0 + H);
+        f.vote(T0 + 2 * H, p, VoteKind::Approve, 1);
+        f.push(T0 + 3 * H, Event::Executed { proposal: p });
+        let (st, eff) = f.run(&Reader::at(T0 + 100 * H));
+        assert!(eff.is_empty());
+        assert!(st.problems[0].what.contains("before its delay"));
+        assert!(st.snapshots.contains_key(&sid(1)));
+    }
+
+    #[test]
+    fn execution_dated_after_the_delay_but_in_the_readers_future_is_refused() {
+        let mut f = fx(2, 72 * 3600, 0);
+        f.add(T0, 1, T0);
+        let p = erase_proposal(&mut f, T0 + H);
+        f.vote(T0 + 2 * H, p, VoteKind::Approve, 1);
+        f.push(T0 + 80 * H, Event::Executed { proposal: p });
+        let (st, eff) = f.run(&Reader::at(T0 + 3 * H));
+        assert!(eff.is_empty());
+        assert!(st.snapshots.contains_key(&sid(1)));
+        assert!(!st.problems.is_empty());
+    }
+
+    #[test]
+    fn a_replica_counts_the_delay_from_when_it_saw_the_quorum() {
+        let mut f = fx(2, 72 * 3600, 0);
+        f.add(T0, 1, T0);
+        // Backdated into a quiet gap: quorum "reached" at T0+2h.
+        let p = erase_proposal(&mut f, T0 + H);
+        f.vote(T0 + 2 * H, p, VoteKind::Approve, 1);
+        f.push(T0 + 75 * H, Event::Executed { proposal: p });
+        // This replica last pulled at T0 + 74h, when the log had 1 entry.
+        let mut r = Reader::at(T0 + 76 * H);
+        r.contacts = Some(vec![(1, T0 + 74 * H)]);
+        r.held = Some((1, T0));
+        let (st, eff) = f.run(&r);
+        assert!(eff.is_empty(), "applied before its own window");
+        assert_eq!(
+            st.snapshots[&sid(1)].erase_due_ns,
+            Some(T0 + 76 * H + 72 * H)
+        );
+        // Its checkpoint then said T0+74h: the votes are backdated.
+        r.held = Some((1, T0 + 74 * H));
+        let (st, _) = f.run(&r);
+        assert!(st.problems.iter().any(|p| p.what.contains("backdated")));
+        // Later, past its own window, it applies the erasure.
+        let mut r = Reader::at(T0 + 200 * H);
+        r.contacts = Some(vec![(1, T0 + 74 * H), (4, T0 + 76 * H)]);
+        let (st, eff) = f.run(&r);
+        assert_eq!(eff, vec![Effect::Erase(sid(1))]);
+        assert!(st.problems.is_empty());
+    }
+
+    #[test]
+    fn a_veto_is_final_even_after_its_caster_is_removed() {
+        let mut f = fx(2, 3600, 0);
+        f.add(T0, 1, T0);
+        let p = erase_proposal(&mut f, T0 + H);
+        f.vote(T0 + 2 * H, p, VoteKind::Veto, 2);
+        // Admins 0 and 1 remove admin 2, properly.
+        let r = f.propose(T0 + 3 * H, Action::RemoveIdentity(f.admins[2].public()), 0);
+        f.vote(T0 + 4 * H, r, VoteKind::Approve, 1);
+        f.push(T0 + 6 * H, Event::Executed { proposal: r });
+        f.vote(T0 + 7 * H, p, VoteKind::Approve, 1);
+        f.push(T0 + 9 * H, Event::Executed { proposal: p });
+        let (st, eff) = f.run(&Reader::at(T0 + 10 * H));
+        assert!(st.removed.contains(&f.admins[2].public()));
+        assert!(eff.is_empty());
+        assert!(st.problems[0].what.contains("despite a veto"));
+        assert!(matches!(
+            st.status(&p, T0 + 10 * H),
+            Some(Status::Vetoed { .. })
+        ));
+    }
+
+    #[test]
+    fn the_subject_of_a_removal_cannot_veto_it_and_quorum_is_kept() {
+        let mut f = fx(2, 3600, 0);
+        let target = f.admins[2].public();
+        let r = f.propose(T0, Action::RemoveIdentity(target), 0);
+        f.vote(T0 + S, r, VoteKind::Veto, 2);
+        f.vote(T0 + 2 * S, r, VoteKind::Approve, 1);
+        f.push(T0 + 2 * H, Event::Executed { proposal: r });
+        let (st, _) = f.run(&Reader::at(T0 + 3 * H));
+        assert!(st.removed.contains(&target));
+        assert_eq!(st.problems.len(), 1);
+        assert!(st.problems[0].what.contains("its own removal"));
+        // Two removals ready together would leave 1 admin < quorum 2.
+        let mut f = fx(2, 3600, 0);
+        let (a1, a2) = (f.admins[1].public(), f.admins[2].public());
+        let r1 = f.propose(T0, Action::RemoveIdentity(a1), 0);
+        f.vote(T0 + S, r1, VoteKind::Approve, 2);
+        let r2 = f.propose(T0 + 2 * S, Action::RemoveIdentity(a2), 0);
+        f.vote(T0 + 3 * S, r2, VoteKind::Approve, 1);
+        f.push(T0 + 2 * H, Event::Executed { proposal: r1 });
+        f.push(T0 + 2 * H + S, Event::Executed { proposal: r2 });
+        let (st, _) = f.run(&Reader::at(T0 + 3 * H));
+        assert_eq!(st.active_admins().len(), 2);
+        assert!(!st.problems.is_empty());
+    }
+
+    #[test]
+    fn one_admin_alone_and_forged_votes_do_not_make_a_quorum() {
+        let mut f = fx(2, 0, 0);
+        f.add(T0, 1, T0);
+        let p = erase_proposal(&mut f, T0 + S);
+        f.vote(T0 + 2 * S, p, VoteKind::Approve, 0);
+        let outsider = Identity::from_bytes([77; 32]);
+        let v = Vote::new(p, VoteKind::Approve, &outsider);
+        f.push(T0 + 3 * S, Event::Voted { vote: v.encode() });
+        f.push(T0 + 4 * S, Event::Executed { proposal: p });
+        let (st, eff) = f.run(&Reader::at(T0 + H));
+        assert!(eff.is_empty());
+        assert!(st.snapshots.contains_key(&sid(1)));
+        assert_eq!(st.problems.len(), 2);
+    }
+
+    #[test]
+    fn garbage_never_panics() {
+        let f = fx(2, 0, 0);
+        let mut st = LogState::new(&f.config, f.cid, HashMap::new());
+        for raw in [&b""[..], &[1u8; 3], &[1, 0, 0, 0, 0, 0, 0, 0, 0, 9][..]] {
+            st.apply(raw, &Reader::at(T0), &mut |_| None);
+        }
+        assert_eq!(st.problems.len(), 3);
+    }
+}
