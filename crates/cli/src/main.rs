@@ -9,6 +9,7 @@ mod cmd;
 mod util;
 
 use std::process::ExitCode;
+use std::sync::atomic::Ordering;
 
 use clap::{Parser, Subcommand};
 
@@ -67,6 +68,68 @@ enum Command {
     /// Pull replicas: copies the vault cannot reach
     #[command(subcommand)]
     Replica(cmd::replica::ReplicaCommand),
+    /// The vault checkpoint this key last verified (kept in the cache dir)
+    #[command(subcommand)]
+    Checkpoint(CheckpointCommand),
+}
+
+#[derive(Subcommand)]
+enum CheckpointCommand {
+    /// Show the held checkpoint
+    Show(CheckpointArgs),
+    /// Move the held checkpoint aside (kept as evidence): the next contact
+    /// trusts the vault's current log as a first contact does. Only when
+    /// this machine lost or damaged it, or after a documented recovery of
+    /// the vault; never to silence a rollback you cannot explain.
+    Forget(CheckpointArgs),
+}
+
+#[derive(clap::Args)]
+struct CheckpointArgs {
+    /// The key whose checkpoint it is (a passphrase-protected key asks for
+    /// its passphrase: the file is named after the key's public identity)
+    #[arg(long)]
+    key: std::path::PathBuf,
+}
+
+fn checkpoint(c: CheckpointCommand) -> anyhow::Result<ExitCode> {
+    let (forget, a) = match c {
+        CheckpointCommand::Show(a) => (false, a),
+        CheckpointCommand::Forget(a) => (true, a),
+    };
+    let key = util::load_key(&a.key)?;
+    let public = key
+        .identity()
+        .ok_or_else(|| anyhow::anyhow!("this key never talks to a vault"))?
+        .public();
+    let path = holdfast_store::VaultBackend::checkpoint_path(
+        &util::checkpoint_dir(),
+        &key.config_id,
+        &public,
+    );
+    if forget {
+        match holdfast_store::VaultBackend::forget_checkpoint(&path) {
+            Ok(Some(aside)) => util::out(format!(
+                "forgot {}: kept as {}; the next contact with the vault is a first contact",
+                path.display(),
+                aside.display()
+            )),
+            Ok(None) => util::out(format!("no checkpoint held at {}", path.display())),
+            Err(e) => anyhow::bail!("{}: {e}", path.display()),
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    match holdfast_store::VaultBackend::read_held_checkpoint(&path, &key.config_id, None)? {
+        Some(cp) => util::out(format!(
+            "{}: size {}, root {}, vault time {}",
+            path.display(),
+            cp.size,
+            holdfast_core::id::hex(&cp.root),
+            util::time(cp.time_ns)
+        )),
+        None => util::out(format!("no checkpoint held at {}", path.display())),
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn main() -> ExitCode {
@@ -89,8 +152,12 @@ fn main() -> ExitCode {
         Command::Audit(a) => cmd::audit::run(a),
         Command::Replica(c) => cmd::replica::run(c),
         Command::Export(a) => cmd::export::run(a),
+        Command::Checkpoint(c) => checkpoint(c),
     };
     match r {
+        Ok(code) if code == ExitCode::SUCCESS && util::LOG_TAMPERED.load(Ordering::Relaxed) => {
+            ExitCode::from(util::EXIT_DAMAGE)
+        }
         Ok(code) => code,
         Err(e) => {
             let code = util::exit_code_for(&e);

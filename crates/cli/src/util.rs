@@ -13,11 +13,14 @@ use holdfast_core::merkle::Checkpoint;
 use holdfast_core::vaultlog::split_log;
 use holdfast_repo::keys::Key;
 use holdfast_repo::{Backend, Progress, Repository};
-use holdfast_store::{BundleSet, LocalDir, S3Store, StoreError, VaultBackend};
+use holdfast_store::{BundleSet, Kind, LocalDir, S3Store, StoreError, VaultBackend, read_regular};
 use zeroize::Zeroizing;
 
 pub const EXIT_PARTIAL: u8 = 3;
 pub const EXIT_DAMAGE: u8 = 4;
+
+/// The largest vault log read from a replica or bundle directory.
+const MAX_LOG: u64 = 4 << 30;
 
 /// Connects to a vault as the holder of `key`; the last checkpoint this
 /// user verified is kept in the cache directory.
@@ -26,8 +29,12 @@ fn connect_vault(repo: &str, key: &Key) -> Result<VaultBackend> {
         .identity()
         .ok_or_else(|| anyhow!("this key cannot sign requests to a vault"))?
         .clone();
-    let state = cache_dir(None).join("checkpoints");
-    Ok(VaultBackend::connect(repo, id, key.config_id, &state)?)
+    Ok(VaultBackend::connect(
+        repo,
+        id,
+        key.config_id,
+        &checkpoint_dir(),
+    )?)
 }
 
 /// Opens the backend a REPO argument names, as the holder of `key`.
@@ -44,9 +51,9 @@ pub fn backend(repo: &str, key: &Key) -> Result<Arc<dyn Backend>> {
     if repo.starts_with("s3://") {
         return Ok(Arc::new(S3Store::open(repo, false)?));
     }
+    // Temp files of crashed writers are cleaned by the first write, never
+    // by a command that only reads (the directory may be a hostile copy).
     let b = LocalDir::open(repo).map_err(|_| anyhow!("{repo}: no holdfast repository here"))?;
-    // Temp files of crashed writers; an hour old so live writers are safe.
-    let _ = b.clean_tmp(Duration::from_secs(3600));
     Ok(Arc::new(b))
 }
 
@@ -82,9 +89,86 @@ pub fn load_key(path: &Path) -> Result<Key> {
 
 /// Opens REPO with KEY: the config must be the one the key pins.
 pub fn open(repo: &str, key: &Path) -> Result<(Repository, Key)> {
+    if repo.starts_with("https://") {
+        let (_, r, k) = open_vault(repo, key)?;
+        return Ok((r, k));
+    }
     let key = load_key(key)?;
-    let r = Repository::open(backend(repo, &key)?, &key)?;
+    let backend = backend(repo, &key)?;
+    same_repository(backend.as_ref(), &key)?;
+    let mut r = Repository::open(backend, &key)?;
+    if let Some((entries, cp)) = local_log(repo)? {
+        attach_log(&mut r, &entries, &cp);
+    }
     Ok((r, key))
+}
+
+/// Set when a log read by this process broke a rule: the command then
+/// exits 4 whatever else it did.
+pub static LOG_TAMPERED: AtomicBool = AtomicBool::new(false);
+
+/// Folds the vault's log into `r` (so `latest` and every listing use the
+/// vault's time) and reports what the fold found, once.
+fn attach_log(r: &mut Repository, entries: &[Vec<u8>], cp: &Checkpoint) {
+    r.attach_log(entries, cp);
+    let problems = r.log_problems();
+    if !problems.is_empty() {
+        for p in problems {
+            eprintln!("holdfast: TAMPERING DETECTED in the vault's log: {p}");
+        }
+        LOG_TAMPERED.store(true, Ordering::Relaxed);
+    }
+}
+
+/// The log of a vault, replica or bundle directory (`vault/`), if any.
+fn local_log(repo: &str) -> Result<Option<(Vec<Vec<u8>>, Checkpoint)>> {
+    if repo.starts_with("s3://") {
+        return Ok(None);
+    }
+    let dir = match repo.strip_prefix("bundle:") {
+        Some(spec) => PathBuf::from(spec.split(',').next_back().unwrap_or("")),
+        None => PathBuf::from(repo),
+    }
+    .join("vault");
+    // A received bundle or replica is untrusted: regular files of bounded
+    // size only; anything else there (a symlink, a FIFO) is damage, exit 4.
+    let read = |name: &str, max: u64| match read_regular(&dir.join(name), max) {
+        Ok(b) => Ok(Some(b)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) if e.kind() == std::io::ErrorKind::InvalidData => Err(
+            holdfast_repo::Error::Corrupt(format!("{}/{name}: {e}", dir.display())),
+        ),
+        Err(e) => Err(holdfast_repo::Error::Io {
+            path: dir.join(name).display().to_string(),
+            source: e,
+        }),
+    };
+    let (Some(raw), Some(cp)) = (read("log", MAX_LOG)?, read("checkpoint", 4096)?) else {
+        return Ok(None);
+    };
+    let cp = Checkpoint::decode(&cp)
+        .map_err(|e| holdfast_repo::Error::Corrupt(format!("{}/checkpoint: {e}", dir.display())))?;
+    let entries = split_log(&raw).0.into_iter().map(|e| e.to_vec()).collect();
+    Ok(Some((entries, cp)))
+}
+
+/// A key given with the wrong --repo is a wrong argument (exit 1), not
+/// tampering: refused here when REPO holds a well-formed config that does
+/// not list this key at all. Anything else that is not the pinned config
+/// (altered, damaged) is left to [`Repository::open`], which calls it
+/// tampering.
+fn same_repository(backend: &dyn Backend, key: &Key) -> holdfast_repo::Result<()> {
+    match backend.get_pinned(Kind::Config, "config", &key.config_id) {
+        Err(StoreError::Corrupt { .. }) => {}
+        _ => return Ok(()),
+    }
+    let Ok(found) = backend.get(Kind::Config, "config") else {
+        return Ok(());
+    };
+    match key.wrong_repository(&backend.location(), &found) {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
 }
 
 /// Opens a vault repository (REPO must be https://…), keeping the typed
@@ -95,7 +179,10 @@ pub fn open_vault(repo: &str, key: &Path) -> Result<(Arc<VaultBackend>, Reposito
     }
     let key = load_key(key)?;
     let v = Arc::new(connect_vault(repo, &key)?);
-    let r = Repository::open(v.clone(), &key)?;
+    let mut r = Repository::open(v.clone(), &key)?;
+    let cp = v.sync_checkpoint()?;
+    let entries = v.log_entries(0, cp.size)?;
+    attach_log(&mut r, &entries, &cp);
     Ok((v, r, key))
 }
 
@@ -112,20 +199,8 @@ pub fn open_with_log(repo: &str, key: &Path) -> Result<WithLog> {
         return Ok((r, k, Some((entries, cp))));
     }
     let (r, k) = open(repo, key)?;
-    let dir = match repo.strip_prefix("bundle:") {
-        Some(spec) => PathBuf::from(spec.split(',').next_back().unwrap_or("")),
-        None => PathBuf::from(repo),
-    }
-    .join("vault");
-    let (Ok(raw), Ok(cp)) = (
-        std::fs::read(dir.join("log")),
-        std::fs::read(dir.join("checkpoint")),
-    ) else {
-        return Ok((r, k, None));
-    };
-    let cp = Checkpoint::decode(&cp).map_err(|e| anyhow!("{}: checkpoint: {e}", dir.display()))?;
-    let entries = split_log(&raw).0.into_iter().map(|e| e.to_vec()).collect();
-    Ok((r, k, Some((entries, cp))))
+    let log = local_log(repo)?;
+    Ok((r, k, log))
 }
 
 pub fn cache_dir(flag: Option<PathBuf>) -> PathBuf {
@@ -257,18 +332,26 @@ pub fn lossy(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
+/// The exit status an error keeps to the end: 4 for damage or tampering
+/// found in the repository, 1 for everything else (a wrong argument or key,
+/// this machine's I/O, the network, a damaged local record). Decided by the
+/// error's kind, never by its text.
 pub fn exit_code_for(e: &anyhow::Error) -> ExitCode {
-    let damage = match e.downcast_ref::<holdfast_repo::Error>() {
-        Some(holdfast_repo::Error::Tamper(_))
-        | Some(holdfast_repo::Error::Corrupt(_))
-        | Some(holdfast_repo::Error::Store(StoreError::Tamper(_))) => true,
-        _ => matches!(e.downcast_ref::<StoreError>(), Some(StoreError::Tamper(_))),
-    };
-    if damage {
+    let damage = e.chain().find_map(|c| {
+        c.downcast_ref::<holdfast_repo::Error>()
+            .map(|r| r.is_damage())
+            .or_else(|| c.downcast_ref::<StoreError>().map(|s| s.is_damage()))
+    });
+    if damage == Some(true) {
         ExitCode::from(EXIT_DAMAGE)
     } else {
         ExitCode::FAILURE
     }
+}
+
+/// The state directory where each key's held vault checkpoint is kept.
+pub fn checkpoint_dir() -> PathBuf {
+    cache_dir(None).join("checkpoints")
 }
 
 /// The error and its causes on one line.

@@ -341,6 +341,21 @@ pub struct PackEntry {
     pub raw_len: u32,
 }
 
+impl PackEntry {
+    /// Where the sealed blob lies in its pack, computed without overflow.
+    /// Every entry [`decode_pack_table`] returns ends at or before
+    /// `u32::MAX`, so this never fails for one of those.
+    pub fn range(&self) -> Option<std::ops::Range<usize>> {
+        let start = usize::try_from(self.offset).ok()?;
+        Some(start..start.checked_add(usize::try_from(self.stored_len).ok()?)?)
+    }
+
+    /// The sealed blob's bytes in `pack`, or None if the pack is shorter.
+    pub fn sealed<'a>(&self, pack: &'a [u8]) -> Option<&'a [u8]> {
+        pack.get(self.range()?)
+    }
+}
+
 pub const PACK_HEADER_LEN: usize = 8 + 32;
 pub const PACK_ENTRY_LEN: usize = 32 + 1 + 1 + 4 + 4 + 4;
 /// count u32 before the entries; table_len u32 + magic after.
@@ -439,15 +454,19 @@ pub fn decode_pack_table(table: &[u8], blob_end: u64) -> Result<Vec<PackEntry>, 
         if e.kind > KIND_TREE || e.flags & !FLAG_ZSTD != 0 {
             return Err(DecodeError::Invalid("pack entry kind or flags"));
         }
+        // Offsets are u32: no blob may end past 4 GiB - 1, whatever the
+        // size of the pack (a crafted one may be larger).
+        let end = e.offset as u64 + e.stored_len as u64;
         if (e.offset as u64) < next
-            || e.offset as u64 + e.stored_len as u64 > blob_end
+            || end > blob_end
+            || end > u32::MAX as u64
             || (e.stored_len as usize) < crypto::NONCE_LEN + crypto::TAG_LEN
             || e.stored_len as usize > MAX_BLOB
             || e.raw_len as usize > MAX_BLOB
         {
             return Err(DecodeError::Invalid("pack entry bounds"));
         }
-        next = e.offset as u64 + e.stored_len as u64;
+        next = end;
         out.push(e);
     }
     r.finish()?;
@@ -463,10 +482,12 @@ pub fn parse_pack(bytes: &[u8]) -> Result<([u8; 32], Vec<PackEntry>), DecodeErro
     let epk: [u8; 32] = bytes[8..40].try_into().unwrap();
     let tlen = pack_table_len(&bytes[bytes.len() - PACK_TRAILER_LEN..])?;
     let table_end = bytes.len() - PACK_TRAILER_LEN;
-    if tlen > table_end - PACK_HEADER_LEN {
+    let Some(start) = table_end
+        .checked_sub(tlen)
+        .filter(|s| *s >= PACK_HEADER_LEN)
+    else {
         return Err(DecodeError::Invalid("pack table length"));
-    }
-    let start = table_end - tlen;
+    };
     let entries = decode_pack_table(&bytes[start..table_end], start as u64)?;
     Ok((epk, entries))
 }
@@ -944,6 +965,62 @@ mod tests {
             open_blob(&opened, &other, &e, blob),
             Err(BlobError::IdMismatch(e.id))
         );
+    }
+
+    #[test]
+    fn crafted_pack_tables_are_errors_never_panics() {
+        let entry = |offset: u32, stored_len: u32| PackEntry {
+            id: BlobId([1; 32]),
+            kind: KIND_DATA,
+            flags: 0,
+            offset,
+            stored_len,
+            raw_len: 1,
+        };
+        let table = |es: &[PackEntry]| {
+            let t = encode_pack_table(es);
+            t[..t.len() - PACK_TRAILER_LEN].to_vec()
+        };
+        // A pack of 5 GiB (never built: only its size is claimed): a blob
+        // that ends past 4 GiB cannot be addressed with u32 offsets.
+        let huge = 5u64 << 30;
+        let past = [entry(u32::MAX - 100, 1000)];
+        assert_eq!(
+            decode_pack_table(&table(&past), huge),
+            Err(DecodeError::Invalid("pack entry bounds"))
+        );
+        // Ending exactly at 4 GiB - 1 is the largest accepted, and its
+        // range is computed without overflow.
+        let last = [entry(u32::MAX - 1000, 1000)];
+        let got = decode_pack_table(&table(&last), huge).unwrap();
+        assert_eq!(
+            got[0].range(),
+            Some((u32::MAX - 1000) as usize..u32::MAX as usize)
+        );
+        assert_eq!(got[0].sealed(&[0u8; 64]), None);
+        // Overlapping, out of the blob area, before the header, too short.
+        for es in [
+            vec![entry(40, 100), entry(100, 100)],
+            vec![entry(40, 100)],
+            vec![entry(0, 100)],
+            vec![entry(40, 10)],
+        ] {
+            assert!(decode_pack_table(&table(&es), 120).is_err(), "{es:?}");
+        }
+        // Whole packs: a table length larger than the pack, a trailer
+        // alone, a table starting inside the header.
+        let mut p = PACK_MAGIC.to_vec();
+        p.extend([0u8; 32]);
+        p.extend(encode_pack_table(&[]));
+        assert!(parse_pack(&p).is_ok());
+        for tlen in [u32::MAX, 5, 1 << 20] {
+            let mut bad = p.clone();
+            let at = bad.len() - PACK_TRAILER_LEN;
+            bad[at..at + 4].copy_from_slice(&tlen.to_le_bytes());
+            assert!(parse_pack(&bad).is_err());
+        }
+        assert!(parse_pack(&p[..p.len() - 1]).is_err());
+        assert!(parse_pack(&[]).is_err());
     }
 
     #[test]

@@ -22,6 +22,26 @@ pub const KEY_MAGIC: &[u8; 8] = b"HFKEY001";
 const PROT_PLAIN: u8 = 0;
 const PROT_ARGON2ID: u8 = 1;
 
+/// The most Argon2id work a key file may ask of whoever opens it, well
+/// above what `init` writes ([`KdfParams::DEFAULT`]: 46 MiB, 2 passes) and
+/// low enough that a hostile key file cannot take minutes or the machine's
+/// memory: at most 1 GiB, 16 passes, 8 lanes, and memory × passes at most
+/// 2 GiB (a few seconds).
+pub const MAX_KDF_MEMORY_KIB: u32 = 1 << 20;
+pub const MAX_KDF_PASSES: u32 = 16;
+pub const MAX_KDF_LANES: u32 = 8;
+pub const MAX_KDF_WORK_KIB: u64 = 2 << 20;
+
+/// True when a key file's Argon2id parameters are within the limits above
+/// (and valid for Argon2 at all).
+pub fn kdf_params_acceptable(p: &KdfParams) -> bool {
+    p.check()
+        && p.m_kib <= MAX_KDF_MEMORY_KIB
+        && p.t <= MAX_KDF_PASSES
+        && p.p <= MAX_KDF_LANES
+        && p.m_kib as u64 * p.t as u64 <= MAX_KDF_WORK_KIB
+}
+
 /// Decrypted key material, by role.
 pub enum Secret {
     Client {
@@ -164,6 +184,13 @@ impl KeyFile {
     }
 
     pub fn open(&self, passphrase: Option<&[u8]>) -> Result<Secret, KeyError> {
+        if let Protection::Passphrase { params, .. } = &self.protection
+            && !kdf_params_acceptable(params)
+        {
+            return Err(KeyError::Decode(DecodeError::TooLarge(
+                "Argon2 cost of the key file",
+            )));
+        }
         match &self.protection {
             Protection::Plain(p) => Ok(Secret::decode(self.role, p)?),
             Protection::Passphrase {
@@ -216,8 +243,8 @@ impl KeyFile {
                     t: r.u32()?,
                     p: r.u32()?,
                 };
-                if !params.check() {
-                    return Err(DecodeError::Invalid("key derivation parameters"));
+                if !kdf_params_acceptable(&params) {
+                    return Err(DecodeError::TooLarge("Argon2 cost of the key file"));
                 }
                 Protection::Passphrase {
                     params,
@@ -273,5 +300,61 @@ mod tests {
         let mut renamed = back.clone();
         renamed.name = "admin-2".into();
         assert!(renamed.open(Some(b"pw")).is_err());
+    }
+
+    #[test]
+    fn costly_kdf_parameters_are_refused_before_any_work() {
+        let id = Identity::generate().unwrap();
+        let kf = KeyFile::seal(
+            Role::Restore,
+            "restore",
+            ObjectId([4; 32]),
+            &Secret::Signer(id),
+            Some((b"pw", KdfParams::DEFAULT)),
+        )
+        .unwrap();
+        let good = kf.encode();
+        assert!(KeyFile::decode(&good).is_ok());
+        // The parameters sit right after the protection byte.
+        let at = good.len() - (12 + 16 + 4 + kf_sealed_len(&kf));
+        let with = |m: u32, t: u32, p: u32| {
+            let mut b = good.to_vec();
+            b[at..at + 4].copy_from_slice(&m.to_le_bytes());
+            b[at + 4..at + 8].copy_from_slice(&t.to_le_bytes());
+            b[at + 8..at + 12].copy_from_slice(&p.to_le_bytes());
+            b
+        };
+        assert!(KeyFile::decode(&with(47_104, 2, 1)).is_ok());
+        assert!(KeyFile::decode(&with(MAX_KDF_MEMORY_KIB, 2, 1)).is_ok());
+        let t0 = std::time::Instant::now();
+        for (m, t, p) in [
+            (4 * 1024 * 1024, 1, 1),    // 4 GiB
+            (MAX_KDF_MEMORY_KIB, 3, 1), // 3 GiB of passes
+            (47_104, 64, 1),            // 64 passes
+            (47_104, 2, 16),            // 16 lanes
+            (u32::MAX, u32::MAX, u32::MAX),
+        ] {
+            match KeyFile::decode(&with(m, t, p)) {
+                Err(DecodeError::TooLarge(_)) => {}
+                r => panic!("{m} {t} {p}: {:?}", r.map(|_| ())),
+            }
+        }
+        assert!(t0.elapsed() < std::time::Duration::from_secs(1));
+        // A key file built in memory with such parameters does not open.
+        let mut costly = kf.clone();
+        if let Protection::Passphrase { params, .. } = &mut costly.protection {
+            params.m_kib = 4 * 1024 * 1024;
+        }
+        assert!(matches!(
+            costly.open(Some(b"pw")),
+            Err(KeyError::Decode(DecodeError::TooLarge(_)))
+        ));
+    }
+
+    fn kf_sealed_len(kf: &KeyFile) -> usize {
+        match &kf.protection {
+            Protection::Passphrase { sealed, .. } => sealed.len(),
+            Protection::Plain(_) => unreachable!(),
+        }
     }
 }

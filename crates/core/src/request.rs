@@ -1,16 +1,23 @@
-//! Signed requests to the vault. Every request carries four headers:
+//! Signed requests to the vault. Every request carries five headers:
 //!
 //! | header | value |
 //! |---|---|
 //! | `x-holdfast-key` | signer's Ed25519 public key, hex |
 //! | `x-holdfast-time` | signer's clock, ns since the epoch, decimal |
 //! | `x-holdfast-nonce` | 16 random bytes, hex |
+//! | `x-holdfast-body` | BLAKE3 of the body, hex (absent: the empty body) |
 //! | `x-holdfast-signature` | Ed25519 signature, hex |
 //!
 //! The signature (context `holdfast request v1`) covers
 //! `METHOD \n PATH-AND-QUERY \n TIME \n NONCE-HEX \n BLAKE3(BODY)-HEX`, so a
 //! request cannot be altered, moved to another path, or replayed outside the
 //! time window (the vault remembers nonces for the whole window).
+//!
+//! Because the body's hash travels in a header, the vault checks the
+//! signature ([`Auth::verify_declared`]) before it reads a byte of the body,
+//! then reads the body and checks it against the signed hash
+//! ([`Auth::body_matches`]): nobody without a key can make it buffer
+//! anything.
 
 use crate::codec::DecodeError;
 use crate::crypto::{self, CryptoError, Identity};
@@ -21,6 +28,7 @@ pub const H_KEY: &str = "x-holdfast-key";
 pub const H_TIME: &str = "x-holdfast-time";
 pub const H_NONCE: &str = "x-holdfast-nonce";
 pub const H_SIG: &str = "x-holdfast-signature";
+pub const H_BODY: &str = "x-holdfast-body";
 /// How far a request's time may be from the vault's clock.
 pub const WINDOW_NS: i64 = 300 * 1_000_000_000;
 
@@ -29,16 +37,28 @@ pub struct Auth {
     pub key: [u8; 32],
     pub time_ns: i64,
     pub nonce: [u8; 16],
+    /// BLAKE3 of the body, as declared by the signer (and signed).
+    pub body_hash: [u8; 32],
     pub signature: [u8; 64],
 }
 
-fn message(method: &str, path: &str, time_ns: i64, nonce: &[u8; 16], body: &[u8]) -> Vec<u8> {
+fn message(
+    method: &str,
+    path: &str,
+    time_ns: i64,
+    nonce: &[u8; 16],
+    body_hash: &[u8; 32],
+) -> Vec<u8> {
     format!(
         "{method}\n{path}\n{time_ns}\n{}\n{}",
         hex(nonce),
-        blake3::hash(body).to_hex()
+        hex(body_hash)
     )
     .into_bytes()
+}
+
+fn empty_body_hash() -> [u8; 32] {
+    *blake3::hash(b"").as_bytes()
 }
 
 impl Auth {
@@ -50,28 +70,51 @@ impl Auth {
         body: &[u8],
     ) -> Result<Self, CryptoError> {
         let nonce = crypto::random_bytes()?;
+        let body_hash = *blake3::hash(body).as_bytes();
         Ok(Auth {
             key: id.public(),
             time_ns,
             nonce,
-            signature: id.sign(SIG_REQUEST, &message(method, path, time_ns, &nonce, body)),
+            body_hash,
+            signature: id.sign(
+                SIG_REQUEST,
+                &message(method, path, time_ns, &nonce, &body_hash),
+            ),
         })
     }
 
-    pub fn verify(&self, method: &str, path: &str, body: &[u8]) -> Result<(), CryptoError> {
+    /// Checks the signature over method, path, time, nonce and the
+    /// declared body hash, without the body.
+    pub fn verify_declared(&self, method: &str, path: &str) -> Result<(), CryptoError> {
         crypto::verify(
             &self.key,
             SIG_REQUEST,
-            &message(method, path, self.time_ns, &self.nonce, body),
+            &message(method, path, self.time_ns, &self.nonce, &self.body_hash),
             &self.signature,
         )
     }
 
-    pub fn headers(&self) -> [(&'static str, String); 4] {
+    /// Is `body` the body the signer declared?
+    pub fn body_matches(&self, body: &[u8]) -> bool {
+        *blake3::hash(body).as_bytes() == self.body_hash
+    }
+
+    /// The whole check: signature and body.
+    pub fn verify(&self, method: &str, path: &str, body: &[u8]) -> Result<(), CryptoError> {
+        self.verify_declared(method, path)?;
+        if self.body_matches(body) {
+            Ok(())
+        } else {
+            Err(CryptoError::BadSignature)
+        }
+    }
+
+    pub fn headers(&self) -> [(&'static str, String); 5] {
         [
             (H_KEY, hex(&self.key)),
             (H_TIME, self.time_ns.to_string()),
             (H_NONCE, hex(&self.nonce)),
+            (H_BODY, hex(&self.body_hash)),
             (H_SIG, hex(&self.signature)),
         ]
     }
@@ -94,6 +137,10 @@ impl Auth {
             key: fixed(H_KEY, 32)?.try_into().unwrap(),
             time_ns: t.parse().map_err(|_| DecodeError::Invalid(H_TIME))?,
             nonce: fixed(H_NONCE, 16)?.try_into().unwrap(),
+            body_hash: match get(H_BODY) {
+                None => empty_body_hash(),
+                Some(_) => fixed(H_BODY, 32)?.try_into().unwrap(),
+            },
             signature: fixed(H_SIG, 64)?.try_into().unwrap(),
         })
     }
@@ -120,5 +167,22 @@ mod tests {
                 .unwrap();
         assert_eq!(back, a);
         assert!(Auth::from_headers(|n| if n == H_KEY { Some("zz") } else { None }).is_err());
+        // The signature binds the declared hash; the body is checked
+        // against it separately, after the headers.
+        a.verify_declared("PUT", "/v1/packs/ab").unwrap();
+        assert!(a.body_matches(b"body") && !a.body_matches(b"bodz"));
+        let mut other = a.clone();
+        other.body_hash = *blake3::hash(b"bodz").as_bytes();
+        assert!(other.verify_declared("PUT", "/v1/packs/ab").is_err());
+        // Without the body header, the declared body is the empty one.
+        let g = Auth::sign(&id, "GET", "/v1/config", 5, b"").unwrap();
+        let gh = g.headers();
+        let back = Auth::from_headers(|n| {
+            gh.iter()
+                .find(|(k, _)| *k == n && n != H_BODY)
+                .map(|(_, v)| v.as_str())
+        })
+        .unwrap();
+        assert_eq!(back, g);
     }
 }

@@ -1,7 +1,25 @@
-//! Retention locks (SPEC G3), computed once, on the vault's clock, when a
-//! snapshot arrives, and never shortened afterwards.
+//! Retention locks (SPEC G3), on the vault's clock, never shortened.
 //!
-//! A snapshot received at time `t` is locked until the latest of:
+//! **At commit** ([`commit_lock`]) a snapshot received at `t` is locked
+//! until `t + keep_within`, and at least until the smallest enabled period
+//! (day, week, month, year) that holds `t` has closed: until then it may
+//! still become that period's keeper.
+//!
+//! **When a period closes** ([`slot_locks`]) the vault chooses its keeper
+//! per client: the *last* snapshot of the period that references at least
+//! half as much stored data as the largest one of the period (a near-empty
+//! or wiping snapshot never takes a slot), and extends its lock to the start
+//! of the period N periods later. A stolen client key can no longer take the
+//! long slots by posting first after each boundary: it would have to post
+//! last, with as much data as the genuine backups, which then stays pinned.
+//! Readers also keep every client's last few snapshots whatever their age
+//! (`logstate::KEEP_LAST`).
+//!
+//! [`lock_until`] is the earlier rule (first snapshot of each period at
+//! commit), kept for the golden test of the calendar arithmetic.
+//!
+//! Under the earlier rule, a snapshot received at time `t` is locked until
+//! the latest of:
 //!
 //! * `t + keep_within`;
 //! * for each period kind (UTC day, ISO week starting Monday, calendar month,
@@ -108,6 +126,92 @@ pub fn lock_until(policy: &Retention, t_ns: i64, earlier_ns: &[i64]) -> i64 {
     lock
 }
 
+fn keep_ns(policy: &Retention) -> i64 {
+    (policy
+        .keep_within_secs
+        .min(i64::MAX as u64 / (2 * NS as u64)) as i64)
+        .saturating_mul(NS)
+}
+
+fn enabled(policy: &Retention) -> impl Iterator<Item = (Period, u32)> {
+    [
+        (Period::Day, policy.daily),
+        (Period::Week, policy.weekly),
+        (Period::Month, policy.monthly),
+        (Period::Year, policy.yearly),
+    ]
+    .into_iter()
+    .filter(|(_, n)| *n > 0)
+}
+
+/// The lock a snapshot received at `t_ns` gets at commit.
+pub fn commit_lock(policy: &Retention, t_ns: i64) -> i64 {
+    let day = t_ns.div_euclid(NS * DAY);
+    let mut lock = t_ns.saturating_add(keep_ns(policy));
+    if let Some((p, _)) = enabled(policy).next() {
+        let (_, end) = period_bounds(p, day, 1);
+        lock = lock.max(end.saturating_mul(DAY * NS));
+    }
+    lock
+}
+
+/// One live snapshot of one client, as the vault sees it.
+#[derive(Clone, Copy, Debug)]
+pub struct Candidate<T> {
+    pub id: T,
+    /// The vault's time when it was committed.
+    pub time_ns: i64,
+    /// Stored bytes it references (packs it lists).
+    pub bytes: u64,
+    /// Flagged as an anomaly: never a keeper.
+    pub flagged: bool,
+}
+
+/// Keepers of the periods that have closed by `now_ns`, with the lock each
+/// must have: (id, lock until). Only locks still in the future are given.
+/// `snaps` are one client's live snapshots.
+pub fn slot_locks<T: Copy + Ord>(
+    policy: &Retention,
+    snaps: &[Candidate<T>],
+    now_ns: i64,
+) -> Vec<(T, i64)> {
+    use std::collections::BTreeMap;
+    let mut out: BTreeMap<T, i64> = BTreeMap::new();
+    for (p, n) in enabled(policy) {
+        // period start (days) -> members
+        let mut groups: BTreeMap<i64, Vec<&Candidate<T>>> = BTreeMap::new();
+        for s in snaps {
+            let (start, _) = period_bounds(p, s.time_ns.div_euclid(NS * DAY), 1);
+            groups.entry(start).or_default().push(s);
+        }
+        for (start, members) in groups {
+            let (_, end) = period_bounds(p, start, 1);
+            if end.saturating_mul(DAY * NS) > now_ns {
+                continue; // still open
+            }
+            let until = period_bounds(p, start, n).1.saturating_mul(DAY * NS);
+            if until <= now_ns {
+                continue;
+            }
+            let max = members
+                .iter()
+                .filter(|s| !s.flagged)
+                .map(|s| s.bytes)
+                .max()
+                .unwrap_or(0);
+            let keeper = members
+                .iter()
+                .filter(|s| !s.flagged && s.bytes.saturating_mul(2) >= max)
+                .max_by_key(|s| (s.time_ns, s.id));
+            if let Some(k) = keeper {
+                let e = out.entry(k.id).or_insert(until);
+                *e = (*e).max(until);
+            }
+        }
+    }
+    out.into_iter().collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -197,4 +301,63 @@ mod tests {
         assert_eq!(lock_until(&p, times[10], &times[..10]), locks[10]);
     }
     const GOLDEN_ALIVE: usize = 60;
+
+    fn c(id: u32, t: i64, bytes: u64) -> Candidate<u32> {
+        Candidate {
+            id,
+            time_ns: t,
+            bytes,
+            flagged: false,
+        }
+    }
+
+    #[test]
+    fn commit_lock_holds_until_the_period_closes() {
+        let p = policy(0, 7, 0, 0, 0);
+        let t = days_from_civil(2026, 11, 27) * D + 10 * H;
+        assert_eq!(commit_lock(&p, t), days_from_civil(2026, 11, 28) * D);
+        let p = policy(2, 0, 0, 0, 0);
+        assert_eq!(commit_lock(&p, t), t + 2 * D);
+    }
+
+    /// Issue 8 C: a junk snapshot posted just after each boundary took
+    /// every long slot. Now the last one of the period with real data does.
+    #[test]
+    fn junk_first_after_the_boundary_takes_no_slot() {
+        let p = policy(0, 7, 4, 0, 0);
+        let d0 = days_from_civil(2026, 11, 23) * D; // a Monday
+        let mut snaps = Vec::new();
+        for day in 0..7 {
+            snaps.push(c(day * 10, d0 + day as i64 * D + 60 * NS, 10)); // junk, 00:01
+            snaps.push(c(day * 10 + 1, d0 + day as i64 * D + 2 * H, 1000)); // genuine
+            snaps.push(c(day * 10 + 2, d0 + day as i64 * D + 23 * H, 10)); // junk, late
+        }
+        let now = d0 + 7 * D + H;
+        let locks = slot_locks(&p, &snaps, now);
+        let ids: Vec<u32> = locks.iter().map(|(i, _)| *i).collect();
+        // Day 0's 7-day slot has just run out.
+        assert_eq!(ids, vec![11, 21, 31, 41, 51, 61]);
+        // The week's keeper is Sunday's genuine one, until 4 weeks on.
+        let (_, l) = locks.iter().find(|(i, _)| *i == 61).unwrap();
+        assert_eq!(*l, d0 + 28 * D);
+        // Flagged snapshots never keep a slot.
+        let mut flagged = snaps.clone();
+        for s in &mut flagged {
+            if s.id % 10 == 1 {
+                s.flagged = true;
+            }
+        }
+        let locks = slot_locks(&p, &flagged, now);
+        assert!(locks.iter().all(|(i, _)| i % 10 != 1));
+    }
+
+    #[test]
+    fn open_periods_and_expired_slots_give_nothing() {
+        let p = policy(0, 2, 0, 0, 0);
+        let d0 = days_from_civil(2026, 11, 23) * D;
+        let snaps = vec![c(1, d0 + H, 5), c(2, d0 + 5 * D + H, 5)];
+        // Day 0's slot ran out (2 days), day 5 is still open.
+        assert!(slot_locks(&p, &snaps, d0 + 5 * D + 2 * H).is_empty());
+        assert_eq!(slot_locks(&p, &snaps, d0 + D + H), vec![(1, d0 + 2 * D)]);
+    }
 }

@@ -1,19 +1,19 @@
 //! `holdfast audit`: the whole log against the repository.
 //!
 //! 1. The log matches the vault's signed checkpoint (signature, size, root).
-//! 2. Replaying it: every executed deletion had quorum, its delay passed and
-//!    no veto (checked with the same rules the vault uses, on the times the
-//!    log records); every reclaimed snapshot's lock had expired.
+//! 2. The log read through the one validating fold
+//!    ([`holdfast_core::logstate`]): every rule every reader applies
+//!    (times, duplicates, reclaims only after their locks, executions only
+//!    with quorum, delay and no veto); each broken rule is a problem.
 //! 3. Every snapshot the log says is live is present and valid, and its
 //!    packs exist (where the key may list packs); every snapshot present is
 //!    explained by the log.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::HashSet;
 
 use holdfast_core::ObjectId;
-use holdfast_core::format::Role;
-use holdfast_core::governance::{self, Action, Proposal, Status, Vote};
-use holdfast_core::merkle::{self, Checkpoint};
+use holdfast_core::logstate::{GoneHow, Reader};
+use holdfast_core::merkle::Checkpoint;
 use holdfast_core::vaultlog::{Entry, Event};
 use holdfast_store::Kind;
 
@@ -36,129 +36,36 @@ pub fn audit(
     checkpoint: &Checkpoint,
 ) -> Result<AuditReport> {
     let mut r = AuditReport::default();
-    let vault_key = repo
-        .config
-        .members
-        .iter()
-        .find(|m| m.role == Role::Vault)
-        .map(|m| m.public)
-        .unwrap_or([0; 32]);
-    if checkpoint.verify(&vault_key).is_err() || checkpoint.config_id != repo.config_id.0 {
-        r.problems
-            .push("the log checkpoint is not signed by this repository's vault key".into());
-    }
-    let leaves: Vec<_> = entries.iter().map(|e| merkle::leaf_hash(e)).collect();
-    if (leaves.len() as u64) < checkpoint.size {
-        r.problems.push(format!(
-            "the log has {} entries but the signed checkpoint says {}: truncated",
-            leaves.len(),
-            checkpoint.size
-        ));
-    } else if merkle::root(&leaves[..checkpoint.size as usize]) != checkpoint.root {
-        r.problems
-            .push("the log does not match its signed checkpoint: entries altered".into());
-    }
+    let view = crate::logview::fold(
+        repo,
+        entries,
+        checkpoint,
+        &Reader::at(crate::now_ns()),
+        true,
+    );
+    r.problems.extend(view.problems.iter().cloned());
+    let st = &view.state;
     r.entries = entries.len() as u64;
-
-    // Replay.
-    let admins: BTreeSet<[u8; 32]> = repo.config.admins().map(|a| a.public).collect();
-    let mut removed: BTreeSet<[u8; 32]> = BTreeSet::new();
-    let mut live: BTreeMap<ObjectId, ([u8; 32], i64)> = BTreeMap::new();
-    let mut proposals: BTreeMap<ObjectId, (Proposal, i64)> = BTreeMap::new();
-    let mut votes: Vec<(Vote, i64)> = Vec::new();
-    // Reclaimed as expired: a replica keeps them, and a vault that crashed
-    // between logging and deleting still has them. Not a problem.
-    let mut reclaimed: BTreeSet<ObjectId> = BTreeSet::new();
-    let mut logged_identities: BTreeSet<ObjectId> = BTreeSet::new();
-    for (i, raw) in entries.iter().enumerate() {
-        let e = match Entry::decode(raw) {
-            Ok(e) => e,
-            Err(x) => {
-                r.problems.push(format!("log entry {i} is malformed: {x}"));
-                continue;
-            }
-        };
-        match e.event {
-            Event::SnapshotAdded {
-                snapshot,
-                client,
-                lock_until_ns,
-            } => {
-                r.snapshots_logged += 1;
-                live.insert(snapshot, (client, lock_until_ns));
-            }
-            Event::LockExtended {
-                snapshot, until_ns, ..
-            } => {
-                if let Some(s) = live.get_mut(&snapshot) {
-                    s.1 = s.1.max(until_ns);
-                }
-            }
-            Event::Proposed { proposal } => match Proposal::decode(&proposal) {
-                Ok(p) => {
-                    proposals.insert(p.id(), (p, e.time_ns));
-                }
-                Err(x) => r.problems.push(format!("log entry {i}: bad proposal: {x}")),
-            },
-            Event::Voted { vote } => match Vote::decode(&vote) {
-                Ok(v) => votes.push((v, e.time_ns)),
-                Err(x) => r.problems.push(format!("log entry {i}: bad vote: {x}")),
-            },
-            Event::Executed { proposal } => {
-                let Some((p, received)) = proposals.get(&proposal) else {
-                    r.problems.push(format!(
-                        "log entry {i} executes unknown proposal {}",
-                        proposal.short()
-                    ));
-                    continue;
-                };
-                let active: BTreeSet<_> = admins.difference(&removed).copied().collect();
-                let st = governance::status(
-                    p,
-                    *received,
-                    &votes,
-                    &active,
-                    repo.config.quorum as usize,
-                    repo.config.delay_secs,
-                    e.time_ns,
-                );
-                if st != Status::Ready {
-                    r.problems.push(format!(
-                        "log entry {i} executed proposal {} without authority ({st:?})",
-                        proposal.short()
-                    ));
-                }
-                match &p.action {
-                    Action::DeleteSnapshots(ids) => {
-                        for id in ids {
-                            live.remove(id);
-                            r.deletions += 1;
-                        }
-                    }
-                    Action::RemoveIdentity(k) => {
-                        removed.insert(*k);
-                    }
-                    Action::SetRetention(_) => {}
-                }
-            }
-            Event::IdentityAdded { record } => {
-                logged_identities.insert(record);
-            }
-            Event::Reclaimed { snapshots, .. } => {
-                for id in snapshots {
-                    reclaimed.insert(id);
-                    match live.remove(&id) {
-                        Some((_, lock)) if lock > e.time_ns => r.problems.push(format!(
-                            "log entry {i} reclaimed snapshot {} before its lock expired",
-                            id.short()
-                        )),
-                        _ => r.reclaimed += 1,
-                    }
-                }
-            }
-        }
-    }
-    r.live = live.len() as u64;
+    r.snapshots_logged = entries
+        .iter()
+        .filter(|e| {
+            matches!(
+                Entry::decode(e).map(|e| e.event),
+                Ok(Event::SnapshotAdded { .. })
+            )
+        })
+        .count() as u64;
+    r.live = st.snapshots.len() as u64;
+    r.deletions = st
+        .gone
+        .values()
+        .filter(|g| g.how == GoneHow::Erased)
+        .count() as u64;
+    r.reclaimed = st
+        .gone
+        .values()
+        .filter(|g| g.how == GoneHow::Reclaimed)
+        .count() as u64;
 
     // Compare with what is stored.
     let present: HashSet<ObjectId> = repo
@@ -173,17 +80,17 @@ pub fn audit(
             .collect()
     });
     r.packs_checked = packs.is_some();
-    for (id, (client, _)) in &live {
+    for (id, snap) in &st.snapshots {
         if !present.contains(id) {
             r.problems.push(format!(
                 "snapshot {id} of {} is in the log but missing from the repository",
-                repo.member_name(client)
+                repo.member_name(&snap.client)
             ));
             continue;
         }
         match repo.load_snapshot(id) {
             Ok(s) => {
-                if &s.header.client != client {
+                if s.header.client != snap.client {
                     r.problems.push(format!(
                         "snapshot {id} is signed by another client than the log says"
                     ));
@@ -201,7 +108,7 @@ pub fn audit(
         }
     }
     for (name, _) in repo.backend.list(Kind::Identity)? {
-        let logged = ObjectId::from_hex(&name).is_ok_and(|id| logged_identities.contains(&id));
+        let logged = ObjectId::from_hex(&name).is_ok_and(|id| st.identities.contains(&id));
         if !logged {
             r.problems.push(format!(
                 "identity record {name} is present but the log does not explain it"
@@ -209,10 +116,16 @@ pub fn audit(
         }
     }
     for id in &present {
-        if !live.contains_key(id) && !reclaimed.contains(id) {
-            r.problems.push(format!(
-                "snapshot {id} is present but the log does not explain it"
-            ));
+        // Reclaimed as expired: a replica keeps them, and a vault that
+        // crashed between logging and deleting still has them.
+        let explained = st.snapshots.contains_key(id)
+            || st.gone.get(id).is_some_and(|g| g.how == GoneHow::Reclaimed);
+        if !explained {
+            r.problems.push(if st.gone.contains_key(id) {
+                format!("snapshot {id} was erased by quorum but is still present")
+            } else {
+                format!("snapshot {id} is present but the log does not explain it")
+            });
         }
     }
     Ok(r)

@@ -161,19 +161,13 @@ impl Cache {
         w.into_vec()
     }
 
-    /// Saves crash-safely (temp, fsync, rename).
+    /// Saves crash-safely (temp, fsync, rename, directory fsync), readable
+    /// by its owner only: it lists every path backed up. The directory is
+    /// created owner-only too.
     pub fn save(&self, path: &Path, owner: &Owner) -> Result<()> {
-        use std::io::Write;
         let dir = path.parent().unwrap_or(Path::new("."));
-        std::fs::create_dir_all(dir).map_err(|e| io_err(dir, e))?;
-        let tmp = path.with_extension("cache.tmp");
-        let mut f = std::fs::File::create(&tmp).map_err(|e| io_err(&tmp, e))?;
-        f.write_all(&self.encode(owner))
-            .and_then(|_| f.sync_all())
-            .map_err(|e| io_err(&tmp, e))?;
-        std::fs::rename(&tmp, path).map_err(|e| io_err(path, e))?;
-        let _ = holdfast_store::fsync_dir(dir);
-        Ok(())
+        holdfast_store::create_private_dir(dir).map_err(|e| io_err(dir, e))?;
+        holdfast_store::write_private(path, &self.encode(owner)).map_err(|e| io_err(path, e))
     }
 
     /// Drops everything that refers to a pack not in `existing`, so the

@@ -157,7 +157,12 @@ impl<'a> BlobReader<'a> {
         if let Some(k) = s.get(epk) {
             return Ok(k.clone());
         }
-        let k = self.secret.open_session(epk)?;
+        let k = self.secret.open_session(epk).map_err(|e| {
+            Error::Corrupt(format!(
+                "a pack's ephemeral key {} does not open: {e}",
+                holdfast_core::id::hex(&epk[..8])
+            ))
+        })?;
         s.insert(*epk, k.clone());
         Ok(k)
     }
@@ -186,8 +191,7 @@ impl<'a> BlobReader<'a> {
         })?;
         if let Some(cache) = &self.packs {
             let bytes = self.pack(cache, loc.pack)?;
-            let (off, len) = (loc.entry.offset as usize, loc.entry.stored_len as usize);
-            let sealed = bytes.get(off..off + len).ok_or_else(|| {
+            let sealed = loc.entry.sealed(&bytes).ok_or_else(|| {
                 Error::Corrupt(format!(
                     "pack {} is shorter than its table says",
                     self.index.packs[loc.pack as usize]

@@ -4,9 +4,13 @@
 use std::path::Path;
 
 use holdfast_core::ObjectId;
+use holdfast_core::codec::DecodeError;
 use holdfast_core::crypto::{IdKey, Identity, RepoSecret};
+use holdfast_core::format::Config;
 use holdfast_core::format::Role;
-use holdfast_core::keyfile::{KeyFile, Secret};
+use holdfast_core::keyfile::{
+    KeyFile, MAX_KDF_LANES, MAX_KDF_MEMORY_KIB, MAX_KDF_PASSES, MAX_KDF_WORK_KIB, Secret,
+};
 use zeroize::Zeroizing;
 
 use crate::{Error, Result, io_err};
@@ -26,8 +30,19 @@ impl Key {
         passphrase: impl FnOnce() -> Result<Zeroizing<String>>,
     ) -> Result<Key> {
         let bytes = Zeroizing::new(std::fs::read(path).map_err(|e| io_err(path, e))?);
-        let kf = KeyFile::decode(&bytes)
-            .map_err(|e| Error::Usage(format!("{}: not a holdfast key ({e})", path.display())))?;
+        let kf = KeyFile::decode(&bytes).map_err(|e| match e {
+            DecodeError::TooLarge(what) if what.starts_with("Argon2") => Error::Usage(format!(
+                "{}: refused: the key file asks for more Argon2 work than holdfast allows \
+                 (at most {} MiB, {} passes, {} lanes, memory × passes {} MiB); \
+                 a key file made by `holdfast init` never does",
+                path.display(),
+                MAX_KDF_MEMORY_KIB >> 10,
+                MAX_KDF_PASSES,
+                MAX_KDF_LANES,
+                MAX_KDF_WORK_KIB >> 10
+            )),
+            e => Error::Usage(format!("{}: not a holdfast key ({e})", path.display())),
+        })?;
         let secret = if kf.needs_passphrase() {
             let pw = passphrase()?;
             kf.open(Some(pw.as_bytes()))
@@ -62,6 +77,28 @@ impl Key {
             Secret::Client { identity, .. } | Secret::Restore { identity, .. } => Some(identity),
             Secret::Signer(i) => Some(i),
         }
+    }
+
+    /// When `config` (the bytes of the config found at `location`, which
+    /// are not the config this key pins) is plainly another repository's,
+    /// the error saying so: a well-formed config that does not list this
+    /// key's identity. None when it lists this key (a config altered under
+    /// it: tampering) or does not decode (damage): the caller reports those.
+    pub fn wrong_repository(&self, location: &str, config: &[u8]) -> Option<Error> {
+        let found = ObjectId::of(config);
+        if found == self.config_id {
+            return None;
+        }
+        let public = self.identity()?.public();
+        let c = Config::decode(config).ok()?;
+        if c.members.iter().any(|m| m.public == public) {
+            return None;
+        }
+        Some(Error::WrongRepository {
+            location: location.to_string(),
+            expected: self.config_id.short(),
+            found: format!("the repository of config id {}", found.short()),
+        })
     }
 
     /// The restore key, or a clear refusal naming what is needed.

@@ -9,6 +9,7 @@ pub mod cache;
 pub mod index;
 pub mod init;
 pub mod keys;
+pub mod logview;
 pub mod replica;
 pub mod repo;
 pub mod restore;
@@ -31,6 +32,18 @@ pub enum Error {
     Corrupt(String),
     #[error("{0}")]
     Usage(String),
+    /// The key is of another repository than the one at `location`: a wrong
+    /// argument (exit status 1), not tampering. Only when the config found
+    /// there is a well-formed config that does not list this key at all;
+    /// a config that lists it but is not the one it pins is tampering.
+    #[error(
+        "this key belongs to another repository (config id {expected}); {location} holds {found}"
+    )]
+    WrongRepository {
+        location: String,
+        expected: String,
+        found: String,
+    },
     #[error("{path}: {source}")]
     Io {
         path: String,
@@ -41,6 +54,19 @@ pub enum Error {
     Key(#[from] holdfast_core::keyfile::KeyError),
     #[error("{0}")]
     Crypto(#[from] holdfast_core::crypto::CryptoError),
+}
+
+impl Error {
+    /// True for damage or tampering found in the repository (exit status
+    /// 4). A wrong argument, a wrong key, this machine's I/O (a full disk)
+    /// and network failures are not.
+    pub fn is_damage(&self) -> bool {
+        match self {
+            Error::Tamper(_) | Error::Corrupt(_) => true,
+            Error::Store(e) => e.is_damage(),
+            _ => false,
+        }
+    }
 }
 
 pub type Result<T> = std::result::Result<T, Error>;

@@ -18,15 +18,14 @@
 //! The replica directory has a vault's layout: `verify`, `restore` and
 //! `audit` work on it directly.
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::path::Path;
 
 use holdfast_core::ObjectId;
-use holdfast_core::format::{Config, Snapshot};
-use holdfast_core::governance::{self, Action, Proposal, Status, Vote};
+use holdfast_core::format::{Config, IdentityRecord, Snapshot};
+use holdfast_core::logstate::{Effect, LogState, Reader};
 use holdfast_core::merkle::{self, Checkpoint};
-use holdfast_core::vaultlog::{Entry, Event, split_log};
+use holdfast_core::vaultlog::{frame, split_log};
 use holdfast_store::{Backend, Kind, LocalDir, StoreError, VaultBackend};
 
 use crate::{Error, Result, io_err};
@@ -40,6 +39,11 @@ pub struct PullReport {
     pub bytes_copied: u64,
     pub deletions_applied: u64,
     pub reclaims_kept: u64,
+    /// Erasures the log authorizes that this replica applies only once the
+    /// delay has passed since it first saw their quorum.
+    pub deletions_pending: u64,
+    /// Tampering or loss found (the pull still copies what it can).
+    pub problems: Vec<String>,
     /// Snapshots the vault no longer had when this replica came for them.
     pub missed: Vec<String>,
     /// The vault's clock at its newest checkpoint.
@@ -106,69 +110,87 @@ pub fn pull(vault: &VaultBackend, dir: &Path, config_id: ObjectId) -> Result<Pul
     rep.entries_new = (entries.len() - have) as u64;
     rep.log_size = entries.len() as u64;
 
-    // Replay everything for governance state; act on the new entries only.
-    let admins: BTreeSet<[u8; 32]> = config.admins().map(|a| a.public).collect();
-    let mut removed = BTreeSet::new();
-    let mut proposals: BTreeMap<ObjectId, (Proposal, i64)> = BTreeMap::new();
-    let mut votes: Vec<(Vote, i64)> = Vec::new();
-    for (i, raw) in entries.iter().enumerate() {
-        let e = Entry::decode(raw).map_err(|x| Error::Tamper(format!("log entry {i}: {x}")))?;
-        let new = i >= have;
-        match e.event {
-            Event::SnapshotAdded { snapshot, .. } if new => {
-                copy_snapshot(vault, &local, &snapshot, &mut rep)?
-            }
-            Event::Proposed { proposal } => {
-                let p = Proposal::decode(&proposal)
-                    .map_err(|x| Error::Tamper(format!("log entry {i}: {x}")))?;
-                proposals.insert(p.id(), (p, e.time_ns));
-            }
-            Event::Voted { vote } => votes.push((
-                Vote::decode(&vote).map_err(|x| Error::Tamper(format!("log entry {i}: {x}")))?,
-                e.time_ns,
-            )),
-            Event::Executed { proposal } => {
-                let (p, received) = proposals.get(&proposal).ok_or_else(|| {
-                    Error::Tamper(format!("log entry {i} executes an unknown proposal"))
-                })?;
-                let active: BTreeSet<_> = admins.difference(&removed).copied().collect();
-                let st = governance::status(
-                    p,
-                    *received,
-                    &votes,
-                    &active,
-                    config.quorum as usize,
-                    config.delay_secs,
-                    e.time_ns,
-                );
-                if st != Status::Ready {
-                    return Err(Error::Tamper(format!(
-                        "log entry {i} executes proposal {} without quorum, delay or despite a veto ({st:?}); not applied",
-                        proposal.short()
-                    )));
-                }
-                match &p.action {
-                    Action::DeleteSnapshots(ids) if new => {
-                        for id in ids {
-                            let path = local.path_of(Kind::Snapshot, &id.to_hex());
-                            if std::fs::remove_file(&path).is_ok() {
-                                rep.deletions_applied += 1;
-                            }
-                        }
-                        let _ = holdfast_store::fsync_dir(&dir.join("snapshots"));
-                    }
-                    Action::RemoveIdentity(k) => {
-                        removed.insert(*k);
-                    }
-                    _ => {}
-                }
-            }
-            Event::Reclaimed { snapshots, .. } if new => {
-                rep.reclaims_kept += snapshots.len() as u64
-            }
-            _ => {}
+    // Every entry through the one validating fold, on this replica's clock,
+    // counting deletion delays from when this replica first saw them.
+    let mut members = std::collections::HashMap::new();
+    for (name, _) in local.list(Kind::Identity)? {
+        let b = local.get(Kind::Identity, &name)?;
+        if let Ok(rec) = IdentityRecord::decode(&b)
+            && rec.verify(&config, &config_id).is_ok()
+        {
+            members.insert(rec.member.public, rec.member);
         }
     }
+    let contacts = read_contacts(dir);
+    let held = read_held(dir);
+    let now = crate::now_ns();
+    let reader = Reader {
+        now_ns: now,
+        contacts: Some(contacts.clone()),
+        held,
+    };
+    let mut packs_of = |id: &ObjectId| {
+        let b = local.get(Kind::Snapshot, &id.to_hex()).ok()?;
+        Snapshot::decode(&b).ok().map(|s| s.header.packs)
+    };
+    let (st, effects) = LogState::new(&config, config_id, members).fold(
+        entries.iter().map(|e| e.as_slice()),
+        &reader,
+        &mut packs_of,
+    );
+    rep.problems.extend(
+        st.problems
+            .iter()
+            .map(|p| format!("TAMPERING in the vault's log: {p}")),
+    );
+    // Copy every live snapshot this replica lacks (new ones, and ones a
+    // failure left behind last time). A missing or damaged object is
+    // reported and the pull goes on with the rest.
+    let want: Vec<ObjectId> = st
+        .snapshots
+        .keys()
+        .filter(|id| local.size(Kind::Snapshot, &id.to_hex()).is_err())
+        .copied()
+        .collect();
+    for id in want {
+        if let Err(e) = copy_snapshot(vault, &local, &id, &mut rep) {
+            match e {
+                Error::Store(StoreError::NotFound { .. })
+                | Error::Tamper(_)
+                | Error::Corrupt(_) => rep.problems.push(format!("snapshot {}: {e}", id.short())),
+                Error::Store(StoreError::Corrupt { .. }) => {
+                    rep.problems.push(format!("snapshot {}: {e}", id.short()))
+                }
+                other => return Err(other),
+            }
+        }
+    }
+    for m in &rep.missed {
+        rep.problems.push(format!(
+            "snapshot {} is live in the log but the vault no longer has it: lost before this replica copied it",
+            &m[..16.min(m.len())]
+        ));
+    }
+    // Only erasures the log validly explains, and only once this replica's
+    // own delay has passed; reclaims of expired snapshots are kept here.
+    for e in effects {
+        match e {
+            Effect::Erase(id) => {
+                let path = local.path_of(Kind::Snapshot, &id.to_hex());
+                if std::fs::remove_file(&path).is_ok() {
+                    rep.deletions_applied += 1;
+                }
+            }
+            Effect::ReclaimSnapshot(_) => rep.reclaims_kept += 1,
+            Effect::ReclaimPack(_) => {}
+        }
+    }
+    rep.deletions_pending = st
+        .snapshots
+        .values()
+        .filter(|s| s.erase_due_ns.is_some())
+        .count() as u64;
+    let _ = holdfast_store::fsync_dir(&dir.join("snapshots"));
 
     // The log and checkpoint last: objects first, then what explains them.
     let vdir = dir.join("vault");
@@ -181,14 +203,56 @@ pub fn pull(vault: &VaultBackend, dir: &Path, config_id: ObjectId) -> Result<Pul
         .map_err(|e| io_err(&logp, e))?;
     let mut buf = Vec::new();
     for e in &entries[have..] {
-        buf.extend_from_slice(&(e.len() as u32).to_le_bytes());
-        buf.extend_from_slice(e);
+        frame(e, &mut buf);
     }
     f.write_all(&buf)
         .and_then(|_| f.sync_all())
         .map_err(|e| io_err(&logp, e))?;
     write_checkpoint(&vdir, &cp)?;
+    let mut seen = contacts;
+    seen.push((entries.len() as u64, now));
+    write_contacts(&vdir, &seen)?;
     Ok(rep)
+}
+
+/// When this replica pulled, and how long the log was then (`vault/seen`:
+/// lines of `SIZE UNIX_NS`): deletion delays count from these.
+fn read_contacts(dir: &Path) -> Vec<(u64, i64)> {
+    let raw = std::fs::read_to_string(dir.join("vault/seen")).unwrap_or_default();
+    let mut v: Vec<(u64, i64)> = raw
+        .lines()
+        .filter_map(|l| {
+            let (a, b) = l.split_once(' ')?;
+            Some((a.parse().ok()?, b.parse().ok()?))
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+fn write_contacts(vdir: &Path, seen: &[(u64, i64)]) -> Result<()> {
+    // Keep the first contact at each size: that is when it was first seen.
+    let mut out = String::new();
+    let mut last = None;
+    for (n, t) in seen {
+        if last != Some(*n) {
+            out.push_str(&format!("{n} {t}\n"));
+            last = Some(*n);
+        }
+    }
+    let p = vdir.join("seen");
+    let tmp = vdir.join("seen.tmp");
+    std::fs::write(&tmp, out)
+        .and_then(|_| std::fs::File::open(&tmp)?.sync_all())
+        .and_then(|_| std::fs::rename(&tmp, &p))
+        .map_err(|e| io_err(&p, e))?;
+    holdfast_store::fsync_dir(vdir).map_err(|e| io_err(vdir, e))
+}
+
+/// The checkpoint this replica held before this pull: (size, vault time).
+fn read_held(dir: &Path) -> Option<(u64, i64)> {
+    let b = std::fs::read(dir.join("vault/checkpoint")).ok()?;
+    Checkpoint::decode(&b).ok().map(|c| (c.size, c.time_ns))
 }
 
 fn write_checkpoint(vdir: &Path, cp: &Checkpoint) -> Result<()> {

@@ -20,6 +20,9 @@ pub struct Repository {
     pub config_id: ObjectId,
     /// Every identity: from the config, plus admin-signed identity records.
     pub members: HashMap<[u8; 32], Member>,
+    /// The vault's log, folded, when the repository has one (a vault, a
+    /// replica, a bundle): it orders snapshots by the vault's time.
+    pub log: Option<crate::logview::LogView>,
 }
 
 impl Repository {
@@ -64,7 +67,35 @@ impl Repository {
             config,
             config_id,
             members,
+            log: None,
         })
+    }
+
+    /// Reads the vault's log through the validating fold, on this reader's
+    /// clock; from then on snapshots are ordered by the vault's time.
+    pub fn attach_log(
+        &mut self,
+        entries: &[Vec<u8>],
+        checkpoint: &holdfast_core::merkle::Checkpoint,
+    ) {
+        let reader = holdfast_core::logstate::Reader::at(crate::now_ns());
+        self.log = Some(crate::logview::fold(
+            self, entries, checkpoint, &reader, false,
+        ));
+    }
+
+    /// Problems the log shows (tampering), if it has any.
+    pub fn log_problems(&self) -> &[String] {
+        self.log.as_ref().map_or(&[], |l| l.problems.as_slice())
+    }
+
+    /// The time that orders a snapshot: the vault's commit time when the
+    /// log has it, else the client's own claim (a plain directory).
+    pub fn order_time(&self, id: &ObjectId, s: &Snapshot) -> i64 {
+        self.log
+            .as_ref()
+            .and_then(|l| l.time_of(id))
+            .unwrap_or(s.header.time_ns)
     }
 
     pub fn member_name(&self, public: &[u8; 32]) -> String {
@@ -98,7 +129,7 @@ impl Repository {
     /// All snapshots, checked, sorted by (claimed) time. Damaged ones are
     /// returned as errors beside the good ones, never silently dropped.
     pub fn snapshots(&self) -> Result<SnapshotList> {
-        let mut good = Vec::new();
+        let mut good: Vec<(ObjectId, Snapshot)> = Vec::new();
         let mut bad = Vec::new();
         for (name, _) in self.backend.list(Kind::Snapshot)? {
             let id = ObjectId::from_hex(&name).map_err(|e| Error::Corrupt(e.to_string()))?;
@@ -107,14 +138,54 @@ impl Repository {
                 Err(e) => bad.push(e),
             }
         }
-        good.sort_by_key(|(id, s)| (s.header.time_ns, *id));
+        if let Some(log) = &self.log {
+            // A snapshot file the log does not hold is not a snapshot of
+            // this repository's history: listed as a problem, never chosen.
+            let (known, unknown): (Vec<_>, Vec<_>) = good
+                .into_iter()
+                .partition(|(id, _)| log.time_of(id).is_some());
+            for (id, _) in unknown {
+                bad.push(Error::Tamper(format!(
+                    "snapshot {} is present but the vault's log does not hold it",
+                    id.short()
+                )));
+            }
+            good = known;
+        }
+        good.sort_by_key(|(id, s)| (self.order_time(id, s), *id));
         Ok((good, bad))
     }
 
     /// Resolves an id, a unique prefix, or `latest`.
     pub fn resolve(&self, spec: &str) -> Result<(ObjectId, Snapshot)> {
-        let (all, _) = self.snapshots()?;
+        self.resolve_for(spec, None)
+    }
+
+    /// Resolves an id, a unique prefix, or `latest`: the newest snapshot by
+    /// the vault's time (never a client's claim) of one client. With
+    /// snapshots of several clients, `client` must say which.
+    pub fn resolve_for(&self, spec: &str, client: Option<&str>) -> Result<(ObjectId, Snapshot)> {
+        let (mut all, _) = self.snapshots()?;
+        if let Some(c) = client {
+            all.retain(|(_, s)| self.member_name(&s.header.client) == c);
+            if all.is_empty() {
+                return Err(Error::Usage(format!("no snapshot of client {c:?}")));
+            }
+        }
         if spec == "latest" {
+            let mut clients: Vec<String> = all
+                .iter()
+                .map(|(_, s)| self.member_name(&s.header.client))
+                .collect();
+            clients.sort();
+            clients.dedup();
+            if clients.len() > 1 {
+                return Err(Error::Usage(format!(
+                    "`latest` is per client and {} clients have snapshots ({}): choose one with --client NAME",
+                    clients.len(),
+                    clients.join(", ")
+                )));
+            }
             return all
                 .into_iter()
                 .last()

@@ -36,7 +36,45 @@ pub struct RestoreReport {
     pub dirs: u64,
     pub symlinks: u64,
     pub bytes: u64,
+    /// What could not be restored because the repository is damaged or was
+    /// tampered with (a blob that fails its check, a missing pack): exit
+    /// status 4. Nothing of it was written as if it were good.
+    pub damaged: Vec<String>,
+    /// What could not be restored for other reasons: this machine (the
+    /// target not writable, a full disk) or the network. Exit status 3.
     pub errors: Vec<String>,
+}
+
+impl RestoreReport {
+    /// Files one `path` names could not be restored because of `e`.
+    fn note(&mut self, path: &Path, e: &Error) {
+        let line = format!("{}: {e}", path.display());
+        if e.is_damage() || matches!(e, Error::Store(s) if s.is_not_found()) {
+            self.damaged.push(line);
+        } else {
+            self.errors.push(line);
+        }
+    }
+}
+
+/// Why one file could not be restored.
+enum Fail {
+    /// The repository's fault: damage or tampering.
+    Damage(String),
+    /// This machine's or the network's.
+    Local(String),
+}
+
+impl Fail {
+    /// A failure to read from the repository: a missing object is damage
+    /// here (the snapshot lists it), like a corrupt one.
+    fn reading(e: &Error) -> Fail {
+        if e.is_damage() || matches!(e, Error::Store(s) if s.is_not_found()) {
+            Fail::Damage(e.to_string())
+        } else {
+            Fail::Local(e.to_string())
+        }
+    }
 }
 
 struct Plan {
@@ -45,15 +83,15 @@ struct Plan {
     links: Vec<(PathBuf, Node)>,
 }
 
-fn walk(reader: &BlobReader, tree: &Tree, at: &Path, plan: &mut Plan, errors: &mut Vec<String>) {
+fn walk(reader: &BlobReader, tree: &Tree, at: &Path, plan: &mut Plan, report: &mut RestoreReport) {
     for n in &tree.nodes {
         let p = at.join(OsStr::from_bytes(&n.name));
         match &n.kind {
             NodeKind::Dir { subtree } => {
                 plan.dirs.push((p.clone(), n.clone()));
                 match reader.tree(subtree) {
-                    Ok(t) => walk(reader, &t, &p, plan, errors),
-                    Err(e) => errors.push(format!("{}: {e}", p.display())),
+                    Ok(t) => walk(reader, &t, &p, plan, report),
+                    Err(e) => report.note(&p, &e),
                 }
             }
             NodeKind::File { .. } => plan.files.push((p, n.clone())),
@@ -87,7 +125,7 @@ fn restore_files(
     files: &[(PathBuf, Node)],
     progress: &Progress,
 ) -> Vec<Result<u64>> {
-    let mut errors: Vec<Option<String>> = vec![None; files.len()];
+    let mut errors: Vec<Option<Fail>> = (0..files.len()).map(|_| None).collect();
     let mut needs: HashMap<u32, Vec<Write>> = HashMap::new();
     for (i, (_, n)) in files.iter().enumerate() {
         let NodeKind::File { size, chunks } = &n.kind else {
@@ -101,32 +139,32 @@ fn restore_files(
                     off += loc.entry.raw_len as u64;
                 }
                 None => {
-                    errors[i] = Some(format!(
+                    errors[i] = Some(Fail::Damage(format!(
                         "chunk {} is not in the snapshot's packs",
                         c.to_hex()
-                    ));
+                    )));
                     break;
                 }
             }
         }
         if errors[i].is_none() && off != *size {
-            errors[i] = Some(format!(
+            errors[i] = Some(Fail::Damage(format!(
                 "chunks add up to {off} bytes, the snapshot says {size}"
-            ));
+            )));
         }
     }
     let errors = Mutex::new(errors);
     let mut packs: Vec<(u32, Vec<Write>)> = needs.into_iter().collect();
     packs.sort_by_key(|(p, _)| *p);
     packs.par_iter_mut().for_each(|(pack, list)| {
-        let fail = |f: u32, why: String| {
+        let fail = |f: u32, why: Fail| {
             errors.lock().unwrap()[f as usize].get_or_insert(why);
         };
         let bytes = match reader.whole_pack(*pack) {
             Ok(b) => b,
             Err(e) => {
                 for (_, f, _) in list.iter() {
-                    fail(*f, e.to_string());
+                    fail(*f, Fail::reading(&e));
                 }
                 return;
             }
@@ -138,8 +176,7 @@ fn restore_files(
         for (id, f, off) in list.iter() {
             if current.as_ref().is_none_or(|(c, _)| c != id) {
                 let loc = reader.index.blobs[id];
-                let (o, l) = (loc.entry.offset as usize, loc.entry.stored_len as usize);
-                let plain = match bytes.get(o..o + l) {
+                let plain = match loc.entry.sealed(&bytes) {
                     Some(sealed) => reader.open(&loc, sealed),
                     None => Err(Error::Corrupt(format!(
                         "pack {} is shorter than its table",
@@ -151,7 +188,7 @@ fn restore_files(
             let data = match &current.as_ref().unwrap().1 {
                 Ok(d) => d,
                 Err(e) => {
-                    fail(*f, e.to_string());
+                    fail(*f, Fail::reading(e));
                     continue;
                 }
             };
@@ -174,13 +211,13 @@ fn restore_files(
                 {
                     Ok(h) => open = Some((*f, h)),
                     Err(e) => {
-                        fail(*f, e.to_string());
+                        fail(*f, Fail::Local(e.to_string()));
                         continue;
                     }
                 }
             }
             if let Err(e) = open.as_ref().unwrap().1.write_all_at(data, *off) {
-                fail(*f, e.to_string());
+                fail(*f, Fail::Local(e.to_string()));
             }
             progress.add(0, data.len() as u64);
         }
@@ -190,8 +227,10 @@ fn restore_files(
         .iter()
         .zip(errors)
         .map(|((p, n), err)| {
-            if let Some(e) = err {
-                return Err(Error::Corrupt(e));
+            match err {
+                Some(Fail::Damage(e)) => return Err(Error::Corrupt(e)),
+                Some(Fail::Local(e)) => return Err(io_err(p, std::io::Error::other(e))),
+                None => {}
             }
             let NodeKind::File { size, .. } = &n.kind else {
                 unreachable!()
@@ -243,10 +282,10 @@ pub fn restore(
         .map_err(|e| Error::Tamper(e.to_string()))?;
     let (index, pack_errors) = Index::load(repo.backend.as_ref(), &snap.header.packs);
     let reader = BlobReader::new(repo.backend.as_ref(), &index, id_key, secret);
-    let mut report = RestoreReport {
-        errors: pack_errors.iter().map(|e| e.to_string()).collect(),
-        ..Default::default()
-    };
+    let mut report = RestoreReport::default();
+    for e in &pack_errors {
+        report.note(Path::new("(snapshot)"), e);
+    }
 
     // Find the starting tree (whole snapshot, or one path in it).
     let target = &opts.target;
@@ -268,7 +307,7 @@ pub fn restore(
     };
     let root = reader.tree(&body.root)?;
     match &opts.subpath {
-        None => walk(&reader, &root, target, &mut plan, &mut report.errors),
+        None => walk(&reader, &root, target, &mut plan, &mut report),
         Some(sub) => {
             let mut tree = root;
             let mut at = target.clone();
@@ -287,7 +326,7 @@ pub fn restore(
                         tree = reader.tree(subtree)?;
                         if last {
                             plan.dirs.push((at.clone(), node.clone()));
-                            walk(&reader, &tree, &at, &mut plan, &mut report.errors);
+                            walk(&reader, &tree, &at, &mut plan, &mut report);
                         } else {
                             std::fs::create_dir_all(&at).map_err(|e| io_err(&at, e))?;
                         }
@@ -352,7 +391,7 @@ pub fn restore(
                 report.files += 1;
                 report.bytes += b;
             }
-            Err(e) => report.errors.push(format!("{}: {e}", p.display())),
+            Err(e) => report.note(p, &e),
         }
     }
     for (p, n) in plan.dirs.iter().rev() {

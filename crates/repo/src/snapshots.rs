@@ -38,7 +38,7 @@ pub fn list(repo: &Repository, key: &Key) -> Result<(Vec<SnapshotInfo>, Vec<Erro
         };
         out.push(SnapshotInfo {
             id,
-            time_ns: s.header.time_ns,
+            time_ns: repo.order_time(&id, &s),
             client: repo.member_name(&s.header.client),
             parent: s.header.parent,
             packs: s.header.packs.len(),

@@ -24,7 +24,7 @@ mod local;
 mod s3;
 mod vault;
 pub use bundle::BundleSet;
-pub use local::{LocalDir, fsync_dir};
+pub use local::{LocalDir, create_private_dir, fsync_dir, read_regular, write_private};
 pub use s3::{S3Settings, S3Store};
 
 pub use vault::VaultBackend;
@@ -89,6 +89,11 @@ pub enum StoreError {
     Transient(String),
     #[error("TAMPERING DETECTED: {0}")]
     Tamper(String),
+    /// This machine's own record (a held checkpoint) is unreadable or
+    /// damaged: a local problem, never evidence against the repository,
+    /// and never silently replaced (see the message for the way out).
+    #[error("{0}")]
+    LocalState(String),
 }
 
 impl StoreError {
@@ -97,6 +102,28 @@ impl StoreError {
     }
     pub fn is_not_found(&self) -> bool {
         matches!(self, StoreError::NotFound { .. })
+    }
+    /// True for damage or tampering found in the repository (exit status 4):
+    /// an object whose bytes are wrong, or not a regular file of a sane
+    /// size, or a vault that lies. A missing object, a full disk, an I/O or
+    /// network failure, a refusal or a local record are not.
+    pub fn is_damage(&self) -> bool {
+        matches!(self, StoreError::Corrupt { .. } | StoreError::Tamper(_))
+    }
+}
+
+/// The largest object of each kind a reader accepts, so a hostile
+/// repository directory cannot make it read without end (a symlink to
+/// `/dev/zero`, a sparse file of a terabyte). Config and identity records
+/// are a few KiB (a name is at most 64 KiB); a snapshot is its header, pack
+/// list and a body of at most one blob; a pack's offsets are u32, so no
+/// pack can exceed 4 GiB - 1.
+pub fn max_object_size(kind: Kind) -> u64 {
+    match kind {
+        Kind::Config => 16 << 20,
+        Kind::Identity => 128 << 10,
+        Kind::Snapshot => 512 << 20,
+        Kind::Pack => u32::MAX as u64,
     }
 }
 

@@ -7,29 +7,43 @@
 //! fsync → hard-link into place (link fails rather than overwrite, so two
 //! writers racing on one name cannot clobber each other) → fsync the
 //! directory → remove the temp name. A crash leaves at most a stray file in
-//! `tmp/`, which [`LocalDir::clean_tmp`] removes.
+//! `tmp/`, which [`LocalDir::clean_tmp`] removes (the first write of a
+//! process does; reading never does).
+//!
+//! A repository directory may be hostile (a received bundle, a replica):
+//! objects are opened without following a symlink and without blocking on
+//! a FIFO, must be regular files, and are read up to the size of their kind
+//! ([`crate::max_object_size`]); `tmp/` is cleaned only when it is a real
+//! directory, and nothing is ever deleted through a symlink.
 
 use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
-use std::io::{ErrorKind, Write};
-use std::os::unix::fs::FileExt;
+use std::io::{ErrorKind, Read, Write};
+use std::os::unix::fs::{DirBuilderExt, FileExt, FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use crate::{Backend, Kind, Result, StoreError, check_content, check_name};
+use crate::{Backend, Kind, Result, StoreError, check_content, check_name, max_object_size};
 
 pub struct LocalDir {
     root: PathBuf,
     /// Open handles for range reads (objects never change once written, so
     /// a handle stays valid); bounded, oldest dropped first.
     handles: Mutex<VecDeque<(String, Arc<File>)>>,
+    /// Whether this process has already cleaned `tmp/` (on its first write).
+    cleaned: AtomicBool,
 }
 
 const HANDLES: usize = 64;
 
+/// Temp files of crashed writers older than this are removed on the first
+/// write (an hour, so another process's write in progress is left alone).
+const TMP_AGE: Duration = Duration::from_secs(3600);
+
 fn io_err(path: &Path, e: std::io::Error) -> StoreError {
-    if e.kind() == ErrorKind::StorageFull || e.raw_os_error() == Some(28) {
+    if e.kind() == ErrorKind::StorageFull || e.raw_os_error() == Some(libc::ENOSPC) {
         return StoreError::Full(path.display().to_string());
     }
     StoreError::Io {
@@ -38,8 +52,146 @@ fn io_err(path: &Path, e: std::io::Error) -> StoreError {
     }
 }
 
+/// The error of reading object `name`: missing, damaged (not a regular
+/// file, too large: [`ErrorKind::InvalidData`] from [`open_regular`]) or an
+/// I/O failure.
+fn obj_err(kind: Kind, name: &str, path: &Path, e: std::io::Error) -> StoreError {
+    match e.kind() {
+        ErrorKind::NotFound => StoreError::NotFound {
+            kind,
+            name: name.to_string(),
+        },
+        ErrorKind::InvalidData => StoreError::Corrupt {
+            kind,
+            name: name.to_string(),
+            why: format!("{}: {e}", path.display()),
+        },
+        _ => io_err(path, e),
+    }
+}
+
 pub fn fsync_dir(dir: &Path) -> std::io::Result<()> {
     File::open(dir)?.sync_all()
+}
+
+fn refuse(why: String) -> std::io::Error {
+    std::io::Error::new(ErrorKind::InvalidData, why)
+}
+
+fn check_regular(m: &fs::Metadata, max: u64) -> std::io::Result<()> {
+    let t = m.file_type();
+    if !t.is_file() {
+        let what = if t.is_symlink() {
+            "a symbolic link"
+        } else if t.is_dir() {
+            "a directory"
+        } else if t.is_fifo() {
+            "a FIFO"
+        } else if t.is_char_device() || t.is_block_device() {
+            "a device"
+        } else if t.is_socket() {
+            "a socket"
+        } else {
+            "of an unknown type"
+        };
+        return Err(refuse(format!("not a regular file (it is {what})")));
+    }
+    if m.len() > max {
+        return Err(refuse(format!(
+            "too large: {} bytes, at most {max} accepted",
+            m.len()
+        )));
+    }
+    Ok(())
+}
+
+/// Opens `path` for reading only if it is a regular file of at most `max`
+/// bytes: a symlink in its last component is not followed, a FIFO does not
+/// block, a device is never opened. Returns the file and its size. Refusals
+/// are [`ErrorKind::InvalidData`] errors that say why.
+pub fn open_regular(path: &Path, max: u64) -> std::io::Result<(File, u64)> {
+    // lstat first, so that no device or FIFO is even opened.
+    check_regular(&fs::symlink_metadata(path)?, max)?;
+    let f = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)
+        .map_err(|e| {
+            if e.raw_os_error() == Some(libc::ELOOP) {
+                refuse("not a regular file (it is a symbolic link)".into())
+            } else {
+                e
+            }
+        })?;
+    // fstat: what was opened, whatever was put in its place meanwhile.
+    let m = f.metadata()?;
+    check_regular(&m, max)?;
+    Ok((f, m.len()))
+}
+
+/// Reads a whole file that must be a regular file of at most `max` bytes
+/// (see [`open_regular`]).
+pub fn read_regular(path: &Path, max: u64) -> std::io::Result<Vec<u8>> {
+    let (f, len) = open_regular(path, max)?;
+    let mut buf = Vec::with_capacity(len as usize);
+    f.take(len + 1).read_to_end(&mut buf)?;
+    if buf.len() as u64 != len {
+        return Err(refuse(format!(
+            "changed while being read ({len} bytes, then {})",
+            buf.len()
+        )));
+    }
+    Ok(buf)
+}
+
+/// Creates a directory and its missing parents, each readable by its owner
+/// only (an existing directory is left as it is: it may not be ours).
+pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+}
+
+/// Replaces `path` with `data` crash-safely, readable by its owner only:
+/// a temp file (mode 0600) beside it, written, fsynced, renamed over
+/// `path`, then the directory fsynced.
+pub fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let rnd: [u8; 8] =
+        holdfast_core::crypto::random_bytes().map_err(|e| std::io::Error::other(e.to_string()))?;
+    let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
+    tmp_name.push(format!(".{}.tmp", holdfast_core::id::hex(&rnd)));
+    let tmp = dir.join(tmp_name);
+    let r = (|| {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(&tmp)?;
+        f.write_all(data)?;
+        f.sync_all()?;
+        fs::rename(&tmp, path)?;
+        fsync_dir(dir)
+    })();
+    if r.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    r
+}
+
+/// A temp name this module writes: 24 hex digits and `.tmp`.
+fn is_tmp_name(name: &std::ffi::OsStr) -> bool {
+    let b = name.as_encoded_bytes();
+    b.len() == 28
+        && b.ends_with(b".tmp")
+        && b[..24]
+            .iter()
+            .all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'))
 }
 
 impl LocalDir {
@@ -55,6 +207,7 @@ impl LocalDir {
         Ok(Self {
             root,
             handles: Mutex::default(),
+            cleaned: AtomicBool::new(false),
         })
     }
 
@@ -87,6 +240,7 @@ impl LocalDir {
         Ok(Self {
             root,
             handles: Mutex::default(),
+            cleaned: AtomicBool::new(true),
         })
     }
 
@@ -95,13 +249,9 @@ impl LocalDir {
         if let Some((_, f)) = h.iter().find(|(n, _)| n == name) {
             return Ok(f.clone());
         }
-        let f = Arc::new(File::open(p).map_err(|e| match e.kind() {
-            ErrorKind::NotFound => StoreError::NotFound {
-                kind,
-                name: name.to_string(),
-            },
-            _ => io_err(p, e),
-        })?);
+        let (f, _) =
+            open_regular(p, max_object_size(kind)).map_err(|e| obj_err(kind, name, p, e))?;
+        let f = Arc::new(f);
         if h.len() >= HANDLES {
             h.pop_front();
         }
@@ -109,22 +259,54 @@ impl LocalDir {
         Ok(f)
     }
 
+    /// `tmp/`, if it is a real directory inside the repository: its
+    /// (device, inode). None if it does not exist; refused if it is a
+    /// symlink or anything else.
+    fn tmp_dir(&self) -> Result<Option<(u64, u64)>> {
+        let dir = self.root.join("tmp");
+        match fs::symlink_metadata(&dir) {
+            Ok(m) if m.file_type().is_dir() => Ok(Some((m.dev(), m.ino()))),
+            Ok(_) => Err(StoreError::Refused(format!(
+                "{} is not a directory (a symlink?): refusing to write or delete through it",
+                dir.display()
+            ))),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io_err(&dir, e)),
+        }
+    }
+
     /// Removes temp files left by crashed writers (older than `age`, so
-    /// another process's write in progress is left alone).
+    /// another process's write in progress is left alone). Only in a `tmp/`
+    /// that is a real directory, only regular files with the names this
+    /// module writes; a symlink is never followed. Read-only commands never
+    /// call this; the first write of a process does.
     pub fn clean_tmp(&self, age: Duration) -> Result<usize> {
         let dir = self.root.join("tmp");
-        let mut n = 0;
-        let Ok(rd) = fs::read_dir(&dir) else {
+        let Some(before) = self.tmp_dir()? else {
             return Ok(0);
         };
+        let rd = fs::read_dir(&dir).map_err(|e| io_err(&dir, e))?;
         let now = SystemTime::now();
+        let mut n = 0;
         for e in rd.flatten() {
-            let old = e
-                .metadata()
-                .and_then(|m| m.modified())
+            if !is_tmp_name(&e.file_name()) {
+                continue;
+            }
+            // DirEntry::metadata does not follow symlinks.
+            let Ok(m) = e.metadata() else { continue };
+            let old = m
+                .modified()
                 .map(|t| now.duration_since(t).unwrap_or_default() >= age)
                 .unwrap_or(false);
-            if old && fs::remove_file(e.path()).is_ok() {
+            if !m.file_type().is_file() || !old {
+                continue;
+            }
+            // The directory must still be the one listed (not swapped for a
+            // symlink meanwhile).
+            if self.tmp_dir()? != Some(before) {
+                break;
+            }
+            if fs::remove_file(e.path()).is_ok() {
                 n += 1;
             }
         }
@@ -145,8 +327,18 @@ impl Backend for LocalDir {
         check_name(kind, name)?;
         check_content(kind, name, data)?;
         let dest = self.path_of(kind, name);
-        if dest.exists() {
+        if fs::symlink_metadata(&dest).is_ok() {
             return Ok(());
+        }
+        if self.tmp_dir()?.is_none() {
+            let dir = self.root.join("tmp");
+            return Err(io_err(
+                &dir,
+                std::io::Error::new(ErrorKind::NotFound, "the repository has no tmp/"),
+            ));
+        }
+        if !self.cleaned.swap(true, Ordering::Relaxed) {
+            let _ = self.clean_tmp(TMP_AGE);
         }
         let rnd: [u8; 12] = holdfast_core::crypto::random_bytes()
             .map_err(|e| StoreError::Transient(e.to_string()))?;
@@ -177,13 +369,8 @@ impl Backend for LocalDir {
     fn get(&self, kind: Kind, name: &str) -> Result<Vec<u8>> {
         check_name(kind, name)?;
         let p = self.path_of(kind, name);
-        let data = fs::read(&p).map_err(|e| match e.kind() {
-            ErrorKind::NotFound => StoreError::NotFound {
-                kind,
-                name: name.to_string(),
-            },
-            _ => io_err(&p, e),
-        })?;
+        let data =
+            read_regular(&p, max_object_size(kind)).map_err(|e| obj_err(kind, name, &p, e))?;
         check_content(kind, name, &data)?;
         Ok(data)
     }
@@ -191,6 +378,16 @@ impl Backend for LocalDir {
     fn get_range(&self, kind: Kind, name: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
         check_name(kind, name)?;
         let p = self.path_of(kind, name);
+        if offset
+            .checked_add(len)
+            .is_none_or(|end| end > max_object_size(kind))
+        {
+            return Err(StoreError::Corrupt {
+                kind,
+                name: name.to_string(),
+                why: format!("range {offset}+{len} is beyond any {kind}"),
+            });
+        }
         let f = self.handle(kind, name, &p)?;
         let mut buf = vec![0u8; len.min(1 << 30) as usize];
         let mut got = 0usize;
@@ -216,15 +413,9 @@ impl Backend for LocalDir {
     fn size(&self, kind: Kind, name: &str) -> Result<u64> {
         check_name(kind, name)?;
         let p = self.path_of(kind, name);
-        fs::metadata(&p)
-            .map(|m| m.len())
-            .map_err(|e| match e.kind() {
-                ErrorKind::NotFound => StoreError::NotFound {
-                    kind,
-                    name: name.to_string(),
-                },
-                _ => io_err(&p, e),
-            })
+        fs::symlink_metadata(&p)
+            .and_then(|m| check_regular(&m, max_object_size(kind)).map(|_| m.len()))
+            .map_err(|e| obj_err(kind, name, &p, e))
     }
 
     fn list(&self, kind: Kind) -> Result<Vec<(String, u64)>> {
@@ -247,7 +438,7 @@ impl Backend for LocalDir {
         };
         match kind {
             Kind::Config => {
-                if let Ok(m) = fs::metadata(self.root.join("config")) {
+                if let Ok(m) = fs::symlink_metadata(self.root.join("config")) {
                     out.push(("config".into(), m.len()));
                 }
             }
@@ -300,7 +491,7 @@ impl crate::ObjectStore for LocalDir {
     fn stored_at_ns(&self, kind: Kind, name: &str) -> Result<i64> {
         check_name(kind, name)?;
         let p = self.path_of(kind, name);
-        let m = fs::metadata(&p)
+        let m = fs::symlink_metadata(&p)
             .and_then(|m| m.modified())
             .map_err(|e| io_err(&p, e))?;
         Ok(m.duration_since(SystemTime::UNIX_EPOCH)
@@ -353,5 +544,106 @@ mod tests {
         // Nothing left in tmp.
         assert_eq!(fs::read_dir(root.join("tmp")).unwrap().count(), 0);
         assert!(LocalDir::create(&root).is_err());
+    }
+
+    #[test]
+    fn hostile_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("r");
+        let b = LocalDir::create(&root).unwrap();
+        b.put(Kind::Config, "config", b"cfg").unwrap();
+        let id = ObjectId::of(b"x").to_hex();
+        // A snapshot symlinked to /dev/zero, a FIFO, a directory: refused
+        // as damage, at once.
+        std::os::unix::fs::symlink("/dev/zero", b.path_of(Kind::Snapshot, &id)).unwrap();
+        for r in [
+            b.get(Kind::Snapshot, &id),
+            b.get_range(Kind::Snapshot, &id, 0, 4),
+        ] {
+            match r {
+                Err(e @ StoreError::Corrupt { .. }) => {
+                    assert!(e.to_string().contains("not a regular file"), "{e}")
+                }
+                r => panic!("{r:?}"),
+            }
+        }
+        assert!(b.size(Kind::Snapshot, &id).unwrap_err().is_damage());
+        fs::remove_file(b.path_of(Kind::Snapshot, &id)).unwrap();
+        let fifo = std::process::Command::new("mkfifo")
+            .arg(b.path_of(Kind::Snapshot, &id))
+            .status()
+            .unwrap();
+        assert!(fifo.success());
+        assert!(b.get(Kind::Snapshot, &id).unwrap_err().is_damage());
+        // Too large for its kind (sparse, so cheap).
+        let big = ObjectId::of(b"y").to_hex();
+        File::create(b.path_of(Kind::Identity, &big))
+            .unwrap()
+            .set_len(1 << 30)
+            .unwrap();
+        let e = b.get(Kind::Identity, &big).unwrap_err();
+        assert!(e.is_damage() && e.to_string().contains("too large"), "{e}");
+
+        // A tmp/ that is a symlink to a directory outside: nothing there is
+        // ever deleted, and writes are refused.
+        let outside = dir.path().join("outside");
+        fs::create_dir(&outside).unwrap();
+        let victim = outside.join("0123456789abcdef01234567.tmp");
+        fs::write(&victim, b"precious").unwrap();
+        let age = |p: &Path| {
+            let old = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000_000);
+            File::options()
+                .write(true)
+                .open(p)
+                .unwrap()
+                .set_modified(old)
+                .unwrap()
+        };
+        age(&victim);
+        fs::remove_dir(root.join("tmp")).unwrap();
+        std::os::unix::fs::symlink(&outside, root.join("tmp")).unwrap();
+        let b = LocalDir::open(&root).unwrap();
+        assert!(b.clean_tmp(Duration::ZERO).is_err());
+        let data = b"new pack".to_vec();
+        assert!(
+            b.put(Kind::Pack, &ObjectId::of(&data).to_hex(), &data)
+                .is_err()
+        );
+        assert_eq!(fs::read(&victim).unwrap(), b"precious");
+        assert_eq!(fs::read_dir(&outside).unwrap().count(), 1);
+
+        // In a real tmp/, only old files with our temp names go; a symlink
+        // there is removed as a name, its target left alone.
+        fs::remove_file(root.join("tmp")).unwrap();
+        fs::create_dir(root.join("tmp")).unwrap();
+        let stale = root.join("tmp/aaaaaaaaaaaaaaaaaaaaaaaa.tmp");
+        let other = root.join("tmp/keep-me");
+        fs::write(&stale, b"").unwrap();
+        fs::write(&other, b"").unwrap();
+        age(&stale);
+        age(&other);
+        std::os::unix::fs::symlink(&victim, root.join("tmp/bbbbbbbbbbbbbbbbbbbbbbbb.tmp")).unwrap();
+        let b = LocalDir::open(&root).unwrap();
+        assert_eq!(b.clean_tmp(Duration::from_secs(3600)).unwrap(), 1);
+        assert!(!stale.exists() && other.exists());
+        assert_eq!(fs::read(&victim).unwrap(), b"precious");
+    }
+
+    #[test]
+    fn private_files() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().join("a/b");
+        create_private_dir(&d).unwrap();
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&d), 0o700);
+        assert_eq!(mode(&dir.path().join("a")), 0o700);
+        let f = d.join("state");
+        fs::write(&f, b"old").unwrap();
+        fs::set_permissions(&f, fs::Permissions::from_mode(0o644)).unwrap();
+        write_private(&f, b"new").unwrap();
+        assert_eq!(fs::read(&f).unwrap(), b"new");
+        assert_eq!(mode(&f), 0o600);
+        assert_eq!(fs::read_dir(&d).unwrap().count(), 1);
     }
 }

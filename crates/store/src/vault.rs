@@ -143,6 +143,9 @@ impl VaultBackend {
             .tls_backend_preconfigured(tls)
             .timeout(Duration::from_secs(300))
             .pool_max_idle_per_host(4)
+            // The vault closes a connection idle for 10 s; never reuse one
+            // that may be closing.
+            .pool_idle_timeout(Duration::from_secs(5))
             .build()
             .map_err(transient)?;
         let mut b = VaultBackend {
@@ -176,37 +179,119 @@ impl VaultBackend {
         }
         *expected.lock().unwrap() = Some(vault_key);
         b.vault_key = vault_key;
-        std::fs::create_dir_all(state_dir).map_err(|e| StoreError::Io {
+        crate::create_private_dir(state_dir).map_err(|e| StoreError::Io {
             path: state_dir.display().to_string(),
             source: e,
         })?;
-        b.state_file = state_dir.join(format!(
-            "{}-{}.checkpoint",
-            &config_id.to_hex()[..16],
-            hex(&b.identity.public()[..8])
-        ));
+        b.state_file = Self::checkpoint_path(state_dir, &config_id, &b.identity.public());
         b.sync_checkpoint()?;
         Ok(b)
     }
 
-    /// The checkpoint this client last verified, if any.
-    pub fn held_checkpoint(&self) -> Option<Checkpoint> {
-        std::fs::read(&self.state_file)
-            .ok()
-            .and_then(|b| Checkpoint::decode(&b).ok())
+    /// Where the holder of `public` keeps the last checkpoint it verified of
+    /// the repository `config_id`, in `state_dir`.
+    pub fn checkpoint_path(state_dir: &Path, config_id: &ObjectId, public: &[u8; 32]) -> PathBuf {
+        state_dir.join(format!(
+            "{}-{}.checkpoint",
+            &config_id.to_hex()[..16],
+            hex(&public[..8])
+        ))
+    }
+
+    /// The explicit way out when a held checkpoint is unreadable or no
+    /// longer matches the vault: moves it aside (kept as evidence, renamed
+    /// `…checkpoint.forgotten-UNIXTIME`), so the next contact is a first
+    /// contact. Returns where it went, or None if there was none.
+    pub fn forget_checkpoint(path: &Path) -> std::io::Result<Option<PathBuf>> {
+        let secs = now_ns() / 1_000_000_000;
+        let mut aside = path.as_os_str().to_os_string();
+        aside.push(format!(".forgotten-{secs}"));
+        let aside = PathBuf::from(aside);
+        match std::fs::rename(path, &aside) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        }
+        if let Some(dir) = path.parent() {
+            crate::fsync_dir(dir)?;
+        }
+        Ok(Some(aside))
+    }
+
+    /// Reads a held checkpoint file: None if there is none; an error if it
+    /// exists but cannot be read, decoded, or is not signed by `vault_key`
+    /// for `config_id`. Never treated as a first contact.
+    pub fn read_held_checkpoint(
+        path: &Path,
+        config_id: &ObjectId,
+        vault_key: Option<&[u8; 32]>,
+    ) -> Result<Option<Checkpoint>> {
+        let bytes = match crate::read_regular(path, 64 << 10) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Self::bad_held(path, &e.to_string())),
+        };
+        let cp = Checkpoint::decode(&bytes).map_err(|e| Self::bad_held(path, &e.to_string()))?;
+        if cp.config_id != config_id.0 {
+            return Err(Self::bad_held(path, "it is of another repository"));
+        }
+        if let Some(k) = vault_key
+            && cp.verify(k).is_err()
+        {
+            return Err(Self::bad_held(path, "its signature is not the vault's"));
+        }
+        Ok(Some(cp))
+    }
+
+    fn bad_held(path: &Path, why: &str) -> StoreError {
+        StoreError::LocalState(format!(
+            "the checkpoint this key last verified, {}, is unreadable ({why}). It is what \
+             shows that the vault's log was not rolled back, so it is not replaced silently. \
+             If this machine lost it (not the vault), run `holdfast checkpoint forget --key KEY` \
+             (it is kept aside) and the next contact trusts the vault's current log as a first \
+             contact does; compare that log with a replica's or the auditor's",
+            path.display()
+        ))
+    }
+
+    /// The checkpoint this client last verified: None before the first
+    /// contact; an error ([`StoreError::LocalState`]) if the file is there
+    /// but unreadable or damaged.
+    pub fn held_checkpoint(&self) -> Result<Option<Checkpoint>> {
+        Self::read_held_checkpoint(&self.state_file, &self.config_id, Some(&self.vault_key))
+    }
+
+    /// The vault's current checkpoint, signature checked.
+    fn current_checkpoint(&self) -> Result<Checkpoint> {
+        let b = self.request("GET", "/v1/log/checkpoint", &[], None)?;
+        let cp =
+            Checkpoint::decode(&b).map_err(|e| StoreError::Tamper(format!("checkpoint: {e}")))?;
+        if cp.verify(&self.vault_key).is_err() || cp.config_id != self.config_id.0 {
+            return Err(StoreError::Tamper(
+                "the vault's checkpoint signature does not verify".into(),
+            ));
+        }
+        Ok(cp)
     }
 
     /// Demands a consistency proof from the held checkpoint to the vault's
     /// current one; stores the new one when it extends the old.
     pub fn sync_checkpoint(&self) -> Result<Checkpoint> {
-        let held = self.held_checkpoint();
+        let held = self.held_checkpoint()?;
         let from = held.as_ref().map(|c| c.size).unwrap_or(0);
         let r = match self.request("GET", &format!("/v1/log/proof?from={from}"), &[], None) {
             Ok(r) => r,
-            Err(StoreError::Refused(m)) if m.contains("rollback") => {
-                return Err(StoreError::Tamper(format!(
-                    "the vault's log is shorter than the checkpoint this client verified before (size {from}): rolled back"
-                )));
+            // No proof from the size this client holds: a log now shorter
+            // than it was is a rollback, whatever the refusal says.
+            Err(StoreError::Refused(m)) if from > 0 => {
+                let now = self.current_checkpoint()?;
+                if now.size < from {
+                    return Err(StoreError::Tamper(format!(
+                        "the vault's log went back from {from} to {} entries: rolled back",
+                        now.size
+                    )));
+                }
+                return Err(StoreError::Refused(m));
             }
             Err(e) => return Err(e),
         };
@@ -246,13 +331,11 @@ impl VaultBackend {
                 }
             }
         }
-        let tmp = self.state_file.with_extension("tmp");
-        std::fs::write(&tmp, cp.encode())
-            .and_then(|_| std::fs::rename(&tmp, &self.state_file))
-            .map_err(|e| StoreError::Io {
-                path: self.state_file.display().to_string(),
-                source: e,
-            })?;
+        // Crash-safe (temp, fsync, rename, directory fsync) and private.
+        crate::write_private(&self.state_file, &cp.encode()).map_err(|e| StoreError::Io {
+            path: self.state_file.display().to_string(),
+            source: e,
+        })?;
         Ok(cp)
     }
 
@@ -327,10 +410,25 @@ impl VaultBackend {
         body: &[u8],
         auth: &Auth,
     ) -> Result<(u16, Vec<u8>)> {
+        self.send_with(method, path, body, auth, &[])
+    }
+
+    /// [`Self::send`] with extra headers (a `range`, say).
+    pub fn send_with(
+        &self,
+        method: &str,
+        path: &str,
+        body: &[u8],
+        auth: &Auth,
+        extra: &[(&str, &str)],
+    ) -> Result<(u16, Vec<u8>)> {
         let m = reqwest::Method::from_bytes(method.as_bytes()).map_err(transient)?;
         let mut rq = self.http.request(m, format!("{}{path}", self.base));
         for (k, v) in auth.headers() {
             rq = rq.header(k, v);
+        }
+        for (k, v) in extra {
+            rq = rq.header(*k, *v);
         }
         let resp = rq.body(body.to_vec()).send().map_err(transient)?;
         let status = resp.status().as_u16();

@@ -3,13 +3,20 @@
 //! * [`state`] — every rule (roles, namespaces, quotas, locks, quorum,
 //!   reclaim) as synchronous code over the repository directory;
 //! * [`logstore`] — the append-only log and its signed checkpoint on disk;
-//! * [`server`] — HTTPS transport: TLS with the vault key, body caps, a
-//!   connection limit, clean stop on SIGTERM;
+//! * [`server`] — HTTPS transport: TLS with the vault key, signatures
+//!   checked before any body is read, body caps, a connection limit, clean
+//!   stop on SIGTERM;
+//! * [`gate`] — admission: timeouts, the per-address cap on anonymous
+//!   connections, nonces and rate limits;
+//! * [`alert`] — alerts to stderr and `--alert-cmd`, deduplicated and
+//!   rate-limited, every command reaped;
 //! * [`tls`] — the self-signed certificate made from the vault key, which
 //!   clients pin through the repository config.
 //!
 //! The HTTP API is documented in docs/vault.md.
 
+pub mod alert;
+pub mod gate;
 pub mod logstore;
 pub mod server;
 pub mod state;

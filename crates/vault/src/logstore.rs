@@ -3,10 +3,18 @@
 //! `vault/checkpoint` holds the latest signed checkpoint, replaced
 //! atomically after each append.
 //!
+//! An append is: sign the checkpoint that will cover the new entry and store
+//! it as `checkpoint.next` (atomically), append the entry and fsync, then
+//! rename `checkpoint.next` over `checkpoint`. So every complete entry on
+//! disk is covered by a checkpoint the vault signed *before* writing it.
+//!
 //! On open the log is checked against the checkpoint: fewer entries than the
 //! checkpoint names, or a different root, means the log was cut or altered
-//! and the vault refuses to start. A torn last record (crash mid-append)
-//! beyond the checkpoint is dropped; it was never acknowledged.
+//! and the vault refuses to start. A crash after the append but before the
+//! rename is finished from `checkpoint.next`. A torn last record (crash
+//! mid-append) is dropped; it was never acknowledged. Complete entries that
+//! no signed checkpoint covers were appended by someone else: the vault
+//! refuses to start rather than adopt them (or drop them unseen).
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -14,7 +22,7 @@ use std::path::{Path, PathBuf};
 
 use holdfast_core::crypto::Identity;
 use holdfast_core::merkle::{self, Checkpoint, Hash};
-use holdfast_core::vaultlog::{Entry, split_log};
+use holdfast_core::vaultlog::{Entry, frame, split_log};
 
 use crate::VaultError;
 
@@ -24,7 +32,27 @@ pub struct LogStore {
     file: File,
     pub entries: Vec<Vec<u8>>,
     pub leaves: Vec<Hash>,
+    /// Roots of the perfect subtrees that make up the tree, largest first
+    /// (the RFC 6962 "frontier"): the root after an append costs O(log n).
+    frontier: Vec<(u32, Hash)>,
     pub checkpoint: Checkpoint,
+}
+
+fn push_frontier(f: &mut Vec<(u32, Hash)>, leaf: Hash) {
+    f.push((0, leaf));
+    while f.len() >= 2 && f[f.len() - 1].0 == f[f.len() - 2].0 {
+        let (l, right) = f.pop().expect("two");
+        let (_, left) = f.pop().expect("two");
+        f.push((l + 1, merkle::node_hash(&left, &right)));
+    }
+}
+
+fn frontier_root(f: &[(u32, Hash)]) -> Hash {
+    let mut it = f.iter().rev();
+    match it.next() {
+        None => merkle::empty_root(),
+        Some((_, last)) => it.fold(*last, |acc, (_, h)| merkle::node_hash(h, &acc)),
+    }
 }
 
 fn io(path: &Path, e: std::io::Error) -> VaultError {
@@ -66,11 +94,16 @@ impl LogStore {
                 "the log checkpoint is missing: the vault's state was altered".into(),
             )
         })?;
-        let checkpoint = Checkpoint::decode(&cp_bytes)
+        let mut checkpoint = Checkpoint::decode(&cp_bytes)
             .map_err(|e| VaultError::Tamper(format!("log checkpoint unreadable: {e}")))?;
         checkpoint
             .verify(&vault.public())
             .map_err(|_| VaultError::Tamper("log checkpoint signature does not verify".into()))?;
+        let next_path = dir.join("checkpoint.next");
+        let next = std::fs::read(&next_path)
+            .ok()
+            .and_then(|b| Checkpoint::decode(&b).ok())
+            .filter(|c| c.verify(&vault.public()).is_ok() && c.size == checkpoint.size + 1);
         let (records, torn) = split_log(&raw);
         let pos = raw.len() - torn;
         let mut entries = Vec::with_capacity(records.len());
@@ -94,6 +127,26 @@ impl LogStore {
                 "the log does not match its signed checkpoint: entries were altered".into(),
             ));
         }
+        // A crash between the append and the rename: finish it.
+        if let Some(n) = next
+            && leaves.len() as u64 >= n.size
+            && merkle::root(&leaves[..n.size as usize]) == n.root
+        {
+            std::fs::rename(&next_path, &checkpoint_path).map_err(|e| io(&next_path, e))?;
+            holdfast_store::fsync_dir(dir).map_err(|e| io(dir, e))?;
+            checkpoint = n;
+        } else if next_path.exists() {
+            std::fs::remove_file(&next_path).map_err(|e| io(&next_path, e))?;
+        }
+        if leaves.len() as u64 > checkpoint.size {
+            return Err(VaultError::Tamper(format!(
+                "{} complete log entr(ies) after the last signed checkpoint (size {}): \
+                 the vault signs a checkpoint before it appends, so these were added by \
+                 someone else; refusing to start (see docs/vault.md, \"Recovery\")",
+                leaves.len() as u64 - checkpoint.size,
+                checkpoint.size
+            )));
+        }
         if pos < raw.len() {
             // A torn append past the checkpoint: never acknowledged; drop it.
             let f = OpenOptions::new()
@@ -108,18 +161,20 @@ impl LogStore {
             .append(true)
             .open(&path)
             .map_err(|e| io(&path, e))?;
-        let mut s = LogStore {
+        let mut frontier = Vec::new();
+        for l in &leaves {
+            push_frontier(&mut frontier, *l);
+        }
+        let _ = now_ns;
+        Ok(LogStore {
             path,
             checkpoint_path,
             file,
             entries,
             leaves,
+            frontier,
             checkpoint,
-        };
-        if s.checkpoint.size < s.entries.len() as u64 {
-            s.sign(config_id, vault, now_ns)?;
-        }
-        Ok(s)
+        })
     }
 
     /// Appends one entry durably, then signs and stores a new checkpoint.
@@ -130,40 +185,58 @@ impl LogStore {
         vault: &Identity,
     ) -> Result<u64, VaultError> {
         let bytes = entry.encode();
+        let leaf = merkle::leaf_hash(&bytes);
+        let mut frontier = self.frontier.clone();
+        push_frontier(&mut frontier, leaf);
+        let cp = Checkpoint::sign(
+            config_id,
+            self.leaves.len() as u64 + 1,
+            frontier_root(&frontier),
+            entry.time_ns,
+            vault,
+        );
+        // 1. The checkpoint that will cover it, signed first.
+        let next = self.checkpoint_path.with_file_name("checkpoint.next");
+        write_atomic(&next, &cp.encode())?;
+        // 2. The entry.
         let mut rec = Vec::with_capacity(4 + bytes.len());
-        rec.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
-        rec.extend_from_slice(&bytes);
+        frame(&bytes, &mut rec);
         self.file
             .write_all(&rec)
             .and_then(|_| self.file.sync_data())
             .map_err(|e| io(&self.path, e))?;
-        self.leaves.push(merkle::leaf_hash(&bytes));
+        // 3. The checkpoint takes effect.
+        std::fs::rename(&next, &self.checkpoint_path).map_err(|e| io(&next, e))?;
+        if let Some(d) = self.checkpoint_path.parent() {
+            holdfast_store::fsync_dir(d).map_err(|e| io(d, e))?;
+        }
+        self.leaves.push(leaf);
+        self.frontier = frontier;
         self.entries.push(bytes);
-        self.sign(config_id, vault, entry.time_ns)?;
-        Ok(self.entries.len() as u64 - 1)
-    }
-
-    fn sign(
-        &mut self,
-        config_id: [u8; 32],
-        vault: &Identity,
-        now_ns: i64,
-    ) -> Result<(), VaultError> {
-        let cp = Checkpoint::sign(
-            config_id,
-            self.leaves.len() as u64,
-            merkle::root(&self.leaves),
-            now_ns,
-            vault,
-        );
-        write_atomic(&self.checkpoint_path, &cp.encode())?;
         self.checkpoint = cp;
-        Ok(())
+        Ok(self.entries.len() as u64 - 1)
     }
 
     pub fn decoded(&self) -> impl Iterator<Item = Entry> + '_ {
         self.entries
             .iter()
             .map(|e| Entry::decode(e).expect("checked at open and append"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frontier_root_matches_the_full_root() {
+        let mut f = Vec::new();
+        let mut leaves = Vec::new();
+        for i in 0..70u32 {
+            let l = merkle::leaf_hash(&i.to_le_bytes());
+            leaves.push(l);
+            push_frontier(&mut f, l);
+            assert_eq!(frontier_root(&f), merkle::root(&leaves), "n = {}", i + 1);
+        }
     }
 }

@@ -1,16 +1,24 @@
 //! HTTPS transport for the vault. One dispatch function maps (method, path)
 //! to a [`Vault`] call after authenticating the request; the vault's state
 //! sits behind one mutex, so every rule is checked and applied atomically.
-//! Bounded: a connection limit, a body cap (checked before a body is
-//! buffered beyond it), per-identity rate limits and quotas in the state.
+//!
+//! Order for every request: the signature headers (which carry the body's
+//! BLAKE3) are checked, the declared length against the route's cap, then
+//! key, time, signature, nonce and rate, all before a byte of the body is
+//! read; only then is the body read (no more than declared) and checked
+//! against the signed hash. Someone without a key therefore gets 401 and a
+//! closed connection, never a buffer. Connections are bounded by the
+//! timeouts and caps in [`crate::gate`]. Error bodies never carry server
+//! paths: 5xx details go to stderr, the client gets a generic line.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::body::{Body, HttpBody};
+use axum::extract::{Request, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use holdfast_core::ObjectId;
@@ -18,12 +26,14 @@ use holdfast_core::crypto::Identity;
 use holdfast_core::format::Role;
 use holdfast_core::request::Auth;
 use holdfast_store::{Kind, check_name};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use serde_json::json;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
+use tower::ServiceExt;
 
+use crate::gate::{self, Ticket};
 use crate::state::{Options, Vault, describe, now_ns};
 use crate::{ApiError, VaultError};
 
@@ -48,6 +58,14 @@ pub struct ServeOptions {
 }
 
 type Shared = Arc<Mutex<Vault>>;
+
+/// What every request handler shares: the vault, and the strings no error
+/// body may contain (the state directory and the storage location).
+#[derive(Clone)]
+struct App {
+    vault: Shared,
+    hide: Arc<Vec<String>>,
+}
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
@@ -147,27 +165,89 @@ pub fn fuzz_request(data: &[u8]) {
     let _ = serde_json::from_slice::<serde_json::Value>(data);
 }
 
+/// The largest body a route takes.
+fn body_cap(method: &Method, path: &str) -> usize {
+    let big = method == Method::PUT
+        && (path.starts_with("/v1/objects/packs/") || path.starts_with("/v1/objects/snapshots/"));
+    if big { MAX_BODY } else { MAX_SMALL_BODY }
+}
+
+/// The body length the request declares (`content-length`; none and no
+/// `transfer-encoding` means no body).
+fn declared_length(h: &HeaderMap) -> Result<usize, ApiError> {
+    match h.get(header::CONTENT_LENGTH) {
+        Some(v) => v
+            .to_str()
+            .ok()
+            .and_then(|s| s.parse::<usize>().ok())
+            .ok_or_else(|| ApiError::bad("bad content-length")),
+        None if h.contains_key(header::TRANSFER_ENCODING) => {
+            Err(ApiError::new(411, "a body needs a content-length"))
+        }
+        None => Ok(0),
+    }
+}
+
+/// Reads exactly `declared` bytes of an (already authenticated) request
+/// body; a pause longer than [`gate::BODY_STALL_TIMEOUT`] ends it.
+async fn read_body(mut body: Body, declared: usize) -> Result<Vec<u8>, ApiError> {
+    let mut out = Vec::with_capacity(declared);
+    loop {
+        let frame = tokio::time::timeout(
+            gate::BODY_STALL_TIMEOUT,
+            std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)),
+        )
+        .await
+        .map_err(|_| ApiError::new(408, "request body stalled"))?;
+        match frame {
+            None => break,
+            Some(Err(_)) => return Err(ApiError::bad("request body cut short")),
+            Some(Ok(f)) => {
+                if let Ok(d) = f.into_data() {
+                    if out.len() + d.len() > declared {
+                        return Err(ApiError::bad("body longer than its content-length"));
+                    }
+                    out.extend_from_slice(&d);
+                }
+            }
+        }
+    }
+    if out.len() != declared {
+        return Err(ApiError::bad("body shorter than its content-length"));
+    }
+    Ok(out)
+}
+
+/// What a client may see of an error: 5xx details (which may name files)
+/// go to stderr only, and no message may contain a server path.
+fn public(e: ApiError, hide: &[String]) -> ApiError {
+    let leaks = hide
+        .iter()
+        .any(|h| !h.is_empty() && e.msg.contains(h.as_str()));
+    let quota = e.status == 507 && e.msg.starts_with("storage quota");
+    if (e.status < 500 || quota) && !leaks {
+        return e;
+    }
+    eprintln!("holdfast vault: answered {}: {}", e.status, e.msg);
+    let msg = match e.status {
+        503 => "storage unavailable for now; try again",
+        507 => "storage full",
+        s if s < 500 => "request refused",
+        _ => "internal error (details in the vault's log)",
+    };
+    ApiError::new(e.status, msg)
+}
+
 fn handle(
     v: &mut Vault,
     method: &Method,
     uri: &Uri,
     headers: &HeaderMap,
+    who: [u8; 32],
+    role: Role,
     body: &[u8],
 ) -> Result<Response, ApiError> {
     let path = uri.path();
-    let pq = uri.path_and_query().map(|p| p.as_str()).unwrap_or(path);
-    if method == Method::DELETE {
-        return Err(ApiError::new(
-            405,
-            "nothing is ever deleted through the vault's API",
-        ));
-    }
-    let auth =
-        Auth::from_headers(|n| headers.get(n).and_then(|v| v.to_str().ok())).map_err(|e| {
-            ApiError::unauthorized(format!("missing or malformed signature headers: {e}"))
-        })?;
-    let role = v.authenticate(&auth, method.as_str(), pq, body)?;
-    let who = auth.key;
     let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     let small = || {
         if body.len() > MAX_SMALL_BODY {
@@ -199,7 +279,7 @@ fn handle(
             let k = kind_of(kind)?;
             let id = object_id(k, name)?;
             let visible = v.may_read(&who, role, k, &id)
-                && (k != Kind::Snapshot || v.snapshots.contains_key(&id));
+                && (k != Kind::Snapshot || v.st.snapshots.contains_key(&id));
             if !visible {
                 // Same answer for "absent" and "not yours": no probing.
                 return Err(ApiError::not_found("no such object"));
@@ -209,11 +289,34 @@ fn handle(
                 return Ok(jsn(json!({ "size": size })));
             }
             match parse_range(headers)? {
-                Some((off, len)) => Ok(bytes(
-                    v.store
+                Some((off, len)) => {
+                    let size = v.store.size(k, name).map_err(ApiError::store)?;
+                    if off >= size {
+                        return Ok((
+                            StatusCode::RANGE_NOT_SATISFIABLE,
+                            [(header::CONTENT_RANGE, format!("bytes */{size}"))],
+                            format!("range starts at {off}, past the end ({size} bytes)\n"),
+                        )
+                            .into_response());
+                    }
+                    let len = len.min(size - off);
+                    let data = v
+                        .store
                         .get_range(k, name, off, len)
-                        .map_err(ApiError::store)?,
-                )),
+                        .map_err(ApiError::store)?;
+                    Ok((
+                        StatusCode::PARTIAL_CONTENT,
+                        [
+                            (header::CONTENT_TYPE, "application/octet-stream".to_string()),
+                            (
+                                header::CONTENT_RANGE,
+                                format!("bytes {off}-{}/{size}", off + len - 1),
+                            ),
+                        ],
+                        data,
+                    )
+                        .into_response())
+                }
                 None => Ok(bytes(v.store_get(k, name)?)),
             }
         }
@@ -232,19 +335,19 @@ fn handle(
             ))
         }
         (Method::GET, ["v1", "snapshots"]) => {
-            let list: Vec<_> = v
-                .snapshots
-                .iter()
-                .filter(|(id, _)| v.may_read(&who, role, Kind::Snapshot, id))
-                .map(|(id, s)| {
-                    json!({
-                        "id": id.to_hex(),
-                        "client": holdfast_core::id::hex(&s.client),
-                        "time_ns": s.time_ns,
-                        "lock_until_ns": s.lock_until_ns,
+            let list: Vec<_> =
+                v.st.snapshots
+                    .iter()
+                    .filter(|(id, _)| v.may_read(&who, role, Kind::Snapshot, id))
+                    .map(|(id, s)| {
+                        json!({
+                            "id": id.to_hex(),
+                            "client": holdfast_core::id::hex(&s.client),
+                            "time_ns": s.added_ns,
+                            "lock_until_ns": s.lock_until_ns,
+                        })
                     })
-                })
-                .collect();
+                    .collect();
             Ok(jsn(json!(list)))
         }
         (Method::POST, ["v1", "identities"]) => {
@@ -286,25 +389,25 @@ fn handle(
                 &[Role::Admin, Role::Auditor, Role::Replica, Role::Restore],
             )?;
             let now = now_ns();
-            let list: Vec<_> = v
-                .proposals
-                .iter()
-                .map(|(id, p)| {
-                    let status = if p.executed {
-                        "executed".to_string()
-                    } else {
-                        format!("{:?}", v.proposal_status(id, now).expect("listed"))
-                    };
-                    json!({
-                        "id": id.to_hex(),
-                        "action": describe(&p.proposal.action),
-                        "proposer": holdfast_core::id::hex(&p.proposal.proposer),
-                        "received_ns": p.received_ns,
-                        "status": status,
-                        "proposal": holdfast_core::id::hex(&p.proposal.encode()),
+            let list: Vec<_> =
+                v.st.proposals
+                    .iter()
+                    .map(|(id, p)| {
+                        let status = if p.executed.is_some() {
+                            "executed".to_string()
+                        } else {
+                            format!("{:?}", v.proposal_status(id, now).expect("listed"))
+                        };
+                        json!({
+                            "id": id.to_hex(),
+                            "action": describe(&p.proposal.action),
+                            "proposer": holdfast_core::id::hex(&p.proposal.proposer),
+                            "received_ns": p.received_ns,
+                            "status": status,
+                            "proposal": holdfast_core::id::hex(&p.proposal.encode()),
+                        })
                     })
-                })
-                .collect();
+                    .collect();
             Ok(jsn(json!(list)))
         }
         (Method::GET, ["v1", "log", "checkpoint"]) => Ok(bytes(v.checkpoint().encode())),
@@ -317,9 +420,17 @@ fn handle(
             })))
         }
         (Method::GET, ["v1", "log", "entries"]) => {
+            // Every party reads the log through the same fold (clients
+            // too): ids, keys, times and locks, no content.
             need(
                 role,
-                &[Role::Admin, Role::Auditor, Role::Replica, Role::Restore],
+                &[
+                    Role::Admin,
+                    Role::Auditor,
+                    Role::Replica,
+                    Role::Restore,
+                    Role::Client,
+                ],
             )?;
             let start = query(uri, "start").unwrap_or(0) as usize;
             let count = query(uri, "count").unwrap_or(10_000).min(10_000) as usize;
@@ -340,23 +451,65 @@ impl Vault {
     }
 }
 
-async fn dispatch(
-    State(state): State<Shared>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let r = tokio::task::spawn_blocking(move || {
-        let mut v = state.lock().unwrap_or_else(|p| p.into_inner());
-        handle(&mut v, &method, &uri, &headers, &body)
-    })
-    .await;
-    match r {
-        Ok(Ok(resp)) => resp,
-        Ok(Err(e)) => e.into_response(),
-        Err(_) => ApiError::internal("request handler failed").into_response(),
+async fn dispatch(State(app): State<App>, req: Request) -> Response {
+    let (parts, body) = req.into_parts();
+    let ticket = parts.extensions.get::<Arc<Ticket>>().cloned();
+    match serve_request(&app, parts, body, ticket).await {
+        Ok(resp) => resp,
+        Err(e) => public(e, &app.hide).into_response(),
     }
+}
+
+async fn serve_request(
+    app: &App,
+    parts: axum::http::request::Parts,
+    body: Body,
+    ticket: Option<Arc<Ticket>>,
+) -> Result<Response, ApiError> {
+    let (method, uri, headers) = (parts.method, parts.uri, parts.headers);
+    if method == Method::DELETE {
+        return Err(ApiError::new(
+            405,
+            "nothing is ever deleted through the vault's API",
+        ));
+    }
+    let auth =
+        Auth::from_headers(|n| headers.get(n).and_then(|v| v.to_str().ok())).map_err(|e| {
+            ApiError::unauthorized(format!("missing or malformed signature headers: {e}"))
+        })?;
+    let declared = declared_length(&headers)?;
+    if declared > body_cap(&method, uri.path()) {
+        return Err(ApiError::new(413, "body too large"));
+    }
+    // Key, time, signature over the declared hash, nonce, rate: before a
+    // byte of the body is read.
+    let role = {
+        let (vault, auth, method) = (app.vault.clone(), auth.clone(), method.clone());
+        let pq = uri
+            .path_and_query()
+            .map(|p| p.as_str().to_string())
+            .unwrap_or_else(|| uri.path().to_string());
+        tokio::task::spawn_blocking(move || {
+            let mut v = vault.lock().unwrap_or_else(|p| p.into_inner());
+            v.authenticate(&auth, method.as_str(), &pq)
+        })
+        .await
+        .map_err(|_| ApiError::internal("request handler failed"))??
+    };
+    if let Some(t) = &ticket {
+        t.authenticated();
+    }
+    let body = read_body(body, declared).await?;
+    let vault = app.vault.clone();
+    tokio::task::spawn_blocking(move || {
+        if !auth.body_matches(&body) {
+            return Err(ApiError::bad("body does not match its signed hash"));
+        }
+        let mut v = vault.lock().unwrap_or_else(|p| p.into_inner());
+        handle(&mut v, &method, &uri, &headers, auth.key, role, &body)
+    })
+    .await
+    .map_err(|_| ApiError::internal("request handler failed"))?
 }
 
 /// Runs the vault until `shutdown` resolves; then stops accepting, lets
@@ -369,12 +522,28 @@ pub async fn run(
     reclaim_every: Duration,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
-    let app = axum::Router::new()
-        .fallback(dispatch)
-        .layer(DefaultBodyLimit::max(MAX_BODY))
-        .with_state(vault.clone());
+    let hide = {
+        let v = vault.lock().unwrap_or_else(|p| p.into_inner());
+        let mut hide = vec![v.store.location(), v.state_dir.display().to_string()];
+        if let Ok(c) = v.state_dir.canonicalize() {
+            hide.push(c.display().to_string());
+        }
+        hide
+    };
+    let app = axum::Router::new().fallback(dispatch).with_state(App {
+        vault: vault.clone(),
+        hide: Arc::new(hide),
+    });
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
     let permits = Arc::new(Semaphore::new(max_connections));
+    let addresses = gate::Addresses::new(gate::MAX_ANONYMOUS_PER_ADDRESS);
+    let http = {
+        let mut b = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new()).http1_only();
+        b.http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(gate::HEADER_TIMEOUT);
+        Arc::new(b)
+    };
     let ticker = {
         let vault = vault.clone();
         tokio::spawn(async move {
@@ -403,22 +572,34 @@ pub async fn run(
             p = permits.clone().acquire_owned() => p.expect("semaphore open"),
             _ = &mut shutdown => break,
         };
-        let (tcp, _) = tokio::select! {
+        let (tcp, peer) = tokio::select! {
             a = listener.accept() => match a { Ok(a) => a, Err(_) => continue },
             _ = &mut shutdown => break,
         };
+        // An address holding its share of connections that never
+        // authenticated a request gets no more (and frees the permit now).
+        let Some(ticket) = addresses.admit(peer.ip()) else {
+            drop(tcp);
+            continue;
+        };
         let acceptor = acceptor.clone();
-        let svc = TowerToHyperService::new(app.clone());
+        let http = http.clone();
+        let t = ticket.clone();
+        let svc = TowerToHyperService::new(app.clone().map_request(
+            move |mut r: axum::http::Request<hyper::body::Incoming>| {
+                r.extensions_mut().insert(t.clone());
+                r
+            },
+        ));
         tokio::spawn(async move {
             let tls =
-                match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
+                match tokio::time::timeout(gate::HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                     Ok(Ok(s)) => s,
                     _ => return,
                 };
-            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                .http1_only()
-                .serve_connection(TokioIo::new(tls), svc)
-                .await;
+            let io = gate::WriteDeadline::new(tls, gate::WRITE_STALL_TIMEOUT);
+            let _ = http.serve_connection(TokioIo::new(io), svc).await;
+            drop(ticket);
             drop(permit);
         });
     }
@@ -447,6 +628,7 @@ pub fn serve(opts: ServeOptions) -> Result<(), VaultError> {
             opts.vault,
         )?;
         let n = vault.log.entries.len();
+        let alerts = vault.alerts.clone();
         let listener = TcpListener::bind(opts.listen)
             .await
             .map_err(|e| VaultError::Io(format!("{}: {e}", opts.listen)))?;
@@ -455,7 +637,7 @@ pub fn serve(opts: ServeOptions) -> Result<(), VaultError> {
             .map_err(|e| VaultError::Io(e.to_string()))?;
         println!(
             "holdfast vault listening on https://{addr} ({} snapshots, log of {n} entries)",
-            vault.snapshots.len()
+            vault.st.snapshots.len()
         );
         let shutdown = async {
             let mut term =
@@ -475,6 +657,8 @@ pub fn serve(opts: ServeOptions) -> Result<(), VaultError> {
             shutdown,
         )
         .await;
+        // Counts of repeated or suppressed alerts still held go out now.
+        alerts.flush(Duration::from_secs(10));
         eprintln!("holdfast vault stopped");
         Ok(())
     })

@@ -1,11 +1,22 @@
 //! The vault's state and every rule it enforces, with no HTTP in it.
 //!
-//! The state is rebuilt at start by replaying the log (the source of truth)
-//! plus `vault/owners` (which client uploaded which pack, for namespaces and
-//! quotas). Every mutation follows the same order: check everything → write
-//! the object durably → append the log entry → sign a checkpoint → answer.
+//! What the log means comes from the one validating fold,
+//! [`holdfast_core::logstate`], which every reader also runs; the vault adds
+//! what only it knows: which client uploaded which pack (`owners`, for
+//! namespaces and quotas), nonces and rate limits, and storage locks. Every
+//! mutation follows the same order: check everything → write the object
+//! durably → append the log entry → sign a checkpoint → answer.
+//!
+//! Damage is never a reason to delete: a snapshot file the vault cannot
+//! read stops every pack reclaim, a snapshot it cannot explain pins its
+//! packs, and a log entry that breaks a rule is reported and not applied.
+//!
+//! Time: entries are stamped on an anchored clock ([`Clock`]) that never
+//! runs before the last entry, nor further ahead of it than the monotonic
+//! time since start (plus a bound) allows, so no single reading of a wrong
+//! wall clock can reclaim anything.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -13,25 +24,35 @@ use std::time::{Instant, SystemTime};
 
 use holdfast_core::ObjectId;
 use holdfast_core::crypto::Identity;
-use holdfast_core::format::{self, Config, IdentityRecord, Member, Retention, Role, Snapshot};
-use holdfast_core::governance::{self, Action, Proposal, Status, Vote, VoteKind};
+use holdfast_core::format::{self, Config, IdentityRecord, Member, Role, Snapshot};
+use holdfast_core::governance::{Action, Proposal, Status, Vote, VoteKind};
+use holdfast_core::logstate::{Effect, LogState, Reader};
 use holdfast_core::merkle::{self, Checkpoint, Hash};
 use holdfast_core::request::{Auth, WINDOW_NS};
-use holdfast_core::retention;
+use holdfast_core::retention::{self, Candidate};
 use holdfast_core::vaultlog::{Entry, Event};
 use holdfast_store::{Deletion, Kind, ObjectStore, StoreError};
 
 use crate::logstore::LogStore;
 use crate::{ApiError, VaultError};
 
+const NS: i64 = 1_000_000_000;
+
 pub struct Options {
-    /// Bytes of pack data one client may add.
+    /// Bytes of pack data one client may hold (reclaimed packs free it).
     pub quota_bytes: u64,
     /// Requests per second per identity (token bucket), and burst size.
     pub rate: f64,
     pub burst: f64,
     /// Run with the alert text in `HOLDFAST_ALERT` for every alert.
     pub alert_cmd: Option<String>,
+    /// Snapshots one client may commit per hour; more are refused (429)
+    /// and alerted: a stolen client key cannot flood the log.
+    pub max_snapshots_per_hour: usize,
+    /// How far ahead of its last log entry the vault's clock may be at
+    /// start (a vault down longer than this runs behind until restarted
+    /// within the bound; a clock that jumped further is not believed).
+    pub max_clock_gap_secs: u64,
 }
 
 impl Default for Options {
@@ -41,28 +62,68 @@ impl Default for Options {
             rate: 500.0,
             burst: 2000.0,
             alert_cmd: None,
+            max_snapshots_per_hour: 120,
+            max_clock_gap_secs: 7 * 86_400,
         }
     }
 }
 
+/// What the vault answers for a committed snapshot.
 #[derive(Clone, Debug)]
 pub struct SnapMeta {
     pub client: [u8; 32],
     pub time_ns: i64,
     pub lock_until_ns: i64,
-    pub packs: Vec<ObjectId>,
-}
-
-pub struct ProposalState {
-    pub proposal: Proposal,
-    pub received_ns: i64,
-    pub executed: bool,
 }
 
 /// Storage locks on shared objects (packs, the config, identity records) are
 /// raised in steps of this much at most, so that consecutive snapshots do
 /// not each extend every pack they share (at most one step of extra hold).
-const LOCK_STEP_MAX_NS: i64 = 7 * 86_400 * 1_000_000_000;
+const LOCK_STEP_MAX_NS: i64 = 7 * 86_400 * NS;
+/// How far a snapshot's own (client) time may be ahead of the vault's.
+const CLIENT_AHEAD_NS: i64 = 600 * NS;
+/// How far behind: a backup may run long, but not for weeks.
+const CLIENT_BEHIND_NS: i64 = 7 * 86_400 * NS;
+
+/// The vault's clock, anchored to its log: never before the last entry, and
+/// never further ahead of the anchor than the monotonic clock has run since
+/// start. A wall clock that jumps forward (a bad RTC, a spoofed NTP answer)
+/// is not believed; one that jumps back never dates an entry before the last.
+pub struct Clock {
+    base_ns: i64,
+    start: Instant,
+}
+
+impl Clock {
+    pub fn new(last_entry_ns: i64, max_gap_ns: i64) -> Self {
+        let wall = now_ns();
+        let base_ns = if last_entry_ns == i64::MIN {
+            wall
+        } else {
+            last_entry_ns.max(wall.min(last_entry_ns.saturating_add(max_gap_ns)))
+        };
+        Clock {
+            base_ns,
+            start: Instant::now(),
+        }
+    }
+
+    /// The furthest the vault believes time can be now.
+    fn ceiling(&self) -> i64 {
+        self.base_ns
+            .saturating_add(self.start.elapsed().as_nanos().min(i64::MAX as u128) as i64)
+    }
+
+    /// The time the vault acts on: the wall clock, capped by the anchor.
+    pub fn now(&self) -> i64 {
+        now_ns().min(self.ceiling())
+    }
+
+    /// How far the wall clock is ahead of what the vault believes.
+    pub fn wall_ahead_ns(&self) -> i64 {
+        now_ns().saturating_sub(self.ceiling())
+    }
+}
 
 pub struct Vault {
     /// Where the log, checkpoint and pack-owner records live.
@@ -71,23 +132,20 @@ pub struct Vault {
     pub config: Config,
     pub config_id: ObjectId,
     identity: Identity,
-    pub members: HashMap<[u8; 32], Member>,
-    pub removed: HashSet<[u8; 32]>,
-    /// Identity records the log has recorded.
-    logged_identities: HashSet<ObjectId>,
-    /// Snapshots the log deleted (by quorum) or reclaimed: never to return.
-    gone: HashSet<ObjectId>,
-    pub snapshots: BTreeMap<ObjectId, SnapMeta>,
+    /// What the log says, through the validating fold every reader runs.
+    pub st: LogState,
     owners: HashMap<ObjectId, HashSet<[u8; 32]>>,
     owners_file: File,
     usage: HashMap<[u8; 32], u64>,
+    /// Stored size of each pack with an owner record.
+    sizes: HashMap<ObjectId, u64>,
     pub log: LogStore,
-    pub proposals: BTreeMap<ObjectId, ProposalState>,
-    pub votes: Vec<(Vote, i64)>,
-    pub retention: Retention,
-    nonces: HashMap<([u8; 32], [u8; 16]), i64>,
-    buckets: HashMap<[u8; 32], (f64, Instant)>,
+    /// Nonces seen in the time window, and per-identity rate buckets.
+    gate: crate::gate::RequestGate,
+    /// Stderr and `--alert-cmd`, deduplicated and rate-limited.
+    pub alerts: crate::alert::Alerter,
     pub opts: Options,
+    pub clock: Clock,
     /// Storage lock (Unix ns) this process has set per shared object.
     retained: HashMap<(Kind, ObjectId), i64>,
     /// Deletions the log explains that the storage refused for now (still
@@ -95,6 +153,14 @@ pub struct Vault {
     pending: BTreeMap<(u8, ObjectId), Kind>,
     /// True while replaying: deletions are collected, then done once.
     replaying: bool,
+    /// Packs listed by snapshot files the log does not explain: kept.
+    pinned: HashSet<ObjectId>,
+    /// Why no pack may be reclaimed (a snapshot file nobody can read).
+    hold_packs: Option<String>,
+    /// Commit times per client in the last hour (burst limit).
+    recent: HashMap<[u8; 32], VecDeque<i64>>,
+    /// Exclusive lock on the state directory: one vault per state.
+    _lock: File,
 }
 
 pub fn now_ns() -> i64 {
@@ -108,6 +174,33 @@ fn short(k: &[u8]) -> String {
     holdfast_core::id::hex(&k[..4])
 }
 
+/// Takes the state directory's lock, or says which vault holds it.
+fn lock_state_dir(dir: &Path) -> Result<File, VaultError> {
+    std::fs::create_dir_all(dir).map_err(|e| VaultError::Io(format!("{}: {e}", dir.display())))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
+    }
+    let p = dir.join("lock");
+    let f = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&p)
+        .map_err(|e| VaultError::Io(format!("{}: {e}", p.display())))?;
+    match f.try_lock() {
+        Ok(()) => Ok(f),
+        Err(std::fs::TryLockError::WouldBlock) => Err(VaultError::Usage(format!(
+            "another vault is already running on {} (two vaults on one repository would fork its log)",
+            dir.display()
+        ))),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(VaultError::Io(format!("{}: {e}", p.display())))
+        }
+    }
+}
+
 impl Vault {
     /// Opens the vault over a repository's storage, with its own state
     /// (log, checkpoint, pack owners) in `state_dir`, and the vault key,
@@ -119,6 +212,7 @@ impl Vault {
         pinned_config: ObjectId,
         opts: Options,
     ) -> Result<Vault, VaultError> {
+        let lock = lock_state_dir(state_dir)?;
         let cfg_bytes = match store.get_pinned(Kind::Config, "config", &pinned_config) {
             Ok(b) => b,
             Err(StoreError::Corrupt { why, .. }) => {
@@ -140,11 +234,7 @@ impl Vault {
             }
         }
         let mut identity_files = Vec::new();
-        let mut members: HashMap<[u8; 32], Member> = config
-            .members
-            .iter()
-            .map(|m| (m.public, m.clone()))
-            .collect();
+        let mut members: HashMap<[u8; 32], Member> = HashMap::new();
         for (name, _) in store
             .list(Kind::Identity)
             .map_err(|e| VaultError::Io(e.to_string()))?
@@ -171,10 +261,12 @@ impl Vault {
         let raw = std::fs::read(&owners_path).unwrap_or_default();
         let mut owners: HashMap<ObjectId, HashSet<[u8; 32]>> = HashMap::new();
         let mut usage: HashMap<[u8; 32], u64> = HashMap::new();
+        let mut sizes: HashMap<ObjectId, u64> = HashMap::new();
         for rec in raw.chunks_exact(72) {
-            let pack = ObjectId(rec[..32].try_into().unwrap());
-            let client: [u8; 32] = rec[32..64].try_into().unwrap();
-            let size = u64::from_le_bytes(rec[64..72].try_into().unwrap());
+            let pack = ObjectId(rec[..32].try_into().expect("72-byte record"));
+            let client: [u8; 32] = rec[32..64].try_into().expect("72-byte record");
+            let size = u64::from_le_bytes(rec[64..72].try_into().expect("72-byte record"));
+            sizes.insert(pack, size);
             if owners.entry(pack).or_default().insert(client) {
                 *usage.entry(client).or_default() += size;
             }
@@ -185,33 +277,43 @@ impl Vault {
             .open(&owners_path)
             .map_err(|e| VaultError::Io(format!("{}: {e}", owners_path.display())))?;
 
+        let st = LogState::new(&config, config_id, members);
+        let alerts = crate::alert::Alerter::new(opts.alert_cmd.clone());
         let mut v = Vault {
             state_dir: vdir,
             store,
-            retention: config.retention.clone(),
             config,
             config_id,
             identity,
-            members,
-            removed: HashSet::new(),
-            logged_identities: HashSet::new(),
-            gone: HashSet::new(),
-            snapshots: BTreeMap::new(),
+            st,
             owners,
             owners_file,
             usage,
+            sizes,
             log,
-            proposals: BTreeMap::new(),
-            votes: Vec::new(),
-            nonces: HashMap::new(),
-            buckets: HashMap::new(),
+            gate: crate::gate::RequestGate::default(),
+            alerts,
+            clock: Clock::new(i64::MIN, 0),
             opts,
             retained: HashMap::new(),
             pending: BTreeMap::new(),
             replaying: true,
+            pinned: HashSet::new(),
+            hold_packs: None,
+            recent: HashMap::new(),
+            _lock: lock,
         };
-        v.replay()?;
+        let fresh = v.log.entries.is_empty();
+        v.replay();
         v.replaying = false;
+        v.clock = Clock::new(
+            v.st.last_time_ns,
+            (v.opts
+                .max_clock_gap_secs
+                .min(i64::MAX as u64 / (2 * NS as u64)) as i64)
+                * NS,
+        );
+        v.check_clock();
         // One listing of the snapshots serves every check at start (on S3
         // each listing is a paginated walk over every version).
         let present: HashSet<String> = v
@@ -226,7 +328,7 @@ impl Vault {
         // Identity records written into the directory before the vault ran
         // (or behind its back): valid ones are admitted, and logged now.
         for id in identity_files {
-            if !v.logged_identities.contains(&id) {
+            if !v.st.identities.contains(&id) {
                 v.log(Event::IdentityAdded { record: id })
                     .map_err(|e| VaultError::Io(e.msg))?;
                 v.alert(&format!(
@@ -235,22 +337,84 @@ impl Vault {
                 ));
             }
         }
-        v.recover_unlogged_snapshots(&present)?;
+        v.recover_unlogged_snapshots(&present, fresh)?;
         Ok(v)
     }
 
-    /// Rebuilds snapshots, locks, proposals, votes and policy from the log.
-    fn replay(&mut self) -> Result<(), VaultError> {
-        let entries: Vec<Entry> = self.log.decoded().collect();
-        for e in entries {
-            self.apply(&e)?;
+    /// Rebuilds the state from the log through the validating fold. An
+    /// entry that breaks a rule is alerted as tampering and not applied.
+    fn replay(&mut self) {
+        let reader = Reader::at(now_ns());
+        let entries = std::mem::take(&mut self.log.entries);
+        let mut unreadable = Vec::new();
+        let store = &self.store;
+        let mut packs_of = |id: &ObjectId| match store.get(Kind::Snapshot, &id.to_hex()) {
+            Ok(b) => match Snapshot::decode(&b) {
+                Ok(s) if ObjectId::of(&b) == *id => Some(s.header.packs),
+                _ => {
+                    unreadable.push(*id);
+                    None
+                }
+            },
+            Err(StoreError::NotFound { .. }) => None,
+            Err(_) => {
+                unreadable.push(*id);
+                None
+            }
+        };
+        let mut effects = Vec::new();
+        for raw in &entries {
+            effects.extend(self.st.apply(raw, &reader, &mut packs_of));
         }
-        Ok(())
+        self.log.entries = entries;
+        // A committed snapshot's packs are in its client's namespace: the
+        // log alone rebuilds this if `owners` is lost.
+        let live: Vec<([u8; 32], Vec<ObjectId>)> = self
+            .st
+            .snapshots
+            .values()
+            .filter_map(|s| s.packs.clone().map(|p| (s.client, p)))
+            .collect();
+        for (client, packs) in live {
+            for p in packs {
+                self.owners.entry(p).or_default().insert(client);
+            }
+        }
+        self.perform(effects);
+        for p in self.st.problems.clone() {
+            self.alert(&format!("TAMPERING: the vault's own {p}; not applied"));
+        }
+        if !unreadable.is_empty() {
+            let why = format!(
+                "{} live snapshot(s) unreadable ({}): no pack is reclaimed until they are repaired",
+                unreadable.len(),
+                unreadable
+                    .iter()
+                    .map(|i| i.short())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            self.alert(&format!("DAMAGE: {why}"));
+            self.hold_packs = Some(why);
+        }
+    }
+
+    /// Alerts when the wall clock is far ahead of the anchored clock.
+    pub fn check_clock(&self) {
+        let ahead = self.clock.wall_ahead_ns();
+        if ahead > 3600 * NS {
+            self.alert(&format!(
+                "CLOCK: the system clock is {} h ahead of the vault's anchored time; \
+                 reclaims and executions use the anchored time",
+                ahead / (3600 * NS)
+            ));
+        }
     }
 
     /// Snapshots the log names must be in storage; alerts on any that is not.
     fn report_missing_snapshots(&self, present: &HashSet<String>) {
         let missing: Vec<String> = self
+            .st
             .snapshots
             .keys()
             .filter(|id| !present.contains(&id.to_hex()))
@@ -265,153 +429,124 @@ impl Vault {
         }
     }
 
-    /// A crash between writing a snapshot file and logging it leaves a valid
-    /// snapshot the client never got an answer for. At start such a file is
-    /// committed now, if it passes every check a PUT would (signed by a
-    /// client, packs in its namespace). Anything else not in the log is
-    /// reported and left alone; a snapshot the log deleted stays deleted.
-    fn recover_unlogged_snapshots(&mut self, present: &HashSet<String>) -> Result<(), VaultError> {
+    /// Snapshot files the log does not hold. A crash between writing a
+    /// snapshot and logging it leaves one the client never got an answer
+    /// for; a vault started on a directory repository finds the ones made
+    /// before it. Either is committed now if it passes every check a PUT
+    /// would (signed by an active client, for this repository, its packs in
+    /// the client's namespace, or, on a vault's first start, present in
+    /// storage). Anything else is reported and its packs kept; a snapshot
+    /// the log deleted stays deleted.
+    fn recover_unlogged_snapshots(
+        &mut self,
+        present: &HashSet<String>,
+        fresh: bool,
+    ) -> Result<(), VaultError> {
+        let pack_sizes: HashMap<ObjectId, u64> = if fresh {
+            self.store
+                .list(Kind::Pack)
+                .map_err(|e| VaultError::Io(e.to_string()))?
+                .into_iter()
+                .filter_map(|(n, s)| ObjectId::from_hex(&n).ok().map(|i| (i, s)))
+                .collect()
+        } else {
+            HashMap::new()
+        };
+        let mut found: Vec<(i64, ObjectId, Snapshot, Vec<u8>)> = Vec::new();
         for name in present {
             let Ok(id) = ObjectId::from_hex(name) else {
                 continue;
             };
-            // Deleted ones were dealt with by `finish_replayed_deletions`.
-            if self.snapshots.contains_key(&id) || self.gone.contains(&id) {
+            if self.st.snapshots.contains_key(&id) || self.st.gone.contains_key(&id) {
                 continue;
             }
             let body = match self.store.get(Kind::Snapshot, name) {
                 Ok(b) => b,
                 Err(e) => {
-                    self.alert(&format!(
-                        "TAMPERING: snapshot file {} not in the log and unreadable: {e}",
+                    let why = format!(
+                        "snapshot file {} not in the log and unreadable: {e}",
                         id.short()
-                    ));
+                    );
+                    self.alert(&format!("TAMPERING: {why}"));
+                    self.hold_packs = Some(why);
                     continue;
                 }
             };
-            let client = Snapshot::decode(&body).map(|s| s.header.client);
-            match client
-                .map_err(|e| ApiError::bad(e.to_string()))
-                .and_then(|c| self.check_snapshot(&c, &body).map(|p| (c, p)))
-            {
-                Ok((c, packs)) => {
-                    let now = now_ns();
-                    let lock = self.lock_for(&c, now);
+            match Snapshot::decode(&body) {
+                Ok(s) if ObjectId::of(&body) == id => found.push((s.header.time_ns, id, s, body)),
+                _ => {
+                    let why = format!("snapshot file {} is not a valid snapshot", id.short());
+                    self.alert(&format!("TAMPERING: {why}"));
+                    self.hold_packs = Some(why);
+                }
+            }
+        }
+        // In the clients' own order, so that the vault's times keep it.
+        found.sort_by_key(|(t, id, _, _)| (*t, *id));
+        let mut adopted = 0usize;
+        for (_, id, snap, body) in found {
+            let c = snap.header.client;
+            if fresh && snap.header.packs.iter().all(|p| pack_sizes.contains_key(p)) {
+                for p in &snap.header.packs {
+                    if !self.owners.get(p).is_some_and(|o| o.contains(&c)) {
+                        self.record_owner(p, &c, pack_sizes[p])
+                            .map_err(|e| VaultError::Io(e.msg))?;
+                    }
+                }
+            }
+            match self.check_snapshot(&c, &body) {
+                Ok(packs) => {
+                    let now = self.stamp();
+                    let lock = self.lock_for(now);
                     self.commit_snapshot(&c, &id, &packs, now, lock)
                         .map_err(|e| VaultError::Io(e.msg))?;
-                    self.alert(&format!(
-                        "snapshot {} was written before a crash but not logged; committed now",
-                        id.short()
-                    ));
+                    if fresh {
+                        adopted += 1;
+                    } else {
+                        self.alert(&format!(
+                            "snapshot {} was written before a crash but not logged; committed now",
+                            id.short()
+                        ));
+                    }
                 }
-                Err(e) => self.alert(&format!(
-                    "TAMPERING: snapshot file {} is not in the log and would not be accepted: {}",
-                    id.short(),
-                    e.msg
-                )),
+                Err(e) => {
+                    self.pinned.extend(snap.header.packs.iter().copied());
+                    self.alert(&format!(
+                        "TAMPERING: snapshot file {} is not in the log and would not be accepted: {}; its packs are kept",
+                        id.short(),
+                        e.msg
+                    ))
+                }
             }
+        }
+        if adopted > 0 {
+            self.alert(&format!(
+                "adopted {adopted} snapshot(s) written to this repository before the vault ran; \
+                 checked as a PUT, logged and locked from now"
+            ));
         }
         Ok(())
     }
 
-    /// Applies one log entry to the in-memory state and the files: a
-    /// deletion the entry explains is carried out (on replay this finishes
-    /// one a crash interrupted between logging and deleting).
-    fn apply(&mut self, e: &Entry) -> Result<(), VaultError> {
-        match &e.event {
-            Event::SnapshotAdded {
-                snapshot,
-                client,
-                lock_until_ns,
-            } => {
-                let packs = self
-                    .store
-                    .get(Kind::Snapshot, &snapshot.to_hex())
-                    .ok()
-                    .and_then(|b| Snapshot::decode(&b).ok())
-                    .map(|s| s.header.packs)
-                    .unwrap_or_default();
-                // A committed snapshot's packs are in its client's namespace:
-                // the log alone rebuilds this if `owners` is lost.
-                for p in &packs {
-                    self.owners.entry(*p).or_default().insert(*client);
+    /// Carries out what valid log entries let the vault do. While
+    /// replaying, deletions are only collected.
+    fn perform(&mut self, effects: Vec<Effect>) {
+        for e in effects {
+            match e {
+                Effect::Erase(s) | Effect::ReclaimSnapshot(s) => {
+                    self.remove_file(Kind::Snapshot, &s)
                 }
-                self.snapshots.insert(
-                    *snapshot,
-                    SnapMeta {
-                        client: *client,
-                        time_ns: e.time_ns,
-                        lock_until_ns: *lock_until_ns,
-                        packs,
-                    },
-                );
-            }
-            Event::LockExtended {
-                snapshot, until_ns, ..
-            } => {
-                if let Some(s) = self.snapshots.get_mut(snapshot) {
-                    s.lock_until_ns = s.lock_until_ns.max(*until_ns);
-                }
-            }
-            Event::Proposed { proposal } => {
-                let p = Proposal::decode(proposal)
-                    .map_err(|x| VaultError::Tamper(format!("logged proposal: {x}")))?;
-                self.proposals.insert(
-                    p.id(),
-                    ProposalState {
-                        proposal: p,
-                        received_ns: e.time_ns,
-                        executed: false,
-                    },
-                );
-            }
-            Event::Voted { vote } => {
-                let v = Vote::decode(vote)
-                    .map_err(|x| VaultError::Tamper(format!("logged vote: {x}")))?;
-                self.votes.push((v, e.time_ns));
-            }
-            Event::Executed { proposal } => {
-                let action = match self.proposals.get_mut(proposal) {
-                    Some(p) => {
-                        p.executed = true;
-                        p.proposal.action.clone()
-                    }
-                    None => {
-                        return Err(VaultError::Tamper(
-                            "log executes an unknown proposal".into(),
-                        ));
-                    }
-                };
-                match action {
-                    Action::DeleteSnapshots(ids) => {
-                        for id in ids {
-                            self.gone.insert(id);
-                            self.snapshots.remove(&id);
-                            self.remove_file(Kind::Snapshot, &id);
+                Effect::ReclaimPack(p) => {
+                    let size = self.sizes.remove(&p).unwrap_or(0);
+                    for c in self.owners.remove(&p).unwrap_or_default() {
+                        if let Some(u) = self.usage.get_mut(&c) {
+                            *u = u.saturating_sub(size);
                         }
                     }
-                    Action::SetRetention(r) => self.retention = r,
-                    Action::RemoveIdentity(k) => {
-                        self.removed.insert(k);
-                    }
-                }
-            }
-            Event::IdentityAdded { record } => {
-                self.logged_identities.insert(*record);
-            }
-            Event::Reclaimed { snapshots, packs } => {
-                for id in snapshots {
-                    self.gone.insert(*id);
-                    self.snapshots.remove(id);
-                    self.remove_file(Kind::Snapshot, id);
-                }
-                for p in packs {
-                    self.owners.remove(p);
-                    self.remove_file(Kind::Pack, p);
+                    self.remove_file(Kind::Pack, &p);
                 }
             }
         }
-        Ok(())
     }
 
     /// Deletion is the vault's alone, outside the client contract, and only
@@ -441,6 +576,9 @@ impl Vault {
     /// still in storage (one listing per kind, not one request per entry).
     fn finish_replayed_deletions(&mut self, snapshots: &HashSet<String>) -> Result<(), VaultError> {
         let collected = std::mem::take(&mut self.pending);
+        if collected.is_empty() {
+            return Ok(());
+        }
         let packs: HashSet<String> = self
             .store
             .list(Kind::Pack)
@@ -473,9 +611,9 @@ impl Vault {
         {
             return Ok(());
         }
-        let step = (self.retention.keep_within_secs as i64)
-            .saturating_mul(500_000_000)
-            .clamp(1_000_000_000, LOCK_STEP_MAX_NS);
+        let step = (self.st.retention.keep_within_secs as i64)
+            .saturating_mul(NS / 2)
+            .clamp(NS, LOCK_STEP_MAX_NS);
         let target = until_ns
             .div_euclid(step)
             .saturating_add(1)
@@ -510,57 +648,75 @@ impl Vault {
             self.retain_shared(Kind::Pack, p, until_ns)?;
         }
         self.retain_shared(Kind::Config, self.config_id, until_ns)?;
-        let idents: Vec<ObjectId> = self.logged_identities.iter().copied().collect();
+        let idents: Vec<ObjectId> = self.st.identities.iter().copied().collect();
         for i in idents {
             self.retain_shared(Kind::Identity, i, until_ns)?;
         }
         Ok(())
     }
 
+    /// The time for a new entry: the anchored clock, and always after the
+    /// last entry.
+    fn stamp(&self) -> i64 {
+        self.clock.now().max(self.st.last_time_ns.saturating_add(1))
+    }
+
     fn log(&mut self, event: Event) -> Result<(), ApiError> {
-        self.log_at(event, now_ns())
+        let t = self.stamp();
+        self.log_at(event, t, None)
     }
 
     /// Logs with a given vault time (a snapshot's stamp and the lock computed
-    /// from it must use the same reading of the clock).
-    fn log_at(&mut self, event: Event, time_ns: i64) -> Result<(), ApiError> {
+    /// from it must use the same reading of the clock), then folds the entry
+    /// exactly as every reader will, and carries out its effects.
+    fn log_at(
+        &mut self,
+        event: Event,
+        time_ns: i64,
+        packs: Option<&[ObjectId]>,
+    ) -> Result<(), ApiError> {
         let entry = Entry { time_ns, event };
         self.log
             .append(&entry, self.config_id.0, &self.identity)
             .map_err(|e| ApiError::internal(e.to_string()))?;
-        self.apply(&entry)
-            .map_err(|e| ApiError::internal(e.to_string()))
+        let raw = self.log.entries.last().expect("just appended").clone();
+        let before = self.st.problems.len();
+        let reader = Reader::at(time_ns.max(now_ns()));
+        let effects = self
+            .st
+            .apply(&raw, &reader, &mut |_| packs.map(|p| p.to_vec()));
+        for p in self.st.problems[before..].to_vec() {
+            self.alert(&format!(
+                "BUG: the vault logged an entry its readers refuse: {p}"
+            ));
+        }
+        self.perform(effects);
+        Ok(())
     }
 
     pub fn alert(&self, msg: &str) {
-        eprintln!("holdfast vault ALERT: {msg}");
-        if let Some(cmd) = &self.opts.alert_cmd {
-            let _ = std::process::Command::new("sh")
-                .arg("-c")
-                .arg(cmd)
-                .env("HOLDFAST_ALERT", msg)
-                .spawn();
-        }
+        self.alerts.raise(msg);
     }
 
     // ------------------------------------------------------------ auth
 
-    /// Checks a request's signature, signer, time window, nonce and rate.
-    /// Returns the signer's role.
+    /// Checks a request's signer, time window, signature (over the
+    /// declared body hash: the body itself is checked against it once
+    /// read), nonce and rate. Returns the signer's role.
     pub fn authenticate(
         &mut self,
         auth: &Auth,
         method: &str,
         path: &str,
-        body: &[u8],
     ) -> Result<Role, ApiError> {
         let now = now_ns();
         let member = self
+            .st
             .members
             .get(&auth.key)
             .ok_or_else(|| ApiError::unauthorized("unknown key"))?;
         let role = member.role;
-        if self.removed.contains(&auth.key) {
+        if self.st.removed.contains(&auth.key) {
             return Err(ApiError::forbidden("this identity was removed by quorum"));
         }
         if (auth.time_ns - now).abs() > WINDOW_NS {
@@ -568,26 +724,17 @@ impl Vault {
                 "request time outside the allowed window",
             ));
         }
-        auth.verify(method, path, body)
+        auth.verify_declared(method, path)
             .map_err(|_| ApiError::unauthorized("bad request signature"))?;
-        if self.nonces.len() > 100_000 {
-            self.nonces.retain(|_, t| *t > now - 2 * WINDOW_NS);
-        }
-        if self.nonces.insert((auth.key, auth.nonce), now).is_some() {
+        if !self.gate.fresh_nonce(&auth.key, &auth.nonce, now) {
             return Err(ApiError::unauthorized("replayed request"));
         }
-        let (rate, burst) = (self.opts.rate, self.opts.burst);
-        let b = self
-            .buckets
-            .entry(auth.key)
-            .or_insert((burst, Instant::now()));
-        let t = Instant::now();
-        b.0 = (b.0 + t.duration_since(b.1).as_secs_f64() * rate).min(burst);
-        b.1 = t;
-        if b.0 < 1.0 {
+        if !self
+            .gate
+            .take_token(&auth.key, self.opts.rate, self.opts.burst)
+        {
             return Err(ApiError::new(429, "rate limit: slow down"));
         }
-        b.0 -= 1.0;
         Ok(role)
     }
 
@@ -600,7 +747,7 @@ impl Vault {
             (Role::Auditor | Role::Admin, Kind::Snapshot) => true,
             (Role::Client, Kind::Pack) => self.owners.get(id).is_some_and(|o| o.contains(who)),
             (Role::Client, Kind::Snapshot) => {
-                self.snapshots.get(id).is_some_and(|s| &s.client == who)
+                self.st.snapshots.get(id).is_some_and(|s| &s.client == who)
             }
             (_, Kind::Config | Kind::Identity) => true,
             _ => false,
@@ -628,13 +775,29 @@ impl Vault {
                 let Ok(id) = ObjectId::from_hex(n) else {
                     return false;
                 };
-                (kind != Kind::Snapshot || self.snapshots.contains_key(&id))
+                (kind != Kind::Snapshot || self.st.snapshots.contains_key(&id))
                     && self.may_read(who, role, kind, &id)
             })
             .collect())
     }
 
     // ------------------------------------------------------------ writes
+
+    fn record_owner(&mut self, id: &ObjectId, who: &[u8; 32], size: u64) -> Result<(), ApiError> {
+        let mut rec = Vec::with_capacity(72);
+        rec.extend_from_slice(&id.0);
+        rec.extend_from_slice(who);
+        rec.extend_from_slice(&size.to_le_bytes());
+        self.owners_file
+            .write_all(&rec)
+            .and_then(|_| self.owners_file.sync_data())
+            .map_err(|e| ApiError::internal(e.to_string()))?;
+        self.sizes.insert(*id, size);
+        if self.owners.entry(*id).or_default().insert(*who) {
+            *self.usage.entry(*who).or_default() += size;
+        }
+        Ok(())
+    }
 
     pub fn put_pack(&mut self, who: &[u8; 32], id: &ObjectId, body: &[u8]) -> Result<(), ApiError> {
         if ObjectId::of(body) != *id {
@@ -651,27 +814,28 @@ impl Vault {
         }
         // Locked in storage (where it can) from the start, for as long as
         // the snapshot it is for will be at least.
-        let until = now_ns()
-            .saturating_add((self.retention.keep_within_secs as i64).saturating_mul(1_000_000_000));
+        let until = self
+            .clock
+            .now()
+            .saturating_add((self.st.retention.keep_within_secs as i64).saturating_mul(NS));
         self.store
             .put_retained(Kind::Pack, &id.to_hex(), body, until)
             .map_err(ApiError::store)?;
-        let mut rec = Vec::with_capacity(72);
-        rec.extend_from_slice(&id.0);
-        rec.extend_from_slice(who);
-        rec.extend_from_slice(&(body.len() as u64).to_le_bytes());
-        self.owners_file
-            .write_all(&rec)
-            .and_then(|_| self.owners_file.sync_data())
-            .map_err(|e| ApiError::internal(e.to_string()))?;
-        self.owners.entry(*id).or_default().insert(*who);
-        *self.usage.entry(*who).or_default() += body.len() as u64;
-        Ok(())
+        self.record_owner(id, who, body.len() as u64)
+    }
+
+    fn meta(&self, id: &ObjectId) -> Option<SnapMeta> {
+        self.st.snapshots.get(id).map(|s| SnapMeta {
+            client: s.client,
+            time_ns: s.added_ns,
+            lock_until_ns: s.lock_until_ns,
+        })
     }
 
     /// Commits a snapshot: signed by the requester, every pack it lists is
-    /// present and in the requester's namespace; stamped and locked on the
-    /// vault's clock. Idempotent.
+    /// present and in the requester's namespace, its own time near the
+    /// vault's; stamped and locked on the vault's clock. Idempotent. A
+    /// snapshot the log deleted never comes back.
     pub fn put_snapshot(
         &mut self,
         who: &[u8; 32],
@@ -681,31 +845,61 @@ impl Vault {
         if ObjectId::of(body) != *id {
             return Err(ApiError::bad("snapshot content does not match its id"));
         }
-        if let Some(m) = self.snapshots.get(id) {
+        if let Some(m) = self.meta(id) {
             return if &m.client == who {
-                Ok(m.clone())
+                Ok(m)
             } else {
                 Err(ApiError::forbidden("not your snapshot"))
             };
         }
+        if self.st.gone.contains_key(id) {
+            return Err(ApiError::new(
+                410,
+                "this snapshot was deleted by the log (erased or reclaimed) and never comes back",
+            ));
+        }
         let packs = self.check_snapshot(who, body)?;
-        let now = now_ns();
-        let lock = self.lock_for(who, now);
+        let now = self.stamp();
+        let claimed = Snapshot::decode(body)
+            .map(|s| s.header.time_ns)
+            .unwrap_or(now);
+        if claimed > now.saturating_add(CLIENT_AHEAD_NS) || claimed < now - CLIENT_BEHIND_NS {
+            self.alert(&format!(
+                "client {} sent a snapshot dated {} h from the vault's clock; refused",
+                short(who),
+                (claimed - now) / (3600 * NS)
+            ));
+            return Err(ApiError::bad(
+                "the snapshot's time is too far from the vault's clock (check this host's clock)",
+            ));
+        }
+        let recent = self.recent.entry(*who).or_default();
+        while recent.front().is_some_and(|t| *t < now - 3600 * NS) {
+            recent.pop_front();
+        }
+        if recent.len() >= self.opts.max_snapshots_per_hour {
+            let n = recent.len();
+            self.alert(&format!(
+                "client {} is committing snapshots in a burst ({n} in the last hour); refused",
+                short(who)
+            ));
+            return Err(ApiError::new(
+                429,
+                format!("too many snapshots from this client ({n} in the last hour)"),
+            ));
+        }
+        let lock = self.lock_for(now);
         self.store
             .put_retained(Kind::Snapshot, &id.to_hex(), body, lock)
             .map_err(ApiError::store)?;
-        self.commit_snapshot(who, id, &packs, now, lock)
+        let m = self.commit_snapshot(who, id, &packs, now, lock)?;
+        self.recent.entry(*who).or_default().push_back(now);
+        Ok(m)
     }
 
-    /// The lock a snapshot of `who` stamped `now` gets under the policy.
-    fn lock_for(&self, who: &[u8; 32], now: i64) -> i64 {
-        let earlier: Vec<i64> = self
-            .snapshots
-            .values()
-            .filter(|s| &s.client == who)
-            .map(|s| s.time_ns)
-            .collect();
-        retention::lock_until(&self.retention, now, &earlier)
+    /// The lock a snapshot stamped `now` gets at commit.
+    fn lock_for(&self, now: i64) -> i64 {
+        retention::commit_lock(&self.st.retention, now)
     }
 
     /// What a snapshot must be to be committed: signed by `who`, a client of
@@ -718,8 +912,8 @@ impl Vault {
                 "a client may only write snapshots it signed itself",
             ));
         }
-        match self.members.get(who) {
-            Some(m) if m.role == Role::Client && !self.removed.contains(who) => {}
+        match self.st.members.get(who) {
+            Some(m) if m.role == Role::Client && !self.st.removed.contains(who) => {}
             _ => {
                 return Err(ApiError::forbidden(
                     "not signed by a client of this repository",
@@ -761,8 +955,10 @@ impl Vault {
                 lock_until_ns: lock,
             },
             now,
+            Some(packs),
         )?;
-        Ok(self.snapshots[id].clone())
+        self.meta(id)
+            .ok_or_else(|| ApiError::internal("snapshot not committed"))
     }
 
     /// An admin adds a client, replica or auditor identity (its record
@@ -779,11 +975,11 @@ impl Vault {
             ApiError::bad("identity record refused: bad signature, or a role one admin may not add")
         })?;
         let id = ObjectId::of(body);
-        if self.logged_identities.contains(&id) {
+        if self.st.identities.contains(&id) {
             return Ok(id);
         }
-        if self.members.contains_key(&rec.member.public)
-            || self.members.values().any(|m| m.name == rec.member.name)
+        if self.st.members.contains_key(&rec.member.public)
+            || self.st.members.values().any(|m| m.name == rec.member.name)
         {
             return Err(ApiError::new(
                 409,
@@ -794,7 +990,7 @@ impl Vault {
             .put(Kind::Identity, &id.to_hex(), body)
             .map_err(ApiError::store)?;
         let (name, role) = (rec.member.name.clone(), rec.member.role);
-        self.members.insert(rec.member.public, rec.member);
+        self.st.members.insert(rec.member.public, rec.member);
         self.log(Event::IdentityAdded { record: id })?;
         self.alert(&format!(
             "admin {} added {} identity {name:?}",
@@ -804,16 +1000,19 @@ impl Vault {
         Ok(id)
     }
 
-    pub fn extend_lock(
+    /// Raises a snapshot's lock (in storage first, then in the log). `by`
+    /// is the admin asking, or the vault itself (retention slots, anomalies).
+    fn raise_lock(
         &mut self,
-        admin: &[u8; 32],
+        by: [u8; 32],
         snapshot: &ObjectId,
         until_ns: i64,
     ) -> Result<i64, ApiError> {
         let (cur, packs) = self
+            .st
             .snapshots
             .get(snapshot)
-            .map(|s| (s.lock_until_ns, s.packs.clone()))
+            .map(|s| (s.lock_until_ns, s.packs.clone().unwrap_or_default()))
             .ok_or_else(|| ApiError::not_found("no such snapshot"))?;
         if until_ns <= cur {
             return Err(ApiError::new(
@@ -825,22 +1024,28 @@ impl Vault {
         self.log(Event::LockExtended {
             snapshot: *snapshot,
             until_ns,
-            admin: *admin,
+            admin: by,
         })?;
+        Ok(until_ns)
+    }
+
+    pub fn extend_lock(
+        &mut self,
+        admin: &[u8; 32],
+        snapshot: &ObjectId,
+        until_ns: i64,
+    ) -> Result<i64, ApiError> {
+        let until = self.raise_lock(*admin, snapshot, until_ns)?;
         self.alert(&format!(
             "admin {} extended the lock of snapshot {}",
             short(admin),
             snapshot.short()
         ));
-        Ok(until_ns)
+        Ok(until)
     }
 
-    fn active_admins(&self) -> BTreeSet<[u8; 32]> {
-        self.members
-            .values()
-            .filter(|m| m.role == Role::Admin && !self.removed.contains(&m.public))
-            .map(|m| m.public)
-            .collect()
+    pub fn active_admins(&self) -> std::collections::BTreeSet<[u8; 32]> {
+        self.st.active_admins()
     }
 
     pub fn propose(&mut self, admin: &[u8; 32], body: &[u8]) -> Result<ObjectId, ApiError> {
@@ -855,15 +1060,15 @@ impl Vault {
         }
         match &p.action {
             Action::DeleteSnapshots(ids) => {
-                if let Some(id) = ids.iter().find(|id| !self.snapshots.contains_key(id)) {
+                if let Some(id) = ids.iter().find(|id| !self.st.snapshots.contains_key(id)) {
                     return Err(ApiError::not_found(format!("no snapshot {}", id.short())));
                 }
             }
             Action::RemoveIdentity(k) => {
-                if !self.members.contains_key(k) || self.removed.contains(k) {
+                if !self.st.members.contains_key(k) || self.st.removed.contains(k) {
                     return Err(ApiError::not_found("no such identity"));
                 }
-                if self.members[k].role == Role::Vault {
+                if self.st.members[k].role == Role::Vault {
                     return Err(ApiError::bad("the vault's own key cannot be removed"));
                 }
                 let admins = self.active_admins();
@@ -876,7 +1081,7 @@ impl Vault {
             Action::SetRetention(_) => {}
         }
         let id = p.id();
-        if self.proposals.contains_key(&id) {
+        if self.st.proposals.contains_key(&id) {
             return Ok(id);
         }
         let what = describe(&p.action);
@@ -898,15 +1103,42 @@ impl Vault {
                 "a vote must be signed by the admin sending it",
             ));
         }
+        if !self.st.is_active_admin(admin) {
+            return Err(ApiError::forbidden("only an active admin may vote"));
+        }
         let p = self
+            .st
             .proposals
             .get(&v.proposal)
             .ok_or_else(|| ApiError::not_found("no such proposal"))?;
-        if p.executed {
+        if p.executed.is_some() {
             return Err(ApiError::new(409, "proposal already executed"));
         }
-        if self.votes.iter().any(|(x, _)| x == &v) {
-            return Ok(());
+        match v.kind {
+            VoteKind::Veto => {
+                if p.proposal.action == Action::RemoveIdentity(*admin) {
+                    return Err(ApiError::forbidden(
+                        "the subject of a removal cannot veto its own removal",
+                    ));
+                }
+                if p.veto.is_some() {
+                    return Ok(());
+                }
+            }
+            VoteKind::Approve => {
+                if p.veto.is_some() {
+                    return Err(ApiError::new(
+                        409,
+                        "this proposal was vetoed: it can never run",
+                    ));
+                }
+                if p.approvals.iter().any(|a| &a.0 == admin) {
+                    return Err(ApiError::new(
+                        409,
+                        "you already approved this proposal (a proposer's own proposal counts as its approval)",
+                    ));
+                }
+            }
         }
         let kind = v.kind;
         let pid = v.proposal;
@@ -927,32 +1159,40 @@ impl Vault {
     }
 
     pub fn proposal_status(&self, id: &ObjectId, now: i64) -> Option<Status> {
-        let p = self.proposals.get(id)?;
-        Some(governance::status(
-            &p.proposal,
-            p.received_ns,
-            &self.votes,
-            &self.active_admins(),
-            self.config.quorum as usize,
-            self.config.delay_secs,
-            now,
-        ))
+        self.st.status(id, now)
     }
 
-    /// Executes every proposal that is ready. Returns how many ran.
+    /// Executes every proposal that is ready on the anchored clock. Returns
+    /// how many ran.
     pub fn execute_ready(&mut self) -> usize {
-        let now = now_ns();
+        let now = self.clock.now();
         let ready: Vec<ObjectId> = self
+            .st
             .proposals
             .iter()
-            .filter(|(_, p)| !p.executed)
+            .filter(|(_, p)| p.executed.is_none())
             .map(|(id, _)| *id)
             .filter(|id| self.proposal_status(id, now) == Some(Status::Ready))
             .collect();
+        let mut ran = 0;
         for id in &ready {
-            let what = describe(&self.proposals[id].proposal.action);
+            let action = self.st.proposals[id].proposal.action.clone();
+            if let Action::RemoveIdentity(k) = &action {
+                let admins = self.active_admins();
+                if admins.contains(k) && admins.len() - 1 < self.config.quorum as usize {
+                    self.alert(&format!(
+                        "proposal {} cannot run: it would leave fewer admins than the quorum",
+                        id.short()
+                    ));
+                    continue;
+                }
+            }
+            let what = describe(&action);
             match self.log(Event::Executed { proposal: *id }) {
-                Ok(()) => self.alert(&format!("EXECUTED proposal {}: {what}", id.short())),
+                Ok(()) => {
+                    ran += 1;
+                    self.alert(&format!("EXECUTED proposal {}: {what}", id.short()))
+                }
                 Err(e) => self.alert(&format!(
                     "executing proposal {} failed: {}",
                     id.short(),
@@ -960,44 +1200,114 @@ impl Vault {
                 )),
             }
         }
-        ready.len()
+        ran
     }
 
-    /// Reclaims storage: snapshots whose locks expired, then packs that no
-    /// remaining snapshot lists and that are older than the grace period
-    /// (so a backup in flight, whose snapshot is not yet committed, keeps
-    /// its packs). Logged before anything is deleted.
+    /// Stored bytes a snapshot references (unknown lists count as large,
+    /// so that they are never passed over for a slot).
+    fn referenced_bytes(&self, packs: Option<&Vec<ObjectId>>) -> u64 {
+        match packs {
+            Some(ps) => ps
+                .iter()
+                .map(|p| self.sizes.get(p).copied().unwrap_or(0))
+                .sum(),
+            None => u64::MAX / 4,
+        }
+    }
+
+    /// Gives each closed period's keeper its long lock (see
+    /// [`retention::slot_locks`]), logged as an extension by the vault.
+    pub fn assign_slots(&mut self, now: i64) -> usize {
+        let clients: HashSet<[u8; 32]> = self.st.snapshots.values().map(|s| s.client).collect();
+        let mut raises = Vec::new();
+        for c in clients {
+            let cands: Vec<Candidate<ObjectId>> = self
+                .st
+                .client_snapshots(&c)
+                .into_iter()
+                .map(|(id, s)| Candidate {
+                    id,
+                    time_ns: s.added_ns,
+                    bytes: self.referenced_bytes(s.packs.as_ref()),
+                    flagged: false,
+                })
+                .collect();
+            for (id, until) in retention::slot_locks(&self.st.retention, &cands, now) {
+                if self.st.snapshots[&id].lock_until_ns < until {
+                    raises.push((id, until));
+                }
+            }
+        }
+        let me = self.identity.public();
+        let mut n = 0;
+        for (id, until) in raises {
+            match self.raise_lock(me, &id, until) {
+                Ok(_) => n += 1,
+                Err(e) => self.alert(&format!(
+                    "keeping snapshot {} for its retention slot failed: {}",
+                    id.short(),
+                    e.msg
+                )),
+            }
+        }
+        n
+    }
+
+    /// Reclaims storage: snapshots whose locks expired on the anchored
+    /// clock (never a client's last few), then packs that no remaining
+    /// snapshot lists and that are older than the grace period (so a backup
+    /// in flight, whose snapshot is not yet committed, keeps its packs).
+    /// Logged before anything is deleted. No pack is reclaimed while any
+    /// snapshot's pack list is unknown.
     pub fn reclaim(&mut self) -> Result<(usize, usize), ApiError> {
-        let now = now_ns();
+        self.check_clock();
+        let now = self.clock.now();
+        self.assign_slots(now);
         self.retry_pending(now);
         let expired: Vec<ObjectId> = self
+            .st
             .snapshots
             .iter()
             .filter(|(_, s)| s.lock_until_ns <= now)
             .map(|(id, _)| *id)
+            .filter(|id| !self.st.among_last(id))
             .filter(|id| !self.storage_locked(Kind::Snapshot, id, now))
             .collect();
-        let live: HashSet<ObjectId> = self
-            .snapshots
-            .iter()
-            .filter(|(id, _)| !expired.contains(id))
-            .flat_map(|(_, s)| s.packs.iter().copied())
-            .collect();
-        let grace = (self.config.grace_secs as i64).saturating_mul(1_000_000_000);
+        let unknown = self.st.unknown_pack_lists();
         let mut packs = Vec::new();
-        for (name, _) in self.store.list(Kind::Pack).map_err(ApiError::store)? {
-            let Ok(id) = ObjectId::from_hex(&name) else {
-                continue;
-            };
-            if live.contains(&id) || self.pending.contains_key(&(kind_tag(Kind::Pack), id)) {
-                continue;
-            }
-            let old = self
-                .store
-                .stored_at_ns(Kind::Pack, &name)
-                .is_ok_and(|t| now.saturating_sub(t) >= grace);
-            if old && !self.storage_locked(Kind::Pack, &id, now) {
-                packs.push(id);
+        if let Some(why) = &self.hold_packs {
+            self.alert(&format!("not reclaiming packs: {why}"));
+        } else if !unknown.is_empty() {
+            self.alert(&format!(
+                "not reclaiming packs: {} live snapshot(s) whose pack lists are unknown",
+                unknown.len()
+            ));
+        } else {
+            let live: HashSet<ObjectId> = self
+                .st
+                .snapshots
+                .iter()
+                .filter(|(id, _)| !expired.contains(id))
+                .flat_map(|(_, s)| s.packs.iter().flatten().copied())
+                .collect();
+            let grace = (self.config.grace_secs as i64).saturating_mul(NS);
+            for (name, _) in self.store.list(Kind::Pack).map_err(ApiError::store)? {
+                let Ok(id) = ObjectId::from_hex(&name) else {
+                    continue;
+                };
+                if live.contains(&id)
+                    || self.pinned.contains(&id)
+                    || self.pending.contains_key(&(kind_tag(Kind::Pack), id))
+                {
+                    continue;
+                }
+                let old = self
+                    .store
+                    .stored_at_ns(Kind::Pack, &name)
+                    .is_ok_and(|t| now.saturating_sub(t) >= grace);
+                if old && !self.storage_locked(Kind::Pack, &id, now) {
+                    packs.push(id);
+                }
             }
         }
         if expired.is_empty() && packs.is_empty() {

@@ -63,6 +63,7 @@ pub fn run(c: ReplicaCommand) -> Result<ExitCode> {
                         "snapshots_copied": r.snapshots_copied, "packs_copied": r.packs_copied,
                         "bytes_copied": r.bytes_copied, "deletions_applied": r.deletions_applied,
                         "reclaims_kept": r.reclaims_kept, "missed": r.missed,
+                        "deletions_pending": r.deletions_pending, "problems": r.problems,
                         "seconds": started.elapsed().as_secs_f64(),
                         "lag_seconds": lag_s,
                     }]));
@@ -79,10 +80,11 @@ pub fn run(c: ReplicaCommand) -> Result<ExitCode> {
                         lag_s
                     ));
                 }
-                for m in &r.missed {
-                    eprintln!(
-                        "holdfast: snapshot {m} was gone from the vault before this replica copied it"
-                    );
+                if !r.problems.is_empty() {
+                    util::print_problems(&r.problems);
+                    if a.every.is_none() {
+                        return Ok(ExitCode::from(util::EXIT_DAMAGE));
+                    }
                 }
             }
             Err(e) => {

@@ -30,21 +30,43 @@ pub fn run(a: Args) -> Result<ExitCode> {
         subpath: a.path,
     };
     let r = util::with_progress("restore", |p| restore(&repo, &key, &id, &opts, p))?;
-    util::out(format!(
-        "restored snapshot {} into {}: {} files, {} dirs, {} symlinks, {} (every byte verified)",
+    let summary = format!(
+        "restored snapshot {} into {}: {} files, {} dirs, {} symlinks, {}",
         id.short(),
         a.target.display(),
         r.files,
         r.dirs,
         r.symlinks,
         util::bytes(r.bytes)
-    ));
-    if r.errors.is_empty() {
+    );
+    if r.damaged.is_empty() && r.errors.is_empty() {
+        util::out(format!("{summary} (every byte verified)"));
         return Ok(ExitCode::SUCCESS);
+    }
+    // Something is missing: no claim about the whole restore. What was
+    // written was checked; what failed a check was not written as good.
+    util::out(format!(
+        "{summary}; NOT restored: {} damaged in the repository, {} failed here",
+        r.damaged.len(),
+        r.errors.len()
+    ));
+    for e in &r.damaged {
+        eprintln!("damaged: {e}");
     }
     for e in &r.errors {
         eprintln!("failed: {e}");
     }
-    eprintln!("holdfast: restore incomplete: {} error(s)", r.errors.len());
+    if !r.damaged.is_empty() {
+        eprintln!(
+            "holdfast: DAMAGE DETECTED: {} path(s) of snapshot {} could not be restored because the repository is damaged or was tampered with",
+            r.damaged.len(),
+            id.short()
+        );
+        return Ok(ExitCode::from(util::EXIT_DAMAGE));
+    }
+    eprintln!(
+        "holdfast: restore incomplete: {} path(s) could not be written (not repository damage)",
+        r.errors.len()
+    );
     Ok(ExitCode::from(util::EXIT_PARTIAL))
 }

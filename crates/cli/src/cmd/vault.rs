@@ -52,6 +52,14 @@ pub struct ServeArgs {
     /// Shell command run on every alert, with the text in HOLDFAST_ALERT
     #[arg(long)]
     pub alert_cmd: Option<String>,
+    /// Snapshots one client may commit per hour; more are refused and alerted
+    #[arg(long, default_value_t = 120)]
+    pub max_snapshots_per_hour: usize,
+    /// How far (seconds) the clock may be ahead of the log's last entry at
+    /// start before the vault stops believing it (reclaims then run on the
+    /// anchored time)
+    #[arg(long, default_value_t = 7 * 86_400)]
+    pub max_clock_gap_secs: u64,
 }
 
 pub fn run(c: VaultCommand) -> Result<ExitCode> {
@@ -91,6 +99,8 @@ pub fn run(c: VaultCommand) -> Result<ExitCode> {
             rate: a.rate,
             burst: a.burst,
             alert_cmd: a.alert_cmd,
+            max_snapshots_per_hour: a.max_snapshots_per_hour.max(1),
+            max_clock_gap_secs: a.max_clock_gap_secs,
         },
         max_connections: a.max_connections.max(1),
         reclaim_every: Duration::from_secs(a.reclaim_every_secs.max(1)),

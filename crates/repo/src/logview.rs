@@ -1,0 +1,86 @@
+//! The vault's log as a reader sees it: the signed checkpoint checked, then
+//! every entry through the one validating fold ([`holdfast_core::logstate`]),
+//! on this reader's clock. Clients, the audit and the replica all read the
+//! log this way.
+
+use holdfast_core::ObjectId;
+use holdfast_core::format::Role;
+use holdfast_core::logstate::{LogState, Reader};
+use holdfast_core::merkle::{self, Checkpoint};
+
+use crate::Repository;
+
+/// The folded log, and everything wrong with it (each one tampering).
+pub struct LogView {
+    pub state: LogState,
+    pub checkpoint: Checkpoint,
+    pub problems: Vec<String>,
+}
+
+impl LogView {
+    /// The vault's commit time of a snapshot, if the log holds it (live or
+    /// gone).
+    pub fn time_of(&self, id: &ObjectId) -> Option<i64> {
+        self.state
+            .snapshots
+            .get(id)
+            .map(|s| s.added_ns)
+            .or_else(|| self.state.gone.get(id).map(|g| g.time_ns))
+    }
+}
+
+/// Checks `checkpoint` against the repository's vault key and `entries`
+/// against it, then folds them. `packs_of` may read snapshot pack lists
+/// (`None` skips the checks that need them).
+pub fn fold(
+    repo: &Repository,
+    entries: &[Vec<u8>],
+    checkpoint: &Checkpoint,
+    reader: &Reader,
+    read_packs: bool,
+) -> LogView {
+    let mut problems = Vec::new();
+    let vault_key = repo
+        .config
+        .members
+        .iter()
+        .find(|m| m.role == Role::Vault)
+        .map(|m| m.public)
+        .unwrap_or([0; 32]);
+    if checkpoint.verify(&vault_key).is_err() || checkpoint.config_id != repo.config_id.0 {
+        problems.push("the log checkpoint is not signed by this repository's vault key".into());
+    }
+    let leaves: Vec<_> = entries.iter().map(|e| merkle::leaf_hash(e)).collect();
+    if (leaves.len() as u64) < checkpoint.size {
+        problems.push(format!(
+            "the log has {} entries but the signed checkpoint says {}: truncated",
+            leaves.len(),
+            checkpoint.size
+        ));
+    } else if merkle::root(&leaves[..checkpoint.size as usize]) != checkpoint.root {
+        problems.push("the log does not match its signed checkpoint: entries altered".into());
+    } else if leaves.len() as u64 > checkpoint.size {
+        problems.push(format!(
+            "{} log entries after the signed checkpoint: not signed by the vault",
+            leaves.len() as u64 - checkpoint.size
+        ));
+    }
+    let n = (checkpoint.size as usize).min(entries.len());
+    let mut packs_of = |id: &ObjectId| {
+        if !read_packs {
+            return None;
+        }
+        repo.load_snapshot(id).ok().map(|s| s.header.packs)
+    };
+    let (state, _) = LogState::new(&repo.config, repo.config_id, repo.members.clone()).fold(
+        entries[..n].iter().map(|e| e.as_slice()),
+        reader,
+        &mut packs_of,
+    );
+    problems.extend(state.problems.iter().map(|p| p.to_string()));
+    LogView {
+        state,
+        checkpoint: checkpoint.clone(),
+        problems,
+    }
+}

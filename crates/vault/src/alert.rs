@@ -1,0 +1,363 @@
+//! Alerts: every one goes to stderr at once; the `--alert-cmd` command is
+//! run by one worker thread, one alert at a time, and waited for (so no
+//! process is left unreaped, and a hanging command is killed after
+//! [`CMD_TIMEOUT`]).
+//!
+//! Whoever can make the vault alert (an over-quota client, say) must not be
+//! able to flood the people paged, nor the host's process table, so the
+//! command sees:
+//! * an alert identical to one sent less than [`WINDOW`] ago only as a count
+//!   ("repeated N times"), once that window closes or the vault stops;
+//! * at most [`MAX_PER_WINDOW`] lines per [`WINDOW`]; beyond that, one line
+//!   "N alerts suppressed" as soon as the rate allows.
+//!
+//! The queue to the worker is bounded; alerts that do not fit are counted
+//! as suppressed. Stderr always has every alert.
+
+use std::collections::{HashMap, VecDeque};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
+use std::time::{Duration, Instant};
+
+/// Identical alerts within this window are counted, not repeated; and the
+/// rate limit counts over it.
+pub const WINDOW: Duration = Duration::from_secs(60);
+/// Command runs per [`WINDOW`].
+pub const MAX_PER_WINDOW: usize = 30;
+/// A command still running after this is killed.
+pub const CMD_TIMEOUT: Duration = Duration::from_secs(30);
+/// Alerts waiting for the worker.
+const QUEUE: usize = 1024;
+
+enum Msg {
+    Alert(String),
+    Flush(SyncSender<()>),
+}
+
+/// The handle that raises alerts; cheap to clone.
+#[derive(Clone)]
+pub struct Alerter {
+    tx: Option<SyncSender<Msg>>,
+    lost: Arc<AtomicU64>,
+}
+
+impl Alerter {
+    /// Alerts to stderr and, if `cmd` is given, to `sh -c cmd` with the text
+    /// in `HOLDFAST_ALERT`.
+    pub fn new(cmd: Option<String>) -> Alerter {
+        let lost = Arc::new(AtomicU64::new(0));
+        let tx = cmd.map(|cmd| {
+            let (tx, rx) = mpsc::sync_channel(QUEUE);
+            let lost = lost.clone();
+            let spawned = std::thread::Builder::new()
+                .name("holdfast-alert".into())
+                .spawn(move || worker(cmd, rx, lost));
+            if let Err(e) = spawned {
+                eprintln!("holdfast vault: cannot start the alert worker: {e}");
+            }
+            tx
+        });
+        Alerter { tx, lost }
+    }
+
+    pub fn raise(&self, msg: &str) {
+        eprintln!("holdfast vault ALERT: {msg}");
+        if let Some(tx) = &self.tx
+            && tx.try_send(Msg::Alert(msg.to_string())).is_err()
+        {
+            self.lost.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Sends what is pending (counts of repeated and suppressed alerts)
+    /// now, whatever the rate; waits up to `wait` for the command. For a
+    /// clean stop.
+    pub fn flush(&self, wait: Duration) {
+        if let Some(tx) = &self.tx {
+            let (ack, done) = mpsc::sync_channel(1);
+            if tx.try_send(Msg::Flush(ack)).is_ok() {
+                let _ = done.recv_timeout(wait);
+            }
+        }
+    }
+}
+
+fn worker(cmd: String, rx: Receiver<Msg>, lost: Arc<AtomicU64>) {
+    let mut t = Throttle::new(WINDOW, MAX_PER_WINDOW);
+    loop {
+        let msg = rx.recv_timeout(Duration::from_secs(1));
+        t.suppressed += lost.swap(0, Ordering::Relaxed);
+        let now = Instant::now();
+        match msg {
+            Ok(Msg::Alert(m)) => {
+                for line in t.offer(&m, now) {
+                    run(&cmd, &line);
+                }
+            }
+            Ok(Msg::Flush(ack)) => {
+                let mut lines = t.tick(now);
+                lines.extend(t.drain());
+                for line in lines {
+                    run(&cmd, &line);
+                }
+                let _ = ack.try_send(());
+            }
+            Err(RecvTimeoutError::Timeout) => {
+                for line in t.tick(now) {
+                    run(&cmd, &line);
+                }
+            }
+            Err(RecvTimeoutError::Disconnected) => {
+                for line in t.drain() {
+                    run(&cmd, &line);
+                }
+                return;
+            }
+        }
+    }
+}
+
+/// Runs the command once and reaps it; kills it after [`CMD_TIMEOUT`].
+fn run(cmd: &str, text: &str) {
+    let child = Command::new("sh")
+        .arg("-c")
+        .arg(cmd)
+        .env("HOLDFAST_ALERT", text)
+        .stdin(Stdio::null())
+        .spawn();
+    let mut child = match child {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("holdfast vault: alert command failed to start: {e}");
+            return;
+        }
+    };
+    let start = Instant::now();
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => {
+                if !status.success() {
+                    eprintln!("holdfast vault: alert command exited with {status}");
+                }
+                return;
+            }
+            Ok(None) if start.elapsed() < CMD_TIMEOUT => {
+                std::thread::sleep(Duration::from_millis(20))
+            }
+            _ => {
+                eprintln!(
+                    "holdfast vault: alert command still running after {} s: killed",
+                    CMD_TIMEOUT.as_secs()
+                );
+                let _ = child.kill();
+                let _ = child.wait();
+                return;
+            }
+        }
+    }
+}
+
+/// Which alerts the command sees: dedup within a window, a rate limit, and
+/// the counts of what was held back. Pure, for tests.
+struct Throttle {
+    window: Duration,
+    max: usize,
+    /// Alert text → (when it was last sent, identical ones since).
+    recent: HashMap<String, (Instant, u64)>,
+    /// When each line in the current window was sent.
+    sent: VecDeque<Instant>,
+    /// Alerts dropped by the rate limit (or a full queue), not yet reported.
+    suppressed: u64,
+}
+
+impl Throttle {
+    fn new(window: Duration, max: usize) -> Throttle {
+        Throttle {
+            window,
+            max,
+            recent: HashMap::new(),
+            sent: VecDeque::new(),
+            suppressed: 0,
+        }
+    }
+
+    fn room(&mut self, now: Instant) -> bool {
+        while self
+            .sent
+            .front()
+            .is_some_and(|t| now.duration_since(*t) >= self.window)
+        {
+            self.sent.pop_front();
+        }
+        self.sent.len() < self.max
+    }
+
+    fn repeated(&self, msg: &str, n: u64) -> String {
+        format!(
+            "(repeated {n} more time{} within {} s) {msg}",
+            if n == 1 { "" } else { "s" },
+            self.window.as_secs()
+        )
+    }
+
+    fn suppressed_line(&self) -> String {
+        format!(
+            "{} alert{} suppressed (more than {} in {} s); see the vault's stderr",
+            self.suppressed,
+            if self.suppressed == 1 { "" } else { "s" },
+            self.max,
+            self.window.as_secs()
+        )
+    }
+
+    /// Lines due now without a new alert: counts of repeats whose window
+    /// closed, and the count of suppressed alerts once the rate allows.
+    fn tick(&mut self, now: Instant) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut closed: Vec<(String, u64)> = Vec::new();
+        self.recent.retain(|m, (t, n)| {
+            if now.duration_since(*t) < self.window {
+                return true;
+            }
+            if *n > 0 {
+                closed.push((m.clone(), *n));
+            }
+            false
+        });
+        closed.sort();
+        for (m, n) in closed {
+            if self.room(now) {
+                self.sent.push_back(now);
+                out.push(self.repeated(&m, n));
+            } else {
+                self.suppressed += n;
+            }
+        }
+        if self.suppressed > 0 && self.room(now) {
+            self.sent.push_back(now);
+            out.push(self.suppressed_line());
+            self.suppressed = 0;
+        }
+        out
+    }
+
+    /// Lines to send for a new alert (with any that fell due).
+    fn offer(&mut self, msg: &str, now: Instant) -> Vec<String> {
+        let mut out = self.tick(now);
+        if let Some((_, n)) = self.recent.get_mut(msg) {
+            *n += 1;
+            return out;
+        }
+        if !self.room(now) {
+            self.suppressed += 1;
+            return out;
+        }
+        self.sent.push_back(now);
+        self.recent.insert(msg.to_string(), (now, 0));
+        out.push(msg.to_string());
+        out
+    }
+
+    /// Every count still held, whatever the rate (at a stop).
+    fn drain(&mut self) -> Vec<String> {
+        let mut held: Vec<(String, u64)> = self
+            .recent
+            .drain()
+            .filter(|(_, (_, n))| *n > 0)
+            .map(|(m, (_, n))| (m, n))
+            .collect();
+        held.sort();
+        let mut out: Vec<String> = held.iter().map(|(m, n)| self.repeated(m, *n)).collect();
+        if self.suppressed > 0 {
+            out.push(self.suppressed_line());
+            self.suppressed = 0;
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identical_alerts_are_counted_once_the_window_closes() {
+        let mut t = Throttle::new(Duration::from_secs(60), 30);
+        let t0 = Instant::now();
+        assert_eq!(t.offer("quota", t0), vec!["quota".to_string()]);
+        for i in 1..300 {
+            assert!(t.offer("quota", t0 + Duration::from_millis(i)).is_empty());
+        }
+        assert!(t.tick(t0 + Duration::from_secs(59)).is_empty());
+        let due = t.tick(t0 + Duration::from_secs(61));
+        assert_eq!(due.len(), 1);
+        assert!(due[0].contains("repeated 299 more times"), "{due:?}");
+        // After the window, the same alert is sent again.
+        assert_eq!(t.offer("quota", t0 + Duration::from_secs(62)).len(), 1);
+    }
+
+    #[test]
+    fn distinct_alerts_are_rate_limited_then_counted() {
+        let mut t = Throttle::new(Duration::from_secs(60), 30);
+        let t0 = Instant::now();
+        let mut sent = 0;
+        for i in 0..100 {
+            sent += t.offer(&format!("alert {i}"), t0).len();
+        }
+        assert_eq!(sent, 30);
+        assert!(t.tick(t0 + Duration::from_secs(10)).is_empty());
+        let due = t.tick(t0 + Duration::from_secs(60));
+        assert_eq!(due, vec![t.suppressed_line_for(70)]);
+    }
+
+    #[test]
+    fn drain_reports_everything_held() {
+        let mut t = Throttle::new(Duration::from_secs(60), 1);
+        let t0 = Instant::now();
+        t.offer("a", t0);
+        t.offer("a", t0);
+        t.offer("b", t0);
+        let out = t.drain();
+        assert_eq!(out.len(), 2, "{out:?}");
+        assert!(out[0].contains("repeated 1 more time within"));
+        assert!(out[1].starts_with("1 alert suppressed"));
+        assert!(t.drain().is_empty());
+    }
+
+    #[test]
+    fn the_command_is_reaped_and_sees_the_text() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("alerts");
+        let a = Alerter::new(Some(format!(
+            "echo \"$HOLDFAST_ALERT\" >> {}",
+            out.display()
+        )));
+        for _ in 0..50 {
+            a.raise("disk on fire");
+        }
+        a.raise("other");
+        a.flush(Duration::from_secs(10));
+        let text = std::fs::read_to_string(&out).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines,
+            vec![
+                "disk on fire",
+                "other",
+                "(repeated 49 more times within 60 s) disk on fire"
+            ]
+        );
+    }
+
+    impl Throttle {
+        fn suppressed_line_for(&self, n: u64) -> String {
+            format!(
+                "{n} alerts suppressed (more than {} in {} s); see the vault's stderr",
+                self.max,
+                self.window.as_secs()
+            )
+        }
+    }
+}
