@@ -341,6 +341,10 @@ pub fn exit_code_for(e: &anyhow::Error) -> ExitCode {
         c.downcast_ref::<holdfast_repo::Error>()
             .map(|r| r.is_damage())
             .or_else(|| c.downcast_ref::<StoreError>().map(|s| s.is_damage()))
+            .or_else(|| {
+                c.downcast_ref::<holdfast_vault::VaultError>()
+                    .map(|v| matches!(v, holdfast_vault::VaultError::Tamper(_)))
+            })
     });
     if damage == Some(true) {
         ExitCode::from(EXIT_DAMAGE)

@@ -824,6 +824,16 @@ impl Snapshot {
         Ok((ObjectId::of(&bytes), bytes))
     }
 
+    /// The record with its header (as changed by the caller) signed again
+    /// by `client`, keeping the sealed body. What a stolen client key can
+    /// make; tests use it to play that attacker.
+    pub fn resign(&self, client: &Identity) -> Vec<u8> {
+        let mut bytes = Self::signed_part(&self.header, &self.sealed_body);
+        let sig = client.sign(SIG_SNAPSHOT, &bytes);
+        bytes.extend_from_slice(&sig);
+        bytes
+    }
+
     /// Decodes and checks the signature. Errors name what is wrong.
     pub fn decode(b: &[u8]) -> Result<Self, SnapshotError> {
         if b.len() < 64 {

@@ -1,0 +1,329 @@
+//! Issue 8 A–D as an attacker would do them: a log edited on the vault
+//! host (with and without the vault key), a client's claimed time, a vault
+//! started on a directory repository, two vaults on one state, and a
+//! damaged snapshot file. Each must be refused or detected (exit 4, alert),
+//! with nothing deleted.
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use common::*;
+use holdfast_core::vaultlog::{Entry, Event, frame, split_log};
+
+fn now_ns() -> i64 {
+    holdfast_repo::now_ns()
+}
+
+fn init_with(w: &World, extra: &[&str]) {
+    let (repo, keys) = (w.repo(), w.path("keys").display().to_string());
+    let mut args = vec!["init", repo.as_str(), "--keys", keys.as_str()];
+    args.extend_from_slice(extra);
+    w.ok(&args);
+}
+
+/// Appends `entries` to the vault's log and, holding the vault key, signs a
+/// checkpoint over the whole log: what root on the vault host can do.
+fn append_signed(w: &World, new: &[Entry]) {
+    let log = w.path("repo/vault/log");
+    let mut raw = std::fs::read(&log).unwrap();
+    for e in new {
+        frame(&e.encode(), &mut raw);
+    }
+    std::fs::write(&log, &raw).unwrap();
+    let entries: Vec<Vec<u8>> = split_log(&raw).0.into_iter().map(|e| e.to_vec()).collect();
+    let vk = load_key(&w.key("vault"));
+    let leaves: Vec<_> = entries
+        .iter()
+        .map(|e| holdfast_core::merkle::leaf_hash(e))
+        .collect();
+    let cp = holdfast_core::merkle::Checkpoint::sign(
+        vk.config_id.0,
+        entries.len() as u64,
+        holdfast_core::merkle::root(&leaves),
+        now_ns(),
+        vk.identity().unwrap(),
+    );
+    std::fs::write(w.path("repo/vault/checkpoint"), cp.encode()).unwrap();
+}
+
+fn code(o: &std::process::Output) -> Option<i32> {
+    o.status.code()
+}
+
+fn err(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn pull(w: &World, url: &str, into: &Path) -> std::process::Output {
+    w.run(&[
+        "replica",
+        "pull",
+        "--from",
+        url,
+        "--key",
+        &w.key("replica"),
+        "--into",
+        into.to_str().unwrap(),
+        "--json",
+    ])
+}
+
+fn snap_id(hex: &str) -> holdfast_core::ObjectId {
+    holdfast_core::ObjectId::from_hex(hex).unwrap()
+}
+
+/// A.1/A.2: root on the vault host, holding the vault key, appends a
+/// `Reclaimed` entry dated in the future and a second `SnapshotAdded` with a
+/// lock in the past, re-signs and restarts. Nothing is deleted, and the
+/// vault, clients, verify, audit and the replica all report it.
+#[test]
+fn forged_log_entries_delete_nothing_and_are_reported_everywhere() {
+    let w = World::new();
+    init_with(&w, &["--keep-within-secs", "86400", "--grace-secs", "0"]);
+    let mut vault = w.start_vault(&["--reclaim-every-secs", "1"]);
+    let url = vault.url.clone();
+    let src = w.path("mail");
+    make_maildir(&src, 2, 10, 81);
+    let s1 = backup_via(&w, &url, &w.key("client"), &src);
+    mail_day(&src, 1);
+    let s2 = backup_via(&w, &url, &w.key("client"), &src);
+    let rdir = w.path("replica");
+    assert_eq!(code(&pull(&w, &url, &rdir)), Some(0));
+    vault.stop();
+
+    let client = load_key(&w.key("client")).identity().unwrap().public();
+    let future = now_ns() + 40 * 86_400 * 1_000_000_000;
+    append_signed(
+        &w,
+        &[
+            Entry {
+                time_ns: now_ns() + 1_000_000,
+                event: Event::SnapshotAdded {
+                    snapshot: snap_id(&s1),
+                    client,
+                    lock_until_ns: 0,
+                },
+            },
+            Entry {
+                time_ns: future,
+                event: Event::Reclaimed {
+                    snapshots: vec![snap_id(&s1), snap_id(&s2)],
+                    packs: vec![],
+                },
+            },
+        ],
+    );
+    let mut vault = w.start_vault(&["--reclaim-every-secs", "1"]);
+    let url = vault.url.clone();
+    std::thread::sleep(Duration::from_secs(3));
+    let vault_err = vault.stderr();
+    assert!(vault_err.contains("TAMPERING"), "{vault_err}");
+    // Nothing deleted.
+    for s in [&s1, &s2] {
+        assert!(w.path("repo/snapshots").join(s).exists(), "{s} deleted");
+    }
+    // Every reader reports it, exit 4.
+    let mut tried = 0;
+    for args in [
+        vec!["snapshots", "--repo", &url, "--key", &w.key("client")],
+        vec!["verify", "--repo", &url, "--key", &w.key("restore")],
+        vec!["audit", "--repo", &url, "--key", &w.key("auditor")],
+    ] {
+        tried += 1;
+        let o = w.run(&args);
+        assert_eq!(code(&o), Some(4), "{args:?}: {}", err(&o));
+        assert!(err(&o).contains("TAMPERING"), "{args:?}: {}", err(&o));
+    }
+    let o = pull(&w, &url, &rdir);
+    assert_eq!(code(&o), Some(4), "{}", err(&o));
+    assert!(rdir.join("snapshots").join(&s1).exists());
+    assert!(rdir.join("snapshots").join(&s2).exists());
+    // A backup still works (the data is safe) and is told.
+    let o = w.run(&[
+        "backup",
+        "--repo",
+        &url,
+        "--key",
+        &w.key("client"),
+        src.to_str().unwrap(),
+    ]);
+    assert!(matches!(code(&o), Some(0) | Some(4)), "{}", err(&o));
+    vault.stop();
+    eprintln!("forged-log attempts: {} readers, all detected", tried + 1);
+}
+
+/// A.3: complete entries appended to the log file without a checkpoint the
+/// vault signed: the vault refuses to start rather than adopt them.
+#[test]
+fn entries_appended_without_the_key_stop_the_vault() {
+    let w = World::new();
+    init_with(&w, &[]);
+    let mut vault = w.start_vault(&[]);
+    let src = w.path("mail");
+    make_maildir(&src, 1, 5, 82);
+    let s1 = backup_via(&w, &vault.url, &w.key("client"), &src);
+    vault.stop();
+    let log = w.path("repo/vault/log");
+    let mut raw = std::fs::read(&log).unwrap();
+    frame(
+        &Entry {
+            time_ns: now_ns(),
+            event: Event::Reclaimed {
+                snapshots: vec![snap_id(&s1)],
+                packs: vec![],
+            },
+        }
+        .encode(),
+        &mut raw,
+    );
+    std::fs::write(&log, &raw).unwrap();
+    let o = w.run(&[
+        "vault",
+        "serve",
+        "--repo",
+        &w.repo(),
+        "--key",
+        &w.key("vault"),
+        "--listen",
+        "127.0.0.1:0",
+    ]);
+    assert_eq!(code(&o), Some(4), "{}", err(&o));
+    assert!(
+        err(&o).contains("after the last signed checkpoint"),
+        "{}",
+        err(&o)
+    );
+    assert!(w.path("repo/snapshots").join(&s1).exists());
+}
+
+/// B: a stolen client key posts a snapshot dated 2100. The vault refuses it;
+/// `latest` is chosen by the vault's time and per client.
+#[test]
+fn a_client_cannot_choose_latest_with_its_clock() {
+    let w = World::new();
+    init_with(&w, &[]);
+    let vault = w.start_vault(&[]);
+    let url = vault.url.clone();
+    let src = w.path("mail");
+    make_maildir(&src, 1, 5, 83);
+    let s1 = backup_via(&w, &url, &w.key("client"), &src);
+    // Forge: a valid snapshot signed by the client key, dated 2100.
+    let client = load_key(&w.key("client"));
+    let v = raw(&w, &url, &w.key("client"));
+    let body = std::fs::read(w.path("repo/snapshots").join(&s1)).unwrap();
+    let mut snap = holdfast_core::format::Snapshot::decode(&body).unwrap();
+    snap.header.time_ns = 4_102_444_800 * 1_000_000_000; // 2100-01-01
+    let forged = snap.resign(client.identity().unwrap());
+    let id = holdfast_core::ObjectId::of(&forged);
+    let path = format!("/v1/objects/snapshots/{}", id.to_hex());
+    let auth =
+        holdfast_core::request::Auth::sign(v.identity(), "PUT", &path, now_ns(), &forged).unwrap();
+    let (st, msg) = v.send("PUT", &path, &forged, &auth).unwrap();
+    assert_eq!(st, 400, "{}", String::from_utf8_lossy(&msg));
+    // latest is the genuine one.
+    let out = w.ok(&[
+        "snapshots",
+        "--repo",
+        &url,
+        "--key",
+        &w.key("client"),
+        "--json",
+    ]);
+    let list: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
+    assert_eq!(list.len(), 1);
+    assert_eq!(list[0]["id"], s1);
+}
+
+/// D: a user backs up to a directory, then starts a vault on it (the
+/// README's order). The vault adopts the snapshots, logged and alerted,
+/// and never deletes them.
+#[test]
+fn a_vault_adopts_a_directory_repository_and_deletes_nothing() {
+    let w = World::new();
+    init_with(&w, &["--keep-within-secs", "1", "--grace-secs", "0"]);
+    let src = w.path("mail");
+    make_maildir(&src, 2, 8, 84);
+    let mut ids = Vec::new();
+    for day in 0..5 {
+        mail_day(&src, day);
+        let j = w.backup(&[&src]);
+        ids.push(j["snapshot"].as_str().unwrap().to_string());
+    }
+    let packs_before = files(&w.path("repo/packs")).len();
+    let mut vault = w.start_vault(&["--reclaim-every-secs", "1"]);
+    std::thread::sleep(Duration::from_secs(4));
+    let e = vault.stderr();
+    assert!(e.contains("adopted 5 snapshot"), "{e}");
+    assert!(!e.contains("TAMPERING"), "{e}");
+    let out = w.ok(&[
+        "snapshots",
+        "--repo",
+        &vault.url,
+        "--key",
+        &w.key("client"),
+        "--json",
+    ]);
+    let list: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
+    // The last 3 at least are kept whatever their locks say; the older
+    // two may be reclaimed as expired, their logged adoption explains it.
+    assert!(list.len() >= 3, "{out}");
+    for id in &ids[2..] {
+        assert!(w.path("repo/snapshots").join(id).exists());
+    }
+    let out = w.path("out");
+    restore_via(&w, &vault.url, &ids[4][..12], &out);
+    assert_eq!(digest(&out.join("mail")), digest(&src));
+    assert!(files(&w.path("repo/packs")).len() <= packs_before);
+    vault.stop();
+}
+
+/// D: two vaults on one repository would fork its log: the second refuses.
+#[test]
+fn a_second_vault_on_the_same_state_refuses_to_start() {
+    let w = World::new();
+    init_with(&w, &[]);
+    let mut vault = w.start_vault(&[]);
+    let o = w.run(&[
+        "vault",
+        "serve",
+        "--repo",
+        &w.repo(),
+        "--key",
+        &w.key("vault"),
+        "--listen",
+        "127.0.0.1:0",
+    ]);
+    assert_eq!(code(&o), Some(1), "{}", err(&o));
+    assert!(err(&o).contains("another vault"), "{}", err(&o));
+    vault.stop();
+}
+
+/// D: one flipped bit in a live snapshot file, then a restart with reclaims
+/// running: its packs are not reclaimed, and the damage is alerted.
+#[test]
+fn a_damaged_snapshot_stops_pack_reclaim() {
+    let w = World::new();
+    init_with(&w, &["--keep-within-secs", "86400", "--grace-secs", "0"]);
+    let mut vault = w.start_vault(&[]);
+    let src = w.path("mail");
+    make_maildir(&src, 2, 10, 85);
+    let s1 = backup_via(&w, &vault.url, &w.key("client"), &src);
+    vault.stop();
+    let p = w.path("repo/snapshots").join(&s1);
+    let mut b = std::fs::read(&p).unwrap();
+    let n = b.len() / 2;
+    b[n] ^= 1;
+    std::fs::write(&p, &b).unwrap();
+    let packs_before = files(&w.path("repo/packs"));
+    let mut vault = w.start_vault(&["--reclaim-every-secs", "1"]);
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(files(&w.path("repo/packs")), packs_before, "packs deleted");
+    let e = vault.stderr();
+    assert!(
+        e.contains("DAMAGE") || e.contains("not reclaiming packs"),
+        "{e}"
+    );
+    vault.stop();
+}
