@@ -573,7 +573,14 @@ pub async fn run(
             _ = &mut shutdown => break,
         };
         let (tcp, peer) = tokio::select! {
-            a = listener.accept() => match a { Ok(a) => a, Err(_) => continue },
+            a = listener.accept() => match a {
+                Ok(a) => a,
+                Err(_) => {
+                    // Out of descriptors, say: never spin on it.
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
             _ = &mut shutdown => break,
         };
         // An address holding its share of connections that never
