@@ -279,11 +279,14 @@ fn stolen_client_key_cannot_destroy_read_or_forge() {
     // Oversized and malformed bodies, path tricks.
     let huge = vec![0u8; 100 << 20];
     let hid = ObjectId::of(&huge).to_hex();
-    t.expect_refused(
-        "100 MiB body",
-        send(&atk, "PUT", &format!("/v1/objects/packs/{hid}"), &huge),
-        &[413],
-    );
+    // Refused from its headers, before the body is read: the vault answers
+    // 413 and closes, so the sender may see the answer or a reset.
+    t.tried += 1;
+    match send(&atk, "PUT", &format!("/v1/objects/packs/{hid}"), &huge) {
+        Ok((st, _)) => assert_eq!(st, 413, "100 MiB body"),
+        Err(e) => eprintln!("100 MiB body: connection closed by the vault ({e})"),
+    }
+    t.refused += 1;
     drop(huge);
     for p in [
         "/v1/objects/snapshots/..%2Fconfig",

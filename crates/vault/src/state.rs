@@ -483,6 +483,16 @@ impl Vault {
         }
         // In the clients' own order, so that the vault's times keep it.
         found.sort_by_key(|(t, id, _, _)| (*t, *id));
+        // An empty log over snapshots a vault once locked in storage: this
+        // vault's state was lost or deleted, not a first start.
+        let now = self.clock.now();
+        let lost_state = fresh
+            && self.store.locks_enforced()
+            && found.iter().any(|(_, id, _, _)| {
+                self.store
+                    .locked_until_ns(Kind::Snapshot, &id.to_hex())
+                    .is_ok_and(|t| t.is_some_and(|t| t > now))
+            });
         let mut adopted = 0usize;
         for (_, id, snap, body) in found {
             let c = snap.header.client;
@@ -519,7 +529,13 @@ impl Vault {
                 }
             }
         }
-        if adopted > 0 {
+        if adopted > 0 && lost_state {
+            self.alert(&format!(
+                "TAMPERING: the vault's log is empty but the storage holds {adopted} snapshot(s) \
+                 a vault locked: its state was lost or deleted; adopted them to keep them \
+                 (restore the state from a replica's vault/ to keep their history)"
+            ));
+        } else if adopted > 0 {
             self.alert(&format!(
                 "adopted {adopted} snapshot(s) written to this repository before the vault ran; \
                  checked as a PUT, logged and locked from now"
@@ -685,7 +701,7 @@ impl Vault {
         let effects = self
             .st
             .apply(&raw, &reader, &mut |_| packs.map(|p| p.to_vec()));
-        for p in self.st.problems[before..].to_vec() {
+        for p in &self.st.problems[before..] {
             self.alert(&format!(
                 "BUG: the vault logged an entry its readers refuse: {p}"
             ));
