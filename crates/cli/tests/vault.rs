@@ -304,9 +304,24 @@ fn stolen_client_key_cannot_destroy_read_or_forge() {
         );
     }
 
-    // Backdating: accepted (it is the client's own snapshot), but stamped
-    // with the vault's clock and locked from it.
-    let (bid, bbytes) = mk(vec![], client, 978_307_200_000_000_000); // 2001
+    // Backdating (2001) and future-dating (2100) are refused: a client's
+    // clock never steers retention or `latest`.
+    for t_ns in [978_307_200_000_000_000, 4_102_444_800_000_000_000] {
+        let (fid, fbytes) = mk(vec![], client, t_ns);
+        t.expect_refused(
+            "snapshot dated far from the vault's clock",
+            send(
+                &atk,
+                "PUT",
+                &format!("/v1/objects/snapshots/{fid}"),
+                &fbytes,
+            ),
+            &[400],
+        );
+    }
+    // A fake (empty) snapshot of its own, dated now: accepted, stamped with
+    // the vault's clock and locked from it.
+    let (bid, bbytes) = mk(vec![], client, now_ns());
     let (status, resp) = send(
         &atk,
         "PUT",
