@@ -224,6 +224,14 @@ impl Config {
     pub fn admins(&self) -> impl Iterator<Item = &Member> {
         self.members.iter().filter(|m| m.role == Role::Admin)
     }
+
+    /// The vault's public key, which signs the log's checkpoints.
+    pub fn vault_key(&self) -> Option<[u8; 32]> {
+        self.members
+            .iter()
+            .find(|m| m.role == Role::Vault)
+            .map(|m| m.public)
+    }
 }
 
 // ---------------------------------------------------------------- identity

@@ -20,7 +20,8 @@ pub mod vaultlog;
 pub use codec::DecodeError;
 pub use id::{BlobId, ObjectId};
 
-/// Decodes `data` with every decoder of untrusted repository bytes; used by
+/// Decodes `data` with every decoder of untrusted repository bytes, and
+/// folds it as a vault log; used by
 /// the fuzz target and by property tests. Must never panic.
 pub fn decode_any(data: &[u8]) {
     let _ = format::Config::decode(data);
@@ -35,6 +36,7 @@ pub fn decode_any(data: &[u8]) {
     let _ = governance::Proposal::decode(data);
     let _ = governance::Vote::decode(data);
     let _ = vaultlog::Entry::decode(data);
+    logstate::fold_any(data);
     let _ = std::str::from_utf8(data).map(|s| request::Auth::from_headers(|_| Some(s)));
     if data.len() >= format::PACK_TRAILER_LEN {
         let _ = format::pack_table_len(&data[data.len() - format::PACK_TRAILER_LEN..]);

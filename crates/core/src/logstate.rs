@@ -34,7 +34,7 @@
 //! Pure: no I/O and no clock. The caller passes its clock in [`Reader`] and a
 //! lookup of snapshot pack lists.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use crate::format::{Config, Member, Retention, Role};
 use crate::governance::{Action, Proposal, Status, Vote, VoteKind};
@@ -243,30 +243,19 @@ impl LogState {
         self.pack_refs.get(p).is_some_and(|n| *n > 0)
     }
 
-    /// A client's live snapshots, oldest first by the vault's time.
-    pub fn client_snapshots(&self, client: &[u8; 32]) -> Vec<(ObjectId, &Snap)> {
-        let mut v: Vec<_> = self
-            .snapshots
-            .iter()
-            .filter(|(_, s)| &s.client == client)
-            .map(|(id, s)| (*id, s))
-            .collect();
-        v.sort_by_key(|(id, s)| (s.added_ns, *id));
-        v
-    }
-
-    /// True if `id` is among the newest [`KEEP_LAST`] live snapshots of its
-    /// client.
-    pub fn among_last(&self, id: &ObjectId) -> bool {
-        let Some(s) = self.snapshots.get(id) else {
-            return false;
-        };
-        let newer = self
-            .snapshots
-            .iter()
-            .filter(|(i, o)| o.client == s.client && (o.added_ns, **i) > (s.added_ns, *id))
-            .count();
-        newer < KEEP_LAST
+    /// The newest [`KEEP_LAST`] live snapshots of every client (by the
+    /// vault's time): no reclaim may take them. One pass over the snapshots.
+    pub fn last_of_each_client(&self) -> HashSet<ObjectId> {
+        let mut newest: HashMap<[u8; 32], Vec<(i64, ObjectId)>> = HashMap::new();
+        for (id, s) in &self.snapshots {
+            let v = newest.entry(s.client).or_default();
+            v.push((s.added_ns, *id));
+            if v.len() > KEEP_LAST {
+                v.sort_unstable_by(|a, b| b.cmp(a));
+                v.truncate(KEEP_LAST);
+            }
+        }
+        newest.into_values().flatten().map(|(_, id)| id).collect()
     }
 
     /// A proposal's status at `now_ns` (the caller's clock).
@@ -649,6 +638,7 @@ impl LogState {
         let mut out = Vec::new();
         // Checked against the state before this entry: the last-N rule
         // looks at the client's snapshots as they were.
+        let last = self.last_of_each_client();
         let mut valid = Vec::new();
         for s in snapshots {
             let Some(snap) = self.snapshots.get(&s) else {
@@ -670,7 +660,7 @@ impl LogState {
                 valid.push(s);
                 continue;
             }
-            if self.among_last(&s) {
+            if last.contains(&s) {
                 self.problem(
                     index,
                     format!(
@@ -714,6 +704,53 @@ impl LogState {
         }
         out
     }
+}
+
+/// Folds arbitrary bytes as a log file (`u32 length | entry`, repeated)
+/// under a fixed two-admin config: for the fuzz target and property tests.
+/// Must never panic.
+#[doc(hidden)]
+pub fn fold_any(data: &[u8]) {
+    use crate::format::Chunking;
+    let m = |role, n: u8| Member {
+        role,
+        name: format!("m{n}"),
+        public: [n; 32],
+    };
+    let config = Config {
+        repo_id: [0; 16],
+        repo_public: [0; 32],
+        chunking: Chunking {
+            min: 64,
+            avg: 128,
+            max: 256,
+        },
+        pack_target: 1 << 20,
+        zstd_level: 3,
+        members: vec![
+            m(Role::Admin, 1),
+            m(Role::Admin, 2),
+            m(Role::Client, 3),
+            m(Role::Vault, 4),
+        ],
+        quorum: 2,
+        retention: Retention::DEFAULT,
+        delay_secs: 60,
+        grace_secs: 0,
+    };
+    let (entries, _) = crate::vaultlog::split_log(data);
+    let mut reader = Reader::at(0);
+    reader.contacts = Some(vec![(1, -5), (3, 7)]);
+    reader.held = Some((2, 0));
+    let (st, _) = LogState::new(&config, ObjectId([9; 32]), HashMap::new()).fold(
+        entries,
+        &reader,
+        &mut |id| Some(vec![*id]),
+    );
+    for id in st.proposals.keys() {
+        let _ = st.status(id, i64::MAX);
+    }
+    let _ = st.last_of_each_client();
 }
 
 #[cfg(test)]
@@ -1102,6 +1139,42 @@ mod tests {
         assert!(eff.is_empty());
         assert!(st.snapshots.contains_key(&sid(1)));
         assert_eq!(st.problems.len(), 2);
+    }
+
+    /// Quorum counting and the delay window, as `status` answers them (the
+    /// assertions of the former `governance::status`, on the fold).
+    #[test]
+    fn quorum_counts_distinct_active_admins_then_the_delay_runs() {
+        let mut f = fx(2, 60, 0);
+        f.add(T0, 1, T0);
+        let p = erase_proposal(&mut f, T0 + S);
+        // The proposer approves again, twice: one approval.
+        f.vote(T0 + 2 * S, p, VoteKind::Approve, 0);
+        f.vote(T0 + 3 * S, p, VoteKind::Approve, 0);
+        // An outsider's approval and an approval of another proposal: none.
+        let outsider = Identity::from_bytes([77; 32]);
+        let v = Vote::new(p, VoteKind::Approve, &outsider);
+        f.push(T0 + 4 * S, Event::Voted { vote: v.encode() });
+        let other = f.propose(T0 + 5 * S, Action::DeleteSnapshots(vec![sid(1)]), 2);
+        f.vote(T0 + 6 * S, other, VoteKind::Approve, 1);
+        let (st, _) = f.run(&Reader::at(T0 + H));
+        assert_eq!(
+            st.status(&p, T0 + 1000 * S),
+            Some(Status::Pending {
+                approvals: 1,
+                needed: 2
+            })
+        );
+        // A second admin completes the quorum at T0+100s: 60 s of delay.
+        f.vote(T0 + 100 * S, p, VoteKind::Approve, 1);
+        let (st, _) = f.run(&Reader::at(T0 + H));
+        assert_eq!(
+            st.status(&p, T0 + 120 * S),
+            Some(Status::Waiting {
+                until_ns: T0 + 160 * S
+            })
+        );
+        assert_eq!(st.status(&p, T0 + 160 * S), Some(Status::Ready));
     }
 
     #[test]

@@ -14,23 +14,6 @@
 //! last, with as much data as the genuine backups, which then stays pinned.
 //! Readers also keep every client's last few snapshots whatever their age
 //! (`logstate::KEEP_LAST`).
-//!
-//! [`lock_until`] is the earlier rule (first snapshot of each period at
-//! commit), kept for the golden test of the calendar arithmetic.
-//!
-//! Under the earlier rule, a snapshot received at time `t` is locked until
-//! the latest of:
-//!
-//! * `t + keep_within`;
-//! * for each period kind (UTC day, ISO week starting Monday, calendar month,
-//!   calendar year) with a count N > 0: if it is the first snapshot of its
-//!   client in that period, the start of the period N periods later — that
-//!   is, for as long as its period is one of the N most recent.
-//!
-//! Because a lock is fixed at write time from the vault's clock and can only
-//! be extended, a later burst of bad snapshots (ransomware, T4) can never age
-//! out the healthy ones before them, and a client's own clock (backdating)
-//! plays no part.
 
 use crate::format::Retention;
 
@@ -97,33 +80,6 @@ fn period_bounds(p: Period, day: i64, n: u32) -> (i64, i64) {
             )
         }
     }
-}
-
-/// The lock-until time (ns) of a snapshot received at `t_ns` by a client
-/// whose earlier snapshots were received at `earlier_ns` (vault clock).
-pub fn lock_until(policy: &Retention, t_ns: i64, earlier_ns: &[i64]) -> i64 {
-    let day = t_ns.div_euclid(NS * DAY);
-    let mut lock = t_ns.saturating_add(
-        (policy.keep_within_secs.min(i64::MAX as u64 / 2) as i64).saturating_mul(NS),
-    );
-    for (p, n) in [
-        (Period::Day, policy.daily),
-        (Period::Week, policy.weekly),
-        (Period::Month, policy.monthly),
-        (Period::Year, policy.yearly),
-    ] {
-        if n == 0 {
-            continue;
-        }
-        let (start, end) = period_bounds(p, day, n);
-        let first = !earlier_ns
-            .iter()
-            .any(|&e| e <= t_ns && period_bounds(p, e.div_euclid(NS * DAY), 1).0 == start);
-        if first {
-            lock = lock.max(end.saturating_mul(DAY * NS));
-        }
-    }
-    lock
 }
 
 fn keep_ns(policy: &Retention) -> i64 {
@@ -248,59 +204,34 @@ mod tests {
         );
     }
 
-    #[test]
-    fn first_of_period_gets_the_long_lock() {
-        let p = policy(2, 7, 0, 0, 0);
-        let t0 = days_from_civil(2026, 11, 27) * D + 10 * H;
-        // First of the day: kept until 7 days after the day began.
-        assert_eq!(
-            lock_until(&p, t0, &[]),
-            (days_from_civil(2026, 11, 27) + 7) * D
-        );
-        // Second that day: only keep_within.
-        assert_eq!(lock_until(&p, t0 + H, &[t0]), t0 + H + 2 * D);
-        // First of the next day again.
-        assert_eq!(
-            lock_until(&p, t0 + D, &[t0, t0 + H]),
-            (days_from_civil(2026, 11, 28) + 7) * D
-        );
-    }
-
-    #[test]
-    fn months_and_years() {
-        let p = policy(0, 0, 0, 12, 7);
-        let t = days_from_civil(2026, 3, 15) * D;
-        assert_eq!(lock_until(&p, t, &[]), days_from_civil(2033, 1, 1) * D);
-        let earlier = [days_from_civil(2026, 1, 2) * D];
-        assert_eq!(lock_until(&p, t, &earlier), days_from_civil(2027, 3, 1) * D);
-    }
-
-    /// Golden: a year of snapshots every 8 hours under the default policy;
-    /// how many are still locked at the end never changes silently.
+    /// Golden: a year of snapshots every 8 hours under the default policy,
+    /// run as the vault runs it (commit lock, then the keepers of each
+    /// closed period, then reclaim of what expired); how many are alive at
+    /// the end never changes silently.
     #[test]
     fn golden_year_of_snapshots() {
         let p = Retention::DEFAULT;
         let start = days_from_civil(2026, 1, 1) * D;
-        let mut times = Vec::new();
-        let mut locks = Vec::new();
+        // (id, time, lock)
+        let mut live: Vec<(u32, i64, i64)> = Vec::new();
         for i in 0..(365 * 3) {
-            let t = start + i * 8 * H;
-            locks.push(lock_until(&p, t, &times));
-            times.push(t);
+            let t = start + i as i64 * 8 * H;
+            let cands: Vec<Candidate<u32>> = live.iter().map(|s| c(s.0, s.1, 100)).collect();
+            for (id, until) in slot_locks(&p, &cands, t) {
+                let s = live.iter_mut().find(|s| s.0 == id).unwrap();
+                s.2 = s.2.max(until);
+            }
+            live.retain(|s| s.2 > t);
+            live.push((i, t, commit_lock(&p, t)));
         }
-        let end = *times.last().unwrap();
-        let alive = locks.iter().filter(|l| **l > end).count();
-        // Ends 2026-12-31 16:00. keep_within: the last 14 days × 3 = 42
-        // (the daily firsts are among them). Weekly: firsts of the 8 weeks
-        // starting Nov 9 … Dec 28; those of Nov 9 – Dec 14 are older than
-        // 14 days: +6. Monthly: the firsts of all 12 months of 2026: +12.
-        // Yearly: 2026's first is January's. 42 + 6 + 12 = 60.
-        assert_eq!(alive, GOLDEN_ALIVE, "alive snapshots changed");
-        // Locks never depend on later snapshots: recomputing an early lock
-        // with the whole history before it gives the same answer.
-        assert_eq!(lock_until(&p, times[10], &times[..10]), locks[10]);
+        // Ends 2026-12-31 16:00. keep_within: the last 14 days × 3 = 42 (the
+        // daily keepers, 16:00 of each day, are among them). Weekly: the
+        // Sundays 16:00 of the closed weeks starting Nov 9 … Dec 21; those
+        // of Nov 15 … Dec 13 are older than 14 days: +5. Monthly: the last
+        // of each closed month, Jan … Nov: +11. Yearly: 2026 is still open.
+        assert_eq!(live.len(), GOLDEN_ALIVE, "alive snapshots changed");
     }
-    const GOLDEN_ALIVE: usize = 60;
+    const GOLDEN_ALIVE: usize = 58;
 
     fn c(id: u32, t: i64, bytes: u64) -> Candidate<u32> {
         Candidate {

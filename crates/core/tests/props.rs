@@ -140,4 +140,30 @@ proptest! {
         rec.truncate(cut % (rec.len() + 1));
         decode_any(&rec);
     }
+
+    /// Well-formed log entries in any order, with any times and ids, from
+    /// the fold's fixed members (1, 2 admins; 3 client; 4 vault) and from
+    /// strangers: the fold answers with problems, never a panic.
+    #[test]
+    fn the_log_fold_never_panics_on_crafted_logs(
+        events in proptest::collection::vec((any::<i64>(), 0u8..7, 0u8..6, 0u8..6), 0..40),
+    ) {
+        use holdfast_core::vaultlog::{Entry, Event, frame};
+        let mut raw = Vec::new();
+        for (t, kind, a, b) in events {
+            let id = ObjectId([a; 32]);
+            let key = [b; 32];
+            let event = match kind {
+                0 => Event::SnapshotAdded { snapshot: id, client: key, lock_until_ns: t / 2 },
+                1 => Event::LockExtended { snapshot: id, until_ns: t, admin: key },
+                2 => Event::Proposed { proposal: vec![a; 40] },
+                3 => Event::Voted { vote: vec![b; 40] },
+                4 => Event::Executed { proposal: id },
+                5 => Event::Reclaimed { snapshots: vec![id], packs: vec![ObjectId([b; 32])] },
+                _ => Event::IdentityAdded { record: id },
+            };
+            frame(&Entry { time_ns: t, event }.encode(), &mut raw);
+        }
+        holdfast_core::logstate::fold_any(&raw);
+    }
 }

@@ -148,12 +148,7 @@ pub fn export(
 /// checkpoints, and each bundle's log extending the previous one's.
 pub fn check_bundles(repo: &Repository, dirs: &[PathBuf]) -> Vec<String> {
     let mut problems = Vec::new();
-    let vault_key = repo
-        .config
-        .members
-        .iter()
-        .find(|m| m.role == Role::Vault)
-        .map(|m| m.public);
+    let vault_key = repo.config.vault_key();
     let mut prev: Option<(PathBuf, Vec<Vec<u8>>)> = None;
     for d in dirs {
         let name = d.display();

@@ -4,7 +4,6 @@
 //! log this way.
 
 use holdfast_core::ObjectId;
-use holdfast_core::format::Role;
 use holdfast_core::logstate::{LogState, Reader};
 use holdfast_core::merkle::{self, Checkpoint};
 
@@ -40,13 +39,7 @@ pub fn fold(
     read_packs: bool,
 ) -> LogView {
     let mut problems = Vec::new();
-    let vault_key = repo
-        .config
-        .members
-        .iter()
-        .find(|m| m.role == Role::Vault)
-        .map(|m| m.public)
-        .unwrap_or([0; 32]);
+    let vault_key = repo.config.vault_key().unwrap_or([0; 32]);
     if checkpoint.verify(&vault_key).is_err() || checkpoint.config_id != repo.config_id.0 {
         problems.push("the log checkpoint is not signed by this repository's vault key".into());
     }

@@ -164,14 +164,9 @@ impl VaultBackend {
         }
         let cfg =
             Config::decode(&cfg).map_err(|e| StoreError::Tamper(format!("vault config: {e}")))?;
-        let vault_key = cfg
-            .members
-            .iter()
-            .find(|m| m.role == Role::Vault)
-            .map(|m| m.public)
-            .ok_or_else(|| {
-                StoreError::Refused("the repository config names no vault key".into())
-            })?;
+        let vault_key = cfg.vault_key().ok_or_else(|| {
+            StoreError::Refused("the repository config names no vault key".into())
+        })?;
         if *seen.lock().unwrap() != Some(vault_key) {
             return Err(StoreError::Tamper(format!(
                 "the server at {url} is not this repository's vault (TLS key mismatch)"

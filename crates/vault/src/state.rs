@@ -225,8 +225,8 @@ impl Vault {
         let config_id = pinned_config;
         let config =
             Config::decode(&cfg_bytes).map_err(|e| VaultError::Tamper(format!("config: {e}")))?;
-        match config.members.iter().find(|m| m.role == Role::Vault) {
-            Some(m) if m.public == identity.public() => {}
+        match config.vault_key() {
+            Some(k) if k == identity.public() => {}
             _ => {
                 return Err(VaultError::Usage(
                     "this vault key is not the vault key of the repository's config".into(),
@@ -1234,21 +1234,19 @@ impl Vault {
     /// Gives each closed period's keeper its long lock (see
     /// [`retention::slot_locks`]), logged as an extension by the vault.
     pub fn assign_slots(&mut self, now: i64) -> usize {
-        let clients: HashSet<[u8; 32]> = self.st.snapshots.values().map(|s| s.client).collect();
+        // One pass groups every live snapshot by client.
+        let mut by_client: HashMap<[u8; 32], Vec<Candidate<ObjectId>>> = HashMap::new();
+        for (id, s) in &self.st.snapshots {
+            by_client.entry(s.client).or_default().push(Candidate {
+                id: *id,
+                time_ns: s.added_ns,
+                bytes: self.referenced_bytes(s.packs.as_ref()),
+                flagged: false,
+            });
+        }
         let mut raises = Vec::new();
-        for c in clients {
-            let cands: Vec<Candidate<ObjectId>> = self
-                .st
-                .client_snapshots(&c)
-                .into_iter()
-                .map(|(id, s)| Candidate {
-                    id,
-                    time_ns: s.added_ns,
-                    bytes: self.referenced_bytes(s.packs.as_ref()),
-                    flagged: false,
-                })
-                .collect();
-            for (id, until) in retention::slot_locks(&self.st.retention, &cands, now) {
+        for cands in by_client.values() {
+            for (id, until) in retention::slot_locks(&self.st.retention, cands, now) {
                 if self.st.snapshots[&id].lock_until_ns < until {
                     raises.push((id, until));
                 }
@@ -1280,13 +1278,13 @@ impl Vault {
         let now = self.clock.now();
         self.assign_slots(now);
         self.retry_pending(now);
+        let last = self.st.last_of_each_client();
         let expired: Vec<ObjectId> = self
             .st
             .snapshots
             .iter()
-            .filter(|(_, s)| s.lock_until_ns <= now)
+            .filter(|(id, s)| s.lock_until_ns <= now && !last.contains(id))
             .map(|(id, _)| *id)
-            .filter(|id| !self.st.among_last(id))
             .filter(|id| !self.storage_locked(Kind::Snapshot, id, now))
             .collect();
         let unknown = self.st.unknown_pack_lists();
