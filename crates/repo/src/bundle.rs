@@ -12,7 +12,6 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use holdfast_core::ObjectId;
-use holdfast_core::format::Role;
 use holdfast_core::id::{hex, parse_hex};
 use holdfast_core::merkle::{self, Checkpoint};
 use holdfast_core::vaultlog::split_log;

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use holdfast_core::ObjectId;
 use holdfast_core::crypto::Identity;
-use holdfast_core::format::{Config, Role};
+use holdfast_core::format::Config;
 use holdfast_core::id::{hex, parse_hex32};
 use holdfast_core::merkle::{self, Checkpoint, Consistency};
 use holdfast_core::request::Auth;
