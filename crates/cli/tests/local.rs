@@ -525,13 +525,6 @@ fn kill_9_during_backup_never_damages_the_repository() {
 }
 
 /// Unmounts on drop, so a failing test leaves no mount behind.
-struct Mount(std::path::PathBuf);
-impl Drop for Mount {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount").arg(&self.0).status();
-    }
-}
-
 /// A full disk: the backup fails with a clear error and writes no snapshot;
 /// the repository still verifies, and once there is room the next backup
 /// works and restores exactly.
@@ -539,17 +532,10 @@ impl Drop for Mount {
 fn full_disk_fails_cleanly_and_leaves_a_valid_repository() {
     let w = World::new();
     let mnt = w.path("small");
-    std::fs::create_dir_all(&mnt).unwrap();
-    let ok = std::process::Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=3m", "tmpfs"])
-        .arg(&mnt)
-        .status()
-        .is_ok_and(|s| s.success());
-    if !ok {
+    let Some(_guard) = small_tmpfs(&mnt, "3m") else {
         eprintln!("cannot mount a small tmpfs here (not root?): full-disk test skipped");
         return;
-    }
-    let _guard = Mount(mnt.clone());
+    };
     let repo = mnt.join("repo").display().to_string();
     let keys = w.path("keys").display().to_string();
     w.ok(&["init", &repo, "--keys", &keys]);

@@ -36,6 +36,13 @@ pub struct LogStore {
     /// (the RFC 6962 "frontier"): the root after an append costs O(log n).
     frontier: Vec<(u32, Hash)>,
     pub checkpoint: Checkpoint,
+    /// Bytes of the log file that hold whole, covered entries.
+    len: u64,
+    /// Set when an append failed halfway in a way this process cannot undo
+    /// (the entry is on disk but the checkpoint rename failed, or a failed
+    /// write could not be cut back): no further append until a restart
+    /// finishes or drops it.
+    poisoned: bool,
 }
 
 fn push_frontier(f: &mut Vec<(u32, Hash)>, leaf: Hash) {
@@ -136,7 +143,11 @@ impl LogStore {
             holdfast_store::fsync_dir(dir).map_err(|e| io(dir, e))?;
             checkpoint = n;
         } else if next_path.exists() {
-            std::fs::remove_file(&next_path).map_err(|e| io(&next_path, e))?;
+            // Signed for an append that never happened (or not by us): kept
+            // aside as evidence, never deleted.
+            let aside = dir.join(format!("checkpoint.next.unused-{now_ns}"));
+            std::fs::rename(&next_path, &aside).map_err(|e| io(&next_path, e))?;
+            holdfast_store::fsync_dir(dir).map_err(|e| io(dir, e))?;
         }
         if leaves.len() as u64 > checkpoint.size {
             return Err(VaultError::Tamper(format!(
@@ -165,7 +176,6 @@ impl LogStore {
         for l in &leaves {
             push_frontier(&mut frontier, *l);
         }
-        let _ = now_ns;
         Ok(LogStore {
             path,
             checkpoint_path,
@@ -174,6 +184,8 @@ impl LogStore {
             leaves,
             frontier,
             checkpoint,
+            len: pos as u64,
+            poisoned: false,
         })
     }
 
@@ -184,6 +196,11 @@ impl LogStore {
         config_id: [u8; 32],
         vault: &Identity,
     ) -> Result<u64, VaultError> {
+        if self.poisoned {
+            return Err(VaultError::Io(
+                "an earlier log append failed halfway: restart the vault to finish it".into(),
+            ));
+        }
         let bytes = entry.encode();
         let leaf = merkle::leaf_hash(&bytes);
         let mut frontier = self.frontier.clone();
@@ -201,26 +218,42 @@ impl LogStore {
         // 2. The entry.
         let mut rec = Vec::with_capacity(4 + bytes.len());
         frame(&bytes, &mut rec);
-        self.file
+        if let Err(e) = self
+            .file
             .write_all(&rec)
             .and_then(|_| self.file.sync_data())
-            .map_err(|e| io(&self.path, e))?;
-        // 3. The checkpoint takes effect.
-        std::fs::rename(&next, &self.checkpoint_path).map_err(|e| io(&next, e))?;
-        if let Some(d) = self.checkpoint_path.parent() {
-            holdfast_store::fsync_dir(d).map_err(|e| io(d, e))?;
+        {
+            // A full disk mid-record: cut the file back to the last whole
+            // entry, so the next append does not follow a torn one.
+            if self
+                .file
+                .set_len(self.len)
+                .and_then(|_| self.file.sync_data())
+                .is_err()
+            {
+                self.poisoned = true;
+            }
+            return Err(io(&self.path, e));
         }
+        // 3. The checkpoint takes effect.
+        let renamed = std::fs::rename(&next, &self.checkpoint_path)
+            .map_err(|e| io(&next, e))
+            .and_then(|_| match self.checkpoint_path.parent() {
+                Some(d) => holdfast_store::fsync_dir(d).map_err(|e| io(d, e)),
+                None => Ok(()),
+            });
+        if let Err(e) = renamed {
+            // The entry is durable and covered by `checkpoint.next`: a
+            // restart finishes the append. Until then, append nothing.
+            self.poisoned = true;
+            return Err(e);
+        }
+        self.len += rec.len() as u64;
         self.leaves.push(leaf);
         self.frontier = frontier;
         self.entries.push(bytes);
         self.checkpoint = cp;
         Ok(self.entries.len() as u64 - 1)
-    }
-
-    pub fn decoded(&self) -> impl Iterator<Item = Entry> + '_ {
-        self.entries
-            .iter()
-            .map(|e| Entry::decode(e).expect("checked at open and append"))
     }
 }
 
@@ -237,6 +270,100 @@ mod tests {
             leaves.push(l);
             push_frontier(&mut f, l);
             assert_eq!(frontier_root(&f), merkle::root(&leaves), "n = {}", i + 1);
+        }
+    }
+
+    fn entry(t: i64) -> Entry {
+        Entry {
+            time_ns: t,
+            event: holdfast_core::vaultlog::Event::IdentityAdded {
+                record: holdfast_core::ObjectId([t as u8; 32]),
+            },
+        }
+    }
+
+    fn setup(n: i64) -> (tempfile::TempDir, Identity) {
+        let d = tempfile::tempdir().unwrap();
+        let id = Identity::from_bytes([5; 32]);
+        let mut log = LogStore::open(d.path(), [1; 32], &id, 0).unwrap();
+        for t in 1..=n {
+            log.append(&entry(t), [1; 32], &id).unwrap();
+        }
+        (d, id)
+    }
+
+    /// Appends `e` as a crash would leave it: `checkpoint.next` written,
+    /// optionally the entry too, but no rename.
+    fn half_append(dir: &Path, id: &Identity, e: &Entry, write_entry: bool) {
+        let raw = std::fs::read(dir.join("log")).unwrap();
+        let mut entries: Vec<Vec<u8>> = split_log(&raw).0.iter().map(|e| e.to_vec()).collect();
+        entries.push(e.encode());
+        let leaves: Vec<Hash> = entries.iter().map(|e| merkle::leaf_hash(e)).collect();
+        let cp = Checkpoint::sign(
+            [1; 32],
+            leaves.len() as u64,
+            merkle::root(&leaves),
+            e.time_ns,
+            id,
+        );
+        std::fs::write(dir.join("checkpoint.next"), cp.encode()).unwrap();
+        if write_entry {
+            let mut raw = raw;
+            frame(&e.encode(), &mut raw);
+            std::fs::write(dir.join("log"), raw).unwrap();
+        }
+    }
+
+    #[test]
+    fn a_crash_after_the_append_is_finished_at_open() {
+        let (d, id) = setup(3);
+        half_append(d.path(), &id, &entry(4), true);
+        let log = LogStore::open(d.path(), [1; 32], &id, 9).unwrap();
+        assert_eq!(log.checkpoint.size, 4);
+        assert_eq!(log.entries.len(), 4);
+        assert!(!d.path().join("checkpoint.next").exists());
+    }
+
+    #[test]
+    fn a_crash_before_the_append_keeps_the_unused_checkpoint_aside() {
+        let (d, id) = setup(3);
+        half_append(d.path(), &id, &entry(4), false);
+        let mut log = LogStore::open(d.path(), [1; 32], &id, 9).unwrap();
+        assert_eq!(log.checkpoint.size, 3);
+        assert!(d.path().join("checkpoint.next.unused-9").exists());
+        log.append(&entry(5), [1; 32], &id).unwrap();
+        assert_eq!(
+            LogStore::open(d.path(), [1; 32], &id, 10)
+                .unwrap()
+                .entries
+                .len(),
+            4
+        );
+    }
+
+    #[test]
+    fn entries_no_checkpoint_covers_are_refused_and_a_torn_tail_dropped() {
+        let (d, id) = setup(2);
+        let log = d.path().join("log");
+        let mut raw = std::fs::read(&log).unwrap();
+        let good = raw.len();
+        raw.extend_from_slice(&[200, 0, 0, 0, 1, 2]); // torn
+        std::fs::write(&log, &raw).unwrap();
+        assert_eq!(
+            LogStore::open(d.path(), [1; 32], &id, 9)
+                .unwrap()
+                .entries
+                .len(),
+            2
+        );
+        assert_eq!(std::fs::metadata(&log).unwrap().len() as usize, good);
+        let mut raw = std::fs::read(&log).unwrap();
+        frame(&entry(3).encode(), &mut raw);
+        std::fs::write(&log, &raw).unwrap();
+        match LogStore::open(d.path(), [1; 32], &id, 9) {
+            Err(VaultError::Tamper(m)) => assert!(m.contains("after the last signed checkpoint")),
+            Err(e) => panic!("{e}"),
+            Ok(_) => panic!("adopted an entry nobody signed for"),
         }
     }
 }

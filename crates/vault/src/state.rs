@@ -804,10 +804,26 @@ impl Vault {
         rec.extend_from_slice(&id.0);
         rec.extend_from_slice(who);
         rec.extend_from_slice(&size.to_le_bytes());
-        self.owners_file
+        // Records are 72 bytes read in step: a write a full disk cut short
+        // is cut back, so the next record does not start mid-record.
+        let len = self
+            .owners_file
+            .metadata()
+            .map_err(|e| ApiError::internal(e.to_string()))?
+            .len();
+        if let Err(e) = self
+            .owners_file
             .write_all(&rec)
             .and_then(|_| self.owners_file.sync_data())
-            .map_err(|e| ApiError::internal(e.to_string()))?;
+        {
+            let _ = self.owners_file.set_len(len - len % 72);
+            return Err(match e.kind() {
+                std::io::ErrorKind::StorageFull => {
+                    ApiError::new(507, "the vault's state disk is full")
+                }
+                _ => ApiError::internal(format!("recording a pack owner: {e}")),
+            });
+        }
         self.sizes.insert(*id, size);
         if self.owners.entry(*id).or_default().insert(*who) {
             *self.usage.entry(*who).or_default() += size;

@@ -700,3 +700,23 @@ pub fn children_of(pid: u32) -> Vec<(u32, char)> {
     }
     out
 }
+
+/// Unmounts on drop (tests that mount a small tmpfs for a full disk).
+pub struct Mount(pub PathBuf);
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// Mounts a tmpfs of `size` (e.g. "256k") at `at`; None where this machine
+/// cannot (not root).
+pub fn small_tmpfs(at: &Path, size: &str) -> Option<Mount> {
+    std::fs::create_dir_all(at).unwrap();
+    let ok = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+        .arg(at)
+        .status()
+        .is_ok_and(|s| s.success());
+    ok.then(|| Mount(at.to_path_buf()))
+}
