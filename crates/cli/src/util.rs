@@ -98,7 +98,7 @@ pub fn open(repo: &str, key: &Path) -> Result<(Repository, Key)> {
     same_repository(backend.as_ref(), &key)?;
     let mut r = Repository::open(backend, &key)?;
     if let Some((entries, cp)) = local_log(repo)? {
-        attach_log(&mut r, &entries, &cp);
+        attach_log(&mut r, entries, &cp);
     }
     Ok((r, key))
 }
@@ -109,7 +109,7 @@ pub static LOG_TAMPERED: AtomicBool = AtomicBool::new(false);
 
 /// Folds the vault's log into `r` (so `latest` and every listing use the
 /// vault's time) and reports what the fold found, once.
-fn attach_log(r: &mut Repository, entries: &[Vec<u8>], cp: &Checkpoint) {
+fn attach_log(r: &mut Repository, entries: Vec<Vec<u8>>, cp: &Checkpoint) {
     r.attach_log(entries, cp);
     let problems = r.log_problems();
     if !problems.is_empty() {
@@ -182,25 +182,8 @@ pub fn open_vault(repo: &str, key: &Path) -> Result<(Arc<VaultBackend>, Reposito
     let mut r = Repository::open(v.clone(), &key)?;
     let cp = v.sync_checkpoint()?;
     let entries = v.log_entries(0, cp.size)?;
-    attach_log(&mut r, &entries, &cp);
+    attach_log(&mut r, entries, &cp);
     Ok((v, r, key))
-}
-
-/// Opens REPO with its log: from the vault (checked against this key's held
-/// checkpoint), or from a vault, replica or bundle directory's `vault/`.
-/// A plain local repository has no log (None).
-pub type WithLog = (Repository, Key, Option<(Vec<Vec<u8>>, Checkpoint)>);
-
-pub fn open_with_log(repo: &str, key: &Path) -> Result<WithLog> {
-    if repo.starts_with("https://") {
-        let (vault, r, k) = open_vault(repo, key)?;
-        let cp = vault.sync_checkpoint()?;
-        let entries = vault.log_entries(0, cp.size)?;
-        return Ok((r, k, Some((entries, cp))));
-    }
-    let (r, k) = open(repo, key)?;
-    let log = local_log(repo)?;
-    Ok((r, k, log))
 }
 
 pub fn cache_dir(flag: Option<PathBuf>) -> PathBuf {

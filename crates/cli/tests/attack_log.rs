@@ -33,19 +33,7 @@ fn append_signed(w: &World, new: &[Entry]) {
     }
     std::fs::write(&log, &raw).unwrap();
     let entries: Vec<Vec<u8>> = split_log(&raw).0.into_iter().map(|e| e.to_vec()).collect();
-    let vk = load_key(&w.key("vault"));
-    let leaves: Vec<_> = entries
-        .iter()
-        .map(|e| holdfast_core::merkle::leaf_hash(e))
-        .collect();
-    let cp = holdfast_core::merkle::Checkpoint::sign(
-        vk.config_id.0,
-        entries.len() as u64,
-        holdfast_core::merkle::root(&leaves),
-        now_ns(),
-        vk.identity().unwrap(),
-    );
-    std::fs::write(w.path("repo/vault/checkpoint"), cp.encode()).unwrap();
+    sign_log(w, &entries);
 }
 
 fn code(o: &std::process::Output) -> Option<i32> {
@@ -179,16 +167,7 @@ fn entries_appended_without_the_key_stop_the_vault() {
         &mut raw,
     );
     std::fs::write(&log, &raw).unwrap();
-    let o = w.run(&[
-        "vault",
-        "serve",
-        "--repo",
-        &w.repo(),
-        "--key",
-        &w.key("vault"),
-        "--listen",
-        "127.0.0.1:0",
-    ]);
+    let o = serve_once(&w);
     assert_eq!(code(&o), Some(4), "{}", err(&o));
     assert!(
         err(&o).contains("after the last signed checkpoint"),
@@ -285,16 +264,7 @@ fn a_second_vault_on_the_same_state_refuses_to_start() {
     let w = World::new();
     init_with(&w, &[]);
     let mut vault = w.start_vault(&[]);
-    let o = w.run(&[
-        "vault",
-        "serve",
-        "--repo",
-        &w.repo(),
-        "--key",
-        &w.key("vault"),
-        "--listen",
-        "127.0.0.1:0",
-    ]);
+    let o = serve_once(&w);
     assert_eq!(code(&o), Some(1), "{}", err(&o));
     assert!(err(&o).contains("another vault"), "{}", err(&o));
     vault.stop();

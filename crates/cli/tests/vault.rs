@@ -387,19 +387,7 @@ fn cut_log(w: &World, n: usize) -> Vec<Vec<u8>> {
 
 /// …and, holding the vault key, signs a checkpoint for what is left.
 fn resign_log(w: &World, kept: &[Vec<u8>]) {
-    let vk = load_key(&w.key("vault"));
-    let leaves: Vec<_> = kept
-        .iter()
-        .map(|e| holdfast_core::merkle::leaf_hash(e))
-        .collect();
-    let cp = holdfast_core::merkle::Checkpoint::sign(
-        vk.config_id.0,
-        kept.len() as u64,
-        holdfast_core::merkle::root(&leaves),
-        now_ns(),
-        vk.identity().unwrap(),
-    );
-    std::fs::write(w.path("repo/vault/checkpoint"), cp.encode()).unwrap();
+    sign_log(w, kept);
 }
 
 fn proposals(w: &World, url: &str) -> Vec<serde_json::Value> {

@@ -13,7 +13,6 @@ use std::collections::HashSet;
 
 use holdfast_core::ObjectId;
 use holdfast_core::logstate::{GoneHow, Reader};
-use holdfast_core::merkle::Checkpoint;
 use holdfast_core::vaultlog::{Entry, Event};
 use holdfast_store::Kind;
 
@@ -30,16 +29,21 @@ pub struct AuditReport {
     pub problems: Vec<String>,
 }
 
-pub fn audit(
-    repo: &Repository,
-    entries: &[Vec<u8>],
-    checkpoint: &Checkpoint,
-) -> Result<AuditReport> {
+/// Audits the log `repo` was opened with (folded again, this time reading
+/// every snapshot's pack list), or says there is none.
+pub fn audit(repo: &Repository) -> Result<AuditReport> {
     let mut r = AuditReport::default();
+    let Some(log) = &repo.log else {
+        return Err(crate::Error::Usage(format!(
+            "{}: no vault log here to audit",
+            repo.backend.location()
+        )));
+    };
+    let entries = &log.entries;
     let view = crate::logview::fold(
         repo,
-        entries,
-        checkpoint,
+        entries.clone(),
+        &log.checkpoint,
         &Reader::at(crate::now_ns()),
         true,
     );

@@ -12,6 +12,8 @@ use crate::Repository;
 /// The folded log, and everything wrong with it (each one tampering).
 pub struct LogView {
     pub state: LogState,
+    /// The encoded entries as read (audit and export use them).
+    pub entries: Vec<Vec<u8>>,
     pub checkpoint: Checkpoint,
     pub problems: Vec<String>,
 }
@@ -33,7 +35,7 @@ impl LogView {
 /// (`None` skips the checks that need them).
 pub fn fold(
     repo: &Repository,
-    entries: &[Vec<u8>],
+    entries: Vec<Vec<u8>>,
     checkpoint: &Checkpoint,
     reader: &Reader,
     read_packs: bool,
@@ -73,6 +75,7 @@ pub fn fold(
     problems.extend(state.problems.iter().map(|p| p.to_string()));
     LogView {
         state,
+        entries,
         checkpoint: checkpoint.clone(),
         problems,
     }

@@ -334,22 +334,6 @@ impl VaultBackend {
         Ok(cp)
     }
 
-    /// The vault's record of each visible snapshot: id → (the vault's time
-    /// when it was committed, lock-until), both on the vault's clock.
-    pub fn snapshot_locks(&self) -> Result<std::collections::HashMap<ObjectId, (i64, i64)>> {
-        let r = self.request("GET", "/v1/snapshots", &[], None)?;
-        let v: Vec<serde_json::Value> = serde_json::from_slice(&r).map_err(transient)?;
-        let mut out = std::collections::HashMap::new();
-        for s in v {
-            let id = s["id"].as_str().and_then(|h| ObjectId::from_hex(h).ok());
-            let (t, l) = (s["time_ns"].as_i64(), s["lock_until_ns"].as_i64());
-            if let (Some(id), Some(t), Some(l)) = (id, t, l) {
-                out.insert(id, (t, l));
-            }
-        }
-        Ok(out)
-    }
-
     /// Log entries `[from, to)` from the vault, fetched in pages of 10 000.
     /// The caller checks them against a verified checkpoint.
     pub fn log_entries(&self, from: usize, to: u64) -> Result<Vec<Vec<u8>>> {

@@ -1,7 +1,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{Result, anyhow};
+use anyhow::Result;
 
 use crate::util;
 
@@ -19,10 +19,8 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> Result<ExitCode> {
-    let (repo, _, log) = util::open_with_log(&a.repo, &a.key)?;
-    let (entries, checkpoint) =
-        log.ok_or_else(|| anyhow!("{}: no vault log here to audit", a.repo))?;
-    let r = holdfast_repo::audit::audit(&repo, &entries, &checkpoint)?;
+    let (repo, _) = util::open(&a.repo, &a.key)?;
+    let r = holdfast_repo::audit::audit(&repo)?;
     if a.json {
         util::json(&serde_json::json!([{
             "entries": r.entries, "snapshots_logged": r.snapshots_logged, "live": r.live,

@@ -21,8 +21,11 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> Result<ExitCode> {
-    let (repo, _, log) = util::open_with_log(&a.repo, &a.key)?;
-    let log_ref = log.as_ref().map(|(e, c)| (e.as_slice(), c));
+    let (repo, _) = util::open(&a.repo, &a.key)?;
+    let log_ref = repo
+        .log
+        .as_ref()
+        .map(|l| (l.entries.as_slice(), &l.checkpoint));
     let r = util::with_progress("export", |_| {
         holdfast_repo::bundle::export(&repo, log_ref, &a.to, &a.since)
     })?;

@@ -21,17 +21,16 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> Result<ExitCode> {
-    // Through a vault, its own clock and the retention locks are shown too.
-    let (repo, key, locks) = if a.repo.starts_with("https://") {
-        let (vault, repo, key) = util::open_vault(&a.repo, &a.key)?;
-        let locks = vault.snapshot_locks()?;
-        (repo, key, Some(locks))
-    } else {
-        let (repo, key) = util::open(&a.repo, &a.key)?;
-        (repo, key, None)
-    };
+    let (repo, key) = util::open(&a.repo, &a.key)?;
     let (snaps, errors) = list(&repo, &key)?;
-    let lock_of = |id: &holdfast_core::ObjectId| locks.as_ref().and_then(|l| l.get(id)).copied();
+    // With a log (a vault, a replica, a bundle), the vault's time and the
+    // retention lock of each live snapshot, as the log says them.
+    let lock_of = |id: &holdfast_core::ObjectId| {
+        repo.log
+            .as_ref()
+            .and_then(|l| l.state.snapshots.get(id))
+            .map(|s| (s.added_ns, s.lock_until_ns))
+    };
     if a.json {
         let v: Vec<_> = snaps
             .iter()

@@ -720,3 +720,36 @@ pub fn small_tmpfs(at: &Path, size: &str) -> Option<Mount> {
         .is_ok_and(|s| s.success());
     ok.then(|| Mount(at.to_path_buf()))
 }
+
+/// Holding the vault key (root on the vault host), signs a checkpoint over
+/// `entries` and puts it in place of the vault's own.
+pub fn sign_log(w: &World, entries: &[Vec<u8>]) {
+    let vk = load_key(&w.key("vault"));
+    let leaves: Vec<_> = entries
+        .iter()
+        .map(|e| holdfast_core::merkle::leaf_hash(e))
+        .collect();
+    let cp = holdfast_core::merkle::Checkpoint::sign(
+        vk.config_id.0,
+        entries.len() as u64,
+        holdfast_core::merkle::root(&leaves),
+        holdfast_repo::now_ns(),
+        vk.identity().unwrap(),
+    );
+    std::fs::write(w.path("repo/vault/checkpoint"), cp.encode()).unwrap();
+}
+
+/// `vault serve` on the test repository, run to its end (for a vault that
+/// must refuse to start).
+pub fn serve_once(w: &World) -> Output {
+    w.run(&[
+        "vault",
+        "serve",
+        "--repo",
+        &w.repo(),
+        "--key",
+        &w.key("vault"),
+        "--listen",
+        "127.0.0.1:0",
+    ])
+}
