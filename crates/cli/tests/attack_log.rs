@@ -356,3 +356,48 @@ fn a_full_state_disk_fails_appends_cleanly_and_loses_nothing() {
     restore_via(&w, &vault.url, &s2[..12], &restored);
     assert_eq!(digest(&restored.join("mail")), digest(&src));
 }
+
+/// F: one missing pack at the vault stops only the snapshot that needs it:
+/// the pull copies the rest, exits 4 naming it, and copies it once it is
+/// back.
+#[test]
+fn a_missing_pack_stops_one_snapshot_not_the_replica() {
+    let w = World::new();
+    init_with(&w, &[]);
+    let mut vault = w.start_vault(&[]);
+    let url = vault.url.clone();
+    let src = w.path("mail");
+    make_maildir(&src, 2, 10, 87);
+    let s1 = backup_via(&w, &url, &w.key("client"), &src);
+    std::fs::write(src.join("big"), Rng(9).bytes(300_000)).unwrap();
+    let s2 = backup_via(&w, &url, &w.key("client"), &src);
+    let packs_of = |s: &str| {
+        let b = std::fs::read(w.path("repo/snapshots").join(s)).unwrap();
+        holdfast_core::format::Snapshot::decode(&b)
+            .unwrap()
+            .header
+            .packs
+    };
+    let only_s2 = packs_of(&s2)
+        .into_iter()
+        .find(|p| !packs_of(&s1).contains(p))
+        .expect("s2 has a pack of its own");
+    let pack_path = files(&w.path("repo/packs"))
+        .into_iter()
+        .find(|p| p.file_name().unwrap() == only_s2.to_hex().as_str())
+        .unwrap();
+    let aside = w.path("aside");
+    std::fs::rename(&pack_path, &aside).unwrap();
+    let rdir = w.path("replica");
+    let o = pull(&w, &url, &rdir);
+    assert_eq!(code(&o), Some(4), "{}", err(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains(&s2[..8]), "{out}");
+    assert!(rdir.join("snapshots").join(&s1).exists());
+    assert!(!rdir.join("snapshots").join(&s2).exists());
+    std::fs::rename(&aside, &pack_path).unwrap();
+    let o = pull(&w, &url, &rdir);
+    assert_eq!(code(&o), Some(0), "{}", err(&o));
+    assert!(rdir.join("snapshots").join(&s2).exists());
+    vault.stop();
+}

@@ -8,12 +8,16 @@
 //!    (a rolled-back or forked vault is refused; nothing is written);
 //! 2. fetches the new log entries and checks that, appended to its own, they
 //!    hash to the vault's signed root;
-//! 3. replays them: copies each added snapshot's missing packs, then the
-//!    snapshot (every object checked against its id); applies a deletion
-//!    only if the log shows the proposal had quorum, its delay passed and no
-//!    veto (recomputed here, with the same rules); keeps snapshots the vault
-//!    reclaimed as expired (the vault's clock is not trusted);
-//! 4. appends the entries to its own log and stores the checkpoint, last.
+//! 3. reads the whole log through the one validating fold
+//!    ([`holdfast_core::logstate`]) on this replica's clock: entries that
+//!    break a rule are reported (exit 4) and never applied; copies every
+//!    live snapshot it lacks with its missing packs (every object checked
+//!    against its id), going on past a missing or damaged one (reported,
+//!    retried next time); applies an erasure only once the delay has also
+//!    passed since this replica first saw its quorum (`vault/seen`); keeps
+//!    snapshots the vault reclaimed as expired;
+//! 4. appends the entries to its own log, stores the checkpoint, then
+//!    records this contact in `vault/seen`.
 //!
 //! The replica directory has a vault's layout: `verify`, `restore` and
 //! `audit` work on it directly.
@@ -23,7 +27,7 @@ use std::path::Path;
 
 use holdfast_core::ObjectId;
 use holdfast_core::format::{Config, IdentityRecord, Snapshot};
-use holdfast_core::logstate::{Effect, LogState, Reader};
+use holdfast_core::logstate::{Effect, GoneHow, LogState, Reader};
 use holdfast_core::merkle::{self, Checkpoint};
 use holdfast_core::vaultlog::{frame, split_log};
 use holdfast_store::{Backend, Kind, LocalDir, StoreError, VaultBackend};
@@ -181,10 +185,16 @@ pub fn pull(vault: &VaultBackend, dir: &Path, config_id: ObjectId) -> Result<Pul
                     rep.deletions_applied += 1;
                 }
             }
-            Effect::ReclaimSnapshot(_) => rep.reclaims_kept += 1,
+            Effect::ReclaimSnapshot(_) => {}
             Effect::ReclaimPack(_) => {}
         }
     }
+    // Reclaims this pull learned of (the copies stay).
+    rep.reclaims_kept = st
+        .gone
+        .values()
+        .filter(|g| g.how == GoneHow::Reclaimed && g.index >= have as u64)
+        .count() as u64;
     rep.deletions_pending = st
         .snapshots
         .values()

@@ -452,7 +452,7 @@ impl Vault {
         } else {
             HashMap::new()
         };
-        let mut found: Vec<(i64, ObjectId, Snapshot, Vec<u8>)> = Vec::new();
+        let mut found: Vec<(i64, ObjectId, Snapshot)> = Vec::new();
         for name in present {
             let Ok(id) = ObjectId::from_hex(name) else {
                 continue;
@@ -473,7 +473,7 @@ impl Vault {
                 }
             };
             match Snapshot::decode(&body) {
-                Ok(s) if ObjectId::of(&body) == id => found.push((s.header.time_ns, id, s, body)),
+                Ok(s) if ObjectId::of(&body) == id => found.push((s.header.time_ns, id, s)),
                 _ => {
                     let why = format!("snapshot file {} is not a valid snapshot", id.short());
                     self.alert(&format!("TAMPERING: {why}"));
@@ -482,19 +482,19 @@ impl Vault {
             }
         }
         // In the clients' own order, so that the vault's times keep it.
-        found.sort_by_key(|(t, id, _, _)| (*t, *id));
+        found.sort_by_key(|(t, id, _)| (*t, *id));
         // An empty log over snapshots a vault once locked in storage: this
         // vault's state was lost or deleted, not a first start.
         let now = self.clock.now();
         let lost_state = fresh
             && self.store.locks_enforced()
-            && found.iter().any(|(_, id, _, _)| {
+            && found.iter().any(|(_, id, _)| {
                 self.store
                     .locked_until_ns(Kind::Snapshot, &id.to_hex())
                     .is_ok_and(|t| t.is_some_and(|t| t > now))
             });
         let mut adopted = 0usize;
-        for (_, id, snap, body) in found {
+        for (_, id, snap) in found {
             let c = snap.header.client;
             if fresh && snap.header.packs.iter().all(|p| pack_sizes.contains_key(p)) {
                 for p in &snap.header.packs {
@@ -504,11 +504,11 @@ impl Vault {
                     }
                 }
             }
-            match self.check_snapshot(&c, &body) {
-                Ok(packs) => {
+            match self.check_snapshot(&c, &snap) {
+                Ok(()) => {
                     let now = self.stamp();
                     let lock = self.lock_for(now);
-                    self.commit_snapshot(&c, &id, &packs, now, lock)
+                    self.commit_snapshot(&c, &id, &snap.header.packs, now, lock)
                         .map_err(|e| VaultError::Io(e.msg))?;
                     if fresh {
                         adopted += 1;
@@ -890,11 +890,12 @@ impl Vault {
                 "this snapshot was deleted by the log (erased or reclaimed) and never comes back",
             ));
         }
-        let packs = self.check_snapshot(who, body)?;
+        // Decoded once: the signature check is the costly part.
+        let snap = Snapshot::decode(body)
+            .map_err(|e| ApiError::bad(format!("not a valid snapshot: {e}")))?;
+        self.check_snapshot(who, &snap)?;
         let now = self.stamp();
-        let claimed = Snapshot::decode(body)
-            .map(|s| s.header.time_ns)
-            .unwrap_or(now);
+        let claimed = snap.header.time_ns;
         if claimed > now.saturating_add(CLIENT_AHEAD_NS) || claimed < now - CLIENT_BEHIND_NS {
             self.alert(&format!(
                 "client {} sent a snapshot dated {} h from the vault's clock; refused",
@@ -924,7 +925,7 @@ impl Vault {
         self.store
             .put_retained(Kind::Snapshot, &id.to_hex(), body, lock)
             .map_err(ApiError::store)?;
-        let m = self.commit_snapshot(who, id, &packs, now, lock)?;
+        let m = self.commit_snapshot(who, id, &snap.header.packs, now, lock)?;
         self.recent.entry(*who).or_default().push_back(now);
         Ok(m)
     }
@@ -936,9 +937,7 @@ impl Vault {
 
     /// What a snapshot must be to be committed: signed by `who`, a client of
     /// this repository, listing only packs in `who`'s namespace.
-    fn check_snapshot(&self, who: &[u8; 32], body: &[u8]) -> Result<Vec<ObjectId>, ApiError> {
-        let snap = Snapshot::decode(body)
-            .map_err(|e| ApiError::bad(format!("not a valid snapshot: {e}")))?;
+    fn check_snapshot(&self, who: &[u8; 32], snap: &Snapshot) -> Result<(), ApiError> {
         if &snap.header.client != who {
             return Err(ApiError::forbidden(
                 "a client may only write snapshots it signed itself",
@@ -966,7 +965,7 @@ impl Vault {
                 ));
             }
         }
-        Ok(snap.header.packs)
+        Ok(())
     }
 
     /// Locks (in storage, where it can) and logs a snapshot whose object is
