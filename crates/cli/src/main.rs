@@ -19,10 +19,12 @@ use clap::{Parser, Subcommand};
     version,
     about = "Deduplicating, end-to-end encrypted backups that survive the attacker who owns every server",
     long_about = None,
-    after_help = "REPO is a directory (the embedded default), https://HOST:PORT (a vault) or bundle:DIR[,DIR...] (offline bundles, oldest first). SNAPSHOT
- is an id, a unique \
-prefix, or `latest`.\nPassphrase-protected keys (restore, admin) read HOLDFAST_PASSPHRASE, \
-else ask on the terminal.\nExit status: 0 ok, 1 error, 3 partial (files listed), 4 damage or tampering detected."
+    after_help = "REPO is a directory (the embedded default), https://HOST:PORT (a vault), \
+s3://BUCKET/PREFIX or bundle:DIR[,DIR...] (offline bundles, oldest first). SNAPSHOT is an id, \
+a unique prefix, or `latest`: the newest by the vault's time (never a client's clock) of one \
+client, named with --client when several have snapshots.\nPassphrase-protected keys \
+(restore, admin) read HOLDFAST_PASSPHRASE, else ask on the terminal.\nExit status: 0 ok, \
+1 error, 3 partial (files listed), 4 damage or tampering detected."
 )]
 struct Cli {
     #[command(subcommand)]

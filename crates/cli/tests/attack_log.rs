@@ -401,3 +401,71 @@ fn a_missing_pack_stops_one_snapshot_not_the_replica() {
     assert!(rdir.join("snapshots").join(&s2).exists());
     vault.stop();
 }
+
+/// B: `latest` is per client. With two servers backing up, a bare `latest`
+/// is refused (a newcomer once restored the wrong server's data with it);
+/// `--client` chooses, by the vault's time.
+#[test]
+fn latest_is_per_client() {
+    let w = World::new();
+    init_with(&w, &[]);
+    let mut vault = w.start_vault(&[]);
+    let url = vault.url.clone();
+    let mx2 = w.path("keys/mx2.key").display().to_string();
+    w.ok(&[
+        "key",
+        "new",
+        "--repo",
+        &url,
+        "--key",
+        &w.key("client"),
+        "--admin-key",
+        &w.key("admin-1"),
+        "--out",
+        &mx2,
+        "client",
+        "mx2",
+    ]);
+    let (a, b) = (w.path("a"), w.path("b"));
+    make_maildir(&a, 1, 5, 88);
+    make_maildir(&b, 1, 5, 89);
+    backup_via(&w, &url, &w.key("client"), &a);
+    backup_via(&w, &url, &mx2, &b);
+    let o = w.run(&[
+        "restore",
+        "--repo",
+        &url,
+        "--key",
+        &w.key("restore"),
+        "latest",
+        w.path("o1").to_str().unwrap(),
+    ]);
+    assert_eq!(code(&o), Some(1), "{}", err(&o));
+    assert!(err(&o).contains("--client"), "{}", err(&o));
+    // The first client's latest is its own, though mx2 backed up later.
+    let out = w.path("o2");
+    w.ok(&[
+        "restore",
+        "--repo",
+        &url,
+        "--key",
+        &w.key("restore"),
+        "--client",
+        "client",
+        "latest",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(digest(&out.join("a")), digest(&a));
+    let ls = w.ok(&[
+        "ls",
+        "--repo",
+        &url,
+        "--key",
+        &w.key("restore"),
+        "--client",
+        "mx2",
+        "latest",
+    ]);
+    assert!(ls.contains("b/"), "{ls}");
+    vault.stop();
+}

@@ -12,6 +12,10 @@ pub struct Args {
     /// The restore key
     #[arg(long)]
     pub key: PathBuf,
+    /// Choose `latest` (or a prefix) among this client's snapshots only;
+    /// `latest` needs it when several clients have snapshots
+    #[arg(long, value_name = "NAME")]
+    pub client: Option<String>,
     pub snapshot_a: String,
     pub snapshot_b: String,
     /// Print one JSON array of objects
@@ -22,8 +26,8 @@ pub struct Args {
 pub fn run(a: Args) -> Result<ExitCode> {
     let (repo, key) = util::open(&a.repo, &a.key)?;
     key.require_restore("diff")?;
-    let (x, _) = repo.resolve(&a.snapshot_a)?;
-    let (y, _) = repo.resolve(&a.snapshot_b)?;
+    let (x, _) = repo.resolve_for(&a.snapshot_a, a.client.as_deref())?;
+    let (y, _) = repo.resolve_for(&a.snapshot_b, a.client.as_deref())?;
     let d = holdfast_repo::snapshots::diff(&repo, &key, &x, &y)?;
     let rows = [
         ("+", "added", &d.added),

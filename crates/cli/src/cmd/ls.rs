@@ -13,6 +13,10 @@ pub struct Args {
     /// The restore key
     #[arg(long)]
     pub key: PathBuf,
+    /// Choose `latest` (or a prefix) among this client's snapshots only;
+    /// `latest` needs it when several clients have snapshots
+    #[arg(long, value_name = "NAME")]
+    pub client: Option<String>,
     pub snapshot: String,
     /// Print one JSON array of objects
     #[arg(long)]
@@ -22,7 +26,7 @@ pub struct Args {
 pub fn run(a: Args) -> Result<ExitCode> {
     let (repo, key) = util::open(&a.repo, &a.key)?;
     key.require_restore("ls")?;
-    let (id, _) = repo.resolve(&a.snapshot)?;
+    let (id, _) = repo.resolve_for(&a.snapshot, a.client.as_deref())?;
     let list = with_snapshot(&repo, &key, &id, entries)?;
     if a.json {
         let v: Vec<_> = list

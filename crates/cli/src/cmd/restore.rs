@@ -13,6 +13,10 @@ pub struct Args {
     /// The restore key (restore.key)
     #[arg(long)]
     pub key: PathBuf,
+    /// Choose `latest` (or a prefix) among this client's snapshots only;
+    /// `latest` needs it when several clients have snapshots
+    #[arg(long, value_name = "NAME")]
+    pub client: Option<String>,
     pub snapshot: String,
     /// A new or empty directory to restore into
     pub target: PathBuf,
@@ -24,7 +28,7 @@ pub struct Args {
 pub fn run(a: Args) -> Result<ExitCode> {
     let (repo, key) = util::open(&a.repo, &a.key)?;
     key.require_restore("restore")?;
-    let (id, _) = repo.resolve(&a.snapshot)?;
+    let (id, _) = repo.resolve_for(&a.snapshot, a.client.as_deref())?;
     let opts = RestoreOptions {
         target: a.target.clone(),
         subpath: a.path,
