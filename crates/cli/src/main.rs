@@ -65,6 +65,9 @@ enum Command {
     Lock(cmd::govern::LockArgs),
     /// Check the whole vault log against the repository (auditor key)
     Audit(cmd::audit::Args),
+    /// Where this key's history stands, compared with replicas, bundles or
+    /// another party's checkpoint (a vault showing two histories: exit 4)
+    Status(cmd::status::Args),
     /// Write a self-contained (optionally incremental) bundle for offline media
     Export(cmd::export::Args),
     /// Pull replicas: copies the vault cannot reach
@@ -152,6 +155,7 @@ fn main() -> ExitCode {
         Command::Proposals(a) => cmd::govern::list(a),
         Command::Lock(a) => cmd::govern::lock(a),
         Command::Audit(a) => cmd::audit::run(a),
+        Command::Status(a) => cmd::status::run(a),
         Command::Replica(c) => cmd::replica::run(c),
         Command::Export(a) => cmd::export::run(a),
         Command::Checkpoint(c) => checkpoint(c),

@@ -469,3 +469,83 @@ fn latest_is_per_client() {
     assert!(ls.contains("b/"), "{ls}");
     vault.stop();
 }
+
+/// F: split views. The vault host keeps two states of one repository and
+/// shows the replica one history and the clients another. Each alone looks
+/// consistent; `holdfast status` with the replica as witness catches it.
+#[test]
+fn status_catches_a_vault_showing_two_histories() {
+    let w = World::new();
+    init_with(&w, &[]);
+    let src = w.path("mail");
+    make_maildir(&src, 1, 6, 90);
+    let mut vault = w.start_vault(&[]);
+    backup_via(&w, &vault.url, &w.key("client"), &src);
+    vault.stop();
+    // The host copies the state aside: the second history starts here.
+    let fork = w.path("fork-state");
+    std::fs::create_dir_all(&fork).unwrap();
+    for f in ["log", "checkpoint", "owners"] {
+        std::fs::copy(w.path("repo/vault").join(f), fork.join(f)).unwrap();
+    }
+    let mut vault = w.start_vault(&[]);
+    mail_day(&src, 1);
+    backup_via(&w, &vault.url, &w.key("client"), &src);
+    let rdir = w.path("replica");
+    assert_eq!(code(&pull(&w, &vault.url, &rdir)), Some(0));
+    // Honest so far: the replica is the witness, same history, nothing
+    // missing from it.
+    let o = w.run(&[
+        "status",
+        "--repo",
+        &vault.url,
+        "--key",
+        &w.key("client"),
+        "--witness",
+        rdir.to_str().unwrap(),
+    ]);
+    assert_eq!(code(&o), Some(0), "{}", err(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("same history"));
+    vault.stop();
+    // Now clients are served the other history (on the same storage).
+    let fork_arg = fork.to_str().unwrap().to_string();
+    let forked = w.start_vault(&["--state", &fork_arg]);
+    // A reader that never held the first history's checkpoint sees nothing
+    // wrong on its own...
+    let fresh = w.path("fresh-cache");
+    let mut c = w.cmd(&[
+        "snapshots",
+        "--repo",
+        &forked.url,
+        "--key",
+        &w.key("auditor"),
+    ]);
+    let o = c.env("HOLDFAST_CACHE_DIR", &fresh).output().unwrap();
+    assert_eq!(code(&o), Some(0), "{}", err(&o));
+    mail_day(&src, 2);
+    let mut c = w.cmd(&[
+        "backup",
+        "--repo",
+        &forked.url,
+        "--key",
+        &w.key("client"),
+        src.to_str().unwrap(),
+    ]);
+    let _ = c.env("HOLDFAST_CACHE_DIR", &fresh).output().unwrap();
+    // ...but compared with the replica, the two histories show.
+    let mut c = w.cmd(&[
+        "status",
+        "--repo",
+        &forked.url,
+        "--key",
+        &w.key("auditor"),
+        "--witness",
+        rdir.to_str().unwrap(),
+        "--json",
+    ]);
+    let o = c.env("HOLDFAST_CACHE_DIR", &fresh).output().unwrap();
+    assert_eq!(code(&o), Some(4), "{}", err(&o));
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(j[0]["witnesses"][0]["consistent"], false, "{j}");
+    drop(forked);
+}

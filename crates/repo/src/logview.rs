@@ -80,3 +80,70 @@ pub fn fold(
         problems,
     }
 }
+
+/// What a witness (a replica, an auditor's held checkpoint, a bundle) holds,
+/// compared with this reader's view of the log.
+#[derive(Debug)]
+pub struct WitnessReport {
+    /// The witness's checkpoint: size and the vault's time.
+    pub size: u64,
+    pub time_ns: i64,
+    /// The witness's checkpoint is signed by this repository's vault and is
+    /// a prefix of the log this reader holds. False means the vault showed
+    /// two histories (a fork: tampering).
+    pub consistent: bool,
+    /// Live snapshots (of `client`, or of everyone) the witness's log does
+    /// not yet cover: not on the cold tier yet.
+    pub not_covered: Vec<ObjectId>,
+    pub problem: Option<String>,
+}
+
+/// Compares a witness's checkpoint with `view`. A witness further along than
+/// this reader cannot be checked for consistency here (only counted).
+pub fn compare_witness(
+    repo: &Repository,
+    view: &LogView,
+    witness: &Checkpoint,
+    client: Option<&[u8; 32]>,
+) -> WitnessReport {
+    let mut problem = None;
+    let signed = witness.config_id == repo.config_id.0
+        && repo
+            .config
+            .vault_key()
+            .is_some_and(|k| witness.verify(&k).is_ok());
+    if !signed {
+        problem = Some("its checkpoint is not signed by this repository's vault".to_string());
+    }
+    let n = witness.size as usize;
+    let consistent = if n <= view.entries.len() {
+        let leaves: Vec<_> = view.entries[..n]
+            .iter()
+            .map(|e| merkle::leaf_hash(e))
+            .collect();
+        merkle::root(&leaves) == witness.root
+    } else {
+        // The witness saw more than this reader: not a fork by itself.
+        true
+    };
+    if signed && !consistent {
+        problem = Some(format!(
+            "its checkpoint (size {n}) does not match the first {n} entries of the log this \
+             vault served here: the vault shows different histories (a fork)"
+        ));
+    }
+    let not_covered = view
+        .state
+        .snapshots
+        .iter()
+        .filter(|(_, s)| s.index >= witness.size && client.is_none_or(|c| &s.client == c))
+        .map(|(id, _)| *id)
+        .collect();
+    WitnessReport {
+        size: witness.size,
+        time_ns: witness.time_ns,
+        consistent: signed && consistent,
+        not_covered,
+        problem,
+    }
+}

@@ -14,5 +14,6 @@ pub mod replica;
 pub mod ls;
 pub mod restore;
 pub mod snapshots;
+pub mod status;
 pub mod vault;
 pub mod verify;
