@@ -143,6 +143,10 @@ pub fn export(
     Ok(rep)
 }
 
+/// Largest manifest and log read from a bundle.
+const MAX_MANIFEST: u64 = 1 << 30;
+const MAX_LOG: u64 = 4 << 30;
+
 /// The bundle checks beyond `verify`: manifests, logs against their signed
 /// checkpoints, and each bundle's log extending the previous one's.
 pub fn check_bundles(repo: &Repository, dirs: &[PathBuf]) -> Vec<String> {
@@ -151,18 +155,20 @@ pub fn check_bundles(repo: &Repository, dirs: &[PathBuf]) -> Vec<String> {
     let mut prev: Option<(PathBuf, Vec<Vec<u8>>)> = None;
     for d in dirs {
         let name = d.display();
-        let m: serde_json::Value = match std::fs::read(d.join("manifest.json"))
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-        {
-            Some(m) => m,
-            None => {
-                problems.push(format!(
-                    "bundle {name}: manifest.json missing or unreadable"
-                ));
-                continue;
-            }
-        };
+        // A received bundle is untrusted: regular files only, capped.
+        let m: serde_json::Value =
+            match holdfast_store::read_regular(&d.join("manifest.json"), MAX_MANIFEST)
+                .ok()
+                .and_then(|b| serde_json::from_slice(&b).ok())
+            {
+                Some(m) => m,
+                None => {
+                    problems.push(format!(
+                        "bundle {name}: manifest.json missing or unreadable"
+                    ));
+                    continue;
+                }
+            };
         if m["format"] != BUNDLE_FORMAT || m["config_id"] != repo.config_id.to_hex().as_str() {
             problems.push(format!(
                 "bundle {name}: manifest is not for this repository"
@@ -206,7 +212,13 @@ pub fn check_bundles(repo: &Repository, dirs: &[PathBuf]) -> Vec<String> {
             prev = Some((d.clone(), Vec::new()));
             continue;
         }
-        let raw = std::fs::read(d.join("vault/log")).unwrap_or_default();
+        let raw = match holdfast_store::read_regular(&d.join("vault/log"), MAX_LOG) {
+            Ok(r) => r,
+            Err(e) => {
+                problems.push(format!("bundle {name}: vault/log: {e}"));
+                Vec::new()
+            }
+        };
         let entries: Vec<Vec<u8>> = split_log(&raw).0.into_iter().map(|e| e.to_vec()).collect();
         let cp = m["checkpoint"]
             .as_str()
