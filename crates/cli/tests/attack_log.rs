@@ -549,3 +549,18 @@ fn status_catches_a_vault_showing_two_histories() {
     assert_eq!(j[0]["witnesses"][0]["consistent"], false, "{j}");
     drop(forked);
 }
+
+/// F: a right key with the wrong vault URL is a wrong argument (exit 1, a
+/// line saying so), not tampering (exit 4 pages someone).
+#[test]
+fn a_key_for_another_vault_is_a_usage_error() {
+    let (w, other) = (World::new(), World::new());
+    init_with(&w, &[]);
+    init_with(&other, &[]);
+    let mut vault = other.start_vault(&[]);
+    let o = w.run(&["snapshots", "--repo", &vault.url, "--key", &w.key("client")]);
+    assert_eq!(code(&o), Some(1), "{}", err(&o));
+    assert!(err(&o).contains("another repository"), "{}", err(&o));
+    assert!(!err(&o).contains("TAMPERING"), "{}", err(&o));
+    vault.stop();
+}

@@ -37,6 +37,11 @@ impl Repository {
         };
         let config_id = ObjectId::of(&bytes);
         if config_id != key.config_id {
+            // A well-formed config that does not know this key at all: the
+            // wrong --repo (exit 1), not tampering.
+            if let Some(e) = key.wrong_repository(&backend.location(), &bytes) {
+                return Err(e);
+            }
             return Err(Error::Tamper(format!(
                 "repository config at {} is not the one this key belongs to \
                  (config id {}, key expects {})",

@@ -158,6 +158,17 @@ impl VaultBackend {
         };
         let cfg = b.request("GET", "/v1/config", &[], None)?;
         if ObjectId::of(&cfg) != config_id {
+            // A well-formed config that does not list this key: the wrong
+            // vault (a usage error), not one that altered our config.
+            let public = b.identity.public();
+            if Config::decode(&cfg).is_ok_and(|c| !c.members.iter().any(|m| m.public == public)) {
+                return Err(StoreError::Refused(format!(
+                    "this key belongs to another repository (config id {}); the vault at {url} \
+                     serves config {}",
+                    config_id.short(),
+                    ObjectId::of(&cfg).short()
+                )));
+            }
             return Err(StoreError::Tamper(format!(
                 "the vault at {url} serves a config that is not the one this key belongs to"
             )));

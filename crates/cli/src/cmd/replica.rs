@@ -88,11 +88,7 @@ pub fn run(c: ReplicaCommand) -> Result<ExitCode> {
                 }
             }
             Err(e) => {
-                let damage = matches!(
-                    e,
-                    holdfast_repo::Error::Tamper(_)
-                        | holdfast_repo::Error::Store(holdfast_store::StoreError::Tamper(_))
-                );
+                let damage = e.is_damage();
                 if damage || a.every.is_none() {
                     return Err(e.into());
                 }
