@@ -726,17 +726,13 @@ impl Vault {
         path: &str,
     ) -> Result<Role, ApiError> {
         let now = now_ns();
-        let member = self
-            .st
-            .members
-            .get(&auth.key)
-            .ok_or_else(|| {
-                ApiError::unauthorized(format!(
-                    "unknown key: not an identity of this vault's repository (config id {}); \
+        let member = self.st.members.get(&auth.key).ok_or_else(|| {
+            ApiError::unauthorized(format!(
+                "unknown key: not an identity of this vault's repository (config id {}); \
                      a key of another repository, or one not added yet",
-                    self.config_id.short()
-                ))
-            })?;
+                self.config_id.short()
+            ))
+        })?;
         let role = member.role;
         if self.st.removed.contains(&auth.key) {
             return Err(ApiError::forbidden("this identity was removed by quorum"));
