@@ -84,6 +84,10 @@ const LOCK_STEP_MAX_NS: i64 = 7 * 86_400 * NS;
 const CLIENT_AHEAD_NS: i64 = 600 * NS;
 /// How far behind: a backup may run long, but not for weeks.
 const CLIENT_BEHIND_NS: i64 = 7 * 86_400 * NS;
+/// The least time a pack no snapshot has listed is kept: a backup's packs
+/// are uploaded before the snapshot that lists them, and a grace period of
+/// 0 must not reclaim a backup in flight.
+const IN_FLIGHT_NS: i64 = 3600 * NS;
 
 /// The vault's clock, anchored to its log: never before the last entry, and
 /// never further ahead of the anchor than the monotonic clock has run since
@@ -159,6 +163,10 @@ pub struct Vault {
     hold_packs: Option<String>,
     /// Commit times per client in the last hour (burst limit).
     recent: HashMap<[u8; 32], VecDeque<i64>>,
+    /// Packs a committed snapshot has listed since this vault started.
+    /// Any other unreferenced pack may belong to a backup still in flight
+    /// and is kept at least `IN_FLIGHT_NS`, whatever the grace period says.
+    listed: HashSet<ObjectId>,
     /// Exclusive lock on the state directory: one vault per state.
     _lock: File,
 }
@@ -301,6 +309,7 @@ impl Vault {
             pinned: HashSet::new(),
             hold_packs: None,
             recent: HashMap::new(),
+            listed: HashSet::new(),
             _lock: lock,
         };
         let fresh = v.log.entries.is_empty();
@@ -378,6 +387,7 @@ impl Vault {
         for (client, packs) in live {
             for p in packs {
                 self.owners.entry(p).or_default().insert(client);
+                self.listed.insert(p);
             }
         }
         self.perform(effects);
@@ -553,6 +563,7 @@ impl Vault {
                     self.remove_file(Kind::Snapshot, &s)
                 }
                 Effect::ReclaimPack(p) => {
+                    self.listed.remove(&p);
                     let size = self.sizes.remove(&p).unwrap_or(0);
                     for c in self.owners.remove(&p).unwrap_or_default() {
                         if let Some(u) = self.usage.get_mut(&c) {
@@ -696,6 +707,7 @@ impl Vault {
             .append(&entry, self.config_id.0, &self.identity)
             .map_err(|e| ApiError::internal(e.to_string()))?;
         let raw = self.log.entries.last().expect("just appended").clone();
+        self.listed.extend(packs.into_iter().flatten().copied());
         let before = self.st.problems.len();
         let reader = Reader::at(time_ns.max(now_ns()));
         let effects = self
@@ -1332,10 +1344,17 @@ impl Vault {
                 {
                     continue;
                 }
+                // A pack no snapshot has listed may be a backup in flight:
+                // it waits the grace period and at least IN_FLIGHT_NS.
+                let wait = if self.listed.contains(&id) {
+                    grace
+                } else {
+                    grace.max(IN_FLIGHT_NS)
+                };
                 let old = self
                     .store
                     .stored_at_ns(Kind::Pack, &name)
-                    .is_ok_and(|t| now.saturating_sub(t) >= grace);
+                    .is_ok_and(|t| now.saturating_sub(t) >= wait);
                 if old && !self.storage_locked(Kind::Pack, &id, now) {
                     packs.push(id);
                 }
