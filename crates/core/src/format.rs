@@ -14,6 +14,11 @@ pub const SNAPSHOT_MAGIC: &[u8; 8] = b"HFSNAP01";
 pub const IDENTITY_MAGIC: &[u8; 8] = b"HFIDENT1";
 pub const TREE_VERSION: u8 = 1;
 pub const FORMAT_VERSION: u32 = 1;
+/// Snapshot record version 2: version 1 plus the client's findings (§9).
+pub const SNAPSHOT_VERSION_FINDINGS: u32 = 2;
+/// Most findings one snapshot may carry, and the longest detail text.
+pub const MAX_FINDINGS: usize = 64;
+pub const MAX_FINDING_DETAIL: usize = 1024;
 
 pub const SIG_SNAPSHOT: &str = "holdfast snapshot v1";
 pub const SIG_IDENTITY: &str = "holdfast identity v1";
@@ -783,21 +788,132 @@ impl SnapshotBody {
     }
 }
 
+/// What a detector found (docs/format.md §9.1). Findings travel in the clear
+/// part of a snapshot, signed by the client, so the vault and every key
+/// holder read them; `detail` never holds a path or a name from the data.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Finding {
+    pub signal: Signal,
+    /// How many items (files, messages, runs) the signal counted.
+    pub count: u64,
+    /// One line of UTF-8 for a human; no paths.
+    pub detail: String,
+}
+
+/// Signal codes. Unknown codes decode (a newer client may know more) and
+/// read as "unknown".
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Signal(pub u8);
+
+impl Signal {
+    pub const IN_PLACE: Signal = Signal(1);
+    pub const ENTROPY: Signal = Signal(2);
+    pub const NOT_MAIL: Signal = Signal(3);
+    pub const RENAMES: Signal = Signal(4);
+    pub const NEW_EXTENSION: Signal = Signal(5);
+    pub const DELETIONS: Signal = Signal(6);
+    pub const WIPE: Signal = Signal(7);
+    pub const VOLUME: Signal = Signal(8);
+
+    pub fn name(self) -> &'static str {
+        match self.0 {
+            1 => "in_place",
+            2 => "entropy",
+            3 => "not_mail",
+            4 => "renames",
+            5 => "new_extension",
+            6 => "deletions",
+            7 => "wipe",
+            8 => "volume",
+            _ => "unknown",
+        }
+    }
+}
+
+impl Finding {
+    /// A finding with its detail cut to the limit (on a char boundary).
+    pub fn new(signal: Signal, count: u64, detail: impl Into<String>) -> Finding {
+        let mut detail = detail.into();
+        if detail.len() > MAX_FINDING_DETAIL {
+            let mut end = MAX_FINDING_DETAIL;
+            while !detail.is_char_boundary(end) {
+                end -= 1;
+            }
+            detail.truncate(end);
+        }
+        Finding {
+            signal,
+            count,
+            detail,
+        }
+    }
+
+    fn encode_list(w: &mut Writer, list: &[Finding]) {
+        w.u32(list.len() as u32);
+        for f in list {
+            w.u8(f.signal.0).u64(f.count).bytes(f.detail.as_bytes());
+        }
+    }
+
+    /// Decodes `count u32 | (signal u8, count u64, detail bytes) × count`,
+    /// refusing more than [`MAX_FINDINGS`], details over
+    /// [`MAX_FINDING_DETAIL`] or not UTF-8.
+    pub fn decode_list(r: &mut Reader) -> Result<Vec<Finding>, DecodeError> {
+        let n = r.count(13, "findings")?;
+        if n > MAX_FINDINGS {
+            return Err(DecodeError::Invalid("too many findings"));
+        }
+        let mut out = Vec::with_capacity(n);
+        for _ in 0..n {
+            let signal = Signal(r.u8()?);
+            let count = r.u64()?;
+            let detail = utf8(
+                r.bytes(MAX_FINDING_DETAIL, "finding detail")?,
+                "finding detail",
+            )?;
+            out.push(Finding {
+                signal,
+                count,
+                detail,
+            });
+        }
+        Ok(out)
+    }
+
+    /// [`Finding::decode_list`] over a whole buffer (fuzzing).
+    pub fn decode_all(b: &[u8]) -> Result<Vec<Finding>, DecodeError> {
+        let mut r = Reader::new(b);
+        let v = Self::decode_list(&mut r)?;
+        r.finish()?;
+        Ok(v)
+    }
+}
+
 /// A decoded snapshot file whose signature has been checked against the
 /// `client` key it names (whether that client belongs to the repository is
 /// the caller's question).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Snapshot {
     pub header: SnapshotHeader,
+    /// The client's findings (record version 2); `None` for a version 1
+    /// record, written before clients looked for anomalies.
+    pub findings: Option<Vec<Finding>>,
     /// nonce || ciphertext || tag of the [`SnapshotBody`].
     pub sealed_body: Vec<u8>,
     pub signature: [u8; 64],
 }
 
 impl Snapshot {
-    fn signed_part(h: &SnapshotHeader, sealed_body: &[u8]) -> Vec<u8> {
+    fn signed_part(
+        h: &SnapshotHeader,
+        findings: Option<&[Finding]>,
+        sealed_body: &[u8],
+    ) -> Vec<u8> {
         let mut w = Writer::with_capacity(200 + h.packs.len() * 32 + sealed_body.len());
-        w.raw(SNAPSHOT_MAGIC).u32(FORMAT_VERSION);
+        w.raw(SNAPSHOT_MAGIC).u32(match findings {
+            Some(_) => SNAPSHOT_VERSION_FINDINGS,
+            None => FORMAT_VERSION,
+        });
         w.raw(&h.config_id.0).raw(&h.client).i64(h.time_ns);
         match &h.parent {
             Some(p) => w.u8(1).raw(&p.0),
@@ -807,7 +923,11 @@ impl Snapshot {
         for p in &h.packs {
             w.raw(&p.0);
         }
-        w.raw(&h.epk).bytes(sealed_body);
+        w.raw(&h.epk);
+        if let Some(f) = findings {
+            Finding::encode_list(&mut w, f);
+        }
+        w.bytes(sealed_body);
         w.into_vec()
     }
 
@@ -818,15 +938,29 @@ impl Snapshot {
         aad
     }
 
-    /// Seals `body` with the session key and signs the whole record.
+    /// Seals `body` with the session key and signs the whole record (a
+    /// version 2 record with no findings).
     pub fn create(
         header: SnapshotHeader,
         body: &SnapshotBody,
         key: &SessionKey,
         client: &Identity,
     ) -> Result<(ObjectId, Vec<u8>), CryptoError> {
+        Self::create_with_findings(header, &[], body, key, client)
+    }
+
+    /// As [`Snapshot::create`], carrying the client's findings in the
+    /// signed clear part (at most [`MAX_FINDINGS`]; more are cut).
+    pub fn create_with_findings(
+        header: SnapshotHeader,
+        findings: &[Finding],
+        body: &SnapshotBody,
+        key: &SessionKey,
+        client: &Identity,
+    ) -> Result<(ObjectId, Vec<u8>), CryptoError> {
+        let findings = &findings[..findings.len().min(MAX_FINDINGS)];
         let sealed = key.seal(&Self::body_aad(&header), body.encode())?;
-        let mut bytes = Self::signed_part(&header, &sealed);
+        let mut bytes = Self::signed_part(&header, Some(findings), &sealed);
         let sig = client.sign(SIG_SNAPSHOT, &bytes);
         bytes.extend_from_slice(&sig);
         Ok((ObjectId::of(&bytes), bytes))
@@ -836,7 +970,8 @@ impl Snapshot {
     /// by `client`, keeping the sealed body. What a stolen client key can
     /// make; tests use it to play that attacker.
     pub fn resign(&self, client: &Identity) -> Vec<u8> {
-        let mut bytes = Self::signed_part(&self.header, &self.sealed_body);
+        let mut bytes =
+            Self::signed_part(&self.header, self.findings.as_deref(), &self.sealed_body);
         let sig = client.sign(SIG_SNAPSHOT, &bytes);
         bytes.extend_from_slice(&sig);
         bytes
@@ -851,7 +986,7 @@ impl Snapshot {
         let mut r = Reader::new(signed);
         r.magic(SNAPSHOT_MAGIC, "snapshot")?;
         let version = r.u32()?;
-        if version != FORMAT_VERSION {
+        if version != FORMAT_VERSION && version != SNAPSHOT_VERSION_FINDINGS {
             return Err(DecodeError::Version {
                 what: "snapshot",
                 version,
@@ -876,6 +1011,11 @@ impl Snapshot {
             packs.push(p);
         }
         let epk = r.array()?;
+        let findings = if version == SNAPSHOT_VERSION_FINDINGS {
+            Some(Finding::decode_list(&mut r)?)
+        } else {
+            None
+        };
         let sealed_body = r.bytes(MAX_BLOB, "snapshot body")?.to_vec();
         r.finish()?;
         let signature: [u8; 64] = sig.try_into().unwrap();
@@ -890,6 +1030,7 @@ impl Snapshot {
                 packs,
                 epk,
             },
+            findings,
             sealed_body,
             signature,
         })
@@ -1068,6 +1209,88 @@ mod tests {
             bad[i] ^= 0x10;
             assert!(Snapshot::decode(&bad).is_err(), "flip at {i} accepted");
         }
+    }
+
+    #[test]
+    fn snapshot_findings_v2_and_v1_compat() {
+        let secret = RepoSecret::generate().unwrap();
+        let client = Identity::generate().unwrap();
+        let (epk, key) = seal_session(&secret.public()).unwrap();
+        let header = SnapshotHeader {
+            config_id: ObjectId([9; 32]),
+            client: client.public(),
+            time_ns: 1,
+            parent: None,
+            packs: vec![ObjectId([1; 32])],
+            epk,
+        };
+        let body = SnapshotBody::default();
+        let findings = vec![
+            Finding::new(Signal::IN_PLACE, 12, "12 of 40 messages rewritten in place"),
+            Finding::new(Signal(200), 1, "from a newer client"),
+        ];
+        let (_, bytes) =
+            Snapshot::create_with_findings(header.clone(), &findings, &body, &key, &client)
+                .unwrap();
+        assert_eq!(&bytes[8..12], &SNAPSHOT_VERSION_FINDINGS.to_le_bytes());
+        let s = Snapshot::decode(&bytes).unwrap();
+        assert_eq!(s.findings.as_deref(), Some(&findings[..]));
+        assert_eq!(s.findings.as_ref().unwrap()[1].signal.name(), "unknown");
+        assert_eq!(s.open_body(&secret).unwrap(), body);
+        // The findings are signed: changing a count breaks the signature.
+        let at = bytes
+            .windows(8)
+            .position(|w| w == 12u64.to_le_bytes())
+            .unwrap();
+        let mut bad = bytes.clone();
+        bad[at] = 0;
+        assert_eq!(Snapshot::decode(&bad), Err(SnapshotError::Signature));
+        // No findings: still version 2, an empty list.
+        let (_, b) = Snapshot::create(header.clone(), &body, &key, &client).unwrap();
+        assert_eq!(Snapshot::decode(&b).unwrap().findings, Some(vec![]));
+        // A version 1 record (written before findings existed) still reads,
+        // and re-signs to the same layout.
+        let mut v1 = s.clone();
+        v1.findings = None;
+        let old = v1.resign(&client);
+        assert_eq!(&old[8..12], &FORMAT_VERSION.to_le_bytes());
+        let back = Snapshot::decode(&old).unwrap();
+        assert_eq!(back.findings, None);
+        assert_eq!(back.header, header);
+        assert_eq!(back.resign(&client), old);
+        // Version 3 is refused.
+        let mut v3 = bytes.clone();
+        v3[8] = 3;
+        assert!(matches!(
+            Snapshot::decode(&v3),
+            Err(SnapshotError::Decode(DecodeError::Version { .. }))
+        ));
+    }
+
+    #[test]
+    fn finding_lists_refuse_bad_input() {
+        let enc = |fs: &[Finding]| {
+            let mut w = Writer::new();
+            Finding::encode_list(&mut w, fs);
+            w.into_vec()
+        };
+        let one = Finding::new(Signal::WIPE, 36, "36 files, now 0");
+        assert_eq!(
+            Finding::decode_all(&enc(std::slice::from_ref(&one))).unwrap(),
+            vec![one.clone()]
+        );
+        let many = vec![one.clone(); MAX_FINDINGS + 1];
+        assert!(Finding::decode_all(&enc(&many)).is_err());
+        // Details are cut at the limit on a character boundary.
+        let long = Finding::new(Signal::WIPE, 1, "é".repeat(MAX_FINDING_DETAIL));
+        assert!(long.detail.len() <= MAX_FINDING_DETAIL);
+        assert!(Finding::decode_all(&enc(&[long])).is_ok());
+        let mut raw = enc(&[one]);
+        let n = raw.len();
+        raw[n - 1] = 0xff; // not UTF-8
+        assert!(Finding::decode_all(&raw).is_err());
+        assert!(Finding::decode_all(&[0xff, 0xff, 0xff, 0xff]).is_err());
+        assert!(Finding::decode_all(&[]).is_err());
     }
 
     #[test]

@@ -7,6 +7,7 @@
 pub mod chunker;
 pub mod codec;
 pub mod crypto;
+pub mod detect;
 pub mod format;
 pub mod governance;
 pub mod id;
@@ -29,6 +30,7 @@ pub fn decode_any(data: &[u8]) {
     let _ = format::Tree::decode(data);
     let _ = format::SnapshotBody::decode(data);
     let _ = format::Snapshot::decode(data);
+    let _ = format::Finding::decode_all(data);
     let _ = format::parse_pack(data);
     let _ = format::decode_pack_table(data, data.len() as u64);
     let _ = keyfile::KeyFile::decode(data);
