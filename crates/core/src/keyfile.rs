@@ -60,6 +60,17 @@ pub enum Secret {
 }
 
 impl Secret {
+    /// The raw secret payload (what a key file seals, and what a split
+    /// shares).
+    pub fn payload(&self) -> Zeroizing<Vec<u8>> {
+        self.encode()
+    }
+
+    /// A secret from its raw payload.
+    pub fn from_payload(role: Role, b: &[u8]) -> Result<Self, DecodeError> {
+        Self::decode(role, b)
+    }
+
     fn encode(&self) -> Zeroizing<Vec<u8>> {
         let mut v = Zeroizing::new(Vec::with_capacity(96));
         match self {

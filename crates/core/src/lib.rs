@@ -16,6 +16,7 @@ pub mod logstate;
 pub mod merkle;
 pub mod request;
 pub mod retention;
+pub mod shares;
 pub mod vaultlog;
 
 pub use codec::DecodeError;
@@ -34,6 +35,11 @@ pub fn decode_any(data: &[u8]) {
     let _ = format::parse_pack(data);
     let _ = format::decode_pack_table(data, data.len() as u64);
     let _ = keyfile::KeyFile::decode(data);
+    let _ = shares::ShareFile::decode(data);
+    // The same bytes with a valid checksum, to reach the share's fields.
+    let mut summed = data.to_vec();
+    summed.extend_from_slice(blake3::hash(data).as_bytes());
+    let _ = shares::ShareFile::decode(&summed);
     let _ = merkle::Checkpoint::decode(data);
     let _ = governance::Proposal::decode(data);
     let _ = governance::Vote::decode(data);

@@ -8,6 +8,7 @@ use holdfast_core::codec::DecodeError;
 use holdfast_core::crypto::{IdKey, Identity, RepoSecret};
 use holdfast_core::format::Config;
 use holdfast_core::format::Role;
+use holdfast_core::shares::{self, ShareFile};
 use holdfast_core::keyfile::{
     KeyFile, MAX_KDF_LANES, MAX_KDF_MEMORY_KIB, MAX_KDF_PASSES, MAX_KDF_WORK_KIB, Secret,
 };
@@ -30,6 +31,16 @@ impl Key {
         passphrase: impl FnOnce() -> Result<Zeroizing<String>>,
     ) -> Result<Key> {
         let bytes = Zeroizing::new(std::fs::read(path).map_err(|e| io_err(path, e))?);
+        if ShareFile::is_share(&bytes) {
+            let what = ShareFile::decode(&bytes)
+                .map(|f| format!(" ({} of a {}-of-{} split)", f.index, f.threshold, f.count))
+                .unwrap_or_default();
+            return Err(Error::Usage(format!(
+                "{}: this is one share of a split restore key{what}: give --key once per share, \
+                 or rebuild the key with `holdfast key combine`",
+                path.display()
+            )));
+        }
         let kf = KeyFile::decode(&bytes).map_err(|e| match e {
             DecodeError::TooLarge(what) if what.starts_with("Argon2") => Error::Usage(format!(
                 "{}: refused: the key file asks for more Argon2 work than holdfast allows \
@@ -115,9 +126,14 @@ impl Key {
 
 /// Writes a key file with mode 0600, crash-safely, refusing to overwrite.
 pub fn write_key_file(path: &Path, kf: &KeyFile) -> Result<()> {
+    write_secret_file(path, &kf.encode())
+}
+
+/// Writes secret bytes (a key file, a key share) with mode 0600,
+/// crash-safely, refusing to overwrite.
+pub fn write_secret_file(path: &Path, bytes: &[u8]) -> Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    let bytes = kf.encode();
     let tmp = path.with_extension("key.tmp");
     let mut f = std::fs::OpenOptions::new()
         .write(true)
@@ -125,7 +141,7 @@ pub fn write_key_file(path: &Path, kf: &KeyFile) -> Result<()> {
         .mode(0o600)
         .open(&tmp)
         .map_err(|e| io_err(&tmp, e))?;
-    f.write_all(&bytes)
+    f.write_all(bytes)
         .and_then(|_| f.sync_all())
         .map_err(|e| io_err(&tmp, e))?;
     let r = std::fs::hard_link(&tmp, path);
@@ -135,4 +151,43 @@ pub fn write_key_file(path: &Path, kf: &KeyFile) -> Result<()> {
         let _ = holdfast_store::fsync_dir(dir);
     }
     Ok(())
+}
+
+/// Reads key shares and rebuilds the restore key from them. `passphrase`
+/// is called with the share's path, only for shares that need one.
+pub fn load_shares(
+    paths: &[std::path::PathBuf],
+    mut passphrase: impl FnMut(&Path) -> Result<Zeroizing<String>>,
+) -> Result<Key> {
+    let mut opened = Vec::with_capacity(paths.len());
+    for p in paths {
+        let bytes = Zeroizing::new(std::fs::read(p).map_err(|e| io_err(p, e))?);
+        let f = ShareFile::decode(&bytes)
+            .map_err(|e| Error::Usage(format!("{}: {e}", p.display())))?;
+        let b = if f.needs_passphrase() {
+            let pw = passphrase(p)?;
+            f.open(Some(pw.as_bytes()))
+        } else {
+            f.open(None)
+        }
+        .map_err(|e| Error::Usage(format!("{}: {e}", p.display())))?;
+        opened.push((f, b));
+    }
+    let secret = shares::combine(&opened).map_err(|e| Error::Usage(e.to_string()))?;
+    let f = &opened[0].0;
+    Ok(Key {
+        role: Role::Restore,
+        name: f.name.clone(),
+        config_id: f.config_id,
+        secret,
+    })
+}
+
+/// True when the file at `path` is a key share rather than a key file.
+pub fn is_share_file(path: &Path) -> bool {
+    use std::io::Read;
+    let mut head = [0u8; 8];
+    std::fs::File::open(path)
+        .and_then(|mut f| f.read_exact(&mut head))
+        .is_ok_and(|_| ShareFile::is_share(&head))
 }

@@ -9,6 +9,43 @@ use crate::util;
 pub enum KeyCommand {
     /// Add an identity
     New(NewArgs),
+    /// Split the restore key into N shares, any M of which rebuild it
+    /// (Shamir's scheme over GF(256)). Each share file gets its own
+    /// passphrase (asked per share; HOLDFAST_PASSPHRASE gives all the same
+    /// one when scripted). Splitting again does not revoke old shares:
+    /// they still rebuild the key; revoking a shareholder means rotating.
+    Split(SplitArgs),
+    /// Rebuild the restore key from M shares into a new key file
+    Combine(CombineArgs),
+}
+
+#[derive(clap::Args)]
+pub struct SplitArgs {
+    /// The restore key to split (it is left in place: delete it yourself
+    /// once the shares are handed out and tested)
+    #[arg(long)]
+    pub key: PathBuf,
+    /// How many shares rebuild the key (M, at least 2)
+    #[arg(long)]
+    pub threshold: u8,
+    /// How many shares to write (N, at most 255)
+    #[arg(long)]
+    pub shares: u8,
+    /// Directory for the share files (created; files are never overwritten)
+    #[arg(long)]
+    pub out: PathBuf,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(clap::Args)]
+pub struct CombineArgs {
+    /// Where to write the rebuilt restore key (asks for its passphrase)
+    #[arg(long)]
+    pub out: PathBuf,
+    /// The share files (at least M of one split)
+    #[arg(required = true)]
+    pub shares: Vec<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -33,6 +70,8 @@ pub struct NewArgs {
 
 pub fn run(k: KeyCommand) -> Result<ExitCode> {
     match k {
+        KeyCommand::Split(a) => split(a),
+        KeyCommand::Combine(a) => combine(a),
         KeyCommand::New(a) => {
             if a.role != "client" {
                 bail!("only client identities can be added (got {:?})", a.role);
@@ -55,4 +94,104 @@ pub fn run(k: KeyCommand) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+fn split(a: SplitArgs) -> Result<ExitCode> {
+    use holdfast_core::crypto::KdfParams;
+    use holdfast_core::format::Role;
+    use zeroize::Zeroizing;
+    if a.threshold < 2 || a.threshold > a.shares {
+        bail!(
+            "--threshold must be at least 2 and at most --shares (got {} of {})",
+            a.threshold,
+            a.shares
+        );
+    }
+    let key = util::load_key(&a.key)?;
+    if key.role != Role::Restore {
+        bail!(
+            "{}: only the restore key is split (this is a {} key)",
+            a.key.display(),
+            key.role.name()
+        );
+    }
+    std::fs::create_dir_all(&a.out).map_err(|e| anyhow::anyhow!("{}: {e}", a.out.display()))?;
+    let scripted = std::env::var_os("HOLDFAST_PASSPHRASE").is_some();
+    let mut failed = None;
+    let files = holdfast_core::shares::split(
+        &key.secret,
+        &key.name,
+        key.config_id,
+        a.threshold,
+        a.shares,
+        |i| {
+            if !scripted {
+                eprintln!("passphrase for share {i} of {}:", a.shares);
+            }
+            match util::passphrase(true) {
+                Ok(p) => Some((Zeroizing::new(p.as_bytes().to_vec()), KdfParams::DEFAULT)),
+                Err(e) => {
+                    failed.get_or_insert(e);
+                    None
+                }
+            }
+        },
+    )
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    if let Some(e) = failed {
+        return Err(e.into());
+    }
+    let mut written = Vec::new();
+    for f in &files {
+        let path = a.out.join(format!(
+            "{}-share-{}-of-{}.hfshare",
+            key.name, f.index, f.count
+        ));
+        holdfast_repo::keys::write_secret_file(&path, &f.encode())?;
+        written.push(path);
+    }
+    if a.json {
+        util::json(&serde_json::json!({
+            "threshold": a.threshold,
+            "shares": written.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
+            "split": holdfast_core::id::hex(&files[0].split_id),
+        }));
+    } else {
+        for p in &written {
+            util::out(p.display().to_string());
+        }
+        util::out(format!(
+            "{} shares written; any {} rebuild the restore key. Test a combine before deleting {}.",
+            a.shares,
+            a.threshold,
+            a.key.display()
+        ));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn combine(a: CombineArgs) -> Result<ExitCode> {
+    use holdfast_core::crypto::KdfParams;
+    use holdfast_core::keyfile::KeyFile;
+    let key = holdfast_repo::keys::load_shares(&a.shares, |p| {
+        if std::env::var_os("HOLDFAST_PASSPHRASE").is_none() {
+            eprintln!("{}:", p.display());
+        }
+        util::passphrase(false)
+    })?;
+    if std::env::var_os("HOLDFAST_PASSPHRASE").is_none() {
+        eprintln!("passphrase for the rebuilt restore key:");
+    }
+    let pw = util::passphrase(true)?;
+    let kf = KeyFile::seal(
+        key.role,
+        &key.name,
+        key.config_id,
+        &key.secret,
+        Some((pw.as_bytes(), KdfParams::DEFAULT)),
+    )
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    holdfast_repo::keys::write_key_file(&a.out, &kf)?;
+    util::out(format!("restore key rebuilt into {}", a.out.display()));
+    Ok(ExitCode::SUCCESS)
 }

@@ -1,0 +1,218 @@
+//! The restore key split M-of-N, combined, and used straight from shares
+//! (issue "Keys that live as long as the data"), with the real binary.
+
+mod common;
+
+use std::path::PathBuf;
+
+use common::*;
+
+struct Split {
+    w: World,
+    shares: Vec<PathBuf>,
+    snap: String,
+    src: PathBuf,
+}
+
+fn split_3_of_5() -> Split {
+    let w = World::new();
+    w.init();
+    let src = w.path("mail");
+    make_maildir(&src, 2, 8, 91);
+    let snap = w.backup(&[&src])["snapshot"].as_str().unwrap().to_string();
+    let out = w.path("shares");
+    let j: serde_json::Value = serde_json::from_str(&w.ok(&[
+        "key",
+        "split",
+        "--key",
+        &w.key("restore"),
+        "--threshold",
+        "3",
+        "--shares",
+        "5",
+        "--out",
+        out.to_str().unwrap(),
+        "--json",
+    ]))
+    .unwrap();
+    let shares: Vec<PathBuf> = j["shares"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| PathBuf::from(p.as_str().unwrap()))
+        .collect();
+    assert_eq!(shares.len(), 5);
+    for s in &shares {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(s).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{}", s.display());
+        // A share is not the key: nothing of the key's secret in the clear.
+        assert!(!std::fs::read(s).unwrap().is_empty());
+    }
+    Split {
+        w,
+        shares,
+        snap,
+        src,
+    }
+}
+
+fn combine(s: &Split, pick: &[usize], out: &str) -> std::process::Output {
+    let out = s.w.path(out);
+    let mut args = vec![
+        "key".to_string(),
+        "combine".into(),
+        "--out".into(),
+        out.display().to_string(),
+    ];
+    args.extend(pick.iter().map(|&i| s.shares[i].display().to_string()));
+    let a: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
+    s.w.run(&a)
+}
+
+#[test]
+fn every_three_shares_rebuild_a_key_that_restores() {
+    let s = split_3_of_5();
+    let want = digest(&s.src);
+    for (n, pick) in [[0, 1, 2], [2, 3, 4], [0, 2, 4], [4, 1, 3]].iter().enumerate() {
+        let name = format!("rebuilt-{n}.key");
+        let o = combine(&s, pick, &name);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let key = s.w.path(&name).display().to_string();
+        let target = s.w.path(&format!("out-{n}"));
+        s.w.ok(&[
+            "restore",
+            "--repo",
+            &s.w.repo(),
+            "--key",
+            &key,
+            &s.snap[..12],
+            target.to_str().unwrap(),
+        ]);
+        assert_eq!(digest(&target.join("mail")), want);
+    }
+}
+
+#[test]
+fn too_few_damaged_and_foreign_shares_are_refused_in_one_line() {
+    let s = split_3_of_5();
+    // Two of a 3-of-5.
+    let o = combine(&s, &[0, 3], "two.key");
+    assert_eq!(o.status.code(), Some(1));
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(e.contains("3-of-5") && e.lines().count() == 1, "{e}");
+    assert!(!s.w.path("two.key").exists());
+    // The same share three times is one share.
+    let o = combine(&s, &[1, 1, 1], "same.key");
+    assert_eq!(o.status.code(), Some(1));
+
+    // A damaged share: one flipped byte.
+    let mut b = std::fs::read(&s.shares[2]).unwrap();
+    let mid = b.len() / 2;
+    b[mid] ^= 0x10;
+    let damaged = s.w.path("damaged.hfshare");
+    std::fs::write(&damaged, &b).unwrap();
+    let mut args = vec![
+        "key".to_string(),
+        "combine".into(),
+        "--out".into(),
+        s.w.path("d.key").display().to_string(),
+    ];
+    args.push(s.shares[0].display().to_string());
+    args.push(s.shares[1].display().to_string());
+    args.push(damaged.display().to_string());
+    let a: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
+    let o = s.w.run(&a);
+    assert_eq!(o.status.code(), Some(1));
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        e.contains("damaged") && e.contains("damaged.hfshare"),
+        "{e}"
+    );
+
+    // A share from another split of the same key.
+    let other = s.w.path("other");
+    s.w.ok(&[
+        "key",
+        "split",
+        "--key",
+        &s.w.key("restore"),
+        "--threshold",
+        "2",
+        "--shares",
+        "3",
+        "--out",
+        other.to_str().unwrap(),
+    ]);
+    let foreign = files(&other)[0].clone();
+    let mut args = vec![
+        "key".to_string(),
+        "combine".into(),
+        "--out".into(),
+        s.w.path("f.key").display().to_string(),
+    ];
+    args.push(s.shares[0].display().to_string());
+    args.push(s.shares[1].display().to_string());
+    args.push(foreign.display().to_string());
+    let a: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
+    let o = s.w.run(&a);
+    assert_eq!(o.status.code(), Some(1));
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(e.contains("another split"), "{e}");
+
+    // A wrong passphrase on a share.
+    let o =
+        s.w.cmd(&[
+            "key",
+            "combine",
+            "--out",
+            s.w.path("p.key").to_str().unwrap(),
+            s.shares[0].to_str().unwrap(),
+            s.shares[1].to_str().unwrap(),
+            s.shares[2].to_str().unwrap(),
+        ])
+        .env("HOLDFAST_PASSPHRASE", "not the passphrase")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+
+    // Only the restore key is split; bad numbers are refused.
+    let o = s.w.run(&[
+        "key",
+        "split",
+        "--key",
+        &s.w.key("client"),
+        "--threshold",
+        "2",
+        "--shares",
+        "3",
+        "--out",
+        s.w.path("c").to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    let o = s.w.run(&[
+        "key",
+        "split",
+        "--key",
+        &s.w.key("restore"),
+        "--threshold",
+        "4",
+        "--shares",
+        "3",
+        "--out",
+        s.w.path("c").to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+
+    // A share given where a key is wanted says what to do.
+    let o = s.w.run(&[
+        "snapshots",
+        "--repo",
+        &s.w.repo(),
+        "--key",
+        s.shares[0].to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(e.contains("one share of a split restore key"), "{e}");
+}
