@@ -13,12 +13,16 @@
 //!
 //! The queue to the worker is bounded; alerts that do not fit are counted
 //! as suppressed. Stderr always has every alert.
+//!
+//! Every alert is also counted by kind ([`KINDS`], a fixed set, for
+//! `holdfast_alerts_total{kind}`) and the last [`RECENT`] are kept for the
+//! dashboard, whatever the throttle let through to the command.
 
 use std::collections::{HashMap, VecDeque};
 use std::process::{Command, Stdio};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Identical alerts within this window are counted, not repeated; and the
@@ -36,11 +40,75 @@ enum Msg {
     Flush(SyncSender<()>),
 }
 
+/// The kinds alerts are counted by: a fixed set, so that a metric label
+/// never carries alert text (which may name a client, a snapshot or a file).
+pub const KINDS: [&str; 10] = [
+    "tampering",
+    "damage",
+    "anomaly",
+    "clock",
+    "quota",
+    "client_refused",
+    "governance",
+    "reclaim",
+    "adoption",
+    "other",
+];
+/// Alerts kept for the dashboard.
+pub const RECENT: usize = 20;
+/// Longest alert text kept for the dashboard.
+const RECENT_TEXT: usize = 400;
+
+/// The kind of an alert, from its text. The texts are the vault's own
+/// (`state.rs`), so their first words are stable; anything new is "other"
+/// until it is named here.
+pub fn kind_of(msg: &str) -> &'static str {
+    let has = |w: &str| msg.contains(w);
+    if has("TAMPERING") || msg.starts_with("BUG:") {
+        "tampering"
+    } else if has("DAMAGE") {
+        "damage"
+    } else if has("ANOMALY") || has("anomal") {
+        "anomaly"
+    } else if msg.starts_with("CLOCK") {
+        "clock"
+    } else if has("storage quota") {
+        "quota"
+    } else if msg.starts_with("client ") && (has("refused") || has("burst")) {
+        "client_refused"
+    } else if has("proposal") || msg.starts_with("admin ") {
+        "governance"
+    } else if has("reclaim") || msg.starts_with("deleting ") || has("retention slot") {
+        "reclaim"
+    } else if has("adopted") || has("found on disk") || has("not logged; committed") {
+        "adoption"
+    } else {
+        "other"
+    }
+}
+
+/// One alert as the dashboard shows it.
+#[derive(Clone, Debug)]
+pub struct Recent {
+    /// Wall-clock time it was raised (ns since the epoch).
+    pub time_ns: i64,
+    pub kind: &'static str,
+    pub text: String,
+}
+
+/// Counts by kind and the last few alerts, shared by every clone.
+#[derive(Default)]
+struct Record {
+    counts: [AtomicU64; KINDS.len()],
+    recent: Mutex<VecDeque<Recent>>,
+}
+
 /// The handle that raises alerts; cheap to clone.
 #[derive(Clone)]
 pub struct Alerter {
     tx: Option<SyncSender<Msg>>,
     lost: Arc<AtomicU64>,
+    record: Arc<Record>,
 }
 
 impl Alerter {
@@ -59,11 +127,34 @@ impl Alerter {
             }
             tx
         });
-        Alerter { tx, lost }
+        Alerter {
+            tx,
+            lost,
+            record: Arc::default(),
+        }
     }
 
     pub fn raise(&self, msg: &str) {
         eprintln!("holdfast vault ALERT: {msg}");
+        let kind = kind_of(msg);
+        if let Some(i) = KINDS.iter().position(|k| *k == kind) {
+            self.record.counts[i].fetch_add(1, Ordering::Relaxed);
+        }
+        {
+            let mut r = self.record.recent.lock().unwrap_or_else(|p| p.into_inner());
+            if r.len() == RECENT {
+                r.pop_front();
+            }
+            let mut text: String = msg.chars().take(RECENT_TEXT).collect();
+            if text.len() < msg.len() {
+                text.push('…');
+            }
+            r.push_back(Recent {
+                time_ns: crate::state::now_ns(),
+                kind,
+                text,
+            });
+        }
         if let Some(tx) = &self.tx
             && tx.try_send(Msg::Alert(msg.to_string())).is_err()
         {
@@ -81,6 +172,23 @@ impl Alerter {
                 let _ = done.recv_timeout(wait);
             }
         }
+    }
+}
+
+impl Alerter {
+    /// Alerts raised since start, by kind (every kind, zeros included).
+    pub fn counts(&self) -> Vec<(&'static str, u64)> {
+        KINDS
+            .iter()
+            .zip(self.record.counts.iter())
+            .map(|(k, n)| (*k, n.load(Ordering::Relaxed)))
+            .collect()
+    }
+
+    /// The last [`RECENT`] alerts, newest first.
+    pub fn recent(&self) -> Vec<Recent> {
+        let r = self.record.recent.lock().unwrap_or_else(|p| p.into_inner());
+        r.iter().rev().cloned().collect()
     }
 }
 
@@ -349,6 +457,35 @@ mod tests {
                 "(repeated 49 more times within 60 s) disk on fire"
             ]
         );
+    }
+
+    #[test]
+    fn alerts_are_counted_by_kind_and_kept_for_the_dashboard() {
+        let a = Alerter::new(None);
+        a.raise("TAMPERING: 1 logged snapshot(s) missing from disk: ab12");
+        a.raise("client 0a0b0c0d hit its storage quota");
+        a.raise("admin 01020304 proposed removal of identity 0a0b (proposal ff00)");
+        a.raise("something nobody named yet");
+        for i in 0..(RECENT + 5) {
+            a.raise(&format!(
+                "reclaimed {i} expired snapshot(s) and 0 unreferenced pack(s)"
+            ));
+        }
+        let counts: HashMap<_, _> = a.counts().into_iter().collect();
+        assert_eq!(counts.len(), KINDS.len());
+        assert_eq!(counts["tampering"], 1);
+        assert_eq!(counts["quota"], 1);
+        assert_eq!(counts["governance"], 1);
+        assert_eq!(counts["other"], 1);
+        assert_eq!(counts["reclaim"], RECENT as u64 + 5);
+        let recent = a.recent();
+        assert_eq!(recent.len(), RECENT);
+        assert!(
+            recent[0]
+                .text
+                .starts_with(&format!("reclaimed {} ", RECENT + 4))
+        );
+        assert_eq!(recent[0].kind, "reclaim");
     }
 
     impl Throttle {

@@ -11,13 +11,18 @@
 //! * [`alert`] — alerts to stderr and `--alert-cmd`, deduplicated and
 //!   rate-limited, every command reaped;
 //! * [`tls`] — the self-signed certificate made from the vault key, which
-//!   clients pin through the repository config.
+//!   clients pin through the repository config;
+//! * [`metrics`] and [`dashboard`] — `GET /metrics` (Prometheus text) and a
+//!   read-only HTML page on a separate plain-HTTP listener (`--http`),
+//!   with no route to anything else.
 //!
 //! The HTTP API is documented in docs/vault.md.
 
 pub mod alert;
+pub mod dashboard;
 pub mod gate;
 pub mod logstore;
+pub mod metrics;
 pub mod server;
 pub mod state;
 pub mod tls;

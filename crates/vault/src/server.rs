@@ -34,6 +34,7 @@ use tokio::sync::Semaphore;
 use tower::ServiceExt;
 
 use crate::gate::{self, Ticket};
+use crate::metrics::{Metrics, api_route};
 use crate::state::{Options, Vault, describe, now_ns};
 use crate::{ApiError, VaultError};
 
@@ -55,6 +56,9 @@ pub struct ServeOptions {
     pub vault: Options,
     pub max_connections: usize,
     pub reclaim_every: Duration,
+    /// Where to serve `/metrics` and the dashboard over plain HTTP (none:
+    /// not served). See [`crate::metrics`].
+    pub http: Option<SocketAddr>,
 }
 
 type Shared = Arc<Mutex<Vault>>;
@@ -65,6 +69,7 @@ type Shared = Arc<Mutex<Vault>>;
 struct App {
     vault: Shared,
     hide: Arc<Vec<String>>,
+    metrics: Arc<Metrics>,
 }
 
 impl IntoResponse for ApiError {
@@ -454,10 +459,17 @@ impl Vault {
 async fn dispatch(State(app): State<App>, req: Request) -> Response {
     let (parts, body) = req.into_parts();
     let ticket = parts.extensions.get::<Arc<Ticket>>().cloned();
-    match serve_request(&app, parts, body, ticket).await {
+    let (start, route) = (
+        std::time::Instant::now(),
+        api_route(&parts.method, parts.uri.path()),
+    );
+    let resp = match serve_request(&app, parts, body, ticket).await {
         Ok(resp) => resp,
         Err(e) => public(e, &app.hide).into_response(),
-    }
+    };
+    app.metrics
+        .observe(route, resp.status().as_u16(), start.elapsed());
+    resp
 }
 
 async fn serve_request(
@@ -499,6 +511,7 @@ async fn serve_request(
     if let Some(t) = &ticket {
         t.authenticated();
     }
+    app.metrics.contact(role);
     let body = read_body(body, declared).await?;
     let vault = app.vault.clone();
     tokio::task::spawn_blocking(move || {
@@ -512,6 +525,17 @@ async fn serve_request(
     .map_err(|_| ApiError::internal("request handler failed"))?
 }
 
+/// The strings no answer may contain: the storage location and the state
+/// directory.
+fn hidden(vault: &Shared) -> Vec<String> {
+    let v = vault.lock().unwrap_or_else(|p| p.into_inner());
+    let mut hide = vec![v.store.location(), v.state_dir.display().to_string()];
+    if let Ok(c) = v.state_dir.canonicalize() {
+        hide.push(c.display().to_string());
+    }
+    hide
+}
+
 /// Runs the vault until `shutdown` resolves; then stops accepting, lets
 /// requests in flight finish (up to 30 s) and returns.
 pub async fn run(
@@ -520,19 +544,13 @@ pub async fn run(
     tls: Arc<rustls::ServerConfig>,
     max_connections: usize,
     reclaim_every: Duration,
+    metrics: Arc<Metrics>,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
-    let hide = {
-        let v = vault.lock().unwrap_or_else(|p| p.into_inner());
-        let mut hide = vec![v.store.location(), v.state_dir.display().to_string()];
-        if let Ok(c) = v.state_dir.canonicalize() {
-            hide.push(c.display().to_string());
-        }
-        hide
-    };
     let app = axum::Router::new().fallback(dispatch).with_state(App {
         vault: vault.clone(),
-        hide: Arc::new(hide),
+        hide: Arc::new(hidden(&vault)),
+        metrics,
     });
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
     let permits = Arc::new(Semaphore::new(max_connections));
@@ -642,10 +660,32 @@ pub fn serve(opts: ServeOptions) -> Result<(), VaultError> {
         let addr = listener
             .local_addr()
             .map_err(|e| VaultError::Io(e.to_string()))?;
+        // Bound before anything is printed: whoever reads the first line
+        // may connect to either listener at once.
+        let http = match opts.http {
+            Some(a) => Some(
+                TcpListener::bind(a)
+                    .await
+                    .map_err(|e| VaultError::Io(format!("--http {a}: {e}")))?,
+            ),
+            None => None,
+        };
         println!(
             "holdfast vault listening on https://{addr} ({} snapshots, log of {n} entries)",
             vault.st.snapshots.len()
         );
+        let vault = Arc::new(Mutex::new(vault));
+        let metrics = Arc::new(Metrics::new());
+        if let Some(l) = http {
+            let addr = l.local_addr().map_err(|e| VaultError::Io(e.to_string()))?;
+            println!("holdfast vault metrics and dashboard on http://{addr}/");
+            let pages = crate::metrics::Pages {
+                vault: vault.clone(),
+                metrics: metrics.clone(),
+                hide: Arc::new(hidden(&vault)),
+            };
+            tokio::spawn(crate::metrics::serve_http(l, pages));
+        }
         let shutdown = async {
             let mut term =
                 tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -657,10 +697,11 @@ pub fn serve(opts: ServeOptions) -> Result<(), VaultError> {
         };
         run(
             listener,
-            Arc::new(Mutex::new(vault)),
+            vault,
             tls,
             opts.max_connections,
             opts.reclaim_every,
+            metrics,
             shutdown,
         )
         .await;

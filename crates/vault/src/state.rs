@@ -1414,6 +1414,12 @@ impl Vault {
         }
         Ok(merkle::consistency_proof(&self.log.leaves, from as usize).unwrap_or_default())
     }
+
+    /// Bytes of pack data stored for a client (what its quota counts), for
+    /// the metrics and the dashboard.
+    pub fn stored_bytes(&self, client: &[u8; 32]) -> u64 {
+        self.usage.get(client).copied().unwrap_or(0)
+    }
 }
 
 fn kind_tag(k: Kind) -> u8 {

@@ -60,6 +60,11 @@ pub struct ServeArgs {
     /// anchored time)
     #[arg(long, default_value_t = 7 * 86_400)]
     pub max_clock_gap_secs: u64,
+    /// Serve GET /metrics (Prometheus text) and GET / (a read-only
+    /// dashboard) over plain HTTP on ADDR: a port alone binds 127.0.0.1
+    /// (e.g. 9464 or 127.0.0.1:9464); nothing else is reachable there
+    #[arg(long, value_name = "ADDR", value_parser = holdfast_vault::metrics::parse_http_addr)]
+    pub http: Option<SocketAddr>,
 }
 
 pub fn run(c: VaultCommand) -> Result<ExitCode> {
@@ -104,6 +109,7 @@ pub fn run(c: VaultCommand) -> Result<ExitCode> {
         },
         max_connections: a.max_connections.max(1),
         reclaim_every: Duration::from_secs(a.reclaim_every_secs.max(1)),
+        http: a.http,
     })?;
     Ok(ExitCode::SUCCESS)
 }
