@@ -6,6 +6,7 @@
 //! written — they are listed); 4 damage or tampering detected.
 
 mod cmd;
+mod shares_arg;
 mod util;
 
 use std::process::ExitCode;
@@ -138,7 +139,15 @@ fn checkpoint(c: CheckpointCommand) -> anyhow::Result<ExitCode> {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // A wrong argument exits 1 like every other bad input (clap's own
+    // default is 2); --help and --version exit 0.
+    let cli = match Cli::try_parse_from(shares_arg::fold(std::env::args_os())) {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(u8::from(e.use_stderr()));
+        }
+    };
     let r = match cli.command {
         Command::Init(a) => cmd::init::run(a),
         Command::Backup(a) => cmd::backup::run(a),

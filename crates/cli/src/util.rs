@@ -84,6 +84,11 @@ pub fn passphrase(confirm: bool) -> holdfast_repo::Result<Zeroizing<String>> {
 }
 
 pub fn load_key(path: &Path) -> Result<Key> {
+    if let Some(shares) = crate::shares_arg::shares_for(path) {
+        return Ok(holdfast_repo::keys::load_shares(shares, |_| {
+            passphrase(false)
+        })?);
+    }
     Ok(Key::load(path, || passphrase(false))?)
 }
 

@@ -74,7 +74,10 @@ fn combine(s: &Split, pick: &[usize], out: &str) -> std::process::Output {
 fn every_three_shares_rebuild_a_key_that_restores() {
     let s = split_3_of_5();
     let want = digest(&s.src);
-    for (n, pick) in [[0, 1, 2], [2, 3, 4], [0, 2, 4], [4, 1, 3]].iter().enumerate() {
+    for (n, pick) in [[0, 1, 2], [2, 3, 4], [0, 2, 4], [4, 1, 3]]
+        .iter()
+        .enumerate()
+    {
         let name = format!("rebuilt-{n}.key");
         let o = combine(&s, pick, &name);
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
@@ -215,4 +218,53 @@ fn too_few_damaged_and_foreign_shares_are_refused_in_one_line() {
     assert_eq!(o.status.code(), Some(1));
     let e = String::from_utf8_lossy(&o.stderr);
     assert!(e.contains("one share of a split restore key"), "{e}");
+}
+
+/// Commands that need the restore key take M shares instead: the whole key
+/// never touches disk.
+#[test]
+fn restore_straight_from_shares() {
+    let s = split_3_of_5();
+    let target = s.w.path("out");
+    let repo = s.w.repo();
+    let o = s.w.ok(&[
+        "restore",
+        "--repo",
+        &repo,
+        "--key",
+        s.shares[4].to_str().unwrap(),
+        "--key",
+        s.shares[0].to_str().unwrap(),
+        "--key",
+        s.shares[2].to_str().unwrap(),
+        &s.snap[..12],
+        target.to_str().unwrap(),
+    ]);
+    assert!(!o.is_empty());
+    assert_eq!(digest(&target.join("mail")), digest(&s.src));
+    // Two shares are not enough, in one line.
+    let o = s.w.run(&[
+        "verify",
+        "--repo",
+        &repo,
+        "--key",
+        s.shares[1].to_str().unwrap(),
+        "--key",
+        s.shares[3].to_str().unwrap(),
+        "--read-data",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(e.contains("3-of-5"), "{e}");
+    // A key and a share together are not folded: clap refuses the repeat.
+    let o = s.w.run(&[
+        "snapshots",
+        "--repo",
+        &repo,
+        "--key",
+        &s.w.key("restore"),
+        "--key",
+        s.shares[3].to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1));
 }
