@@ -531,6 +531,16 @@ impl LogState {
                 self.identities.insert(record);
                 Vec::new()
             }
+            Event::ClientRevoked { client, admin } => {
+                if !self.is_active_admin(&admin) {
+                    self.problem(index, "a client revoked by a key that is not an active admin");
+                } else if !self.is_client(&client) {
+                    self.problem(index, "revokes a key that is not an active client");
+                } else {
+                    self.removed.insert(client);
+                }
+                Vec::new()
+            }
         }
     }
 
@@ -1075,6 +1085,45 @@ mod tests {
         let (st, eff) = f.run(&r);
         assert_eq!(eff, vec![Effect::Erase(sid(1))]);
         assert!(st.problems.is_empty());
+    }
+
+    #[test]
+    fn a_revoked_client_adds_nothing_and_only_an_admin_revokes() {
+        let mut f = fx(2, 3600, 3600);
+        f.add(T0, 1, T0 + H);
+        let client = f.client.public();
+        // The client cannot revoke itself (nor can the vault key).
+        f.push(
+            T0 + S,
+            Event::ClientRevoked {
+                client,
+                admin: client,
+            },
+        );
+        f.add(T0 + 2 * S, 2, T0 + 2 * S + H);
+        let admin = f.admins[0].public();
+        f.push(T0 + 3 * S, Event::ClientRevoked { client, admin });
+        f.add(T0 + 4 * S, 3, T0 + 4 * S + H);
+        // Revoking again, or revoking an admin this way, is refused.
+        f.push(T0 + 5 * S, Event::ClientRevoked { client, admin });
+        let other = f.admins[1].public();
+        f.push(
+            T0 + 6 * S,
+            Event::ClientRevoked {
+                client: other,
+                admin,
+            },
+        );
+        let (st, _) = f.run(&Reader::at(T0 + H));
+        assert!(st.snapshots.contains_key(&sid(1)));
+        assert!(st.snapshots.contains_key(&sid(2)));
+        assert!(!st.snapshots.contains_key(&sid(3)));
+        assert!(st.removed.contains(&client));
+        assert!(!st.removed.contains(&other));
+        let whats: Vec<&str> = st.problems.iter().map(|p| p.what.as_str()).collect();
+        assert_eq!(st.problems.len(), 4, "{whats:?}");
+        assert!(whats[0].contains("not an active admin"));
+        assert!(whats[1].contains("not an active client"));
     }
 
     #[test]

@@ -37,6 +37,11 @@ pub enum Event {
     },
     /// An identity record (signed by an admin) joined the repository.
     IdentityAdded { record: ObjectId },
+    /// One admin revoked a client identity, at once: its requests are
+    /// refused from then on and a snapshot it adds later is not valid.
+    /// Revocation only stops writes, so it needs no quorum; it is final
+    /// (a new client identity is issued instead).
+    ClientRevoked { client: [u8; 32], admin: [u8; 32] },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -96,6 +101,9 @@ impl Entry {
             Event::IdentityAdded { record } => {
                 w.u8(7).raw(&record.0);
             }
+            Event::ClientRevoked { client, admin } => {
+                w.u8(8).raw(client).raw(admin);
+            }
         }
         w.into_vec()
     }
@@ -136,6 +144,10 @@ impl Entry {
             },
             7 => Event::IdentityAdded {
                 record: ObjectId(r.array()?),
+            },
+            8 => Event::ClientRevoked {
+                client: r.array()?,
+                admin: r.array()?,
             },
             _ => return Err(DecodeError::Invalid("log entry kind")),
         };
@@ -196,6 +208,10 @@ mod tests {
             },
             Event::IdentityAdded {
                 record: ObjectId([9; 32]),
+            },
+            Event::ClientRevoked {
+                client: [10; 32],
+                admin: [11; 32],
             },
         ] {
             let e = Entry { time_ns: -4, event };
