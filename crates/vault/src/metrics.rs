@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use axum::body::Body;
 use axum::http::{Method, Request, Response, StatusCode, header};
 use holdfast_core::format::Role;
-use holdfast_core::governance::Status;
+use holdfast_core::governance::{Action, Status};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use prometheus_client::encoding::prometheus_text;
 use prometheus_client::metrics::counter::Counter;
@@ -277,37 +277,41 @@ impl Overview {
                 );
             }
         }
-        let proposals =
-            v.st.proposals
-                .iter()
-                .filter(|(_, p)| p.executed.is_none())
-                .map(|(id, p)| {
-                    let (status, until_ns, vetoed_by) = match v.st.status(id, now) {
-                        Some(Status::Pending { .. }) | None => ("pending", None, None),
-                        Some(Status::Waiting { until_ns }) => ("waiting", Some(until_ns), None),
-                        Some(Status::Ready) => ("ready", None, None),
-                        Some(Status::Vetoed { by }) => ("vetoed", None, Some(name_of(&by))),
-                    };
-                    let mut approvals: Vec<String> = Vec::new();
-                    for (a, _, _) in &p.approvals {
-                        let n = name_of(a);
-                        if !approvals.contains(&n) {
-                            approvals.push(n);
-                        }
+        let proposals = v
+            .st
+            .proposals
+            .iter()
+            .filter(|(_, p)| p.executed.is_none())
+            .map(|(id, p)| {
+                let (status, until_ns, vetoed_by) = match v.st.status(id, now) {
+                    Some(Status::Pending { .. }) | None => ("pending", None, None),
+                    Some(Status::Waiting { until_ns }) => ("waiting", Some(until_ns), None),
+                    Some(Status::Ready) => ("ready", None, None),
+                    Some(Status::Vetoed { by }) => ("vetoed", None, Some(name_of(&by))),
+                };
+                let mut approvals: Vec<String> = Vec::new();
+                for (a, _, _) in &p.approvals {
+                    let n = name_of(a);
+                    if !approvals.contains(&n) {
+                        approvals.push(n);
                     }
-                    ProposalView {
-                        id: id.short(),
-                        action: describe(&p.proposal.action),
-                        proposer: name_of(&p.proposal.proposer),
-                        received_ns: p.received_ns,
-                        status,
-                        approvals,
-                        needed: v.st.quorum,
-                        until_ns,
-                        vetoed_by,
-                    }
-                })
-                .collect();
+                }
+                ProposalView {
+                    id: id.short(),
+                    action: match &p.proposal.action {
+                        Action::RemoveIdentity(k) => format!("removal of identity {}", name_of(k)),
+                        a => describe(a),
+                    },
+                    proposer: name_of(&p.proposal.proposer),
+                    received_ns: p.received_ns,
+                    status,
+                    approvals,
+                    needed: v.st.quorum,
+                    until_ns,
+                    vetoed_by,
+                }
+            })
+            .collect();
         Overview {
             now_ns: now,
             started_ns: m.started_ns,

@@ -1,0 +1,430 @@
+//! Running holdfast the way operators run everything else (issue 12): the
+//! vault's /metrics and dashboard, textfile metrics from backups, systemd
+//! units, and a command line without traps. Real binary, real vault.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use common::*;
+
+fn now_secs() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+fn init_with(w: &World, extra: &[&str]) {
+    let (repo, keys) = (w.repo(), w.path("keys").display().to_string());
+    let mut args = vec!["init", repo.as_str(), "--keys", keys.as_str()];
+    args.extend_from_slice(extra);
+    w.ok(&args);
+}
+
+fn backup_via(w: &World, url: &str, key: &str, src: &Path) -> String {
+    let out = w.ok(&[
+        "backup",
+        "--repo",
+        url,
+        "--key",
+        key,
+        "--json",
+        src.to_str().unwrap(),
+    ]);
+    let j: serde_json::Value = serde_json::from_str(&out).unwrap();
+    j[0]["snapshot"].as_str().unwrap().to_string()
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Sends raw bytes to the metrics listener; returns (status, head, body).
+/// A closed connection without an answer is status 0.
+fn http_raw(addr: &str, raw: &[u8]) -> (u16, String, String) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let _ = s.write_all(raw);
+    let mut buf = Vec::new();
+    let _ = s.read_to_end(&mut buf);
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (status, head.to_string(), body.to_string())
+}
+
+fn http(addr: &str, method: &str, path: &str) -> (u16, String, String) {
+    http_raw(
+        addr,
+        format!("{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+}
+
+/// A sample line of an exposition: name, labels, value.
+type Sample = (String, Vec<(String, String)>, f64);
+
+/// Every sample line of an exposition.
+fn samples(text: &str) -> Vec<Sample> {
+    let mut out = Vec::new();
+    for line in text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+    {
+        let (series, value) = line.rsplit_once(' ').unwrap();
+        let (name, labels) = match series.split_once('{') {
+            Some((n, rest)) => {
+                let rest = rest.strip_suffix('}').unwrap();
+                let labels = rest
+                    .split("\",")
+                    .filter(|kv| !kv.is_empty())
+                    .map(|kv| {
+                        let (k, v) = kv.split_once("=\"").unwrap();
+                        (k.to_string(), v.trim_end_matches('"').to_string())
+                    })
+                    .collect();
+                (n.to_string(), labels)
+            }
+            None => (series.to_string(), Vec::new()),
+        };
+        out.push((name, labels, value.parse().unwrap()));
+    }
+    out
+}
+
+fn value(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    samples(text)
+        .into_iter()
+        .find(|(n, l, _)| {
+            n == name
+                && labels
+                    .iter()
+                    .all(|(k, v)| l.iter().any(|(lk, lv)| lk == k && lv == v))
+        })
+        .map(|(_, _, v)| v)
+}
+
+/// A tool the tests need from Debian: absent on a developer's machine is a
+/// skip (said loudly); absent in CI (`CI` set, as .ci/run runs) a failure.
+fn tool(name: &str) -> bool {
+    let found = Command::new("sh")
+        .args(["-c", &format!("command -v {name}")])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !found {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "{name} is missing: .ci/run installs it"
+        );
+        eprintln!("SKIPPED: {name} not installed");
+    }
+    found
+}
+
+/// `vault serve --http`: /metrics passes promtool, names and units follow
+/// Prometheus's guide, a client costs a few series and no label holds a
+/// path, a mailbox or an address; the dashboard shows three clients, a
+/// proposal with its veto, the replica's contact and the alerts; the
+/// listener answers nothing else and survives garbage.
+#[test]
+fn vault_metrics_and_dashboard() {
+    let w = World::new();
+    init_with(
+        &w,
+        &["--client", "mx1", "--client", "mx2", "--client", "mx3"],
+    );
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let t0 = now_secs();
+    let vault = w.start_vault(&["--http", &port.to_string()]);
+    let url = vault.url.clone();
+
+    let src = w.path("mail");
+    make_maildir(&src, 2, 8, 7);
+    backup_via(&w, &url, &w.key("client"), &src);
+    mail_day(&src, 1);
+    backup_via(&w, &url, &w.key("client"), &src);
+    backup_via(&w, &url, &w.key("client-mx2"), &src);
+    let (a1, a2) = (w.key("admin-1"), w.key("admin-2"));
+    w.ok(&[
+        "propose",
+        "--repo",
+        &url,
+        "--key",
+        &a1,
+        "remove-identity",
+        "mx3",
+    ]);
+    let j: serde_json::Value =
+        serde_json::from_str(&w.ok(&["proposals", "--repo", &url, "--key", &a1, "--json"]))
+            .unwrap();
+    let pid = j[0]["id"].as_str().unwrap().to_string();
+    w.ok(&["veto", "--repo", &url, "--key", &a2, &pid[..12]]);
+    w.ok(&[
+        "propose",
+        "--repo",
+        &url,
+        "--key",
+        &a1,
+        "retention",
+        "--keep-within-days",
+        "30",
+    ]);
+    w.ok(&[
+        "replica",
+        "pull",
+        "--from",
+        &url,
+        "--key",
+        &w.key("replica"),
+        "--into",
+        w.path("replica").to_str().unwrap(),
+    ]);
+
+    // --- /metrics
+    let (code, head, m) = http(&addr, "GET", "/metrics");
+    assert_eq!(code, 200, "{head}\n{m}");
+    assert!(head.contains("text/plain; version=0.0.4"), "{head}");
+    let last = value(
+        &m,
+        "holdfast_backup_last_success_timestamp_seconds",
+        &[("client", "mx1")],
+    )
+    .expect("last success of mx1");
+    assert!(
+        last >= t0 as f64 && last <= now_secs() as f64 + 1.0,
+        "{last}"
+    );
+    assert_eq!(
+        value(&m, "holdfast_snapshots", &[("client", "mx1")]),
+        Some(2.0)
+    );
+    assert_eq!(
+        value(&m, "holdfast_snapshots", &[("client", "mx2")]),
+        Some(1.0)
+    );
+    assert_eq!(
+        value(&m, "holdfast_snapshots", &[("client", "mx3")]),
+        Some(0.0)
+    );
+    assert!(
+        value(
+            &m,
+            "holdfast_backup_last_success_timestamp_seconds",
+            &[("client", "mx3")]
+        )
+        .is_none(),
+        "a client that never backed up has no success time"
+    );
+    assert!(value(&m, "holdfast_stored_bytes", &[("client", "mx1")]).unwrap() > 1000.0);
+    let lock = value(
+        &m,
+        "holdfast_lock_nearest_expiry_timestamp_seconds",
+        &[("client", "mx1")],
+    )
+    .unwrap();
+    assert!(lock > now_secs() as f64 + 13.0 * 86_400.0, "{lock}");
+    // 3 snapshots + proposal + veto + proposal
+    assert_eq!(value(&m, "holdfast_log_entries", &[]), Some(6.0));
+    assert_eq!(value(&m, "holdfast_proposals_pending", &[]), Some(1.0));
+    assert_eq!(value(&m, "holdfast_proposals_vetoed", &[]), Some(1.0));
+    assert!(
+        value(&m, "holdfast_alerts_total", &[("kind", "governance")]).unwrap() >= 3.0,
+        "{m}"
+    );
+    assert_eq!(
+        value(&m, "holdfast_alerts_total", &[("kind", "tampering")]),
+        Some(0.0)
+    );
+    assert!(
+        value(
+            &m,
+            "holdfast_http_requests_total",
+            &[("route", "snapshot_put"), ("status", "200")]
+        )
+        .unwrap()
+            >= 3.0
+    );
+    assert!(
+        value(
+            &m,
+            "holdfast_http_request_duration_seconds_count",
+            &[("route", "pack_put"), ("status", "201")]
+        )
+        .unwrap()
+            >= 1.0
+    );
+    assert!(
+        value(
+            &m,
+            "holdfast_last_contact_timestamp_seconds",
+            &[("role", "replica")]
+        )
+        .unwrap()
+            >= t0 as f64
+    );
+    assert_eq!(
+        value(
+            &m,
+            "holdfast_build_info",
+            &[("version", env!("CARGO_PKG_VERSION"))]
+        ),
+        Some(1.0)
+    );
+    let all = samples(&m);
+    let world = w.dir.path().display().to_string();
+    for (name, labels, _) in &all {
+        assert!(name.starts_with("holdfast_"), "{name}");
+        for (k, v) in labels {
+            let bad = v.contains('/')
+                || v.contains('@')
+                || v.contains(&world)
+                || v.contains("127.0.0.1")
+                || v.contains(':');
+            assert!(!bad, "label {k}={v:?} on {name}");
+        }
+    }
+    let per_client = all
+        .iter()
+        .filter(|(_, l, _)| l.iter().any(|(k, v)| k == "client" && v == "mx1"))
+        .count();
+    assert!(
+        (3..=6).contains(&per_client),
+        "{per_client} series for one client"
+    );
+    if tool("promtool") {
+        let p = Command::new("promtool")
+            .args(["check", "metrics"])
+            .stdin(std::process::Stdio::piped())
+            .output_with_stdin(m.as_bytes());
+        assert!(
+            p.status.success(),
+            "promtool: {}{}",
+            String::from_utf8_lossy(&p.stdout),
+            String::from_utf8_lossy(&p.stderr)
+        );
+    }
+
+    // --- the dashboard
+    let (code, head, d) = http(&addr, "GET", "/");
+    assert_eq!(code, 200);
+    assert!(head.contains("text/html"), "{head}");
+    assert!(
+        head.to_lowercase()
+            .contains("content-security-policy: default-src 'none'")
+    );
+    assert!(!d.contains("<script"), "the dashboard needs no JavaScript");
+    for c in ["mx1", "mx2", "mx3"] {
+        assert!(d.contains(&format!("<tr data-client=\"{c}\">")), "{c}: {d}");
+    }
+    let row = |c: &str| {
+        let i = d.find(&format!("data-client=\"{c}\"")).unwrap();
+        d[i..i + d[i..].find("</tr>").unwrap()].to_string()
+    };
+    assert!(row("mx3").contains("never"), "{}", row("mx3"));
+    assert!(row("mx1").contains("ago)"), "{}", row("mx1"));
+    assert!(d.contains("vetoed by admin-2"), "{d}");
+    assert!(d.contains("removal of identity mx3"), "{d}");
+    assert!(d.contains("waits for quorum"), "{d}");
+    assert!(d.contains("<td class=n id=log-entries>6</td>"), "{d}");
+    let replica = &d[d.find("id=replica-contact>").unwrap()..];
+    assert!(replica[..80].contains("<time"), "{}", &replica[..80]);
+    assert!(
+        d.contains("proposed removal of identity"),
+        "recent alerts: {d}"
+    );
+    assert!(!d.contains(&world), "the page shows a server path");
+
+    // --- nothing else answers
+    let (code, head, _) = http(&addr, "POST", "/metrics");
+    assert_eq!(code, 405);
+    assert!(
+        head.contains("allow: GET") || head.contains("Allow: GET"),
+        "{head}"
+    );
+    assert_eq!(http(&addr, "DELETE", "/").0, 405);
+    for path in [
+        "/v1/config",
+        "/v1/log/checkpoint",
+        "/v1/objects/snapshots",
+        "/metrics/../v1/config",
+        "/index.html",
+    ] {
+        assert_eq!(http(&addr, "GET", path).0, 404, "{path}");
+    }
+    // Garbage and oversized heads are refused without harm.
+    let (code, _, _) = http_raw(&addr, b"\x16\x03\x01\x02\x00 garbage\r\n\r\n");
+    assert!(code == 400 || code == 0, "{code}");
+    let big = format!(
+        "GET /metrics HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(64 * 1024)
+    );
+    let (code, _, _) = http_raw(&addr, big.as_bytes());
+    assert!(code == 431 || code == 400 || code == 0, "{code}");
+    assert_eq!(http(&addr, "GET", "/metrics").0, 200, "still serving");
+    // The metrics port is plain HTTP only: it never speaks the API's TLS.
+    let (code, _, _) = http(&addr, "GET", "/v1/identities");
+    assert_eq!(code, 404);
+    let (code, _, after) = http(&addr, "GET", "/metrics");
+    assert_eq!(code, 200);
+    assert!(
+        value(
+            &after,
+            "holdfast_http_requests_total",
+            &[("route", "other"), ("status", "404")]
+        )
+        .unwrap()
+            >= 5.0
+    );
+}
+
+trait OutputWithStdin {
+    fn output_with_stdin(&mut self, input: &[u8]) -> std::process::Output;
+}
+
+impl OutputWithStdin for Command {
+    fn output_with_stdin(&mut self, input: &[u8]) -> std::process::Output {
+        let mut child = self
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(input).unwrap();
+        child.wait_with_output().unwrap()
+    }
+}
+
+/// `--http` with something that is not PORT or HOST:PORT is refused before
+/// anything starts.
+#[test]
+fn vault_http_address_is_checked_before_start() {
+    let w = World::new();
+    init_with(&w, &[]);
+    let o = w.run(&[
+        "vault",
+        "serve",
+        "--repo",
+        &w.repo(),
+        "--key",
+        &w.key("vault"),
+        "--listen",
+        "127.0.0.1:0",
+        "--http",
+        "localhost",
+    ]);
+    assert!(matches!(o.status.code(), Some(1 | 2)), "{o:?}");
+    assert!(o.stdout.is_empty(), "the vault started: {o:?}");
+    assert!(String::from_utf8_lossy(&o.stderr).contains("PORT or HOST:PORT"));
+}
