@@ -268,3 +268,69 @@ fn restore_straight_from_shares() {
     ]);
     assert_eq!(o.status.code(), Some(1));
 }
+
+/// One admin revokes a stolen client key through the vault: its next
+/// request is refused, the log says so, and nothing it wrote is lost.
+#[test]
+fn a_revoked_client_is_refused_at_once_and_the_audit_shows_it() {
+    let w = World::new();
+    w.init();
+    let vault = w.start_vault(&[]);
+    let url = vault.url.clone();
+    let src = w.path("mail");
+    make_maildir(&src, 1, 6, 93);
+    let snap = backup_via(&w, &url, &w.key("client"), &src);
+    // A client key cannot revoke anybody, itself included.
+    let o = w.run(&[
+        "key",
+        "revoke",
+        "client",
+        "client",
+        "--repo",
+        &url,
+        "--key",
+        &w.key("client"),
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    w.ok(&[
+        "key",
+        "revoke",
+        "client",
+        "client",
+        "--repo",
+        &url,
+        "--key",
+        &w.key("admin-1"),
+    ]);
+    let o = w.run(&[
+        "backup",
+        "--repo",
+        &url,
+        "--key",
+        &w.key("client"),
+        src.to_str().unwrap(),
+    ]);
+    assert!(!o.status.success());
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(e.contains("revoked"), "{e}");
+    // Revoking twice, or an admin this way, is refused.
+    for who in ["client", "admin-2"] {
+        let o = w.run(&[
+            "key",
+            "revoke",
+            "client",
+            who,
+            "--repo",
+            &url,
+            "--key",
+            &w.key("admin-1"),
+        ]);
+        assert_eq!(o.status.code(), Some(1), "{who}");
+    }
+    let audit = w.ok(&["audit", "--repo", &url, "--key", &w.key("auditor")]);
+    assert!(audit.contains("revoked or removed: client"), "{audit}");
+    // What it wrote before stays, and restores.
+    let out = w.path("out");
+    restore_via(&w, &url, &snap[..12], &out);
+    assert_eq!(digest(&out.join("mail")), digest(&src));
+}

@@ -533,7 +533,10 @@ impl LogState {
             }
             Event::ClientRevoked { client, admin } => {
                 if !self.is_active_admin(&admin) {
-                    self.problem(index, "a client revoked by a key that is not an active admin");
+                    self.problem(
+                        index,
+                        "a client revoked by a key that is not an active admin",
+                    );
                 } else if !self.is_client(&client) {
                     self.problem(index, "revokes a key that is not an active client");
                 } else {

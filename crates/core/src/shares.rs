@@ -115,13 +115,9 @@ pub fn split(
     let split_id: [u8; 16] = crypto::random_bytes()?;
     let check = check_value(&split_id, &payload);
     let rng = rand_core::UnwrapErr(getrandom::SysRng);
-    let raw = vsss_rs::Gf256::split_bytes(
-        threshold as usize,
-        count as usize,
-        payload.as_slice(),
-        rng,
-    )
-    .map_err(|e| ShareError::Split(format!("{e:?}")))?;
+    let raw =
+        vsss_rs::Gf256::split_bytes(threshold as usize, count as usize, payload.as_slice(), rng)
+            .map_err(|e| ShareError::Split(format!("{e:?}")))?;
     let mut out = Vec::with_capacity(raw.len());
     for share in raw {
         let share = Zeroizing::new(share);
@@ -451,10 +447,7 @@ mod tests {
         // chi-squared test with 255 degrees of freedom: p = 0.0001 at ~341.
         let n = (rounds * PAYLOAD) as f64;
         let e = n / 256.0;
-        let chi: f64 = counts
-            .iter()
-            .map(|&c| (c as f64 - e).powi(2) / e)
-            .sum();
+        let chi: f64 = counts.iter().map(|&c| (c as f64 - e).powi(2) / e).sum();
         assert!(chi < 341.0, "chi-squared {chi}");
         assert!(counts.iter().all(|&c| c > 0));
     }

@@ -26,6 +26,8 @@ pub struct AuditReport {
     pub deletions: u64,
     pub reclaimed: u64,
     pub packs_checked: bool,
+    /// Identities revoked or removed, by name.
+    pub revoked: Vec<String>,
     pub problems: Vec<String>,
 }
 
@@ -60,6 +62,7 @@ pub fn audit(repo: &Repository) -> Result<AuditReport> {
         })
         .count() as u64;
     r.live = st.snapshots.len() as u64;
+    r.revoked = st.removed.iter().map(|k| repo.member_name(k)).collect();
     r.deletions = st
         .gone
         .values()

@@ -8,10 +8,10 @@ use holdfast_core::codec::DecodeError;
 use holdfast_core::crypto::{IdKey, Identity, RepoSecret};
 use holdfast_core::format::Config;
 use holdfast_core::format::Role;
-use holdfast_core::shares::{self, ShareFile};
 use holdfast_core::keyfile::{
     KeyFile, MAX_KDF_LANES, MAX_KDF_MEMORY_KIB, MAX_KDF_PASSES, MAX_KDF_WORK_KIB, Secret,
 };
+use holdfast_core::shares::{self, ShareFile};
 use zeroize::Zeroizing;
 
 use crate::{Error, Result, io_err};
@@ -162,8 +162,8 @@ pub fn load_shares(
     let mut opened = Vec::with_capacity(paths.len());
     for p in paths {
         let bytes = Zeroizing::new(std::fs::read(p).map_err(|e| io_err(p, e))?);
-        let f = ShareFile::decode(&bytes)
-            .map_err(|e| Error::Usage(format!("{}: {e}", p.display())))?;
+        let f =
+            ShareFile::decode(&bytes).map_err(|e| Error::Usage(format!("{}: {e}", p.display())))?;
         let b = if f.needs_passphrase() {
             let pw = passphrase(p)?;
             f.open(Some(pw.as_bytes()))

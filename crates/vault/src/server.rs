@@ -361,6 +361,19 @@ fn handle(
             let id = v.add_identity(&who, body)?;
             Ok(jsn(json!({ "id": id.to_hex() })))
         }
+        (Method::POST, ["v1", "revocations"]) => {
+            need(role, &[Role::Admin])?;
+            small()?;
+            let j: serde_json::Value =
+                serde_json::from_slice(body).map_err(|_| ApiError::bad("expected JSON"))?;
+            let client: [u8; 32] = j["client"]
+                .as_str()
+                .and_then(|h| ObjectId::from_hex(h).ok())
+                .map(|o| o.0)
+                .ok_or_else(|| ApiError::bad("client key missing"))?;
+            v.revoke_client(&who, &client)?;
+            Ok(jsn(json!({ "revoked": holdfast_core::id::hex(&client) })))
+        }
         (Method::POST, ["v1", "locks"]) => {
             need(role, &[Role::Admin])?;
             small()?;

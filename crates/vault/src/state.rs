@@ -747,7 +747,9 @@ impl Vault {
         })?;
         let role = member.role;
         if self.st.removed.contains(&auth.key) {
-            return Err(ApiError::forbidden("this identity was removed by quorum"));
+            return Err(ApiError::forbidden(
+                "this identity was revoked or removed (see the log)",
+            ));
         }
         if (auth.time_ns - now).abs() > WINDOW_NS {
             return Err(ApiError::unauthorized(
@@ -1419,6 +1421,36 @@ impl Vault {
     /// the metrics and the dashboard.
     pub fn stored_bytes(&self, client: &[u8; 32]) -> u64 {
         self.usage.get(client).copied().unwrap_or(0)
+    }
+
+    /// One admin revokes a client identity, at once and for good: logged,
+    /// alerted, and its requests are refused from then on. Revocation only
+    /// stops writes, so it needs no quorum; a rogue admin revoking every
+    /// client stops backups (loudly) but deletes nothing.
+    pub fn revoke_client(&mut self, admin: &[u8; 32], client: &[u8; 32]) -> Result<(), ApiError> {
+        match self.st.members.get(client) {
+            Some(m) if m.role == Role::Client => {}
+            Some(m) => {
+                return Err(ApiError::bad(format!(
+                    "only a client is revoked at once; a {} is removed by a quorum proposal",
+                    m.role.name()
+                )));
+            }
+            None => return Err(ApiError::new(404, "no such identity")),
+        }
+        if self.st.removed.contains(client) {
+            return Err(ApiError::new(409, "this client is already revoked"));
+        }
+        let name = self.st.members[client].name.clone();
+        self.log(Event::ClientRevoked {
+            client: *client,
+            admin: *admin,
+        })?;
+        self.alert(&format!(
+            "admin {} revoked client {name:?}: its requests are refused from now on",
+            short(admin)
+        ));
+        Ok(())
     }
 }
 

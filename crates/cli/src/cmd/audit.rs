@@ -25,10 +25,13 @@ pub fn run(a: Args) -> Result<ExitCode> {
         util::json(&serde_json::json!([{
             "entries": r.entries, "snapshots_logged": r.snapshots_logged, "live": r.live,
             "deletions": r.deletions, "reclaimed": r.reclaimed,
-            "packs_checked": r.packs_checked, "problems": r.problems,
+            "packs_checked": r.packs_checked, "revoked": r.revoked, "problems": r.problems,
         }]));
     } else {
         util::print_problems(&r.problems);
+        if !r.revoked.is_empty() {
+            util::out(format!("revoked or removed: {}", r.revoked.join(", ")));
+        }
         util::out(format!(
             "log of {} entries: {} snapshots logged, {} live, {} deleted by quorum, {} reclaimed: {} problem(s)",
             r.entries,

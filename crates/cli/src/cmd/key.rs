@@ -17,6 +17,25 @@ pub enum KeyCommand {
     Split(SplitArgs),
     /// Rebuild the restore key from M shares into a new key file
     Combine(CombineArgs),
+    /// Revoke a client identity through the vault, at once and for good
+    /// (one admin; logged and alerted). Issue the server a new identity
+    /// with `key new client OTHER-NAME`. Admins, replicas and auditors are
+    /// removed by a quorum proposal instead (`propose remove`).
+    Revoke(RevokeArgs),
+}
+
+#[derive(clap::Args)]
+pub struct RevokeArgs {
+    /// Role of the identity (only `client`)
+    pub role: String,
+    /// Its name
+    pub name: String,
+    /// The vault (https://…)
+    #[arg(long)]
+    pub repo: String,
+    /// An admin key
+    #[arg(long)]
+    pub key: PathBuf,
 }
 
 #[derive(clap::Args)]
@@ -72,6 +91,7 @@ pub fn run(k: KeyCommand) -> Result<ExitCode> {
     match k {
         KeyCommand::Split(a) => split(a),
         KeyCommand::Combine(a) => combine(a),
+        KeyCommand::Revoke(a) => revoke(a),
         KeyCommand::New(a) => {
             if a.role != "client" {
                 bail!("only client identities can be added (got {:?})", a.role);
@@ -193,5 +213,39 @@ fn combine(a: CombineArgs) -> Result<ExitCode> {
     .map_err(|e| anyhow::anyhow!("{e}"))?;
     holdfast_repo::keys::write_key_file(&a.out, &kf)?;
     util::out(format!("restore key rebuilt into {}", a.out.display()));
+    Ok(ExitCode::SUCCESS)
+}
+
+fn revoke(a: RevokeArgs) -> Result<ExitCode> {
+    use holdfast_core::format::Role;
+    if a.role != "client" {
+        bail!(
+            "only a client is revoked at once (got {:?}); remove other identities with a quorum proposal",
+            a.role
+        );
+    }
+    if !a.repo.starts_with("https://") {
+        bail!(
+            "revocation goes through the vault (--repo https://…): a directory has nobody to refuse the key"
+        );
+    }
+    let (vault, repo, key) = util::open_vault(&a.repo, &a.key)?;
+    if key.role != Role::Admin {
+        bail!("{}: revoking needs an admin key", a.key.display());
+    }
+    let Some((public, _)) = repo
+        .members
+        .iter()
+        .find(|(_, m)| m.role == Role::Client && m.name == a.name)
+    else {
+        bail!("no client named {:?} in this repository", a.name);
+    };
+    let body =
+        serde_json::to_vec(&serde_json::json!({ "client": holdfast_core::id::hex(public) }))?;
+    vault.request("POST", "/v1/revocations", &body, None)?;
+    util::out(format!(
+        "client {} revoked: the vault refuses its requests from now on (logged)",
+        a.name
+    ));
     Ok(ExitCode::SUCCESS)
 }
