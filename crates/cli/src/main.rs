@@ -77,6 +77,13 @@ enum Command {
     /// The vault checkpoint this key last verified (kept in the cache dir)
     #[command(subcommand)]
     Checkpoint(CheckpointCommand),
+    /// Mail: list Maildirs in a snapshot, restore them into live
+    /// mailboxes (nothing live changes), export as mbox
+    #[command(subcommand)]
+    Mail(cmd::mail::MailCommand),
+    /// A restore drill: restore a sample (or all) into scratch, verify every
+    /// byte, measure the rate; exit 4 when anything fails to verify
+    Drill(cmd::drill::Args),
 }
 
 #[derive(Subcommand)]
@@ -168,6 +175,8 @@ fn main() -> ExitCode {
         Command::Replica(c) => cmd::replica::run(c),
         Command::Export(a) => cmd::export::run(a),
         Command::Checkpoint(c) => checkpoint(c),
+        Command::Mail(c) => cmd::mail::run(c),
+        Command::Drill(a) => cmd::drill::run(a),
     };
     match r {
         Ok(code) if code == ExitCode::SUCCESS && util::LOG_TAMPERED.load(Ordering::Relaxed) => {

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use holdfast_core::ObjectId;
-use holdfast_core::format::{Config, IdentityRecord, Member, Role, Snapshot};
+use holdfast_core::format::{Config, IdentityRecord, Member, Role, Snapshot, SnapshotBody};
 use holdfast_store::{Backend, Kind, StoreError};
 
 use crate::keys::Key;
@@ -170,14 +170,66 @@ impl Repository {
     /// the vault's time (never a client's claim) of one client. With
     /// snapshots of several clients, `client` must say which.
     pub fn resolve_for(&self, spec: &str, client: Option<&str>) -> Result<(ObjectId, Snapshot)> {
+        let sel = Select {
+            client: client.map(str::to_string),
+            ..Select::default()
+        };
+        self.resolve_select(spec, &sel, None)
+    }
+
+    /// Resolves SNAPSHOT among the snapshots `sel` keeps: an id, a unique
+    /// prefix, `latest`, or a time (`2026-11-20T12:00:00Z`, `2026-11-20`)
+    /// meaning the newest at or before it, by the vault's time. `--host`
+    /// and `--path` filters read the encrypted bodies: they need `secret`.
+    pub fn resolve_select(
+        &self,
+        spec: &str,
+        sel: &Select,
+        secret: Option<&holdfast_core::crypto::RepoSecret>,
+    ) -> Result<(ObjectId, Snapshot)> {
         let (mut all, _) = self.snapshots()?;
-        if let Some(c) = client {
-            all.retain(|(_, s)| self.member_name(&s.header.client) == c);
+        if let Some(c) = &sel.client {
+            all.retain(|(_, s)| self.member_name(&s.header.client) == *c);
             if all.is_empty() {
                 return Err(Error::Usage(format!("no snapshot of client {c:?}")));
             }
         }
-        if spec == "latest" {
+        if sel.host.is_some() || !sel.paths.is_empty() {
+            let secret = secret.ok_or_else(|| {
+                Error::Usage("--host and --path choose by what only the restore key reads".into())
+            })?;
+            all.retain(|(_, s)| {
+                let Ok(body) = s.open_body(secret) else {
+                    return false;
+                };
+                sel.host.as_ref().is_none_or(|h| body.hostname == *h)
+                    && sel.paths.iter().all(|p| covers(&body, p))
+            });
+            if all.is_empty() {
+                return Err(Error::Usage(format!(
+                    "no snapshot{}{} matches",
+                    sel.host
+                        .as_ref()
+                        .map(|h| format!(" of host {h:?}"))
+                        .unwrap_or_default(),
+                    if sel.paths.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" holding {}", sel.paths.join(", "))
+                    }
+                )));
+            }
+        }
+        let at = parse_time(spec);
+        if let Some(t) = at {
+            all.retain(|(id, s)| self.order_time(id, s) <= t);
+            if all.is_empty() {
+                return Err(Error::Usage(format!(
+                    "no snapshot at or before {spec} (by the vault's time)"
+                )));
+            }
+        }
+        if spec == "latest" || at.is_some() {
             let mut clients: Vec<String> = all
                 .iter()
                 .map(|(_, s)| self.member_name(&s.header.client))
@@ -207,5 +259,239 @@ impl Repository {
                 "{n} snapshots match {spec:?}; give more digits"
             ))),
         }
+    }
+}
+
+/// What chooses among the snapshots of many servers: the client's name,
+/// the host name the snapshot records, and paths it must hold.
+#[derive(Clone, Debug, Default)]
+pub struct Select {
+    pub client: Option<String>,
+    pub host: Option<String>,
+    pub paths: Vec<String>,
+}
+
+/// True when the snapshot holds `p`: an absolute path as backed up
+/// (`/var/mail/u7`), or a path as `ls` prints it (`mail/u7`).
+pub fn covers(body: &SnapshotBody, p: &str) -> bool {
+    tree_path(body, p).is_ok_and(|parts| {
+        parts
+            .first()
+            .is_none_or(|first| body.paths.iter().any(|a| top_name(a) == first.as_bytes()))
+    })
+}
+
+/// The name a backed-up path has at the top of the snapshot's tree.
+fn top_name(abs: &[u8]) -> &[u8] {
+    let t = abs.strip_suffix(b"/").unwrap_or(abs);
+    match t.iter().rposition(|c| *c == b'/') {
+        Some(i) if i + 1 < t.len() => &t[i + 1..],
+        _ if t.is_empty() => b"root",
+        _ => t,
+    }
+}
+
+/// A path inside a snapshot, as its tree's components. Accepts the form
+/// `ls` prints (`mail/u7/Maildir`) and the absolute path as it was backed
+/// up (`/var/mail/u7/Maildir`), which is looked up among the snapshot's
+/// backed-up paths.
+pub fn tree_path(body: &SnapshotBody, p: &str) -> Result<Vec<String>> {
+    let parts = |s: &str| -> Vec<String> {
+        s.split('/')
+            .filter(|c| !c.is_empty() && *c != ".")
+            .map(str::to_string)
+            .collect()
+    };
+    if !p.starts_with('/') {
+        return Ok(parts(p));
+    }
+    let want = p.trim_end_matches('/');
+    for a in &body.paths {
+        let a = String::from_utf8_lossy(a);
+        let a = a.trim_end_matches('/');
+        let rest = if a.is_empty() {
+            Some(want)
+        } else if want == a {
+            Some("")
+        } else {
+            want.strip_prefix(a).filter(|r| r.starts_with('/'))
+        };
+        if let Some(rest) = rest {
+            let mut v = vec![String::from_utf8_lossy(top_name(a.as_bytes())).into_owned()];
+            v.extend(parts(rest));
+            return Ok(v);
+        }
+    }
+    let held: Vec<String> = body
+        .paths
+        .iter()
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect();
+    Err(Error::Usage(format!(
+        "{p} is not in the snapshot (it holds {})",
+        held.join(", ")
+    )))
+}
+
+/// A time given for SNAPSHOT, in ns since the epoch (UTC unless an offset
+/// is given): `2026-11-20`, `2026-11-20T12:00`, `2026-11-20T12:00:00Z`,
+/// `2026-11-20T12:00:00.5+01:00`. A bare date is that day's first instant.
+pub fn parse_time(s: &str) -> Option<i64> {
+    let b = s.as_bytes();
+    if b.len() < 10 || b[4] != b'-' || b[7] != b'-' {
+        return None;
+    }
+    let n = |r: std::ops::Range<usize>| -> Option<i64> {
+        let t = s.get(r)?;
+        (!t.is_empty() && t.bytes().all(|c| c.is_ascii_digit()))
+            .then(|| t.parse().ok())
+            .flatten()
+    };
+    let (y, mo, d) = (n(0..4)?, n(5..7)?, n(8..10)?);
+    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) {
+        return None;
+    }
+    let mut secs = days_from_civil(y, mo as u32, d as u32) * 86_400;
+    let mut nanos = 0i64;
+    let mut rest = &s[10..];
+    if !rest.is_empty() {
+        rest = rest.strip_prefix(['T', 't', ' '])?;
+        let hb = rest.as_bytes();
+        if hb.len() < 5 || hb[2] != b':' {
+            return None;
+        }
+        let h: i64 = rest.get(0..2)?.parse().ok()?;
+        let mi: i64 = rest.get(3..5)?.parse().ok()?;
+        let mut sec = 0i64;
+        rest = &rest[5..];
+        if let Some(r) = rest.strip_prefix(':') {
+            sec = r.get(0..2)?.parse().ok()?;
+            rest = &r[2..];
+            if let Some(r) = rest.strip_prefix('.') {
+                let digits = r.bytes().take_while(u8::is_ascii_digit).count();
+                if digits == 0 || digits > 9 {
+                    return None;
+                }
+                let f: i64 = r[..digits].parse().ok()?;
+                nanos = f * 10i64.pow(9 - digits as u32);
+                rest = &r[digits..];
+            }
+        }
+        if h > 23 || mi > 59 || sec > 60 {
+            return None;
+        }
+        secs += h * 3600 + mi * 60 + sec;
+        match rest {
+            "" | "Z" | "z" => {}
+            _ => {
+                let sign = match rest.as_bytes()[0] {
+                    b'+' => 1,
+                    b'-' => -1,
+                    _ => return None,
+                };
+                let o = &rest[1..];
+                if o.len() != 5 || o.as_bytes()[2] != b':' {
+                    return None;
+                }
+                let oh: i64 = o[0..2].parse().ok()?;
+                let om: i64 = o[3..5].parse().ok()?;
+                secs -= sign * (oh * 3600 + om * 60);
+            }
+        }
+    }
+    secs.checked_mul(1_000_000_000)?.checked_add(nanos)
+}
+
+/// Howard Hinnant's days-from-civil algorithm.
+pub fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m as i64 + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d as i64 - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// Howard Hinnant's days-to-civil algorithm.
+pub fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times() {
+        assert_eq!(parse_time("1970-01-01"), Some(0));
+        assert_eq!(
+            parse_time("2026-11-20T12:00:00Z"),
+            Some(1_795_176_000 * 1_000_000_000)
+        );
+        assert_eq!(
+            parse_time("2026-11-20"),
+            Some((1_795_176_000 - 12 * 3600) * 1_000_000_000)
+        );
+        assert_eq!(
+            parse_time("2026-11-20T13:00:00+01:00"),
+            parse_time("2026-11-20T12:00:00Z")
+        );
+        assert_eq!(
+            parse_time("2026-11-20T12:00:00.5Z"),
+            Some(1_795_176_000 * 1_000_000_000 + 500_000_000)
+        );
+        assert_eq!(
+            parse_time("2026-11-20 12:00"),
+            parse_time("2026-11-20T12:00:00Z")
+        );
+        for bad in [
+            "latest",
+            "abcdef12",
+            "2026-13-01",
+            "2026-11-20T25:00Z",
+            "2026-11-20X",
+            "2026-11-20T12:00:00+0100",
+            "2026-1-20",
+        ] {
+            assert_eq!(parse_time(bad), None, "{bad}");
+        }
+        assert_eq!(civil_from_days(days_from_civil(2024, 2, 29)), (2024, 2, 29));
+    }
+
+    #[test]
+    fn paths() {
+        let body = SnapshotBody {
+            paths: vec![b"/var/mail".to_vec(), b"/etc".to_vec()],
+            ..Default::default()
+        };
+        assert_eq!(
+            tree_path(&body, "/var/mail/u7/Maildir").unwrap(),
+            ["mail", "u7", "Maildir"]
+        );
+        assert_eq!(tree_path(&body, "/var/mail/").unwrap(), ["mail"]);
+        assert_eq!(tree_path(&body, "mail/u7/").unwrap(), ["mail", "u7"]);
+        assert!(tree_path(&body, "/var/mailx").is_err());
+        assert!(tree_path(&body, "/srv").is_err());
+        assert!(covers(&body, "/etc/passwd"));
+        assert!(covers(&body, "mail/u7"));
+        assert!(!covers(&body, "srv/x"));
+        let root = SnapshotBody {
+            paths: vec![b"/".to_vec()],
+            ..Default::default()
+        };
+        assert_eq!(
+            tree_path(&root, "/var/mail").unwrap(),
+            ["root", "var", "mail"]
+        );
     }
 }

@@ -13,11 +13,15 @@ pub struct Args {
     /// The restore key
     #[arg(long)]
     pub key: PathBuf,
-    /// Choose `latest` (or a prefix) among this client's snapshots only;
-    /// `latest` needs it when several clients have snapshots
-    #[arg(long, value_name = "NAME")]
-    pub client: Option<String>,
+    #[command(flatten)]
+    pub pick: crate::cmd::mail::Pick,
+    /// An id, a prefix, `latest`, or a time (2026-11-20T12:00:00Z,
+    /// 2026-11-20): the newest at or before it, by the vault's time
     pub snapshot: String,
+    /// List only under this path, as `ls` prints it or as backed up
+    /// (/var/mail/u7); repeatable
+    #[arg(long)]
+    pub path: Vec<String>,
     /// Print one JSON array of objects
     #[arg(long)]
     pub json: bool,
@@ -26,8 +30,30 @@ pub struct Args {
 pub fn run(a: Args) -> Result<ExitCode> {
     let (repo, key) = util::open(&a.repo, &a.key)?;
     key.require_restore("ls")?;
-    let (id, _) = repo.resolve_for(&a.snapshot, a.client.as_deref())?;
-    let list = with_snapshot(&repo, &key, &id, entries)?;
+    let id = a.pick.resolve(&repo, &key, &a.snapshot, &a.path)?;
+    let mut list = with_snapshot(&repo, &key, &id, entries)?;
+    if !a.path.is_empty() {
+        let (_, secret) = key.require_restore("ls")?;
+        let body = repo
+            .load_snapshot(&id)?
+            .open_body(secret)
+            .map_err(|e| holdfast_repo::Error::Tamper(e.to_string()))?;
+        let mut want = Vec::new();
+        for p in &a.path {
+            want.push(
+                holdfast_repo::repo::tree_path(&body, p)?
+                    .join("/")
+                    .into_bytes(),
+            );
+        }
+        list.retain(|e| {
+            want.iter().any(|w| {
+                w.is_empty()
+                    || e.path == *w
+                    || (e.path.starts_with(w) && e.path.get(w.len()) == Some(&b'/'))
+            })
+        });
+    }
     if a.json {
         let v: Vec<_> = list
             .iter()

@@ -4,6 +4,7 @@
 pub mod audit;
 pub mod backup;
 pub mod diff;
+pub mod drill;
 pub mod export;
 
 pub mod govern;
@@ -12,6 +13,7 @@ pub mod key;
 pub mod replica;
 
 pub mod ls;
+pub mod mail;
 pub mod restore;
 pub mod snapshots;
 pub mod status;

@@ -2,7 +2,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Result;
-use holdfast_repo::restore::{RestoreOptions, restore};
+use holdfast_repo::restore::{RestoreOptions, RestoreReport, restore};
 
 use crate::util;
 
@@ -13,27 +13,25 @@ pub struct Args {
     /// The restore key (restore.key)
     #[arg(long)]
     pub key: PathBuf,
-    /// Choose `latest` (or a prefix) among this client's snapshots only;
-    /// `latest` needs it when several clients have snapshots
-    #[arg(long, value_name = "NAME")]
-    pub client: Option<String>,
+    #[command(flatten)]
+    pub pick: crate::cmd::mail::Pick,
+    /// An id, a prefix, `latest`, or a time (2026-11-20T12:00:00Z,
+    /// 2026-11-20): the newest at or before it, by the vault's time
     pub snapshot: String,
     /// A new or empty directory to restore into
     pub target: PathBuf,
-    /// Restore only this path inside the snapshot (as `ls` shows it)
+    /// Restore only this path inside the snapshot, as `ls` shows it or as
+    /// it was backed up (/var/mail/u7); repeatable. `latest` and times
+    /// then choose among snapshots that hold it.
     #[arg(long)]
-    pub path: Option<String>,
+    pub path: Vec<String>,
 }
 
 pub fn run(a: Args) -> Result<ExitCode> {
     let (repo, key) = util::open(&a.repo, &a.key)?;
     key.require_restore("restore")?;
-    let (id, _) = repo.resolve_for(&a.snapshot, a.client.as_deref())?;
-    let opts = RestoreOptions {
-        target: a.target.clone(),
-        subpath: a.path,
-    };
-    let r = util::with_progress("restore", |p| restore(&repo, &key, &id, &opts, p))?;
+    let id = a.pick.resolve(&repo, &key, &a.snapshot, &a.path)?;
+    let r = util::with_progress("restore", |p| restore_paths(&repo, &key, &id, &a, p))?;
     let summary = format!(
         "restored snapshot {} into {}: {} files, {} dirs, {} symlinks, {}",
         id.short(),
@@ -73,4 +71,71 @@ pub fn run(a: Args) -> Result<ExitCode> {
         r.errors.len()
     );
     Ok(ExitCode::from(util::EXIT_PARTIAL))
+}
+
+/// Restores the whole snapshot, or each `--path` (either form) into the
+/// same target: the first directly, the others through a staging
+/// directory beside the target whose result is moved in.
+fn restore_paths(
+    repo: &holdfast_repo::Repository,
+    key: &holdfast_repo::keys::Key,
+    id: &holdfast_core::ObjectId,
+    a: &Args,
+    p: &holdfast_repo::Progress,
+) -> Result<RestoreReport> {
+    if a.path.is_empty() {
+        let opts = RestoreOptions {
+            target: a.target.clone(),
+            subpath: None,
+        };
+        return Ok(restore(repo, key, id, &opts, p)?);
+    }
+    let (_, secret) = key.require_restore("restore")?;
+    let body = repo
+        .load_snapshot(id)?
+        .open_body(secret)
+        .map_err(|e| holdfast_repo::Error::Tamper(e.to_string()))?;
+    let mut subs: Vec<Vec<String>> = Vec::new();
+    for path in &a.path {
+        subs.push(holdfast_repo::repo::tree_path(&body, path)?);
+    }
+    // A path inside another one given is restored with it.
+    subs.sort();
+    subs.dedup();
+    let subs: Vec<Vec<String>> = subs
+        .iter()
+        .filter(|s| !subs.iter().any(|o| o.len() < s.len() && s.starts_with(o)))
+        .cloned()
+        .collect();
+    let mut total = RestoreReport::default();
+    for (i, sub) in subs.iter().enumerate() {
+        let one = |target: PathBuf| {
+            let opts = RestoreOptions {
+                target,
+                subpath: Some(sub.join("/")),
+            };
+            restore(repo, key, id, &opts, p)
+        };
+        let r = if i == 0 {
+            one(a.target.clone())?
+        } else {
+            let stage = a.target.join(format!(".holdfast-restore-{i}"));
+            let r = one(stage.clone())?;
+            let from = sub.iter().fold(stage.clone(), |d, c| d.join(c));
+            let to = sub.iter().fold(a.target.clone(), |d, c| d.join(c));
+            if let Some(parent) = to.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            std::fs::rename(&from, &to).map_err(|e| anyhow::anyhow!("{}: {e}", to.display()))?;
+            std::fs::remove_dir_all(&stage)?;
+            r
+        };
+        total.files += r.files;
+        total.dirs += r.dirs;
+        total.symlinks += r.symlinks;
+        total.bytes += r.bytes;
+        total.damaged.extend(r.damaged);
+        total.errors.extend(r.errors);
+    }
+    Ok(total)
 }
