@@ -6,6 +6,7 @@
 //! written — they are listed); 4 damage or tampering detected.
 
 mod cmd;
+mod metrics_file;
 mod shares_arg;
 mod util;
 

@@ -428,3 +428,85 @@ fn vault_http_address_is_checked_before_start() {
     assert!(o.stdout.is_empty(), "the vault started: {o:?}");
     assert!(String::from_utf8_lossy(&o.stderr).contains("PORT or HOST:PORT"));
 }
+
+/// `backup --metrics-file`: a success writes the success time and the
+/// figures; a failed run moves the attempt time and the failure counts but
+/// keeps the success time and the last snapshot's figures; the file is
+/// replaced whole (no temp file left) and passes promtool.
+#[test]
+fn backup_metrics_file_never_moves_success_on_failure() {
+    let w = World::new();
+    init_with(&w, &["--client", "mx1"]);
+    let src = w.path("data");
+    make_maildir(&src, 1, 5, 3);
+    let dir = w.path("textfile");
+    std::fs::create_dir(&dir).unwrap();
+    let prom = dir.join("holdfast.prom");
+    let (repo, key) = (w.repo(), w.key("client"));
+    let backup = |repo: &str| {
+        w.run(&[
+            "backup",
+            "--repo",
+            repo,
+            "--key",
+            &key,
+            "--metrics-file",
+            prom.to_str().unwrap(),
+            src.to_str().unwrap(),
+        ])
+    };
+    let t0 = now_secs();
+    let o = backup(&repo);
+    assert!(o.status.success(), "{o:?}");
+    let first = std::fs::read_to_string(&prom).unwrap();
+    let v = |t: &str, n: &str| value(t, n, &[("client", "mx1")]);
+    let success = v(&first, "holdfast_backup_last_success_timestamp_seconds").unwrap();
+    assert!(success >= t0 as f64 && success <= now_secs() as f64 + 1.0);
+    assert_eq!(v(&first, "holdfast_backup_failures_total"), Some(0.0));
+    assert_eq!(v(&first, "holdfast_backup_last_exit_code"), Some(0.0));
+    assert!(v(&first, "holdfast_backup_last_source_bytes").unwrap() > 1000.0);
+    assert!(v(&first, "holdfast_backup_last_stored_bytes").unwrap() > 0.0);
+    let source = v(&first, "holdfast_backup_last_source_bytes");
+
+    std::thread::sleep(Duration::from_millis(1100));
+    // A repository that is not there: the run fails.
+    let o = backup(w.path("no-such-repo").to_str().unwrap());
+    assert_eq!(o.status.code(), Some(1), "{o:?}");
+    let second = std::fs::read_to_string(&prom).unwrap();
+    assert_eq!(
+        v(&second, "holdfast_backup_last_success_timestamp_seconds"),
+        Some(success),
+        "a failed run moved the success time:\n{second}"
+    );
+    assert!(v(&second, "holdfast_backup_last_attempt_timestamp_seconds").unwrap() > success);
+    assert_eq!(v(&second, "holdfast_backup_failures_total"), Some(1.0));
+    assert_eq!(
+        v(&second, "holdfast_backup_consecutive_failures"),
+        Some(1.0)
+    );
+    assert_eq!(v(&second, "holdfast_backup_last_exit_code"), Some(1.0));
+    assert_eq!(v(&second, "holdfast_backup_last_source_bytes"), source);
+
+    let o = backup(&repo);
+    assert!(o.status.success(), "{o:?}");
+    let third = std::fs::read_to_string(&prom).unwrap();
+    assert!(v(&third, "holdfast_backup_last_success_timestamp_seconds").unwrap() > success);
+    assert_eq!(v(&third, "holdfast_backup_failures_total"), Some(1.0));
+    assert_eq!(v(&third, "holdfast_backup_consecutive_failures"), Some(0.0));
+    let names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, vec!["holdfast.prom".to_string()]);
+    for (name, labels, _) in samples(&third) {
+        assert!(name.starts_with("holdfast_backup_"), "{name}");
+        assert_eq!(labels, vec![("client".to_string(), "mx1".to_string())]);
+    }
+    if tool("promtool") {
+        let p = Command::new("promtool")
+            .args(["check", "metrics"])
+            .stdin(std::process::Stdio::piped())
+            .output_with_stdin(third.as_bytes());
+        assert!(p.status.success(), "{}", String::from_utf8_lossy(&p.stderr));
+    }
+}

@@ -32,9 +32,22 @@ pub struct Args {
     /// Print the result as JSON
     #[arg(long)]
     pub json: bool,
+    /// Write node-exporter textfile metrics about this run to PATH (e.g.
+    /// /var/lib/prometheus/node-exporter/holdfast.prom), atomically; a
+    /// failed run never moves the last success time
+    #[arg(long, value_name = "PATH")]
+    pub metrics_file: Option<PathBuf>,
 }
 
 pub fn run(a: Args) -> Result<ExitCode> {
+    let Some(path) = a.metrics_file.clone() else {
+        return run_backup(a, &mut None);
+    };
+    let key = a.key.clone();
+    crate::metrics_file::run(path, &key, |stats| run_backup(a, stats))
+}
+
+fn run_backup(a: Args, stats: &mut Option<crate::metrics_file::Stats>) -> Result<ExitCode> {
     let (repo, key) = util::open(&a.repo, &a.key)?;
     let opts = BackupOptions {
         paths: a.paths,
@@ -44,6 +57,7 @@ pub fn run(a: Args) -> Result<ExitCode> {
         cache_dir: util::cache_dir(a.cache_dir),
     };
     let r = util::with_progress("backup", |p| backup(&repo, &key, &opts, p))?;
+    *stats = Some((&r).into());
     if a.json {
         util::json(&serde_json::json!([{
             "snapshot": r.snapshot.to_hex(),
