@@ -7,6 +7,10 @@
 //! trees are built bottom-up → after every pack is durable, the signed
 //! snapshot is written (the commit point) → the cache is saved.
 //!
+//! Before the commit, this run is compared with the previous snapshot
+//! ([`crate::detect`]); findings go into the snapshot and the report, and
+//! the snapshot is written whatever they say (it is the evidence).
+//!
 //! At most one pack is being filled and one being written at a time, and
 //! files are streamed through the chunker, so memory stays bounded whatever
 //! the size of the files.
@@ -26,8 +30,8 @@ use globset::{Glob, GlobSet, GlobSetBuilder};
 use holdfast_core::chunker::{self, StreamError};
 use holdfast_core::crypto::{self, IdKey, Identity, SessionKey};
 use holdfast_core::format::{
-    self, KIND_DATA, KIND_TREE, Node, NodeKind, PackBuilder, PackEntry, Snapshot, SnapshotBody,
-    SnapshotHeader, Tree,
+    self, Finding, KIND_DATA, KIND_TREE, Node, NodeKind, PackBuilder, PackEntry, Signal, Snapshot,
+    SnapshotBody, SnapshotHeader, Tree,
 };
 use holdfast_core::keyfile::Secret;
 use holdfast_core::{BlobId, ObjectId};
@@ -35,6 +39,7 @@ use holdfast_store::Kind;
 use rayon::prelude::*;
 
 use crate::cache::{Cache, CachedFile, FileStat, Owner};
+use crate::detect::{self, ReadStats, Reading};
 use crate::index::read_pack_table;
 use crate::keys::Key;
 use crate::{Error, Progress, Repository, Result, now_ns};
@@ -63,6 +68,13 @@ pub struct BackupReport {
     pub stored_bytes: u64,
     pub packs_written: u64,
     pub unreadable: Vec<(PathBuf, String)>,
+    /// Anomalies against the previous snapshot (stored in the snapshot).
+    pub findings: Vec<Finding>,
+    /// Some paths behind each finding (local only, never stored).
+    pub examples: Vec<(Signal, Vec<PathBuf>)>,
+    /// False when there was no previous snapshot in the cache to compare
+    /// with (first backup, or a lost cache).
+    pub compared: bool,
 }
 
 // ------------------------------------------------------------------ plan
@@ -273,16 +285,21 @@ impl Uploader<'_> {
 type WrittenPack = (ObjectId, Vec<PackEntry>, u64);
 
 enum FileResult {
-    Done(Vec<BlobId>, u64),
+    Done(Vec<BlobId>, u64, Option<ReadStats>),
     Unreadable(String),
 }
 
+/// Reads, chunks and uploads one file. With `detect`, a message's entropy
+/// and header block are measured on the bytes already read for chunking.
 fn read_file(
     up: &Uploader,
     chunking: &format::Chunking,
     path: &Path,
     size: u64,
+    detect: bool,
 ) -> Result<FileResult> {
+    let mut reading =
+        (detect && detect::is_message(path.as_os_str().as_bytes())).then(Reading::default);
     let mut f = match File::open(path) {
         Ok(f) => f,
         Err(e) => return Ok(FileResult::Unreadable(e.to_string())),
@@ -295,6 +312,9 @@ fn read_file(
             return Ok(FileResult::Unreadable(e.to_string()));
         }
         total = buf.len() as u64;
+        if let Some(r) = &mut reading {
+            r.add(&buf, true);
+        }
         chunker::chunk_slice(chunking, &buf, |c| {
             chunks.push(up.add(KIND_DATA, c)?);
             Ok::<_, Error>(())
@@ -302,6 +322,9 @@ fn read_file(
     } else {
         let r = chunker::chunk_stream(chunking, f, |c| {
             total += c.len() as u64;
+            if let Some(r) = &mut reading {
+                r.add(&c, false);
+            }
             chunks.push(up.add(KIND_DATA, &c)?);
             Ok::<_, Error>(())
         });
@@ -311,7 +334,11 @@ fn read_file(
             Err(StreamError::Sink(e)) => return Err(e),
         }
     }
-    Ok(FileResult::Done(chunks, total))
+    Ok(FileResult::Done(
+        chunks,
+        total,
+        reading.map(Reading::finish),
+    ))
 }
 
 /// Rebuilds the blob → pack map from the tables of packs that this client's
@@ -397,9 +424,24 @@ pub fn backup(
         unreadable: Vec::new(),
     };
     let mut abs_paths = Vec::new();
+    // Each root, and the error that made it missing (a wipe if the previous
+    // snapshot had files under it, else an error as before).
+    let mut roots: Vec<(Vec<u8>, Option<Error>)> = Vec::new();
     for p in &opts.paths {
         let abs = std::path::absolute(p).map_err(|e| crate::io_err(p, e))?;
-        let md = std::fs::symlink_metadata(&abs).map_err(|e| crate::io_err(&abs, e))?;
+        let md = match std::fs::symlink_metadata(&abs) {
+            Ok(md) => md,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                abs_paths.push(abs.as_os_str().as_bytes().to_vec());
+                roots.push((
+                    abs.as_os_str().as_bytes().to_vec(),
+                    Some(crate::io_err(&abs, e)),
+                ));
+                continue;
+            }
+            Err(e) => return Err(crate::io_err(&abs, e)),
+        };
+        roots.push((abs.as_os_str().as_bytes().to_vec(), None));
         walker.one_fs = opts.one_file_system.then_some(md.dev());
         let name = abs
             .file_name()
@@ -440,8 +482,25 @@ pub fn backup(
         .collect();
     cache.retain_packs(&existing);
     if cache.packs.is_empty() {
+        let history = std::mem::take(&mut cache.history);
         cache = Cache::default();
+        cache.history = history;
         rebuild_known(repo, &me, &mut cache)?;
+    }
+    // A root that is gone is a wipe only if the last snapshot had files
+    // under it; otherwise it is the error it always was (a typo).
+    let compared = cache.last_snapshot.is_some() && !cache.files.is_empty();
+    for (root, missing) in &mut roots {
+        if let Some(e) = missing.take() {
+            let had = cache
+                .files
+                .keys()
+                .any(|p| p.starts_with(root) && p.get(root.len()).is_none_or(|&b| b == b'/'));
+            if !had {
+                return Err(e);
+            }
+            *missing = Some(e);
+        }
     }
 
     // 3. Which files must be read?
@@ -523,7 +582,7 @@ pub fn backup(
     let results: Vec<Result<FileResult>> = paths
         .par_iter()
         .map(|(path, size)| {
-            let r = read_file(&up, chunking, path, *size);
+            let r = read_file(&up, chunking, path, *size, compared);
             if r.is_err() {
                 failed.store(true, Ordering::Relaxed);
             }
@@ -534,12 +593,16 @@ pub fn backup(
 
     let mut first_error = None;
     let mut gone: HashSet<(usize, usize)> = HashSet::new();
+    let mut read_stats: HashMap<Vec<u8>, ReadStats> = HashMap::new();
     for ((d, i), r) in work.iter().zip(results) {
         match r {
-            Ok(FileResult::Done(c, size)) => {
-                if let PKind::File { chunks, stat, .. } = &mut dirs[*d][*i].kind {
+            Ok(FileResult::Done(c, size, stats)) => {
+                if let PKind::File { chunks, stat, path } = &mut dirs[*d][*i].kind {
                     *chunks = Some(c);
                     stat.size = size;
+                    if let Some(s) = stats {
+                        read_stats.insert(path.as_os_str().as_bytes().to_vec(), s);
+                    }
                 }
             }
             Ok(FileResult::Unreadable(why)) => {
@@ -654,7 +717,29 @@ pub fn backup(
     need.sort();
     need.dedup();
 
-    // 7. Commit: the snapshot, after everything it references is durable.
+    // 7. Detection: this run against the previous snapshot (the cache).
+    let outcome = if compared {
+        let unreadable_set: HashSet<Vec<u8>> = unreadable
+            .iter()
+            .map(|(p, _)| p.as_os_str().as_bytes().to_vec())
+            .collect();
+        let root_list: Vec<(Vec<u8>, bool)> = roots
+            .iter()
+            .map(|(r, m)| (r.clone(), m.is_some()))
+            .collect();
+        detect::compare(&detect::Input {
+            roots: &root_list,
+            prev: &cache.files,
+            cur: &new_cache_files,
+            read: &read_stats,
+            unreadable: &unreadable_set,
+            history: &cache.history,
+        })
+    } else {
+        detect::Outcome::default()
+    };
+
+    // 8. Commit: the snapshot, after everything it references is durable.
     let header = SnapshotHeader {
         config_id: repo.config_id,
         client: me,
@@ -676,14 +761,23 @@ pub fn backup(
             .map(|(p, _)| p.as_os_str().as_bytes().to_vec())
             .collect(),
     };
-    let (snap_id, snap_bytes) = Snapshot::create(header, &body, &session, identity)?;
+    let (snap_id, snap_bytes) =
+        Snapshot::create_with_findings(header, &outcome.findings, &body, &session, identity)?;
     repo.backend
         .put(Kind::Snapshot, &snap_id.to_hex(), &snap_bytes)?;
     drop(session);
 
-    // 8. Cache (best effort: losing it costs a re-read, not correctness).
+    // 9. Cache (best effort: losing it costs a re-read, not correctness).
     cache.files = new_cache_files;
     cache.last_snapshot = Some(snap_id);
+    if compared {
+        cache.history.push(outcome.run);
+        let n = cache.history.len();
+        let max = holdfast_core::detect::BASELINE_MAX_RUNS;
+        if n > max {
+            cache.history.drain(..n - max);
+        }
+    }
     let _ = cache.save(&cache_path, &owner);
 
     Ok(BackupReport {
@@ -697,5 +791,19 @@ pub fn backup(
         stored_bytes,
         packs_written,
         unreadable,
+        examples: outcome
+            .examples
+            .into_iter()
+            .map(|(s, ps)| {
+                (
+                    s,
+                    ps.into_iter()
+                        .map(|p| PathBuf::from(OsStr::from_bytes(&p)))
+                        .collect(),
+                )
+            })
+            .collect(),
+        findings: outcome.findings,
+        compared,
     })
 }

@@ -19,7 +19,18 @@ use holdfast_core::{BlobId, ObjectId};
 
 use crate::{Result, io_err};
 
-const MAGIC: &[u8; 8] = b"HFCACHE1";
+const MAGIC_V1: &[u8; 8] = b"HFCACHE1";
+/// Version 2: version 1 followed by the run history (detection baseline).
+const MAGIC: &[u8; 8] = b"HFCACHE2";
+
+/// One earlier run, for the volume baseline (`holdfast_repo::detect`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RunStats {
+    /// Files new, rewritten or deleted (moves excluded).
+    pub churn: u64,
+    /// Bytes of the new and rewritten files.
+    pub changed_bytes: u64,
+}
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FileStat {
@@ -44,6 +55,8 @@ pub struct Cache {
     pub blobs: HashMap<BlobId, u32>,
     /// Absolute path bytes → file.
     pub files: HashMap<Vec<u8>, CachedFile>,
+    /// The last runs, oldest first (at most `detect::BASELINE_MAX_RUNS`).
+    pub history: Vec<RunStats>,
 }
 
 /// Identifies whose cache a file is.
@@ -71,8 +84,9 @@ impl Cache {
     }
 
     fn decode(b: &[u8], owner: &Owner) -> std::result::Result<Cache, DecodeError> {
+        let v2 = b.starts_with(MAGIC);
         let mut r = Reader::new(b);
-        r.magic(MAGIC, "cache")?;
+        r.magic(if v2 { MAGIC } else { MAGIC_V1 }, "cache")?;
         if r.array::<16>()? != owner.repo_id
             || r.array::<32>()? != owner.client
             || ObjectId(r.array()?) != owner.config_id
@@ -116,12 +130,26 @@ impl Cache {
             }
             files.insert(path, CachedFile { stat, chunks });
         }
+        let mut history = Vec::new();
+        if v2 {
+            let n = r.count(16, "history")?;
+            for _ in 0..n.min(holdfast_core::detect::BASELINE_MAX_RUNS) {
+                history.push(RunStats {
+                    churn: r.u64()?,
+                    changed_bytes: r.u64()?,
+                });
+            }
+            if n > holdfast_core::detect::BASELINE_MAX_RUNS {
+                return Err(DecodeError::Invalid("history"));
+            }
+        }
         r.finish()?;
         Ok(Cache {
             last_snapshot,
             packs,
             blobs,
             files,
+            history,
         })
     }
 
@@ -157,6 +185,15 @@ impl Cache {
             for c in &f.chunks {
                 w.raw(&c.0);
             }
+        }
+        let keep = self
+            .history
+            .len()
+            .min(holdfast_core::detect::BASELINE_MAX_RUNS);
+        let history = &self.history[self.history.len() - keep..];
+        w.u32(history.len() as u32);
+        for h in history {
+            w.u64(h.churn).u64(h.changed_bytes);
         }
         w.into_vec()
     }

@@ -6,6 +6,7 @@ pub mod audit;
 pub mod backup;
 pub mod bundle;
 pub mod cache;
+pub mod detect;
 pub mod drill;
 pub mod index;
 pub mod init;

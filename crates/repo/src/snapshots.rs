@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use holdfast_core::format::{NodeKind, SnapshotBody, Tree};
+use holdfast_core::format::{Finding, NodeKind, SnapshotBody, Tree};
 use holdfast_core::{BlobId, ObjectId};
 
 use crate::index::{BlobReader, Index};
@@ -15,6 +15,9 @@ pub struct SnapshotInfo {
     pub client: String,
     pub parent: Option<ObjectId>,
     pub packs: usize,
+    /// The client's findings at backup time (signed, in the clear); None
+    /// for a snapshot written before clients looked (record version 1).
+    pub findings: Option<Vec<Finding>>,
     /// Only with the restore key.
     pub body: Option<SnapshotBody>,
 }
@@ -42,6 +45,7 @@ pub fn list(repo: &Repository, key: &Key) -> Result<(Vec<SnapshotInfo>, Vec<Erro
             client: repo.member_name(&s.header.client),
             parent: s.header.parent,
             packs: s.header.packs.len(),
+            findings: s.findings.clone(),
             body,
         });
     }

@@ -42,6 +42,12 @@ pub fn run(a: Args) -> Result<ExitCode> {
                     "client": s.client,
                     "parent": s.parent.map(|p| p.to_hex()),
                     "packs": s.packs,
+                    // The client's findings at backup time ([] when none);
+                    // a snapshot from before detection was never checked.
+                    "anomalies": s.findings.iter().flatten().map(|f| serde_json::json!({
+                        "signal": f.signal.name(), "count": f.count, "detail": f.detail,
+                    })).collect::<Vec<_>>(),
+                    "checked_for_anomalies": s.findings.is_some(),
                 });
                 if let Some((t, l)) = lock_of(&s.id) {
                     o["vault_time"] = util::time(t).into();
@@ -88,13 +94,24 @@ pub fn run(a: Args) -> Result<ExitCode> {
                 Some((t, l)) => (t, format!("  locked until {}", util::time(l))),
                 None => (s.time_ns, String::new()),
             };
+            let flags = match s.findings.as_deref() {
+                Some(fs) if !fs.is_empty() => format!(
+                    "  ANOMALY: {}",
+                    fs.iter()
+                        .map(|f| format!("{} ({})", f.signal.name(), f.count))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                _ => String::new(),
+            };
             util::out(format!(
-                "{}  {}  {}{}{}",
+                "{}  {}  {}{}{}{}",
                 &s.id.to_hex()[..16],
                 util::time(time),
                 s.client,
                 lock,
-                detail
+                detail,
+                flags
             ));
         }
     }

@@ -1,0 +1,781 @@
+//! Client signals at backup time (SPEC G8, issue 11): this run's files
+//! against the client's previous snapshot, as its cache remembers it (path,
+//! size, chunk ids per file), and against a baseline of its earlier runs.
+//!
+//! What the client sees that nobody else can is plaintext: a message
+//! rewritten in place, new mail that is noise or no longer mail. The
+//! findings go into the snapshot's signed clear part (so the vault reads
+//! them) with counts and ratios only, never a path; the paths are for the
+//! local report. The maths is in [`holdfast_core::detect`].
+//!
+//! A file is a *message* when it sits in a Maildir `cur/` or `new/`
+//! directory; its *folder* is the directory holding that `cur/`/`new/`, its
+//! *mailbox* the first directory under the backed-up root. A *move* (the
+//! same content under another path, e.g. `new/` → `cur/` or a flag change)
+//! is neither a deletion nor a new file.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use holdfast_core::BlobId;
+use holdfast_core::detect::{self as maths, ENTROPY_BITS, Z_LIMIT};
+use holdfast_core::format::{Finding, Signal};
+
+use crate::cache::{CachedFile, RunStats};
+
+/// Messages rewritten in place (a delivered message never changes) before
+/// it is a finding.
+pub const IN_PLACE_MIN: u64 = 1;
+/// New or rewritten messages above [`ENTROPY_BITS`].
+pub const ENTROPY_MIN: u64 = 1;
+/// New or rewritten messages that no longer open with a header block.
+pub const NOT_MAIL_MIN: u64 = 1;
+/// Renames to a new extension in one folder (Veeam: 200).
+pub const RENAMES_PER_FOLDER: u64 = 200;
+/// Files with an extension the previous snapshot did not have (NetApp: more
+/// than 20).
+pub const NEW_EXTENSION_MORE_THAN: u64 = 20;
+/// Deletions: at least this many messages *and* more than half of one
+/// folder or mailbox (Veeam's dual threshold).
+pub const DELETED_MIN: u64 = 100;
+/// Wipe: a root's file count falls by at least this many and by more than
+/// half; or its bytes by at least [`WIPE_MIN_BYTES`] and more than half.
+pub const WIPE_MIN_FILES: u64 = 20;
+pub const WIPE_MIN_BYTES: u64 = 1 << 20;
+/// Volume: least spread of the baseline (files, bytes), so that a steady
+/// history does not make one file more an anomaly.
+pub const VOLUME_FLOOR_FILES: f64 = 20.0;
+pub const VOLUME_FLOOR_BYTES: f64 = (4 << 20) as f64;
+/// Paths kept per signal for the local report.
+const EXAMPLES: usize = 5;
+
+/// What reading one new or rewritten message told.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ReadStats {
+    /// Bits per byte over the whole message.
+    pub entropy: f64,
+    /// Opens with an RFC 5322 header block.
+    pub header_ok: bool,
+}
+
+/// Accumulates [`ReadStats`] over a file streamed in pieces.
+#[derive(Default)]
+pub struct Reading {
+    hist: maths::Histogram,
+    header_ok: Option<bool>,
+}
+
+impl Reading {
+    /// Feeds the next piece; `whole` when it is the entire file.
+    pub fn add(&mut self, data: &[u8], whole: bool) {
+        if self.header_ok.is_none() {
+            self.header_ok = Some(maths::is_header_block(data, whole));
+        }
+        self.hist.add(data);
+    }
+    pub fn finish(self) -> ReadStats {
+        ReadStats {
+            entropy: self.hist.entropy(),
+            header_ok: self.header_ok.unwrap_or(false),
+        }
+    }
+}
+
+/// True for a file in a Maildir `cur/` or `new/` directory.
+pub fn is_message(path: &[u8]) -> bool {
+    let mut parts = path.rsplit(|&b| b == b'/');
+    parts.next();
+    matches!(parts.next(), Some(b"cur") | Some(b"new"))
+}
+
+fn parent(path: &[u8]) -> &[u8] {
+    match path.iter().rposition(|&b| b == b'/') {
+        Some(i) => &path[..i],
+        None => b"",
+    }
+}
+
+fn file_name(path: &[u8]) -> &[u8] {
+    match path.iter().rposition(|&b| b == b'/') {
+        Some(i) => &path[i + 1..],
+        None => path,
+    }
+}
+
+/// The Maildir folder of a message (the directory holding its `cur/`).
+fn folder(path: &[u8]) -> &[u8] {
+    parent(parent(path))
+}
+
+fn under(path: &[u8], root: &[u8]) -> bool {
+    path.starts_with(root) && (path.len() == root.len() || path.get(root.len()) == Some(&b'/'))
+}
+
+/// The first directory under `root` on the way to `path` (the user's
+/// mailbox in a spool), or the root itself for a file directly in it.
+fn mailbox<'a>(path: &'a [u8], root: &[u8]) -> &'a [u8] {
+    let rest = &path[(root.len() + 1).min(path.len())..];
+    match rest.iter().position(|&b| b == b'/') {
+        Some(i) => &path[..root.len() + 1 + i],
+        None => &path[..root.len()],
+    }
+}
+
+/// A file's extension as [`maths::extension`] reads it, except that a
+/// Maildir message without an info part (`:2,…`, as in `new/`) has none:
+/// its name ends in the delivering host's name, whatever that looks like.
+fn ext_of(path: &[u8]) -> Option<&[u8]> {
+    let name = file_name(path);
+    if is_message(path) && !name.contains(&b':') {
+        return None;
+    }
+    maths::extension(name)
+}
+
+/// Identifies content across paths: size and the first chunk id.
+fn content_key(f: &CachedFile) -> (u64, Option<BlobId>) {
+    (f.stat.size, f.chunks.first().copied())
+}
+
+pub struct Input<'a> {
+    /// Each backed-up root (absolute path bytes), and whether it was missing.
+    pub roots: &'a [(Vec<u8>, bool)],
+    /// The previous snapshot's files (the cache), absolute path → file.
+    pub prev: &'a HashMap<Vec<u8>, CachedFile>,
+    /// This run's files.
+    pub cur: &'a HashMap<Vec<u8>, CachedFile>,
+    /// What reading told, for the messages read this run.
+    pub read: &'a HashMap<Vec<u8>, ReadStats>,
+    /// Paths that could not be read this run (not deletions).
+    pub unreadable: &'a HashSet<Vec<u8>>,
+    /// Earlier runs, oldest first.
+    pub history: &'a [RunStats],
+}
+
+#[derive(Debug, Default)]
+pub struct Outcome {
+    pub findings: Vec<Finding>,
+    /// Some paths behind each finding, for the local report only.
+    pub examples: Vec<(Signal, Vec<Vec<u8>>)>,
+    /// This run, for the baseline of the next ones.
+    pub run: RunStats,
+}
+
+#[derive(Default)]
+struct Tally {
+    count: u64,
+    examples: Vec<Vec<u8>>,
+}
+
+impl Tally {
+    fn hit(&mut self, path: &[u8]) {
+        self.count += 1;
+        if self.examples.len() < EXAMPLES {
+            self.examples.push(path.to_vec());
+        }
+    }
+}
+
+#[derive(Default, Clone, Copy)]
+struct Group {
+    before: u64,
+    deleted: u64,
+}
+
+/// Compares this run with the previous snapshot and the baseline.
+pub fn compare(i: &Input) -> Outcome {
+    let mut out = Outcome::default();
+    let root_of = |p: &[u8]| i.roots.iter().find(|(r, _)| under(p, r)).map(|(r, _)| r);
+    // Content of every current file, and the previous files this run still
+    // covers (a root no longer given is not a deletion).
+    let cur_content: HashSet<(u64, Option<BlobId>)> = i.cur.values().map(content_key).collect();
+    let prev: Vec<(&Vec<u8>, &CachedFile)> = i
+        .prev
+        .iter()
+        .filter(|(p, _)| root_of(p).is_some())
+        .collect();
+    let gone: HashMap<(u64, Option<BlobId>), &Vec<u8>> = prev
+        .iter()
+        .filter(|(p, _)| !i.cur.contains_key(*p))
+        .map(|(p, f)| (content_key(f), *p))
+        .collect();
+    let prev_exts: HashSet<&[u8]> = prev.iter().filter_map(|(p, _)| ext_of(p)).collect();
+
+    let (mut in_place, mut entropy, mut not_mail, mut renamed_total) = (
+        Tally::default(),
+        Tally::default(),
+        Tally::default(),
+        Tally::default(),
+    );
+    let mut renames: HashMap<&[u8], u64> = HashMap::new();
+    let mut new_exts: BTreeMap<&[u8], Tally> = BTreeMap::new();
+    let (mut churn, mut changed_bytes) = (0u64, 0u64);
+    for (path, f) in i.cur {
+        let msg = is_message(path);
+        let judge_content = match i.prev.get(path) {
+            Some(old) if old.chunks != f.chunks => {
+                churn += 1;
+                changed_bytes += f.stat.size;
+                if msg {
+                    in_place.hit(path);
+                }
+                true
+            }
+            Some(_) => false,
+            None => match gone.get(&content_key(f)) {
+                Some(old) => {
+                    // A move or rename: the same content elsewhere.
+                    let (a, b) = (ext_of(old), ext_of(path));
+                    if b.is_some() && a != b {
+                        *renames.entry(parent(path)).or_default() += 1;
+                        renamed_total.hit(path);
+                    }
+                    false
+                }
+                None => {
+                    churn += 1;
+                    changed_bytes += f.stat.size;
+                    true
+                }
+            },
+        };
+        if judge_content && msg {
+            if let Some(r) = i.read.get(path) {
+                if r.entropy > ENTROPY_BITS {
+                    entropy.hit(path);
+                }
+                if !r.header_ok {
+                    not_mail.hit(path);
+                }
+            }
+        }
+        if let Some(e) = ext_of(path) {
+            if !prev_exts.contains(e) {
+                new_exts.entry(e).or_default().hit(path);
+            }
+        }
+    }
+
+    // Deletions, per folder and per mailbox; moves are not deletions.
+    let mut folders: HashMap<&[u8], Group> = HashMap::new();
+    let mut mailboxes: HashMap<&[u8], Group> = HashMap::new();
+    let mut deleted = Tally::default();
+    for (path, f) in &prev {
+        let msg = is_message(path);
+        let root = root_of(path).expect("filtered");
+        let (fo, mb) = (folder(path), mailbox(path, root));
+        if msg {
+            folders.entry(fo).or_default().before += 1;
+            mailboxes.entry(mb).or_default().before += 1;
+        }
+        if i.cur.contains_key(*path)
+            || i.unreadable.contains(*path)
+            || cur_content.contains(&content_key(f))
+        {
+            continue;
+        }
+        churn += 1;
+        if msg {
+            folders.entry(fo).or_default().deleted += 1;
+            mailboxes.entry(mb).or_default().deleted += 1;
+            deleted.hit(path);
+        }
+    }
+
+    let push = |out: &mut Outcome, s: Signal, n: u64, d: String, ex: Vec<Vec<u8>>| {
+        out.findings.push(Finding::new(s, n, d));
+        out.examples.push((s, ex));
+    };
+    let msgs_before: u64 = folders.values().map(|g| g.before).sum();
+    if in_place.count >= IN_PLACE_MIN {
+        push(
+            &mut out,
+            Signal::IN_PLACE,
+            in_place.count,
+            format!(
+                "{} of {} messages rewritten in place (delivered mail never changes)",
+                in_place.count, msgs_before
+            ),
+            in_place.examples,
+        );
+    }
+    if entropy.count >= ENTROPY_MIN {
+        push(
+            &mut out,
+            Signal::ENTROPY,
+            entropy.count,
+            format!(
+                "{} new or rewritten messages above {ENTROPY_BITS} bits/byte (encrypted or random)",
+                entropy.count
+            ),
+            entropy.examples,
+        );
+    }
+    if not_mail.count >= NOT_MAIL_MIN {
+        push(
+            &mut out,
+            Signal::NOT_MAIL,
+            not_mail.count,
+            format!(
+                "{} new or rewritten messages do not open with a mail header block",
+                not_mail.count
+            ),
+            not_mail.examples,
+        );
+    }
+    let max_renames = renames.values().copied().max().unwrap_or(0);
+    if max_renames >= RENAMES_PER_FOLDER {
+        push(
+            &mut out,
+            Signal::RENAMES,
+            renamed_total.count,
+            format!(
+                "{} files renamed to another extension, {max_renames} in one folder",
+                renamed_total.count
+            ),
+            renamed_total.examples,
+        );
+    }
+    for (ext, t) in new_exts {
+        if t.count > NEW_EXTENSION_MORE_THAN {
+            // The extension is a few letters the data chose; it is not a
+            // path, and it is what an operator needs to recognise.
+            push(
+                &mut out,
+                Signal::NEW_EXTENSION,
+                t.count,
+                format!(
+                    "{} files with the new extension .{}",
+                    t.count,
+                    String::from_utf8_lossy(ext)
+                ),
+                t.examples,
+            );
+        }
+    }
+    let hit = |g: &Group| g.deleted >= DELETED_MIN && g.deleted * 2 > g.before;
+    let bad_folders = folders.values().filter(|g| hit(g)).count();
+    let bad_mailboxes = mailboxes.values().filter(|g| hit(g)).count();
+    if bad_folders + bad_mailboxes > 0 {
+        let worst = folders
+            .values()
+            .chain(mailboxes.values())
+            .filter(|g| hit(g))
+            .map(|g| g.deleted * 100 / g.before.max(1))
+            .max()
+            .unwrap_or(0);
+        push(
+            &mut out,
+            Signal::DELETIONS,
+            deleted.count,
+            format!(
+                "{} messages deleted (not moved): more than half of {bad_folders} folder(s) \
+                 and {bad_mailboxes} mailbox(es), up to {worst}% of one",
+                deleted.count
+            ),
+            deleted.examples,
+        );
+    }
+
+    // Wipe: per root, against what the previous snapshot held under it.
+    let mut wipes = Vec::new();
+    let mut wiped = 0u64;
+    let mut wipe_examples = Vec::new();
+    for (root, missing) in i.roots {
+        let (mut n0, mut b0) = (0u64, 0u64);
+        for (_, f) in prev.iter().filter(|(p, _)| under(p, root)) {
+            n0 += 1;
+            b0 += f.stat.size;
+        }
+        if n0 == 0 {
+            continue;
+        }
+        // Files that could not be read this run are still there.
+        let (mut n1, mut b1) = (0u64, 0u64);
+        for (_, f) in i.cur.iter().filter(|(p, _)| under(p, root)) {
+            n1 += 1;
+            b1 += f.stat.size;
+        }
+        for (p, f) in prev.iter().filter(|(p, _)| under(p, root)) {
+            if !i.cur.contains_key(*p) && i.unreadable.contains(*p) {
+                n1 += 1;
+                b1 += f.stat.size;
+            }
+        }
+        let why = if *missing {
+            format!("a backed-up root is missing (had {n0} files)")
+        } else if n1 == 0 {
+            format!("a backed-up root is empty (had {n0} files)")
+        } else if n0 - n1.min(n0) >= WIPE_MIN_FILES && n1 * 2 < n0 {
+            format!("a root's file count fell from {n0} to {n1}")
+        } else if b0 - b1.min(b0) >= WIPE_MIN_BYTES && b1 * 2 < b0 {
+            format!("a root's bytes fell from {b0} to {b1}")
+        } else {
+            continue;
+        };
+        wiped += n0 - n1.min(n0);
+        wipes.push(why);
+        wipe_examples.push(root.clone());
+    }
+    if !wipes.is_empty() {
+        push(
+            &mut out,
+            Signal::WIPE,
+            wiped,
+            wipes.join("; "),
+            wipe_examples,
+        );
+    }
+
+    // Volume against the baseline of earlier runs.
+    out.run = RunStats {
+        churn,
+        changed_bytes,
+    };
+    let files: Vec<f64> = i.history.iter().map(|r| r.churn as f64).collect();
+    let bytes: Vec<f64> = i.history.iter().map(|r| r.changed_bytes as f64).collect();
+    let floor = |v: &[f64], min: f64| {
+        let mut v = v.to_vec();
+        maths::median(&mut v).map_or(min, |m| (m / 4.0).max(min))
+    };
+    let zf = maths::robust_z(&files, churn as f64, floor(&files, VOLUME_FLOOR_FILES));
+    let zb = maths::robust_z(
+        &bytes,
+        changed_bytes as f64,
+        floor(&bytes, VOLUME_FLOOR_BYTES),
+    );
+    if zf.is_some_and(|z| z > Z_LIMIT) || zb.is_some_and(|z| z > Z_LIMIT) {
+        push(
+            &mut out,
+            Signal::VOLUME,
+            churn,
+            format!(
+                "{churn} files and {changed_bytes} bytes changed: z = {:.1} (files), {:.1} (bytes) \
+                 against the median of the last {} runs",
+                zf.unwrap_or(0.0),
+                zb.unwrap_or(0.0),
+                i.history.len()
+            ),
+            Vec::new(),
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cache::FileStat;
+
+    fn file(size: u64, tag: u8) -> CachedFile {
+        CachedFile {
+            stat: FileStat {
+                size,
+                mtime: (0, 0),
+                ctime: (0, 0),
+                ino: 0,
+                dev: 0,
+            },
+            chunks: vec![BlobId([tag; 32])],
+        }
+    }
+
+    fn spool(users: usize, per_folder: usize) -> HashMap<Vec<u8>, CachedFile> {
+        let mut m = HashMap::new();
+        let mut tag = 0u32;
+        for u in 0..users {
+            for f in ["", "/.Sent"] {
+                for k in 0..per_folder {
+                    tag += 1;
+                    let mut c = file(1000 + tag as u64, 0);
+                    c.chunks[0].0[..4].copy_from_slice(&tag.to_le_bytes());
+                    m.insert(
+                        format!("/spool/u{u}{f}/cur/{}.M{k}.mx1,S=1:2,S", 1600000000 + tag)
+                            .into_bytes(),
+                        c,
+                    );
+                }
+            }
+        }
+        m
+    }
+
+    fn run(
+        prev: &HashMap<Vec<u8>, CachedFile>,
+        cur: &HashMap<Vec<u8>, CachedFile>,
+        read: &HashMap<Vec<u8>, ReadStats>,
+        history: &[RunStats],
+    ) -> Outcome {
+        compare(&Input {
+            roots: &[(b"/spool".to_vec(), false)],
+            prev,
+            cur,
+            read,
+            unreadable: &HashSet::new(),
+            history,
+        })
+    }
+
+    fn signals(o: &Outcome) -> Vec<&'static str> {
+        o.findings.iter().map(|f| f.signal.name()).collect()
+    }
+
+    #[test]
+    fn message_paths() {
+        assert!(is_message(b"/s/u1/cur/123.M1.mx1:2,S"));
+        assert!(is_message(b"/s/u1/.Sent/new/123.M1.mx1"));
+        assert!(!is_message(b"/s/u1/tmp/123"));
+        assert!(!is_message(b"/s/u1/dovecot.index"));
+        assert_eq!(folder(b"/s/u1/.Sent/cur/x"), b"/s/u1/.Sent");
+        assert_eq!(mailbox(b"/s/u1/.Sent/cur/x", b"/s"), b"/s/u1");
+        assert_eq!(mailbox(b"/s/x", b"/s"), b"/s");
+        assert!(under(b"/s/a", b"/s") && !under(b"/sx/a", b"/s"));
+    }
+
+    #[test]
+    fn a_normal_day_is_quiet() {
+        let prev = spool(10, 30);
+        let mut cur = prev.clone();
+        let mut read = HashMap::new();
+        // Moves new → cur and flag renames keep the content.
+        let mut moved = 0;
+        for p in prev.keys() {
+            if moved < 15 {
+                let f = cur.remove(p).unwrap();
+                let mut q = p.clone();
+                q.push(b'R');
+                cur.insert(q, f);
+                moved += 1;
+            }
+        }
+        // A few deletions, new mail with plausible content.
+        for p in prev.keys().skip(100).take(8) {
+            cur.remove(p);
+        }
+        for k in 0..30u8 {
+            let p = format!("/spool/u1/new/1700000000.M{k}.mx1").into_bytes();
+            cur.insert(p.clone(), file(2000, 200 + k % 50));
+            read.insert(
+                p,
+                ReadStats {
+                    entropy: 4.6,
+                    header_ok: true,
+                },
+            );
+        }
+        let o = run(&prev, &cur, &read, &[]);
+        assert!(o.findings.is_empty(), "{:?}", o.findings);
+        assert_eq!(o.run.churn, 38);
+    }
+
+    #[test]
+    fn in_place_rewrites_and_noise_are_found() {
+        let prev = spool(2, 20);
+        let mut cur = prev.clone();
+        let mut read = HashMap::new();
+        for (p, f) in cur.iter_mut().take(5) {
+            f.chunks[0].0[31] ^= 1;
+            read.insert(
+                p.clone(),
+                ReadStats {
+                    entropy: 7.98,
+                    header_ok: false,
+                },
+            );
+        }
+        let o = run(&prev, &cur, &read, &[]);
+        assert_eq!(signals(&o), vec!["in_place", "entropy", "not_mail"]);
+        assert!(o.findings.iter().all(|f| f.count == 5));
+        // No path in the clear text.
+        assert!(o.findings.iter().all(|f| !f.detail.contains("/spool")));
+        assert_eq!(o.examples[0].1.len(), 5);
+    }
+
+    #[test]
+    fn deletion_needs_both_thresholds_and_moves_do_not_count() {
+        // 150 messages in one folder of 200: 75% and ≥ 100.
+        let prev = spool(1, 200);
+        let folder_of = |p: &[u8]| !p.starts_with(b"/spool/u0/.Sent");
+        let mut cur = prev.clone();
+        let victims: Vec<Vec<u8>> = prev
+            .keys()
+            .filter(|p| folder_of(p))
+            .take(150)
+            .cloned()
+            .collect();
+        for p in &victims {
+            cur.remove(p);
+        }
+        let o = run(&prev, &cur, &HashMap::new(), &[]);
+        assert_eq!(signals(&o), vec!["deletions"]);
+        assert_eq!(o.findings[0].count, 150);
+        // 99 deleted (49% of the folder): nothing.
+        let mut cur = prev.clone();
+        for p in victims.iter().take(99) {
+            cur.remove(p);
+        }
+        assert!(run(&prev, &cur, &HashMap::new(), &[]).findings.is_empty());
+        // The same 150 moved to another folder: a move, not a deletion.
+        let mut cur = prev.clone();
+        for p in &victims {
+            let f = cur.remove(p).unwrap();
+            let mut q = b"/spool/u0/.Archive/cur/".to_vec();
+            q.extend_from_slice(file_name(p));
+            cur.insert(q, f);
+        }
+        assert!(run(&prev, &cur, &HashMap::new(), &[]).findings.is_empty());
+        // 120 of 1000 in a big folder: 12%, not more than half.
+        let prev = spool(1, 1000);
+        let mut cur = prev.clone();
+        for p in prev.keys().filter(|p| folder_of(p)).take(120) {
+            cur.remove(p);
+        }
+        assert!(run(&prev, &cur, &HashMap::new(), &[]).findings.is_empty());
+    }
+
+    #[test]
+    fn renames_to_a_new_extension() {
+        let prev = spool(1, 250);
+        let mut cur = HashMap::new();
+        for (p, f) in &prev {
+            let mut q = p.clone();
+            q.extend_from_slice(b".locked");
+            cur.insert(q, f.clone());
+        }
+        let o = run(&prev, &cur, &HashMap::new(), &[]);
+        assert_eq!(signals(&o), vec!["renames", "new_extension"]);
+        assert_eq!(o.findings[1].count, 500);
+        assert!(o.findings[1].detail.contains(".locked"));
+        // 21 files with a new extension, spread out: only the extension.
+        let mut cur = prev.clone();
+        for (p, f) in prev.iter().take(21) {
+            cur.remove(p);
+            let mut q = p.clone();
+            q.extend_from_slice(b".crypt");
+            cur.insert(q, f.clone());
+        }
+        assert_eq!(
+            signals(&run(&prev, &cur, &HashMap::new(), &[])),
+            vec!["new_extension"]
+        );
+        // 20 is not more than 20.
+        let mut cur = prev.clone();
+        for (p, f) in prev.iter().take(20) {
+            cur.remove(p);
+            let mut q = p.clone();
+            q.extend_from_slice(b".crypt");
+            cur.insert(q, f.clone());
+        }
+        assert!(run(&prev, &cur, &HashMap::new(), &[]).findings.is_empty());
+    }
+
+    #[test]
+    fn host_names_in_new_are_not_extensions() {
+        let prev = spool(1, 10);
+        let mut cur = prev.clone();
+        for k in 0..40u8 {
+            cur.insert(
+                format!("/spool/u0/new/day1.{k}.mx1").into_bytes(),
+                file(2000, 100 + k),
+            );
+        }
+        assert!(run(&prev, &cur, &HashMap::new(), &[]).findings.is_empty());
+        // The same names outside a Maildir have an extension.
+        for k in 0..40u8 {
+            cur.insert(
+                format!("/spool/u0/files/day1.{k}.mx1").into_bytes(),
+                file(2000, 150 + k),
+            );
+        }
+        assert_eq!(
+            signals(&run(&prev, &cur, &HashMap::new(), &[])),
+            vec!["new_extension"]
+        );
+    }
+
+    #[test]
+    fn wipes() {
+        let prev = spool(2, 20);
+        let empty = HashMap::new();
+        let o = run(&prev, &empty, &HashMap::new(), &[]);
+        assert!(signals(&o).contains(&"wipe"), "{:?}", o.findings);
+        let w = o
+            .findings
+            .iter()
+            .find(|f| f.signal == Signal::WIPE)
+            .unwrap();
+        assert_eq!(w.count, 80);
+        assert!(w.detail.contains("empty"));
+        // Missing root.
+        let o = compare(&Input {
+            roots: &[(b"/spool".to_vec(), true)],
+            prev: &prev,
+            cur: &empty,
+            read: &HashMap::new(),
+            unreadable: &HashSet::new(),
+            history: &[],
+        });
+        assert!(o.findings.iter().any(|f| f.detail.contains("missing")));
+        // A root the previous run did not cover is not wiped.
+        let o = compare(&Input {
+            roots: &[(b"/other".to_vec(), false)],
+            prev: &prev,
+            cur: &empty,
+            read: &HashMap::new(),
+            unreadable: &HashSet::new(),
+            history: &[],
+        });
+        assert!(o.findings.is_empty());
+        // Unreadable files are not deletions, nor a wipe of the count.
+        let unreadable: HashSet<Vec<u8>> = prev.keys().cloned().collect();
+        let mut half = prev.clone();
+        let gone: Vec<_> = prev.keys().take(60).cloned().collect();
+        for p in &gone {
+            half.remove(p);
+        }
+        let o = compare(&Input {
+            roots: &[(b"/spool".to_vec(), false)],
+            prev: &prev,
+            cur: &half,
+            read: &HashMap::new(),
+            unreadable: &unreadable,
+            history: &[],
+        });
+        assert!(o.findings.is_empty(), "{:?}", o.findings);
+        // Without them: the count fell from 80 to 20.
+        let o = run(&prev, &half, &HashMap::new(), &[]);
+        assert_eq!(signals(&o), vec!["wipe"]);
+        assert!(o.findings[0].detail.contains("fell from 80 to 20"));
+    }
+
+    #[test]
+    fn volume_against_the_baseline() {
+        let prev = spool(1, 100);
+        let history: Vec<RunStats> = [30, 35, 28, 40, 33, 31, 36]
+            .iter()
+            .map(|&n| RunStats {
+                churn: n,
+                changed_bytes: n * 3000,
+            })
+            .collect();
+        let with_new = |n: u8| {
+            let mut cur = prev.clone();
+            for k in 0..n {
+                cur.insert(
+                    format!("/spool/u0/new/17.M{k}.mx1").into_bytes(),
+                    file(3000, k),
+                );
+            }
+            cur
+        };
+        let quiet = run(&prev, &with_new(45), &HashMap::new(), &history);
+        assert!(quiet.findings.is_empty(), "{:?}", quiet.findings);
+        let loud = run(&prev, &with_new(200), &HashMap::new(), &history);
+        assert_eq!(signals(&loud), vec!["volume"]);
+        // Six runs are no baseline.
+        assert!(
+            run(&prev, &with_new(200), &HashMap::new(), &history[..6])
+                .findings
+                .is_empty()
+        );
+    }
+}
