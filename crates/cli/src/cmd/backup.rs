@@ -6,6 +6,9 @@ use holdfast_repo::backup::{BackupOptions, backup};
 
 use crate::util;
 
+/// `backup` found an anomaly (SPEC G8); the snapshot is written.
+pub const EXIT_ANOMALY: u8 = 5;
+
 #[derive(clap::Args)]
 pub struct Args {
     /// Repository
@@ -65,6 +68,7 @@ fn run_backup(a: Args, stats: &mut Option<crate::metrics_file::Stats>) -> Result
             "files_read": r.files_read, "new_blobs": r.new_blobs,
             "new_bytes": r.new_bytes, "stored_bytes": r.stored_bytes,
             "packs_written": r.packs_written,
+            "anomalies": r.findings.iter().map(|f| serde_json::json!({"signal": f.signal.name(), "count": f.count, "detail": f.detail})).collect::<Vec<_>>(),
             "unreadable": r.unreadable.iter().map(|(p, e)| serde_json::json!({"path": p.display().to_string(), "error": e})).collect::<Vec<_>>(),
         }]));
     } else {
@@ -80,6 +84,25 @@ fn run_backup(a: Args, stats: &mut Option<crate::metrics_file::Stats>) -> Result
             util::bytes(r.stored_bytes),
             r.packs_written
         ));
+    }
+    for f in &r.findings {
+        eprintln!("ANOMALY {}: {} ({})", f.signal.name(), f.detail, f.count);
+        if let Some((_, ex)) = r.examples.iter().find(|(s, _)| *s == f.signal) {
+            for p in ex {
+                eprintln!("  e.g. {}", p.display());
+            }
+        }
+    }
+    if !r.findings.is_empty() {
+        for (p, e) in &r.unreadable {
+            eprintln!("unreadable: {}: {e}", p.display());
+        }
+        eprintln!(
+            "holdfast: snapshot {} written and flagged: {} anomaly signal(s); the previous snapshots are untouched",
+            r.snapshot.short(),
+            r.findings.len()
+        );
+        return Ok(ExitCode::from(EXIT_ANOMALY));
     }
     if r.unreadable.is_empty() {
         return Ok(ExitCode::SUCCESS);
