@@ -186,3 +186,205 @@ fn encrypted_burst_in_place_exits_5() {
         "local report names examples: {err}"
     );
 }
+
+fn now_ns() -> i64 {
+    holdfast_repo::now_ns()
+}
+
+const DAY_NS: i64 = 86_400 * 1_000_000_000;
+
+/// Snapshots through the vault, as the auditor sees them (any key reads
+/// findings and the vault's flags).
+fn listed(w: &World, url: &str) -> Vec<serde_json::Value> {
+    let out = w.ok(&[
+        "snapshots",
+        "--repo",
+        url,
+        "--key",
+        &w.key("auditor"),
+        "--json",
+    ]);
+    serde_json::from_str(&out).unwrap()
+}
+
+fn by_vault(s: &serde_json::Value) -> Vec<String> {
+    s["anomalies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["by"] == "vault")
+        .map(|a| a["signal"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn bad_report(o: &std::process::Output) -> serde_json::Value {
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    v[0].clone()
+}
+
+/// A stolen client key, used from another machine (no cache, so the client
+/// side has no baseline and reports nothing), posts an empty snapshot. The
+/// vault flags it from what it stores (the pack sizes it recorded), not
+/// from anything the client says; the flag is in the log for every reader;
+/// the last healthy snapshot's lock is extended by the vault key.
+#[test]
+fn stolen_key_empty_snapshot_is_flagged_by_the_vault_and_the_healthy_one_held() {
+    let w = World::new();
+    w.init();
+    let alerts = w.path("alerts");
+    let mut v = w.start_vault(&[
+        "--alert-cmd",
+        &format!("echo \"$HOLDFAST_ALERT\" >> {}", alerts.display()),
+    ]);
+    let url = v.url.clone();
+    let src = w.path("mail");
+    make_maildir(&src, 4, 20, 41);
+    let (code, _, err) = backup(&w, &url, &src);
+    assert_eq!(code, 0, "{err}");
+    mail_day(&src, 1);
+    let (code, good, err) = backup(&w, &url, &src);
+    assert_eq!(code, 0, "{err}");
+    let healthy = good["snapshot"].as_str().unwrap().to_string();
+    let before = listed(&w, &url);
+    let lock0 = snapshot(&before, &healthy)["locked_until_ns"]
+        .as_i64()
+        .unwrap();
+    assert!(before.iter().all(|s| by_vault(s).is_empty()));
+
+    // The thief: same key, its own cache, a directory with one note in it
+    // (nothing it could share with the stored data).
+    let empty = w.path("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    std::fs::write(empty.join("README"), b"your mail is gone\n").unwrap();
+    let o = w.run(&[
+        "backup",
+        "--repo",
+        &url,
+        "--key",
+        &w.key("client"),
+        "--cache-dir",
+        w.path("thief-cache").to_str().unwrap(),
+        "--json",
+        empty.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "the client side cannot tell");
+    let bad: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let bad = bad[0]["snapshot"].as_str().unwrap().to_string();
+    assert_eq!(signals(&bad_report(&o)), Vec::<String>::new());
+
+    let after = listed(&w, &url);
+    assert_eq!(by_vault(snapshot(&after, &bad)), vec!["shrink"]);
+    assert!(by_vault(snapshot(&after, &healthy)).is_empty());
+    // The healthy one is held for 30 days from now, by the vault.
+    let lock1 = snapshot(&after, &healthy)["locked_until_ns"]
+        .as_i64()
+        .unwrap();
+    assert!(lock1 > lock0, "lock not extended");
+    assert!(lock1 >= now_ns() + 29 * DAY_NS, "held too briefly");
+    // The suspect is kept for forensics too.
+    let lock_bad = snapshot(&after, &bad)["locked_until_ns"].as_i64().unwrap();
+    assert!(lock_bad >= now_ns() + 29 * DAY_NS);
+    // Alerted (stderr and the alert hook).
+    let log = v.stderr();
+    assert!(log.contains("ANOMALY") && log.contains("shrink"), "{log}");
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let hook = std::fs::read_to_string(&alerts).unwrap_or_default();
+    assert!(hook.contains("held the last healthy snapshot"), "{hook}");
+    // Every reader folds the flag and the extension: the audit is clean.
+    let o = w.run(&["audit", "--repo", &url, "--key", &w.key("auditor")]);
+    assert!(
+        o.status.success(),
+        "audit: {}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    // And a restart re-reads the flags from the log.
+    v.stop();
+    let v2 = w.start_vault(&[]);
+    let again = listed(&w, &v2.url);
+    assert_eq!(by_vault(snapshot(&again, &bad)), vec!["shrink"]);
+}
+
+/// The client's own findings reach the vault (signed in the snapshot): it
+/// flags the snapshot and holds the last healthy one. Then a burst of bad
+/// snapshots outlives every original lock: the snapshot before the healthy
+/// one is reclaimed (the control), the held one is not.
+#[test]
+fn last_healthy_snapshot_survives_a_burst_past_its_original_lock() {
+    let w = World::new();
+    init_with(
+        &w,
+        &[
+            "--keep-within-secs",
+            "2",
+            "--keep-daily",
+            "0",
+            "--keep-weekly",
+            "0",
+            "--keep-monthly",
+            "0",
+            "--keep-yearly",
+            "0",
+            "--grace-secs",
+            "0",
+        ],
+    );
+    let v = w.start_vault(&["--reclaim-every-secs", "1"]);
+    let url = v.url.clone();
+    let src = w.path("mail");
+    make_maildir(&src, 3, 15, 51);
+    let (code, older, err) = backup(&w, &url, &src);
+    assert_eq!(code, 0, "{err}");
+    let older = older["snapshot"].as_str().unwrap().to_string();
+    mail_day(&src, 1);
+    let (code, good, err) = backup(&w, &url, &src);
+    assert_eq!(code, 0, "{err}");
+    let healthy = good["snapshot"].as_str().unwrap().to_string();
+
+    // The attack: ransomware keeps rewriting one user's mail in place; at
+    // each run the client says so (exit 5) and the vault flags it from the
+    // signed findings: five bad snapshots in a row.
+    let victims: Vec<_> = messages(&src)
+        .into_iter()
+        .filter(|p| p.starts_with(src.join("user001")))
+        .collect();
+    let mut r = Rng(99);
+    let mut bad = Vec::new();
+    for _ in 0..5 {
+        for p in &victims {
+            let n = std::fs::metadata(p).unwrap().len() as usize;
+            std::fs::write(p, r.bytes(n)).unwrap();
+        }
+        let (code, b, err) = backup(&w, &url, &src);
+        assert_eq!(code, 5, "{err}");
+        assert!(signals(&b).contains(&"in_place".to_string()));
+        bad.push(b["snapshot"].as_str().unwrap().to_string());
+    }
+    let l = listed(&w, &url);
+    for b in &bad {
+        assert_eq!(by_vault(snapshot(&l, b)), vec!["client_reported"], "{b}");
+    }
+
+    // Every original lock (2 s) passes; the vault reclaims every second.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        std::thread::sleep(std::time::Duration::from_secs(1));
+        let l = listed(&w, &url);
+        if !l.iter().any(|s| s["id"] == older) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the unheld older snapshot was never reclaimed: {}",
+            v.stderr()
+        );
+    }
+    let l = listed(&w, &url);
+    let h = snapshot(&l, &healthy);
+    assert!(h["locked_until_ns"].as_i64().unwrap() >= now_ns() + 29 * DAY_NS);
+    assert!(by_vault(h).is_empty());
+    // The restore key still restores the healthy state.
+    let out = w.path("restored");
+    restore_via(&w, &url, &healthy, &out);
+    assert!(!files(&out).is_empty());
+}

@@ -814,6 +814,14 @@ impl Signal {
     pub const DELETIONS: Signal = Signal(6);
     pub const WIPE: Signal = Signal(7);
     pub const VOLUME: Signal = Signal(8);
+    /// The vault's own signals (log entry kind 9; never in a snapshot).
+    /// A snapshot that references far less stored data than the client's
+    /// previous (or last healthy) one.
+    pub const SHRINK: Signal = Signal(64);
+    /// Many snapshots from one client in an hour.
+    pub const BURST: Signal = Signal(65);
+    /// The client's own signed findings were not empty.
+    pub const CLIENT_REPORTED: Signal = Signal(66);
 
     pub fn name(self) -> &'static str {
         match self.0 {
@@ -825,6 +833,9 @@ impl Signal {
             6 => "deletions",
             7 => "wipe",
             8 => "volume",
+            64 => "shrink",
+            65 => "burst",
+            66 => "client_reported",
             _ => "unknown",
         }
     }

@@ -119,7 +119,13 @@ pub struct Snap {
     pub packs: Option<Vec<ObjectId>>,
     /// An authorized erasure this reader does not apply before this time.
     pub erase_due_ns: Option<i64>,
+    /// Anomalies the vault logged about it (signal code, count): a flagged
+    /// snapshot never takes a retention slot.
+    pub flags: Vec<(u8, u64)>,
 }
+
+/// Most flags kept per snapshot (a log cannot grow a reader's memory).
+pub const MAX_FLAGS: usize = 16;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum GoneHow {
@@ -413,6 +419,7 @@ impl LogState {
                         lock_until_ns: lock,
                         packs,
                         erase_due_ns: None,
+                        flags: Vec::new(),
                     },
                 );
                 Vec::new()
@@ -529,6 +536,24 @@ impl LogState {
             }
             Event::IdentityAdded { record } => {
                 self.identities.insert(record);
+                Vec::new()
+            }
+            Event::Flagged {
+                snapshot,
+                signal,
+                count,
+            } => {
+                match self.snapshots.get_mut(&snapshot) {
+                    Some(s) => {
+                        if s.flags.len() < MAX_FLAGS {
+                            s.flags.push((signal, count));
+                        }
+                    }
+                    None => self.problem(
+                        index,
+                        format!("flags snapshot {} which is not live", snapshot.short()),
+                    ),
+                }
                 Vec::new()
             }
             Event::ClientRevoked { client, admin } => {
@@ -906,6 +931,72 @@ mod tests {
         assert_eq!(st.snapshots.len(), 3);
         assert_eq!(eff.len(), 4);
         let _ = &f.vault;
+    }
+
+    /// Issue 11: the vault flags a snapshot (kind 9) and holds the last
+    /// healthy one by extending its lock with the vault key; every reader
+    /// folds both, and the hold outlives a burst of bad snapshots.
+    #[test]
+    fn flags_and_the_vaults_lock_hold_fold_for_every_reader() {
+        let mut f = fx(2, 3600, 3600);
+        f.add(T0, 0, T0 + H); // healthy
+        let vault = f.vault.public();
+        for i in 1..=5u8 {
+            let t = T0 + i as i64 * S;
+            f.add(t, i, t + H);
+            f.push(
+                t + 1,
+                Event::Flagged {
+                    snapshot: sid(i),
+                    signal: 64,
+                    count: 1,
+                },
+            );
+        }
+        f.push(
+            T0 + 10 * S,
+            Event::LockExtended {
+                snapshot: sid(0),
+                until_ns: T0 + 30 * 24 * H,
+                admin: vault,
+            },
+        );
+        // Later, every lock but the held one has passed: reclaiming the
+        // healthy one is refused, the flagged ones (not the last 3) go.
+        f.push(
+            T0 + 3 * H,
+            Event::Reclaimed {
+                snapshots: vec![sid(1), sid(2)],
+                packs: vec![],
+            },
+        );
+        let (st, _) = f.run(&Reader::at(T0 + 4 * H));
+        assert!(st.problems.is_empty(), "{:?}", st.problems);
+        assert_eq!(st.snapshots[&sid(0)].lock_until_ns, T0 + 30 * 24 * H);
+        assert!(st.snapshots[&sid(0)].flags.is_empty());
+        assert_eq!(st.snapshots[&sid(4)].flags, vec![(64, 1)]);
+        assert!(!st.snapshots.contains_key(&sid(1)));
+        f.push(
+            T0 + 5 * H,
+            Event::Reclaimed {
+                snapshots: vec![sid(0)],
+                packs: vec![],
+            },
+        );
+        let (st, _) = f.run(&Reader::at(T0 + 6 * H));
+        assert!(st.snapshots.contains_key(&sid(0)));
+        assert!(st.problems[0].what.contains("before its lock expired"));
+        // A flag on a snapshot that is not live is a problem, not a crash.
+        f.push(
+            T0 + 7 * H,
+            Event::Flagged {
+                snapshot: sid(99),
+                signal: 1,
+                count: 0,
+            },
+        );
+        let (st, _) = f.run(&Reader::at(T0 + 8 * H));
+        assert!(st.problems.iter().any(|p| p.what.contains("not live")));
     }
 
     #[test]

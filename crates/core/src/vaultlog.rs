@@ -42,6 +42,15 @@ pub enum Event {
     /// Revocation only stops writes, so it needs no quorum; it is final
     /// (a new client identity is issued instead).
     ClientRevoked { client: [u8; 32], admin: [u8; 32] },
+    /// The vault found an anomaly about a live snapshot (a signal code of
+    /// `format::Signal`, 64 and up for the vault's own; 66 records that the
+    /// client's signed findings were not empty). Flagged snapshots never
+    /// take a retention slot; flags are never lifted by the vault alone.
+    Flagged {
+        snapshot: ObjectId,
+        signal: u8,
+        count: u64,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -104,6 +113,13 @@ impl Entry {
             Event::ClientRevoked { client, admin } => {
                 w.u8(8).raw(client).raw(admin);
             }
+            Event::Flagged {
+                snapshot,
+                signal,
+                count,
+            } => {
+                w.u8(9).raw(&snapshot.0).u8(*signal).u64(*count);
+            }
         }
         w.into_vec()
     }
@@ -148,6 +164,11 @@ impl Entry {
             8 => Event::ClientRevoked {
                 client: r.array()?,
                 admin: r.array()?,
+            },
+            9 => Event::Flagged {
+                snapshot: ObjectId(r.array()?),
+                signal: r.u8()?,
+                count: r.u64()?,
             },
             _ => return Err(DecodeError::Invalid("log entry kind")),
         };
@@ -212,6 +233,11 @@ mod tests {
             Event::ClientRevoked {
                 client: [10; 32],
                 admin: [11; 32],
+            },
+            Event::Flagged {
+                snapshot: ObjectId([12; 32]),
+                signal: 64,
+                count: u64::MAX,
             },
         ] {
             let e = Entry { time_ns: -4, event };

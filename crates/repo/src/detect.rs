@@ -238,20 +238,21 @@ pub fn compare(i: &Input) -> Outcome {
                 }
             },
         };
-        if judge_content && msg {
-            if let Some(r) = i.read.get(path) {
-                if r.entropy > ENTROPY_BITS {
-                    entropy.hit(path);
-                }
-                if !r.header_ok {
-                    not_mail.hit(path);
-                }
+        if judge_content
+            && msg
+            && let Some(r) = i.read.get(path)
+        {
+            if r.entropy > ENTROPY_BITS {
+                entropy.hit(path);
+            }
+            if !r.header_ok {
+                not_mail.hit(path);
             }
         }
-        if let Some(e) = ext_of(path) {
-            if !prev_exts.contains(e) {
-                new_exts.entry(e).or_default().hit(path);
-            }
+        if let Some(e) = ext_of(path)
+            && !prev_exts.contains(e)
+        {
+            new_exts.entry(e).or_default().hit(path);
         }
     }
 

@@ -80,6 +80,24 @@ pub struct SnapMeta {
 /// raised in steps of this much at most, so that consecutive snapshots do
 /// not each extend every pack they share (at most one step of extra hold).
 const LOCK_STEP_MAX_NS: i64 = 7 * 86_400 * NS;
+/// On any anomaly the client's last healthy snapshot, and the suspect one,
+/// are held at least this long from now (SPEC T4: a burst of bad snapshots
+/// never ages out the pre-attack ones).
+pub const ANOMALY_HOLD_NS: i64 = 30 * 86_400 * NS;
+/// A hold is renewed once it has less than this left (so a burst does not
+/// log an extension per snapshot).
+const HOLD_RENEW_NS: i64 = 86_400 * NS;
+/// A snapshot referencing less than half the stored bytes of the client's
+/// previous snapshot, or of its last healthy one of the last week, is
+/// flagged, when that one referenced at least this much.
+const SHRINK_MIN_BYTES: u64 = 64 << 10;
+const SHRINK_WINDOW_NS: i64 = 7 * 86_400 * NS;
+/// More commits than this from one client in an hour are a burst (cron
+/// runs hourly; the hard limit that refuses more is `max_snapshots_per_hour`).
+const BURST_FLAG_PER_HOUR: usize = 30;
+/// A client that committed before and has sent nothing for this long is
+/// alerted (restic #1968: 26 h for a daily job).
+const SILENT_NS: i64 = 26 * 3600 * NS;
 /// How far a snapshot's own (client) time may be ahead of the vault's.
 const CLIENT_AHEAD_NS: i64 = 600 * NS;
 /// How far behind: a backup may run long, but not for weeks.
@@ -167,6 +185,8 @@ pub struct Vault {
     /// Any other unreferenced pack may belong to a backup still in flight
     /// and is kept at least `IN_FLIGHT_NS`, whatever the grace period says.
     listed: HashSet<ObjectId>,
+    /// Silent clients already alerted (client, its last snapshot).
+    silent: HashSet<([u8; 32], ObjectId)>,
     /// Exclusive lock on the state directory: one vault per state.
     _lock: File,
 }
@@ -310,6 +330,7 @@ impl Vault {
             hold_packs: None,
             recent: HashMap::new(),
             listed: HashSet::new(),
+            silent: HashSet::new(),
             _lock: lock,
         };
         let fresh = v.log.entries.is_empty();
@@ -943,7 +964,176 @@ impl Vault {
             .map_err(ApiError::store)?;
         let m = self.commit_snapshot(who, id, &snap.header.packs, now, lock)?;
         self.recent.entry(*who).or_default().push_back(now);
-        Ok(m)
+        self.judge(who, id, &snap);
+        Ok(self.meta(id).unwrap_or(m))
+    }
+
+    /// The vault's own look at a snapshot it just committed, trusting
+    /// nothing the client says about sizes: what it references in stored
+    /// bytes (pack sizes the vault recorded at upload) against the client's
+    /// previous and last healthy snapshots, and how many the client sent
+    /// this hour. The client's signed findings count too (they can only
+    /// make the vault keep more). Each signal is logged (kind 9) and
+    /// alerted, and the client's last healthy snapshot and this one are
+    /// held (their locks extended, never shortened). Failures to log or
+    /// hold are alerted: the snapshot is committed either way.
+    fn judge(&mut self, who: &[u8; 32], id: &ObjectId, snap: &Snapshot) {
+        let Some(me) = self.st.snapshots.get(id) else {
+            return;
+        };
+        let now = me.added_ns;
+        let bytes = self.referenced_bytes(me.packs.as_ref());
+        // This client's other live snapshots, newest first.
+        let mut earlier: Vec<(&ObjectId, &holdfast_core::logstate::Snap)> = self
+            .st
+            .snapshots
+            .iter()
+            .filter(|(i, s)| s.client == *who && *i != id && s.added_ns <= now)
+            .collect();
+        earlier.sort_by_key(|(i, s)| std::cmp::Reverse((s.added_ns, **i)));
+        let healthy: Option<ObjectId> = earlier
+            .iter()
+            .find(|(_, s)| s.flags.is_empty())
+            .map(|(i, _)| **i);
+        let mut signals: Vec<(format::Signal, u64, String)> = Vec::new();
+        let mut baselines = Vec::new();
+        if let Some((_, prev)) = earlier.first() {
+            baselines.push(("previous", self.referenced_bytes(prev.packs.as_ref())));
+        }
+        if let Some(h) = healthy.and_then(|h| self.st.snapshots.get(&h))
+            && now.saturating_sub(h.added_ns) <= SHRINK_WINDOW_NS
+        {
+            baselines.push(("last healthy", self.referenced_bytes(h.packs.as_ref())));
+        }
+        if let Some((what, before)) = baselines
+            .into_iter()
+            .filter(|(_, b)| *b >= SHRINK_MIN_BYTES && *b < u64::MAX / 4)
+            .max_by_key(|(_, b)| *b)
+            .filter(|(_, b)| bytes.saturating_mul(2) < *b)
+        {
+            signals.push((
+                format::Signal::SHRINK,
+                bytes,
+                format!("references {bytes} stored bytes, its {what} snapshot {before}"),
+            ));
+        }
+        let hour = self
+            .recent
+            .get(who)
+            .map_or(0, |r| r.iter().filter(|t| **t > now - 3600 * NS).count());
+        if hour > BURST_FLAG_PER_HOUR {
+            signals.push((
+                format::Signal::BURST,
+                hour as u64,
+                format!("{hour} snapshots from this client in the last hour"),
+            ));
+        }
+        if let Some(fs) = snap.findings.as_deref().filter(|f| !f.is_empty()) {
+            signals.push((
+                format::Signal::CLIENT_REPORTED,
+                fs.len() as u64,
+                format!(
+                    "the client reported {}",
+                    fs.iter()
+                        .map(|f| format!("{} ({})", f.signal.name(), f.count))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ));
+        }
+        if signals.is_empty() {
+            return;
+        }
+        for (signal, count, what) in &signals {
+            if let Err(e) = self.log(Event::Flagged {
+                snapshot: *id,
+                signal: signal.0,
+                count: *count,
+            }) {
+                self.alert(&format!(
+                    "ANOMALY: flagging snapshot {} failed: {}",
+                    id.short(),
+                    e.msg
+                ));
+            }
+            self.alert(&format!(
+                "ANOMALY: client {} snapshot {}: {}: {what}; it takes no retention slot",
+                self.member_name(who),
+                id.short(),
+                signal.name()
+            ));
+        }
+        self.hold(who, healthy.as_ref(), id);
+    }
+
+    /// Extends the locks of the client's last healthy snapshot and of the
+    /// suspect one to at least [`ANOMALY_HOLD_NS`] from now.
+    fn hold(&mut self, who: &[u8; 32], healthy: Option<&ObjectId>, suspect: &ObjectId) {
+        let until = self.clock.now().saturating_add(ANOMALY_HOLD_NS);
+        let me = self.identity.public();
+        for (what, id) in healthy
+            .map(|h| ("last healthy", *h))
+            .into_iter()
+            .chain([("suspect", *suspect)])
+        {
+            let Some(cur) = self.st.snapshots.get(&id).map(|s| s.lock_until_ns) else {
+                continue;
+            };
+            if cur >= until - HOLD_RENEW_NS {
+                continue;
+            }
+            match self.raise_lock(me, &id, until) {
+                Ok(_) => self.alert(&format!(
+                    "ANOMALY: held the {what} snapshot {} of client {} for {} days",
+                    id.short(),
+                    self.member_name(who),
+                    ANOMALY_HOLD_NS / (86_400 * NS)
+                )),
+                Err(e) => self.alert(&format!(
+                    "ANOMALY: holding the {what} snapshot {} failed: {}",
+                    id.short(),
+                    e.msg
+                )),
+            }
+        }
+        if healthy.is_none() {
+            self.alert(&format!(
+                "ANOMALY: client {} has no healthy snapshot left to hold",
+                self.member_name(who)
+            ));
+        }
+    }
+
+    /// A client's name, for alerts.
+    fn member_name(&self, who: &[u8; 32]) -> String {
+        self.st
+            .members
+            .get(who)
+            .map_or_else(|| short(who), |m| m.name.clone())
+    }
+
+    /// Alerts once for each client that committed snapshots before and has
+    /// sent none for [`SILENT_NS`] (until it sends one again).
+    fn check_silent(&mut self, now: i64) {
+        let mut last: HashMap<[u8; 32], (i64, ObjectId)> = HashMap::new();
+        for (id, s) in &self.st.snapshots {
+            let e = last.entry(s.client).or_insert((s.added_ns, *id));
+            if (s.added_ns, *id) > *e {
+                *e = (s.added_ns, *id);
+            }
+        }
+        for (client, (t, id)) in last {
+            if now.saturating_sub(t) > SILENT_NS
+                && !self.st.removed.contains(&client)
+                && self.silent.insert((client, id))
+            {
+                self.alert(&format!(
+                    "SILENT: client {} has sent no snapshot for {} h",
+                    self.member_name(&client),
+                    now.saturating_sub(t) / (3600 * NS)
+                ));
+            }
+        }
     }
 
     /// The lock a snapshot stamped `now` gets at commit.
@@ -1272,7 +1462,7 @@ impl Vault {
                 id: *id,
                 time_ns: s.added_ns,
                 bytes: self.referenced_bytes(s.packs.as_ref()),
-                flagged: false,
+                flagged: !s.flags.is_empty(),
             });
         }
         let mut raises = Vec::new();
@@ -1308,6 +1498,7 @@ impl Vault {
         self.check_clock();
         let now = self.clock.now();
         self.assign_slots(now);
+        self.check_silent(now);
         self.retry_pending(now);
         let last = self.st.last_of_each_client();
         let expired: Vec<ObjectId> = self

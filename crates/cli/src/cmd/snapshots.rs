@@ -31,6 +31,15 @@ pub fn run(a: Args) -> Result<ExitCode> {
             .and_then(|l| l.state.snapshots.get(id))
             .map(|s| (s.added_ns, s.lock_until_ns))
     };
+    // Anomalies the vault logged about each live snapshot (log kind 9).
+    let vault_flags = |id: &holdfast_core::ObjectId| -> Vec<(u8, u64)> {
+        repo.log
+            .as_ref()
+            .and_then(|l| l.state.snapshots.get(id))
+            .map(|s| s.flags.clone())
+            .unwrap_or_default()
+    };
+    let signal = |c: u8| holdfast_core::format::Signal(c).name();
     if a.json {
         let v: Vec<_> = snaps
             .iter()
@@ -42,11 +51,14 @@ pub fn run(a: Args) -> Result<ExitCode> {
                     "client": s.client,
                     "parent": s.parent.map(|p| p.to_hex()),
                     "packs": s.packs,
-                    // The client's findings at backup time ([] when none);
-                    // a snapshot from before detection was never checked.
+                    // The client's findings at backup time, then the
+                    // vault's ([] when none); a snapshot from before
+                    // detection was never checked by its client.
                     "anomalies": s.findings.iter().flatten().map(|f| serde_json::json!({
-                        "signal": f.signal.name(), "count": f.count, "detail": f.detail,
-                    })).collect::<Vec<_>>(),
+                        "signal": f.signal.name(), "count": f.count, "detail": f.detail, "by": "client",
+                    })).chain(vault_flags(&s.id).into_iter().map(|(c, n)| serde_json::json!({
+                        "signal": signal(c), "count": n, "detail": "flagged by the vault", "by": "vault",
+                    }))).collect::<Vec<_>>(),
                     "checked_for_anomalies": s.findings.is_some(),
                 });
                 if let Some((t, l)) = lock_of(&s.id) {
@@ -94,15 +106,21 @@ pub fn run(a: Args) -> Result<ExitCode> {
                 Some((t, l)) => (t, format!("  locked until {}", util::time(l))),
                 None => (s.time_ns, String::new()),
             };
-            let flags = match s.findings.as_deref() {
-                Some(fs) if !fs.is_empty() => format!(
-                    "  ANOMALY: {}",
-                    fs.iter()
-                        .map(|f| format!("{} ({})", f.signal.name(), f.count))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
-                _ => String::new(),
+            let all: Vec<String> = s
+                .findings
+                .iter()
+                .flatten()
+                .map(|f| format!("{} ({})", f.signal.name(), f.count))
+                .chain(
+                    vault_flags(&s.id)
+                        .into_iter()
+                        .map(|(c, n)| format!("vault: {} ({n})", signal(c))),
+                )
+                .collect();
+            let flags = if all.is_empty() {
+                String::new()
+            } else {
+                format!("  ANOMALY: {}", all.join(", "))
             };
             util::out(format!(
                 "{}  {}  {}{}{}{}",
