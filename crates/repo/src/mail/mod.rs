@@ -415,11 +415,7 @@ impl Opened {
     /// The Maildirs at or under `path` (either form, see
     /// [`crate::repo::tree_path`]; empty for the whole snapshot), reading
     /// only the trees on the way there and under it.
-    pub fn mailboxes(
-        &self,
-        reader: &BlobReader,
-        path: &str,
-    ) -> Result<Found> {
+    pub fn mailboxes(&self, reader: &BlobReader, path: &str) -> Result<Found> {
         let parts = crate::repo::tree_path(&self.body, path)?;
         let mut tree = reader.tree(&self.body.root)?;
         let mut node = None;
@@ -957,12 +953,15 @@ fn restore_folder(
         for sub in ["cur", "new", "tmp"] {
             make_dir(&dir.join(sub), owner).map_err(ioe(dir))?;
         }
-        // A new Maildir++ folder is marked as one, as Dovecot does.
+        // A new Maildir++ folder is marked as one, as Dovecot does (with
+        // the snapshot's own marker when a disaster restore brings it).
         let plusplus = mb.layout == Layout::MaildirPlusPlus
             && dir
                 .file_name()
                 .is_some_and(|n| n.as_bytes().starts_with(b"."));
-        if made && plusplus {
+        let brought =
+            ctx.opts.into_folder.is_none() && f.control.iter().any(|c| c.name == b"maildirfolder");
+        if made && plusplus && !brought {
             let mf = dir.join("maildirfolder");
             OpenOptions::new()
                 .write(true)
@@ -1149,6 +1148,28 @@ fn restore_folder(
             since_sync = 0;
             for sub in ["cur", "new"] {
                 fsync_dir(&dir.join(sub)).map_err(ioe(dir))?;
+            }
+        }
+    }
+    if !keep_uids && !dry && f.is_inbox() && ctx.opts.into_folder.is_none() {
+        // A live mailbox without `subscriptions` gets the snapshot's (a
+        // new file; an existing one is never rewritten).
+        if let Some(c) = f.control.iter().find(|c| c.name == b"subscriptions") {
+            let to = dir.join("subscriptions");
+            if std::fs::symlink_metadata(&to).is_err() {
+                match read_file(reader, c) {
+                    Ok(data) => {
+                        let mtime = filetime::FileTime::from_unix_time(c.mtime_s, c.mtime_ns);
+                        let tmp = write_tmp(&dir.join("tmp"), &ctx.host, &data, mtime, owner)
+                            .map_err(ioe(dir))?;
+                        match place(&tmp, &to) {
+                            Ok(()) => r.control_files += 1,
+                            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                            Err(e) => r.errors.push(format!("{}: {e}", to.display())),
+                        }
+                    }
+                    Err(e) => r.note(&to.display().to_string(), &e),
+                }
             }
         }
     }
