@@ -79,7 +79,7 @@ pub fn pull(vault: &VaultBackend, dir: &Path, config_id: ObjectId) -> Result<Pul
     let local = if dir.join("config").exists() {
         LocalDir::open(dir)?
     } else {
-        let l = LocalDir::create(dir)?;
+        let l = LocalDir::create_or_resume(dir)?;
         l.put(Kind::Config, "config", &cfg_bytes)?;
         l
     };

@@ -214,12 +214,37 @@ impl LocalDir {
     /// Creates the directory layout for a new repository. The directory
     /// must not exist or be empty.
     pub fn create(root: impl Into<PathBuf>) -> Result<Self> {
-        let root = root.into();
+        Self::create_inner(root.into(), false)
+    }
+
+    /// As [`LocalDir::create`], but also over the bare layout a creation
+    /// cut short left behind (directories only, not one file): what a
+    /// killed first `replica pull` leaves, so the next one can go on.
+    pub fn create_or_resume(root: impl Into<PathBuf>) -> Result<Self> {
+        Self::create_inner(root.into(), true)
+    }
+
+    fn create_inner(root: PathBuf, resume: bool) -> Result<Self> {
+        /// True when `d` holds directories only, at most two levels deep
+        /// (at the top, `tmp/` may hold anything: it is scratch).
+        fn bare(d: &Path, depth: u32) -> bool {
+            let Ok(rd) = fs::read_dir(d) else {
+                return false;
+            };
+            rd.into_iter().all(|e| {
+                e.is_ok_and(|e| {
+                    let dir = e.file_type().is_ok_and(|t| t.is_dir());
+                    dir && ((depth == 2 && e.file_name() == "tmp")
+                        || (depth > 0 && bare(&e.path(), depth - 1)))
+                })
+            })
+        }
         if root.exists()
             && fs::read_dir(&root)
                 .map_err(|e| io_err(&root, e))?
                 .next()
                 .is_some()
+            && !(resume && bare(&root, 2))
         {
             return Err(StoreError::Refused(format!(
                 "{} exists and is not empty",
@@ -512,6 +537,24 @@ impl crate::ObjectStore for LocalDir {
 mod tests {
     use super::*;
     use holdfast_core::ObjectId;
+
+    /// A creation cut short (the layout made, no file yet) may be resumed;
+    /// a directory holding any file outside tmp/ never is.
+    #[test]
+    fn a_bare_layout_is_resumed_and_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("r");
+        drop(LocalDir::create(&root).unwrap());
+        assert!(LocalDir::create(&root).is_err());
+        std::fs::write(root.join("tmp/half-written"), b"x").unwrap();
+        drop(LocalDir::create_or_resume(&root).unwrap());
+        std::fs::write(root.join("packs/00/somefile"), b"x").unwrap();
+        assert!(LocalDir::create_or_resume(&root).is_err());
+        let other = dir.path().join("o");
+        std::fs::create_dir_all(&other).unwrap();
+        std::fs::write(other.join("mail"), b"x").unwrap();
+        assert!(LocalDir::create_or_resume(&other).is_err());
+    }
 
     #[test]
     fn contract() {

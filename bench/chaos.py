@@ -1,0 +1,739 @@
+#!/usr/bin/env python3
+"""Chaos and soak harness for holdfast: faults injected many times at random
+points, and after each round the repository must still be whole.
+
+  python3 bench/chaos.py [--quick] [--bin PATH] [--only KIND,...] [--out FILE]
+                         [--rounds N] [--soak-secs S] [--soak-clients N]
+
+Fault kinds (each its own world: repository, keys, vault on 127.0.0.1):
+
+  crash-client   kill -9 of `backup` at a random moment, then a clean backup
+  crash-vault    kill -9 of the vault during backups (mid-PUT, mid-commit,
+                 mid-log-append, mid-reclaim: whatever it was doing), restart
+  crash-replica  kill -9 of `replica pull`, then a clean pull
+  crash-export   kill -9 of `export`, then a clean export that verifies
+  net-drop       a loopback proxy cuts connections after a random byte count
+  net-slow       the proxy delays every chunk (a slow link)
+  disk-full      the vault's repository on a small tmpfs filled to the brim,
+                 then freed; the replica's disk full mid-pull
+  clock          the vault restarted with its clock +1 day, +10 years, and
+                 back; clients skewed by hours (libfaketime)
+  soak           many clients backing up at once through one vault, with
+                 reclaims running and a replica pulling every 10 s
+
+After every round: `verify --read-data` (restore key), `audit` (auditor key)
+and `replica pull` must be clean (exit 0). At the end of each kind every
+snapshot a backup reported must be listed and restore byte for byte, unless
+the log validly reclaimed it, in which case the replica must still hold it.
+
+Everything runs the real binary; nothing is mocked. Only the standard
+library is used. `--quick` is what CI runs (tens of rounds, a short soak);
+the full run writes bench/results/chaos.md.
+"""
+import argparse
+import hashlib
+import json
+import os
+import random
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+PASS = "chaos harness passphrase"
+FAKETIME_LIB = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1"
+
+
+class Failure(Exception):
+    pass
+
+
+# --------------------------------------------------------------- data
+
+WORDS = ("the of and to in is for on that with as was at by this from be are or "
+         "have an it not which we you your invoice meeting report attached please "
+         "find below regards thanks update schedule project account payment order "
+         "delivery server backup restore mailbox password team review").split()
+
+
+def message(rng, n):
+    body = " ".join(rng.choice(WORDS) for _ in range(rng.randint(20, 400)))
+    att = ""
+    if rng.random() < 0.15:
+        att = "\n\n" + rng.randbytes(rng.randint(2000, 60000)).hex()
+    return (f"From: user{rng.randint(1, 99)}@example.org\nTo: box@example.org\n"
+            f"Subject: message {n}\nMessage-ID: <{n}.{rng.random()}@example.org>\n\n"
+            f"{body}{att}\n").encode()
+
+
+def make_spool(root, users, msgs, seed):
+    rng = random.Random(seed)
+    for u in range(users):
+        for folder in ("", ".Sent"):
+            for sub in ("cur", "new", "tmp"):
+                os.makedirs(f"{root}/u{u}/Maildir/{folder}/{sub}", exist_ok=True)
+        for m in range(msgs):
+            folder = rng.choice(("", "", ".Sent"))
+            name = f"{1_600_000_000 + m}.M{m}P{u}.host:2,S"
+            with open(f"{root}/u{u}/Maildir/{folder}/cur/{name}", "wb") as f:
+                f.write(message(rng, m))
+
+
+def mail_day(root, seed):
+    """New deliveries, a few deletions and flag renames."""
+    rng = random.Random(seed)
+    for u in sorted(os.listdir(root)):
+        cur = f"{root}/{u}/Maildir/cur"
+        names = sorted(os.listdir(cur))
+        for name in rng.sample(names, min(len(names), rng.randint(0, 2))):
+            os.remove(f"{cur}/{name}")
+        for name in rng.sample(sorted(os.listdir(cur)), min(2, len(os.listdir(cur)))):
+            if not name.endswith("F"):
+                os.rename(f"{cur}/{name}", f"{cur}/{name}F")
+        for i in range(rng.randint(1, 4)):
+            with open(f"{root}/{u}/Maildir/new/{seed}.{i}.{rng.random()}.host", "wb") as f:
+                f.write(message(rng, seed * 100 + i))
+
+
+def digest(root):
+    """One hash over every path, size and content under root."""
+    h = hashlib.sha256()
+    for d, dirs, files in os.walk(root):
+        dirs.sort()
+        for f in sorted(files):
+            p = os.path.join(d, f)
+            h.update(os.path.relpath(p, root).encode() + b"\0")
+            with open(p, "rb") as fh:
+                h.update(hashlib.sha256(fh.read()).digest())
+    return h.hexdigest()
+
+
+# --------------------------------------------------------------- world
+
+class World:
+    def __init__(self, binary, root, clients=1, init_args=()):
+        self.bin, self.root = binary, root
+        self.repo = f"{root}/repo"
+        self.keys = f"{root}/keys"
+        self.replica = f"{root}/replica"
+        self.env = dict(os.environ, HOLDFAST_PASSPHRASE=PASS)
+        self.env.pop("XDG_CACHE_HOME", None)
+        self.clients = ["client"] + [f"c{i}" for i in range(1, clients)]
+        args = ["init", self.repo, "--keys", self.keys]
+        for c in self.clients:
+            args += ["--client", c]
+        self.ok(args + list(init_args))
+        self.vault = None
+        self.vault_err = f"{root}/vault.err"
+        self.url = None
+        # snapshot id -> (client, digest of its source at backup time)
+        self.truth = {}
+        # How long the last clean backup took: kills land inside that span.
+        self.last_secs = 0.5
+
+    def key(self, role):
+        return f"{self.keys}/{role}.key"
+
+    def client_key(self, c):
+        return self.key("client") if c == "client" else self.key(f"client-{c}")
+
+    def cmd_env(self, cache="cache", extra=None):
+        e = dict(self.env, HOLDFAST_CACHE_DIR=f"{self.root}/{cache}")
+        e.update(extra or {})
+        return e
+
+    def run(self, args, cache="cache", env=None, timeout=900):
+        return subprocess.run([self.bin] + args, env=self.cmd_env(cache, env),
+                              capture_output=True, timeout=timeout)
+
+    def ok(self, args, **kw):
+        p = self.run(args, **kw)
+        if p.returncode != 0:
+            raise Failure(f"holdfast {' '.join(args[:3])} exit {p.returncode}: "
+                          f"{p.stderr.decode(errors='replace').strip()[-600:]}")
+        return p.stdout.decode(errors="replace")
+
+    def spawn(self, args, cache="cache", env=None):
+        return subprocess.Popen([self.bin] + args, env=self.cmd_env(cache, env),
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+    # The vault.
+    def start_vault(self, extra=(), faketime=None, repo=None):
+        env = dict(self.env)
+        if faketime:
+            env.update(LD_PRELOAD=FAKETIME_LIB, FAKETIME=faketime,
+                       DONT_FAKE_MONOTONIC="1", FAKETIME_NO_CACHE="1")
+        args = [self.bin, "vault", "serve", "--repo", repo or self.repo,
+                "--key", self.key("vault"), "--listen", "127.0.0.1:0"] + list(extra)
+        err = open(self.vault_err, "ab")
+        self.vault = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=err)
+        line = self.vault.stdout.readline().decode()
+        url = next((w for w in line.split() if w.startswith("https://")), None)
+        if not url:
+            raise Failure(f"vault did not start: {line} {self.vault_stderr()[-600:]}")
+        threading.Thread(target=self.vault.stdout.read, daemon=True).start()
+        self.url = url
+        return url
+
+    def kill_vault(self, sig=signal.SIGKILL):
+        if self.vault and self.vault.poll() is None:
+            self.vault.send_signal(sig)
+            self.vault.wait()
+        self.vault = None
+
+    def vault_stderr(self):
+        try:
+            with open(self.vault_err, errors="replace") as f:
+                return f.read()
+        except OSError:
+            return ""
+
+    # What a round must leave behind.
+    def backup(self, src, client="client", repo=None, cache=None, env=None):
+        t0 = time.time()
+        out = self.ok(["backup", "--repo", repo or self.url, "--key",
+                       self.client_key(client), "--json", src],
+                      cache=cache or f"cache-{client}", env=env)
+        self.last_secs = time.time() - t0
+        snap = json.loads(out)[0]["snapshot"]
+        self.truth[snap] = (client, digest(src))
+        return snap
+
+    def check(self, what):
+        """verify --read-data, audit and a replica pull: all clean."""
+        problems = []
+        for args in (
+            ["verify", "--repo", self.url, "--key", self.key("restore"), "--read-data"],
+            ["audit", "--repo", self.url, "--key", self.key("auditor")],
+            ["replica", "pull", "--from", self.url, "--key", self.key("replica"),
+             "--into", self.replica],
+        ):
+            p = self.run(args)
+            if p.returncode != 0:
+                problems.append(f"{args[0]} {args[1]}: exit {p.returncode}: "
+                                f"{p.stderr.decode(errors='replace').strip()[-400:]}")
+        if problems:
+            raise Failure(f"after {what}: " + " | ".join(problems))
+
+    def restore_all(self):
+        """Every snapshot a backup reported restores exactly (from the vault,
+        or from the replica when the log reclaimed it). Returns (restored,
+        lost)."""
+        listed = {s["id"] for s in json.loads(self.ok(
+            ["snapshots", "--repo", self.url, "--key", self.key("restore"), "--json"]))}
+        restored, lost = 0, []
+        for snap, (client, want) in self.truth.items():
+            repo = self.url if snap in listed else self.replica
+            target = tempfile.mkdtemp(dir=self.root, prefix="restore-")
+            p = self.run(["restore", "--repo", repo, "--key", self.key("restore"),
+                          snap[:16], target])
+            got = None
+            if p.returncode == 0:
+                inner = [os.path.join(target, d) for d in os.listdir(target)]
+                got = digest(inner[0]) if len(inner) == 1 else None
+            shutil.rmtree(target, ignore_errors=True)
+            if got == want:
+                restored += 1
+            else:
+                lost.append(f"{snap[:12]} ({'vault' if repo == self.url else 'replica'}: "
+                            f"exit {p.returncode} {p.stderr.decode(errors='replace').strip()[-200:]})")
+        return restored, lost
+
+
+# --------------------------------------------------------------- proxy
+
+class Proxy:
+    """A TCP proxy on 127.0.0.1 in front of the vault: passes bytes (TLS
+    stays end to end), and can cut a connection after a random number of
+    bytes or delay every chunk."""
+
+    def __init__(self, target_url, rng, drop=0.0, delay=0.0):
+        host, port = target_url.split("//")[1].split(":")
+        self.target = (host, int(port))
+        self.rng, self.drop, self.delay = rng, drop, delay
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.url = f"https://127.0.0.1:{self.sock.getsockname()[1]}"
+        self.cuts = 0
+        self.alive = True
+        threading.Thread(target=self.serve, daemon=True).start()
+
+    def serve(self):
+        while self.alive:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self.pair, args=(c,), daemon=True).start()
+
+    def pair(self, c):
+        try:
+            s = socket.create_connection(self.target)
+        except OSError:
+            c.close()
+            return
+        budget = self.rng.randint(100, 60_000) if self.rng.random() < self.drop else None
+        lock = threading.Lock()
+        state = {"n": 0}
+
+        def pump(a, b):
+            try:
+                while True:
+                    d = a.recv(65536)
+                    if not d:
+                        break
+                    if self.delay:
+                        time.sleep(self.delay)
+                    with lock:
+                        state["n"] += len(d)
+                        cut = budget is not None and state["n"] > budget
+                    if cut:
+                        self.cuts += 1
+                        break
+                    b.sendall(d)
+            except OSError:
+                pass
+            for x in (a, b):
+                try:
+                    x.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+        t = threading.Thread(target=pump, args=(s, c), daemon=True)
+        t.start()
+        pump(c, s)
+        t.join()
+        c.close()
+        s.close()
+
+    def close(self):
+        self.alive = False
+        self.sock.close()
+
+
+# --------------------------------------------------------------- faults
+
+def kill_at_random(w, args, rng, max_delay, cache):
+    p = w.spawn(args, cache=cache)
+    time.sleep(rng.uniform(0, max_delay))
+    killed = p.poll() is None
+    if killed:
+        p.send_signal(signal.SIGKILL)
+    p.communicate()
+    return killed
+
+
+def crash_client(w, src, rounds, rng, stats):
+    w.start_vault()
+    w.backup(src)
+    for r in range(rounds):
+        mail_day(src, 1000 + r)
+        stats["kills"] += kill_at_random(
+            w, ["backup", "--repo", w.url, "--key", w.client_key("client"), src],
+            rng, w.last_secs * 1.2, "cache-client")
+        w.backup(src)
+        if r % 5 == 4 or r == rounds - 1:
+            w.check(f"client kill round {r}")
+        stats["rounds"] += 1
+
+
+def crash_vault(w, src, rounds, rng, stats):
+    w.start_vault(["--reclaim-every-secs", "1"])
+    w.backup(src)
+    for r in range(rounds):
+        mail_day(src, 2000 + r)
+        p = w.spawn(["backup", "--repo", w.url, "--key", w.client_key("client"),
+                     "--json", src], cache="cache-client")
+        time.sleep(rng.uniform(0, w.last_secs * 1.2))
+        w.kill_vault()
+        stats["kills"] += 1
+        out, _ = p.communicate()
+        if p.returncode == 0:
+            # It committed before the kill: the commit must have survived.
+            snap = json.loads(out)[0]["snapshot"]
+            w.truth[snap] = ("client", digest(src))
+        w.start_vault(["--reclaim-every-secs", "1"])
+        w.backup(src)
+        if r % 5 == 4 or r == rounds - 1:
+            w.check(f"vault kill round {r}")
+        stats["rounds"] += 1
+
+
+def crash_replica(w, src, rounds, rng, stats):
+    w.start_vault()
+    pull = ["replica", "pull", "--from", w.url, "--key", w.key("replica"), "--into", w.replica]
+    last = 0.5
+    for r in range(rounds):
+        mail_day(src, 3000 + r)
+        w.backup(src)
+        stats["kills"] += kill_at_random(w, pull, rng, last * 1.2, "cache-replica")
+        t0 = time.time()
+        w.ok(pull, cache="cache-replica")
+        last = time.time() - t0
+        w.check(f"replica kill round {r}")
+        w.ok(["verify", "--repo", w.replica, "--key", w.key("restore"), "--read-data"])
+        stats["rounds"] += 1
+
+
+def crash_export(w, src, rounds, rng, stats):
+    w.start_vault()
+    last = 0.5
+    for r in range(rounds):
+        mail_day(src, 4000 + r)
+        w.backup(src)
+        to = f"{w.root}/bundle-{r}"
+        stats["kills"] += kill_at_random(
+            w, ["export", "--repo", w.url, "--key", w.key("replica"), "--to", to],
+            rng, last * 1.2, "cache-export")
+        # A killed export leaves no bundle that passes for whole: either
+        # nothing, or a directory without manifest.json that `verify`
+        # refuses; a second export works.
+        if os.path.exists(to):
+            p = w.run(["verify", "--repo", f"bundle:{to}", "--key", w.key("restore"),
+                       "--read-data"])
+            if p.returncode == 0 and not os.path.exists(f"{to}/manifest.json"):
+                raise Failure(f"a killed export verified without a manifest ({to})")
+        to2 = f"{w.root}/bundle-{r}-again"
+        t0 = time.time()
+        w.ok(["export", "--repo", w.url, "--key", w.key("replica"), "--to", to2])
+        last = time.time() - t0
+        w.ok(["verify", "--repo", f"bundle:{to2}", "--key", w.key("restore"), "--read-data"])
+        shutil.rmtree(to, ignore_errors=True)
+        shutil.rmtree(to2, ignore_errors=True)
+        stats["rounds"] += 1
+    w.check("export kills")
+
+
+def net(w, src, rounds, rng, stats, drop, delay):
+    direct = w.start_vault()
+    proxy = Proxy(direct, rng, drop=drop, delay=delay)
+    try:
+        for r in range(rounds):
+            mail_day(src, 5000 + r)
+            w.url = proxy.url
+            p = w.run(["backup", "--repo", proxy.url, "--key", w.client_key("client"),
+                       "--json", src], cache="cache-client")
+            if p.returncode == 0:
+                w.truth[json.loads(p.stdout)[0]["snapshot"]] = ("client", digest(src))
+                stats["ok_through_fault"] += 1
+            else:
+                stats["clean_failures"] += 1
+            w.url = direct
+            w.backup(src)
+            if r % 5 == 4 or r == rounds - 1:
+                w.check(f"network round {r}")
+            stats["rounds"] += 1
+    finally:
+        w.url = direct
+        stats["cuts"] += proxy.cuts
+        proxy.close()
+
+
+def tmpfs(path, size):
+    os.makedirs(path, exist_ok=True)
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", path],
+                       capture_output=True)
+    return r.returncode == 0
+
+
+def umount(path):
+    subprocess.run(["umount", "-l", path], capture_output=True)
+
+
+def fill(path):
+    """Fills the file system under path; returns the filler's path."""
+    filler = os.path.join(path, "filler")
+    with open(filler, "wb") as f:
+        try:
+            while True:
+                f.write(b"\0" * (1 << 20))
+                f.flush()
+        except OSError:
+            pass
+    try:
+        os.fsync(f.fileno())
+    except (OSError, ValueError):
+        pass
+    return filler
+
+
+def disk_full(w, src, rounds, rng, stats):
+    """The vault's repository on a small tmpfs, filled before each backup
+    (with a random little space left, so writes fail part way); then the
+    replica's disk full mid-pull."""
+    mnt = f"{w.root}/small"
+    rmnt = f"{w.root}/small-replica"
+    if not tmpfs(mnt, "64m"):
+        stats["skipped"] = "mount -t tmpfs refused (not root?)"
+        return
+    try:
+        shutil.copytree(w.repo, f"{mnt}/repo", symlinks=True)
+        w.start_vault(["--state", f"{w.root}/state"], repo=f"{mnt}/repo")
+        w.backup(src)
+        for r in range(rounds):
+            mail_day(src, 6000 + r)
+            filler = fill(mnt)
+            with open(filler, "r+b") as f:
+                f.truncate(max(0, os.path.getsize(filler) - rng.randint(0, 3 << 20)))
+            p = w.run(["backup", "--repo", w.url, "--key", w.client_key("client"),
+                       "--json", src], cache="cache-client")
+            if p.returncode == 0:
+                w.truth[json.loads(p.stdout)[0]["snapshot"]] = ("client", digest(src))
+                stats["ok_through_fault"] += 1
+            else:
+                stats["clean_failures"] += 1
+            os.remove(filler)
+            w.backup(src)
+            w.check(f"full disk round {r}")
+            stats["rounds"] += 1
+        if tmpfs(rmnt, "48m"):
+            w.replica = f"{rmnt}/replica"
+            filler = fill(rmnt)
+            with open(filler, "r+b") as f:
+                f.truncate(max(0, os.path.getsize(filler) - (2 << 20)))
+            p = w.run(["replica", "pull", "--from", w.url, "--key", w.key("replica"),
+                       "--into", w.replica])
+            stats["replica_full_exit"] = p.returncode
+            os.remove(filler)
+            w.check("replica full disk")
+            w.ok(["verify", "--repo", w.replica, "--key", w.key("restore"), "--read-data"])
+        restored, lost = w.restore_all()
+        stats["restored"] += restored
+        stats["lost"] += lost
+    finally:
+        w.kill_vault()
+        umount(rmnt)
+        umount(mnt)
+
+
+def clock(w, src, rounds, rng, stats):
+    reclaim = ["--reclaim-every-secs", "1"]
+    w.start_vault(reclaim)
+    w.backup(src)
+    w.check("clock start")
+    jumps = ["+1d", "+3650d", "-1d", "+0", "+10d", "-400d"]
+    for r in range(rounds):
+        jump = jumps[r % len(jumps)]
+        w.kill_vault(signal.SIGTERM)
+        w.start_vault(reclaim, faketime=jump)
+        time.sleep(2.5)  # several reclaim passes on the jumped clock
+        mail_day(src, 7000 + r)
+        # A client whose own clock is hours off.
+        skew = rng.choice(["+0", "+3h", "-5h", "+9m"])
+        env = {"LD_PRELOAD": FAKETIME_LIB, "FAKETIME": skew, "DONT_FAKE_MONOTONIC": "1"}
+        p = w.run(["backup", "--repo", w.url, "--key", w.client_key("client"), "--json",
+                   src], cache="cache-client", env=env)
+        if p.returncode == 0:
+            w.truth[json.loads(p.stdout)[0]["snapshot"]] = ("client", digest(src))
+            stats["ok_through_fault"] += 1
+        else:
+            stats["clean_failures"] += 1
+        w.backup(src)
+        w.check(f"clock {jump}, client {skew}")
+        stats["rounds"] += 1
+        if jump.startswith("+") and jump not in ("+0", "+1d"):
+            stats["jumps"] += 1
+            if "CLOCK" not in w.vault_stderr():
+                raise Failure(f"a clock jump of {jump} raised no CLOCK alert")
+            stats["alerted"] += 1
+    w.kill_vault(signal.SIGTERM)
+    w.start_vault(reclaim)
+
+
+def soak(w, src_root, secs, clients, rng, stats):
+    w.start_vault(["--reclaim-every-secs", "5", "--max-snapshots-per-hour", "100000",
+                   "--rate", "100000", "--burst", "100000"])
+    lat, errors = [], []
+    stop = time.time() + secs
+    lock = threading.Lock()
+
+    def client_loop(i, c):
+        src = f"{src_root}/{c}"
+        make_spool(src, 1, 8, 9000 + i)
+        n = 0
+        while time.time() < stop:
+            n += 1
+            mail_day(src, 10_000 * (i + 1) + n)
+            t0 = time.time()
+            try:
+                w.backup(src, client=c)
+                with lock:
+                    lat.append(time.time() - t0)
+            except Failure as e:
+                with lock:
+                    errors.append(str(e)[:300])
+
+    def replica_loop():
+        while time.time() < stop:
+            p = w.run(["replica", "pull", "--from", w.url, "--key", w.key("replica"),
+                       "--into", w.replica], cache="cache-replica")
+            if p.returncode != 0:
+                with lock:
+                    errors.append("replica pull: " + p.stderr.decode(errors="replace")[-300:])
+            time.sleep(10)
+
+    rss = []
+
+    def rss_loop():
+        while time.time() < stop:
+            try:
+                with open(f"/proc/{w.vault.pid}/status") as f:
+                    for line in f:
+                        if line.startswith("VmRSS:"):
+                            rss.append(int(line.split()[1]) // 1024)
+            except OSError:
+                pass
+            time.sleep(min(60, max(5, secs / 10)))
+
+    threads = [threading.Thread(target=client_loop, args=(i, c))
+               for i, c in enumerate(w.clients)]
+    threads += [threading.Thread(target=replica_loop), threading.Thread(target=rss_loop)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    stats["backups"] = len(lat)
+    stats["errors"] = len(errors)
+    stats["error_samples"] = errors[:3]
+    if lat:
+        lat.sort()
+        stats["p50_s"] = round(statistics.median(lat), 2)
+        stats["p99_s"] = round(lat[min(len(lat) - 1, int(len(lat) * 0.99))], 2)
+    stats["vault_rss_mib"] = rss
+    stats["rounds"] = len(lat)
+    w.check("soak")
+
+
+# --------------------------------------------------------------- driver
+
+KINDS = ["crash-client", "crash-vault", "crash-replica", "crash-export",
+         "net-drop", "net-slow", "disk-full", "clock", "soak"]
+
+
+def run_kind(kind, args, binary, base):
+    rng = random.Random(f"{args.seed}-{kind}")
+    root = tempfile.mkdtemp(dir=base, prefix=f"{kind}-")
+    stats = {"kind": kind, "rounds": 0, "kills": 0, "restored": 0, "lost": [],
+             "clean_failures": 0, "ok_through_fault": 0, "cuts": 0, "jumps": 0,
+             "alerted": 0, "damaged": 0, "failure": None}
+    t0 = time.time()
+    rounds = args.rounds or (8 if args.quick else 120)
+    w = None
+    try:
+        if kind == "soak":
+            n = args.soak_clients or (8 if args.quick else 100)
+            w = World(binary, root, clients=n)
+            soak(w, f"{root}/src", args.soak_secs or (60 if args.quick else 600), n, rng, stats)
+        else:
+            w = World(binary, root)
+            src = f"{root}/src"
+            make_spool(src, 4, 40, 1)
+            {
+                "crash-client": lambda: crash_client(w, src, rounds * 2, rng, stats),
+                "crash-vault": lambda: crash_vault(w, src, rounds, rng, stats),
+                "crash-replica": lambda: crash_replica(w, src, rounds, rng, stats),
+                "crash-export": lambda: crash_export(w, src, max(3, rounds // 2), rng, stats),
+                "net-drop": lambda: net(w, src, rounds, rng, stats, 0.6, 0.0),
+                "net-slow": lambda: net(w, src, max(3, rounds // 2), rng, stats, 0.0, 0.02),
+                "disk-full": lambda: disk_full(w, src, max(3, rounds // 2), rng, stats),
+                "clock": lambda: clock(w, src, max(6, rounds // 2), rng, stats),
+            }[kind]()
+        if kind != "disk-full" and w is not None:
+            if w.vault is None or w.vault.poll() is not None:
+                w.start_vault()
+            restored, lost = w.restore_all()
+            stats["restored"] += restored
+            stats["lost"] += lost
+    except Failure as e:
+        stats["failure"] = str(e)
+        stats["damaged"] = 1
+    except subprocess.TimeoutExpired as e:
+        stats["failure"] = f"timed out: {e}"
+    finally:
+        if w is not None:
+            if stats["failure"]:
+                stats["vault_stderr_tail"] = w.vault_stderr()[-1500:]
+            w.kill_vault()
+        if not args.keep:
+            shutil.rmtree(root, ignore_errors=True)
+    stats["secs"] = round(time.time() - t0, 1)
+    return stats
+
+
+def report(results, args, path):
+    lines = ["# Chaos and soak", "",
+             f"`python3 bench/chaos.py{' --quick' if args.quick else ''}` "
+             f"({time.strftime('%Y-%m-%d', time.gmtime())}, seed {args.seed}, "
+             f"{os.cpu_count()} cores)", "",
+             "| fault kind | rounds | kills / cuts | clean failures | ok through the fault "
+             "| snapshots restored | lost | damaged | time |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for s in results:
+        lines.append(f"| {s['kind']} | {s['rounds']} | {s['kills'] or s['cuts']} | "
+                     f"{s['clean_failures']} | {s['ok_through_fault']} | {s['restored']} | "
+                     f"{len(s['lost'])} | {s['damaged']} | {s['secs']} s |")
+    for s in results:
+        if s["kind"] == "soak":
+            lines += ["", f"Soak: {len(s.get('vault_rss_mib', []))} RSS samples "
+                          f"{s.get('vault_rss_mib')} MiB; {s.get('backups', 0)} backups, "
+                          f"{s.get('errors', 0)} errors; latency p50 {s.get('p50_s')} s, "
+                          f"p99 {s.get('p99_s')} s."]
+        if s["kind"] == "clock":
+            lines += ["", f"Clock: {s['jumps']} forward jumps, {s['alerted']} alerted."]
+        if s["failure"] or s["lost"]:
+            lines += ["", f"**{s['kind']}**: {s['failure'] or ''} lost: {s['lost']}"]
+    text = "\n".join(lines) + "\n"
+    if path:
+        with open(path, "w") as f:
+            f.write(text)
+    return text
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--bin", default="target/release/holdfast")
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--only", default="")
+    ap.add_argument("--rounds", type=int, default=0)
+    ap.add_argument("--soak-secs", type=int, default=0)
+    ap.add_argument("--soak-clients", type=int, default=0)
+    ap.add_argument("--seed", default="1")
+    ap.add_argument("--out", default="")
+    ap.add_argument("--keep", action="store_true", help="keep the worlds of failed kinds")
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+    binary = os.path.abspath(args.bin)
+    if not os.path.exists(binary):
+        sys.exit(f"{binary}: not built (cargo build --release)")
+    kinds = [k for k in (args.only.split(",") if args.only else KINDS) if k]
+    for k in kinds:
+        if k not in KINDS:
+            sys.exit(f"unknown fault kind {k!r}; known: {', '.join(KINDS)}")
+    if "clock" in kinds and not os.path.exists(FAKETIME_LIB):
+        sys.exit(f"{FAKETIME_LIB} missing: apt-get install faketime")
+    base = tempfile.mkdtemp(prefix="holdfast-chaos-")
+    results = []
+    for k in kinds:
+        s = run_kind(k, args, binary, base)
+        print(f"{k}: {s['rounds']} rounds, {s['restored']} restored, {len(s['lost'])} lost, "
+              f"{'FAILED: ' + s['failure'] if s['failure'] else 'clean'} ({s['secs']} s)",
+              file=sys.stderr, flush=True)
+        results.append(s)
+    shutil.rmtree(base, ignore_errors=True)
+    text = report(results, args, args.out)
+    if args.json:
+        print(json.dumps(results, indent=1))
+    else:
+        print(text)
+    bad = any(s["failure"] or s["lost"] for s in results)
+    sys.exit(1 if bad else 0)
+
+
+if __name__ == "__main__":
+    main()
