@@ -510,3 +510,130 @@ fn backup_metrics_file_never_moves_success_on_failure() {
         assert!(p.status.success(), "{}", String::from_utf8_lossy(&p.stderr));
     }
 }
+
+/// The units in dist/systemd pass `systemd-analyze verify` (with the built
+/// binary standing in for /usr/bin/holdfast), timers are persistent and
+/// spread, and `systemd-analyze security --offline=yes` scores every
+/// service, the vault's included, at an exposure of 3.0 or less.
+#[test]
+fn systemd_units_verify_and_are_confined() {
+    if !tool("systemd-analyze") {
+        return;
+    }
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../dist/systemd");
+    let w = World::new();
+    let dir = w.path("units");
+    std::fs::create_dir(&dir).unwrap();
+    let mut units = Vec::new();
+    for e in std::fs::read_dir(&src).unwrap() {
+        let e = e.unwrap();
+        let name = e.file_name().to_string_lossy().into_owned();
+        let text = std::fs::read_to_string(e.path()).unwrap();
+        std::fs::write(
+            dir.join(&name),
+            text.replace("/usr/bin/holdfast", bin().to_str().unwrap()),
+        )
+        .unwrap();
+        units.push((name, text));
+    }
+    units.sort();
+    let names: Vec<&str> = units.iter().map(|(n, _)| n.as_str()).collect();
+    for need in [
+        "holdfast-vault.service",
+        "holdfast-backup@.service",
+        "holdfast-backup@.timer",
+        "holdfast-replica.service",
+        "holdfast-export.service",
+        "holdfast-export.timer",
+        "holdfast-audit.service",
+        "holdfast-audit.timer",
+        "holdfast-drill.service",
+        "holdfast-drill.timer",
+    ] {
+        assert!(names.contains(&need), "dist/systemd has no {need}");
+    }
+    for (name, text) in &units {
+        if name.ends_with(".timer") {
+            assert!(text.contains("\nPersistent=true\n"), "{name}");
+            assert!(text.contains("\nRandomizedDelaySec="), "{name}");
+            continue;
+        }
+        for key in [
+            "\nNoNewPrivileges=yes\n",
+            "\nProtectSystem=strict\n",
+            "\nProtectHome=yes\n",
+            "\nPrivateTmp=yes\n",
+        ] {
+            assert!(text.contains(key), "{name} lacks {}", key.trim());
+        }
+        assert!(text.contains("\nUser="), "{name} has no dedicated user");
+        assert!(
+            !text.contains("HOLDFAST_PASSPHRASE="),
+            "{name}: a passphrase in a unit"
+        );
+    }
+    let vault = &units
+        .iter()
+        .find(|(n, _)| n == "holdfast-vault.service")
+        .unwrap()
+        .1;
+    assert!(vault.contains("\nUser=holdfast\n"));
+    assert!(vault.contains("\nReadWritePaths="));
+    assert!(vault.contains("--http 127.0.0.1:"), "metrics on loopback");
+
+    // verify: templates through an instance.
+    let paths: Vec<String> = units
+        .iter()
+        .map(|(n, _)| {
+            dir.join(n.replace("@.", "@test."))
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    let o = Command::new("systemd-analyze")
+        .args(["verify", "--man=no"])
+        .args(&paths)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    let ours: Vec<&str> = err.lines().filter(|l| l.contains("holdfast")).collect();
+    assert!(o.status.success() && ours.is_empty(), "verify:\n{err}");
+    // And a broken unit is caught, so the check above can fail.
+    let broken = dir.join("holdfast-broken.service");
+    std::fs::write(
+        &broken,
+        vault.replace("NoNewPrivileges=yes", "NoNewPrivilegs=yes"),
+    )
+    .unwrap();
+    let o = Command::new("systemd-analyze")
+        .args(["verify", "--man=no", broken.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&o.stderr).contains("NoNewPrivilegs"));
+    std::fs::remove_file(&broken).unwrap();
+
+    for (name, _) in units.iter().filter(|(n, _)| n.ends_with(".service")) {
+        let unit = dir.join(name.replace("@.", "@test."));
+        let o = Command::new("systemd-analyze")
+            .args(["security", "--offline=yes", unit.to_str().unwrap()])
+            .output()
+            .unwrap();
+        let out = String::from_utf8_lossy(&o.stdout);
+        let score: f64 = out
+            .lines()
+            .find_map(|l| {
+                l.split_once("Overall exposure level for ")?
+                    .1
+                    .split_once(": ")
+            })
+            .and_then(|(_, rest)| rest.split_whitespace().next()?.parse().ok())
+            .unwrap_or_else(|| {
+                panic!(
+                    "no score for {name}: {out}{}",
+                    String::from_utf8_lossy(&o.stderr)
+                )
+            });
+        eprintln!("systemd-analyze security {name}: {score}");
+        assert!(score <= 3.0, "{name}: exposure {score}");
+    }
+}
