@@ -114,7 +114,7 @@ pub fn asctime(t: i64) -> String {
     ];
     let days = t.div_euclid(86_400);
     let sod = t.rem_euclid(86_400);
-    let (y, m, d) = crate::repo::civil_from_days(days);
+    let (y, m, d) = civil_from_days(days);
     format!(
         "{} {} {:2} {:02}:{:02}:{:02} {y}",
         DAYS[days.rem_euclid(7) as usize],
@@ -124,6 +124,21 @@ pub fn asctime(t: i64) -> String {
         sod / 60 % 60,
         sod % 60
     )
+}
+
+/// Howard Hinnant's days-to-civil algorithm (kept here so that this file
+/// stands alone: the fuzz target compiles it in).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
 }
 
 #[cfg(test)]
