@@ -290,6 +290,17 @@ fn stolen_key_empty_snapshot_is_flagged_by_the_vault_and_the_healthy_one_held() 
     std::thread::sleep(std::time::Duration::from_millis(500));
     let hook = std::fs::read_to_string(&alerts).unwrap_or_default();
     assert!(hook.contains("held the last healthy snapshot"), "{hook}");
+    // `status` counts it.
+    let o = w.ok(&[
+        "status",
+        "--repo",
+        &url,
+        "--key",
+        &w.key("auditor"),
+        "--json",
+    ]);
+    let st: serde_json::Value = serde_json::from_str(&o).unwrap();
+    assert_eq!(st[0]["flagged_snapshots"], 1, "{st}");
     // Every reader folds the flag and the extension: the audit is clean.
     let o = w.run(&["audit", "--repo", &url, "--key", &w.key("auditor")]);
     assert!(

@@ -220,3 +220,60 @@ impl Cache {
             .retain(|_, f| f.chunks.iter().all(|c| blobs.contains_key(c)));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn history_round_trip_and_version_1_caches_still_read() {
+        let owner = Owner {
+            repo_id: [1; 16],
+            client: [2; 32],
+            config_id: ObjectId([3; 32]),
+        };
+        let mut c = Cache {
+            last_snapshot: Some(ObjectId([4; 32])),
+            packs: vec![ObjectId([5; 32])],
+            ..Default::default()
+        };
+        c.blobs.insert(BlobId([6; 32]), 0);
+        c.files.insert(
+            b"/m/cur/1".to_vec(),
+            CachedFile {
+                stat: FileStat {
+                    size: 9,
+                    mtime: (1, 2),
+                    ctime: (3, 4),
+                    ino: 5,
+                    dev: 6,
+                },
+                chunks: vec![BlobId([6; 32])],
+            },
+        );
+        c.history = (0..40)
+            .map(|i| RunStats {
+                churn: i,
+                changed_bytes: i * 10,
+            })
+            .collect();
+        let b = c.encode(&owner);
+        let back = Cache::decode(&b, &owner).unwrap();
+        // The newest 30 runs are kept.
+        assert_eq!(back.history.len(), 30);
+        assert_eq!(back.history[0].churn, 10);
+        assert_eq!(back.history[29].changed_bytes, 390);
+        assert_eq!(back.files.len(), 1);
+        // A version 1 cache: the same bytes without the history.
+        let mut v1 = b[..b.len() - (4 + 30 * 16)].to_vec();
+        v1[..8].copy_from_slice(MAGIC_V1);
+        let old = Cache::decode(&v1, &owner).unwrap();
+        assert!(old.history.is_empty());
+        assert_eq!(old.files.len(), 1);
+        // A history longer than the limit is damage (the cache is dropped).
+        let mut long = b[..b.len() - (4 + 30 * 16)].to_vec();
+        long.extend(31u32.to_le_bytes());
+        long.extend(vec![0u8; 31 * 16]);
+        assert!(Cache::decode(&long, &owner).is_err());
+    }
+}

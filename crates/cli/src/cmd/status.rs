@@ -64,6 +64,13 @@ pub fn run(a: Args) -> Result<ExitCode> {
         .values()
         .filter(|s| client.is_none_or(|c| s.client == c))
         .count();
+    // Live snapshots the vault flagged as anomalies (log kind 9).
+    let flagged = view
+        .state
+        .snapshots
+        .values()
+        .filter(|s| client.is_none_or(|c| s.client == c) && !s.flags.is_empty())
+        .count();
     // Problems of the log itself were printed when it was read (and set
     // the exit status); these are the witnesses'.
     let mut problems: Vec<String> = Vec::new();
@@ -92,12 +99,13 @@ pub fn run(a: Args) -> Result<ExitCode> {
             "log_size": view.checkpoint.size,
             "vault_time": util::time(view.checkpoint.time_ns),
             "live_snapshots": mine,
+            "flagged_snapshots": flagged,
             "witnesses": ws,
             "problems": view.problems.iter().chain(&problems).collect::<Vec<_>>(),
         }]));
     } else {
         util::out(format!(
-            "log of {} entries, signed {}; {} live snapshot(s){}",
+            "log of {} entries, signed {}; {} live snapshot(s){}{}",
             view.checkpoint.size,
             util::time(view.checkpoint.time_ns),
             mine,
@@ -105,6 +113,11 @@ pub fn run(a: Args) -> Result<ExitCode> {
                 " of this client"
             } else {
                 ""
+            },
+            if flagged > 0 {
+                format!("; {flagged} flagged as ANOMALY by the vault (see holdfast snapshots)")
+            } else {
+                String::new()
             }
         ));
         for (p, r) in &rows {
