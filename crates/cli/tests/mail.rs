@@ -824,3 +824,85 @@ fn drill_on_vault_replica_bundle_and_a_flipped_byte() {
     assert_eq!(v["run"]["ok"], false);
     assert!(err.contains("DRILL FAILED"), "{err}");
 }
+
+/// Through a vault with two mail servers: `latest` alone is refused as
+/// ambiguous; `--client`, a time (the vault's), and a path held by one
+/// server's snapshots only each choose the right snapshot; `mail restore`
+/// over the vault reads whole packs once and writes the mailbox.
+#[test]
+fn choosing_among_servers_through_a_vault() {
+    let w = World::new();
+    let keys = w.path("keys").display().to_string();
+    w.ok(&[
+        "init",
+        &w.repo(),
+        "--keys",
+        &keys,
+        "--client",
+        "mx1",
+        "--client",
+        "mx2",
+    ]);
+    let vault = w.start_vault(&[]);
+    let url = vault.url.clone();
+    let (k1, k2) = (w.key("client"), w.key("client-mx2"));
+    let s1 = w.path("mx1/mail");
+    let s2 = w.path("mx2/spool");
+    make_spool(&s1, &["ann"], 10, 41);
+    make_spool(&s2, &["ben"], 10, 42);
+    let first = backup_via(&w, &url, &k1, &s1);
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    backup_via(&w, &url, &k2, &s2);
+    let mut r = Rng(8);
+    put_msg(
+        &s1.join("ann"),
+        "2000000000.M1.late",
+        Some("S"),
+        &message("late@x", "late", &mut r),
+        2_000_000_000,
+    );
+    let second = backup_via(&w, &url, &k1, &s1);
+    let key = w.key("restore");
+    let list = |args: &[&str]| -> (Option<i32>, Vec<serde_json::Value>) {
+        let mut a = vec!["mail", "ls", "--repo", &url, "--key", &key, "--json"];
+        a.extend_from_slice(args);
+        let o = w.run(&a);
+        (
+            o.status.code(),
+            serde_json::from_slice(&o.stdout).unwrap_or_default(),
+        )
+    };
+    let (code, _) = list(&["latest"]);
+    assert_eq!(code, Some(1), "latest with two servers must be refused");
+    let (code, v) = list(&["latest", "--client", "mx1"]);
+    assert_eq!(code, Some(0));
+    assert_eq!(v[0]["path"], "mail/ann");
+    assert_eq!(v[0]["messages"], 21);
+    // The vault's time of the first snapshot, to the end of its second.
+    let snaps = w.snapshots();
+    let t = snaps
+        .iter()
+        .find(|s| s["id"].as_str() == Some(first.as_str()))
+        .unwrap_or_else(|| panic!("{first} not in {snaps:?}"))["time"]
+        .as_str()
+        .unwrap()
+        .replace('Z', ".999999999Z");
+    let (code, v) = list(&[&t, "--client", "mx1"]);
+    assert_eq!(code, Some(0));
+    assert_eq!(
+        v[0]["messages"], 20,
+        "the time chose {second} instead of {first}"
+    );
+    // A path only mx2 backed up chooses mx2's snapshot without --client.
+    let abs = s2.join("ben").display().to_string();
+    let (code, v) = list(&["latest", &abs]);
+    assert_eq!(code, Some(0));
+    assert_eq!(v[0]["path"], "spool/ben");
+    let target = w.path("restored/ben");
+    let rep = mail_restore(&w, &url, "latest", &abs, &target, &[]);
+    assert_eq!(rep["written"], 20, "{rep}");
+    assert_eq!(
+        files(&target.join("cur")).len() + files(&target.join("new")).len(),
+        10
+    );
+}

@@ -465,6 +465,106 @@ pub fn read_file(reader: &BlobReader, node: &Node) -> Result<Vec<u8>> {
     Ok(v)
 }
 
+/// Reads several files at once: on a backend that prefers whole objects
+/// (the vault) each pack they need is fetched once and every blob cut from
+/// it; elsewhere blob by blob with range reads. Every blob is checked
+/// against its keyed id either way.
+pub fn read_many(reader: &BlobReader, nodes: &[&Node]) -> Vec<Result<Vec<u8>>> {
+    if !reader.backend.prefers_whole_objects() {
+        return nodes.iter().map(|n| read_file(reader, n)).collect();
+    }
+    let mut by_pack: BTreeMap<u32, Vec<BlobId>> = BTreeMap::new();
+    for n in nodes {
+        if let NodeKind::File { chunks, .. } = &n.kind {
+            for c in chunks {
+                if let Some(loc) = reader.index.blobs.get(c) {
+                    by_pack.entry(loc.pack).or_default().push(*c);
+                }
+            }
+        }
+    }
+    let mut plain: HashMap<BlobId, Vec<u8>> = HashMap::new();
+    for (pack, mut ids) in by_pack {
+        ids.sort_unstable();
+        ids.dedup();
+        // A pack that fails is left out: the file is then read on its own
+        // below, which reports the error properly.
+        let Ok(bytes) = reader.whole_pack(pack) else {
+            continue;
+        };
+        for id in ids {
+            let loc = reader.index.blobs[&id];
+            if let Some(sealed) = loc.entry.sealed(&bytes)
+                && let Ok(p) = reader.open(&loc, sealed)
+            {
+                plain.insert(id, p);
+            }
+        }
+    }
+    nodes
+        .iter()
+        .map(|n| {
+            let NodeKind::File { size, chunks } = &n.kind else {
+                return read_file(reader, n);
+            };
+            let mut v = Vec::with_capacity((*size).min(64 << 20) as usize);
+            for c in chunks {
+                match plain.get(c) {
+                    Some(p) => v.extend_from_slice(p),
+                    None => return read_file(reader, n),
+                }
+            }
+            if v.len() as u64 != *size {
+                return read_file(reader, n);
+            }
+            Ok(v)
+        })
+        .collect()
+}
+
+/// The largest batch of messages read together (bytes, messages): the
+/// order stays newest first at this granularity.
+const BATCH_BYTES: u64 = 32 << 20;
+const BATCH_MSGS: usize = 1024;
+
+/// Messages in order, read a batch at a time with [`read_many`].
+struct Batches<'a, 'r> {
+    reader: &'r BlobReader<'r>,
+    msgs: &'a [&'a Msg],
+    next: usize,
+    ready: std::collections::VecDeque<(&'a Msg, Result<Vec<u8>>)>,
+}
+
+impl<'a, 'r> Batches<'a, 'r> {
+    fn new(reader: &'r BlobReader<'r>, msgs: &'a [&'a Msg]) -> Self {
+        Batches {
+            reader,
+            msgs,
+            next: 0,
+            ready: Default::default(),
+        }
+    }
+
+    fn next_msg(&mut self) -> Option<(&'a Msg, Result<Vec<u8>>)> {
+        if self.ready.is_empty() && self.next < self.msgs.len() {
+            let start = self.next;
+            let mut bytes = 0;
+            while self.next < self.msgs.len()
+                && self.next - start < BATCH_MSGS
+                && (self.next == start || bytes + self.msgs[self.next].size() <= BATCH_BYTES)
+            {
+                bytes += self.msgs[self.next].size();
+                self.next += 1;
+            }
+            let batch = &self.msgs[start..self.next];
+            let nodes: Vec<&Node> = batch.iter().map(|m| &m.node).collect();
+            let data = read_many(self.reader, &nodes);
+            self.ready.extend(batch.iter().copied().zip(data));
+        }
+        self.ready.pop_front()
+    }
+}
+
 /// True when `e` is the repository's fault (a missing object the snapshot
 /// lists counts as damage).
 pub fn is_damage(e: &Error) -> bool {
@@ -1048,16 +1148,24 @@ fn restore_folder(
     msgs.sort_by_key(|m| std::cmp::Reverse(m.mtime_ns()));
     let mut staged: Vec<(PathBuf, PathBuf)> = Vec::new();
     let mut since_sync = 0usize;
+    // What the live folder holds by name needs no reading.
+    let mut todo: Vec<&Msg> = Vec::with_capacity(msgs.len());
     for m in msgs {
+        if live.names.contains(MaildirName::parse(&m.name).base) {
+            r.messages += 1;
+            r.skipped_same_name += 1;
+            ctx.progress.messages_done.fetch_add(1, Ordering::Relaxed);
+        } else {
+            todo.push(m);
+        }
+    }
+    let mut batches = Batches::new(reader, &todo);
+    while let Some((m, data)) = batches.next_msg() {
         r.messages += 1;
         ctx.progress.messages_done.fetch_add(1, Ordering::Relaxed);
         let parsed = MaildirName::parse(&m.name);
-        if live.names.contains(parsed.base) {
-            r.skipped_same_name += 1;
-            continue;
-        }
         let what = || format!("{}/{}", mb.path, String::from_utf8_lossy(&m.name));
-        let data = match read_file(reader, &m.node) {
+        let data = match data {
             Ok(d) => d,
             Err(e) => {
                 r.note(&what(), &e);
@@ -1256,8 +1364,9 @@ pub fn export(snap: &Opened, key: &Key, path: &str, out: &Path) -> Result<Export
             msgs.sort_by_key(|m| (m.mtime_ns(), m.name.clone()));
             let mut buf = Vec::new();
             let mut n = 0;
-            for m in msgs {
-                match read_file(&reader, &m.node) {
+            let mut batches = Batches::new(&reader, &msgs);
+            while let Some((m, data)) = batches.next_msg() {
+                match data {
                     Ok(d) => {
                         mbox::write_message(&mut buf, &d, m.node.mtime_s);
                         n += 1;
