@@ -41,6 +41,7 @@ pub struct DrillReport {
     pub seconds: f64,
     pub verify_seconds: f64,
     pub first_inbox_s: Option<f64>,
+    pub all_inboxes_s: Option<f64>,
     /// The whole snapshot's bytes (what a full restore writes).
     pub snapshot_bytes: u64,
     pub snapshot_files: u64,
@@ -248,6 +249,7 @@ pub fn drill(
         let r = mail::restore_boxes(&snap, &reader, &picked, &mopts, &MailProgress::default())?;
         rep.seconds = start.elapsed().as_secs_f64();
         rep.first_inbox_s = r.first_inbox_s;
+        rep.all_inboxes_s = r.all_inboxes_s;
         rep.files = r.written + r.control_files;
         rep.bytes = r.bytes_written;
         rep.failures.extend(r.damaged);

@@ -78,7 +78,7 @@ pub fn run(a: Args) -> Result<ExitCode> {
         "mailboxes": r.mailboxes, "mailboxes_total": r.mailboxes_total,
         "files": r.files, "bytes": r.bytes, "seconds": r.seconds,
         "mb_per_s": r.mb_per_s(), "files_per_s": r.files_per_s(),
-        "first_inbox_seconds": r.first_inbox_s,
+        "first_inbox_seconds": r.first_inbox_s, "all_inboxes_seconds": r.all_inboxes_s,
         "snapshot_bytes": r.snapshot_bytes, "snapshot_files": r.snapshot_files,
         "projected_full_seconds": r.projected_full_s,
         "verified": r.verified, "verify_seconds": r.verify_seconds,

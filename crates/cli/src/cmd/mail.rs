@@ -247,7 +247,8 @@ pub fn report_json(r: &MailReport) -> serde_json::Value {
         "control_files": r.control_files, "folders_uids_kept": r.folders_uids_kept,
         "keywords_dropped": r.keywords_dropped,
         "damaged": r.damaged, "errors": r.errors, "bytes_read": r.bytes_read,
-        "first_inbox_seconds": r.first_inbox_s, "seconds": r.seconds,
+        "first_inbox_seconds": r.first_inbox_s, "all_inboxes_seconds": r.all_inboxes_s,
+        "seconds": r.seconds,
     })
 }
 

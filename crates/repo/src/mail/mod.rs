@@ -894,7 +894,8 @@ struct Ctx<'a> {
     progress: &'a MailProgress,
     host: String,
     start: Instant,
-    first_inbox: Mutex<Option<f64>>,
+    /// Seconds until the first and the last INBOX were complete.
+    first_inbox: Mutex<(Option<f64>, Option<f64>)>,
 }
 
 /// Restores the Maildirs at or under `path` of snapshot `snap` into
@@ -969,7 +970,7 @@ pub fn restore_boxes(
         progress,
         host: hostname(),
         start,
-        first_inbox: Mutex::new(None),
+        first_inbox: Mutex::new((None, None)),
     };
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(opts.parallel.max(1))
@@ -988,7 +989,7 @@ pub fn restore_boxes(
     for p in parts {
         report.merge(p);
     }
-    report.first_inbox_s = *ctx.first_inbox.lock().unwrap();
+    (report.first_inbox_s, report.all_inboxes_s) = *ctx.first_inbox.lock().unwrap();
     report.bytes_read = snap.bytes_read();
     report.seconds = start.elapsed().as_secs_f64();
     Ok(report)
@@ -1026,8 +1027,11 @@ fn restore_mailbox(ctx: &Ctx, mb: &Mailbox) -> MailReport {
         if f.is_inbox() {
             let t = ctx.start.elapsed().as_secs_f64();
             let mut fi = ctx.first_inbox.lock().unwrap();
-            if fi.is_none_or(|x| t < x) {
-                *fi = Some(t);
+            if fi.0.is_none_or(|x| t < x) {
+                fi.0 = Some(t);
+            }
+            if fi.1.is_none_or(|x| t > x) {
+                fi.1 = Some(t);
             }
         }
     }
