@@ -25,12 +25,23 @@ use clap::{Parser, Subcommand};
 s3://BUCKET/PREFIX or bundle:DIR[,DIR...] (offline bundles, oldest first). SNAPSHOT is an id, \
 a unique prefix, or `latest`: the newest by the vault's time (never a client's clock) of one \
 client, named with --client when several have snapshots.\nPassphrase-protected keys \
-(restore, admin) read HOLDFAST_PASSPHRASE, else ask on the terminal.\nExit status: 0 ok, \
+(restore, admin) read --passphrase-file (HOLDFAST_PASSPHRASE_FILE), HOLDFAST_PASSPHRASE_COMMAND \
+or HOLDFAST_PASSPHRASE, else ask on the terminal. --repo and --key default to HOLDFAST_REPO \
+and HOLDFAST_KEY; HOLDFAST_CACHE_DIR moves the cache.\nExit status: 0 ok, \
 1 error, 3 partial (files listed), 4 damage or tampering detected."
 )]
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Read the passphrase of restore and admin keys from the first line
+    /// of FILE
+    #[arg(
+        long,
+        global = true,
+        env = "HOLDFAST_PASSPHRASE_FILE",
+        value_name = "FILE"
+    )]
+    passphrase_file: Option<std::path::PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -149,13 +160,17 @@ fn checkpoint(c: CheckpointCommand) -> anyhow::Result<ExitCode> {
 fn main() -> ExitCode {
     // A wrong argument exits 1 like every other bad input (clap's own
     // default is 2); --help and --version exit 0.
-    let cli = match Cli::try_parse_from(shares_arg::fold(std::env::args_os())) {
+    let cli = match util::with_env_defaults(<Cli as clap::CommandFactory>::command())
+        .try_get_matches_from(shares_arg::fold(std::env::args_os()))
+        .and_then(|m| <Cli as clap::FromArgMatches>::from_arg_matches(&m))
+    {
         Ok(c) => c,
         Err(e) => {
             let _ = e.print();
             return ExitCode::from(u8::from(e.use_stderr()));
         }
     };
+    util::set_passphrase_file(cli.passphrase_file);
     let r = match cli.command {
         Command::Init(a) => cmd::init::run(a),
         Command::Backup(a) => cmd::backup::run(a),

@@ -57,14 +57,99 @@ pub fn backend(repo: &str, key: &Key) -> Result<Arc<dyn Backend>> {
     Ok(Arc::new(b))
 }
 
-/// The passphrase: `HOLDFAST_PASSPHRASE`, else the terminal.
+/// `--passphrase-file` (or `HOLDFAST_PASSPHRASE_FILE`, through clap), set
+/// once by `main` before any command runs.
+static PASSPHRASE_FILE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+
+pub fn set_passphrase_file(p: Option<PathBuf>) {
+    if let Some(p) = p {
+        let _ = PASSPHRASE_FILE.set(p);
+    }
+}
+
+/// The largest passphrase file read.
+const MAX_PASSPHRASE_FILE: u64 = 64 * 1024;
+
+fn usage(msg: impl Into<String>) -> holdfast_repo::Error {
+    holdfast_repo::Error::Usage(msg.into())
+}
+
+/// The first line of `bytes`, without its line ending; never empty.
+fn first_line(bytes: &[u8], from: &str) -> holdfast_repo::Result<Zeroizing<String>> {
+    let line = bytes.split(|b| *b == b'\n').next().unwrap_or(&[]);
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let s = std::str::from_utf8(line).map_err(|_| usage(format!("{from}: not UTF-8")))?;
+    if s.is_empty() {
+        return Err(usage(format!("{from}: empty passphrase")));
+    }
+    Ok(Zeroizing::new(s.to_string()))
+}
+
+/// The passphrase from a file: its first line.
+fn passphrase_from_file(path: &Path) -> holdfast_repo::Result<Zeroizing<String>> {
+    use std::io::Read;
+    let from = format!("passphrase file {}", path.display());
+    let f = std::fs::File::open(path).map_err(|e| usage(format!("{from}: {e}")))?;
+    let mut buf = Zeroizing::new(Vec::new());
+    f.take(MAX_PASSPHRASE_FILE)
+        .read_to_end(&mut buf)
+        .map_err(|e| usage(format!("{from}: {e}")))?;
+    first_line(&buf, &from)
+}
+
+/// The passphrase a command prints (first line of its stdout), as restic's
+/// `--password-command`: it may prompt on the terminal itself (stdin and
+/// stderr are the caller's); its output is never shown.
+fn passphrase_from_command(cmd: &str) -> holdfast_repo::Result<Zeroizing<String>> {
+    let from = "HOLDFAST_PASSPHRASE_COMMAND";
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(cmd)
+        .stdout(std::process::Stdio::piped())
+        .output()
+        .map_err(|e| usage(format!("{from}: cannot run it: {e}")))?;
+    let stdout = Zeroizing::new(out.stdout);
+    if !out.status.success() {
+        return Err(usage(format!("{from} failed ({})", out.status)));
+    }
+    first_line(&stdout, from)
+}
+
+/// The passphrase of restore and admin keys, from exactly one of:
+/// `--passphrase-file`/`HOLDFAST_PASSPHRASE_FILE`,
+/// `HOLDFAST_PASSPHRASE_COMMAND`, `HOLDFAST_PASSPHRASE`; else the terminal.
+/// Two of them set at once is refused rather than guessed between.
 pub fn passphrase(confirm: bool) -> holdfast_repo::Result<Zeroizing<String>> {
-    if let Ok(p) = std::env::var("HOLDFAST_PASSPHRASE") {
-        return Ok(Zeroizing::new(p));
+    let file = PASSPHRASE_FILE.get();
+    let command = std::env::var("HOLDFAST_PASSPHRASE_COMMAND")
+        .ok()
+        .filter(|c| !c.is_empty());
+    let direct = std::env::var("HOLDFAST_PASSPHRASE")
+        .ok()
+        .map(Zeroizing::new);
+    let given = usize::from(file.is_some())
+        + usize::from(command.is_some())
+        + usize::from(direct.is_some());
+    if given > 1 {
+        return Err(usage(
+            "more than one passphrase source is set: use one of --passphrase-file \
+             (HOLDFAST_PASSPHRASE_FILE), HOLDFAST_PASSPHRASE_COMMAND, HOLDFAST_PASSPHRASE",
+        ));
+    }
+    if let Some(f) = file {
+        return passphrase_from_file(f);
+    }
+    if let Some(c) = command {
+        return passphrase_from_command(&c);
+    }
+    if let Some(p) = direct {
+        return Ok(p);
     }
     if !std::io::stdin().is_terminal() {
         return Err(holdfast_repo::Error::Usage(
-            "a passphrase is needed: set HOLDFAST_PASSPHRASE or run on a terminal".into(),
+            "a passphrase is needed: give --passphrase-file (HOLDFAST_PASSPHRASE_FILE), \
+             HOLDFAST_PASSPHRASE_COMMAND or HOLDFAST_PASSPHRASE, or run on a terminal"
+                .into(),
         ));
     }
     let p = Zeroizing::new(
@@ -189,6 +274,17 @@ pub fn open_vault(repo: &str, key: &Path) -> Result<(Arc<VaultBackend>, Reposito
     let entries = v.log_entries(0, cp.size)?;
     attach_log(&mut r, entries, &cp);
     Ok((v, r, key))
+}
+
+/// `--repo` and `--key` of every command (options, not positionals) take
+/// `HOLDFAST_REPO` and `HOLDFAST_KEY` when not given; the command line wins.
+pub fn with_env_defaults(cmd: clap::Command) -> clap::Command {
+    cmd.mut_args(|a| match a.get_long() {
+        Some("repo") if !a.is_positional() => a.env("HOLDFAST_REPO"),
+        Some("key") if !a.is_positional() => a.env("HOLDFAST_KEY"),
+        _ => a,
+    })
+    .mut_subcommands(with_env_defaults)
 }
 
 pub fn cache_dir(flag: Option<PathBuf>) -> PathBuf {

@@ -637,3 +637,307 @@ fn systemd_units_verify_and_are_confined() {
         assert!(score <= 3.0, "{name}: exposure {score}");
     }
 }
+
+fn stderr(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// `HOLDFAST_REPO` and `HOLDFAST_KEY` stand in for --repo and --key (the
+/// command line wins); the passphrase comes from --passphrase-file,
+/// `HOLDFAST_PASSPHRASE_FILE` or `HOLDFAST_PASSPHRASE_COMMAND`, exactly one
+/// source at a time, and is never echoed.
+#[test]
+fn env_vars_and_passphrase_sources() {
+    let w = World::new();
+    init_with(&w, &[]);
+    let src = w.path("data");
+    make_maildir(&src, 1, 3, 5);
+    let o = w
+        .cmd(&["backup", src.to_str().unwrap()])
+        .env("HOLDFAST_REPO", w.repo())
+        .env("HOLDFAST_KEY", w.key("client"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    // The command line wins over the environment.
+    let o = w
+        .cmd(&["snapshots", "--repo", &w.repo(), "--json"])
+        .env("HOLDFAST_REPO", w.path("nowhere"))
+        .env("HOLDFAST_KEY", w.key("restore"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let list: Vec<serde_json::Value> = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(list.len(), 1);
+
+    let good = w.path("pass");
+    std::fs::write(&good, format!("{PASS}\n")).unwrap();
+    let bad = w.path("wrong");
+    std::fs::write(&bad, "not the passphrase at all\n").unwrap();
+    let snapshots = |envs: &[(&str, &str)], extra: &[&str]| {
+        let mut c = w.cmd(&["snapshots", "--repo", &w.repo(), "--key", &w.key("restore")]);
+        c.args(extra).env_remove("HOLDFAST_PASSPHRASE");
+        for (k, v) in envs {
+            c.env(k, v);
+        }
+        c.output().unwrap()
+    };
+    let o = snapshots(&[], &["--passphrase-file", good.to_str().unwrap()]);
+    assert!(o.status.success(), "--passphrase-file: {}", stderr(&o));
+    let o = snapshots(&[("HOLDFAST_PASSPHRASE_FILE", good.to_str().unwrap())], &[]);
+    assert!(
+        o.status.success(),
+        "HOLDFAST_PASSPHRASE_FILE: {}",
+        stderr(&o)
+    );
+    let o = snapshots(&[], &["--passphrase-file", bad.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(!stderr(&o).contains("not the passphrase"), "{}", stderr(&o));
+    let cmd = format!("cat {}", good.display());
+    let o = snapshots(&[("HOLDFAST_PASSPHRASE_COMMAND", &cmd)], &[]);
+    assert!(
+        o.status.success(),
+        "HOLDFAST_PASSPHRASE_COMMAND: {}",
+        stderr(&o)
+    );
+    // A failing command: its output is not shown, the run stops.
+    let o = snapshots(
+        &[("HOLDFAST_PASSPHRASE_COMMAND", "echo hunter2-secret; exit 3")],
+        &[],
+    );
+    assert_eq!(o.status.code(), Some(1));
+    let e = stderr(&o);
+    assert!(e.contains("HOLDFAST_PASSPHRASE_COMMAND failed"), "{e}");
+    assert!(!e.contains("hunter2"), "{e}");
+    assert_eq!(e.trim().lines().count(), 1, "{e}");
+    // Two sources at once are refused, not guessed between.
+    let o = snapshots(
+        &[
+            ("HOLDFAST_PASSPHRASE", PASS),
+            ("HOLDFAST_PASSPHRASE_FILE", good.to_str().unwrap()),
+        ],
+        &[],
+    );
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("more than one passphrase source"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!stderr(&o).contains(PASS));
+}
+
+/// `init --client mx1,mx2` makes two clients (never one named "mx1,mx2");
+/// a name that is not a plain name is refused; a failed init leaves
+/// nothing behind, so the retry just works.
+#[test]
+fn init_clients_and_all_or_nothing() {
+    let w = World::new();
+    let keys = w.path("keys");
+    init_with(&w, &["--client", "mx1,mx2", "--client", "mx3"]);
+    for f in ["client.key", "client-mx2.key", "client-mx3.key"] {
+        assert!(keys.join(f).exists(), "{f}");
+    }
+    assert!(!keys.join("client-mx1,mx2.key").exists());
+    let src = w.path("data");
+    make_maildir(&src, 1, 2, 9);
+    w.ok(&[
+        "backup",
+        "--repo",
+        &w.repo(),
+        "--key",
+        keys.join("client-mx2.key").to_str().unwrap(),
+        src.to_str().unwrap(),
+    ]);
+    let list = w.snapshots();
+    assert_eq!(list.len(), 1);
+    assert!(
+        list[0].to_string().contains("mx2"),
+        "snapshot of client mx2: {}",
+        list[0]
+    );
+
+    for bad in ["../evil", "a b", "mx1,,mx2", "mx1,mx1"] {
+        let w2 = World::new();
+        let o = w2.run(&[
+            "init",
+            &w2.repo(),
+            "--keys",
+            w2.path("keys").to_str().unwrap(),
+            "--client",
+            bad,
+        ]);
+        assert_eq!(o.status.code(), Some(1), "{bad}: {}", stderr(&o));
+        assert!(!w2.path("repo").exists(), "{bad}: a repository was made");
+        assert!(!w2.path("keys").exists(), "{bad}: keys were made");
+    }
+
+    // A failure after the repository directory was made: keys under a
+    // regular file cannot be written.
+    let w3 = World::new();
+    std::fs::write(w3.path("file"), b"x").unwrap();
+    let bad_keys = w3.path("file").join("keys");
+    let o = w3.run(&["init", &w3.repo(), "--keys", bad_keys.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(
+        !w3.path("repo").exists(),
+        "a failed init left the repository"
+    );
+    // An existing key in the keys directory: refused, the key untouched,
+    // the (empty, existing) repository directory left empty.
+    std::fs::create_dir(w3.path("repo")).unwrap();
+    std::fs::create_dir(w3.path("keys")).unwrap();
+    std::fs::write(w3.path("keys/auditor.key"), b"precious").unwrap();
+    let o = w3.run(&[
+        "init",
+        &w3.repo(),
+        "--keys",
+        w3.path("keys").to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert_eq!(
+        std::fs::read(w3.path("keys/auditor.key")).unwrap(),
+        b"precious"
+    );
+    assert_eq!(std::fs::read_dir(w3.path("repo")).unwrap().count(), 0);
+    assert_eq!(std::fs::read_dir(w3.path("keys")).unwrap().count(), 1);
+    std::fs::remove_file(w3.path("keys/auditor.key")).unwrap();
+    // The retry works.
+    w3.ok(&[
+        "init",
+        &w3.repo(),
+        "--keys",
+        w3.path("keys").to_str().unwrap(),
+    ]);
+}
+
+fn is_rfc3339(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.len() == 20
+        && b[4] == b'-'
+        && b[7] == b'-'
+        && b[10] == b'T'
+        && b[13] == b':'
+        && b[16] == b':'
+        && b[19] == b'Z'
+}
+
+/// `proposals` names admins, gives RFC 3339 times and plain status fields
+/// (no Rust debug text, no nanoseconds); approving one's own proposal or a
+/// vetoed one fails (exit 1) and never prints "approved"; a retention
+/// proposal that names one tier keeps the others.
+#[test]
+fn governance_output_is_for_people() {
+    let w = World::new();
+    init_with(&w, &["--delay-secs", "3600"]);
+    let vault = w.start_vault(&[]);
+    let url = vault.url.clone();
+    let src = w.path("data");
+    make_maildir(&src, 1, 2, 4);
+    let snap = backup_via(&w, &url, &w.key("client"), &src);
+    let (a1, a2, a3) = (w.key("admin-1"), w.key("admin-2"), w.key("admin-3"));
+    w.ok(&[
+        "propose",
+        "--repo",
+        &url,
+        "--key",
+        &a1,
+        "delete",
+        &snap[..12],
+    ]);
+    let list = |key: &str| -> Vec<serde_json::Value> {
+        serde_json::from_str(&w.ok(&["proposals", "--repo", &url, "--key", key, "--json"])).unwrap()
+    };
+    let p = list(&a1);
+    assert_eq!(p.len(), 1);
+    let p0 = &p[0];
+    assert_eq!(p0["state"], "pending", "{p0}");
+    assert_eq!(p0["proposer"], "admin-1");
+    assert_eq!(p0["approvals"], serde_json::json!(["admin-1"]));
+    assert_eq!(p0["needed"], 2);
+    assert!(is_rfc3339(p0["received"].as_str().unwrap()), "{p0}");
+    let pid = p0["id"].as_str().unwrap().to_string();
+    let text = w.ok(&["proposals", "--repo", &url, "--key", &a1]);
+    let json = serde_json::to_string(&p).unwrap();
+    for out in [&text, &json] {
+        for debug in ["Pending {", "approvals:", "until_ns", "Vetoed {", "by: ["] {
+            assert!(!out.contains(debug), "{debug:?} in {out}");
+        }
+    }
+    assert!(text.contains("proposed by admin-1 at 20"), "{text}");
+    assert!(text.contains("approvals 1 of 2: admin-1"), "{text}");
+
+    // Approving one's own proposal: refused, exit 1, no "approved".
+    let o = w.run(&["approve", "--repo", &url, "--key", &a1, &pid[..12]]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(!String::from_utf8_lossy(&o.stdout).contains("approved"));
+    assert!(stderr(&o).contains("already approved"), "{}", stderr(&o));
+    // Quorum, then a veto; approving the vetoed proposal fails.
+    w.ok(&["approve", "--repo", &url, "--key", &a2, &pid[..12]]);
+    let p = list(&a2);
+    assert_eq!(p[0]["state"], "waiting", "{}", p[0]);
+    assert!(is_rfc3339(p[0]["veto_window_ends"].as_str().unwrap()));
+    w.ok(&["veto", "--repo", &url, "--key", &a3, &pid[..12]]);
+    let o = w.run(&["approve", "--repo", &url, "--key", &a3, &pid[..12]]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(!String::from_utf8_lossy(&o.stdout).contains("approved"));
+    assert!(stderr(&o).contains("vetoed"), "{}", stderr(&o));
+    let p = list(&a1);
+    assert_eq!(p[0]["state"], "vetoed");
+    assert_eq!(p[0]["vetoed_by"], "admin-3");
+    assert_eq!(p[0]["status"], "Vetoed by admin-3");
+    let text = w.ok(&["proposals", "--repo", &url, "--key", &a1]);
+    assert!(text.contains("vetoed by admin-3"), "{text}");
+
+    // A retention proposal changes what it names and nothing else
+    // (init's defaults: 14 days, daily 14, weekly 8, monthly 12, yearly 7).
+    w.ok(&[
+        "propose",
+        "--repo",
+        &url,
+        "--key",
+        &a1,
+        "retention",
+        "--keep-daily",
+        "30",
+    ]);
+    let p = list(&a1);
+    let r = p
+        .iter()
+        .find(|x| x["action"].as_str().unwrap().starts_with("retention"))
+        .unwrap();
+    assert_eq!(
+        r["action"], "retention keep-within 1209600s daily 30 weekly 8 monthly 12 yearly 7",
+        "{r}"
+    );
+    let o = w.run(&["propose", "--repo", &url, "--key", &a1, "retention"]);
+    assert_eq!(o.status.code(), Some(1), "an empty change was proposed");
+}
+
+/// A vault that is not running: one clear line at once, not seconds of
+/// retries and a raw HTTP-library error.
+#[test]
+fn a_vault_that_is_not_running_is_said_at_once() {
+    let w = World::new();
+    init_with(&w, &[]);
+    let url = format!("https://127.0.0.1:{}", free_port());
+    let src = w.path("data");
+    std::fs::create_dir(&src).unwrap();
+    let t = std::time::Instant::now();
+    let o = w.run(&[
+        "backup",
+        "--repo",
+        &url,
+        "--key",
+        &w.key("client"),
+        src.to_str().unwrap(),
+    ]);
+    let took = t.elapsed();
+    assert_eq!(o.status.code(), Some(1));
+    let e = stderr(&o);
+    assert_eq!(e.trim().lines().count(), 1, "{e}");
+    assert!(e.contains("connection refused"), "{e}");
+    assert!(e.contains("no vault is listening"), "{e}");
+    assert!(!e.contains("os error"), "raw error text: {e}");
+    assert!(took < Duration::from_secs(2), "took {took:?}");
+}

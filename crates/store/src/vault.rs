@@ -102,6 +102,31 @@ pub struct VaultBackend {
     vault_key: [u8; 32],
     config_id: ObjectId,
     state_file: PathBuf,
+    /// Set once the vault has answered: from then on a refused connection
+    /// is a vault restarting, worth the retries; before, it is a vault that
+    /// is not running (or a wrong address), said at once.
+    answered: std::sync::atomic::AtomicBool,
+}
+
+/// Why a connection could not be made at all, when retrying cannot help:
+/// nothing listens at the address, or the host name does not resolve.
+fn unreachable(e: &(dyn std::error::Error + 'static)) -> Option<&'static str> {
+    let mut src: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(x) = src {
+        if let Some(io) = x.downcast_ref::<std::io::Error>()
+            && io.kind() == std::io::ErrorKind::ConnectionRefused
+        {
+            return Some(
+                "connection refused: no vault is listening there (is `holdfast vault serve` running, on this address?)",
+            );
+        }
+        let t = x.to_string();
+        if t.contains("failed to lookup address") || t.contains("Name or service not known") {
+            return Some("host name not found");
+        }
+        src = x.source();
+    }
+    None
 }
 
 fn transient(e: impl std::fmt::Display) -> StoreError {
@@ -155,6 +180,7 @@ impl VaultBackend {
             vault_key: [0; 32],
             config_id,
             state_file: PathBuf::new(),
+            answered: std::sync::atomic::AtomicBool::new(false),
         };
         let cfg = b.request("GET", "/v1/config", &[], None)?;
         if ObjectId::of(&cfg) != config_id {
@@ -449,6 +475,14 @@ impl VaultBackend {
             rq = rq.body(body.to_vec());
         }
         let resp = rq.send().map_err(|e| {
+            if !self.answered.load(std::sync::atomic::Ordering::Relaxed)
+                && let Some(why) = unreachable(&e)
+            {
+                return StoreError::Io {
+                    path: self.base.clone(),
+                    source: std::io::Error::new(std::io::ErrorKind::ConnectionRefused, why),
+                };
+            }
             let mut s = e.to_string();
             let mut src = std::error::Error::source(&e);
             while let Some(x) = src {
@@ -464,6 +498,8 @@ impl VaultBackend {
                 StoreError::Transient(format!("{}: {s}", self.base))
             }
         })?;
+        self.answered
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         let status = resp.status().as_u16();
         let bytes = resp.bytes().map_err(transient)?.to_vec();
         let msg = || {

@@ -24,6 +24,7 @@ use axum::response::{IntoResponse, Response};
 use holdfast_core::ObjectId;
 use holdfast_core::crypto::Identity;
 use holdfast_core::format::Role;
+use holdfast_core::governance::Status;
 use holdfast_core::request::Auth;
 use holdfast_store::{Kind, check_name};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -407,21 +408,57 @@ fn handle(
                 &[Role::Admin, Role::Auditor, Role::Replica, Role::Restore],
             )?;
             let now = now_ns();
+            let hex = |k: &[u8; 32]| holdfast_core::id::hex(k);
             let list: Vec<_> =
                 v.st.proposals
                     .iter()
                     .map(|(id, p)| {
-                        let status = if p.executed.is_some() {
-                            "executed".to_string()
-                        } else {
-                            format!("{:?}", v.proposal_status(id, now).expect("listed"))
+                        // A state word and plain fields (never Rust debug
+                        // text); `status` is a line for people.
+                        let (state, status, until_ns, vetoed_by) = match p.executed {
+                            Some(_) => ("executed", "executed".to_string(), None, None),
+                            None => match v.proposal_status(id, now) {
+                                Some(Status::Pending { approvals, needed }) => (
+                                    "pending",
+                                    format!("Pending: {approvals} of {needed} approvals"),
+                                    None,
+                                    None,
+                                ),
+                                Some(Status::Waiting { until_ns }) => (
+                                    "waiting",
+                                    format!(
+                                        "Waiting: quorum reached, veto window ends {}",
+                                        crate::dashboard::rfc3339(until_ns)
+                                    ),
+                                    Some(until_ns),
+                                    None,
+                                ),
+                                Some(Status::Vetoed { by }) => {
+                                    ("vetoed", "Vetoed".to_string(), None, Some(hex(&by)))
+                                }
+                                Some(Status::Ready) | None => {
+                                    ("ready", "Ready: runs at the next tick".into(), None, None)
+                                }
+                            },
                         };
+                        let mut approvals: Vec<String> = Vec::new();
+                        for (a, _, _) in &p.approvals {
+                            if !approvals.contains(&hex(a)) {
+                                approvals.push(hex(a));
+                            }
+                        }
                         json!({
                             "id": id.to_hex(),
                             "action": describe(&p.proposal.action),
-                            "proposer": holdfast_core::id::hex(&p.proposal.proposer),
+                            "proposer": hex(&p.proposal.proposer),
                             "received_ns": p.received_ns,
+                            "state": state,
                             "status": status,
+                            "approvals": approvals,
+                            "needed": v.st.quorum,
+                            "until_ns": until_ns,
+                            "vetoed_by": vetoed_by,
+                            "executed_ns": p.executed.map(|(_, t)| t),
                             "proposal": holdfast_core::id::hex(&p.proposal.encode()),
                         })
                     })

@@ -28,18 +28,18 @@ pub enum What {
         #[arg(required = true)]
         snapshots: Vec<String>,
     },
-    /// Replace the retention policy
+    /// Change the retention policy: what is not given stays as it is now
     Retention {
         #[arg(long)]
-        keep_within_days: u64,
-        #[arg(long, default_value_t = 0)]
-        keep_daily: u32,
-        #[arg(long, default_value_t = 0)]
-        keep_weekly: u32,
-        #[arg(long, default_value_t = 0)]
-        keep_monthly: u32,
-        #[arg(long, default_value_t = 0)]
-        keep_yearly: u32,
+        keep_within_days: Option<u64>,
+        #[arg(long)]
+        keep_daily: Option<u32>,
+        #[arg(long)]
+        keep_weekly: Option<u32>,
+        #[arg(long)]
+        keep_monthly: Option<u32>,
+        #[arg(long)]
+        keep_yearly: Option<u32>,
     },
     /// Remove an identity (admin, client, replica, auditor) by name
     RemoveIdentity { name: String },
@@ -104,13 +104,32 @@ pub fn propose(a: ProposeArgs) -> Result<ExitCode> {
             keep_weekly,
             keep_monthly,
             keep_yearly,
-        } => Action::SetRetention(Retention {
-            keep_within_secs: keep_within_days * 86_400,
-            daily: keep_daily,
-            weekly: keep_weekly,
-            monthly: keep_monthly,
-            yearly: keep_yearly,
-        }),
+        } => {
+            // The policy in force: the log's (a change executed earlier),
+            // else the config's.
+            let now: &Retention = repo
+                .log
+                .as_ref()
+                .map(|l| &l.state.retention)
+                .unwrap_or(&repo.config.retention);
+            if [keep_daily, keep_weekly, keep_monthly, keep_yearly]
+                .iter()
+                .all(Option::is_none)
+                && keep_within_days.is_none()
+            {
+                bail!(
+                    "say what to change: --keep-within-days, --keep-daily, --keep-weekly, --keep-monthly or --keep-yearly"
+                );
+            }
+            Action::SetRetention(Retention {
+                keep_within_secs: keep_within_days
+                    .map_or(now.keep_within_secs, |d| d.saturating_mul(86_400)),
+                daily: keep_daily.unwrap_or(now.daily),
+                weekly: keep_weekly.unwrap_or(now.weekly),
+                monthly: keep_monthly.unwrap_or(now.monthly),
+                yearly: keep_yearly.unwrap_or(now.yearly),
+            })
+        }
         What::RemoveIdentity { name } => {
             let m = repo
                 .members
@@ -169,20 +188,101 @@ pub fn vote(a: VoteArgs, kind: VoteKind) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// One proposal as the vault lists it, with identities by name and times
+/// in RFC 3339 (the vault sends keys and nanoseconds).
+fn readable(repo: &holdfast_repo::Repository, p: &serde_json::Value) -> serde_json::Value {
+    let name = |v: &serde_json::Value| -> Option<String> {
+        let k = holdfast_core::id::parse_hex32(v.as_str()?).ok()?;
+        Some(repo.member_name(&k))
+    };
+    let time = |v: &serde_json::Value| v.as_i64().map(util::time);
+    let approvals: Vec<String> = p["approvals"]
+        .as_array()
+        .map(|a| a.iter().filter_map(name).collect())
+        .unwrap_or_default();
+    // A removal names its subject by name, not by key.
+    let action = p["proposal"]
+        .as_str()
+        .and_then(|h| holdfast_core::id::parse_hex(h).ok())
+        .and_then(|b| Proposal::decode(&b).ok())
+        .and_then(|pr| match pr.action {
+            Action::RemoveIdentity(k) => {
+                Some(format!("removal of identity {}", repo.member_name(&k)))
+            }
+            _ => None,
+        })
+        .or_else(|| p["action"].as_str().map(str::to_string))
+        .unwrap_or_default();
+    let vetoed_by = name(&p["vetoed_by"]);
+    let state = p["state"].as_str().unwrap_or("unknown").to_string();
+    let status = match (&vetoed_by, p["status"].as_str()) {
+        (Some(by), _) => format!("Vetoed by {by}"),
+        (None, Some(s)) => s.to_string(),
+        (None, None) => state.clone(),
+    };
+    serde_json::json!({
+        "id": p["id"],
+        "action": action,
+        "state": state,
+        "status": status,
+        "proposer": name(&p["proposer"]),
+        "received": time(&p["received_ns"]),
+        "approvals": approvals,
+        "needed": p["needed"],
+        "veto_window_ends": time(&p["until_ns"]),
+        "vetoed_by": vetoed_by,
+        "executed": time(&p["executed_ns"]),
+        "proposal": p["proposal"],
+    })
+}
+
 pub fn list(a: ListArgs) -> Result<ExitCode> {
-    let (vault, _, _) = util::open_vault(&a.repo, &a.key)?;
-    let all = proposals(&vault)?;
+    let (vault, repo, _) = util::open_vault(&a.repo, &a.key)?;
+    let all: Vec<serde_json::Value> = proposals(&vault)?
+        .iter()
+        .map(|p| readable(&repo, p))
+        .collect();
     if a.json {
         util::json(&serde_json::Value::Array(all));
-    } else {
-        for p in &all {
-            util::out(format!(
-                "{}  {}  {}",
-                &p["id"].as_str().unwrap_or("?")[..16],
-                p["status"].as_str().unwrap_or("?"),
-                p["action"].as_str().unwrap_or("?")
-            ));
+        return Ok(ExitCode::SUCCESS);
+    }
+    if all.is_empty() {
+        util::out("no proposals");
+    }
+    for p in &all {
+        let s = |k: &str| p[k].as_str().unwrap_or("").to_string();
+        let id = s("id");
+        let mut detail = vec![format!(
+            "proposed by {} at {}",
+            s("proposer"),
+            s("received")
+        )];
+        let approvals: Vec<&str> = p["approvals"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|x| x.as_str()).collect())
+            .unwrap_or_default();
+        detail.push(format!(
+            "approvals {} of {}: {}",
+            approvals.len(),
+            p["needed"].as_u64().unwrap_or(0),
+            approvals.join(", ")
+        ));
+        if let Some(t) = p["veto_window_ends"].as_str() {
+            detail.push(format!("veto window ends {t}"));
         }
+        if let Some(by) = p["vetoed_by"].as_str() {
+            detail.push(format!("vetoed by {by}: it never runs"));
+        }
+        if let Some(t) = p["executed"].as_str() {
+            detail.push(format!("executed at {t}"));
+        }
+        util::out(format!(
+            "{}  {:<8}  {}\n    {}",
+            &id[..id.len().min(16)],
+            s("state"),
+            s("action"),
+            detail.join("; ")
+        ));
     }
     Ok(ExitCode::SUCCESS)
 }

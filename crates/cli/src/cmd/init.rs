@@ -21,8 +21,9 @@ pub struct Args {
     /// Admin approvals a destructive proposal needs
     #[arg(long, default_value_t = 2)]
     pub quorum: u32,
-    /// Names of client identities; the first gets client.key, others client-NAME.key
-    #[arg(long = "client", default_value = "client")]
+    /// Names of client identities (repeat, or separate with commas); the
+    /// first gets client.key, others client-NAME.key
+    #[arg(long = "client", default_value = "client", value_delimiter = ',')]
     pub clients: Vec<String>,
     /// Keep every snapshot at least this many days
     #[arg(long, default_value_t = 14)]
@@ -47,7 +48,91 @@ pub struct Args {
     pub grace_secs: u64,
 }
 
+/// A client name becomes a key file name and a metric label: a plain
+/// host-like name only.
+fn check_client_names(names: &[String]) -> Result<()> {
+    let mut seen = std::collections::HashSet::new();
+    for n in names {
+        let plain = !n.is_empty()
+            && n.len() <= 64
+            && !n.starts_with('.')
+            && n.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+        if !plain {
+            bail!(
+                "client name {n:?}: use letters, digits, '.', '_' and '-' (at most 64), \
+                 one name per --client or separated by commas"
+            );
+        }
+        if !seen.insert(n.as_str()) {
+            bail!("client name {n:?} given twice");
+        }
+    }
+    Ok(())
+}
+
+/// What was on disk before `init`, so that a failed one takes away exactly
+/// what it made and the retry finds the places as they were.
+struct Undo {
+    repo: Option<(PathBuf, bool)>,
+    keys: PathBuf,
+    keys_existed: bool,
+    key_files_before: Vec<std::ffi::OsString>,
+}
+
+impl Undo {
+    fn note(repo: Option<&str>, keys: &std::path::Path) -> Undo {
+        let list = |d: &std::path::Path| -> Vec<std::ffi::OsString> {
+            std::fs::read_dir(d)
+                .map(|rd| rd.filter_map(|e| e.ok().map(|e| e.file_name())).collect())
+                .unwrap_or_default()
+        };
+        Undo {
+            repo: repo.map(|r| {
+                let p = PathBuf::from(r);
+                let existed = p.symlink_metadata().is_ok();
+                (p, existed)
+            }),
+            keys: keys.to_path_buf(),
+            keys_existed: keys.symlink_metadata().is_ok(),
+            key_files_before: list(keys),
+        }
+    }
+
+    /// Removes what the failed init made: the key files that were not
+    /// there, the keys directory if it was made, the repository directory
+    /// (or, if it existed empty, what was made inside it).
+    fn run(self) {
+        if let Ok(rd) = std::fs::read_dir(&self.keys) {
+            for e in rd.flatten() {
+                if !self.key_files_before.contains(&e.file_name()) {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+        }
+        if !self.keys_existed {
+            let _ = std::fs::remove_dir(&self.keys);
+        }
+        match self.repo {
+            Some((p, false)) => {
+                let _ = std::fs::remove_dir_all(&p);
+            }
+            Some((p, true)) => {
+                // It existed, so it was empty (LocalDir::create checks):
+                // everything in it is ours.
+                if let Ok(rd) = std::fs::read_dir(&p) {
+                    for e in rd.flatten() {
+                        let _ = std::fs::remove_dir_all(e.path());
+                    }
+                }
+            }
+            None => {}
+        }
+    }
+}
+
 pub fn run(a: Args) -> Result<ExitCode> {
+    check_client_names(&a.clients)?;
     let s3 = a.repo.starts_with("s3://");
     if !s3 && (a.repo.contains("://") || a.repo.starts_with("bundle:")) {
         bail!(
@@ -59,6 +144,34 @@ pub fn run(a: Args) -> Result<ExitCode> {
     if pw.len() < 8 {
         bail!("the passphrase must be at least 8 characters");
     }
+    let local = !s3
+        && std::fs::read_dir(&a.repo)
+            .map(|mut d| d.next().is_none())
+            .unwrap_or(true);
+    let undo = Undo::note(local.then_some(a.repo.as_str()), &a.keys);
+    match create(&a, s3, &pw) {
+        Ok(id) => {
+            util::out(format!(
+                "created repository {} (config {}), keys in {}",
+                a.repo,
+                id.short(),
+                a.keys.display()
+            ));
+            util::out(
+                "keep restore.key and the admin keys offline; client.key goes on the backed-up server",
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            // All or nothing: the config is written last, so a failure
+            // left no repository, only the layout and keys made so far.
+            undo.run();
+            Err(e)
+        }
+    }
+}
+
+fn create(a: &Args, s3: bool, pw: &str) -> Result<holdfast_core::ObjectId> {
     let backend: Box<dyn Backend> = if s3 {
         // Creates the bucket with Object Lock if missing; refuses one without.
         let b = S3Store::open(&a.repo, true)?;
@@ -72,7 +185,7 @@ pub fn run(a: Args) -> Result<ExitCode> {
     let opts = InitOptions {
         admins: a.admins,
         quorum: a.quorum,
-        clients: a.clients,
+        clients: a.clients.clone(),
         retention: Retention {
             keep_within_secs: a.keep_within_secs.unwrap_or(a.keep_within_days * 86_400),
 
@@ -85,15 +198,5 @@ pub fn run(a: Args) -> Result<ExitCode> {
         grace_secs: a.grace_secs,
         ..Default::default()
     };
-    let id = init(backend.as_ref(), &a.keys, &opts, pw.as_bytes())?;
-    util::out(format!(
-        "created repository {} (config {}), keys in {}",
-        a.repo,
-        id.short(),
-        a.keys.display()
-    ));
-    util::out(
-        "keep restore.key and the admin keys offline; client.key goes on the backed-up server",
-    );
-    Ok(ExitCode::SUCCESS)
+    Ok(init(backend.as_ref(), &a.keys, &opts, pw.as_bytes())?)
 }
