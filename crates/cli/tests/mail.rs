@@ -563,6 +563,42 @@ fn mail_options_on_real_directories() {
         assert_eq!(s, std::fs::metadata(&p).unwrap().len(), "{n}");
         assert!(!n.contains(".old"), "old base name reused: {n}");
     }
+    // A folder that is a symbolic link is not followed (a mail user
+    // pointing it elsewhere): that folder fails, exit 3, nothing written
+    // there; the other folders are restored.
+    let elsewhere = w.path("elsewhere");
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    let victim = target.join("user7");
+    std::fs::create_dir_all(&victim).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, victim.join(".Sent")).unwrap();
+    let t7 = victim.display().to_string();
+    let o = w.run(&[
+        "mail",
+        "restore",
+        "--repo",
+        &repo,
+        "--key",
+        &key,
+        &first,
+        "mail/user7",
+        &t7,
+    ]);
+    assert_eq!(
+        o.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(String::from_utf8_lossy(&o.stderr).contains("symbolic link"));
+    assert_eq!(
+        std::fs::read_dir(&elsewhere).unwrap().count(),
+        0,
+        "wrote through a symlink"
+    );
+    assert_eq!(
+        files(&victim.join("cur")).len() + files(&victim.join("new")).len(),
+        40
+    );
     // --folder: only Sent.
     let only = mail_restore(
         &w,

@@ -1052,6 +1052,27 @@ fn restore_folder(
         let p = p.to_path_buf();
         move |e: std::io::Error| io_err(&p, e)
     };
+    // A mail user could point a folder at another place (as root, a
+    // restore would then write there): nothing below TARGET is followed
+    // through a symbolic link.
+    let mut below = ctx.opts.target.clone();
+    let rest = dir.strip_prefix(&ctx.opts.target).unwrap_or(Path::new(""));
+    let subs = ["cur", "new", "tmp"].map(|s| dir.join(s));
+    let steps = rest
+        .components()
+        .map(|c| {
+            below.push(c);
+            below.clone()
+        })
+        .collect::<Vec<_>>();
+    for p in steps.iter().chain(subs.iter()) {
+        if std::fs::symlink_metadata(p).is_ok_and(|m| m.file_type().is_symlink()) {
+            return Err(io_err(
+                p,
+                std::io::Error::other("a symbolic link in a live mailbox; not followed"),
+            ));
+        }
+    }
     if !dry {
         let made = make_dir(dir, owner).map_err(ioe(dir))?;
         for sub in ["cur", "new", "tmp"] {
