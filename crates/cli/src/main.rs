@@ -96,6 +96,8 @@ enum Command {
     /// A restore drill: restore a sample (or all) into scratch, verify every
     /// byte, measure the rate; exit 4 when anything fails to verify
     Drill(cmd::drill::Args),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
+    Completion(cmd::completion::Args),
 }
 
 #[derive(Subcommand)]
@@ -193,6 +195,10 @@ fn main() -> ExitCode {
         Command::Checkpoint(c) => checkpoint(c),
         Command::Mail(c) => cmd::mail::run(c),
         Command::Drill(a) => cmd::drill::run(a),
+        Command::Completion(a) => cmd::completion::run(
+            a,
+            util::with_env_defaults(<Cli as clap::CommandFactory>::command()),
+        ),
     };
     match r {
         Ok(code) if code == ExitCode::SUCCESS && util::LOG_TAMPERED.load(Ordering::Relaxed) => {

@@ -941,3 +941,35 @@ fn a_vault_that_is_not_running_is_said_at_once() {
     assert!(!e.contains("os error"), "raw error text: {e}");
     assert!(took < Duration::from_secs(2), "took {took:?}");
 }
+
+/// `holdfast completion SHELL` prints a script for each shell, made from
+/// the same definitions (new options included); bash accepts its syntax.
+#[test]
+fn shell_completions() {
+    let w = World::new();
+    let bash = w.ok(&["completion", "bash"]);
+    assert!(
+        bash.contains("_holdfast()"),
+        "{}",
+        &bash[..200.min(bash.len())]
+    );
+    assert!(bash.contains("--metrics-file"));
+    assert!(bash.contains("--passphrase-file"));
+    let f = w.path("holdfast.bash");
+    std::fs::write(&f, &bash).unwrap();
+    let o = Command::new("bash")
+        .args(["-n", f.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        w.ok(&["completion", "zsh"])
+            .starts_with("#compdef holdfast")
+    );
+    assert!(
+        w.ok(&["completion", "fish"])
+            .contains("complete -c holdfast")
+    );
+    let o = w.run(&["completion", "tcsh"]);
+    assert!(!o.status.success());
+}

@@ -3,6 +3,7 @@
 
 pub mod audit;
 pub mod backup;
+pub mod completion;
 pub mod diff;
 pub mod drill;
 pub mod export;
