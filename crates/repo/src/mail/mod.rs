@@ -38,7 +38,6 @@ use std::time::Instant;
 use holdfast_core::format::{Node, NodeKind, SnapshotBody, Tree};
 use holdfast_core::{BlobId, ObjectId};
 use holdfast_store::{Backend, Kind};
-use rayon::prelude::*;
 
 use crate::index::{BlobReader, Index};
 use crate::keys::Key;
@@ -465,11 +464,49 @@ pub fn read_file(reader: &BlobReader, node: &Node) -> Result<Vec<u8>> {
     Ok(v)
 }
 
+/// Whole packs recently fetched from a backend that prefers whole objects
+/// (the vault), shared by the threads of one command: neighbouring
+/// mailboxes, worked on at the same time, mostly share packs.
+pub struct PackLru {
+    cap: usize,
+    packs: Mutex<std::collections::VecDeque<(u32, Arc<Vec<u8>>)>>,
+}
+
+impl PackLru {
+    pub fn new(cap: usize) -> PackLru {
+        PackLru {
+            cap: cap.max(1),
+            packs: Mutex::new(Default::default()),
+        }
+    }
+
+    /// A whole pack (checked against its id by the backend), from here or
+    /// fetched.
+    fn get(&self, reader: &BlobReader, pack: u32) -> Result<Arc<Vec<u8>>> {
+        {
+            let mut c = self.packs.lock().unwrap();
+            if let Some(i) = c.iter().position(|(p, _)| *p == pack) {
+                let hit = c.remove(i).unwrap();
+                let bytes = hit.1.clone();
+                c.push_back(hit);
+                return Ok(bytes);
+            }
+        }
+        let bytes = Arc::new(reader.whole_pack(pack)?);
+        let mut c = self.packs.lock().unwrap();
+        if c.len() >= self.cap {
+            c.pop_front();
+        }
+        c.push_back((pack, bytes.clone()));
+        Ok(bytes)
+    }
+}
+
 /// Reads several files at once: on a backend that prefers whole objects
 /// (the vault) each pack they need is fetched once and every blob cut from
 /// it; elsewhere blob by blob with range reads. Every blob is checked
 /// against its keyed id either way.
-pub fn read_many(reader: &BlobReader, nodes: &[&Node]) -> Vec<Result<Vec<u8>>> {
+pub fn read_many(reader: &BlobReader, packs: &PackLru, nodes: &[&Node]) -> Vec<Result<Vec<u8>>> {
     if !reader.backend.prefers_whole_objects() {
         return nodes.iter().map(|n| read_file(reader, n)).collect();
     }
@@ -489,7 +526,7 @@ pub fn read_many(reader: &BlobReader, nodes: &[&Node]) -> Vec<Result<Vec<u8>>> {
         ids.dedup();
         // A pack that fails is left out: the file is then read on its own
         // below, which reports the error properly.
-        let Ok(bytes) = reader.whole_pack(pack) else {
+        let Ok(bytes) = packs.get(reader, pack) else {
             continue;
         };
         for id in ids {
@@ -530,15 +567,17 @@ const BATCH_MSGS: usize = 1024;
 /// Messages in order, read a batch at a time with [`read_many`].
 struct Batches<'a, 'r> {
     reader: &'r BlobReader<'r>,
+    packs: &'r PackLru,
     msgs: &'a [&'a Msg],
     next: usize,
     ready: std::collections::VecDeque<(&'a Msg, Result<Vec<u8>>)>,
 }
 
 impl<'a, 'r> Batches<'a, 'r> {
-    fn new(reader: &'r BlobReader<'r>, msgs: &'a [&'a Msg]) -> Self {
+    fn new(reader: &'r BlobReader<'r>, packs: &'r PackLru, msgs: &'a [&'a Msg]) -> Self {
         Batches {
             reader,
+            packs,
             msgs,
             next: 0,
             ready: Default::default(),
@@ -558,7 +597,7 @@ impl<'a, 'r> Batches<'a, 'r> {
             }
             let batch = &self.msgs[start..self.next];
             let nodes: Vec<&Node> = batch.iter().map(|m| &m.node).collect();
-            let data = read_many(self.reader, &nodes);
+            let data = read_many(self.reader, self.packs, &nodes);
             self.ready.extend(batch.iter().copied().zip(data));
         }
         self.ready.pop_front()
@@ -896,6 +935,7 @@ struct Ctx<'a> {
     start: Instant,
     /// Seconds until the first and the last INBOX were complete.
     first_inbox: Mutex<(Option<f64>, Option<f64>)>,
+    packs: PackLru,
 }
 
 /// Restores the Maildirs at or under `path` of snapshot `snap` into
@@ -971,22 +1011,30 @@ pub fn restore_boxes(
         host: hostname(),
         start,
         first_inbox: Mutex::new((None, None)),
+        packs: PackLru::new(2 * opts.parallel.max(1) + 2),
     };
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(opts.parallel.max(1))
         .build()
         .map_err(|e| Error::Usage(format!("threads: {e}")))?;
-    let parts: Vec<MailReport> = pool.install(|| {
-        boxes
-            .par_iter()
-            .map(|mb| {
-                let r = restore_mailbox(&ctx, mb);
-                progress.mailboxes_done.fetch_add(1, Ordering::Relaxed);
-                r
-            })
-            .collect()
+    // Workers take mailboxes in order, so those worked on at once are
+    // neighbours in the snapshot (and mostly in the same packs).
+    let next = AtomicU64::new(0);
+    let parts = Mutex::new(Vec::new());
+    pool.scope(|sc| {
+        for _ in 0..opts.parallel.max(1) {
+            sc.spawn(|_| {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed) as usize;
+                    let Some(mb) = boxes.get(i) else { break };
+                    let r = restore_mailbox(&ctx, mb);
+                    progress.mailboxes_done.fetch_add(1, Ordering::Relaxed);
+                    parts.lock().unwrap().push(r);
+                }
+            });
+        }
     });
-    for p in parts {
+    for p in parts.into_inner().unwrap() {
         report.merge(p);
     }
     (report.first_inbox_s, report.all_inboxes_s) = *ctx.first_inbox.lock().unwrap();
@@ -1184,7 +1232,7 @@ fn restore_folder(
             todo.push(m);
         }
     }
-    let mut batches = Batches::new(reader, &todo);
+    let mut batches = Batches::new(reader, &ctx.packs, &todo);
     while let Some((m, data)) = batches.next_msg() {
         r.messages += 1;
         ctx.progress.messages_done.fetch_add(1, Ordering::Relaxed);
@@ -1374,6 +1422,7 @@ pub fn export(snap: &Opened, key: &Key, path: &str, out: &Path) -> Result<Export
     for (p, e) in errors {
         rep.damaged.push(format!("{p}: {e}"));
     }
+    let packs = PackLru::new(4);
     if boxes.is_empty() && rep.damaged.is_empty() {
         return Err(Error::Usage(format!("no Maildir at or under {path:?}")));
     }
@@ -1389,7 +1438,7 @@ pub fn export(snap: &Opened, key: &Key, path: &str, out: &Path) -> Result<Export
             msgs.sort_by_key(|m| (m.mtime_ns(), m.name.clone()));
             let mut buf = Vec::new();
             let mut n = 0;
-            let mut batches = Batches::new(&reader, &msgs);
+            let mut batches = Batches::new(&reader, &packs, &msgs);
             while let Some((m, data)) = batches.next_msg() {
                 match data {
                     Ok(d) => {
