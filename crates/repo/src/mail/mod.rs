@@ -1373,13 +1373,16 @@ fn restore_folder(
             let tmp =
                 write_tmp(&dir.join("tmp"), &ctx.host, &data, mtime, owner).map_err(ioe(dir))?;
             match place(&tmp, &to) {
-                Ok(()) => r.control_files += 1,
+                Ok(()) => {
+                    r.control_files += 1;
+                    if c.name == b"dovecot-uidlist" {
+                        r.folders_uids_kept += 1;
+                    }
+                }
+                // Dovecot made one meanwhile: it numbers the messages.
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
                 Err(e) => r.errors.push(format!("{}: {e}", to.display())),
             }
-        }
-        if f.control.iter().any(|c| c.name == b"dovecot-uidlist") {
-            r.folders_uids_kept += 1;
         }
         for (tmp, to) in staged {
             if let Err(e) = place(&tmp, &to) {
