@@ -98,6 +98,8 @@ enum Command {
     Drill(cmd::drill::Args),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
     Completion(cmd::completion::Args),
+    /// What the repository holds per client: snapshots, stored bytes, dedup
+    Stats(cmd::stats::Args),
 }
 
 #[derive(Subcommand)]
@@ -195,6 +197,7 @@ fn main() -> ExitCode {
         Command::Checkpoint(c) => checkpoint(c),
         Command::Mail(c) => cmd::mail::run(c),
         Command::Drill(a) => cmd::drill::run(a),
+        Command::Stats(a) => cmd::stats::run(a),
         Command::Completion(a) => cmd::completion::run(
             a,
             util::with_env_defaults(<Cli as clap::CommandFactory>::command()),

@@ -973,3 +973,57 @@ fn shell_completions() {
     let o = w.run(&["completion", "tcsh"]);
     assert!(!o.status.success());
 }
+
+/// `holdfast stats`: snapshots and stored bytes per client, matching the
+/// pack files on disk; with the restore key, logical sizes and a dedup
+/// ratio that shows a second backup of the same data cost nothing.
+#[test]
+fn stats_per_client() {
+    let w = World::new();
+    init_with(&w, &["--client", "mx1,mx2"]);
+    let src = w.path("data");
+    make_maildir(&src, 2, 10, 11);
+    let (repo, keys) = (w.repo(), w.path("keys"));
+    for k in ["client.key", "client.key", "client-mx2.key"] {
+        w.ok(&[
+            "backup",
+            "--repo",
+            &repo,
+            "--key",
+            keys.join(k).to_str().unwrap(),
+            src.to_str().unwrap(),
+        ]);
+    }
+    let j: serde_json::Value = serde_json::from_str(&w.ok(&[
+        "stats",
+        "--repo",
+        &repo,
+        "--key",
+        &w.key("restore"),
+        "--json",
+    ]))
+    .unwrap();
+    assert_eq!(j["snapshots"], 3, "{j}");
+    let on_disk: u64 = files(&w.path("repo/packs"))
+        .iter()
+        .map(|p| std::fs::metadata(p).unwrap().len())
+        .sum();
+    assert_eq!(j["stored_bytes"].as_u64().unwrap(), on_disk);
+    let clients = j["clients"].as_array().unwrap();
+    assert_eq!(clients.len(), 2);
+    let mx1 = &clients[0];
+    assert_eq!(mx1["client"], "mx1");
+    assert_eq!(mx1["snapshots"], 2);
+    // Two backups of the same files: twice the logical size, stored once.
+    let ratio = mx1["dedup_ratio"].as_f64().unwrap();
+    assert!(ratio > 1.5, "{mx1}");
+    assert_eq!(
+        mx1["logical_bytes"].as_u64().unwrap(),
+        2 * mx1["newest_bytes"].as_u64().unwrap()
+    );
+    // Per-client dedup: each client stores its own copy.
+    assert!(clients[1]["stored_bytes"].as_u64().unwrap() > 0);
+    let text = w.ok(&["stats", "--repo", &repo, "--key", &w.key("auditor")]);
+    assert!(text.contains("3 snapshots"), "{text}");
+    assert!(text.contains("need the restore key"), "{text}");
+}

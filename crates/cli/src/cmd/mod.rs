@@ -17,6 +17,7 @@ pub mod ls;
 pub mod mail;
 pub mod restore;
 pub mod snapshots;
+pub mod stats;
 pub mod status;
 pub mod vault;
 pub mod verify;
