@@ -1027,3 +1027,54 @@ fn stats_per_client() {
     assert!(text.contains("3 snapshots"), "{text}");
     assert!(text.contains("need the restore key"), "{text}");
 }
+
+/// The alert rules in dist/prometheus pass `promtool check rules`, and
+/// their unit tests (`promtool test rules`: stale backup, failing runs, a
+/// missing client, anomalies, locks ending, proposals, drills, the vault's
+/// disk) pass.
+#[test]
+fn prometheus_alert_rules() {
+    if !tool("promtool") {
+        return;
+    }
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../dist/prometheus");
+    let o = Command::new("promtool")
+        .args(["check", "rules", "holdfast.rules.yml"])
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        stderr(&o)
+    );
+    let o = Command::new("promtool")
+        .args(["test", "rules", "holdfast.rules.test.yml"])
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success() && out.contains("SUCCESS"),
+        "{out}{}",
+        stderr(&o)
+    );
+    let rules = std::fs::read_to_string(dir.join("holdfast.rules.yml")).unwrap();
+    for alert in [
+        "HoldfastBackupStale",
+        "HoldfastClientMissing",
+        "HoldfastAnomaly",
+        "HoldfastLockExpiring",
+        "HoldfastDrillFailed",
+        "HoldfastDrillStale",
+        "HoldfastVaultDiskFilling",
+    ] {
+        assert!(rules.contains(&format!("alert: {alert}\n")), "{alert}");
+        let tests = std::fs::read_to_string(dir.join("holdfast.rules.test.yml")).unwrap();
+        assert!(
+            tests.contains(&format!("alertname: {alert}\n")),
+            "no test of {alert}"
+        );
+    }
+}
