@@ -573,7 +573,9 @@ pub async fn serve_http(listener: TcpListener, pages: Pages) {
         b.timer(TokioTimer::new())
             .header_read_timeout(gate::HEADER_TIMEOUT)
             .max_buf_size(HTTP_MAX_HEAD)
-            .keep_alive(true);
+            // One request per connection: a scraper reconnects (cheap on
+            // loopback), and no idle connection holds one of the few places.
+            .keep_alive(false);
         Arc::new(b)
     };
     loop {
