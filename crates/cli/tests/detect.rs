@@ -399,3 +399,34 @@ fn last_healthy_snapshot_survives_a_burst_past_its_original_lock() {
     restore_via(&w, &url, &healthy, &out);
     assert!(!files(&out).is_empty());
 }
+
+/// More than 30 snapshots from one client in an hour is a burst: the vault
+/// flags the ones past the threshold itself (no client finding involved)
+/// and holds the last healthy one.
+#[test]
+fn a_burst_of_snapshots_is_flagged_by_the_vault() {
+    let w = World::new();
+    w.init();
+    let v = w.start_vault(&[]);
+    let url = v.url.clone();
+    let src = w.path("mail");
+    make_maildir(&src, 1, 3, 61);
+    let mut ids = Vec::new();
+    for _ in 0..32 {
+        let (code, r, err) = backup(&w, &url, &src);
+        assert_eq!(code, 0, "{err}");
+        ids.push(r["snapshot"].as_str().unwrap().to_string());
+    }
+    let l = listed(&w, &url);
+    for (i, id) in ids.iter().enumerate() {
+        let want: Vec<String> = if i >= 30 {
+            vec!["burst".into()]
+        } else {
+            vec![]
+        };
+        assert_eq!(by_vault(snapshot(&l, id)), want, "snapshot {i}");
+    }
+    let held = snapshot(&l, &ids[29])["locked_until_ns"].as_i64().unwrap();
+    assert!(held >= now_ns() + 29 * DAY_NS);
+    assert!(v.stderr().contains("burst"));
+}
