@@ -1078,3 +1078,47 @@ fn prometheus_alert_rules() {
         );
     }
 }
+
+/// A snapshot the vault flags (here: a wiped spool, far smaller than the
+/// one before) shows on /metrics, in the alerts by kind, and in the
+/// client's row of the dashboard.
+#[test]
+fn vault_metrics_show_flagged_snapshots() {
+    let w = World::new();
+    init_with(&w, &["--client", "mx1"]);
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let vault = w.start_vault(&["--http", &port.to_string()]);
+    let src = w.path("mail");
+    make_maildir(&src, 3, 30, 21);
+    backup_via(&w, &vault.url, &w.key("client"), &src);
+    let (_, _, m) = http(&addr, "GET", "/metrics");
+    assert_eq!(
+        value(&m, "holdfast_snapshots_flagged", &[("client", "mx1")]),
+        Some(0.0)
+    );
+    // The spool is wiped: one small file is left.
+    std::fs::remove_dir_all(&src).unwrap();
+    std::fs::create_dir(&src).unwrap();
+    std::fs::write(src.join("left"), b"x").unwrap();
+    let o = w.run(&[
+        "backup",
+        "--repo",
+        &vault.url,
+        "--key",
+        &w.key("client"),
+        src.to_str().unwrap(),
+    ]);
+    assert!(matches!(o.status.code(), Some(0 | 5)), "{}", stderr(&o));
+    let (_, _, m) = http(&addr, "GET", "/metrics");
+    assert_eq!(
+        value(&m, "holdfast_snapshots_flagged", &[("client", "mx1")]),
+        Some(1.0),
+        "{m}"
+    );
+    assert!(value(&m, "holdfast_alerts_total", &[("kind", "anomaly")]).unwrap() >= 1.0);
+    let (_, _, d) = http(&addr, "GET", "/");
+    let i = d.find("data-client=\"mx1\"").unwrap();
+    let row = &d[i..i + d[i..].find("</tr>").unwrap()];
+    assert!(row.contains("1 flagged snapshot; newest: "), "{row}");
+}

@@ -133,10 +133,10 @@ th{{background:#f4f4f4}} td.n{{text-align:right}}
         h,
         "<h2>Clients</h2>\n<table id=clients><thead><tr><th>client</th><th>last backup</th>\
          <th>snapshots</th><th>stored</th><th>nearest lock expiry</th><th>latest lock expiry</th>\
-         </tr></thead><tbody>\n"
+         <th>anomalies</th></tr></thead><tbody>\n"
     );
     if o.clients.is_empty() {
-        h.push_str("<tr><td colspan=6 class=dim>no client identities</td></tr>\n");
+        h.push_str("<tr><td colspan=7 class=dim>no client identities</td></tr>\n");
     }
     for c in &o.clients {
         let stale = c.last_ns.is_none_or(|t| now - t > STALE_NS);
@@ -156,7 +156,8 @@ th{{background:#f4f4f4}} td.n{{text-align:right}}
         let _ = writeln!(
             h,
             "<tr data-client=\"{l}\"><td>{l}{removed}</td><td class=last>{last}</td>\
-             <td class=n>{n}</td><td class=n>{stored}</td><td>{nearest}</td><td>{latest}</td></tr>",
+             <td class=n>{n}</td><td class=n>{stored}</td><td>{nearest}</td><td>{latest}</td>\
+             <td class=anomalies>{anomalies}</td></tr>",
             l = escape(&c.label),
             removed = if c.removed {
                 " <span class=dim>(removed)</span>"
@@ -166,12 +167,24 @@ th{{background:#f4f4f4}} td.n{{text-align:right}}
             n = c.snapshots,
             stored = bytes(c.stored_bytes),
             nearest = when(c.nearest_lock_ns, now, "ago"),
+            anomalies = if c.flagged == 0 {
+                "none".to_string()
+            } else {
+                format!(
+                    "<span class=bad>{} flagged snapshot{}; newest: {}</span>",
+                    c.flagged,
+                    if c.flagged == 1 { "" } else { "s" },
+                    escape(&c.newest_flags.join(", "))
+                )
+            },
         );
     }
     h.push_str("</tbody></table>\n");
     h.push_str(
         "<p class=dim>Deduplication happens per client inside encrypted packs: the vault \
-         sees stored bytes, not what they dedup from. Anomaly detection is not built yet.</p>\n",
+         sees stored bytes, not what they dedup from (<code>holdfast stats</code> with the restore \
+         key does). Anomalies: snapshots the vault flagged; a client's own findings are in \
+         <code>holdfast snapshots</code>.</p>\n",
     );
 
     // Proposals.

@@ -168,6 +168,11 @@ pub struct ClientView {
     pub nearest_lock_ns: Option<i64>,
     /// The latest lock: until then at least one snapshot is held.
     pub latest_lock_ns: Option<i64>,
+    /// Live snapshots the vault flagged as anomalous (log kind 9).
+    pub flagged: u64,
+    /// The signals of its newest flagged snapshot, by name.
+    pub newest_flags: Vec<&'static str>,
+    newest_flag_ns: i64,
 }
 
 /// A proposal not yet executed.
@@ -238,6 +243,9 @@ impl Overview {
                         stored_bytes: v.stored_bytes(&mem.public),
                         nearest_lock_ns: None,
                         latest_lock_ns: None,
+                        flagged: 0,
+                        newest_flags: Vec::new(),
+                        newest_flag_ns: i64::MIN,
                     },
                 ),
             );
@@ -261,6 +269,9 @@ impl Overview {
                             stored_bytes: v.stored_bytes(&s.client),
                             nearest_lock_ns: None,
                             latest_lock_ns: None,
+                            flagged: 0,
+                            newest_flags: Vec::new(),
+                            newest_flag_ns: i64::MIN,
                         },
                     ),
                 );
@@ -270,6 +281,17 @@ impl Overview {
             c.snapshots += 1;
             c.last_ns = c.last_ns.max(Some(s.added_ns));
             c.latest_lock_ns = c.latest_lock_ns.max(Some(s.lock_until_ns));
+            if !s.flags.is_empty() {
+                c.flagged += 1;
+                if s.added_ns > c.newest_flag_ns {
+                    c.newest_flag_ns = s.added_ns;
+                    c.newest_flags = s
+                        .flags
+                        .iter()
+                        .map(|(code, _)| holdfast_core::format::Signal(*code).name())
+                        .collect();
+                }
+            }
             if s.lock_until_ns > now {
                 c.nearest_lock_ns = Some(
                     c.nearest_lock_ns
@@ -359,6 +381,11 @@ pub fn render(o: &Overview, m: &Metrics) -> String {
         "lock_nearest_expiry_timestamp_seconds",
         "Earliest retention lock still in force on one of the client's snapshots (Unix seconds)",
     );
+    let flagged = family(
+        &mut r,
+        "snapshots_flagged",
+        "Live snapshots of the client the vault flagged as anomalous",
+    );
     let latest = family(
         &mut r,
         "lock_latest_expiry_timestamp_seconds",
@@ -370,6 +397,7 @@ pub fn render(o: &Overview, m: &Metrics) -> String {
             last.get_or_create(&l).set(secs(t));
         }
         snaps.get_or_create(&l).set(c.snapshots as i64);
+        flagged.get_or_create(&l).set(c.flagged as i64);
         stored
             .get_or_create(&l)
             .set(c.stored_bytes.min(i64::MAX as u64) as i64);
