@@ -174,6 +174,9 @@ pub struct LogState {
     pub size: u64,
     /// Time of the newest valid entry.
     pub last_time_ns: i64,
+    /// The latest time any decodable entry carries, valid or not: what a
+    /// writer of this log must date its next entry after.
+    pub newest_ns: i64,
     pub problems: Vec<Problem>,
     /// How many live snapshots list each pack (those whose lists are known).
     pack_refs: HashMap<ObjectId, u32>,
@@ -198,6 +201,7 @@ impl LogState {
             identities: BTreeSet::new(),
             size: 0,
             last_time_ns: i64::MIN,
+            newest_ns: i64::MIN,
             problems: Vec::new(),
             pack_refs: HashMap::new(),
         }
@@ -334,6 +338,7 @@ impl LogState {
                 return Vec::new();
             }
         };
+        self.newest_ns = self.newest_ns.max(e.time_ns);
         // Time: strictly increasing, not in the reader's future, not before
         // a checkpoint the reader held.
         let mut time_ok = true;

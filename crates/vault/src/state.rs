@@ -109,24 +109,37 @@ const IN_FLIGHT_NS: i64 = 3600 * NS;
 
 /// The vault's clock, anchored to its log: never before the last entry, and
 /// never further ahead of the anchor than the monotonic clock has run since
-/// start. A wall clock that jumps forward (a bad RTC, a spoofed NTP answer)
-/// is not believed; one that jumps back never dates an entry before the last.
+/// start. At start, a wall clock more than `max_gap` past the log's last
+/// entry (a bad RTC, a spoofed NTP answer, or a vault down that long) is
+/// not believed at all: the vault runs on the log's time, and alerts. A
+/// wall clock that jumps back never dates an entry before the last.
 pub struct Clock {
     base_ns: i64,
     start: Instant,
+    /// At start: how far the wall clock was past the log's last entry.
+    pub start_gap_ns: i64,
+    /// At start: the wall clock was not believed (gap beyond the bound).
+    pub disbelieved: bool,
 }
 
 impl Clock {
     pub fn new(last_entry_ns: i64, max_gap_ns: i64) -> Self {
         let wall = now_ns();
-        let base_ns = if last_entry_ns == i64::MIN {
-            wall
+        let (base_ns, gap, disbelieved) = if last_entry_ns == i64::MIN {
+            (wall, 0, false)
         } else {
-            last_entry_ns.max(wall.min(last_entry_ns.saturating_add(max_gap_ns)))
+            let gap = wall.saturating_sub(last_entry_ns);
+            if gap > max_gap_ns {
+                (last_entry_ns, gap, true)
+            } else {
+                (last_entry_ns.max(wall), gap, false)
+            }
         };
         Clock {
             base_ns,
             start: Instant::now(),
+            start_gap_ns: gap,
+            disbelieved,
         }
     }
 
@@ -337,13 +350,14 @@ impl Vault {
         v.replay();
         v.replaying = false;
         v.clock = Clock::new(
-            v.st.last_time_ns,
+            v.st.newest_ns,
             (v.opts
                 .max_clock_gap_secs
                 .min(i64::MAX as u64 / (2 * NS as u64)) as i64)
                 * NS,
         );
         v.check_clock();
+        v.report_start_gap();
         // One listing of the snapshots serves every check at start (on S3
         // each listing is a paginated walk over every version).
         let present: HashSet<String> = v
@@ -430,14 +444,44 @@ impl Vault {
         }
     }
 
-    /// Alerts when the wall clock is far ahead of the anchored clock.
+    /// Alerts when the wall clock is far ahead of the anchored clock, or
+    /// behind the log's last entry.
     pub fn check_clock(&self) {
         let ahead = self.clock.wall_ahead_ns();
         if ahead > 3600 * NS {
             self.alert(&format!(
                 "CLOCK: the system clock is {} h ahead of the vault's anchored time; \
-                 reclaims and executions use the anchored time",
+                 reclaims, executions and new entries use the anchored time",
                 ahead / (3600 * NS)
+            ));
+        }
+        let behind = self.st.newest_ns.saturating_sub(now_ns());
+        if self.st.newest_ns != i64::MIN && behind > 60 * NS {
+            self.alert(&format!(
+                "CLOCK: the system clock is {} min behind the log's last entry; \
+                 new entries are dated after it, and clients with correct clocks are refused \
+                 until the clock is right",
+                behind / (60 * NS)
+            ));
+        }
+    }
+
+    /// Alerts once at start on a clock that moved far while the vault was
+    /// down (believed or not).
+    fn report_start_gap(&self) {
+        let h = self.clock.start_gap_ns / (3600 * NS);
+        if self.clock.disbelieved {
+            self.alert(&format!(
+                "CLOCK: the system clock is {h} h past the log's last entry, beyond \
+                 --max-clock-gap-secs: not believed; the vault runs on the log's time \
+                 (reclaims wait). If the vault really was down that long, restart it with a \
+                 larger --max-clock-gap-secs"
+            ));
+        } else if self.clock.start_gap_ns > 6 * 3600 * NS {
+            self.alert(&format!(
+                "CLOCK: the system clock is {h} h past the log's last entry; believed (within \
+                 --max-clock-gap-secs). If the vault was not down that long, the clock jumped: \
+                 readers will report entries dated after their clocks"
             ));
         }
     }
@@ -706,7 +750,7 @@ impl Vault {
     /// The time for a new entry: the anchored clock, and always after the
     /// last entry.
     fn stamp(&self) -> i64 {
-        self.clock.now().max(self.st.last_time_ns.saturating_add(1))
+        self.clock.now().max(self.st.newest_ns.saturating_add(1))
     }
 
     fn log(&mut self, event: Event) -> Result<(), ApiError> {
@@ -758,7 +802,9 @@ impl Vault {
         method: &str,
         path: &str,
     ) -> Result<Role, ApiError> {
-        let now = now_ns();
+        // The anchored clock: a wall clock that jumped forward does not lock
+        // every client out.
+        let now = self.clock.now();
         let member = self.st.members.get(&auth.key).ok_or_else(|| {
             ApiError::unauthorized(format!(
                 "unknown key: not an identity of this vault's repository (config id {}); \
@@ -773,9 +819,11 @@ impl Vault {
             ));
         }
         if (auth.time_ns - now).abs() > WINDOW_NS {
-            return Err(ApiError::unauthorized(
-                "request time outside the allowed window",
-            ));
+            return Err(ApiError::unauthorized(format!(
+                "request time outside the allowed window: {} min from the vault's clock \
+                 (check this host's clock and the vault's)",
+                (auth.time_ns - now) / (60 * NS)
+            )));
         }
         auth.verify_declared(method, path)
             .map_err(|_| ApiError::unauthorized("bad request signature"))?;
