@@ -100,6 +100,8 @@ enum Command {
     Completion(cmd::completion::Args),
     /// What the repository holds per client: snapshots, stored bytes, dedup
     Stats(cmd::stats::Args),
+    /// Print the manual page, or write one per subcommand with --dir
+    Man(cmd::man::Args),
 }
 
 #[derive(Subcommand)]
@@ -198,6 +200,10 @@ fn main() -> ExitCode {
         Command::Mail(c) => cmd::mail::run(c),
         Command::Drill(a) => cmd::drill::run(a),
         Command::Stats(a) => cmd::stats::run(a),
+        Command::Man(a) => cmd::man::run(
+            a,
+            util::with_env_defaults(<Cli as clap::CommandFactory>::command()),
+        ),
         Command::Completion(a) => cmd::completion::run(
             a,
             util::with_env_defaults(<Cli as clap::CommandFactory>::command()),

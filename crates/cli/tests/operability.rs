@@ -1122,3 +1122,33 @@ fn vault_metrics_show_flagged_snapshots() {
     let row = &d[i..i + d[i..].find("</tr>").unwrap()];
     assert!(row.contains("1 flagged snapshot; newest: "), "{row}");
 }
+
+/// `holdfast man` prints holdfast(1); `--dir` writes a page per subcommand;
+/// `man` renders them without warnings.
+#[test]
+fn manual_pages() {
+    let w = World::new();
+    let page = w.ok(&["man"]);
+    assert!(
+        page.contains(".TH holdfast 1"),
+        "{}",
+        &page[..200.min(page.len())]
+    );
+    assert!(page.contains("backup"));
+    let dir = w.path("man");
+    w.ok(&["man", "--dir", dir.to_str().unwrap()]);
+    for f in ["holdfast.1", "holdfast-backup.1", "holdfast-vault-serve.1"] {
+        assert!(dir.join(f).exists(), "{f}");
+    }
+    let backup = std::fs::read_to_string(dir.join("holdfast-backup.1")).unwrap();
+    assert!(backup.contains("metrics\\-file"), "{backup}");
+    if Command::new("man").arg("--version").output().is_ok() {
+        let o = Command::new("man")
+            .args(["--warnings", "-l", "-P", "cat"])
+            .arg(dir.join("holdfast-backup.1"))
+            .env("MANWIDTH", "80")
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", stderr(&o));
+    }
+}

@@ -15,6 +15,7 @@ pub mod replica;
 
 pub mod ls;
 pub mod mail;
+pub mod man;
 pub mod restore;
 pub mod snapshots;
 pub mod stats;
