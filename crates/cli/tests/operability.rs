@@ -1152,3 +1152,79 @@ fn manual_pages() {
         assert!(o.status.success(), "{}", stderr(&o));
     }
 }
+
+/// The dashboard in a real browser (headless Chromium, no JavaScript
+/// needed): a vault with three clients, the DOM as rendered, and a
+/// screenshot kept in target/tmp/dashboard.png.
+#[test]
+fn dashboard_in_headless_chromium() {
+    if !tool("chromium") {
+        return;
+    }
+    let w = World::new();
+    init_with(&w, &["--client", "mx1,mx2,mx3"]);
+    let port = free_port();
+    let vault = w.start_vault(&["--http", &format!("127.0.0.1:{port}")]);
+    let src = w.path("mail");
+    make_maildir(&src, 2, 5, 13);
+    backup_via(&w, &vault.url, &w.key("client"), &src);
+    backup_via(&w, &vault.url, &w.key("client-mx2"), &src);
+    w.ok(&[
+        "propose",
+        "--repo",
+        &vault.url,
+        "--key",
+        &w.key("admin-1"),
+        "retention",
+        "--keep-daily",
+        "20",
+    ]);
+    let url = format!("http://127.0.0.1:{port}/");
+    let chromium = |extra: &[&str]| {
+        let o = Command::new("chromium")
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-dev-shm-usage",
+                "--no-first-run",
+                &format!("--user-data-dir={}", w.path("chromium").display()),
+            ])
+            .args(extra)
+            .arg(&url)
+            .env("HOME", w.path("home"))
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "chromium: {}", stderr(&o));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    // The page carries no script, and its Content-Security-Policy would
+    // refuse one: what the browser shows is what the server rendered.
+    let dom = chromium(&["--dump-dom"]);
+    let rows: Vec<&str> = dom.split("<tr data-client=\"").skip(1).collect();
+    assert_eq!(rows.len(), 3, "{dom}");
+    for (row, c) in rows.iter().zip(["mx1", "mx2", "mx3"]) {
+        assert!(row.starts_with(&format!("{c}\"")), "{row}");
+    }
+    assert!(
+        rows[2].contains("never"),
+        "mx3 never backed up: {}",
+        rows[2]
+    );
+    assert!(rows[0].contains("<time datetime=\""), "{}", rows[0]);
+    assert!(dom.contains("data-proposal="), "{dom}");
+    assert!(dom.contains("waits for quorum"), "{dom}");
+    assert!(dom.contains("<title>holdfast vault"), "{dom}");
+
+    let shot = Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard.png");
+    let _ = std::fs::remove_file(&shot);
+    chromium(&[
+        &format!("--screenshot={}", shot.display()),
+        "--window-size=1280,900",
+        "--hide-scrollbars",
+    ]);
+    let png = std::fs::read(&shot).expect("a screenshot");
+    assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"), "not a PNG");
+    assert!(png.len() > 20_000, "a blank page? {} bytes", png.len());
+    eprintln!("dashboard screenshot: {}", shot.display());
+}
