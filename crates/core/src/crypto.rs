@@ -78,38 +78,85 @@ impl IdKey {
     }
 }
 
-/// The repository secret (X25519). Lives only in restore.key.
+/// The repository secret (X25519). Lives only in restore.key. After a
+/// rotation of the restore key (a new key epoch) it also holds the secrets
+/// of earlier epochs, which open the sessions sealed before it.
 #[derive(Clone, Zeroize, ZeroizeOnDrop)]
-pub struct RepoSecret([u8; 32]);
+pub struct RepoSecret {
+    current: [u8; 32],
+    /// Earlier epochs' secrets, newest first.
+    older: Vec<[u8; 32]>,
+}
 
 impl RepoSecret {
     pub fn from_bytes(b: [u8; 32]) -> Self {
-        Self(b)
+        Self {
+            current: b,
+            older: Vec::new(),
+        }
+    }
+    /// A secret that also opens what earlier epochs sealed.
+    pub fn with_older(current: [u8; 32], older: Vec<[u8; 32]>) -> Self {
+        Self { current, older }
     }
     pub fn generate() -> Result<Self, CryptoError> {
-        Ok(Self(random_bytes()?))
+        Ok(Self::from_bytes(random_bytes()?))
     }
     pub fn as_bytes(&self) -> &[u8; 32] {
-        &self.0
+        &self.current
     }
+    /// Earlier epochs' secrets, newest first.
+    pub fn older(&self) -> &[[u8; 32]] {
+        &self.older
+    }
+    /// The current epoch's public key.
     pub fn public(&self) -> [u8; 32] {
-        PublicKey::from(&StaticSecret::from(self.0)).to_bytes()
+        x25519_public(&self.current)
     }
-    /// Re-derives the key a session sealed with, from its ephemeral public key.
+    /// Every public key this secret opens sessions for, current first.
+    pub fn publics(&self) -> Vec<[u8; 32]> {
+        std::iter::once(&self.current)
+            .chain(&self.older)
+            .map(x25519_public)
+            .collect()
+    }
+    /// Re-derives the key a session sealed with, from its ephemeral public
+    /// key. With earlier epochs' secrets, the session key tries each (the
+    /// first that authenticates a ciphertext is kept for the session).
     pub fn open_session(&self, epk: &[u8; 32]) -> Result<SessionKey, CryptoError> {
-        let secret = StaticSecret::from(self.0);
-        let shared = secret.diffie_hellman(&PublicKey::from(*epk));
-        if !shared.was_contributory() {
-            return Err(CryptoError::BadPublicKey);
+        let mut keys = Vec::with_capacity(1 + self.older.len());
+        for s in std::iter::once(&self.current).chain(&self.older) {
+            let shared = StaticSecret::from(*s).diffie_hellman(&PublicKey::from(*epk));
+            if !shared.was_contributory() {
+                return Err(CryptoError::BadPublicKey);
+            }
+            keys.push(SessionKey::derive_bytes(
+                shared.as_bytes(),
+                epk,
+                &x25519_public(s),
+            ));
         }
-        Ok(SessionKey::derive(shared.as_bytes(), epk, &self.public()))
+        Ok(SessionKey {
+            keys,
+            hit: Default::default(),
+        })
     }
 }
 
+fn x25519_public(secret: &[u8; 32]) -> [u8; 32] {
+    PublicKey::from(&StaticSecret::from(*secret)).to_bytes()
+}
+
 /// A symmetric session key. Created by [`seal_session`] on the client, or by
-/// [`RepoSecret::open_session`] with the restore key.
+/// [`RepoSecret::open_session`] with the restore key (then one candidate
+/// per key epoch the restore key holds).
 #[derive(Clone, Zeroize, ZeroizeOnDrop)]
-pub struct SessionKey([u8; 32]);
+pub struct SessionKey {
+    keys: Vec<[u8; 32]>,
+    /// Which candidate authenticated last.
+    #[zeroize(skip)]
+    hit: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
 
 /// What a blob's AEAD binds in besides the ciphertext.
 fn blob_aad(id: &BlobId, kind: u8, flags: u8) -> [u8; 34] {
@@ -121,22 +168,33 @@ fn blob_aad(id: &BlobId, kind: u8, flags: u8) -> [u8; 34] {
 }
 
 impl SessionKey {
-    fn derive(shared: &[u8; 32], epk: &[u8; 32], repo_public: &[u8; 32]) -> Self {
+    fn derive_bytes(shared: &[u8; 32], epk: &[u8; 32], repo_public: &[u8; 32]) -> [u8; 32] {
         let mut material = Zeroizing::new([0u8; 96]);
         material[..32].copy_from_slice(shared);
         material[32..64].copy_from_slice(epk);
         material[64..].copy_from_slice(repo_public);
-        Self(blake3::derive_key(SESSION_CONTEXT, &material[..]))
+        blake3::derive_key(SESSION_CONTEXT, &material[..])
     }
 
-    fn cipher(&self) -> XChaCha20Poly1305 {
-        XChaCha20Poly1305::new(&self.0.into())
+    fn derive(shared: &[u8; 32], epk: &[u8; 32], repo_public: &[u8; 32]) -> Self {
+        Self::single(Self::derive_bytes(shared, epk, repo_public))
+    }
+
+    fn single(k: [u8; 32]) -> Self {
+        Self {
+            keys: vec![k],
+            hit: Default::default(),
+        }
+    }
+
+    fn cipher(k: &[u8; 32]) -> XChaCha20Poly1305 {
+        XChaCha20Poly1305::new(&(*k).into())
     }
 
     /// Encrypts `buf` in place and returns `nonce || ciphertext || tag`.
     pub fn seal(&self, aad: &[u8], mut buf: Vec<u8>) -> Result<Vec<u8>, CryptoError> {
         let nonce: [u8; NONCE_LEN] = random_bytes()?;
-        self.cipher()
+        Self::cipher(&self.keys[0])
             .encrypt_in_place(&XNonce::from(nonce), aad, &mut buf)
             .map_err(|_| CryptoError::Auth)?;
         let mut out = Vec::with_capacity(NONCE_LEN + buf.len());
@@ -147,16 +205,25 @@ impl SessionKey {
 
     /// Inverse of [`SessionKey::seal`].
     pub fn open(&self, aad: &[u8], sealed: &[u8]) -> Result<Vec<u8>, CryptoError> {
+        use std::sync::atomic::Ordering;
         if sealed.len() < NONCE_LEN + TAG_LEN {
             return Err(CryptoError::Auth);
         }
         let (nonce, ct) = sealed.split_at(NONCE_LEN);
         let nonce: [u8; NONCE_LEN] = nonce.try_into().map_err(|_| CryptoError::Auth)?;
-        let mut buf = ct.to_vec();
-        self.cipher()
-            .decrypt_in_place(&XNonce::from(nonce), aad, &mut buf)
-            .map_err(|_| CryptoError::Auth)?;
-        Ok(buf)
+        let first = self.hit.load(Ordering::Relaxed).min(self.keys.len() - 1);
+        let order = std::iter::once(first).chain((0..self.keys.len()).filter(|&i| i != first));
+        for i in order {
+            let mut buf = ct.to_vec();
+            if Self::cipher(&self.keys[i])
+                .decrypt_in_place(&XNonce::from(nonce), aad, &mut buf)
+                .is_ok()
+            {
+                self.hit.store(i, Ordering::Relaxed);
+                return Ok(buf);
+            }
+        }
+        Err(CryptoError::Auth)
     }
 
     pub fn seal_blob(
@@ -291,7 +358,7 @@ pub fn wrap_with_passphrase(
 ) -> Result<([u8; 16], Vec<u8>), CryptoError> {
     let salt: [u8; 16] = random_bytes()?;
     let key = passphrase_key(passphrase, &salt, params)?;
-    let sk = SessionKey(*key);
+    let sk = SessionKey::single(*key);
     Ok((salt, sk.seal(aad, secret.to_vec())?))
 }
 
@@ -303,7 +370,7 @@ pub fn unwrap_with_passphrase(
     sealed: &[u8],
 ) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
     let key = passphrase_key(passphrase, salt, params)?;
-    let sk = SessionKey(*key);
+    let sk = SessionKey::single(*key);
     sk.open(aad, sealed)
         .map(Zeroizing::new)
         .map_err(|_| CryptoError::Passphrase)
@@ -333,6 +400,31 @@ mod tests {
         let mut bad = ct.clone();
         bad[30] ^= 1;
         assert!(opened.open_blob(&id, 0, 0, &bad).is_err());
+    }
+
+    /// After a rotation the new restore key opens both epochs' sessions;
+    /// the old one opens only what was sealed before.
+    #[test]
+    fn a_rotated_secret_opens_both_epochs_and_the_old_one_only_its_own() {
+        let old = RepoSecret::generate().unwrap();
+        let fresh: [u8; 32] = random_bytes().unwrap();
+        let ring = RepoSecret::with_older(fresh, vec![*old.as_bytes()]);
+        assert_eq!(ring.publics()[1], old.public());
+        let id = BlobId([7; 32]);
+        let (epk_old, k_old) = seal_session(&old.public()).unwrap();
+        let (epk_new, k_new) = seal_session(&ring.public()).unwrap();
+        let ct_old = k_old.seal_blob(&id, 0, 0, b"before".to_vec()).unwrap();
+        let ct_new = k_new.seal_blob(&id, 0, 0, b"after".to_vec()).unwrap();
+        let s = ring.open_session(&epk_old).unwrap();
+        // Twice: the second open starts with the candidate that worked.
+        for _ in 0..2 {
+            assert_eq!(s.open_blob(&id, 0, 0, &ct_old).unwrap(), b"before");
+        }
+        let s = ring.open_session(&epk_new).unwrap();
+        assert_eq!(s.open_blob(&id, 0, 0, &ct_new).unwrap(), b"after");
+        assert!(s.open_blob(&id, 0, 0, &ct_old).is_err());
+        let leaked = old.open_session(&epk_new).unwrap();
+        assert!(leaked.open_blob(&id, 0, 0, &ct_new).is_err());
     }
 
     #[test]

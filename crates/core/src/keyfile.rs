@@ -19,6 +19,10 @@ use crate::format::{MAX_NAME, Role};
 use crate::id::ObjectId;
 
 pub const KEY_MAGIC: &[u8; 8] = b"HFKEY001";
+/// The most earlier key epochs a restore key carries.
+pub const MAX_EPOCHS: usize = 64;
+/// The largest payload a key file holds (a restore key with every epoch).
+pub const MAX_PAYLOAD: usize = 96 + 32 * MAX_EPOCHS;
 const PROT_PLAIN: u8 = 0;
 const PROT_ARGON2ID: u8 = 1;
 
@@ -91,6 +95,9 @@ impl Secret {
                 v.extend_from_slice(id_key.as_bytes());
                 v.extend_from_slice(secret.as_bytes());
                 v.extend_from_slice(identity.as_bytes());
+                for o in secret.older() {
+                    v.extend_from_slice(o);
+                }
             }
             Secret::Signer(id) => v.extend_from_slice(id.as_bytes()),
         }
@@ -99,11 +106,16 @@ impl Secret {
 
     fn decode(role: Role, b: &[u8]) -> Result<Self, DecodeError> {
         let a = |i: usize| -> [u8; 32] { b[i * 32..(i + 1) * 32].try_into().unwrap() };
-        let want = match role {
-            Role::Client | Role::Restore => 96,
-            _ => 32,
+        let ok = match role {
+            // A restore key after rotations also holds earlier epochs'
+            // repository secrets (32 bytes each, newest first).
+            Role::Restore => {
+                b.len() >= 96 && (b.len() - 96) % 32 == 0 && (b.len() - 96) / 32 <= MAX_EPOCHS
+            }
+            Role::Client => b.len() == 96,
+            _ => b.len() == 32,
         };
-        if b.len() != want {
+        if !ok {
             return Err(DecodeError::Invalid("key payload length"));
         }
         Ok(match role {
@@ -114,7 +126,7 @@ impl Secret {
             },
             Role::Restore => Secret::Restore {
                 id_key: IdKey::from_bytes(a(0)),
-                secret: RepoSecret::from_bytes(a(1)),
+                secret: RepoSecret::with_older(a(1), (3..b.len() / 32).map(a).collect()),
                 identity: Identity::from_bytes(a(2)),
             },
             _ => Secret::Signer(Identity::from_bytes(a(0))),
@@ -247,7 +259,9 @@ impl KeyFile {
             .map_err(|_| DecodeError::Invalid("key name"))?;
         let config_id = ObjectId(r.array()?);
         let protection = match r.u8()? {
-            PROT_PLAIN => Protection::Plain(Zeroizing::new(r.bytes(256, "key payload")?.to_vec())),
+            PROT_PLAIN => Protection::Plain(Zeroizing::new(
+                r.bytes(MAX_PAYLOAD, "key payload")?.to_vec(),
+            )),
             PROT_ARGON2ID => {
                 let params = KdfParams {
                     m_kib: r.u32()?,
@@ -260,7 +274,7 @@ impl KeyFile {
                 Protection::Passphrase {
                     params,
                     salt: r.array()?,
-                    sealed: r.bytes(512, "key payload")?.to_vec(),
+                    sealed: r.bytes(MAX_PAYLOAD + 64, "key payload")?.to_vec(),
                 }
             }
             _ => return Err(DecodeError::Invalid("key protection")),
@@ -311,6 +325,27 @@ mod tests {
         let mut renamed = back.clone();
         renamed.name = "admin-2".into();
         assert!(renamed.open(Some(b"pw")).is_err());
+    }
+
+    #[test]
+    fn a_restore_key_carries_earlier_epochs() {
+        let older = vec![[7u8; 32], [8u8; 32]];
+        let s = Secret::Restore {
+            id_key: IdKey::from_bytes([1; 32]),
+            secret: RepoSecret::with_older([2; 32], older.clone()),
+            identity: Identity::from_bytes([3; 32]),
+        };
+        let kf = KeyFile::seal(Role::Restore, "restore", ObjectId([4; 32]), &s, None).unwrap();
+        match KeyFile::decode(&kf.encode()).unwrap().open(None).unwrap() {
+            Secret::Restore { secret, .. } => {
+                assert_eq!(secret.as_bytes(), &[2; 32]);
+                assert_eq!(secret.older(), &older[..]);
+            }
+            _ => panic!("wrong role"),
+        }
+        // A payload that is not 96 + 32k bytes is refused.
+        assert!(Secret::from_payload(Role::Restore, &[0; 100]).is_err());
+        assert!(Secret::from_payload(Role::Restore, &[0; 96 + 32 * (MAX_EPOCHS + 1)]).is_err());
     }
 
     #[test]

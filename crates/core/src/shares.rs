@@ -37,8 +37,9 @@ pub const SHARE_MAGIC: &[u8; 8] = b"HFSHARE1";
 const CHECK_CONTEXT: &str = "holdfast 2026 restore key split check v1";
 const PROT_PLAIN: u8 = 0;
 const PROT_ARGON2ID: u8 = 1;
-/// Payload bytes of a restore key.
+/// Payload bytes of a restore key (without earlier epochs; more with).
 const PAYLOAD: usize = 96;
+use crate::keyfile::MAX_PAYLOAD;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ShareError {
@@ -182,7 +183,7 @@ pub fn combine(shares: &[(ShareFile, Zeroizing<Vec<u8>>)]) -> Result<Secret, Sha
                 i + 1
             )));
         }
-        if bytes.len() != PAYLOAD + 1 || bytes[0] != f.index {
+        if bytes.len() != shares[0].1.len() || bytes.len() < PAYLOAD + 1 || bytes[0] != f.index {
             return Err(ShareError::Mismatch(format!(
                 "share {} does not hold the share its header names",
                 i + 1
@@ -307,7 +308,7 @@ impl ShareFile {
         let check = r.array()?;
         let protection = match r.u8()? {
             PROT_PLAIN => Protection::Plain(Zeroizing::new(
-                r.bytes(PAYLOAD + 1, "share payload")?.to_vec(),
+                r.bytes(MAX_PAYLOAD + 1, "share payload")?.to_vec(),
             )),
             PROT_ARGON2ID => {
                 let params = KdfParams {
@@ -321,7 +322,7 @@ impl ShareFile {
                 Protection::Passphrase {
                     params,
                     salt: r.array()?,
-                    sealed: r.bytes(512, "share payload")?.to_vec(),
+                    sealed: r.bytes(MAX_PAYLOAD + 64, "share payload")?.to_vec(),
                 }
             }
             _ => return Err(DecodeError::Invalid("share protection").into()),
