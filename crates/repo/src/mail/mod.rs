@@ -936,6 +936,8 @@ struct Ctx<'a> {
     /// Seconds until the first and the last INBOX were complete.
     first_inbox: Mutex<(Option<f64>, Option<f64>)>,
     packs: PackLru,
+    /// Threads that write (and fsync) messages.
+    writers: rayon::ThreadPool,
 }
 
 /// Restores the Maildirs at or under `path` of snapshot `snap` into
@@ -1011,7 +1013,11 @@ pub fn restore_boxes(
         host: hostname(),
         start,
         first_inbox: Mutex::new((None, None)),
-        packs: PackLru::new(2 * opts.parallel.max(1) + 2),
+        packs: PackLru::new((2 * opts.parallel.max(1) + 2).min(24)),
+        writers: rayon::ThreadPoolBuilder::new()
+            .num_threads(16)
+            .build()
+            .map_err(|e| Error::Usage(format!("threads: {e}")))?,
     };
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(opts.parallel.max(1))
@@ -1084,6 +1090,53 @@ fn restore_mailbox(ctx: &Ctx, mb: &Mailbox) -> MailReport {
         }
     }
     r
+}
+
+/// A message decided on: its bytes, mtime, and where it goes.
+type Pending = (Vec<u8>, filetime::FileTime, PathBuf);
+
+/// Messages written to `tmp/` together, in parallel: an fsync waits for
+/// the disk, and many at once share its commits.
+const WRITE_BATCH: usize = 64;
+
+/// Writes `pending` into the folder's `tmp/` in parallel (each fsynced),
+/// then, in order, places each (merge) or stages it (disaster restore).
+fn flush(
+    ctx: &Ctx,
+    dir: &Path,
+    owner: Option<(u32, u32)>,
+    keep_uids: bool,
+    pending: &mut Vec<Pending>,
+    staged: &mut Vec<(PathBuf, PathBuf)>,
+    r: &mut MailReport,
+) {
+    if pending.is_empty() {
+        return;
+    }
+    let tmp_dir = dir.join("tmp");
+    let written: Vec<std::io::Result<PathBuf>> = ctx.writers.install(|| {
+        use rayon::prelude::*;
+        pending
+            .par_iter()
+            .map(|(data, mtime, _)| write_tmp(&tmp_dir, &ctx.host, data, *mtime, owner))
+            .collect()
+    });
+    for ((data, _, to), tmp) in pending.drain(..).zip(written) {
+        let fail = |r: &mut MailReport, what: String| {
+            r.written -= 1;
+            r.bytes_written -= data.len() as u64;
+            r.errors.push(what);
+        };
+        match tmp {
+            Err(e) => fail(r, format!("{}: {e}", tmp_dir.display())),
+            Ok(tmp) if keep_uids => staged.push((tmp, to)),
+            Ok(tmp) => {
+                if let Err(e) = place(&tmp, &to) {
+                    fail(r, format!("{}: {e}", to.display()));
+                }
+            }
+        }
+    }
 }
 
 fn restore_folder(
@@ -1220,6 +1273,8 @@ fn restore_folder(
     let mut msgs: Vec<&Msg> = f.msgs.iter().collect();
     msgs.sort_by_key(|m| std::cmp::Reverse(m.mtime_ns()));
     let mut staged: Vec<(PathBuf, PathBuf)> = Vec::new();
+    let mut pending: Vec<Pending> = Vec::new();
+    let mut pending_bytes = 0usize;
     let mut since_sync = 0usize;
     // What the live folder holds by name needs no reading.
     let mut todo: Vec<&Msg> = Vec::with_capacity(msgs.len());
@@ -1302,36 +1357,24 @@ fn restore_folder(
             continue;
         }
         let mtime = filetime::FileTime::from_unix_time(m.node.mtime_s, m.node.mtime_ns);
-        let tmp_dir = dir.join("tmp");
-        let tmp = match write_tmp(&tmp_dir, &ctx.host, &data, mtime, owner) {
-            Ok(t) => t,
-            Err(e) => {
-                r.written -= 1;
-                r.bytes_written -= data.len() as u64;
-                r.errors.push(format!("{}: {e}", tmp_dir.display()));
-                continue;
-            }
-        };
         let to = dir
             .join(if m.in_new { "new" } else { "cur" })
             .join(OsStr::from_bytes(&name));
-        if keep_uids {
-            staged.push((tmp, to));
-            continue;
-        }
-        if let Err(e) = place(&tmp, &to) {
-            r.written -= 1;
-            r.bytes_written -= data.len() as u64;
-            r.errors.push(format!("{}: {e}", to.display()));
-        }
-        since_sync += 1;
-        if since_sync >= 256 {
-            since_sync = 0;
-            for sub in ["cur", "new"] {
-                fsync_dir(&dir.join(sub)).map_err(ioe(dir))?;
+        pending_bytes += data.len();
+        pending.push((data, mtime, to));
+        if pending.len() >= WRITE_BATCH || pending_bytes >= BATCH_BYTES as usize {
+            pending_bytes = 0;
+            flush(ctx, dir, owner, keep_uids, &mut pending, &mut staged, r);
+            since_sync += WRITE_BATCH;
+            if since_sync >= 256 {
+                since_sync = 0;
+                for sub in ["cur", "new"] {
+                    fsync_dir(&dir.join(sub)).map_err(ioe(dir))?;
+                }
             }
         }
     }
+    flush(ctx, dir, owner, keep_uids, &mut pending, &mut staged, r);
     if !keep_uids && !dry && f.is_inbox() && ctx.opts.into_folder.is_none() {
         // A live mailbox without `subscriptions` gets the snapshot's (a
         // new file; an existing one is never rewritten).
