@@ -42,6 +42,15 @@ struct Cli {
         value_name = "FILE"
     )]
     passphrase_file: Option<std::path::PathBuf>,
+    /// Without a terminal (cron, systemd), print a progress line to stderr
+    /// every SECS seconds
+    #[arg(
+        long,
+        global = true,
+        env = "HOLDFAST_PROGRESS_INTERVAL",
+        value_name = "SECS"
+    )]
+    progress_interval: Option<u64>,
 }
 
 #[derive(Subcommand)]
@@ -177,6 +186,7 @@ fn main() -> ExitCode {
         }
     };
     util::set_passphrase_file(cli.passphrase_file);
+    util::set_progress_interval(cli.progress_interval);
     let r = match cli.command {
         Command::Init(a) => cmd::init::run(a),
         Command::Backup(a) => cmd::backup::run(a),

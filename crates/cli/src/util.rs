@@ -300,21 +300,94 @@ pub fn hostname() -> String {
         .unwrap_or_else(|_| "unknown".into())
 }
 
-/// Draws a progress bar on a terminal while `f` runs; silent when piped.
+/// `--progress-interval SECS` (or `HOLDFAST_PROGRESS_INTERVAL`), set once
+/// by `main`: without a terminal, a progress line every so often.
+static PROGRESS_INTERVAL: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
+
+pub fn set_progress_interval(secs: Option<u64>) {
+    if let Some(s) = secs.filter(|s| *s > 0) {
+        let _ = PROGRESS_INTERVAL.set(Duration::from_secs(s));
+    }
+}
+
+/// One progress line for logs: done of total, rate, and time left.
+fn progress_line(what: &str, unit: &str, p: &Progress, elapsed: Duration) -> String {
+    let (done, total) = (
+        p.bytes_done.load(Ordering::Relaxed),
+        p.bytes_total.load(Ordering::Relaxed),
+    );
+    let (fd, ft) = (
+        p.files_done.load(Ordering::Relaxed),
+        p.files_total.load(Ordering::Relaxed),
+    );
+    let rate = done as f64 / elapsed.as_secs_f64().max(0.001);
+    let mut line = format!(
+        "holdfast {what}: {} of {}, {fd}/{ft} {unit}, {}/s",
+        bytes(done),
+        bytes(total),
+        bytes(rate as u64)
+    );
+    if total > 0 {
+        line.push_str(&format!(
+            " ({:.0} %)",
+            100.0 * done.min(total) as f64 / total as f64
+        ));
+        if rate > 0.0 && done < total {
+            let left = Duration::from_secs(((total - done) as f64 / rate) as u64);
+            line.push_str(&format!(", about {} left", human_duration(left)));
+        }
+    }
+    line
+}
+
+fn human_duration(d: Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        0..=59 => format!("{s} s"),
+        60..=3599 => format!("{} min", s / 60),
+        _ => format!("{} h {} min", s / 3600, s / 60 % 60),
+    }
+}
+
+/// Draws a progress bar (with the time left) on a terminal while `f` runs;
+/// without one, prints a line to stderr every `--progress-interval`, or
+/// nothing.
 pub fn with_progress<T>(what: &str, f: impl FnOnce(&Progress) -> T) -> T {
     let progress = Arc::new(Progress::default());
-    if !std::io::stderr().is_terminal() {
+    // What the file counters count.
+    let unit = if what == "verify" { "packs" } else { "files" };
+    let tty = std::io::stderr().is_terminal();
+    let every = PROGRESS_INTERVAL.get().copied();
+    if !tty && every.is_none() {
         return f(&progress);
     }
     let done = Arc::new(AtomicBool::new(false));
     let t = {
         let (p, done, what) = (progress.clone(), done.clone(), what.to_string());
         std::thread::spawn(move || {
+            let start = std::time::Instant::now();
+            if let (false, Some(every)) = (tty, every) {
+                let mut next = start + every;
+                while !done.load(Ordering::Relaxed) {
+                    if std::time::Instant::now() >= next {
+                        eprintln!("{}", progress_line(&what, unit, &p, start.elapsed()));
+                        next += every;
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                // And where it ended, for the log.
+                eprintln!(
+                    "{}, done in {}",
+                    progress_line(&what, unit, &p, start.elapsed()),
+                    human_duration(start.elapsed())
+                );
+                return;
+            }
             let bar = indicatif::ProgressBar::new(0);
             bar.set_style(
-                indicatif::ProgressStyle::with_template(
-                    "{msg} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} {prefix} files",
-                )
+                indicatif::ProgressStyle::with_template(&format!(
+                    "{{msg}} [{{bar:30}}] {{bytes}}/{{total_bytes}} {{binary_bytes_per_sec}} {{prefix}} {unit}, {{eta}} left"
+                ))
                 .unwrap()
                 .progress_chars("=> "),
             );

@@ -1228,3 +1228,57 @@ fn dashboard_in_headless_chromium() {
     assert!(png.len() > 20_000, "a blank page? {} bytes", png.len());
     eprintln!("dashboard screenshot: {}", shot.display());
 }
+
+/// `--progress-interval` (or `HOLDFAST_PROGRESS_INTERVAL`) makes a piped
+/// run log its progress to stderr; without it a piped run prints none.
+#[test]
+fn progress_lines_when_piped() {
+    let w = World::new();
+    init_with(&w, &[]);
+    let src = w.path("data");
+    make_maildir(&src, 2, 20, 17);
+    let args = [
+        "backup",
+        "--repo",
+        &w.repo(),
+        "--key",
+        &w.key("client"),
+        src.to_str().unwrap(),
+    ];
+    let o = w.run(&args);
+    assert!(o.status.success());
+    assert!(!stderr(&o).contains("holdfast backup:"), "{}", stderr(&o));
+    let o = w
+        .cmd(&args)
+        .env("HOLDFAST_PROGRESS_INTERVAL", "60")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let e = stderr(&o);
+    let line = e
+        .lines()
+        .find(|l| l.starts_with("holdfast backup: "))
+        .unwrap_or_else(|| panic!("no progress line: {e}"));
+    assert!(
+        line.contains(" files, ") && line.contains(", done in "),
+        "{line}"
+    );
+    let o = w
+        .cmd(&[
+            "verify",
+            "--progress-interval",
+            "60",
+            "--repo",
+            &w.repo(),
+            "--key",
+            &w.key("restore"),
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains(" packs, "),
+        "verify counts packs: {}",
+        stderr(&o)
+    );
+}
