@@ -229,6 +229,10 @@ fn vault_metrics_and_dashboard() {
         "a client that never backed up has no success time"
     );
     assert!(value(&m, "holdfast_stored_bytes", &[("client", "mx1")]).unwrap() > 1000.0);
+    assert_eq!(
+        value(&m, "holdfast_quota_bytes", &[]),
+        Some((1u64 << 40) as f64)
+    );
     let lock = value(
         &m,
         "holdfast_lock_nearest_expiry_timestamp_seconds",
@@ -335,6 +339,7 @@ fn vault_metrics_and_dashboard() {
     };
     assert!(row("mx3").contains("never"), "{}", row("mx3"));
     assert!(row("mx1").contains("ago)"), "{}", row("mx1"));
+    assert!(row("mx1").contains("% of quota"), "{}", row("mx1"));
     assert!(d.contains("vetoed by admin-2"), "{d}");
     assert!(d.contains("removal of identity mx3"), "{d}");
     assert!(d.contains("waits for quorum"), "{d}");
@@ -912,6 +917,24 @@ fn governance_output_is_for_people() {
     );
     let o = w.run(&["propose", "--repo", &url, "--key", &a1, "retention"]);
     assert_eq!(o.status.code(), Some(1), "an empty change was proposed");
+    // --repo and --key may follow the subcommand, as with every command.
+    w.ok(&[
+        "propose",
+        "retention",
+        "--keep-weekly",
+        "9",
+        "--repo",
+        &url,
+        "--key",
+        &a1,
+    ]);
+    let o = w.run(&["propose", "retention", "--keep-weekly", "9"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("propose needs --repo and --key"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 /// A vault that is not running: one clear line at once, not seconds of

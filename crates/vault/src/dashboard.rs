@@ -165,7 +165,15 @@ th{{background:#f4f4f4}} td.n{{text-align:right}}
                 ""
             },
             n = c.snapshots,
-            stored = bytes(c.stored_bytes),
+            stored = if o.quota_bytes > 0 {
+                format!(
+                    "{}<br><span class=dim>{:.1} % of quota</span>",
+                    bytes(c.stored_bytes),
+                    100.0 * c.stored_bytes as f64 / o.quota_bytes as f64
+                )
+            } else {
+                bytes(c.stored_bytes)
+            },
             nearest = when(c.nearest_lock_ns, now, "ago"),
             anomalies = if c.flagged == 0 {
                 "none".to_string()

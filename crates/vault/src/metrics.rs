@@ -202,6 +202,8 @@ pub struct Overview {
     pub proposals: Vec<ProposalView>,
     pub log_entries: u64,
     pub log_problems: u64,
+    /// Pack bytes each client may store (`--quota-mib`).
+    pub quota_bytes: u64,
     pub replica_contact_ns: Option<i64>,
     pub auditor_contact_ns: Option<i64>,
     pub alerts_by_kind: Vec<(&'static str, u64)>,
@@ -342,6 +344,7 @@ impl Overview {
             proposals,
             log_entries: v.log.entries.len() as u64,
             log_problems: v.st.problems.len() as u64,
+            quota_bytes: v.opts.quota_bytes,
             replica_contact_ns: Metrics::last(&m.replica_contact_ns),
             auditor_contact_ns: Metrics::last(&m.auditor_contact_ns),
             alerts_by_kind: v.alerts.counts(),
@@ -418,6 +421,12 @@ pub fn render(o: &Overview, m: &Metrics) -> String {
         "clients",
         "Client identities the vault knows",
         o.clients.len() as i64,
+    );
+    gauge(
+        &mut r,
+        "quota_bytes",
+        "Bytes of pack data each client may store (holdfast_stored_bytes counts against it)",
+        o.quota_bytes.min(i64::MAX as u64) as i64,
     );
     gauge(
         &mut r,

@@ -12,11 +12,12 @@ use crate::util;
 
 #[derive(clap::Args)]
 pub struct ProposeArgs {
-    #[arg(long)]
-    pub repo: String,
+    /// The vault (before or after the subcommand, as with every command)
+    #[arg(long, global = true)]
+    pub repo: Option<String>,
     /// An admin key
-    #[arg(long)]
-    pub key: PathBuf,
+    #[arg(long, global = true)]
+    pub key: Option<PathBuf>,
     #[command(subcommand)]
     pub what: What,
 }
@@ -88,7 +89,12 @@ fn admin(key: &holdfast_repo::keys::Key) -> Result<&holdfast_core::crypto::Ident
 }
 
 pub fn propose(a: ProposeArgs) -> Result<ExitCode> {
-    let (vault, repo, key) = util::open_vault(&a.repo, &a.key)?;
+    // Optional for clap (an argument given after the subcommand cannot be
+    // required), needed here.
+    let (Some(repo_arg), Some(key_arg)) = (&a.repo, &a.key) else {
+        bail!("propose needs --repo and --key (or HOLDFAST_REPO and HOLDFAST_KEY)");
+    };
+    let (vault, repo, key) = util::open_vault(repo_arg, key_arg)?;
     let id = admin(&key)?;
     let action = match a.what {
         What::Delete { snapshots } => {
