@@ -86,7 +86,7 @@ fn first_line(bytes: &[u8], from: &str) -> holdfast_repo::Result<Zeroizing<Strin
 }
 
 /// The passphrase from a file: its first line.
-fn passphrase_from_file(path: &Path) -> holdfast_repo::Result<Zeroizing<String>> {
+pub fn passphrase_from_file(path: &Path) -> holdfast_repo::Result<Zeroizing<String>> {
     use std::io::Read;
     let from = format!("passphrase file {}", path.display());
     let f = std::fs::File::open(path).map_err(|e| usage(format!("{from}: {e}")))?;

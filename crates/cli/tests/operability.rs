@@ -1305,3 +1305,86 @@ fn progress_lines_when_piped() {
         stderr(&o)
     );
 }
+
+/// `init --admin-passphrase-file` gives each admin key its own passphrase
+/// (and `--restore-passphrase-file` the restore key): admin keys go to
+/// different people, and one admin's passphrase opens no other key.
+#[test]
+fn init_gives_each_admin_its_own_passphrase() {
+    let w = World::new();
+    let mut files = Vec::new();
+    for (i, pw) in [
+        "first admin phrase",
+        "second admin phrase",
+        "restore phrase!",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let f = w.path(&format!("pw{i}"));
+        std::fs::write(&f, format!("{pw}\n")).unwrap();
+        files.push(f.to_str().unwrap().to_string());
+    }
+    let keys = w.path("keys");
+    let o = w
+        .cmd(&[
+            "init",
+            &w.repo(),
+            "--keys",
+            keys.to_str().unwrap(),
+            "--admins",
+            "2",
+            "--quorum",
+            "2",
+            "--admin-passphrase-file",
+            &files[0],
+            "--admin-passphrase-file",
+            &files[1],
+            "--restore-passphrase-file",
+            &files[2],
+        ])
+        .env_remove("HOLDFAST_PASSPHRASE")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!keys.join("admin-1.key.new").exists());
+    // Opening a key needs its passphrase (checkpoint show opens the key).
+    let opens = |key: &str, pw_file: &str| {
+        w.cmd(&[
+            "checkpoint",
+            "show",
+            "--key",
+            keys.join(key).to_str().unwrap(),
+        ])
+        .env_remove("HOLDFAST_PASSPHRASE")
+        .env("HOLDFAST_PASSPHRASE_FILE", pw_file)
+        .output()
+        .unwrap()
+        .status
+        .success()
+    };
+    assert!(opens("admin-1.key", &files[0]));
+    assert!(opens("admin-2.key", &files[1]));
+    assert!(opens("restore.key", &files[2]));
+    assert!(
+        !opens("admin-1.key", &files[1]),
+        "admin-2's passphrase opened admin-1"
+    );
+    assert!(
+        !opens("admin-2.key", &files[2]),
+        "the restore passphrase opened admin-2"
+    );
+    // One file per admin, or none.
+    let w2 = World::new();
+    let o = w2.run(&[
+        "init",
+        &w2.repo(),
+        "--keys",
+        w2.path("keys").to_str().unwrap(),
+        "--admin-passphrase-file",
+        &files[0],
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("one per admin key"), "{}", stderr(&o));
+    assert!(!w2.path("repo").exists());
+}

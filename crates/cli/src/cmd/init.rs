@@ -46,6 +46,15 @@ pub struct Args {
     /// Seconds unreferenced data is kept before it may be reclaimed
     #[arg(long, default_value_t = 86_400)]
     pub grace_secs: u64,
+    /// A passphrase of its own for each admin key: one file per admin, in
+    /// order (admin-1.key gets the first line of the first file, …);
+    /// admin keys go to different people
+    #[arg(long = "admin-passphrase-file", value_name = "FILE")]
+    pub admin_passphrase_files: Vec<PathBuf>,
+    /// The restore key's passphrase, from the first line of FILE (else the
+    /// usual passphrase: --passphrase-file, HOLDFAST_PASSPHRASE…)
+    #[arg(long, value_name = "FILE")]
+    pub restore_passphrase_file: Option<PathBuf>,
 }
 
 /// A client name becomes a key file name and a metric label: a plain
@@ -140,16 +149,34 @@ pub fn run(a: Args) -> Result<ExitCode> {
             a.repo
         );
     }
-    let pw = util::passphrase(true)?;
-    if pw.len() < 8 {
-        bail!("the passphrase must be at least 8 characters");
+    let admin_pws = a
+        .admin_passphrase_files
+        .iter()
+        .map(|f| util::passphrase_from_file(f))
+        .collect::<holdfast_repo::Result<Vec<_>>>()?;
+    if !admin_pws.is_empty() && admin_pws.len() != a.admins as usize {
+        bail!(
+            "{} --admin-passphrase-file for {} admins: give one per admin key",
+            admin_pws.len(),
+            a.admins
+        );
+    }
+    let pw = match &a.restore_passphrase_file {
+        Some(f) => util::passphrase_from_file(f)?,
+        None => util::passphrase(true)?,
+    };
+    if pw.len() < 8 || admin_pws.iter().any(|p| p.len() < 8) {
+        bail!("a passphrase must be at least 8 characters");
     }
     let local = !s3
         && std::fs::read_dir(&a.repo)
             .map(|mut d| d.next().is_none())
             .unwrap_or(true);
     let undo = Undo::note(local.then_some(a.repo.as_str()), &a.keys);
-    match create(&a, s3, &pw) {
+    match create(&a, s3, &pw).and_then(|id| {
+        reseal_admins(&a.keys, &pw, &admin_pws)?;
+        Ok(id)
+    }) {
         Ok(id) => {
             util::out(format!(
                 "created repository {} (config {}), keys in {}",
@@ -169,6 +196,40 @@ pub fn run(a: Args) -> Result<ExitCode> {
             Err(e)
         }
     }
+}
+
+/// Gives each admin key its own passphrase: `init` sealed every key with
+/// the restore passphrase; each admin-N.key is opened with it and sealed
+/// again with its own, then put in place (write beside, rename, fsync).
+fn reseal_admins(
+    keys: &std::path::Path,
+    common: &str,
+    own: &[zeroize::Zeroizing<String>],
+) -> Result<()> {
+    for (i, pw) in own.iter().enumerate() {
+        let path = keys.join(format!("admin-{}.key", i + 1));
+        let key = holdfast_repo::keys::Key::load(&path, || {
+            Ok(zeroize::Zeroizing::new(common.to_string()))
+        })?;
+        let kf = holdfast_core::keyfile::KeyFile::seal(
+            key.role,
+            &key.name,
+            key.config_id,
+            &key.secret,
+            Some((pw.as_bytes(), InitOptions::default().kdf)),
+        )
+        .map_err(|e| anyhow::anyhow!("sealing {}: {e}", path.display()))?;
+        let new = keys.join(format!("admin-{}.key.new", i + 1));
+        let _ = std::fs::remove_file(&new);
+        holdfast_repo::keys::write_key_file(&new, &kf)?;
+        std::fs::rename(&new, &path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    }
+    if !own.is_empty() {
+        std::fs::File::open(keys)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| anyhow::anyhow!("{}: {e}", keys.display()))?;
+    }
+    Ok(())
 }
 
 fn create(a: &Args, s3: bool, pw: &str) -> Result<holdfast_core::ObjectId> {
