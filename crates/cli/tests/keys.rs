@@ -334,3 +334,144 @@ fn a_revoked_client_is_refused_at_once_and_the_audit_shows_it() {
     restore_via(&w, &url, &snap[..12], &out);
     assert_eq!(digest(&out.join("mail")), digest(&src));
 }
+
+/// A new restore key epoch through the vault: proposed by one admin,
+/// approved by a second, run after the delay. Then clients seal to the new
+/// key: the old key still reads what came before and nothing after; the new
+/// key reads everything; an unchanged tree stores next to nothing new.
+#[test]
+fn a_rotated_restore_key_reads_everything_and_the_old_one_only_the_past() {
+    let w = World::new();
+    let keys = w.path("keys").display().to_string();
+    w.ok(&["init", &w.repo(), "--keys", &keys, "--delay-secs", "1"]);
+    let vault = w.start_vault(&["--reclaim-every-secs", "1"]);
+    let url = vault.url.clone();
+    let src = w.path("mail");
+    make_maildir(&src, 2, 10, 95);
+    let before = backup_via(&w, &url, &w.key("client"), &src);
+    let d_before = digest(&src);
+    let new_key = w.path("restore-2.key");
+    w.ok(&[
+        "key",
+        "rotate",
+        "restore",
+        "--repo",
+        &url,
+        "--key",
+        &w.key("admin-1"),
+        "--restore-key",
+        &w.key("restore"),
+        "--out",
+        new_key.to_str().unwrap(),
+    ]);
+    let props: Vec<serde_json::Value> = serde_json::from_str(&w.ok(&[
+        "proposals",
+        "--repo",
+        &url,
+        "--key",
+        &w.key("auditor"),
+        "--json",
+    ]))
+    .unwrap();
+    let pid = props
+        .iter()
+        .find(|p| p["action"].as_str().unwrap_or("").contains("restore key"))
+        .expect("the rotation is proposed")["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // Until it runs, clients keep sealing to the old key.
+    let pending = backup_via(&w, &url, &w.key("client"), &src);
+    w.ok(&[
+        "approve",
+        "--repo",
+        &url,
+        "--key",
+        &w.key("admin-2"),
+        &pid[..12],
+    ]);
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    // The unchanged tree after the rotation: next to nothing stored.
+    let j = backup_json(&w, &url, &w.key("client"), &src);
+    let unchanged = j["snapshot"].as_str().unwrap().to_string();
+    println!(
+        "after the rotation, an unchanged tree stored {} new bytes ({} in packs)",
+        j["new_bytes"], j["stored_bytes"]
+    );
+    assert!(
+        j["new_bytes"].as_u64().unwrap() < 64 << 10,
+        "an unchanged tree re-stored data after the rotation: {j}"
+    );
+    mail_day(&src, 3);
+    let after = backup_via(&w, &url, &w.key("client"), &src);
+    let d_after = digest(&src);
+
+    let restore = |key: &str, snap: &str, out: &str| {
+        let target = w.path(out);
+        let o = w.run(&[
+            "restore",
+            "--repo",
+            &url,
+            "--key",
+            key,
+            &snap[..12],
+            target.to_str().unwrap(),
+        ]);
+        (o, target)
+    };
+    let old = w.key("restore");
+    let new = new_key.display().to_string();
+    for (snap, d, n) in [(&before, &d_before, "a"), (&pending, &d_before, "b")] {
+        let (o, t) = restore(&old, snap, &format!("old-{n}"));
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        assert_eq!(&digest(&t.join("mail")), d);
+    }
+    for snap in [&unchanged, &after] {
+        let (o, _) = restore(&old, snap, &format!("old-{}", &snap[..6]));
+        assert_eq!(
+            o.status.code(),
+            Some(1),
+            "the old key read a snapshot sealed after the rotation, or called it damage"
+        );
+        let e = String::from_utf8_lossy(&o.stderr);
+        assert!(e.contains("rotation"), "{e}");
+    }
+    for (snap, d, n) in [
+        (&before, &d_before, "1"),
+        (&unchanged, &d_before, "2"),
+        (&after, &d_after, "3"),
+    ] {
+        let (o, t) = restore(&new, snap, &format!("new-{n}"));
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        assert_eq!(&digest(&t.join("mail")), d);
+    }
+    w.ok(&["verify", "--repo", &url, "--key", &new, "--read-data"]);
+    // The new key splits and works from shares like any restore key.
+    let shares = w.path("new-shares");
+    w.ok(&[
+        "key",
+        "split",
+        "--key",
+        &new,
+        "--threshold",
+        "2",
+        "--shares",
+        "3",
+        "--out",
+        shares.to_str().unwrap(),
+    ]);
+    let sh = files(&shares);
+    let t = w.path("from-shares");
+    w.ok(&[
+        "restore",
+        "--repo",
+        &url,
+        "--key",
+        sh[0].to_str().unwrap(),
+        "--key",
+        sh[2].to_str().unwrap(),
+        &before[..12],
+        t.to_str().unwrap(),
+    ]);
+    assert_eq!(digest(&t.join("mail")), d_before);
+}

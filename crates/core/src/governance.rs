@@ -28,6 +28,10 @@ pub enum Action {
     SetRetention(Retention),
     /// Remove an identity (admin, client, replica, auditor).
     RemoveIdentity([u8; 32]),
+    /// A new restore key epoch: clients seal new data to this X25519
+    /// public key from the execution on. Earlier data stays sealed to the
+    /// earlier keys (a rotated restore key holds their secrets too).
+    RotateRestoreKey([u8; 32]),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -59,6 +63,9 @@ fn encode_action(w: &mut Writer, a: &Action) {
         }
         Action::RemoveIdentity(k) => {
             w.u8(3).raw(k);
+        }
+        Action::RotateRestoreKey(k) => {
+            w.u8(4).raw(k);
         }
     }
 }
@@ -136,6 +143,7 @@ impl Proposal {
                 yearly: r.u32()?,
             }),
             3 => Action::RemoveIdentity(r.array()?),
+            4 => Action::RotateRestoreKey(r.array()?),
             _ => return Err(DecodeError::Invalid("proposal action")),
         };
         let p = Proposal {

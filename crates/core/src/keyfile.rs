@@ -110,7 +110,7 @@ impl Secret {
             // A restore key after rotations also holds earlier epochs'
             // repository secrets (32 bytes each, newest first).
             Role::Restore => {
-                b.len() >= 96 && (b.len() - 96) % 32 == 0 && (b.len() - 96) / 32 <= MAX_EPOCHS
+                b.len() >= 96 && (b.len() - 96).is_multiple_of(32) && (b.len() - 96) / 32 <= MAX_EPOCHS
             }
             Role::Client => b.len() == 96,
             _ => b.len() == 32,

@@ -170,6 +170,9 @@ pub struct LogState {
     pub gone: BTreeMap<ObjectId, Gone>,
     pub proposals: BTreeMap<ObjectId, Prop>,
     pub identities: BTreeSet<ObjectId>,
+    /// The restore key epochs' public keys, oldest first: the config's,
+    /// then each executed rotation's. Clients seal to the last.
+    pub restore_publics: Vec<[u8; 32]>,
     /// Entries folded.
     pub size: u64,
     /// Time of the newest valid entry.
@@ -199,6 +202,7 @@ impl LogState {
             gone: BTreeMap::new(),
             proposals: BTreeMap::new(),
             identities: BTreeSet::new(),
+            restore_publics: vec![config.repo_public],
             size: 0,
             last_time_ns: i64::MIN,
             newest_ns: i64::MIN,
@@ -650,6 +654,11 @@ impl LogState {
             Action::SetRetention(r) => self.retention = r,
             Action::RemoveIdentity(k) => {
                 self.removed.insert(k);
+            }
+            Action::RotateRestoreKey(k) => {
+                if !self.restore_publics.contains(&k) {
+                    self.restore_publics.push(k);
+                }
             }
         }
         out

@@ -529,7 +529,9 @@ pub fn backup(
     progress.add(files - work.len() as u64, 0);
 
     // 4. Read, chunk, seal, pack — in parallel; a writer thread stores packs.
-    let (epk, session) = crypto::seal_session(repo_public)?;
+    // The current restore key epoch (the log's last executed rotation;
+    // without one, the config's key, which the client key pins above).
+    let (epk, session) = crypto::seal_session(&repo.sealing_public())?;
     let failed = AtomicBool::new(false);
     let (tx, rx) = sync_channel::<PackBuilder>(0);
     let (spare_tx, spare_rx) = sync_channel::<Vec<u8>>(2);

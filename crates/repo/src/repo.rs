@@ -103,6 +103,58 @@ impl Repository {
             .unwrap_or(s.header.time_ns)
     }
 
+    /// The restore key epoch new data is sealed to: the last rotation the
+    /// log executed (validated by the fold: a quorum of admins), else the
+    /// config's key.
+    pub fn sealing_public(&self) -> [u8; 32] {
+        self.log
+            .as_ref()
+            .and_then(|l| l.state.restore_publics.last().copied())
+            .unwrap_or(self.config.repo_public)
+    }
+
+    /// Decrypts a snapshot's body. A body that does not open with a restore
+    /// key lacking an epoch the log rotated to, for a snapshot made after
+    /// that rotation, is a usage error (the old key, by design); any other
+    /// failure is tampering.
+    pub fn open_body(
+        &self,
+        id: &ObjectId,
+        snap: &Snapshot,
+        secret: &holdfast_core::crypto::RepoSecret,
+    ) -> Result<holdfast_core::format::SnapshotBody> {
+        snap.open_body(secret)
+            .map_err(|e| match self.stale_restore_key(secret) {
+                Some(t) if self.order_time(id, snap) >= t => Error::Usage(format!(
+                    "snapshot {} was sealed after the restore key rotation of {}: this restore key \
+                 is older; use the newest one",
+                    id.short(),
+                    fmt_time(t)
+                )),
+                _ => Error::Tamper(format!("snapshot {}: {e}", id.short())),
+            })
+    }
+
+    /// When `secret` lacks a restore key epoch the log executed: the time
+    /// of the first such rotation (what it was sealed after cannot be read
+    /// with this key).
+    pub fn stale_restore_key(&self, secret: &holdfast_core::crypto::RepoSecret) -> Option<i64> {
+        let log = self.log.as_ref()?;
+        let have = secret.publics();
+        if log.state.restore_publics.iter().all(|p| have.contains(p)) {
+            return None;
+        }
+        log.state
+            .proposals
+            .values()
+            .filter(|p| {
+                matches!(&p.proposal.action,
+                    holdfast_core::governance::Action::RotateRestoreKey(k) if !have.contains(k))
+            })
+            .filter_map(|p| p.executed.map(|(_, t)| t))
+            .min()
+    }
+
     pub fn member_name(&self, public: &[u8; 32]) -> String {
         self.members
             .get(public)
@@ -411,6 +463,19 @@ pub fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
     let doy = (153 * mp + 2) / 5 + d as i64 - 1;
     let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
     era * 146_097 + doe - 719_468
+}
+
+/// A vault time as RFC 3339 UTC (second precision).
+pub fn fmt_time(ns: i64) -> String {
+    let secs = ns.div_euclid(1_000_000_000);
+    let (y, m, d) = civil_from_days(secs.div_euclid(86_400));
+    let sod = secs.rem_euclid(86_400);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        sod / 3600,
+        sod / 60 % 60,
+        sod % 60
+    )
 }
 
 /// Howard Hinnant's days-to-civil algorithm.

@@ -277,9 +277,7 @@ pub fn restore(
 ) -> Result<RestoreReport> {
     let (id_key, secret) = key.require_restore("restore")?;
     let snap = repo.load_snapshot(snap_id)?;
-    let body = snap
-        .open_body(secret)
-        .map_err(|e| Error::Tamper(e.to_string()))?;
+    let body = repo.open_body(snap_id, &snap, secret)?;
     let (index, pack_errors) = Index::load(repo.backend.as_ref(), &snap.header.packs);
     let reader = BlobReader::new(repo.backend.as_ref(), &index, id_key, secret);
     let mut report = RestoreReport::default();

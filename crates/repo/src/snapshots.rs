@@ -30,10 +30,10 @@ pub fn list(repo: &Repository, key: &Key) -> Result<(Vec<SnapshotInfo>, Vec<Erro
     let mut errors = bad;
     for (id, s) in snaps {
         let body = match key.repo_secret() {
-            Some(secret) => match s.open_body(secret) {
+            Some(secret) => match repo.open_body(&id, &s, secret) {
                 Ok(b) => Some(b),
                 Err(e) => {
-                    errors.push(Error::Tamper(format!("snapshot {}: {e}", id.short())));
+                    errors.push(e);
                     None
                 }
             },
@@ -73,9 +73,7 @@ pub fn with_snapshot<T>(
 ) -> Result<T> {
     let (id_key, secret) = key.require_restore("reading a snapshot's contents")?;
     let snap = repo.load_snapshot(id)?;
-    let body = snap
-        .open_body(secret)
-        .map_err(|e| Error::Tamper(e.to_string()))?;
+    let body = repo.open_body(id, &snap, secret)?;
     let (index, errors) = Index::load(repo.backend.as_ref(), &snap.header.packs);
     if let Some(e) = errors.into_iter().next() {
         return Err(e);

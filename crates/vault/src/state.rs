@@ -1364,6 +1364,14 @@ impl Vault {
                 }
             }
             Action::SetRetention(_) => {}
+            Action::RotateRestoreKey(k) => {
+                if self.st.restore_publics.contains(k) {
+                    return Err(ApiError::new(
+                        409,
+                        "this restore key is already an epoch of this repository",
+                    ));
+                }
+            }
         }
         let id = p.id();
         if self.st.proposals.contains_key(&id) {
@@ -1714,6 +1722,7 @@ pub fn describe(a: &Action) -> String {
             r.keep_within_secs, r.daily, r.weekly, r.monthly, r.yearly
         ),
         Action::RemoveIdentity(k) => format!("removal of identity {}", short(k)),
+        Action::RotateRestoreKey(k) => format!("a new restore key {}", short(k)),
     }
 }
 

@@ -17,11 +17,35 @@ pub enum KeyCommand {
     Split(SplitArgs),
     /// Rebuild the restore key from M shares into a new key file
     Combine(CombineArgs),
+    /// Start a new restore key epoch: write a new restore key (which also
+    /// holds every earlier epoch's secret, so it reads everything) and
+    /// propose it to the admins. Once a quorum approved it and the delay
+    /// passed, clients seal new data to it; the old key (and its shares)
+    /// reads nothing written after. Deduplication goes on across it.
+    Rotate(RotateArgs),
     /// Revoke a client identity through the vault, at once and for good
     /// (one admin; logged and alerted). Issue the server a new identity
     /// with `key new client OTHER-NAME`. Admins, replicas and auditors are
     /// removed by a quorum proposal instead (`propose remove`).
     Revoke(RevokeArgs),
+}
+
+#[derive(clap::Args)]
+pub struct RotateArgs {
+    /// What to rotate (only `restore`)
+    pub what: String,
+    /// The vault (https://…)
+    #[arg(long)]
+    pub repo: String,
+    /// An admin key (signs the proposal)
+    #[arg(long)]
+    pub key: PathBuf,
+    /// The current restore key (or repeat --restore-key with M shares)
+    #[arg(long = "restore-key", required = true)]
+    pub restore_key: Vec<PathBuf>,
+    /// Where to write the new restore key (asks for its passphrase)
+    #[arg(long)]
+    pub out: PathBuf,
 }
 
 #[derive(clap::Args)]
@@ -92,6 +116,7 @@ pub fn run(k: KeyCommand) -> Result<ExitCode> {
         KeyCommand::Split(a) => split(a),
         KeyCommand::Combine(a) => combine(a),
         KeyCommand::Revoke(a) => revoke(a),
+        KeyCommand::Rotate(a) => rotate(a),
         KeyCommand::New(a) => {
             if a.role != "client" {
                 bail!("only client identities can be added (got {:?})", a.role);
@@ -246,6 +271,94 @@ fn revoke(a: RevokeArgs) -> Result<ExitCode> {
     util::out(format!(
         "client {} revoked: the vault refuses its requests from now on (logged)",
         a.name
+    ));
+    Ok(ExitCode::SUCCESS)
+}
+
+fn rotate(a: RotateArgs) -> Result<ExitCode> {
+    use holdfast_core::crypto::{KdfParams, RepoSecret};
+    use holdfast_core::format::Role;
+    use holdfast_core::governance::{Action, Proposal};
+    use holdfast_core::keyfile::{KeyFile, Secret};
+    if a.what != "restore" {
+        bail!(
+            "only the restore key is rotated this way (got {:?}); client keys are revoked and issued anew",
+            a.what
+        );
+    }
+    if !a.repo.starts_with("https://") {
+        bail!("a rotation goes through the vault (--repo https://…): the admins approve it there");
+    }
+    let (vault, repo, admin) = util::open_vault(&a.repo, &a.key)?;
+    if admin.role != Role::Admin {
+        bail!("{}: rotating needs an admin key", a.key.display());
+    }
+    let old = if a.restore_key.len() > 1 {
+        holdfast_repo::keys::load_shares(&a.restore_key, |_| util::passphrase(false))?
+    } else {
+        util::load_key(&a.restore_key[0])?
+    };
+    if old.config_id != repo.config_id {
+        bail!("the restore key belongs to another repository");
+    }
+    let (id_key, secret) = old.require_restore("a rotation")?;
+    let identity = old
+        .identity()
+        .expect("a restore key has an identity")
+        .clone();
+    if let Some(t) = repo.stale_restore_key(secret) {
+        bail!(
+            "this restore key predates the rotation of {}: rotate from the newest restore key",
+            util::time(t)
+        );
+    }
+    if a.out.exists() {
+        bail!(
+            "{} exists; the new key is never written over a file",
+            a.out.display()
+        );
+    }
+    // The new epoch's secret first, then every earlier one, newest first.
+    let mut older = vec![*secret.as_bytes()];
+    older.extend_from_slice(secret.older());
+    let fresh = RepoSecret::generate().map_err(|e| anyhow::anyhow!("{e}"))?;
+    let ring = RepoSecret::with_older(*fresh.as_bytes(), older);
+    let public = ring.public();
+    let new = Secret::Restore {
+        id_key: id_key.clone(),
+        secret: ring,
+        identity,
+    };
+    if std::env::var_os("HOLDFAST_PASSPHRASE").is_none() {
+        eprintln!("passphrase for the new restore key:");
+    }
+    let pw = util::passphrase(true)?;
+    let kf = KeyFile::seal(
+        Role::Restore,
+        &old.name,
+        old.config_id,
+        &new,
+        Some((pw.as_bytes(), KdfParams::DEFAULT)),
+    )
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    holdfast_repo::keys::write_key_file(&a.out, &kf)?;
+    let signer = admin.identity().expect("an admin key signs");
+    let p = Proposal::new(
+        repo.config_id,
+        Action::RotateRestoreKey(public),
+        signer,
+        holdfast_repo::now_ns(),
+    )?;
+    let r = vault.request("POST", "/v1/proposals", &p.encode(), None)?;
+    let j: serde_json::Value = serde_json::from_slice(&r)?;
+    util::out(format!(
+        "new restore key written to {}; rotation proposed as {}: it needs {} admin approvals, \
+         then {} s without a veto. Until it runs, clients seal to the old key. Split the new key \
+         (`key split`) and destroy the old key and its shares once it has run.",
+        a.out.display(),
+        j["id"].as_str().unwrap_or("?"),
+        repo.config.quorum,
+        repo.config.delay_secs
     ));
     Ok(ExitCode::SUCCESS)
 }

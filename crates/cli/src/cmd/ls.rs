@@ -34,10 +34,7 @@ pub fn run(a: Args) -> Result<ExitCode> {
     let mut list = with_snapshot(&repo, &key, &id, entries)?;
     if !a.path.is_empty() {
         let (_, secret) = key.require_restore("ls")?;
-        let body = repo
-            .load_snapshot(&id)?
-            .open_body(secret)
-            .map_err(|e| holdfast_repo::Error::Tamper(e.to_string()))?;
+        let body = repo.open_body(&id, &repo.load_snapshot(&id)?, secret)?;
         let mut want = Vec::new();
         for p in &a.path {
             want.push(

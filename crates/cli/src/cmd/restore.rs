@@ -91,10 +91,7 @@ fn restore_paths(
         return Ok(restore(repo, key, id, &opts, p)?);
     }
     let (_, secret) = key.require_restore("restore")?;
-    let body = repo
-        .load_snapshot(id)?
-        .open_body(secret)
-        .map_err(|e| holdfast_repo::Error::Tamper(e.to_string()))?;
+    let body = repo.open_body(id, &repo.load_snapshot(id)?, secret)?;
     let mut subs: Vec<Vec<String>> = Vec::new();
     for path in &a.path {
         subs.push(holdfast_repo::repo::tree_path(&body, path)?);
