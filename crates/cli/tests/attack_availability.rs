@@ -247,6 +247,53 @@ fn unauthenticated_uploads_are_refused_before_the_body_is_read() {
     backup_via(&w, &vault.url, &w.key("client"), &src);
 }
 
+/// A stolen client key sends eight 90 MiB uploads at once, each properly
+/// signed: the vault holds at most its body budget in memory (here the
+/// least, one body; without the budget this test measured 447 MiB), takes
+/// them in turn (or answers 503), and keeps serving.
+#[test]
+fn authenticated_uploads_share_a_bounded_body_budget() {
+    let w = World::new();
+    w.init();
+    let vault = w.start_vault(&["--body-budget-mib", "96"]);
+    let addr = vault_addr(&vault.url);
+    let pid = vault.child.id();
+    const BODY: usize = 90 << 20;
+    let body = std::sync::Arc::new(vec![7u8; BODY]);
+    let body_hash = *blake3::hash(&body).as_bytes();
+    let client = load_key(&w.key("client")).identity().unwrap().clone();
+    let threads: Vec<_> = (0..8)
+        .map(|i| {
+            let (client, body) = (client.clone(), body.clone());
+            std::thread::spawn(move || {
+                let path = format!("/v1/objects/packs/{}", format!("{:02x}", i + 1).repeat(32));
+                let auth = Auth::sign(&client, "PUT", &path, now_ns(), &body).unwrap();
+                assert_eq!(auth.body_hash, body_hash);
+                let mut s = tls_from(ip(&format!("127.0.2.{}", i + 1)), addr).unwrap();
+                send_head(&mut s, "PUT", &path, &auth, BODY);
+                for c in body.chunks(1 << 20) {
+                    if s.write_all(c).and_then(|_| s.flush()).is_err() {
+                        break;
+                    }
+                }
+                read_response(&mut s).map(|r| r.0).unwrap_or(0)
+            })
+        })
+        .collect();
+    let codes: Vec<u16> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    let peak = peak_rss_kib(pid);
+    eprintln!(
+        "vault peak RSS after 8 signed 90 MiB uploads at once: {} MiB; answers {codes:?}",
+        peak / 1024
+    );
+    // Not a pack: refused once read (400), or 503 when the budget was full.
+    assert!(codes.iter().all(|c| [400, 503].contains(c)), "{codes:?}");
+    assert!(peak < 260 * 1024, "vault peak RSS {} MiB", peak / 1024);
+    let src = w.path("mail");
+    make_maildir(&src, 1, 5, 4);
+    backup_via(&w, &vault.url, &w.key("client"), &src);
+}
+
 /// 300 over-quota uploads with an alert command: every alert reaches
 /// stderr, the command runs a handful of times and is reaped every time (no
 /// zombie children), and the repeats arrive as one count.

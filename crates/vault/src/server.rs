@@ -57,6 +57,8 @@ pub struct ServeOptions {
     pub vault: Options,
     pub max_connections: usize,
     pub reclaim_every: Duration,
+    /// MiB of request bodies held in memory at once, over all requests.
+    pub body_budget_mib: u32,
     /// Where to serve `/metrics` and the dashboard over plain HTTP (none:
     /// not served). See [`crate::metrics`].
     pub http: Option<SocketAddr>,
@@ -71,7 +73,15 @@ struct App {
     vault: Shared,
     hide: Arc<Vec<String>>,
     metrics: Arc<Metrics>,
+    /// MiB of request bodies held in memory at once, over all requests.
+    bodies: Arc<Semaphore>,
 }
+
+/// By default, at most this many MiB of request bodies are in memory at
+/// once (each authenticated first); a request that cannot get its share
+/// within [`BODY_WAIT`] is answered 503 and retried by the client.
+pub const BODY_BUDGET_MIB: u32 = 512;
+const BODY_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
@@ -562,6 +572,13 @@ async fn serve_request(
         t.authenticated();
     }
     app.metrics.contact(role);
+    // Bodies are read whole (and hashed) before the vault looks at them:
+    // bound the memory all requests together may hold.
+    let mib = declared.div_ceil(1 << 20).clamp(1, MAX_BODY >> 20) as u32;
+    let _budget = tokio::time::timeout(BODY_WAIT, app.bodies.clone().acquire_many_owned(mib))
+        .await
+        .map_err(|_| ApiError::new(503, "the vault is busy receiving other uploads; try again"))?
+        .map_err(|_| ApiError::internal("request handler failed"))?;
     let body = read_body(body, declared).await?;
     let vault = app.vault.clone();
     tokio::task::spawn_blocking(move || {
@@ -594,13 +611,17 @@ pub async fn run(
     tls: Arc<rustls::ServerConfig>,
     max_connections: usize,
     reclaim_every: Duration,
+    body_budget_mib: u32,
     metrics: Arc<Metrics>,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
+    // A body larger than the budget could never be read: keep room for one.
+    let budget = body_budget_mib.max((MAX_BODY >> 20) as u32);
     let app = axum::Router::new().fallback(dispatch).with_state(App {
         vault: vault.clone(),
         hide: Arc::new(hidden(&vault)),
         metrics,
+        bodies: Arc::new(Semaphore::new(budget as usize)),
     });
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
     let permits = Arc::new(Semaphore::new(max_connections));
@@ -751,6 +772,7 @@ pub fn serve(opts: ServeOptions) -> Result<(), VaultError> {
             tls,
             opts.max_connections,
             opts.reclaim_every,
+            opts.body_budget_mib,
             metrics,
             shutdown,
         )

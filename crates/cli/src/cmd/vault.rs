@@ -46,6 +46,10 @@ pub struct ServeArgs {
     /// Concurrent connections
     #[arg(long, default_value_t = 32)]
     pub max_connections: usize,
+    /// MiB of upload bodies held in memory at once, over all clients (at
+    /// least one largest body, 96 MiB); more wait, then get 503 and retry
+    #[arg(long, default_value_t = holdfast_vault::server::BODY_BUDGET_MIB)]
+    pub body_budget_mib: u32,
     /// Seconds between reclaims of expired snapshots and unreferenced packs
     #[arg(long, default_value_t = 3600)]
     pub reclaim_every_secs: u64,
@@ -108,6 +112,7 @@ pub fn run(c: VaultCommand) -> Result<ExitCode> {
             max_clock_gap_secs: a.max_clock_gap_secs,
         },
         max_connections: a.max_connections.max(1),
+        body_budget_mib: a.body_budget_mib,
         reclaim_every: Duration::from_secs(a.reclaim_every_secs.max(1)),
         http: a.http,
     })?;
