@@ -105,6 +105,9 @@ enum Command {
     /// A restore drill: restore a sample (or all) into scratch, verify every
     /// byte, measure the rate; exit 4 when anything fails to verify
     Drill(cmd::drill::Args),
+    /// Mount every snapshot read-only (FUSE): snapshots/, by-client/,
+    /// by-host/; each byte checked against its id when read
+    Mount(cmd::mount::Args),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
     Completion(cmd::completion::Args),
     /// What the repository holds per client: snapshots, stored bytes, dedup
@@ -209,6 +212,7 @@ fn main() -> ExitCode {
         Command::Checkpoint(c) => checkpoint(c),
         Command::Mail(c) => cmd::mail::run(c),
         Command::Drill(a) => cmd::drill::run(a),
+        Command::Mount(a) => cmd::mount::run(a),
         Command::Stats(a) => cmd::stats::run(a),
         Command::Man(a) => cmd::man::run(
             a,

@@ -13,6 +13,7 @@ pub mod init;
 pub mod keys;
 pub mod logview;
 pub mod mail;
+pub mod mount;
 pub mod replica;
 pub mod repo;
 pub mod restore;

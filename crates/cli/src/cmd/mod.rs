@@ -16,6 +16,7 @@ pub mod replica;
 pub mod ls;
 pub mod mail;
 pub mod man;
+pub mod mount;
 pub mod restore;
 pub mod snapshots;
 pub mod stats;

@@ -1,0 +1,607 @@
+//! What `holdfast mount` serves, without the FUSE glue (which lives in the
+//! CLI): the snapshots a restore key reads, their trees, and the bytes of
+//! their files, read lazily.
+//!
+//! Every blob is opened with the restore key and checked against its keyed
+//! id ([`format::open_blob`], the check `restore` makes) each time it is
+//! taken from the repository or from the on-disk cache; what fails is an
+//! error, never bytes. Blobs are fetched by range (one request per blob,
+//! from a directory, a vault, S3 or a bundle alike). Caches are bounded:
+//! verified plaintext in memory, decoded trees in memory, and sealed blobs
+//! (ciphertext as fetched, never plaintext) on disk.
+
+use std::collections::{BTreeMap, HashMap};
+use std::hash::Hash;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use holdfast_core::crypto::SessionKey;
+use holdfast_core::format::{self, Tree};
+use holdfast_core::{BlobId, ObjectId};
+use holdfast_store::Kind;
+
+use crate::index::{Index, Location, read_pack_table};
+use crate::keys::Key;
+use crate::{Error, Repository, Result};
+
+/// How much a mount may keep.
+#[derive(Clone, Debug)]
+pub struct CacheLimits {
+    /// Where sealed blobs are kept between reads (and mounts); None: no
+    /// disk cache.
+    pub dir: Option<PathBuf>,
+    /// Bytes of sealed blobs on disk.
+    pub disk_bytes: u64,
+    /// Bytes of verified plaintext blobs in memory.
+    pub memory_bytes: u64,
+    /// Approximate bytes of decoded trees in memory.
+    pub tree_bytes: u64,
+}
+
+impl Default for CacheLimits {
+    fn default() -> Self {
+        CacheLimits {
+            dir: None,
+            disk_bytes: 1 << 30,
+            memory_bytes: 64 << 20,
+            tree_bytes: 64 << 20,
+        }
+    }
+}
+
+/// One snapshot the restore key opened.
+#[derive(Clone, Debug)]
+pub struct SnapEntry {
+    pub id: ObjectId,
+    /// By the vault's time where the repository has a log.
+    pub time_ns: i64,
+    pub client: String,
+    pub host: String,
+    pub root: BlobId,
+    packs: Vec<ObjectId>,
+}
+
+/// Counters, for a summary and for tests (all relaxed).
+#[derive(Default, Debug)]
+pub struct MountStats {
+    pub fetched_blobs: AtomicU64,
+    pub fetched_bytes: AtomicU64,
+    pub disk_hits: AtomicU64,
+    pub memory_hits: AtomicU64,
+    /// Blobs that failed their check (from the repository or the cache).
+    pub damaged: AtomicU64,
+}
+
+/// Pack tables loaded so far: the union over the snapshots opened.
+#[derive(Default)]
+struct Packs {
+    index: Index,
+    known: HashMap<ObjectId, u32>,
+}
+
+pub struct Archive {
+    repo: Repository,
+    key: Key,
+    pub snapshots: Vec<SnapEntry>,
+    /// Snapshots that could not be opened (not shown), one line each.
+    pub problems: Vec<String>,
+    packs: RwLock<Packs>,
+    /// Per snapshot: its pack tables are loaded.
+    loaded: Vec<std::sync::OnceLock<()>>,
+    load_lock: Mutex<()>,
+    sessions: Mutex<HashMap<[u8; 32], SessionKey>>,
+    plain: Mutex<Lru<BlobId, Arc<Vec<u8>>>>,
+    trees: Mutex<Lru<BlobId, Arc<Tree>>>,
+    disk: Option<DiskCache>,
+    pub stats: MountStats,
+}
+
+impl Archive {
+    /// Lists and opens every snapshot with the restore key `key`.
+    /// Snapshots that fail their checks are left out and listed in
+    /// `problems`.
+    pub fn open(repo: Repository, key: Key, limits: CacheLimits) -> Result<Archive> {
+        let secret = key.require_restore("mounting snapshots")?.1;
+        let (snaps, bad) = repo.snapshots()?;
+        let mut problems: Vec<String> = bad.iter().map(|e| e.to_string()).collect();
+        let mut snapshots = Vec::with_capacity(snaps.len());
+        for (id, s) in snaps {
+            match repo.open_body(&id, &s, secret) {
+                Ok(body) => snapshots.push(SnapEntry {
+                    id,
+                    time_ns: repo.order_time(&id, &s),
+                    client: repo.member_name(&s.header.client),
+                    host: body.hostname.clone(),
+                    root: body.root,
+                    packs: s.header.packs.clone(),
+                }),
+                Err(e) => problems.push(e.to_string()),
+            }
+        }
+        let disk = match &limits.dir {
+            Some(d) => Some(DiskCache::open(d, limits.disk_bytes)?),
+            None => None,
+        };
+        Ok(Archive {
+            loaded: (0..snapshots.len())
+                .map(|_| std::sync::OnceLock::new())
+                .collect(),
+            repo,
+            key,
+            snapshots,
+            problems,
+            packs: RwLock::new(Packs::default()),
+            load_lock: Mutex::new(()),
+            sessions: Mutex::new(HashMap::new()),
+            plain: Mutex::new(Lru::new(limits.memory_bytes)),
+            trees: Mutex::new(Lru::new(limits.tree_bytes)),
+            disk,
+            stats: MountStats::default(),
+        })
+    }
+
+    pub fn location(&self) -> String {
+        self.repo.backend.location()
+    }
+
+    /// Loads the tables of snapshot `snap`'s packs (once). A pack that
+    /// cannot be read leaves its blobs unknown: reading them fails.
+    fn ensure(&self, snap: usize) -> Result<()> {
+        let Some(flag) = self.loaded.get(snap) else {
+            return Err(Error::Usage(format!("no snapshot {snap}")));
+        };
+        if flag.get().is_some() {
+            return Ok(());
+        }
+        let _one = self.load_lock.lock().unwrap();
+        if flag.get().is_some() {
+            return Ok(());
+        }
+        let wanted: Vec<ObjectId> = {
+            let p = self.packs.read().unwrap();
+            self.snapshots[snap]
+                .packs
+                .iter()
+                .filter(|id| !p.known.contains_key(id))
+                .copied()
+                .collect()
+        };
+        let mut first_err = None;
+        for pack in wanted {
+            match read_pack_table(self.repo.backend.as_ref(), &pack) {
+                Ok((epk, entries)) => {
+                    let mut p = self.packs.write().unwrap();
+                    let n = p.index.packs.len() as u32;
+                    p.index.packs.push(pack);
+                    p.index.epks.push(epk);
+                    p.known.insert(pack, n);
+                    for e in entries {
+                        p.index
+                            .blobs
+                            .entry(e.id)
+                            .or_insert(Location { pack: n, entry: e });
+                    }
+                }
+                Err(e) => {
+                    // A network failure is tried again on the next access;
+                    // damage is final (its blobs stay unknown).
+                    let transient = matches!(&e, Error::Store(s) if s.is_transient());
+                    if transient && first_err.is_none() {
+                        first_err = Some(e);
+                    } else if !transient {
+                        self.stats.damaged.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        }
+        match first_err {
+            Some(e) => Err(e),
+            None => {
+                let _ = flag.set(());
+                Ok(())
+            }
+        }
+    }
+
+    fn session(&self, epk: &[u8; 32]) -> Result<SessionKey> {
+        let mut s = self.sessions.lock().unwrap();
+        if let Some(k) = s.get(epk) {
+            return Ok(k.clone());
+        }
+        let secret = self.key.require_restore("reading blobs")?.1;
+        let k = secret.open_session(epk).map_err(|e| {
+            Error::Corrupt(format!(
+                "a pack's ephemeral key {} does not open: {e}",
+                holdfast_core::id::hex(&epk[..8])
+            ))
+        })?;
+        s.insert(*epk, k.clone());
+        Ok(k)
+    }
+
+    /// Opens sealed bytes and checks them against the blob's keyed id.
+    fn open_sealed(
+        &self,
+        epk: &[u8; 32],
+        pack: &ObjectId,
+        loc: &Location,
+        sealed: &[u8],
+    ) -> Result<Vec<u8>> {
+        let id_key = self.key.require_restore("reading blobs")?.0;
+        let key = self.session(epk)?;
+        format::open_blob(&key, id_key, &loc.entry, sealed)
+            .map_err(|e| Error::Corrupt(format!("{e} in pack {pack}")))
+    }
+
+    /// The plaintext of blob `id` of snapshot `snap`, checked against its
+    /// id. `keep` puts it in the memory cache (file data; trees have their
+    /// own cache).
+    fn blob(&self, snap: usize, id: &BlobId, keep: bool) -> Result<Arc<Vec<u8>>> {
+        if let Some(b) = self.plain.lock().unwrap().get(id) {
+            self.stats.memory_hits.fetch_add(1, Ordering::Relaxed);
+            return Ok(b);
+        }
+        self.ensure(snap)?;
+        let (loc, pack, epk) = {
+            let p = self.packs.read().unwrap();
+            let loc = *p.index.blobs.get(id).ok_or_else(|| {
+                Error::Corrupt(format!(
+                    "blob {} is not in any readable pack of snapshot {}",
+                    id.to_hex(),
+                    self.snapshots[snap].id.short()
+                ))
+            })?;
+            let n = loc.pack as usize;
+            (loc, p.index.packs[n], p.index.epks[n])
+        };
+        let plain = match self.disk.as_ref().and_then(|d| d.get(id, &pack, &loc)) {
+            Some(sealed) => match self.open_sealed(&epk, &pack, &loc, &sealed) {
+                Ok(p) => {
+                    self.stats.disk_hits.fetch_add(1, Ordering::Relaxed);
+                    Some(p)
+                }
+                Err(_) => {
+                    // A damaged cache file is not the repository's damage:
+                    // dropped, and the blob fetched again.
+                    if let Some(d) = &self.disk {
+                        d.remove(id, &pack);
+                    }
+                    None
+                }
+            },
+            None => None,
+        };
+        let plain = match plain {
+            Some(p) => p,
+            None => {
+                let sealed = self.repo.backend.get_range(
+                    Kind::Pack,
+                    &pack.to_hex(),
+                    loc.entry.offset as u64,
+                    loc.entry.stored_len as u64,
+                )?;
+                self.stats.fetched_blobs.fetch_add(1, Ordering::Relaxed);
+                self.stats
+                    .fetched_bytes
+                    .fetch_add(sealed.len() as u64, Ordering::Relaxed);
+                let p = match self.open_sealed(&epk, &pack, &loc, &sealed) {
+                    Ok(p) => p,
+                    Err(e) => {
+                        self.stats.damaged.fetch_add(1, Ordering::Relaxed);
+                        return Err(e);
+                    }
+                };
+                if let Some(d) = &self.disk {
+                    d.put(id, &pack, &sealed);
+                }
+                p
+            }
+        };
+        let plain = Arc::new(plain);
+        if keep {
+            let w = plain.len() as u64;
+            self.plain.lock().unwrap().put(*id, plain.clone(), w);
+        }
+        Ok(plain)
+    }
+
+    /// A tree of snapshot `snap`, checked and decoded.
+    pub fn tree(&self, snap: usize, id: &BlobId) -> Result<Arc<Tree>> {
+        if let Some(t) = self.trees.lock().unwrap().get(id) {
+            return Ok(t);
+        }
+        let bytes = self.blob(snap, id, false)?;
+        let tree = Tree::decode(&bytes).map_err(|e| {
+            self.stats.damaged.fetch_add(1, Ordering::Relaxed);
+            Error::Corrupt(format!("tree {}: {e}", id.to_hex()))
+        })?;
+        let weight = bytes.len() as u64 + 64 * tree.nodes.len() as u64;
+        let tree = Arc::new(tree);
+        self.trees.lock().unwrap().put(*id, tree.clone(), weight);
+        Ok(tree)
+    }
+
+    /// The plaintext of one data chunk of snapshot `snap`, checked.
+    pub fn chunk(&self, snap: usize, id: &BlobId) -> Result<Arc<Vec<u8>>> {
+        self.blob(snap, id, true)
+    }
+
+    /// Where each chunk of a file starts, and the file's length as its
+    /// chunks add up; an error when a chunk is unknown or they do not add
+    /// up to `size`.
+    pub fn layout(&self, snap: usize, chunks: &[BlobId], size: u64) -> Result<Vec<u64>> {
+        self.ensure(snap)?;
+        let p = self.packs.read().unwrap();
+        let mut starts = Vec::with_capacity(chunks.len());
+        let mut off = 0u64;
+        for c in chunks {
+            let loc = p.index.blobs.get(c).ok_or_else(|| {
+                self.stats.damaged.fetch_add(1, Ordering::Relaxed);
+                Error::Corrupt(format!(
+                    "chunk {} is not in any readable pack of snapshot {}",
+                    c.to_hex(),
+                    self.snapshots[snap].id.short()
+                ))
+            })?;
+            starts.push(off);
+            off += loc.entry.raw_len as u64;
+        }
+        if off != size {
+            self.stats.damaged.fetch_add(1, Ordering::Relaxed);
+            return Err(Error::Corrupt(format!(
+                "chunks add up to {off} bytes, the snapshot says {size}"
+            )));
+        }
+        Ok(starts)
+    }
+
+    /// Reads up to `len` bytes at `offset` of a file whose chunks start at
+    /// `starts` (from [`Archive::layout`]); every chunk touched is checked.
+    pub fn read(
+        &self,
+        snap: usize,
+        chunks: &[BlobId],
+        starts: &[u64],
+        size: u64,
+        offset: u64,
+        len: usize,
+    ) -> Result<Vec<u8>> {
+        if offset >= size || len == 0 {
+            return Ok(Vec::new());
+        }
+        let end = size.min(offset.saturating_add(len as u64));
+        let mut out = Vec::with_capacity((end - offset) as usize);
+        // The chunk holding `offset`: the last that starts at or before it.
+        let mut i = starts.partition_point(|s| *s <= offset).saturating_sub(1);
+        let mut at = offset;
+        while at < end && i < chunks.len() {
+            let data = self.chunk(snap, &chunks[i])?;
+            let from = (at - starts[i]) as usize;
+            let take = ((end - at) as usize).min(data.len().saturating_sub(from));
+            if take == 0 {
+                break;
+            }
+            out.extend_from_slice(&data[from..from + take]);
+            at += take as u64;
+            i += 1;
+        }
+        if at != end {
+            return Err(Error::Corrupt(format!(
+                "a file's chunks end at {at}, before {end}"
+            )));
+        }
+        Ok(out)
+    }
+}
+
+/// A least-recently-used map bounded by the total weight of its values.
+pub struct Lru<K, V> {
+    map: HashMap<K, (V, u64, u64)>,
+    order: BTreeMap<u64, K>,
+    tick: u64,
+    weight: u64,
+    limit: u64,
+}
+
+impl<K: Hash + Eq + Clone, V: Clone> Lru<K, V> {
+    pub fn new(limit: u64) -> Self {
+        Lru {
+            map: HashMap::new(),
+            order: BTreeMap::new(),
+            tick: 0,
+            weight: 0,
+            limit,
+        }
+    }
+
+    pub fn get(&mut self, k: &K) -> Option<V> {
+        let (v, w, t) = self.map.get_mut(k)?;
+        self.order.remove(t);
+        self.tick += 1;
+        *t = self.tick;
+        self.order.insert(self.tick, k.clone());
+        let _ = w;
+        Some(v.clone())
+    }
+
+    pub fn contains(&self, k: &K) -> bool {
+        self.map.contains_key(k)
+    }
+
+    /// Inserts, then evicts the least recently used until within the
+    /// limit; returns what was evicted. A value heavier than the limit is
+    /// not kept (and returned as evicted).
+    pub fn put(&mut self, k: K, v: V, w: u64) -> Vec<K> {
+        self.remove(&k);
+        if w > self.limit {
+            return vec![k];
+        }
+        let mut evicted = Vec::new();
+        self.tick += 1;
+        self.order.insert(self.tick, k.clone());
+        self.map.insert(k, (v, w, self.tick));
+        self.weight += w;
+        while self.weight > self.limit {
+            let Some((_, old)) = self.order.pop_first() else {
+                break;
+            };
+            if let Some((_, ow, _)) = self.map.remove(&old) {
+                self.weight -= ow;
+            }
+            evicted.push(old);
+        }
+        evicted
+    }
+
+    pub fn remove(&mut self, k: &K) -> bool {
+        match self.map.remove(k) {
+            Some((_, w, t)) => {
+                self.order.remove(&t);
+                self.weight -= w;
+                true
+            }
+            None => false,
+        }
+    }
+
+    pub fn weight(&self) -> u64 {
+        self.weight
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+}
+
+/// Sealed blobs on disk, as fetched: `<dir>/<2 hex>/<blob id>.<pack id
+/// prefix>`, bounded in total size (least recently used go first). Only
+/// bytes that opened and matched their id are written; every read is
+/// checked again by the caller, so a damaged or planted file costs a
+/// refetch, never wrong bytes. Holds ciphertext only.
+struct DiskCache {
+    dir: PathBuf,
+    lru: Mutex<Lru<String, ()>>,
+    tmp: AtomicU64,
+}
+
+impl DiskCache {
+    fn open(dir: &Path, limit: u64) -> Result<DiskCache> {
+        std::fs::create_dir_all(dir).map_err(|e| crate::io_err(dir, e))?;
+        let mut found: Vec<(std::time::SystemTime, String, u64)> = Vec::new();
+        for sub in std::fs::read_dir(dir).map_err(|e| crate::io_err(dir, e))? {
+            let Ok(sub) = sub else { continue };
+            let Ok(rd) = std::fs::read_dir(sub.path()) else {
+                continue;
+            };
+            for f in rd.flatten() {
+                let name = f.file_name().to_string_lossy().into_owned();
+                match f.metadata() {
+                    Ok(m) if m.is_file() && !name.starts_with(".tmp") => {
+                        found.push((m.modified().unwrap_or(std::time::UNIX_EPOCH), name, m.len()))
+                    }
+                    _ => {
+                        let _ = std::fs::remove_file(f.path());
+                    }
+                }
+            }
+        }
+        found.sort();
+        let c = DiskCache {
+            dir: dir.to_path_buf(),
+            lru: Mutex::new(Lru::new(limit)),
+            tmp: AtomicU64::new(0),
+        };
+        for (_, name, len) in found {
+            let evicted = c.lru.lock().unwrap().put(name, (), len);
+            c.drop_files(evicted);
+        }
+        Ok(c)
+    }
+
+    fn name(id: &BlobId, pack: &ObjectId) -> String {
+        format!("{}.{}", id.to_hex(), &pack.to_hex()[..16])
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(&name[..2]).join(name)
+    }
+
+    fn drop_files(&self, names: Vec<String>) {
+        for n in names {
+            let _ = std::fs::remove_file(self.path(&n));
+        }
+    }
+
+    fn get(&self, id: &BlobId, pack: &ObjectId, loc: &Location) -> Option<Vec<u8>> {
+        let name = Self::name(id, pack);
+        self.lru.lock().unwrap().get(&name)?;
+        match std::fs::read(self.path(&name)) {
+            Ok(b) if b.len() == loc.entry.stored_len as usize => Some(b),
+            _ => {
+                self.remove(id, pack);
+                None
+            }
+        }
+    }
+
+    fn put(&self, id: &BlobId, pack: &ObjectId, sealed: &[u8]) {
+        let name = Self::name(id, pack);
+        let path = self.path(&name);
+        let Some(parent) = path.parent() else { return };
+        let tmp = parent.join(format!(
+            ".tmp{}-{}",
+            std::process::id(),
+            self.tmp.fetch_add(1, Ordering::Relaxed)
+        ));
+        // A full or unwritable cache disk only costs refetches.
+        let ok = std::fs::create_dir_all(parent).is_ok()
+            && std::fs::write(&tmp, sealed).is_ok()
+            && std::fs::rename(&tmp, &path).is_ok();
+        if !ok {
+            let _ = std::fs::remove_file(&tmp);
+            return;
+        }
+        let evicted = self
+            .lru
+            .lock()
+            .unwrap()
+            .put(name.clone(), (), sealed.len() as u64);
+        if evicted.contains(&name) {
+            // Heavier than the whole cache.
+            let _ = std::fs::remove_file(&path);
+        }
+        self.drop_files(evicted.into_iter().filter(|n| *n != name).collect());
+    }
+
+    fn remove(&self, id: &BlobId, pack: &ObjectId) {
+        let name = Self::name(id, pack);
+        self.lru.lock().unwrap().remove(&name);
+        let _ = std::fs::remove_file(self.path(&name));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Lru;
+
+    #[test]
+    fn lru_bounded_by_weight() {
+        let mut l: Lru<u32, u32> = Lru::new(10);
+        assert!(l.put(1, 1, 4).is_empty());
+        assert!(l.put(2, 2, 4).is_empty());
+        assert_eq!(l.get(&1), Some(1)); // 2 is now the oldest
+        assert_eq!(l.put(3, 3, 4), vec![2]);
+        assert_eq!(l.weight(), 8);
+        assert_eq!(l.get(&2), None);
+        assert_eq!(l.put(4, 4, 11), vec![4]); // too heavy: not kept
+        assert!(!l.contains(&4));
+        assert!(l.remove(&1));
+        assert_eq!(l.weight(), 4);
+        assert_eq!(l.len(), 1);
+    }
+}
