@@ -446,6 +446,14 @@ fn a_rotated_restore_key_reads_everything_and_the_old_one_only_the_past() {
         assert_eq!(&digest(&t.join("mail")), d);
     }
     w.ok(&["verify", "--repo", &url, "--key", &new, "--read-data"]);
+    // The old key cannot check what it cannot read: a usage error, not damage.
+    let o = w.run(&["verify", "--repo", &url, "--key", &old, "--read-data"]);
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     // The new key splits and works from shares like any restore key.
     let shares = w.path("new-shares");
     w.ok(&[

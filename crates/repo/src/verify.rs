@@ -52,6 +52,15 @@ pub fn verify(
         .bytes_total
         .store(listed.iter().map(|(_, s)| s).sum(), Ordering::Relaxed);
     let restore = key.require_restore("").ok();
+    if let Some((_, secret)) = restore
+        && let Some(t) = repo.stale_restore_key(secret)
+    {
+        return Err(crate::Error::Usage(format!(
+            "this restore key predates the restore key rotation of {}: it cannot check what \
+             was sealed after it; use the newest restore key",
+            crate::repo::fmt_time(t)
+        )));
+    }
     let results: Vec<(ObjectId, PackCheck)> = listed
         .par_iter()
         .map(|(name, size)| {
