@@ -110,7 +110,9 @@ impl Secret {
             // A restore key after rotations also holds earlier epochs'
             // repository secrets (32 bytes each, newest first).
             Role::Restore => {
-                b.len() >= 96 && (b.len() - 96).is_multiple_of(32) && (b.len() - 96) / 32 <= MAX_EPOCHS
+                b.len() >= 96
+                    && (b.len() - 96).is_multiple_of(32)
+                    && (b.len() - 96) / 32 <= MAX_EPOCHS
             }
             Role::Client => b.len() == 96,
             _ => b.len() == 32,
@@ -151,6 +153,55 @@ pub enum Protection {
         salt: [u8; 16],
         sealed: Vec<u8>,
     },
+}
+
+impl Protection {
+    /// `u8 kind | …` as in format.md §11 (key files and key shares alike).
+    pub(crate) fn write(&self, w: &mut Writer) {
+        match self {
+            Protection::Plain(p) => {
+                w.u8(PROT_PLAIN).bytes(p);
+            }
+            Protection::Passphrase {
+                params,
+                salt,
+                sealed,
+            } => {
+                w.u8(PROT_ARGON2ID)
+                    .u32(params.m_kib)
+                    .u32(params.t)
+                    .u32(params.p)
+                    .raw(salt)
+                    .bytes(sealed);
+            }
+        }
+    }
+
+    /// Inverse of [`Protection::write`]; refuses Argon2 costs beyond the
+    /// limits before any work.
+    pub(crate) fn read(r: &mut Reader) -> Result<Self, DecodeError> {
+        Ok(match r.u8()? {
+            PROT_PLAIN => Protection::Plain(Zeroizing::new(
+                r.bytes(MAX_PAYLOAD + 1, "key payload")?.to_vec(),
+            )),
+            PROT_ARGON2ID => {
+                let params = KdfParams {
+                    m_kib: r.u32()?,
+                    t: r.u32()?,
+                    p: r.u32()?,
+                };
+                if !kdf_params_acceptable(&params) {
+                    return Err(DecodeError::TooLarge("Argon2 cost of the key file"));
+                }
+                Protection::Passphrase {
+                    params,
+                    salt: r.array()?,
+                    sealed: r.bytes(MAX_PAYLOAD + 64, "key payload")?.to_vec(),
+                }
+            }
+            _ => return Err(DecodeError::Invalid("key protection")),
+        })
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -231,23 +282,7 @@ impl KeyFile {
 
     pub fn encode(&self) -> Zeroizing<Vec<u8>> {
         let mut w = Self::header(self.role, &self.name, &self.config_id);
-        match &self.protection {
-            Protection::Plain(p) => {
-                w.u8(PROT_PLAIN).bytes(p);
-            }
-            Protection::Passphrase {
-                params,
-                salt,
-                sealed,
-            } => {
-                w.u8(PROT_ARGON2ID)
-                    .u32(params.m_kib)
-                    .u32(params.t)
-                    .u32(params.p)
-                    .raw(salt)
-                    .bytes(sealed);
-            }
-        }
+        self.protection.write(&mut w);
         Zeroizing::new(w.into_vec())
     }
 
@@ -258,27 +293,7 @@ impl KeyFile {
         let name = String::from_utf8(r.bytes(MAX_NAME, "key name")?.to_vec())
             .map_err(|_| DecodeError::Invalid("key name"))?;
         let config_id = ObjectId(r.array()?);
-        let protection = match r.u8()? {
-            PROT_PLAIN => Protection::Plain(Zeroizing::new(
-                r.bytes(MAX_PAYLOAD, "key payload")?.to_vec(),
-            )),
-            PROT_ARGON2ID => {
-                let params = KdfParams {
-                    m_kib: r.u32()?,
-                    t: r.u32()?,
-                    p: r.u32()?,
-                };
-                if !kdf_params_acceptable(&params) {
-                    return Err(DecodeError::TooLarge("Argon2 cost of the key file"));
-                }
-                Protection::Passphrase {
-                    params,
-                    salt: r.array()?,
-                    sealed: r.bytes(MAX_PAYLOAD + 64, "key payload")?.to_vec(),
-                }
-            }
-            _ => return Err(DecodeError::Invalid("key protection")),
-        };
+        let protection = Protection::read(&mut r)?;
         r.finish()?;
         Ok(KeyFile {
             role,

@@ -31,15 +31,12 @@ use crate::codec::{DecodeError, Reader, Writer};
 use crate::crypto::{self, CryptoError, KdfParams};
 use crate::format::{MAX_NAME, Role};
 use crate::id::ObjectId;
-use crate::keyfile::{Secret, kdf_params_acceptable};
+use crate::keyfile::{Protection, Secret};
 
 pub const SHARE_MAGIC: &[u8; 8] = b"HFSHARE1";
 const CHECK_CONTEXT: &str = "holdfast 2026 restore key split check v1";
-const PROT_PLAIN: u8 = 0;
-const PROT_ARGON2ID: u8 = 1;
 /// Payload bytes of a restore key (without earlier epochs; more with).
 const PAYLOAD: usize = 96;
-use crate::keyfile::MAX_PAYLOAD;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ShareError {
@@ -74,16 +71,6 @@ pub struct ShareFile {
     pub index: u8,
     pub check: [u8; 32],
     protection: Protection,
-}
-
-#[derive(Clone, Debug)]
-enum Protection {
-    Plain(Zeroizing<Vec<u8>>),
-    Passphrase {
-        params: KdfParams,
-        salt: [u8; 16],
-        sealed: Vec<u8>,
-    },
 }
 
 fn check_value(split_id: &[u8; 16], payload: &[u8]) -> [u8; 32] {
@@ -249,23 +236,7 @@ impl ShareFile {
 
     pub fn encode(&self) -> Zeroizing<Vec<u8>> {
         let mut w = self.header();
-        match &self.protection {
-            Protection::Plain(p) => {
-                w.u8(PROT_PLAIN).bytes(p);
-            }
-            Protection::Passphrase {
-                params,
-                salt,
-                sealed,
-            } => {
-                w.u8(PROT_ARGON2ID)
-                    .u32(params.m_kib)
-                    .u32(params.t)
-                    .u32(params.p)
-                    .raw(salt)
-                    .bytes(sealed);
-            }
-        }
+        self.protection.write(&mut w);
         let mut v = Zeroizing::new(w.into_vec());
         let sum = *blake3::hash(&v).as_bytes();
         v.extend_from_slice(&sum);
@@ -306,27 +277,7 @@ impl ShareFile {
             return Err(DecodeError::Invalid("share numbering").into());
         }
         let check = r.array()?;
-        let protection = match r.u8()? {
-            PROT_PLAIN => Protection::Plain(Zeroizing::new(
-                r.bytes(MAX_PAYLOAD + 1, "share payload")?.to_vec(),
-            )),
-            PROT_ARGON2ID => {
-                let params = KdfParams {
-                    m_kib: r.u32()?,
-                    t: r.u32()?,
-                    p: r.u32()?,
-                };
-                if !kdf_params_acceptable(&params) {
-                    return Err(DecodeError::TooLarge("Argon2 cost of the share").into());
-                }
-                Protection::Passphrase {
-                    params,
-                    salt: r.array()?,
-                    sealed: r.bytes(MAX_PAYLOAD + 64, "share payload")?.to_vec(),
-                }
-            }
-            _ => return Err(DecodeError::Invalid("share protection").into()),
-        };
+        let protection = Protection::read(&mut r)?;
         r.finish()?;
         Ok(ShareFile {
             config_id,
