@@ -6,6 +6,7 @@
 mod common;
 
 use std::path::Path;
+use std::process::Command;
 
 use common::*;
 use holdfast_core::ObjectId;
@@ -342,6 +343,110 @@ fn vault_on_s3_locks_what_each_snapshot_needs() {
 /// the log and checkpoint copied from the replica, carries on where it
 /// stopped. Clients see no rollback, pack namespaces come back from the log,
 /// and the next backup and the replica's next pull work.
+/// The vault's clock jumps ahead across a restart. A day ahead, S3 itself
+/// refuses the vault (request time skew), so nothing happens. 14 minutes
+/// ahead (within --max-clock-gap-secs, and within S3's 15-minute window)
+/// the vault believes it, but on S3 the storage's own clock is a second
+/// witness: no reclaim runs before it has been read, the disagreement is
+/// alerted, and snapshots whose 12-minute locks have not passed by the
+/// storage's clock are not reclaimed. Without the witness the first of them
+/// was reclaimed at once.
+#[test]
+fn on_s3_a_jumped_vault_clock_alone_deletes_nothing() {
+    let Some(s3) = s3() else { return };
+    let faketime = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
+    assert!(
+        std::path::Path::new(faketime).exists(),
+        "libfaketime is needed (apt-get install faketime)"
+    );
+    let jumped = |by: &'static str| -> Vec<(&'static str, &'static str)> {
+        vec![
+            ("LD_PRELOAD", faketime),
+            ("FAKETIME", by),
+            ("DONT_FAKE_MONOTONIC", "1"),
+        ]
+    };
+    let w = World::new();
+    let url = s3.fresh_url("clock");
+    let keys = w.path("keys").display().to_string();
+    w.ok(&[
+        "init",
+        &url,
+        "--keys",
+        &keys,
+        "--keep-within-secs",
+        "720",
+        "--keep-daily",
+        "0",
+        "--keep-weekly",
+        "0",
+        "--keep-monthly",
+        "0",
+        "--keep-yearly",
+        "0",
+    ]);
+    let state = w.path("vault-state").display().to_string();
+    let mut vault = w.start_vault_on(&url, &["--state", &state]);
+    let src = w.path("mail");
+    make_maildir(&src, 2, 6, 17);
+    let mut ids = Vec::new();
+    for day in 0..4 {
+        mail_day(&src, 40 + day);
+        ids.push(backup_via(&w, &vault.url, &w.key("client"), &src));
+    }
+    vault.stop();
+
+    // A day ahead: S3 refuses the vault's requests; it does not start.
+    let mut c = Command::new(bin());
+    c.args([
+        "vault",
+        "serve",
+        "--repo",
+        &url,
+        "--state",
+        &state,
+        "--key",
+        &w.key("vault"),
+    ])
+    .args(["--listen", "127.0.0.1:0"])
+    .env("HOLDFAST_PASSPHRASE", PASS)
+    .envs(jumped("+1d"));
+    with_s3_env(&mut c);
+    let o = c.output().unwrap();
+    assert!(!o.status.success(), "a vault a day ahead of S3 started");
+
+    // 14 minutes ahead, client too (so that it gets through).
+    let mut vault = w.start_vault_env(
+        &url,
+        &["--state", &state, "--reclaim-every-secs", "1"],
+        &jumped("+14m"),
+    );
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    mail_day(&src, 50);
+    let o = w
+        .cmd(&[
+            "backup",
+            "--repo",
+            &vault.url,
+            "--key",
+            &w.key("client"),
+            src.to_str().unwrap(),
+        ])
+        .envs(jumped("+14m"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    vault.stop();
+    let err = vault.stderr();
+    assert!(
+        !err.contains("reclaimed"),
+        "reclaimed on the vault's clock alone: {err}"
+    );
+    assert!(err.contains("storage's clock"), "skew not alerted: {err}");
+    let _ = &ids;
+}
+
 #[test]
 fn vault_rebuilt_from_a_replica_after_losing_its_state() {
     let Some(s3) = s3() else { return };

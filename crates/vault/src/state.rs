@@ -106,6 +106,9 @@ const CLIENT_BEHIND_NS: i64 = 7 * 86_400 * NS;
 /// are uploaded before the snapshot that lists them, and a grace period of
 /// 0 must not reclaim a backup in flight.
 const IN_FLIGHT_NS: i64 = 3600 * NS;
+/// How far the vault's clock and the storage's may disagree before the
+/// disagreement is alerted; deletions use the earlier of the two plus this.
+const STORAGE_SKEW_NS: i64 = 600 * NS;
 
 /// The vault's clock, anchored to its log: never before the last entry, and
 /// never further ahead of the anchor than the monotonic clock has run since
@@ -200,6 +203,10 @@ pub struct Vault {
     listed: HashSet<ObjectId>,
     /// Silent clients already alerted (client, its last snapshot).
     silent: HashSet<([u8; 32], ObjectId)>,
+    /// The storage's own clock (S3's time stamp on an object the vault just
+    /// wrote) and when it was read: a second witness, so that no single
+    /// clock reading can cause a deletion.
+    storage_time: Option<(i64, Instant)>,
     /// Exclusive lock on the state directory: one vault per state.
     _lock: File,
 }
@@ -343,6 +350,7 @@ impl Vault {
             hold_packs: None,
             recent: HashMap::new(),
             listed: HashSet::new(),
+            storage_time: None,
             silent: HashSet::new(),
             _lock: lock,
         };
@@ -464,6 +472,44 @@ impl Vault {
                 behind / (60 * NS)
             ));
         }
+    }
+
+    /// Reads the storage's time stamp on a snapshot just written (S3's own
+    /// clock: only storage that enforces locks keeps one of its own) and
+    /// alerts when it disagrees with the vault's.
+    fn observe_storage_clock(&mut self, id: &ObjectId, stamp: i64) {
+        if !self.store.locks_enforced() {
+            return;
+        }
+        let Ok(t) = self.store.stored_at_ns(Kind::Snapshot, &id.to_hex()) else {
+            return;
+        };
+        self.storage_time = Some((t, Instant::now()));
+        let skew = stamp.saturating_sub(t);
+        if skew.abs() > STORAGE_SKEW_NS {
+            self.alert(&format!(
+                "CLOCK: the storage's clock is {} min {} the vault's; deletions wait for the \
+                 earlier of the two",
+                skew.abs() / (60 * NS),
+                if skew > 0 { "behind" } else { "ahead of" }
+            ));
+        }
+    }
+
+    /// The time deletions (reclaims, executions) are judged on: the
+    /// anchored clock, and on storage with a clock of its own (S3) also no
+    /// later than that clock allows. None on such storage until its clock
+    /// has been read once since start (at the first snapshot committed).
+    pub fn deletion_now(&self) -> Option<i64> {
+        let mine = self.clock.now();
+        if !self.store.locks_enforced() {
+            return Some(mine);
+        }
+        let (t, at) = self.storage_time?;
+        let theirs = t
+            .saturating_add(at.elapsed().as_nanos().min(i64::MAX as u128) as i64)
+            .saturating_add(STORAGE_SKEW_NS);
+        Some(mine.min(theirs))
     }
 
     /// Alerts once at start on a clock that moved far while the vault was
@@ -1010,6 +1056,7 @@ impl Vault {
         self.store
             .put_retained(Kind::Snapshot, &id.to_hex(), body, lock)
             .map_err(ApiError::store)?;
+        self.observe_storage_clock(id, now);
         let m = self.commit_snapshot(who, id, &snap.header.packs, now, lock)?;
         self.recent.entry(*who).or_default().push_back(now);
         self.judge(who, id, &snap);
@@ -1458,7 +1505,9 @@ impl Vault {
     /// Executes every proposal that is ready on the anchored clock. Returns
     /// how many ran.
     pub fn execute_ready(&mut self) -> usize {
-        let now = self.clock.now();
+        let Some(now) = self.deletion_now() else {
+            return 0;
+        };
         let ready: Vec<ObjectId> = self
             .st
             .proposals
@@ -1552,7 +1601,9 @@ impl Vault {
     /// snapshot's pack list is unknown.
     pub fn reclaim(&mut self) -> Result<(usize, usize), ApiError> {
         self.check_clock();
-        let now = self.clock.now();
+        let Some(now) = self.deletion_now() else {
+            return Ok((0, 0));
+        };
         self.assign_slots(now);
         self.check_silent(now);
         self.retry_pending(now);

@@ -297,6 +297,11 @@ impl World {
 
     /// Starts a vault over `repo` (a directory or s3://…).
     pub fn start_vault_on(&self, repo: &str, extra: &[&str]) -> VaultProc {
+        self.start_vault_env(repo, extra, &[])
+    }
+
+    /// A vault with extra environment (e.g. libfaketime for a jumped clock).
+    pub fn start_vault_env(&self, repo: &str, extra: &[&str], env: &[(&str, &str)]) -> VaultProc {
         let stderr_path = self.path(&format!(
             "vault-{}.err",
             std::time::SystemTime::now()
@@ -316,7 +321,8 @@ impl World {
             "127.0.0.1:0",
         ])
         .args(extra)
-        .env("HOLDFAST_PASSPHRASE", PASS);
+        .env("HOLDFAST_PASSPHRASE", PASS)
+        .envs(env.iter().copied());
         with_s3_env(&mut c);
         c.stdout(std::process::Stdio::piped())
             .stderr(std::fs::File::create(&stderr_path).unwrap());
