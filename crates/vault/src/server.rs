@@ -603,18 +603,28 @@ fn hidden(vault: &Shared) -> Vec<String> {
     hide
 }
 
+/// How much the server takes on at once, and how often it reclaims.
+pub struct Limits {
+    pub max_connections: usize,
+    pub reclaim_every: Duration,
+    pub body_budget_mib: u32,
+}
+
 /// Runs the vault until `shutdown` resolves; then stops accepting, lets
 /// requests in flight finish (up to 30 s) and returns.
 pub async fn run(
     listener: TcpListener,
     vault: Shared,
     tls: Arc<rustls::ServerConfig>,
-    max_connections: usize,
-    reclaim_every: Duration,
-    body_budget_mib: u32,
+    limits: Limits,
     metrics: Arc<Metrics>,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
+    let Limits {
+        max_connections,
+        reclaim_every,
+        body_budget_mib,
+    } = limits;
     // A body larger than the budget could never be read: keep room for one.
     let budget = body_budget_mib.max((MAX_BODY >> 20) as u32);
     let app = axum::Router::new().fallback(dispatch).with_state(App {
@@ -770,9 +780,11 @@ pub fn serve(opts: ServeOptions) -> Result<(), VaultError> {
             listener,
             vault,
             tls,
-            opts.max_connections,
-            opts.reclaim_every,
-            opts.body_budget_mib,
+            Limits {
+                max_connections: opts.max_connections,
+                reclaim_every: opts.reclaim_every,
+                body_budget_mib: opts.body_budget_mib,
+            },
             metrics,
             shutdown,
         )
