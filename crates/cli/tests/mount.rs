@@ -10,7 +10,7 @@
 
 mod common;
 
-use std::io::Read;
+use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -441,4 +441,362 @@ fn without_dev_fuse_one_line_and_exit_1() {
     assert_eq!(o.status.code(), Some(1), "{err}");
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.contains("/dev/fuse"), "{err}");
+}
+
+// ------------------------------------------------------------ Dovecot
+
+/// A real Dovecot (`dovecot -F`, own config in `dir`, IMAP on a free
+/// loopback port) whose users see the mount as `Archive/`: the location
+/// below is the README's, with INDEX, CONTROL and VOLATILEDIR on local disk.
+struct Dovecot {
+    child: Child,
+    dir: PathBuf,
+    port: u16,
+}
+
+impl Drop for Dovecot {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_secs(5) {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Dovecot {
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("dovecot.log")).unwrap_or_default()
+    }
+
+    /// `archive` is the mount's path of the spool, with %u for the user.
+    fn start(dir: &Path, user: &str, archive: &str) -> Dovecot {
+        assert!(
+            Path::new("/usr/sbin/dovecot").exists(),
+            "Dovecot is not installed (apt-get install dovecot-imapd)"
+        );
+        std::fs::create_dir_all(dir.join("mail")).unwrap();
+        std::fs::create_dir_all(dir.join("archive")).unwrap();
+        // Mail processes run as nobody: every parent must be traversable.
+        let mut p = dir.to_path_buf();
+        loop {
+            let _ = Command::new("chmod").arg("o+x").arg(&p).status();
+            if !p.pop() || p == Path::new("/") {
+                break;
+            }
+        }
+        let s = Command::new("chown")
+            .args(["-R", "65534:65534"])
+            .arg(dir.join("mail"))
+            .arg(dir.join("archive"))
+            .status()
+            .unwrap();
+        assert!(s.success());
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let d = dir.display();
+        let conf = format!(
+            r#"base_dir = {d}/run
+log_path = {d}/dovecot.log
+state_dir = {d}/state
+protocols = imap
+listen = 127.0.0.1
+ssl = no
+disable_plaintext_auth = no
+auth_mechanisms = plain
+first_valid_uid = 1
+default_internal_user = dovecot
+default_login_user = dovenull
+mail_location = maildir:{d}/mail/%u
+namespace inbox {{
+  inbox = yes
+  separator = /
+}}
+namespace archive {{
+  prefix = Archive/
+  separator = /
+  location = maildir:{archive}:INDEX={d}/archive/%u/index:CONTROL={d}/archive/%u/control:VOLATILEDIR={d}/archive/%u/volatile
+  list = yes
+  subscriptions = no
+}}
+passdb {{
+  driver = passwd-file
+  args = scheme=PLAIN username_format=%u {d}/passwd
+}}
+userdb {{
+  driver = passwd-file
+  args = username_format=%u {d}/passwd
+  default_fields = uid=65534 gid=65534 home={d}/mail/%u
+}}
+service imap-login {{
+  chroot =
+  inet_listener imap {{
+    address = 127.0.0.1
+    port = {port}
+  }}
+  inet_listener imaps {{
+    port = 0
+  }}
+}}
+service anvil {{
+  chroot =
+}}
+service pop3-login {{
+  inet_listener pop3 {{
+    port = 0
+  }}
+}}
+"#
+        );
+        std::fs::write(dir.join("dovecot.conf"), conf).unwrap();
+        std::fs::write(
+            dir.join("archive.acl"),
+            "Archive owner lr\nArchive/* owner lr\n",
+        )
+        .unwrap();
+        std::fs::write(dir.join("passwd"), format!("{user}:{{PLAIN}}pw::::::\n")).unwrap();
+        let child = Command::new("/usr/sbin/dovecot")
+            .arg("-F")
+            .arg("-c")
+            .arg(dir.join("dovecot.conf"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("dovecot.stderr")).unwrap())
+            .spawn()
+            .unwrap();
+        let dv = Dovecot {
+            child,
+            dir: dir.to_path_buf(),
+            port,
+        };
+        let t = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                t.elapsed() < Duration::from_secs(20),
+                "dovecot did not start: {} {}",
+                dv.log(),
+                std::fs::read_to_string(dir.join("dovecot.stderr")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        dv
+    }
+}
+
+/// A minimal IMAP client: literals are kept as raw bytes.
+struct Imap {
+    r: std::io::BufReader<std::net::TcpStream>,
+    w: std::net::TcpStream,
+    tag: u32,
+}
+
+/// One response line, with the literals it carried.
+struct Line {
+    text: String,
+    literals: Vec<Vec<u8>>,
+}
+
+impl Imap {
+    fn connect(port: u16, user: &str) -> Imap {
+        let s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+        let mut i = Imap {
+            r: std::io::BufReader::new(s.try_clone().unwrap()),
+            w: s,
+            tag: 0,
+        };
+        let greet = i.read_line();
+        assert!(greet.starts_with("* OK"), "{greet}");
+        i.ok(&format!("LOGIN {user} pw"));
+        i
+    }
+
+    fn read_line(&mut self) -> String {
+        let mut l = Vec::new();
+        let n = std::io::BufRead::read_until(&mut self.r, b'\n', &mut l).unwrap();
+        assert!(n > 0, "IMAP connection closed");
+        String::from_utf8_lossy(&l)
+            .trim_end_matches(['\r', '\n'])
+            .to_string()
+    }
+
+    /// Sends a command; the untagged lines and the tagged status line.
+    fn cmd(&mut self, c: &str) -> (Vec<Line>, String) {
+        self.tag += 1;
+        let tag = format!("t{}", self.tag);
+        write!(self.w, "{tag} {c}\r\n").unwrap();
+        std::io::Write::flush(&mut self.w).unwrap();
+        let mut lines = Vec::new();
+        loop {
+            let mut text = self.read_line();
+            let mut literals = Vec::new();
+            while let Some(n) = text
+                .strip_suffix('}')
+                .and_then(|l| l.rfind('{').and_then(|i| l[i + 1..].parse::<usize>().ok()))
+            {
+                let mut buf = vec![0u8; n];
+                self.r.read_exact(&mut buf).unwrap();
+                literals.push(buf);
+                text.push_str(&self.read_line());
+            }
+            if text.starts_with(&format!("{tag} ")) {
+                return (lines, text);
+            }
+            lines.push(Line { text, literals });
+        }
+    }
+
+    fn ok(&mut self, c: &str) -> Vec<Line> {
+        let (lines, status) = self.cmd(c);
+        assert!(
+            status.split_whitespace().nth(1) == Some("OK"),
+            "IMAP {c}: {status}"
+        );
+        lines
+    }
+}
+
+/// `n` messages with distinct subjects into `folder` (a Maildir): half in
+/// cur/ (seen), half in new/.
+fn put_messages(folder: &Path, tag: &str, n: usize, r: &mut Rng) -> Vec<Vec<u8>> {
+    for sub in ["cur", "new", "tmp"] {
+        std::fs::create_dir_all(folder.join(sub)).unwrap();
+    }
+    let mut out = Vec::new();
+    for i in 0..n {
+        let mut msg = format!(
+            "From: someone@example.org\r\nTo: alice@example.org\r\nSubject: {tag} number {i}\r\nMessage-ID: <{tag}.{i}@example.org>\r\n\r\n"
+        )
+        .into_bytes();
+        msg.extend(
+            r.text(300 + 50 * i)
+                .iter()
+                .map(|b| if *b == b'\n' { b' ' } else { *b }),
+        );
+        msg.extend(b"\r\n");
+        let t = 1_700_000_000 + i as u64 * 1000;
+        let name = if i % 2 == 0 {
+            format!("cur/{t}.M{i}P1.mx1,S={}:2,S", msg.len())
+        } else {
+            format!("new/{t}.M{i}P1.mx1,S={}", msg.len())
+        };
+        std::fs::write(folder.join(name), &msg).unwrap();
+        out.push(msg);
+    }
+    out
+}
+
+#[test]
+fn dovecot_serves_the_mount_as_an_archive_namespace() {
+    let w = World::new();
+    w.init();
+    let spool = w.path("spool");
+    let mut r = Rng(99);
+    let inbox = put_messages(&spool.join("alice"), "inbox", 6, &mut r);
+    let sent = put_messages(&spool.join("alice/.Sent"), "sent", 3, &mut r);
+    w.backup(&[&spool]);
+
+    let mp = w.path("mnt");
+    let _m = mount(&w, &w.repo(), &mp, &["--allow-other"]);
+    let client = only_entry(&mp.join("by-client"));
+    let client = client.file_name().unwrap().to_str().unwrap();
+    let archive = format!("{}/by-client/{client}/latest/spool/%u", mp.display());
+    let dv = Dovecot::start(&w.path("dovecot"), "alice", &archive);
+    let mut imap = Imap::connect(dv.port, "alice");
+
+    let list: Vec<String> = imap
+        .ok(r#"LIST "" "Archive*""#)
+        .into_iter()
+        .map(|l| l.text)
+        .collect();
+    let has = |name: &str| {
+        list.iter()
+            .any(|l| l.ends_with(&format!("\"{name}\"")) || l.ends_with(&format!(" {name}")))
+    };
+    // The Maildir's own INBOX is the namespace's root mailbox, `Archive`;
+    // its folders are below it.
+    assert!(
+        has("Archive") && has("Archive/Sent"),
+        "{list:?}\n{}",
+        dv.log()
+    );
+
+    // Every message of the archived INBOX, byte for byte.
+    let sel = imap.ok(r#"SELECT "Archive""#);
+    assert!(
+        sel.iter()
+            .any(|l| l.text == format!("* {} EXISTS", inbox.len())),
+        "{:?}\n{}",
+        sel.iter().map(|l| &l.text).collect::<Vec<_>>(),
+        dv.log()
+    );
+    let mut got: Vec<Vec<u8>> = imap
+        .ok("FETCH 1:* (BODY.PEEK[])")
+        .into_iter()
+        .filter(|l| l.text.contains(" FETCH "))
+        .flat_map(|l| l.literals)
+        .collect();
+    let mut want = inbox.clone();
+    got.sort();
+    want.sort();
+    assert!(got == want, "Archive holds other bytes than backed up");
+
+    // SEARCH finds a message by subject.
+    let found: Vec<String> = imap
+        .ok(r#"SEARCH SUBJECT "inbox number 3""#)
+        .into_iter()
+        .map(|l| l.text)
+        .collect();
+    let hits: Vec<&str> = found
+        .iter()
+        .filter_map(|l| l.strip_prefix("* SEARCH"))
+        .flat_map(|l| l.split_whitespace())
+        .collect();
+    assert_eq!(hits.len(), 1, "{found:?}");
+    let body = imap.ok(&format!("FETCH {} (BODY.PEEK[])", hits[0]));
+    assert_eq!(body[0].literals[0], inbox[3]);
+
+    // Archive/Sent too.
+    imap.ok(r#"SELECT "Archive/Sent""#);
+    let mut got: Vec<Vec<u8>> = imap
+        .ok("FETCH 1:* (BODY.PEEK[])")
+        .into_iter()
+        .flat_map(|l| l.literals)
+        .collect();
+    let mut want = sent.clone();
+    got.sort();
+    want.sort();
+    assert!(got == want, "Archive/Sent holds other bytes than backed up");
+
+    // Copy one back into the live INBOX.
+    imap.ok(r#"SELECT "Archive""#);
+    imap.ok(&format!("COPY {} INBOX", hits[0]));
+    imap.ok("SELECT INBOX");
+    let live = imap.ok("FETCH 1:* (BODY.PEEK[])");
+    let live: Vec<&Vec<u8>> = live.iter().flat_map(|l| &l.literals).collect();
+    assert_eq!(live, vec![&inbox[3]], "{}", dv.log());
+    imap.ok("LOGOUT");
+    // The one error Dovecot logs: it tries to move messages from new/ to
+    // cur/ (it takes only EACCES, not EROFS, as a read-only Maildir); the
+    // messages stay where they are and are served all the same.
+    let log = dv.log();
+    for l in log.lines() {
+        let known = l.contains("rename(")
+            && l.contains("/new/")
+            && l.ends_with("failed: Read-only file system");
+        assert!(
+            known || !(l.contains("Error:") || l.contains("Panic") || l.contains("Fatal")),
+            "dovecot logged: {l}\n{log}"
+        );
+    }
 }
