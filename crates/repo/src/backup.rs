@@ -289,8 +289,11 @@ enum FileResult {
     Unreadable(String),
 }
 
-/// Reads, chunks and uploads one file. With `detect`, a message's entropy
-/// and header block are measured on the bytes already read for chunking.
+/// Reads, chunks and uploads one file. With `detect`, a message's header
+/// block is checked, and its entropy measured over the chunks not already
+/// stored before this run (content already stored was there before: a
+/// re-read of unchanged mail costs no histogram), on the bytes already read
+/// for chunking.
 fn read_file(
     up: &Uploader,
     chunking: &format::Chunking,
@@ -313,19 +316,29 @@ fn read_file(
         }
         total = buf.len() as u64;
         if let Some(r) = &mut reading {
-            r.add(&buf, true);
+            r.head(&buf, true);
         }
         chunker::chunk_slice(chunking, &buf, |c| {
-            chunks.push(up.add(KIND_DATA, c)?);
+            let id = up.add(KIND_DATA, c)?;
+            if let Some(r) = &mut reading
+                && !up.known.contains_key(&id)
+            {
+                r.count(c);
+            }
+            chunks.push(id);
             Ok::<_, Error>(())
         })?;
     } else {
         let r = chunker::chunk_stream(chunking, f, |c| {
             total += c.len() as u64;
+            let id = up.add(KIND_DATA, &c)?;
             if let Some(r) = &mut reading {
-                r.add(&c, false);
+                r.head(&c, false);
+                if !up.known.contains_key(&id) {
+                    r.count(&c);
+                }
             }
-            chunks.push(up.add(KIND_DATA, &c)?);
+            chunks.push(id);
             Ok::<_, Error>(())
         });
         match r {

@@ -51,7 +51,8 @@ const EXAMPLES: usize = 5;
 /// What reading one new or rewritten message told.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct ReadStats {
-    /// Bits per byte over the whole message.
+    /// Bits per byte over the message's content not already stored (all of
+    /// it for a new or rewritten message, unless parts deduplicate).
     pub entropy: f64,
     /// Opens with an RFC 5322 header block.
     pub header_ok: bool,
@@ -65,12 +66,21 @@ pub struct Reading {
 }
 
 impl Reading {
-    /// Feeds the next piece; `whole` when it is the entire file.
-    pub fn add(&mut self, data: &[u8], whole: bool) {
+    /// The start of the file (`whole` when it is all of it); only the first
+    /// call counts.
+    pub fn head(&mut self, data: &[u8], whole: bool) {
         if self.header_ok.is_none() {
             self.header_ok = Some(maths::is_header_block(data, whole));
         }
+    }
+    /// Bytes whose entropy counts.
+    pub fn count(&mut self, data: &[u8]) {
         self.hist.add(data);
+    }
+    /// Both, for a piece that is new content.
+    pub fn add(&mut self, data: &[u8], whole: bool) {
+        self.head(data, whole);
+        self.count(data);
     }
     pub fn finish(self) -> ReadStats {
         ReadStats {
