@@ -491,9 +491,13 @@ def disk_full(w, src, rounds, rng, stats):
         w.backup(src)
         for r in range(rounds):
             mail_day(src, 6000 + r)
+            # A message with a large attachment, so that the upload needs
+            # more room than is left.
+            with open(f"{src}/u0/Maildir/new/{6000 + r}.big.host", "wb") as f:
+                f.write(message(rng, r) + rng.randbytes(rng.randint(1 << 20, 3 << 20)).hex().encode())
             filler = fill(mnt)
             with open(filler, "r+b") as f:
-                f.truncate(max(0, os.path.getsize(filler) - rng.randint(0, 3 << 20)))
+                f.truncate(max(0, os.path.getsize(filler) - rng.randint(0, 1 << 20)))
             p = w.run(["backup", "--repo", w.url, "--key", w.client_key("client"),
                        "--json", src], cache="cache-client")
             if p.returncode == 0:
@@ -698,7 +702,7 @@ def run_kind(kind, args, binary, base):
 
 def report(results, args, path):
     lines = ["# Chaos and soak", "",
-             f"`python3 bench/chaos.py{' --quick' if args.quick else ''}` "
+             f"`python3 bench/chaos.py {' '.join(sys.argv[1:])}` "
              f"({time.strftime('%Y-%m-%d', time.gmtime())}, seed {args.seed}, "
              f"{os.cpu_count()} cores)", "",
              "| fault kind | rounds | kills / cuts | clean failures | ok through the fault "
@@ -715,7 +719,7 @@ def report(results, args, path):
                           f"{s.get('errors', 0)} errors; latency p50 {s.get('p50_s')} s, "
                           f"p99 {s.get('p99_s')} s."]
         if s["kind"] == "clock":
-            lines += ["", f"Clock: {s['jumps']} forward jumps, {s['alerted']} alerted."]
+            lines += ["", f"Clock: {s['jumps']} jumps (forward and back), {s['alerted']} alerted."]
         if s["failure"] or s["lost"]:
             lines += ["", f"**{s['kind']}**: {s['failure'] or ''} lost: {s['lost']}"]
     text = "\n".join(lines) + "\n"
