@@ -223,6 +223,9 @@ fn main() -> ExitCode {
             util::with_env_defaults(<Cli as clap::CommandFactory>::command()),
         ),
     };
+    for n in holdfast_repo::take_notes() {
+        eprintln!("holdfast: note: {n}");
+    }
     match r {
         Ok(code) if code == ExitCode::SUCCESS && util::LOG_TAMPERED.load(Ordering::Relaxed) => {
             ExitCode::from(util::EXIT_DAMAGE)

@@ -159,7 +159,9 @@ fn encrypted_burst_in_place_exits_5() {
     w.init();
     let src = w.path("mail");
     make_maildir(&src, 3, 20, 31);
-    assert_eq!(backup(&w, &w.repo(), &src).0, 0);
+    let (code, first, _) = backup(&w, &w.repo(), &src);
+    assert_eq!(code, 0);
+    let healthy_id = first["snapshot"].as_str().unwrap().to_string();
     // Ransomware rewrites one user's messages in place with noise.
     let mut r = Rng(77);
     let victims: Vec<_> = messages(&src)
@@ -185,6 +187,33 @@ fn encrypted_burst_in_place_exits_5() {
         err.contains("user001"),
         "local report names examples: {err}"
     );
+    // `latest` skips the flagged snapshot, with a note, and restores the
+    // healthy state; the flagged one can still be named by id.
+    let reference = w.path("healthy");
+    w.restore(&healthy_id[..12], &reference);
+    let healthy = digest(&reference.join("mail"));
+    let out = w.path("latest");
+    let o = w.run(&[
+        "restore",
+        "--repo",
+        &w.repo(),
+        "--key",
+        &w.key("restore"),
+        "latest",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let note = String::from_utf8_lossy(&o.stderr);
+    assert!(note.contains("skipped 1 newer snapshot"), "{note}");
+    assert_eq!(
+        digest(&out.join("mail")),
+        healthy,
+        "latest restored the encrypted state"
+    );
+    let bad = v["snapshot"].as_str().unwrap();
+    let out2 = w.path("named");
+    w.restore(&bad[..12], &out2);
+    assert_eq!(digest(&out2.join("mail")), digest(&src));
 }
 
 fn now_ns() -> i64 {

@@ -100,6 +100,19 @@ impl Progress {
 }
 
 /// Current wall-clock time in nanoseconds since the Unix epoch.
+static NOTES: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+/// Something the user should be told beside a command's result (e.g. that
+/// `latest` skipped flagged snapshots). The CLI prints them at the end.
+pub fn note(s: String) {
+    NOTES.lock().unwrap_or_else(|p| p.into_inner()).push(s);
+}
+
+/// The notes so far, emptied.
+pub fn take_notes() -> Vec<String> {
+    std::mem::take(&mut *NOTES.lock().unwrap_or_else(|p| p.into_inner()))
+}
+
 pub fn now_ns() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

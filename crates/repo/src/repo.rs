@@ -229,6 +229,43 @@ impl Repository {
         self.resolve_select(spec, &sel, None)
     }
 
+    /// True when the snapshot was flagged: by its client's signed findings,
+    /// or by the vault in the log (issue 11).
+    pub fn flagged(&self, id: &ObjectId, s: &Snapshot) -> bool {
+        s.findings.as_ref().is_some_and(|f| !f.is_empty())
+            || self
+                .log
+                .as_ref()
+                .and_then(|l| l.state.snapshots.get(id))
+                .is_some_and(|x| !x.flags.is_empty())
+    }
+
+    /// `latest`: the newest snapshot not flagged. Newer flagged ones are
+    /// skipped with a note (they can still be named by id); when every
+    /// snapshot is flagged, none is chosen.
+    fn latest_healthy(&self, all: Vec<(ObjectId, Snapshot)>) -> Result<(ObjectId, Snapshot)> {
+        if all.is_empty() {
+            return Err(Error::Usage("the repository has no snapshots".into()));
+        }
+        let Some(pos) = all.iter().rposition(|(id, s)| !self.flagged(id, s)) else {
+            return Err(Error::Usage(format!(
+                "every one of the {} snapshot(s) is flagged as anomalous (see `snapshots`): \
+                 name the one to use by id",
+                all.len()
+            )));
+        };
+        let skipped: Vec<String> = all[pos + 1..].iter().map(|(id, _)| id.short()).collect();
+        if !skipped.is_empty() {
+            crate::note(format!(
+                "latest: skipped {} newer snapshot(s) flagged as anomalous ({}); name one by id \
+                 to use it",
+                skipped.len(),
+                skipped.join(", ")
+            ));
+        }
+        Ok(all.into_iter().nth(pos).expect("found above"))
+    }
+
     /// Resolves SNAPSHOT among the snapshots `sel` keeps: an id, a unique
     /// prefix, `latest`, or a time (`2026-11-20T12:00:00Z`, `2026-11-20`)
     /// meaning the newest at or before it, by the vault's time. `--host`
@@ -294,6 +331,9 @@ impl Repository {
                     clients.len(),
                     clients.join(", ")
                 )));
+            }
+            if spec == "latest" {
+                return self.latest_healthy(all);
             }
             return all
                 .into_iter()
