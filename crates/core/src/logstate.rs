@@ -177,9 +177,6 @@ pub struct LogState {
     pub size: u64,
     /// Time of the newest valid entry.
     pub last_time_ns: i64,
-    /// The latest time any decodable entry carries, valid or not: what a
-    /// writer of this log must date its next entry after.
-    pub newest_ns: i64,
     pub problems: Vec<Problem>,
     /// How many live snapshots list each pack (those whose lists are known).
     pack_refs: HashMap<ObjectId, u32>,
@@ -205,7 +202,6 @@ impl LogState {
             restore_publics: vec![config.repo_public],
             size: 0,
             last_time_ns: i64::MIN,
-            newest_ns: i64::MIN,
             problems: Vec::new(),
             pack_refs: HashMap::new(),
         }
@@ -342,7 +338,6 @@ impl LogState {
                 return Vec::new();
             }
         };
-        self.newest_ns = self.newest_ns.max(e.time_ns);
         // Time: strictly increasing, not in the reader's future, not before
         // a checkpoint the reader held.
         let mut time_ok = true;

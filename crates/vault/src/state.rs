@@ -207,6 +207,11 @@ pub struct Vault {
     /// wrote) and when it was read: a second witness, so that no single
     /// clock reading can cause a deletion.
     storage_time: Option<(i64, Instant)>,
+    /// New log entries are dated after this (the newest entry's time, but
+    /// for entries forged beyond the clock gap the vault believes).
+    dated_after_ns: i64,
+    /// Why the vault takes no writes (its log runs far ahead of its clock).
+    frozen: Option<String>,
     /// Exclusive lock on the state directory: one vault per state.
     _lock: File,
 }
@@ -351,14 +356,55 @@ impl Vault {
             recent: HashMap::new(),
             listed: HashSet::new(),
             storage_time: None,
+            dated_after_ns: i64::MIN,
+            frozen: None,
             silent: HashSet::new(),
             _lock: lock,
         };
         let fresh = v.log.entries.is_empty();
         v.replay();
         v.replaying = false;
+        // New entries are dated after every entry of the log, even ones this
+        // vault's clock calls future (a clock set back at restart) — except
+        // entries beyond the gap the vault would believe at all (forged far
+        // ahead: readers ignore those for ordering, and so does the vault).
+        let bound = now_ns().saturating_add(
+            (v.opts
+                .max_clock_gap_secs
+                .min(i64::MAX as u64 / (2 * NS as u64)) as i64)
+                * NS,
+        );
+        let times: Vec<i64> = v
+            .log
+            .entries
+            .iter()
+            .filter_map(|e| Entry::decode(e).ok())
+            .map(|e| e.time_ns)
+            .collect();
+        v.dated_after_ns = times
+            .iter()
+            .copied()
+            .filter(|t| *t <= bound)
+            .max()
+            .unwrap_or(i64::MIN)
+            .max(v.st.last_time_ns);
+        // Entries further ahead than that: either this host's clock is far
+        // behind, or they were forged far ahead. Dating new entries before
+        // them would scar the log for every reader, after them would date
+        // them far in the future: the vault takes no writes (reads go on)
+        // until the clock is right or the log is restored from a replica.
+        if let Some(far) = times.iter().copied().filter(|t| *t > bound).max() {
+            let days = far.saturating_sub(now_ns()) / (86_400 * NS);
+            let why = format!(
+                "the log holds entries dated {days} d after this host's clock, beyond \
+                 --max-clock-gap-secs: this clock is wrong or the log was forged; the vault \
+                 takes no writes until the clock is right (or the state is restored from a replica)"
+            );
+            v.alert(&format!("CLOCK or TAMPERING: {why}"));
+            v.frozen = Some(why);
+        }
         v.clock = Clock::new(
-            v.st.newest_ns,
+            v.dated_after_ns,
             (v.opts
                 .max_clock_gap_secs
                 .min(i64::MAX as u64 / (2 * NS as u64)) as i64)
@@ -463,8 +509,8 @@ impl Vault {
                 ahead / (3600 * NS)
             ));
         }
-        let behind = self.st.newest_ns.saturating_sub(now_ns());
-        if self.st.newest_ns != i64::MIN && behind > 60 * NS {
+        let behind = self.dated_after_ns.saturating_sub(now_ns());
+        if self.dated_after_ns != i64::MIN && behind > 60 * NS {
             self.alert(&format!(
                 "CLOCK: the system clock is {} min behind the log's last entry; \
                  new entries are dated after it, and clients with correct clocks are refused \
@@ -796,7 +842,7 @@ impl Vault {
     /// The time for a new entry: the anchored clock, and always after the
     /// last entry.
     fn stamp(&self) -> i64 {
-        self.clock.now().max(self.st.newest_ns.saturating_add(1))
+        self.clock.now().max(self.dated_after_ns.saturating_add(1))
     }
 
     fn log(&mut self, event: Event) -> Result<(), ApiError> {
@@ -813,11 +859,15 @@ impl Vault {
         time_ns: i64,
         packs: Option<&[ObjectId]>,
     ) -> Result<(), ApiError> {
+        if let Some(why) = &self.frozen {
+            return Err(ApiError::new(409, why.clone()));
+        }
         let entry = Entry { time_ns, event };
         self.log
             .append(&entry, self.config_id.0, &self.identity)
             .map_err(|e| ApiError::internal(e.to_string()))?;
         let raw = self.log.entries.last().expect("just appended").clone();
+        self.dated_after_ns = self.dated_after_ns.max(time_ns);
         self.listed.extend(packs.into_iter().flatten().copied());
         let before = self.st.problems.len();
         let reader = Reader::at(time_ns.max(now_ns()));
@@ -1505,6 +1555,9 @@ impl Vault {
     /// Executes every proposal that is ready on the anchored clock. Returns
     /// how many ran.
     pub fn execute_ready(&mut self) -> usize {
+        if self.frozen.is_some() {
+            return 0;
+        }
         let Some(now) = self.deletion_now() else {
             return 0;
         };
@@ -1601,6 +1654,9 @@ impl Vault {
     /// snapshot's pack list is unknown.
     pub fn reclaim(&mut self) -> Result<(usize, usize), ApiError> {
         self.check_clock();
+        if self.frozen.is_some() {
+            return Ok((0, 0));
+        }
         let Some(now) = self.deletion_now() else {
             return Ok((0, 0));
         };
