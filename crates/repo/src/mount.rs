@@ -44,8 +44,8 @@ impl Default for CacheLimits {
         CacheLimits {
             dir: None,
             disk_bytes: 1 << 30,
-            memory_bytes: 64 << 20,
-            tree_bytes: 64 << 20,
+            memory_bytes: 32 << 20,
+            tree_bytes: 32 << 20,
         }
     }
 }
@@ -91,6 +91,9 @@ pub struct Archive {
     loaded: Vec<std::sync::OnceLock<()>>,
     load_lock: Mutex<()>,
     sessions: Mutex<HashMap<[u8; 32], SessionKey>>,
+    /// Blobs being fetched, so that concurrent readers of one blob (the
+    /// kernel reads ahead on several threads) fetch it once.
+    inflight: Mutex<HashMap<BlobId, Arc<Mutex<()>>>>,
     plain: Mutex<Lru<BlobId, Arc<Vec<u8>>>>,
     trees: Mutex<Lru<BlobId, Arc<Tree>>>,
     disk: Option<DiskCache>,
@@ -134,6 +137,7 @@ impl Archive {
             packs: RwLock::new(Packs::default()),
             load_lock: Mutex::new(()),
             sessions: Mutex::new(HashMap::new()),
+            inflight: Mutex::new(HashMap::new()),
             plain: Mutex::new(Lru::new(limits.memory_bytes)),
             trees: Mutex::new(Lru::new(limits.tree_bytes)),
             disk,
@@ -242,6 +246,36 @@ impl Archive {
             self.stats.memory_hits.fetch_add(1, Ordering::Relaxed);
             return Ok(b);
         }
+        if !keep {
+            return self.fetch(snap, id, false);
+        }
+        let gate = self
+            .inflight
+            .lock()
+            .unwrap()
+            .entry(*id)
+            .or_insert_with(|| Arc::new(Mutex::new(())))
+            .clone();
+        let r = {
+            let _one = gate.lock().unwrap();
+            let cached = self.plain.lock().unwrap().get(id);
+            match cached {
+                Some(b) => {
+                    self.stats.memory_hits.fetch_add(1, Ordering::Relaxed);
+                    Ok(b)
+                }
+                None => self.fetch(snap, id, true),
+            }
+        };
+        let mut f = self.inflight.lock().unwrap();
+        if f.get(id).is_some_and(|g| Arc::ptr_eq(g, &gate)) && Arc::strong_count(&gate) <= 2 {
+            f.remove(id);
+        }
+        r
+    }
+
+    /// Fetches (or takes from the disk cache) and checks blob `id`.
+    fn fetch(&self, snap: usize, id: &BlobId, keep: bool) -> Result<Arc<Vec<u8>>> {
         self.ensure(snap)?;
         let (loc, pack, epk) = {
             let p = self.packs.read().unwrap();
