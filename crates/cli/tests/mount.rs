@@ -800,3 +800,58 @@ fn dovecot_serves_the_mount_as_an_archive_namespace() {
         );
     }
 }
+
+#[test]
+fn a_bundle_mounts_too_and_a_dead_vault_is_eio_not_a_hang() {
+    let w = World::new();
+    w.init();
+    let mut vault = w.start_vault(&[]);
+    let src = w.path("mail");
+    make_maildir(&src, 2, 30, 31);
+    backup_via(&w, &vault.url, &w.key("client"), &src);
+    let d = digest(&src);
+
+    // An offline bundle of the vault's repository, mounted as bundle:DIR.
+    let bundle = w.path("bundle");
+    w.ok(&[
+        "export",
+        "--repo",
+        &vault.url,
+        "--key",
+        &w.key("replica"),
+        "--to",
+        bundle.to_str().unwrap(),
+    ]);
+    let mp = w.path("mnt-bundle");
+    let mut m = mount(&w, &format!("bundle:{}", bundle.display()), &mp, &[]);
+    assert_eq!(
+        digest(&only_entry(&mp.join("by-client")).join("latest/mail")),
+        d
+    );
+    m.signal("-TERM");
+    assert!(m.wait(30).success(), "{}", m.stderr());
+
+    // Through the vault, which then dies: listings already read still
+    // answer; a file not read yet is EIO within the client's retries, and
+    // the mount stays usable and unmounts cleanly.
+    let mp = w.path("mnt-vault");
+    let mut m = mount(&w, &vault.url, &mp, &["--cache-mib", "0"]);
+    let root = only_entry(&mp.join("by-client")).join("latest/mail");
+    let all = files(&root);
+    assert_eq!(all.len(), files(&src).len());
+    let _ = vault.stop();
+    let t = Instant::now();
+    let e = std::fs::read(&all[0]).unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(EIO), "{e}");
+    assert!(
+        t.elapsed() < Duration::from_secs(30),
+        "a dead vault took {:?} to fail a read",
+        t.elapsed()
+    );
+    assert!(mp.join("snapshots").is_dir());
+    m.signal("-TERM");
+    let st = m.wait(30);
+    // A network failure is not damage: exit 0, the failure on stderr.
+    assert!(st.success(), "{st}: {}", m.stderr());
+    assert!(m.stderr().contains("read failed"), "{}", m.stderr());
+}
