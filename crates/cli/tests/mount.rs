@@ -855,3 +855,41 @@ fn a_bundle_mounts_too_and_a_dead_vault_is_eio_not_a_hang() {
     assert!(st.success(), "{st}: {}", m.stderr());
     assert!(m.stderr().contains("read failed"), "{}", m.stderr());
 }
+
+#[test]
+fn a_damaged_disk_cache_costs_a_refetch_never_wrong_bytes() {
+    let w = World::new();
+    w.init();
+    let src = w.path("mail");
+    make_maildir(&src, 2, 20, 41);
+    w.backup(&[&src]);
+    let d = digest(&src);
+    let cache = w.path("blob-cache");
+    let args = ["--cache-dir", cache.to_str().unwrap()];
+    let mp = w.path("mnt");
+    let mut m = mount(&w, &w.repo(), &mp, &args);
+    assert_eq!(digest(&only_entry(&mp.join("snapshots")).join("mail")), d);
+    m.signal("-TERM");
+    assert!(m.wait(30).success());
+
+    // Flip a byte in every cached blob (what someone with this disk could do).
+    let cached = files(&cache);
+    assert!(cached.len() > 10, "{} cache files", cached.len());
+    for f in &cached {
+        let mut b = std::fs::read(f).unwrap();
+        let i = b.len() / 2;
+        b[i] ^= 1;
+        std::fs::write(f, b).unwrap();
+    }
+    let mut m = mount(&w, &w.repo(), &mp, &args);
+    assert_eq!(digest(&only_entry(&mp.join("snapshots")).join("mail")), d);
+    m.signal("-TERM");
+    let st = m.wait(30);
+    // Not the repository's damage: exit 0; every blob fetched again.
+    assert!(st.success(), "{st}: {}", m.stderr());
+    assert!(
+        m.stdout().contains(" 0 from the disk cache"),
+        "{}",
+        m.stdout()
+    );
+}

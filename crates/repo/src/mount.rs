@@ -535,7 +535,7 @@ impl DiskCache {
             for f in rd.flatten() {
                 let name = f.file_name().to_string_lossy().into_owned();
                 match f.metadata() {
-                    Ok(m) if m.is_file() && !name.starts_with(".tmp") => {
+                    Ok(m) if m.is_file() && Self::is_cache_name(&name) => {
                         found.push((m.modified().unwrap_or(std::time::UNIX_EPOCH), name, m.len()))
                     }
                     _ => {
@@ -561,8 +561,19 @@ impl DiskCache {
         format!("{}.{}", id.to_hex(), &pack.to_hex()[..16])
     }
 
+    /// `<64 hex>.<16 hex>`: anything else in the directory is not ours
+    /// (a crashed write's temp file, or planted) and is removed.
+    fn is_cache_name(name: &str) -> bool {
+        let b = name.as_bytes();
+        b.len() == 81
+            && b[64] == b'.'
+            && b.iter()
+                .enumerate()
+                .all(|(i, c)| i == 64 || c.is_ascii_hexdigit())
+    }
+
     fn path(&self, name: &str) -> PathBuf {
-        self.dir.join(&name[..2]).join(name)
+        self.dir.join(name.get(..2).unwrap_or("__")).join(name)
     }
 
     fn drop_files(&self, names: Vec<String>) {
@@ -621,7 +632,33 @@ impl DiskCache {
 
 #[cfg(test)]
 mod tests {
-    use super::Lru;
+    use super::{DiskCache, Lru};
+
+    #[test]
+    fn disk_cache_keeps_only_its_own_files_within_its_bound() {
+        let d = tempfile::tempdir().unwrap();
+        let sub = d.path().join("ab");
+        std::fs::create_dir_all(&sub).unwrap();
+        std::fs::write(sub.join("x"), b"planted").unwrap();
+        std::fs::write(sub.join(".tmp1-2"), b"crashed").unwrap();
+        let name = |i: u8| format!("{}.0123456789abcdef", holdfast_core::id::hex(&[i; 32]));
+        for i in 0..4u8 {
+            let n = name(i);
+            let p = d.path().join(&n[..2]);
+            std::fs::create_dir_all(&p).unwrap();
+            std::fs::write(p.join(&n), vec![0u8; 100]).unwrap();
+        }
+        let c = DiskCache::open(d.path(), 250).unwrap();
+        assert!(!sub.join("x").exists() && !sub.join(".tmp1-2").exists());
+        let kept = (0..4u8)
+            .filter(|i| {
+                let n = name(*i);
+                d.path().join(&n[..2]).join(&n).exists()
+            })
+            .count();
+        assert_eq!(kept, 2, "evicted down to the bound at open");
+        assert_eq!(c.lru.lock().unwrap().weight(), 200);
+    }
 
     #[test]
     fn lru_bounded_by_weight() {

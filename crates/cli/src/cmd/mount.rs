@@ -118,23 +118,26 @@ struct HoldfastFs {
 }
 
 fn ns_time(ns: i64) -> SystemTime {
-    if ns >= 0 {
-        UNIX_EPOCH + Duration::from_nanos(ns as u64)
+    let d = Duration::from_nanos(ns.unsigned_abs());
+    let t = if ns >= 0 {
+        UNIX_EPOCH.checked_add(d)
     } else {
-        UNIX_EPOCH - Duration::from_nanos(ns.unsigned_abs())
-    }
+        UNIX_EPOCH.checked_sub(d)
+    };
+    t.unwrap_or(UNIX_EPOCH)
 }
 
+/// A node's mtime; one the system cannot represent (a hostile record) is
+/// shown as the epoch rather than ending the mount.
 fn node_time(n: &Node) -> SystemTime {
-    let d = Duration::new(n.mtime_s.unsigned_abs(), n.mtime_ns.min(999_999_999));
-    if n.mtime_s >= 0 {
-        UNIX_EPOCH + d
+    let secs = Duration::from_secs(n.mtime_s.unsigned_abs());
+    let nanos = Duration::from_nanos(n.mtime_ns.min(999_999_999) as u64);
+    let t = if n.mtime_s >= 0 {
+        UNIX_EPOCH.checked_add(secs)
     } else {
-        UNIX_EPOCH
-            .checked_sub(Duration::from_secs(n.mtime_s.unsigned_abs()))
-            .and_then(|t| t.checked_add(Duration::from_nanos(n.mtime_ns as u64)))
-            .unwrap_or(UNIX_EPOCH)
-    }
+        UNIX_EPOCH.checked_sub(secs)
+    };
+    t.and_then(|t| t.checked_add(nanos)).unwrap_or(UNIX_EPOCH)
 }
 
 /// A vault time as a file name: `2026-12-07T181200Z` (no colons).
