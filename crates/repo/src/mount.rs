@@ -65,6 +65,7 @@ pub struct SnapEntry {
 /// Counters, for a summary and for tests (all relaxed).
 #[derive(Default, Debug)]
 pub struct MountStats {
+    /// Range requests to the store (one blob, or one with those after it).
     pub fetched_blobs: AtomicU64,
     pub fetched_bytes: AtomicU64,
     pub disk_hits: AtomicU64,
@@ -78,7 +79,16 @@ pub struct MountStats {
 struct Packs {
     index: Index,
     known: HashMap<ObjectId, u32>,
+    /// Per pack, its entries by offset: kept only where blobs are read
+    /// ahead (a remote store).
+    by_offset: Vec<Vec<format::PackEntry>>,
 }
+
+/// Over a remote store, a miss fetches up to this much of the pack from
+/// the blob on (the blobs after it, which a backup wrote in walk order: the
+/// next messages of the folder) and keeps them sealed in memory, each
+/// checked only when something reads it.
+const READ_AHEAD: u64 = 1 << 20;
 
 pub struct Archive {
     repo: Repository,
@@ -97,6 +107,10 @@ pub struct Archive {
     plain: Mutex<Lru<BlobId, Arc<Vec<u8>>>>,
     trees: Mutex<Lru<BlobId, Arc<Tree>>>,
     disk: Option<DiskCache>,
+    /// Whether misses read ahead (a remote store).
+    read_ahead: bool,
+    /// Sealed blobs read ahead, not checked yet (bounded).
+    ahead: Mutex<Lru<BlobId, Arc<Vec<u8>>>>,
     pub stats: MountStats,
 }
 
@@ -126,6 +140,7 @@ impl Archive {
             Some(d) => Some(DiskCache::open(d, limits.disk_bytes)?),
             None => None,
         };
+        let read_ahead = repo.backend.prefers_whole_objects();
         Ok(Archive {
             loaded: (0..snapshots.len())
                 .map(|_| std::sync::OnceLock::new())
@@ -140,6 +155,8 @@ impl Archive {
             inflight: Mutex::new(HashMap::new()),
             plain: Mutex::new(Lru::new(limits.memory_bytes)),
             trees: Mutex::new(Lru::new(limits.tree_bytes)),
+            read_ahead,
+            ahead: Mutex::new(Lru::new(READ_AHEAD * 16)),
             disk,
             stats: MountStats::default(),
         })
@@ -180,6 +197,12 @@ impl Archive {
                     p.index.packs.push(pack);
                     p.index.epks.push(epk);
                     p.known.insert(pack, n);
+                    let mut sorted = Vec::new();
+                    if self.read_ahead {
+                        sorted = entries.clone();
+                        sorted.sort_by_key(|e| e.offset);
+                    }
+                    p.by_offset.push(sorted);
                     for e in entries {
                         p.index
                             .blobs
@@ -307,18 +330,30 @@ impl Archive {
             None => None,
         };
         let plain = match plain {
+            Some(p) => Some(p),
+            None => {
+                let early = self.ahead.lock().unwrap().get(id);
+                match early {
+                    Some(sealed) => {
+                        self.ahead.lock().unwrap().remove(id);
+                        // A neighbour that fails is fetched again below,
+                        // alone, and fails (or not) on its own bytes.
+                        self.open_sealed(&epk, &pack, &loc, &sealed)
+                            .ok()
+                            .inspect(|_| {
+                                if let Some(d) = &self.disk {
+                                    d.put(id, &pack, &sealed);
+                                }
+                            })
+                    }
+                    None => None,
+                }
+            }
+        };
+        let plain = match plain {
             Some(p) => p,
             None => {
-                let sealed = self.repo.backend.get_range(
-                    Kind::Pack,
-                    &pack.to_hex(),
-                    loc.entry.offset as u64,
-                    loc.entry.stored_len as u64,
-                )?;
-                self.stats.fetched_blobs.fetch_add(1, Ordering::Relaxed);
-                self.stats
-                    .fetched_bytes
-                    .fetch_add(sealed.len() as u64, Ordering::Relaxed);
+                let sealed = self.fetch_range(&pack, &loc)?;
                 let p = match self.open_sealed(&epk, &pack, &loc, &sealed) {
                     Ok(p) => p,
                     Err(e) => {
@@ -338,6 +373,66 @@ impl Archive {
             self.plain.lock().unwrap().put(*id, plain.clone(), w);
         }
         Ok(plain)
+    }
+
+    /// The sealed bytes of the blob at `loc`; over a remote store also the
+    /// blobs after it in its pack (up to [`READ_AHEAD`]), kept sealed in
+    /// memory for a later read.
+    fn fetch_range(&self, pack: &ObjectId, loc: &Location) -> Result<Vec<u8>> {
+        let start = loc.entry.offset as u64;
+        let own = loc.entry.stored_len as u64;
+        let ahead: Vec<format::PackEntry> = if self.read_ahead {
+            let p = self.packs.read().unwrap();
+            let list = &p.by_offset[loc.pack as usize];
+            let i = list.partition_point(|e| e.offset < loc.entry.offset);
+            list[i..]
+                .iter()
+                .skip(1)
+                .take_while(|e| {
+                    e.offset as u64 + e.stored_len as u64 <= start + READ_AHEAD.max(own)
+                })
+                .filter(|e| {
+                    // Only blobs the index reads from this very place.
+                    p.index
+                        .blobs
+                        .get(&e.id)
+                        .is_some_and(|l| l.pack == loc.pack && l.entry.offset == e.offset)
+                })
+                .copied()
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let end = ahead
+            .iter()
+            .map(|e| e.offset as u64 + e.stored_len as u64)
+            .fold(start + own, u64::max);
+        let bytes = self
+            .repo
+            .backend
+            .get_range(Kind::Pack, &pack.to_hex(), start, end - start)?;
+        self.stats.fetched_blobs.fetch_add(1, Ordering::Relaxed);
+        self.stats
+            .fetched_bytes
+            .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        let slice = |e: &format::PackEntry| -> Option<&[u8]> {
+            let from = (e.offset as u64).checked_sub(start)? as usize;
+            bytes.get(from..from.checked_add(e.stored_len as usize)?)
+        };
+        // Neighbours are kept sealed and unchecked; each is checked when
+        // (and if) something reads it.
+        {
+            let mut a = self.ahead.lock().unwrap();
+            for e in &ahead {
+                let known = self.disk.as_ref().is_some_and(|d| d.has(&e.id, pack));
+                if let (false, Some(sealed)) = (known, slice(e)) {
+                    a.put(e.id, Arc::new(sealed.to_vec()), sealed.len() as u64);
+                }
+            }
+        }
+        slice(&loc.entry)
+            .map(<[u8]>::to_vec)
+            .ok_or_else(|| Error::Corrupt(format!("pack {pack} is shorter than its table says")))
     }
 
     /// A tree of snapshot `snap`, checked and decoded.
@@ -580,6 +675,10 @@ impl DiskCache {
         for n in names {
             let _ = std::fs::remove_file(self.path(&n));
         }
+    }
+
+    fn has(&self, id: &BlobId, pack: &ObjectId) -> bool {
+        self.lru.lock().unwrap().contains(&Self::name(id, pack))
     }
 
     fn get(&self, id: &BlobId, pack: &ObjectId, loc: &Location) -> Option<Vec<u8>> {

@@ -921,7 +921,7 @@ pub fn run(a: Args) -> Result<ExitCode> {
     let st = &ar.stats;
     let damaged = st.damaged.load(Ordering::Relaxed);
     util::out(format!(
-        "unmounted {}: {} blob(s) fetched ({}), {} from the disk cache, {} from memory",
+        "unmounted {}: {} range request(s) ({}), {} blob(s) from the disk cache, {} from memory",
         mountpoint.display(),
         st.fetched_blobs.load(Ordering::Relaxed),
         util::bytes(st.fetched_bytes.load(Ordering::Relaxed)),
