@@ -828,7 +828,7 @@ fn dovecot_serves_the_mount_as_an_archive_namespace() {
 }
 
 #[test]
-fn a_bundle_mounts_too_and_a_dead_vault_is_eio_not_a_hang() {
+fn a_bundle_and_a_replica_mount_too_and_a_dead_vault_is_eio_not_a_hang() {
     let w = World::new();
     w.init();
     let mut vault = w.start_vault(&[]);
@@ -850,6 +850,27 @@ fn a_bundle_mounts_too_and_a_dead_vault_is_eio_not_a_hang() {
     ]);
     let mp = w.path("mnt-bundle");
     let mut m = mount(&w, &format!("bundle:{}", bundle.display()), &mp, &[]);
+    assert_eq!(
+        digest(&only_entry(&mp.join("by-client")).join("latest/mail")),
+        d
+    );
+    m.signal("-TERM");
+    assert!(m.wait(30).success(), "{}", m.stderr());
+
+    // A replica directory (pulled from the vault) mounts too.
+    let replica = w.path("replica");
+    w.ok(&[
+        "replica",
+        "pull",
+        "--from",
+        &vault.url,
+        "--key",
+        &w.key("replica"),
+        "--into",
+        replica.to_str().unwrap(),
+    ]);
+    let mp = w.path("mnt-replica");
+    let mut m = mount(&w, replica.to_str().unwrap(), &mp, &[]);
     assert_eq!(
         digest(&only_entry(&mp.join("by-client")).join("latest/mail")),
         d
