@@ -940,3 +940,30 @@ fn a_damaged_disk_cache_costs_a_refetch_never_wrong_bytes() {
         m.stdout()
     );
 }
+
+/// Straight from an S3 bucket with Object Lock (the Ceph test server; in
+/// CI a missing one fails, see `common::s3`).
+#[test]
+fn an_s3_bucket_mounts_too() {
+    let Some(s3) = s3() else { return };
+    let w = World::new();
+    let url = s3.fresh_url("mount");
+    let keys = w.path("keys").display().to_string();
+    w.ok(&["init", &url, "--keys", &keys]);
+    let state = w.path("vault-state").display().to_string();
+    let vault = w.start_vault_on(&url, &["--state", &state]);
+    let src = w.path("mail");
+    make_maildir(&src, 2, 30, 51);
+    backup_via(&w, &vault.url, &w.key("client"), &src);
+    let d = digest(&src);
+    drop(vault);
+    let mp = w.path("mnt");
+    let mut m = mount(&w, &url, &mp, &[]);
+    assert_eq!(
+        digest(&only_entry(&mp.join("by-client")).join("latest/mail")),
+        d
+    );
+    m.signal("-TERM");
+    let st = m.wait(30);
+    assert!(st.success(), "{st}: {}", m.stderr());
+}
