@@ -725,10 +725,30 @@ fn attack_drill() {
             &format!("{name}: vote"),
             status(&atk, "POST", "/v1/votes", b"x") == 403,
         );
-        // An empty backup over the wiped Maildir is accepted (it is a new
-        // snapshot), and changes nothing before it.
-        let snap = backup_via(&w, &vurl, key, &srcs[i]);
-        sc.absorbed(&format!("{name}: empty backup {}", &snap[..8]));
+        // An empty backup over the wiped Maildir is written (it is the
+        // evidence), changes nothing before it, and is flagged: exit 5.
+        let o = w.run(&[
+            "backup",
+            "--repo",
+            &vurl,
+            "--key",
+            key,
+            "--json",
+            srcs[i].to_str().unwrap(),
+        ]);
+        assert_eq!(
+            o.status.code(),
+            Some(5),
+            "{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        let snap = v[0]["snapshot"].as_str().unwrap().to_string();
+        assert!(v[0]["anomalies"].to_string().contains("wipe"), "{v}");
+        sc.absorbed(&format!(
+            "{name}: empty backup {} (flagged: wipe)",
+            &snap[..8]
+        ));
     }
     // The stolen admin key: one admin alone never reaches a quorum.
     let a1 = w.key("admin-1");
