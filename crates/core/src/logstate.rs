@@ -180,13 +180,6 @@ pub struct LogState {
     pub problems: Vec<Problem>,
     /// How many live snapshots list each pack (those whose lists are known).
     pack_refs: HashMap<ObjectId, u32>,
-    /// For the entries being folded: the earliest time of any entry after
-    /// each one (index `later_base + i`). A genuine log never goes back in
-    /// time, so an entry dated at or after a later one was dated ahead of
-    /// its place: forged (to become valid once its date passes) or written
-    /// by a clock that was set back.
-    later_min: Vec<i64>,
-    later_base: u64,
 }
 
 impl LogState {
@@ -211,24 +204,7 @@ impl LogState {
             last_time_ns: i64::MIN,
             problems: Vec::new(),
             pack_refs: HashMap::new(),
-            later_min: Vec::new(),
-            later_base: 0,
         }
-    }
-
-    /// Prepares the look-ahead rule for `entries`, the next ones this state
-    /// will apply (in order). [`LogState::fold`] does it itself.
-    pub fn look_ahead(&mut self, entries: &[&[u8]]) {
-        let times: Vec<i64> = entries
-            .iter()
-            .map(|e| Entry::decode(e).map_or(i64::MAX, |e| e.time_ns))
-            .collect();
-        let mut later = vec![i64::MAX; times.len()];
-        for i in (0..times.len().saturating_sub(1)).rev() {
-            later[i] = later[i + 1].min(times[i + 1]);
-        }
-        self.later_min = later;
-        self.later_base = self.size;
     }
 
     /// Folds a whole log. `packs_of` reads a snapshot's pack list (`None`
@@ -239,13 +215,10 @@ impl LogState {
         reader: &Reader,
         packs_of: &mut dyn FnMut(&ObjectId) -> Option<Vec<ObjectId>>,
     ) -> (Self, Vec<Effect>) {
-        let entries: Vec<&[u8]> = entries.into_iter().collect();
-        self.look_ahead(&entries);
         let mut effects = Vec::new();
         for raw in entries {
             effects.extend(self.apply(raw, reader, packs_of));
         }
-        self.later_min = Vec::new();
         (self, effects)
     }
 
@@ -380,16 +353,6 @@ impl LogState {
         } else if e.time_ns <= self.last_time_ns {
             self.problem(index, "dated before the entry before it");
             time_ok = false;
-        } else if index
-            .checked_sub(self.later_base)
-            .and_then(|i| self.later_min.get(i as usize))
-            .is_some_and(|m| e.time_ns >= *m)
-        {
-            self.problem(
-                index,
-                "dated after an entry that follows it (dated ahead of its place: forged, or a clock set back)",
-            );
-            time_ok = false;
         } else if let Some((n, t)) = reader.held
             && index >= n
             && e.time_ns < t
@@ -400,10 +363,8 @@ impl LogState {
             );
             time_ok = false;
         }
-        // Every entry not in the reader's future raises the bar, valid or
-        // not: of two entries out of order, neither is trusted to destroy.
-        if e.time_ns <= reader.now_ns.saturating_add(MAX_SKEW_NS) {
-            self.last_time_ns = self.last_time_ns.max(e.time_ns);
+        if time_ok {
+            self.last_time_ns = e.time_ns;
         }
         let t = e.time_ns;
         match e.event {
@@ -1122,16 +1083,7 @@ mod tests {
         );
         let (st, eff) = f.run(&Reader::at(T0 + 10 * H));
         assert!(eff.is_empty());
-        // The reclaim is dated before the entries before it; they in turn
-        // are dated after an entry that follows them: all are reported.
-        assert!(
-            st.problems
-                .iter()
-                .any(|p| p.index == 5 && p.what.contains("before the entry before it")),
-            "{:?}",
-            st.problems
-        );
-        assert!(st.snapshots.contains_key(&sid(0)));
+        assert!(st.problems[0].what.contains("before the entry before it"));
     }
 
     #[test]
@@ -1236,37 +1188,6 @@ mod tests {
         let (st, eff) = f.run(&r);
         assert_eq!(eff, vec![Effect::Erase(sid(1))]);
         assert!(st.problems.is_empty());
-    }
-
-    /// Root on the vault host appends a reclaim dated after the locks end;
-    /// the honest vault writes on, dated at its right time. Once real time
-    /// passes the forged date, a fresh reader still refuses it: it is dated
-    /// after entries that follow it.
-    #[test]
-    fn a_reclaim_dated_ahead_of_its_place_never_becomes_valid() {
-        let mut f = fx(2, 3600, 3600);
-        for i in 0..5u8 {
-            f.add(T0 + i as i64 * S, i, T0 + i as i64 * S + H);
-        }
-        f.push(
-            T0 + 10 * H,
-            Event::Reclaimed {
-                snapshots: vec![sid(0)],
-                packs: vec![],
-            },
-        );
-        // The vault goes on, at its own (right) time.
-        f.add(T0 + 10 * S, 9, T0 + 10 * S + 48 * H);
-        let (st, eff) = f.run(&Reader::at(T0 + 20 * H));
-        assert!(eff.is_empty(), "{eff:?}");
-        assert!(st.snapshots.contains_key(&sid(0)));
-        assert!(
-            st.problems
-                .iter()
-                .any(|p| p.what.contains("dated after an entry that follows it")),
-            "{:?}",
-            st.problems
-        );
     }
 
     #[test]

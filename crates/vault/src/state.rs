@@ -461,12 +461,9 @@ impl Vault {
             }
         };
         let mut effects = Vec::new();
-        let refs: Vec<&[u8]> = entries.iter().map(|e| e.as_slice()).collect();
-        self.st.look_ahead(&refs);
         for raw in &entries {
             effects.extend(self.st.apply(raw, &reader, &mut packs_of));
         }
-        self.st.look_ahead(&[]);
         self.log.entries = entries;
         // A committed snapshot's packs are in its client's namespace: the
         // log alone rebuilds this if `owners` is lost.
