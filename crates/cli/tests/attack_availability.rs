@@ -248,14 +248,14 @@ fn unauthenticated_uploads_are_refused_before_the_body_is_read() {
 }
 
 /// A stolen client key sends eight 90 MiB uploads at once, each properly
-/// signed: the vault holds at most its body budget in memory (here the
-/// least, one body; without the budget this test measured 447 MiB), takes
-/// them in turn (or answers 503), and keeps serving.
+/// signed: one key may have two large bodies in flight (the rest get 429),
+/// so the vault holds far less than its whole body budget, and it keeps
+/// serving; small requests never wait for large ones.
 #[test]
 fn authenticated_uploads_share_a_bounded_body_budget() {
     let w = World::new();
     w.init();
-    let vault = w.start_vault(&["--body-budget-mib", "96"]);
+    let vault = w.start_vault(&[]);
     let addr = vault_addr(&vault.url);
     let pid = vault.child.id();
     const BODY: usize = 90 << 20;
@@ -286,9 +286,17 @@ fn authenticated_uploads_share_a_bounded_body_budget() {
         "vault peak RSS after 8 signed 90 MiB uploads at once: {} MiB; answers {codes:?}",
         peak / 1024
     );
-    // Not a pack: refused once read (400), or 503 when the budget was full.
-    assert!(codes.iter().all(|c| [400, 503].contains(c)), "{codes:?}");
-    assert!(peak < 260 * 1024, "vault peak RSS {} MiB", peak / 1024);
+    // Not a pack: refused once read (400). Beyond two large bodies at once
+    // from one key: 429 before the body is read (0 here when the refusal
+    // cut the upload short); 503 if the budget stayed full.
+    assert!(
+        codes.iter().all(|c| [0, 400, 429, 503].contains(c)),
+        "{codes:?}"
+    );
+    assert!(codes.contains(&400), "{codes:?}");
+    // Two bodies of one key at most (the default budget, 512 MiB, would
+    // take five): without the per-key share this measured 447 MiB.
+    assert!(peak < 300 * 1024, "vault peak RSS {} MiB", peak / 1024);
     let src = w.path("mail");
     make_maildir(&src, 1, 5, 4);
     backup_via(&w, &vault.url, &w.key("client"), &src);

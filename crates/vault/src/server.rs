@@ -73,8 +73,36 @@ struct App {
     vault: Shared,
     hide: Arc<Vec<String>>,
     metrics: Arc<Metrics>,
-    /// MiB of request bodies held in memory at once, over all requests.
+    /// MiB of large request bodies held in memory at once, over all
+    /// requests (small bodies, every vote and veto among them, take none).
     bodies: Arc<Semaphore>,
+    /// MiB of large bodies in flight per identity: one key cannot take the
+    /// whole budget.
+    per_key: Arc<std::sync::Mutex<std::collections::HashMap<[u8; 32], usize>>>,
+}
+
+/// Most MiB of large bodies one identity may have in flight at once.
+const PER_KEY_MIB: usize = 2 * (MAX_BODY >> 20);
+/// The slowest a large body may arrive overall (after a 30 s allowance).
+const MIN_BODY_RATE: usize = 256 << 10;
+
+/// Returns an identity's share of the large-body budget when dropped.
+struct KeyShare {
+    map: Arc<std::sync::Mutex<std::collections::HashMap<[u8; 32], usize>>>,
+    key: [u8; 32],
+    mib: usize,
+}
+
+impl Drop for KeyShare {
+    fn drop(&mut self) {
+        let mut m = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = m.get_mut(&self.key) {
+            *n = n.saturating_sub(self.mib);
+            if *n == 0 {
+                m.remove(&self.key);
+            }
+        }
+    }
 }
 
 /// By default, at most this many MiB of request bodies are in memory at
@@ -573,13 +601,44 @@ async fn serve_request(
     }
     app.metrics.contact(role);
     // Bodies are read whole (and hashed) before the vault looks at them:
-    // bound the memory all requests together may hold.
-    let mib = declared.div_ceil(1 << 20).clamp(1, MAX_BODY >> 20) as u32;
-    let _budget = tokio::time::timeout(BODY_WAIT, app.bodies.clone().acquire_many_owned(mib))
-        .await
-        .map_err(|_| ApiError::new(503, "the vault is busy receiving other uploads; try again"))?
-        .map_err(|_| ApiError::internal("request handler failed"))?;
-    let body = read_body(body, declared).await?;
+    // bound the memory large ones may hold, over all requests and per key,
+    // and how long one may take to arrive. Small bodies (votes, vetoes,
+    // revocations, log reads) never wait for the large ones.
+    let mut _budget = None;
+    let mut _share = None;
+    let body = if declared > MAX_SMALL_BODY {
+        let mib = declared.div_ceil(1 << 20).min(MAX_BODY >> 20);
+        {
+            let mut m = app.per_key.lock().unwrap_or_else(|p| p.into_inner());
+            let n = m.entry(auth.key).or_default();
+            if *n + mib > PER_KEY_MIB {
+                return Err(ApiError::new(
+                    429,
+                    "too many large uploads from this key at once; try again",
+                ));
+            }
+            *n += mib;
+        }
+        _share = Some(KeyShare {
+            map: app.per_key.clone(),
+            key: auth.key,
+            mib,
+        });
+        _budget = Some(
+            tokio::time::timeout(BODY_WAIT, app.bodies.clone().acquire_many_owned(mib as u32))
+                .await
+                .map_err(|_| {
+                    ApiError::new(503, "the vault is busy receiving other uploads; try again")
+                })?
+                .map_err(|_| ApiError::internal("request handler failed"))?,
+        );
+        let deadline = std::time::Duration::from_secs(30 + (declared / MIN_BODY_RATE) as u64);
+        tokio::time::timeout(deadline, read_body(body, declared))
+            .await
+            .map_err(|_| ApiError::new(408, "request body too slow"))??
+    } else {
+        read_body(body, declared).await?
+    };
     let vault = app.vault.clone();
     tokio::task::spawn_blocking(move || {
         if !auth.body_matches(&body) {
@@ -632,6 +691,7 @@ pub async fn run(
         hide: Arc::new(hidden(&vault)),
         metrics,
         bodies: Arc::new(Semaphore::new(budget as usize)),
+        per_key: Default::default(),
     });
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
     let permits = Arc::new(Semaphore::new(max_connections));
