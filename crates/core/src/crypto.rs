@@ -143,6 +143,15 @@ impl RepoSecret {
     }
 }
 
+/// True when sessions can be sealed to `public` (not a low-order point).
+pub fn usable_public(public: &[u8; 32]) -> bool {
+    random_bytes::<32>().is_ok_and(|r| {
+        StaticSecret::from(r)
+            .diffie_hellman(&PublicKey::from(*public))
+            .was_contributory()
+    })
+}
+
 fn x25519_public(secret: &[u8; 32]) -> [u8; 32] {
     PublicKey::from(&StaticSecret::from(*secret)).to_bytes()
 }

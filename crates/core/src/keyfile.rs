@@ -76,7 +76,13 @@ impl Secret {
     }
 
     fn encode(&self) -> Zeroizing<Vec<u8>> {
-        let mut v = Zeroizing::new(Vec::with_capacity(96));
+        let extra = match self {
+            Secret::Restore { secret, .. } => 32 * secret.older().len(),
+            _ => 0,
+        };
+        // Sized once: a growing buffer would leave copies of the secret
+        // behind in freed memory.
+        let mut v = Zeroizing::new(Vec::with_capacity(96 + extra));
         match self {
             Secret::Client {
                 id_key,

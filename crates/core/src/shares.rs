@@ -149,7 +149,8 @@ pub fn combine(shares: &[(ShareFile, Zeroizing<Vec<u8>>)]) -> Result<Secret, Sha
         });
     };
     let mut seen = Vec::new();
-    let mut raw = Vec::new();
+    // Wrapped from the start: an early refusal leaves no share bytes behind.
+    let mut raw = Zeroizing::new(Vec::with_capacity(shares.len()));
     for (i, (f, bytes)) in shares.iter().enumerate() {
         if f.config_id != first.config_id {
             return Err(ShareError::Mismatch(format!(
@@ -181,7 +182,6 @@ pub fn combine(shares: &[(ShareFile, Zeroizing<Vec<u8>>)]) -> Result<Secret, Sha
             raw.push(bytes.to_vec());
         }
     }
-    let raw = Zeroizing::new(raw);
     if raw.len() < first.threshold as usize {
         return Err(ShareError::TooFew {
             have: raw.len(),

@@ -1462,6 +1462,11 @@ impl Vault {
             }
             Action::SetRetention(_) => {}
             Action::RotateRestoreKey(k) => {
+                if !holdfast_core::crypto::usable_public(k) {
+                    return Err(ApiError::bad(
+                        "not a usable X25519 public key (a low-order point)",
+                    ));
+                }
                 if self.st.restore_publics.contains(k) {
                     return Err(ApiError::new(
                         409,
@@ -1829,7 +1834,10 @@ pub fn describe(a: &Action) -> String {
             r.keep_within_secs, r.daily, r.weekly, r.monthly, r.yearly
         ),
         Action::RemoveIdentity(k) => format!("removal of identity {}", short(k)),
-        Action::RotateRestoreKey(k) => format!("a new restore key {}", short(k)),
+        Action::RotateRestoreKey(k) => format!(
+            "a new restore key {} (check the whole fingerprint with its holder)",
+            holdfast_core::id::hex(k)
+        ),
     }
 }
 

@@ -318,11 +318,18 @@ fn rotate(a: RotateArgs) -> Result<ExitCode> {
             a.out.display()
         );
     }
+    if secret.older().len() + 1 > holdfast_core::keyfile::MAX_EPOCHS {
+        bail!(
+            "this restore key already holds {} epochs, the most a key file carries",
+            secret.older().len() + 1
+        );
+    }
     // The new epoch's secret first, then every earlier one, newest first.
-    let mut older = vec![*secret.as_bytes()];
+    let mut older = zeroize::Zeroizing::new(Vec::with_capacity(secret.older().len() + 1));
+    older.push(*secret.as_bytes());
     older.extend_from_slice(secret.older());
     let fresh = RepoSecret::generate().map_err(|e| anyhow::anyhow!("{e}"))?;
-    let ring = RepoSecret::with_older(*fresh.as_bytes(), older);
+    let ring = RepoSecret::with_older(*fresh.as_bytes(), older.to_vec());
     let public = ring.public();
     let new = Secret::Restore {
         id_key: id_key.clone(),
