@@ -967,3 +967,55 @@ fn an_s3_bucket_mounts_too() {
     let st = m.wait(30);
     assert!(st.success(), "{st}: {}", m.stderr());
 }
+
+/// `latest` in the mount is the newest snapshot not flagged as anomalous,
+/// as for `restore latest`: a wiped spool's backup (exit 5) is shown by
+/// time but not chosen as `latest`.
+#[test]
+fn latest_in_the_mount_skips_a_flagged_snapshot() {
+    let w = World::new();
+    w.init();
+    let src = w.path("mail");
+    make_source(&src, 13);
+    let good = w.backup(&[&src])["snapshot"].as_str().unwrap().to_string();
+    let d = digest(&src);
+    std::thread::sleep(Duration::from_millis(1100));
+    for e in std::fs::read_dir(&src).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            std::fs::remove_dir_all(&p).unwrap();
+        } else {
+            std::fs::remove_file(&p).unwrap();
+        }
+    }
+    let repo = w.repo();
+    let key = w.key("client");
+    let o = w.run(&[
+        "backup",
+        "--repo",
+        &repo,
+        "--key",
+        &key,
+        src.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        o.status.code(),
+        Some(5),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let mp = w.path("mnt");
+    let mut m = mount(&w, &repo, &mp, &[]);
+    let snaps = std::fs::read_dir(mp.join("snapshots")).unwrap().count();
+    assert_eq!(snaps, 2, "the flagged snapshot is still shown");
+    let client = only_entry(&mp.join("by-client"));
+    let target = std::fs::read_link(client.join("latest")).unwrap();
+    assert!(
+        target.to_string_lossy().ends_with(&good[..8]),
+        "latest -> {target:?}, not the healthy {}",
+        &good[..8]
+    );
+    assert_eq!(digest(&client.join("latest/mail")), d);
+    m.signal("-TERM");
+    assert!(m.wait(30).success(), "{}", m.stderr());
+}

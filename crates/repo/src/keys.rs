@@ -186,6 +186,10 @@ pub fn load_shares(
 /// True when the file at `path` is a key share rather than a key file.
 pub fn is_share_file(path: &Path) -> bool {
     use std::io::Read;
+    // A regular file only: a FIFO given as a key would block here.
+    if !std::fs::metadata(path).is_ok_and(|m| m.is_file()) {
+        return false;
+    }
     let mut head = [0u8; 8];
     std::fs::File::open(path)
         .and_then(|mut f| f.read_exact(&mut head))

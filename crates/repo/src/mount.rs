@@ -59,6 +59,9 @@ pub struct SnapEntry {
     pub client: String,
     pub host: String,
     pub root: BlobId,
+    /// Flagged as anomalous (client findings or the vault's flags): not
+    /// chosen as `latest`, as `restore latest` does not choose it.
+    pub flagged: bool,
     packs: Vec<ObjectId>,
 }
 
@@ -131,6 +134,7 @@ impl Archive {
                     client: repo.member_name(&s.header.client),
                     host: body.hostname.clone(),
                     root: body.root,
+                    flagged: repo.flagged(&id, &s),
                     packs: s.header.packs.clone(),
                 }),
                 Err(e) => problems.push(e.to_string()),

@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! snapshots/<vault time>_<short id>/<the snapshot's tree>
-//! by-client/<client>/latest  -> ../../snapshots/<newest of that client>
+//! by-client/<client>/latest  -> ../../snapshots/<newest of that client not flagged>
 //! by-client/<client>/<vault time> -> ../../snapshots/<that snapshot>
 //! by-host/<host>/…           (the same, by the host name backup recorded)
 //! ```
@@ -209,8 +209,9 @@ impl HoldfastFs {
                     }
                     entries.push((n, link(v, i)));
                 }
-                // Snapshots are sorted by the vault's time: the last is the newest.
-                if let Some(&last) = list.last() {
+                // Snapshots are sorted by the vault's time: `latest` is the
+                // newest not flagged as anomalous (as for `restore latest`).
+                if let Some(&last) = list.iter().rev().find(|&&i| !ar.snapshots[i].flagged) {
                     entries.push((b"latest".to_vec(), link(v, last)));
                 }
                 entries.sort();
