@@ -115,6 +115,18 @@ fn passphrase_from_command(cmd: &str) -> holdfast_repo::Result<Zeroizing<String>
     first_line(&stdout, from)
 }
 
+/// [`passphrase`], saying first what it is for when it will be asked on
+/// the terminal (no file, command or variable gives it).
+pub fn passphrase_for(what: &str, confirm: bool) -> holdfast_repo::Result<Zeroizing<String>> {
+    let given = PASSPHRASE_FILE.get().is_some()
+        || std::env::var_os("HOLDFAST_PASSPHRASE_COMMAND").is_some_and(|c| !c.is_empty())
+        || std::env::var_os("HOLDFAST_PASSPHRASE").is_some();
+    if !given {
+        eprintln!("passphrase for {what}:");
+    }
+    passphrase(confirm)
+}
+
 /// The passphrase of restore and admin keys, from exactly one of:
 /// `--passphrase-file`/`HOLDFAST_PASSPHRASE_FILE`,
 /// `HOLDFAST_PASSPHRASE_COMMAND`, `HOLDFAST_PASSPHRASE`; else the terminal.

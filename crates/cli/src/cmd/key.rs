@@ -161,7 +161,6 @@ fn split(a: SplitArgs) -> Result<ExitCode> {
         );
     }
     std::fs::create_dir_all(&a.out).map_err(|e| anyhow::anyhow!("{}: {e}", a.out.display()))?;
-    let scripted = std::env::var_os("HOLDFAST_PASSPHRASE").is_some();
     let mut failed = None;
     let files = holdfast_core::shares::split(
         &key.secret,
@@ -169,16 +168,11 @@ fn split(a: SplitArgs) -> Result<ExitCode> {
         key.config_id,
         a.threshold,
         a.shares,
-        |i| {
-            if !scripted {
-                eprintln!("passphrase for share {i} of {}:", a.shares);
-            }
-            match util::passphrase(true) {
-                Ok(p) => Some((Zeroizing::new(p.as_bytes().to_vec()), KdfParams::DEFAULT)),
-                Err(e) => {
-                    failed.get_or_insert(e);
-                    None
-                }
+        |i| match util::passphrase_for(&format!("share {i} of {}", a.shares), true) {
+            Ok(p) => Some((Zeroizing::new(p.as_bytes().to_vec()), KdfParams::DEFAULT)),
+            Err(e) => {
+                failed.get_or_insert(e);
+                None
             }
         },
     )
@@ -219,15 +213,9 @@ fn combine(a: CombineArgs) -> Result<ExitCode> {
     use holdfast_core::crypto::KdfParams;
     use holdfast_core::keyfile::KeyFile;
     let key = holdfast_repo::keys::load_shares(&a.shares, |p| {
-        if std::env::var_os("HOLDFAST_PASSPHRASE").is_none() {
-            eprintln!("{}:", p.display());
-        }
-        util::passphrase(false)
+        util::passphrase_for(&p.display().to_string(), false)
     })?;
-    if std::env::var_os("HOLDFAST_PASSPHRASE").is_none() {
-        eprintln!("passphrase for the rebuilt restore key:");
-    }
-    let pw = util::passphrase(true)?;
+    let pw = util::passphrase_for("the rebuilt restore key", true)?;
     let kf = KeyFile::seal(
         key.role,
         &key.name,
@@ -249,15 +237,12 @@ fn revoke(a: RevokeArgs) -> Result<ExitCode> {
             a.role
         );
     }
-    if !a.repo.starts_with("https://") {
-        bail!(
-            "revocation goes through the vault (--repo https://…): a directory has nobody to refuse the key"
-        );
-    }
-    let (vault, repo, key) = util::open_vault(&a.repo, &a.key)?;
-    if key.role != Role::Admin {
-        bail!("{}: revoking needs an admin key", a.key.display());
-    }
+    let (vault, repo, _) = admin_through_vault(
+        &a.repo,
+        &a.key,
+        "revocation goes through the vault (--repo https://…): a directory has nobody to refuse the key",
+        "revoking",
+    )?;
     let Some((public, _)) = repo
         .members
         .iter()
@@ -286,17 +271,17 @@ fn rotate(a: RotateArgs) -> Result<ExitCode> {
             a.what
         );
     }
-    if !a.repo.starts_with("https://") {
-        bail!("a rotation goes through the vault (--repo https://…): the admins approve it there");
-    }
-    let (vault, repo, admin) = util::open_vault(&a.repo, &a.key)?;
-    if admin.role != Role::Admin {
-        bail!("{}: rotating needs an admin key", a.key.display());
-    }
-    let old = if a.restore_key.len() > 1 {
-        holdfast_repo::keys::load_shares(&a.restore_key, |_| util::passphrase(false))?
-    } else {
-        util::load_key(&a.restore_key[0])?
+    let (vault, repo, admin) = admin_through_vault(
+        &a.repo,
+        &a.key,
+        "a rotation goes through the vault (--repo https://…): the admins approve it there",
+        "rotating",
+    )?;
+    let old = match &a.restore_key[..] {
+        [one] => util::load_key(one)?,
+        shares => holdfast_repo::keys::load_shares(shares, |p| {
+            util::passphrase_for(&p.display().to_string(), false)
+        })?,
     };
     if old.config_id != repo.config_id {
         bail!("the restore key belongs to another repository");
@@ -336,10 +321,7 @@ fn rotate(a: RotateArgs) -> Result<ExitCode> {
         secret: ring,
         identity,
     };
-    if std::env::var_os("HOLDFAST_PASSPHRASE").is_none() {
-        eprintln!("passphrase for the new restore key:");
-    }
-    let pw = util::passphrase(true)?;
+    let pw = util::passphrase_for("the new restore key", true)?;
     let kf = KeyFile::seal(
         Role::Restore,
         &old.name,
@@ -368,4 +350,26 @@ fn rotate(a: RotateArgs) -> Result<ExitCode> {
         repo.config.delay_secs
     ));
     Ok(ExitCode::SUCCESS)
+}
+
+/// Opens a vault with an admin key, for the governance a vault alone can
+/// carry out; `no_vault` says why a directory will not do.
+fn admin_through_vault(
+    repo: &str,
+    key: &std::path::Path,
+    no_vault: &str,
+    doing: &str,
+) -> Result<(
+    std::sync::Arc<holdfast_store::VaultBackend>,
+    holdfast_repo::Repository,
+    holdfast_repo::keys::Key,
+)> {
+    if !repo.starts_with("https://") {
+        bail!("{no_vault}");
+    }
+    let (vault, repo, k) = util::open_vault(repo, key)?;
+    if k.role != holdfast_core::format::Role::Admin {
+        bail!("{}: {doing} needs an admin key", key.display());
+    }
+    Ok((vault, repo, k))
 }

@@ -388,9 +388,7 @@ impl Opened {
     pub fn open(repo: &Repository, key: &Key, id: &ObjectId) -> Result<Opened> {
         let (_, secret) = key.require_restore("reading mail")?;
         let snap = repo.load_snapshot(id)?;
-        let body = snap
-            .open_body(secret)
-            .map_err(|e| Error::Tamper(e.to_string()))?;
+        let body = repo.open_body(id, &snap, secret)?;
         let backend = Counting::new(repo.backend.clone());
         let (index, pack_errors) = Index::load(&backend, &snap.header.packs);
         Ok(Opened {
