@@ -121,7 +121,7 @@ pub fn passphrase_for(what: &str, confirm: bool) -> holdfast_repo::Result<Zeroiz
     let given = PASSPHRASE_FILE.get().is_some()
         || std::env::var_os("HOLDFAST_PASSPHRASE_COMMAND").is_some_and(|c| !c.is_empty())
         || std::env::var_os("HOLDFAST_PASSPHRASE").is_some();
-    if !given {
+    if !given && std::io::stdin().is_terminal() {
         eprintln!("passphrase for {what}:");
     }
     passphrase(confirm)
