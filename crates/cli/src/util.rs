@@ -180,6 +180,32 @@ pub fn passphrase(confirm: bool) -> holdfast_repo::Result<Zeroizing<String>> {
     Ok(p)
 }
 
+/// A new passphrase for `key`: the first line of `file`, else asked twice
+/// on the terminal. Never from the environment, which holds the old one.
+pub fn new_passphrase(file: Option<&Path>, key: &Path) -> Result<Zeroizing<String>> {
+    let p = match file {
+        Some(f) => passphrase_from_file(f)?,
+        None => {
+            if !std::io::stdin().is_terminal() {
+                bail!(
+                    "the new passphrase is needed: give --new-passphrase-file FILE, or run on a terminal"
+                );
+            }
+            eprintln!("new passphrase for {}:", key.display());
+            let p = Zeroizing::new(rpassword::prompt_password("new passphrase: ")?);
+            let again = Zeroizing::new(rpassword::prompt_password("again: ")?);
+            if *p != *again {
+                bail!("passphrases differ");
+            }
+            p
+        }
+    };
+    if p.chars().count() < 8 {
+        bail!("a passphrase must be at least 8 characters");
+    }
+    Ok(p)
+}
+
 pub fn load_key(path: &Path) -> Result<Key> {
     if let Some(shares) = crate::shares_arg::shares_for(path) {
         return Ok(holdfast_repo::keys::load_shares(shares, |_| {

@@ -1388,3 +1388,253 @@ fn init_gives_each_admin_its_own_passphrase() {
     assert!(stderr(&o).contains("one per admin key"), "{}", stderr(&o));
     assert!(!w2.path("repo").exists());
 }
+
+/// `key passwd` changes one key file's passphrase: the old passphrase no
+/// longer opens it, the new one does, the other keys keep theirs; a key
+/// without a passphrase, a wrong current passphrase or an unchanged one is
+/// refused with one line and the file left as it was; no temp file stays.
+#[test]
+fn key_passwd_changes_one_key() {
+    let w = World::new();
+    init_with(&w, &[]);
+    let keys = w.path("keys");
+    let admin = w.key("admin-1");
+    let before = std::fs::read(&admin).unwrap();
+    let newp = w.path("new-pass");
+    std::fs::write(&newp, "a new passphrase for admin 1\n").unwrap();
+    let np = newp.to_str().unwrap();
+    let out = w.ok(&[
+        "key",
+        "passwd",
+        "--key",
+        &admin,
+        "--new-passphrase-file",
+        np,
+    ]);
+    assert!(out.contains("changed"), "{out}");
+    assert_ne!(std::fs::read(&admin).unwrap(), before);
+    let names: Vec<String> = std::fs::read_dir(&keys)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        names.iter().all(|n| !n.starts_with('.')),
+        "temp file left: {names:?}"
+    );
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&admin).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    // The old passphrase no longer opens it; the new one does.
+    let o = w.run(&[
+        "key",
+        "passwd",
+        "--key",
+        &admin,
+        "--new-passphrase-file",
+        np,
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("wrong passphrase"), "{}", stderr(&o));
+    let o = w
+        .cmd(&[
+            "key",
+            "passwd",
+            "--key",
+            &admin,
+            "--new-passphrase-file",
+            np,
+        ])
+        .env("HOLDFAST_PASSPHRASE", "a new passphrase for admin 1")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("is the current one"), "{}", stderr(&o));
+    let back = w.path("back");
+    std::fs::write(&back, format!("{PASS}\n")).unwrap();
+    let o = w
+        .cmd(&[
+            "key",
+            "passwd",
+            "--key",
+            &admin,
+            "--new-passphrase-file",
+            back.to_str().unwrap(),
+        ])
+        .env("HOLDFAST_PASSPHRASE", "a new passphrase for admin 1")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    // The restore key kept its passphrase all along.
+    assert_eq!(w.snapshots().len(), 0);
+    // A client key has none; no terminal and no file: refused, unchanged.
+    let client = w.key("client");
+    let c0 = std::fs::read(&client).unwrap();
+    let o = w.run(&[
+        "key",
+        "passwd",
+        "--key",
+        &client,
+        "--new-passphrase-file",
+        np,
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("has no passphrase"), "{}", stderr(&o));
+    assert_eq!(std::fs::read(&client).unwrap(), c0);
+    let r = w.key("restore");
+    let r0 = std::fs::read(&r).unwrap();
+    let o = w
+        .cmd(&["key", "passwd", "--key", &r])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("--new-passphrase-file"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(stderr(&o).trim().lines().count(), 1);
+    assert_eq!(std::fs::read(&r).unwrap(), r0);
+}
+
+/// `backup --files-from` and `--exclude-file` read lists (comments and
+/// empty lines skipped); a missing path among several: the rest is backed
+/// up, a warning names it, exit 3; only missing paths: exit 1, one line.
+/// `backup --json` gives the snapshot as "id", as `snapshots --json` does
+/// (and still as "snapshot").
+#[test]
+fn backup_lists_and_missing_paths() {
+    let w = World::new();
+    init_with(&w, &[]);
+    let (a, b) = (w.path("a"), w.path("b"));
+    std::fs::create_dir_all(&a).unwrap();
+    std::fs::create_dir_all(&b).unwrap();
+    std::fs::write(a.join("keep.txt"), "keep").unwrap();
+    std::fs::write(a.join("drop.log"), "drop").unwrap();
+    std::fs::write(b.join("other.txt"), "other").unwrap();
+    let ex = w.path("excludes");
+    std::fs::write(&ex, "# logs are noise\n\n*.log\n").unwrap();
+    let ff = w.path("files");
+    std::fs::write(&ff, format!("# more\n{}\n\n", b.display())).unwrap();
+    let missing = w.path("gone");
+    let (repo, ck) = (w.repo(), w.key("client"));
+    let o = w.run(&[
+        "backup",
+        "--repo",
+        &repo,
+        "--key",
+        &ck,
+        "--json",
+        "--exclude-file",
+        ex.to_str().unwrap(),
+        "--files-from",
+        ff.to_str().unwrap(),
+        a.to_str().unwrap(),
+        missing.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    let e = stderr(&o);
+    assert!(
+        e.contains("warning") && e.contains(missing.to_str().unwrap()),
+        "{e}"
+    );
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(j[0]["id"], j[0]["snapshot"]);
+    assert_eq!(j[0]["files"], 2, "{j}");
+    assert_eq!(j[0]["missing"][0], missing.to_str().unwrap());
+    let id = j[0]["id"].as_str().unwrap();
+    let list = w.snapshots();
+    assert_eq!(list.len(), 1);
+    assert_eq!(list[0]["id"], id);
+    let out = w.ok(&["ls", "--repo", &repo, "--key", &w.key("restore"), id]);
+    assert!(
+        out.contains("keep.txt") && out.contains("other.txt"),
+        "{out}"
+    );
+    assert!(!out.contains("drop.log"), "{out}");
+    // Nothing but a missing path: an error, nothing written.
+    let o = w.run(&[
+        "backup",
+        "--repo",
+        &repo,
+        "--key",
+        &ck,
+        missing.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert_eq!(stderr(&o).trim().lines().count(), 1, "{}", stderr(&o));
+    assert_eq!(w.snapshots().len(), 1);
+}
+
+/// `snapshots` prints a header and filters by client, host, path and
+/// --latest N; --host and --path need the restore key.
+#[test]
+fn snapshots_header_and_filters() {
+    let w = World::new();
+    init_with(&w, &["--client", "mx1,mx2"]);
+    let (a, b) = (w.path("spool"), w.path("home"));
+    make_maildir(&a, 1, 2, 3);
+    make_maildir(&b, 1, 2, 4);
+    let repo = w.repo();
+    let k2 = w.path("keys/client-mx2.key").display().to_string();
+    let (ck, rk) = (w.key("client"), w.key("restore"));
+    let (sa, sb) = (a.to_str().unwrap(), b.to_str().unwrap());
+    for (key, host, path) in [
+        (&ck, "alpha", sa),
+        (&ck, "alpha", sb),
+        (&ck, "alpha", sa),
+        (&k2, "beta", sa),
+    ] {
+        w.ok(&[
+            "backup", "--repo", &repo, "--key", key, "--host", host, path,
+        ]);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let list = |extra: &[&str]| -> Vec<serde_json::Value> {
+        let mut args = vec!["snapshots", "--repo", &repo, "--key", &rk, "--json"];
+        args.extend_from_slice(extra);
+        serde_json::from_str(&w.ok(&args)).unwrap()
+    };
+    assert_eq!(list(&[]).len(), 4);
+    assert_eq!(list(&["--client", "mx2"]).len(), 1);
+    assert_eq!(list(&["--client", "mx1,mx2"]).len(), 4);
+    assert_eq!(list(&["--host", "alpha"]).len(), 3);
+    assert_eq!(list(&["--path", sb]).len(), 1);
+    assert_eq!(list(&["--path", &format!("{sa}/")]).len(), 3);
+    assert_eq!(list(&["--path", sa, "--host", "beta"]).len(), 1);
+    let newest = list(&["--latest", "1"]);
+    assert_eq!(newest.len(), 2, "{newest:?}");
+    let all = list(&["--client", "mx1"]);
+    let last = all
+        .iter()
+        .max_by_key(|s| s["time_ns"].as_i64().unwrap())
+        .unwrap();
+    assert!(newest.iter().any(|s| s["id"] == last["id"]), "{newest:?}");
+    assert_eq!(list(&["--latest", "2", "--client", "mx1"]).len(), 2);
+    // The table: a header, one row per snapshot, a count.
+    let text = w.ok(&["snapshots", "--repo", &repo, "--key", &rk, "--host", "beta"]);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 3, "{text}");
+    for col in ["ID", "TIME", "CLIENT", "HOST", "FILES", "SIZE", "PATHS"] {
+        assert!(lines[0].contains(col), "{text}");
+    }
+    assert!(
+        lines[1].contains("mx2") && lines[1].contains("beta"),
+        "{text}"
+    );
+    assert_eq!(lines[2], "1 snapshot");
+    // Hosts and paths are encrypted: a client key cannot filter on them.
+    let o = w.run(&[
+        "snapshots",
+        "--repo",
+        &repo,
+        "--key",
+        &ck,
+        "--host",
+        "alpha",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("restore key"), "{}", stderr(&o));
+}

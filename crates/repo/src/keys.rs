@@ -153,6 +153,58 @@ pub fn write_secret_file(path: &Path, bytes: &[u8]) -> Result<()> {
     Ok(())
 }
 
+/// Puts a key file in place of the one at `path` (a new passphrase, a
+/// binding): written beside it with mode 0600 and fsynced, checked to open
+/// with `check`, renamed over the old file, then the directory fsynced. A
+/// crash leaves the old file or the new one, never half of either.
+pub fn replace_key_file(
+    path: &Path,
+    kf: &KeyFile,
+    check: impl FnOnce(&KeyFile) -> Result<()>,
+) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let name = path
+        .file_name()
+        .ok_or_else(|| Error::Usage(format!("{}: not a file name", path.display())))?;
+    let mut tmp_name = std::ffi::OsString::from(".");
+    tmp_name.push(name);
+    tmp_name.push(".replacing");
+    let tmp = path.with_file_name(tmp_name);
+    // A leftover of a crashed run is ours (never a key in use): remove it.
+    let _ = std::fs::remove_file(&tmp);
+    let bytes = kf.encode();
+    let written = (|| {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(|e| io_err(&tmp, e))?;
+        f.write_all(&bytes)
+            .and_then(|_| f.sync_all())
+            .map_err(|e| io_err(&tmp, e))?;
+        let back = Zeroizing::new(std::fs::read(&tmp).map_err(|e| io_err(&tmp, e))?);
+        let again =
+            KeyFile::decode(&back).map_err(|e| Error::Usage(format!("{}: {e}", tmp.display())))?;
+        check(&again)?;
+        std::fs::rename(&tmp, path).map_err(|e| io_err(path, e))
+    })();
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    if let Some(dir) = path.parent() {
+        let dir = if dir.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            dir
+        };
+        holdfast_store::fsync_dir(dir).map_err(|e| io_err(dir, e))?;
+    }
+    Ok(())
+}
+
 /// Reads key shares and rebuilds the restore key from them. `passphrase`
 /// is called with the share's path, only for shares that need one.
 pub fn load_shares(

@@ -1,7 +1,8 @@
-use std::path::PathBuf;
+use std::os::unix::ffi::OsStringExt;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::Result;
+use anyhow::{Result, anyhow, bail};
 use holdfast_repo::backup::{BackupOptions, backup};
 
 use crate::util;
@@ -17,12 +18,22 @@ pub struct Args {
     /// Client key
     #[arg(long)]
     pub key: PathBuf,
-    /// Files and directories to back up; each is stored under its last path component
-    #[arg(required = true)]
+    /// Files and directories to back up; each is stored under its last
+    /// path component. One that does not exist is skipped with a warning
+    /// and the run exits 3, as long as another one exists
+    #[arg(required_unless_present = "files_from")]
     pub paths: Vec<PathBuf>,
+    /// Read more paths to back up from FILE, one per line (empty lines and
+    /// lines starting with # are skipped; `-` reads standard input); repeatable
+    #[arg(long = "files-from", value_name = "FILE")]
+    pub files_from: Vec<PathBuf>,
     /// Glob of paths to leave out (matches the full path or the file name); repeatable
     #[arg(long = "exclude")]
     pub excludes: Vec<String>,
+    /// Read more --exclude globs from FILE, one per line (empty lines and
+    /// lines starting with # are skipped); repeatable
+    #[arg(long = "exclude-file", value_name = "FILE")]
+    pub exclude_files: Vec<PathBuf>,
     /// Do not cross into other file systems
     #[arg(long)]
     pub one_file_system: bool,
@@ -50,20 +61,98 @@ pub fn run(a: Args) -> Result<ExitCode> {
     crate::metrics_file::run(path, &key, |stats| run_backup(a, stats))
 }
 
+/// The largest --files-from or --exclude-file read.
+const MAX_LIST_FILE: u64 = 64 << 20;
+
+/// The lines of a list file (`-`: standard input), without empty lines and
+/// `#` comments; names are bytes, as file names are.
+fn list_lines(path: &Path) -> Result<Vec<Vec<u8>>> {
+    use std::io::Read;
+    let mut buf = Vec::new();
+    let r = if path == Path::new("-") {
+        std::io::stdin()
+            .lock()
+            .take(MAX_LIST_FILE)
+            .read_to_end(&mut buf)
+    } else {
+        std::fs::File::open(path).and_then(|f| f.take(MAX_LIST_FILE).read_to_end(&mut buf))
+    };
+    r.map_err(|e| anyhow!("{}: {e}", path.display()))?;
+    if buf.len() as u64 >= MAX_LIST_FILE {
+        bail!(
+            "{}: larger than {} MiB",
+            path.display(),
+            MAX_LIST_FILE >> 20
+        );
+    }
+    Ok(buf
+        .split(|b| *b == b'\n')
+        .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
+        .filter(|l| !l.is_empty() && !l.starts_with(b"#"))
+        .map(<[u8]>::to_vec)
+        .collect())
+}
+
 fn run_backup(a: Args, stats: &mut Option<crate::metrics_file::Stats>) -> Result<ExitCode> {
+    let mut paths = a.paths;
+    for f in &a.files_from {
+        paths.extend(
+            list_lines(f)?
+                .into_iter()
+                .map(|l| PathBuf::from(std::ffi::OsString::from_vec(l))),
+        );
+    }
+    if paths.is_empty() {
+        bail!("nothing to back up: no path given and --files-from listed none");
+    }
+    let mut excludes = a.excludes;
+    for f in &a.exclude_files {
+        for l in list_lines(f)? {
+            let l = String::from_utf8(l)
+                .map_err(|_| anyhow!("{}: a pattern is not UTF-8", f.display()))?;
+            let t = l.trim();
+            if !t.is_empty() {
+                excludes.push(t.to_string());
+            }
+        }
+    }
     let (repo, key) = util::open(&a.repo, &a.key)?;
-    let opts = BackupOptions {
-        paths: a.paths,
-        excludes: a.excludes,
+    let mut opts = BackupOptions {
+        paths,
+        excludes,
         one_file_system: a.one_file_system,
         hostname: a.host.unwrap_or_else(util::hostname),
         cache_dir: util::cache_dir(a.cache_dir),
     };
-    let r = util::with_progress("backup", |p| backup(&repo, &key, &opts, p))?;
+    // A path that does not exist (and never held files this client backed
+    // up: that is a wipe, which backup itself reports) is left out when
+    // others remain: the rest is backed up, and the run exits 3.
+    let mut missing: Vec<String> = Vec::new();
+    let r = loop {
+        match util::with_progress("backup", |p| backup(&repo, &key, &opts, p)) {
+            Err(holdfast_repo::Error::Io { path, source })
+                if source.kind() == std::io::ErrorKind::NotFound && opts.paths.len() > 1 =>
+            {
+                let at = opts.paths.iter().position(|p| {
+                    std::path::absolute(p).is_ok_and(|abs| abs.display().to_string() == path)
+                });
+                let Some(at) = at else {
+                    return Err(holdfast_repo::Error::Io { path, source }.into());
+                };
+                eprintln!("holdfast: warning: {path}: no such file or directory; not backed up");
+                opts.paths.remove(at);
+                missing.push(path);
+            }
+            r => break r?,
+        }
+    };
     *stats = Some((&r).into());
     if a.json {
+        // "id" as in every listing; "snapshot" kept for scripts that used it.
         util::json(&serde_json::json!([{
+            "id": r.snapshot.to_hex(),
             "snapshot": r.snapshot.to_hex(),
+            "missing": missing,
             "files": r.files, "dirs": r.dirs, "bytes": r.bytes,
             "files_read": r.files_read, "new_blobs": r.new_blobs,
             "new_bytes": r.new_bytes, "stored_bytes": r.stored_bytes,
@@ -104,16 +193,30 @@ fn run_backup(a: Args, stats: &mut Option<crate::metrics_file::Stats>) -> Result
         );
         return Ok(ExitCode::from(EXIT_ANOMALY));
     }
-    if r.unreadable.is_empty() {
+    if r.unreadable.is_empty() && missing.is_empty() {
         return Ok(ExitCode::SUCCESS);
+    }
+    if r.unreadable.is_empty() {
+        eprintln!(
+            "holdfast: snapshot {} written without {} missing path(s): {}",
+            r.snapshot.short(),
+            missing.len(),
+            missing.join(", ")
+        );
+        return Ok(ExitCode::from(util::EXIT_PARTIAL));
     }
     for (p, e) in &r.unreadable {
         eprintln!("unreadable: {}: {e}", p.display());
     }
     eprintln!(
-        "holdfast: snapshot {} written, but {} file(s) could not be read",
+        "holdfast: snapshot {} written, but {} file(s) could not be read{}",
         r.snapshot.short(),
-        r.unreadable.len()
+        r.unreadable.len(),
+        if missing.is_empty() {
+            String::new()
+        } else {
+            format!(" and {} path(s) were missing", missing.len())
+        }
     );
     Ok(ExitCode::from(util::EXIT_PARTIAL))
 }

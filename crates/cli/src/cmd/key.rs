@@ -28,6 +28,21 @@ pub enum KeyCommand {
     /// with `key new client OTHER-NAME`. Admins, replicas and auditors are
     /// removed by a quorum proposal instead (`propose remove`).
     Revoke(RevokeArgs),
+    /// Change the passphrase of a restore or admin key file (replaced
+    /// crash-safely: a crash leaves the old file or the new one). The old
+    /// passphrase comes from the usual sources; the new one from
+    /// --new-passphrase-file, else the terminal (asked twice)
+    Passwd(PasswdArgs),
+}
+
+#[derive(clap::Args)]
+pub struct PasswdArgs {
+    /// The key file whose passphrase changes
+    #[arg(long)]
+    pub key: PathBuf,
+    /// Read the new passphrase from the first line of FILE
+    #[arg(long, value_name = "FILE")]
+    pub new_passphrase_file: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -117,6 +132,7 @@ pub fn run(k: KeyCommand) -> Result<ExitCode> {
         KeyCommand::Combine(a) => combine(a),
         KeyCommand::Revoke(a) => revoke(a),
         KeyCommand::Rotate(a) => rotate(a),
+        KeyCommand::Passwd(a) => passwd(a),
         KeyCommand::New(a) => {
             if a.role != "client" {
                 bail!("only client identities can be added (got {:?})", a.role);
@@ -226,6 +242,53 @@ fn combine(a: CombineArgs) -> Result<ExitCode> {
     .map_err(|e| anyhow::anyhow!("{e}"))?;
     holdfast_repo::keys::write_key_file(&a.out, &kf)?;
     util::out(format!("restore key rebuilt into {}", a.out.display()));
+    Ok(ExitCode::SUCCESS)
+}
+
+fn passwd(a: PasswdArgs) -> Result<ExitCode> {
+    use holdfast_core::crypto::KdfParams;
+    use holdfast_core::keyfile::KeyFile;
+    let bytes = zeroize::Zeroizing::new(
+        std::fs::read(&a.key).map_err(|e| anyhow::anyhow!("{}: {e}", a.key.display()))?,
+    );
+    if let Ok(kf) = KeyFile::decode(&bytes)
+        && !kf.needs_passphrase()
+    {
+        bail!(
+            "{}: a {} key has no passphrase (it runs unattended); only restore and admin keys have one",
+            a.key.display(),
+            kf.role.name()
+        );
+    }
+    let mut old: Option<zeroize::Zeroizing<String>> = None;
+    let key = holdfast_repo::keys::Key::load(&a.key, || {
+        let p = util::passphrase_for(&format!("{} (current)", a.key.display()), false)?;
+        old = Some(p.clone());
+        Ok(p)
+    })?;
+    let new = util::new_passphrase(a.new_passphrase_file.as_deref(), &a.key)?;
+    if old.as_ref().is_some_and(|o| **o == *new) {
+        bail!("the new passphrase is the current one: nothing changed");
+    }
+    let kf = KeyFile::seal(
+        key.role,
+        &key.name,
+        key.config_id,
+        &key.secret,
+        Some((new.as_bytes(), KdfParams::DEFAULT)),
+    )
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    holdfast_repo::keys::replace_key_file(&a.key, &kf, |written| {
+        written.open(Some(new.as_bytes())).map(|_| ()).map_err(|e| {
+            holdfast_repo::Error::Usage(format!("the new key file does not open: {e}"))
+        })
+    })?;
+    util::out(format!(
+        "passphrase of {} ({} key {}) changed",
+        a.key.display(),
+        key.role.name(),
+        key.name
+    ));
     Ok(ExitCode::SUCCESS)
 }
 

@@ -1,7 +1,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Result;
+use anyhow::{Result, bail};
 use holdfast_repo::snapshots::list;
 
 use crate::util;
@@ -18,11 +18,54 @@ pub struct Args {
     /// Print one JSON array of objects
     #[arg(long)]
     pub json: bool,
+    /// Only these clients' snapshots (repeat, or separate with commas)
+    #[arg(long = "client", value_name = "NAME", value_delimiter = ',')]
+    pub clients: Vec<String>,
+    /// Only snapshots taken on this host (repeatable; needs the restore key)
+    #[arg(long = "host", value_name = "HOST")]
+    pub hosts: Vec<String>,
+    /// Only snapshots that backed up this path, as `backup` recorded it
+    /// (absolute, e.g. /var/mail); repeatable: each must be there (needs
+    /// the restore key)
+    #[arg(long = "path", value_name = "PATH")]
+    pub paths: Vec<String>,
+    /// Only the N newest snapshots of each client
+    #[arg(long, value_name = "N")]
+    pub latest: Option<usize>,
+}
+
+/// A path as given or as recorded, without trailing slashes ("/" stays).
+fn norm(p: &str) -> &str {
+    let t = p.trim_end_matches('/');
+    if t.is_empty() && p.starts_with('/') {
+        "/"
+    } else {
+        t
+    }
 }
 
 pub fn run(a: Args) -> Result<ExitCode> {
     let (repo, key) = util::open(&a.repo, &a.key)?;
-    let (snaps, errors) = list(&repo, &key)?;
+    if (!a.hosts.is_empty() || !a.paths.is_empty()) && key.repo_secret().is_none() {
+        bail!(
+            "--host and --path need the restore key: hosts and paths are encrypted \
+             (this is a {} key)",
+            key.role.name()
+        );
+    }
+    let (mut snaps, errors) = list(&repo, &key)?;
+    snaps.retain(|s| {
+        (a.clients.is_empty() || a.clients.contains(&s.client))
+            && (a.hosts.is_empty()
+                || s.body
+                    .as_ref()
+                    .is_some_and(|b| a.hosts.contains(&b.hostname)))
+            && a.paths.iter().all(|want| {
+                s.body
+                    .as_ref()
+                    .is_some_and(|b| b.paths.iter().any(|p| norm(&util::lossy(p)) == norm(want)))
+            })
+    });
     // With a log (a vault, a replica, a bundle), the vault's time and the
     // retention lock of each live snapshot, as the log says them.
     let lock_of = |id: &holdfast_core::ObjectId| {
@@ -40,6 +83,29 @@ pub fn run(a: Args) -> Result<ExitCode> {
             .unwrap_or_default()
     };
     let signal = |c: u8| holdfast_core::format::Signal(c).name();
+    // The time that orders snapshots: the vault's when there is a log.
+    let when = |s: &holdfast_repo::snapshots::SnapshotInfo| {
+        lock_of(&s.id).map(|(t, _)| t).unwrap_or(s.time_ns)
+    };
+    if let Some(n) = a.latest {
+        let mut by_client: std::collections::HashMap<&str, Vec<(i64, holdfast_core::ObjectId)>> =
+            std::collections::HashMap::new();
+        for s in &snaps {
+            by_client
+                .entry(s.client.as_str())
+                .or_default()
+                .push((when(s), s.id));
+        }
+        let keep: std::collections::HashSet<holdfast_core::ObjectId> = by_client
+            .into_values()
+            .flat_map(|mut v| {
+                v.sort_unstable_by(|x, y| y.cmp(x));
+                v.truncate(n);
+                v.into_iter().map(|(_, id)| id)
+            })
+            .collect();
+        snaps.retain(|s| keep.contains(&s.id));
+    }
     if a.json {
         let v: Vec<_> = snaps
             .iter()
@@ -86,26 +152,37 @@ pub fn run(a: Args) -> Result<ExitCode> {
             .collect();
         util::json(&serde_json::Value::Array(v));
     } else {
+        let locked = snaps.iter().any(|s| lock_of(&s.id).is_some());
+        let bodies = snaps.iter().any(|s| s.body.is_some());
+        let mut rows: Vec<(Vec<String>, String)> = Vec::with_capacity(snaps.len());
         for s in &snaps {
-            let detail = match &s.body {
-                Some(b) => format!(
-                    "  {}  {} files  {}  {}",
-                    b.hostname,
-                    b.files,
-                    util::bytes(b.bytes),
-                    b.paths
-                        .iter()
-                        .map(|p| util::lossy(p))
-                        .collect::<Vec<_>>()
-                        .join(" ")
-                ),
-                None => String::new(),
-            };
-            // Through a vault: its time, and how long the snapshot is locked.
-            let (time, lock) = match lock_of(&s.id) {
-                Some((t, l)) => (t, format!("  locked until {}", util::time(l))),
-                None => (s.time_ns, String::new()),
-            };
+            let mut row = vec![
+                s.id.to_hex()[..16].to_string(),
+                util::time(when(s)),
+                s.client.clone(),
+            ];
+            if locked {
+                row.push(
+                    lock_of(&s.id)
+                        .map(|(_, l)| util::time(l))
+                        .unwrap_or_default(),
+                );
+            }
+            if bodies {
+                match &s.body {
+                    Some(b) => row.extend([
+                        b.hostname.clone(),
+                        b.files.to_string(),
+                        util::bytes(b.bytes),
+                        b.paths
+                            .iter()
+                            .map(|p| util::lossy(p))
+                            .collect::<Vec<_>>()
+                            .join(" "),
+                    ]),
+                    None => row.extend(["?".into(), String::new(), String::new(), String::new()]),
+                }
+            }
             let all: Vec<String> = s
                 .findings
                 .iter()
@@ -120,18 +197,56 @@ pub fn run(a: Args) -> Result<ExitCode> {
             let flags = if all.is_empty() {
                 String::new()
             } else {
-                format!("  ANOMALY: {}", all.join(", "))
+                format!("ANOMALY: {}", all.join(", "))
             };
-            util::out(format!(
-                "{}  {}  {}{}{}{}",
-                &s.id.to_hex()[..16],
-                util::time(time),
-                s.client,
-                lock,
-                detail,
-                flags
-            ));
+            rows.push((row, flags));
         }
+        let mut header = vec!["ID", "TIME", "CLIENT"];
+        if locked {
+            header.push("LOCKED UNTIL");
+        }
+        if bodies {
+            header.extend(["HOST", "FILES", "SIZE", "PATHS"]);
+        }
+        let mut width: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+        for (row, _) in &rows {
+            for (w, c) in width.iter_mut().zip(row) {
+                *w = (*w).max(c.chars().count());
+            }
+        }
+        let line = |cells: &[String], flags: &str| {
+            let mut l = String::new();
+            for (i, (c, w)) in cells.iter().zip(&width).enumerate() {
+                if i > 0 {
+                    l.push_str("  ");
+                }
+                // Numbers to the right, the last column unpadded.
+                if bodies && (i + 3 == cells.len() || i + 2 == cells.len()) {
+                    l.push_str(&format!("{c:>w$}"));
+                } else if i + 1 == cells.len() {
+                    l.push_str(c);
+                } else {
+                    l.push_str(&format!("{c:<w$}"));
+                }
+            }
+            if !flags.is_empty() {
+                l.push_str("  ");
+                l.push_str(flags);
+            }
+            l.trim_end().to_string()
+        };
+        if !rows.is_empty() {
+            let h: Vec<String> = header.iter().map(|h| h.to_string()).collect();
+            util::out(line(&h, ""));
+        }
+        for (row, flags) in &rows {
+            util::out(line(row, flags));
+        }
+        util::out(format!(
+            "{} snapshot{}",
+            rows.len(),
+            if rows.len() == 1 { "" } else { "s" }
+        ));
     }
     for e in &errors {
         eprintln!("holdfast: {e}");
