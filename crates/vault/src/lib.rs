@@ -19,6 +19,7 @@
 //! The HTTP API is documented in docs/vault.md.
 
 pub mod alert;
+pub mod commit;
 pub mod dashboard;
 pub mod gate;
 pub mod logstore;

@@ -19,8 +19,8 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
@@ -527,7 +527,7 @@ pub fn render(o: &Overview, m: &Metrics) -> String {
 /// The shared pieces the metrics listener needs.
 #[derive(Clone)]
 pub struct Pages {
-    pub vault: Arc<Mutex<Vault>>,
+    pub vault: crate::state::Shared,
     pub metrics: Arc<Metrics>,
     /// Strings no page may show (the state directory, the storage location).
     pub hide: Arc<Vec<String>>,
@@ -573,7 +573,7 @@ async fn answer(pages: &Pages, method: &Method, path: &str) -> (&'static str, Re
     let p = pages.clone();
     let built = tokio::task::spawn_blocking(move || {
         let o = {
-            let v = p.vault.lock().unwrap_or_else(|e| e.into_inner());
+            let v = crate::state::read(&p.vault);
             Overview::collect(&v, &p.metrics)
         };
         match page {

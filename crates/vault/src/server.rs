@@ -14,7 +14,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::{Body, HttpBody};
@@ -34,9 +34,10 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tower::ServiceExt;
 
+use crate::commit;
 use crate::gate::{self, Ticket};
 use crate::metrics::{Metrics, api_route};
-use crate::state::{Options, Vault, describe, now_ns};
+use crate::state::{Options, Shared, Vault, describe, now_ns, read, write};
 use crate::{ApiError, VaultError};
 
 /// Largest request body: a pack (8 MiB target plus one large blob) or a
@@ -64,13 +65,13 @@ pub struct ServeOptions {
     pub http: Option<SocketAddr>,
 }
 
-type Shared = Arc<Mutex<Vault>>;
-
 /// What every request handler shares: the vault, and the strings no error
 /// body may contain (the state directory and the storage location).
 #[derive(Clone)]
 struct App {
     vault: Shared,
+    /// The objects, read and written outside the vault's lock.
+    store: Arc<dyn holdfast_store::ObjectStore>,
     hide: Arc<Vec<String>>,
     metrics: Arc<Metrics>,
     /// MiB of large request bodies held in memory at once, over all
@@ -234,8 +235,11 @@ fn declared_length(h: &HeaderMap) -> Result<usize, ApiError> {
 
 /// Reads exactly `declared` bytes of an (already authenticated) request
 /// body; a pause longer than [`gate::BODY_STALL_TIMEOUT`] ends it.
-async fn read_body(mut body: Body, declared: usize) -> Result<Vec<u8>, ApiError> {
+async fn read_body(mut body: Body, declared: usize) -> Result<(Vec<u8>, [u8; 32]), ApiError> {
     let mut out = Vec::with_capacity(declared);
+    // Hashed as it arrives (the signed hash, and for objects their id):
+    // no second pass over a 96 MiB body.
+    let mut hasher = blake3::Hasher::new();
     loop {
         let frame = tokio::time::timeout(
             gate::BODY_STALL_TIMEOUT,
@@ -251,6 +255,7 @@ async fn read_body(mut body: Body, declared: usize) -> Result<Vec<u8>, ApiError>
                     if out.len() + d.len() > declared {
                         return Err(ApiError::bad("body longer than its content-length"));
                     }
+                    hasher.update(&d);
                     out.extend_from_slice(&d);
                 }
             }
@@ -259,7 +264,7 @@ async fn read_body(mut body: Body, declared: usize) -> Result<Vec<u8>, ApiError>
     if out.len() != declared {
         return Err(ApiError::bad("body shorter than its content-length"));
     }
-    Ok(out)
+    Ok((out, *hasher.finalize().as_bytes()))
 }
 
 /// What a client may see of an error: 5xx details (which may name files)
@@ -282,59 +287,79 @@ fn public(e: ApiError, hide: &[String]) -> ApiError {
     ApiError::new(e.status, msg)
 }
 
-fn handle(
-    v: &mut Vault,
+/// Routes an authenticated request whose body matched its signed hash
+/// (`hash`, computed as it arrived). Storage I/O runs outside the vault's
+/// lock: writes through [`commit`], reads after a visibility check under
+/// the read lock. Everything else takes the read lock (GET) or the write
+/// lock (POST) for the call alone.
+#[allow(clippy::too_many_arguments)]
+fn route(
+    app: &App,
     method: &Method,
     uri: &Uri,
     headers: &HeaderMap,
     who: [u8; 32],
     role: Role,
     body: &[u8],
+    hash: [u8; 32],
 ) -> Result<Response, ApiError> {
     let path = uri.path();
     let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-    let small = || {
-        if body.len() > MAX_SMALL_BODY {
-            Err(ApiError::new(413, "body too large"))
-        } else {
-            Ok(())
-        }
-    };
+    let store = &app.store;
     let bytes = |b: Vec<u8>| -> Response {
         ([(header::CONTENT_TYPE, "application/octet-stream")], b).into_response()
     };
     let jsn = |j: serde_json::Value| -> Response { axum::Json(j).into_response() };
+    let get = |kind: Kind, name: &str| store.get(kind, name).map_err(ApiError::store);
     match (method.clone(), segs.as_slice()) {
-        (Method::GET, ["v1", "config"]) => Ok(bytes(v.store_get(Kind::Config, "config")?)),
+        (Method::PUT, ["v1", "objects", "packs", name]) => {
+            need(role, &[Role::Client])?;
+            let id = object_id(Kind::Pack, name)?;
+            commit::put_pack(&app.vault, store, &who, &id, body, Some(hash))?;
+            Ok(StatusCode::CREATED.into_response())
+        }
+        (Method::PUT, ["v1", "objects", "snapshots", name]) => {
+            need(role, &[Role::Client])?;
+            let id = object_id(Kind::Snapshot, name)?;
+            let m = commit::put_snapshot(&app.vault, store, &who, &id, body, Some(hash))?;
+            Ok(jsn(
+                json!({ "time_ns": m.time_ns, "lock_until_ns": m.lock_until_ns }),
+            ))
+        }
+        (Method::GET, ["v1", "config"]) => Ok(bytes(get(Kind::Config, "config")?)),
         (Method::GET, ["v1", "identities"]) => {
-            let l = v.store.list(Kind::Identity).map_err(ApiError::store)?;
+            let l = store.list(Kind::Identity).map_err(ApiError::store)?;
             Ok(jsn(json!(l)))
         }
         (Method::GET, ["v1", "identities", name]) => {
             object_id(Kind::Identity, name)?;
-            Ok(bytes(v.store_get(Kind::Identity, name)?))
+            Ok(bytes(get(Kind::Identity, name)?))
         }
         (Method::GET, ["v1", "objects", kind]) => {
             let kind = kind_of(kind)?;
-            Ok(jsn(json!(v.list(&who, role, kind)?)))
+            let all = store.list(kind).map_err(ApiError::store)?;
+            Ok(jsn(json!(read(&app.vault).visible(&who, role, kind, all))))
         }
         (Method::GET, ["v1", "objects", kind, name])
         | (Method::GET, ["v1", "stat", kind, name]) => {
             let k = kind_of(kind)?;
             let id = object_id(k, name)?;
-            let visible = v.may_read(&who, role, k, &id)
-                && (k != Kind::Snapshot || v.st.snapshots.contains_key(&id));
+            let visible = {
+                let v = read(&app.vault);
+                v.may_read(&who, role, k, &id)
+                    && (k != Kind::Snapshot || v.st.snapshots.contains_key(&id))
+            };
             if !visible {
                 // Same answer for "absent" and "not yours": no probing.
                 return Err(ApiError::not_found("no such object"));
             }
             if segs[1] == "stat" {
-                let size = v.store.size(k, name).map_err(ApiError::store)?;
+                let size = store.size(k, name).map_err(ApiError::store)?;
                 return Ok(jsn(json!({ "size": size })));
             }
             match parse_range(headers)? {
                 Some((off, len)) => {
-                    let size = v.store.size(k, name).map_err(ApiError::store)?;
+                    let size = store.size(k, name).map_err(ApiError::store)?;
                     if off >= size {
                         return Ok((
                             StatusCode::RANGE_NOT_SATISFIABLE,
@@ -344,8 +369,7 @@ fn handle(
                             .into_response());
                     }
                     let len = len.min(size - off);
-                    let data = v
-                        .store
+                    let data = store
                         .get_range(k, name, off, len)
                         .map_err(ApiError::store)?;
                     Ok((
@@ -361,24 +385,28 @@ fn handle(
                     )
                         .into_response())
                 }
-                None => Ok(bytes(v.store_get(k, name)?)),
+                None => Ok(bytes(get(k, name)?)),
             }
         }
-        (Method::PUT, ["v1", "objects", "packs", name]) => {
-            need(role, &[Role::Client])?;
-            let id = object_id(Kind::Pack, name)?;
-            v.put_pack(&who, &id, body)?;
-            Ok(StatusCode::CREATED.into_response())
-        }
-        (Method::PUT, ["v1", "objects", "snapshots", name]) => {
-            need(role, &[Role::Client])?;
-            let id = object_id(Kind::Snapshot, name)?;
-            let m = v.put_snapshot(&who, &id, body)?;
-            Ok(jsn(
-                json!({ "time_ns": m.time_ns, "lock_until_ns": m.lock_until_ns }),
-            ))
-        }
-        (Method::GET, ["v1", "snapshots"]) => {
+        (Method::GET, _) => handle_read(&read(&app.vault), uri, &segs, who, role),
+        _ => handle_write(&mut write(&app.vault), method, &segs, who, role, body),
+    }
+}
+
+/// The other reads: the vault's state only, under the read lock.
+fn handle_read(
+    v: &Vault,
+    uri: &Uri,
+    segs: &[&str],
+    who: [u8; 32],
+    role: Role,
+) -> Result<Response, ApiError> {
+    let bytes = |b: Vec<u8>| -> Response {
+        ([(header::CONTENT_TYPE, "application/octet-stream")], b).into_response()
+    };
+    let jsn = |j: serde_json::Value| -> Response { axum::Json(j).into_response() };
+    match segs {
+        ["v1", "snapshots"] => {
             let list: Vec<_> =
                 v.st.snapshots
                     .iter()
@@ -394,53 +422,7 @@ fn handle(
                     .collect();
             Ok(jsn(json!(list)))
         }
-        (Method::POST, ["v1", "identities"]) => {
-            need(role, &[Role::Admin])?;
-            small()?;
-            let id = v.add_identity(&who, body)?;
-            Ok(jsn(json!({ "id": id.to_hex() })))
-        }
-        (Method::POST, ["v1", "revocations"]) => {
-            need(role, &[Role::Admin])?;
-            small()?;
-            let j: serde_json::Value =
-                serde_json::from_slice(body).map_err(|_| ApiError::bad("expected JSON"))?;
-            let client: [u8; 32] = j["client"]
-                .as_str()
-                .and_then(|h| ObjectId::from_hex(h).ok())
-                .map(|o| o.0)
-                .ok_or_else(|| ApiError::bad("client key missing"))?;
-            v.revoke_client(&who, &client)?;
-            Ok(jsn(json!({ "revoked": holdfast_core::id::hex(&client) })))
-        }
-        (Method::POST, ["v1", "locks"]) => {
-            need(role, &[Role::Admin])?;
-            small()?;
-            let j: serde_json::Value =
-                serde_json::from_slice(body).map_err(|_| ApiError::bad("expected JSON"))?;
-            let snap = j["snapshot"]
-                .as_str()
-                .ok_or_else(|| ApiError::bad("snapshot missing"))?;
-            let until = j["until_ns"]
-                .as_i64()
-                .ok_or_else(|| ApiError::bad("until_ns missing"))?;
-            let id = object_id(Kind::Snapshot, snap)?;
-            let until = v.extend_lock(&who, &id, until)?;
-            Ok(jsn(json!({ "lock_until_ns": until })))
-        }
-        (Method::POST, ["v1", "proposals"]) => {
-            need(role, &[Role::Admin])?;
-            small()?;
-            let id = v.propose(&who, body)?;
-            Ok(jsn(json!({ "id": id.to_hex() })))
-        }
-        (Method::POST, ["v1", "votes"]) => {
-            need(role, &[Role::Admin])?;
-            small()?;
-            v.vote(&who, body)?;
-            Ok(StatusCode::NO_CONTENT.into_response())
-        }
-        (Method::GET, ["v1", "proposals"]) => {
+        ["v1", "proposals"] => {
             need(
                 role,
                 &[Role::Admin, Role::Auditor, Role::Replica, Role::Restore],
@@ -503,8 +485,8 @@ fn handle(
                     .collect();
             Ok(jsn(json!(list)))
         }
-        (Method::GET, ["v1", "log", "checkpoint"]) => Ok(bytes(v.checkpoint().encode())),
-        (Method::GET, ["v1", "log", "proof"]) => {
+        ["v1", "log", "checkpoint"] => Ok(bytes(v.checkpoint().encode())),
+        ["v1", "log", "proof"] => {
             let from = query(uri, "from").ok_or_else(|| ApiError::bad("from= missing"))?;
             let proof = v.consistency(from)?;
             Ok(jsn(json!({
@@ -512,7 +494,7 @@ fn handle(
                 "proof": proof.iter().map(|h| holdfast_core::id::hex(h)).collect::<Vec<_>>(),
             })))
         }
-        (Method::GET, ["v1", "log", "entries"]) => {
+        ["v1", "log", "entries"] => {
             // Every party reads the log through the same fold (clients
             // too): ids, keys, times and locks, no content.
             need(
@@ -538,9 +520,73 @@ fn handle(
     }
 }
 
-impl Vault {
-    fn store_get(&self, kind: Kind, name: &str) -> Result<Vec<u8>, ApiError> {
-        self.store.get(kind, name).map_err(ApiError::store)
+/// The state changes with small bodies (identities, revocations, locks,
+/// proposals, votes): under the write lock, as every rule is checked and
+/// its log entry appended.
+fn handle_write(
+    v: &mut Vault,
+    method: &Method,
+    segs: &[&str],
+    who: [u8; 32],
+    role: Role,
+    body: &[u8],
+) -> Result<Response, ApiError> {
+    let small = || {
+        if body.len() > MAX_SMALL_BODY {
+            Err(ApiError::new(413, "body too large"))
+        } else {
+            Ok(())
+        }
+    };
+    let jsn = |j: serde_json::Value| -> Response { axum::Json(j).into_response() };
+    match (method.clone(), segs) {
+        (Method::POST, ["v1", "identities"]) => {
+            need(role, &[Role::Admin])?;
+            small()?;
+            let id = v.add_identity(&who, body)?;
+            Ok(jsn(json!({ "id": id.to_hex() })))
+        }
+        (Method::POST, ["v1", "revocations"]) => {
+            need(role, &[Role::Admin])?;
+            small()?;
+            let j: serde_json::Value =
+                serde_json::from_slice(body).map_err(|_| ApiError::bad("expected JSON"))?;
+            let client: [u8; 32] = j["client"]
+                .as_str()
+                .and_then(|h| ObjectId::from_hex(h).ok())
+                .map(|o| o.0)
+                .ok_or_else(|| ApiError::bad("client key missing"))?;
+            v.revoke_client(&who, &client)?;
+            Ok(jsn(json!({ "revoked": holdfast_core::id::hex(&client) })))
+        }
+        (Method::POST, ["v1", "locks"]) => {
+            need(role, &[Role::Admin])?;
+            small()?;
+            let j: serde_json::Value =
+                serde_json::from_slice(body).map_err(|_| ApiError::bad("expected JSON"))?;
+            let snap = j["snapshot"]
+                .as_str()
+                .ok_or_else(|| ApiError::bad("snapshot missing"))?;
+            let until = j["until_ns"]
+                .as_i64()
+                .ok_or_else(|| ApiError::bad("until_ns missing"))?;
+            let id = object_id(Kind::Snapshot, snap)?;
+            let until = v.extend_lock(&who, &id, until)?;
+            Ok(jsn(json!({ "lock_until_ns": until })))
+        }
+        (Method::POST, ["v1", "proposals"]) => {
+            need(role, &[Role::Admin])?;
+            small()?;
+            let id = v.propose(&who, body)?;
+            Ok(jsn(json!({ "id": id.to_hex() })))
+        }
+        (Method::POST, ["v1", "votes"]) => {
+            need(role, &[Role::Admin])?;
+            small()?;
+            v.vote(&who, body)?;
+            Ok(StatusCode::NO_CONTENT.into_response())
+        }
+        _ => Err(ApiError::not_found("no such endpoint")),
     }
 }
 
@@ -589,12 +635,10 @@ async fn serve_request(
             .path_and_query()
             .map(|p| p.as_str().to_string())
             .unwrap_or_else(|| uri.path().to_string());
-        tokio::task::spawn_blocking(move || {
-            let mut v = vault.lock().unwrap_or_else(|p| p.into_inner());
-            v.authenticate(&auth, method.as_str(), &pq)
-        })
-        .await
-        .map_err(|_| ApiError::internal("request handler failed"))??
+        // Under the read lock: requests authenticate side by side.
+        tokio::task::spawn_blocking(move || read(&vault).authenticate(&auth, method.as_str(), &pq))
+            .await
+            .map_err(|_| ApiError::internal("request handler failed"))??
     };
     if let Some(t) = &ticket {
         t.authenticated();
@@ -606,7 +650,7 @@ async fn serve_request(
     // revocations, log reads) never wait for the large ones.
     let mut _budget = None;
     let mut _share = None;
-    let body = if declared > MAX_SMALL_BODY {
+    let (body, hash) = if declared > MAX_SMALL_BODY {
         let mib = declared.div_ceil(1 << 20).min(MAX_BODY >> 20);
         {
             let mut m = app.per_key.lock().unwrap_or_else(|p| p.into_inner());
@@ -639,13 +683,12 @@ async fn serve_request(
     } else {
         read_body(body, declared).await?
     };
-    let vault = app.vault.clone();
+    if hash != auth.body_hash {
+        return Err(ApiError::bad("body does not match its signed hash"));
+    }
+    let app = app.clone();
     tokio::task::spawn_blocking(move || {
-        if !auth.body_matches(&body) {
-            return Err(ApiError::bad("body does not match its signed hash"));
-        }
-        let mut v = vault.lock().unwrap_or_else(|p| p.into_inner());
-        handle(&mut v, &method, &uri, &headers, auth.key, role, &body)
+        route(&app, &method, &uri, &headers, auth.key, role, &body, hash)
     })
     .await
     .map_err(|_| ApiError::internal("request handler failed"))?
@@ -654,7 +697,7 @@ async fn serve_request(
 /// The strings no answer may contain: the storage location and the state
 /// directory.
 fn hidden(vault: &Shared) -> Vec<String> {
-    let v = vault.lock().unwrap_or_else(|p| p.into_inner());
+    let v = read(vault);
     let mut hide = vec![v.store.location(), v.state_dir.display().to_string()];
     if let Ok(c) = v.state_dir.canonicalize() {
         hide.push(c.display().to_string());
@@ -686,8 +729,10 @@ pub async fn run(
     } = limits;
     // A body larger than the budget could never be read: keep room for one.
     let budget = body_budget_mib.max((MAX_BODY >> 20) as u32);
+    let store = read(&vault).store.clone();
     let app = axum::Router::new().fallback(dispatch).with_state(App {
         vault: vault.clone(),
+        store,
         hide: Arc::new(hidden(&vault)),
         metrics,
         bodies: Arc::new(Semaphore::new(budget as usize)),
@@ -712,7 +757,7 @@ pub async fn run(
                 let do_reclaim = last_reclaim.elapsed() >= reclaim_every;
                 let v = vault.clone();
                 let _ = tokio::task::spawn_blocking(move || {
-                    let mut v = v.lock().unwrap_or_else(|p| p.into_inner());
+                    let mut v = write(&v);
                     v.execute_ready();
                     if do_reclaim && let Err(e) = v.reclaim() {
                         v.alert(&format!("reclaim failed: {}", e.msg));
@@ -787,7 +832,7 @@ pub fn serve(opts: ServeOptions) -> Result<(), VaultError> {
     rt.block_on(async move {
         let tls = crate::tls::server_config(&opts.identity)?;
         let vault = Vault::open(
-            opts.store,
+            Arc::from(opts.store),
             &opts.state_dir,
             opts.identity,
             opts.config_id,
@@ -815,7 +860,7 @@ pub fn serve(opts: ServeOptions) -> Result<(), VaultError> {
             "holdfast vault listening on https://{addr} ({} snapshots, log of {n} entries)",
             vault.st.snapshots.len()
         );
-        let vault = Arc::new(Mutex::new(vault));
+        let vault: Shared = Arc::new(std::sync::RwLock::new(vault));
         let metrics = Arc::new(Metrics::new());
         if let Some(l) = http {
             let addr = l.local_addr().map_err(|e| VaultError::Io(e.to_string()))?;

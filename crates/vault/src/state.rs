@@ -20,6 +20,7 @@ use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Instant, SystemTime};
 
 use holdfast_core::ObjectId;
@@ -36,7 +37,7 @@ use holdfast_store::{Deletion, Kind, ObjectStore, StoreError};
 use crate::logstore::LogStore;
 use crate::{ApiError, VaultError};
 
-const NS: i64 = 1_000_000_000;
+pub(crate) const NS: i64 = 1_000_000_000;
 
 pub struct Options {
     /// Bytes of pack data one client may hold (reclaimed packs free it).
@@ -99,9 +100,9 @@ const BURST_FLAG_PER_HOUR: usize = 30;
 /// alerted (restic #1968: 26 h for a daily job).
 const SILENT_NS: i64 = 26 * 3600 * NS;
 /// How far a snapshot's own (client) time may be ahead of the vault's.
-const CLIENT_AHEAD_NS: i64 = 600 * NS;
+pub(crate) const CLIENT_AHEAD_NS: i64 = 600 * NS;
 /// How far behind: a backup may run long, but not for weeks.
-const CLIENT_BEHIND_NS: i64 = 7 * 86_400 * NS;
+pub(crate) const CLIENT_BEHIND_NS: i64 = 7 * 86_400 * NS;
 /// The least time a pack no snapshot has listed is kept: a backup's packs
 /// are uploaded before the snapshot that lists them, and a grace period of
 /// 0 must not reclaim a backup in flight.
@@ -166,20 +167,25 @@ impl Clock {
 pub struct Vault {
     /// Where the log, checkpoint and pack-owner records live.
     pub state_dir: PathBuf,
-    pub store: Box<dyn ObjectStore>,
+    /// Shared with request handlers, which read and write objects outside
+    /// the vault's lock (the store is `Sync`; every write is atomic).
+    pub store: Arc<dyn ObjectStore>,
     pub config: Config,
     pub config_id: ObjectId,
     identity: Identity,
     /// What the log says, through the validating fold every reader runs.
     pub st: LogState,
-    owners: HashMap<ObjectId, HashSet<[u8; 32]>>,
+    pub(crate) owners: HashMap<ObjectId, HashSet<[u8; 32]>>,
     owners_file: File,
-    usage: HashMap<[u8; 32], u64>,
+    pub(crate) usage: HashMap<[u8; 32], u64>,
     /// Stored size of each pack with an owner record.
     sizes: HashMap<ObjectId, u64>,
     pub log: LogStore,
-    /// Nonces seen in the time window, and per-identity rate buckets.
-    gate: crate::gate::RequestGate,
+    /// Nonces seen in the time window, and per-identity rate buckets: a
+    /// lock of their own, so authentication needs only a read lock.
+    gate: Mutex<crate::gate::RequestGate>,
+    /// Writes between their check and their commit (see [`crate::commit`]).
+    pub(crate) flight: crate::commit::InFlight,
     /// Stderr and `--alert-cmd`, deduplicated and rate-limited.
     pub alerts: crate::alert::Alerter,
     pub opts: Options,
@@ -196,7 +202,7 @@ pub struct Vault {
     /// Why no pack may be reclaimed (a snapshot file nobody can read).
     hold_packs: Option<String>,
     /// Commit times per client in the last hour (burst limit).
-    recent: HashMap<[u8; 32], VecDeque<i64>>,
+    pub(crate) recent: HashMap<[u8; 32], VecDeque<i64>>,
     /// Packs a committed snapshot has listed since this vault started.
     /// Any other unreferenced pack may belong to a backup still in flight
     /// and is kept at least `IN_FLIGHT_NS`, whatever the grace period says.
@@ -216,6 +222,21 @@ pub struct Vault {
     _lock: File,
 }
 
+/// The vault as request handlers share it. Reads (authentication, listings,
+/// proofs, visibility checks) take the read lock together; a write takes
+/// the write lock only to check its rules and to commit (owner record, log
+/// append), never across storage I/O or hashing of a body
+/// ([`crate::commit`]).
+pub type Shared = Arc<RwLock<Vault>>;
+
+pub fn read(v: &Shared) -> RwLockReadGuard<'_, Vault> {
+    v.read().unwrap_or_else(|p| p.into_inner())
+}
+
+pub fn write(v: &Shared) -> RwLockWriteGuard<'_, Vault> {
+    v.write().unwrap_or_else(|p| p.into_inner())
+}
+
 pub fn now_ns() -> i64 {
     SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
@@ -223,7 +244,7 @@ pub fn now_ns() -> i64 {
         .unwrap_or(0)
 }
 
-fn short(k: &[u8]) -> String {
+pub(crate) fn short(k: &[u8]) -> String {
     holdfast_core::id::hex(&k[..4])
 }
 
@@ -259,7 +280,7 @@ impl Vault {
     /// (log, checkpoint, pack owners) in `state_dir`, and the vault key,
     /// which pins the config by its id.
     pub fn open(
-        store: Box<dyn ObjectStore>,
+        store: Arc<dyn ObjectStore>,
         state_dir: &Path,
         identity: Identity,
         pinned_config: ObjectId,
@@ -344,7 +365,8 @@ impl Vault {
             usage,
             sizes,
             log,
-            gate: crate::gate::RequestGate::default(),
+            gate: Mutex::new(crate::gate::RequestGate::default()),
+            flight: Default::default(),
             alerts,
             clock: Clock::new(i64::MIN, 0),
             opts,
@@ -523,7 +545,7 @@ impl Vault {
     /// Reads the storage's time stamp on a snapshot just written (S3's own
     /// clock: only storage that enforces locks keeps one of its own) and
     /// alerts when it disagrees with the vault's.
-    fn observe_storage_clock(&mut self, id: &ObjectId, stamp: i64) {
+    pub(crate) fn observe_storage_clock(&mut self, id: &ObjectId, stamp: i64) {
         if !self.store.locks_enforced() {
             return;
         }
@@ -841,7 +863,7 @@ impl Vault {
 
     /// The time for a new entry: the anchored clock, and always after the
     /// last entry.
-    fn stamp(&self) -> i64 {
+    pub(crate) fn stamp(&self) -> i64 {
         self.clock.now().max(self.dated_after_ns.saturating_add(1))
     }
 
@@ -892,12 +914,7 @@ impl Vault {
     /// Checks a request's signer, time window, signature (over the
     /// declared body hash: the body itself is checked against it once
     /// read), nonce and rate. Returns the signer's role.
-    pub fn authenticate(
-        &mut self,
-        auth: &Auth,
-        method: &str,
-        path: &str,
-    ) -> Result<Role, ApiError> {
+    pub fn authenticate(&self, auth: &Auth, method: &str, path: &str) -> Result<Role, ApiError> {
         // The anchored clock: a wall clock that jumped forward does not lock
         // every client out.
         let now = self.clock.now();
@@ -923,13 +940,11 @@ impl Vault {
         }
         auth.verify_declared(method, path)
             .map_err(|_| ApiError::unauthorized("bad request signature"))?;
-        if !self.gate.fresh_nonce(&auth.key, &auth.nonce, now) {
+        let mut gate = self.gate.lock().unwrap_or_else(|p| p.into_inner());
+        if !gate.fresh_nonce(&auth.key, &auth.nonce, now) {
             return Err(ApiError::unauthorized("replayed request"));
         }
-        if !self
-            .gate
-            .take_token(&auth.key, self.opts.rate, self.opts.burst)
-        {
+        if !gate.take_token(&auth.key, self.opts.rate, self.opts.burst) {
             return Err(ApiError::new(429, "rate limit: slow down"));
         }
         Ok(role)
@@ -955,19 +970,19 @@ impl Vault {
     /// those the log holds (an unlogged file is not a snapshot). Auditors
     /// and admins may list pack ids and sizes (to check that snapshots are
     /// whole) but not read packs.
-    pub fn list(
+    /// `all` is the storage's listing, made outside the lock.
+    pub fn visible(
         &self,
         who: &[u8; 32],
         role: Role,
         kind: Kind,
-    ) -> Result<Vec<(String, u64)>, ApiError> {
-        let all = self.store.list(kind).map_err(ApiError::store)?;
+        all: Vec<(String, u64)>,
+    ) -> Vec<(String, u64)> {
         if kind == Kind::Pack && matches!(role, Role::Auditor | Role::Admin) {
-            return Ok(all);
+            return all;
         }
 
-        Ok(all
-            .into_iter()
+        all.into_iter()
             .filter(|(n, _)| {
                 let Ok(id) = ObjectId::from_hex(n) else {
                     return false;
@@ -975,12 +990,17 @@ impl Vault {
                 (kind != Kind::Snapshot || self.st.snapshots.contains_key(&id))
                     && self.may_read(who, role, kind, &id)
             })
-            .collect())
+            .collect()
     }
 
     // ------------------------------------------------------------ writes
 
-    fn record_owner(&mut self, id: &ObjectId, who: &[u8; 32], size: u64) -> Result<(), ApiError> {
+    pub(crate) fn record_owner(
+        &mut self,
+        id: &ObjectId,
+        who: &[u8; 32],
+        size: u64,
+    ) -> Result<(), ApiError> {
         let mut rec = Vec::with_capacity(72);
         rec.extend_from_slice(&id.0);
         rec.extend_from_slice(who);
@@ -1012,105 +1032,12 @@ impl Vault {
         Ok(())
     }
 
-    pub fn put_pack(&mut self, who: &[u8; 32], id: &ObjectId, body: &[u8]) -> Result<(), ApiError> {
-        if ObjectId::of(body) != *id {
-            return Err(ApiError::bad("pack content does not match its id"));
-        }
-        format::parse_pack(body).map_err(|e| ApiError::bad(format!("not a pack: {e}")))?;
-        if self.owners.get(id).is_some_and(|o| o.contains(who)) {
-            return Ok(());
-        }
-        let used = self.usage.get(who).copied().unwrap_or(0);
-        if used + body.len() as u64 > self.opts.quota_bytes {
-            self.alert(&format!("client {} hit its storage quota", short(who)));
-            return Err(ApiError::new(507, "storage quota exceeded for this client"));
-        }
-        // Locked in storage (where it can) from the start, for as long as
-        // the snapshot it is for will be at least.
-        let until = self
-            .clock
-            .now()
-            .saturating_add((self.st.retention.keep_within_secs as i64).saturating_mul(NS));
-        self.store
-            .put_retained(Kind::Pack, &id.to_hex(), body, until)
-            .map_err(ApiError::store)?;
-        self.record_owner(id, who, body.len() as u64)
-    }
-
-    fn meta(&self, id: &ObjectId) -> Option<SnapMeta> {
+    pub(crate) fn meta(&self, id: &ObjectId) -> Option<SnapMeta> {
         self.st.snapshots.get(id).map(|s| SnapMeta {
             client: s.client,
             time_ns: s.added_ns,
             lock_until_ns: s.lock_until_ns,
         })
-    }
-
-    /// Commits a snapshot: signed by the requester, every pack it lists is
-    /// present and in the requester's namespace, its own time near the
-    /// vault's; stamped and locked on the vault's clock. Idempotent. A
-    /// snapshot the log deleted never comes back.
-    pub fn put_snapshot(
-        &mut self,
-        who: &[u8; 32],
-        id: &ObjectId,
-        body: &[u8],
-    ) -> Result<SnapMeta, ApiError> {
-        if ObjectId::of(body) != *id {
-            return Err(ApiError::bad("snapshot content does not match its id"));
-        }
-        if let Some(m) = self.meta(id) {
-            return if &m.client == who {
-                Ok(m)
-            } else {
-                Err(ApiError::forbidden("not your snapshot"))
-            };
-        }
-        if self.st.gone.contains_key(id) {
-            return Err(ApiError::new(
-                410,
-                "this snapshot was deleted by the log (erased or reclaimed) and never comes back",
-            ));
-        }
-        // Decoded once: the signature check is the costly part.
-        let snap = Snapshot::decode(body)
-            .map_err(|e| ApiError::bad(format!("not a valid snapshot: {e}")))?;
-        self.check_snapshot(who, &snap)?;
-        let now = self.stamp();
-        let claimed = snap.header.time_ns;
-        if claimed > now.saturating_add(CLIENT_AHEAD_NS) || claimed < now - CLIENT_BEHIND_NS {
-            self.alert(&format!(
-                "client {} sent a snapshot dated {} h from the vault's clock; refused",
-                short(who),
-                (claimed - now) / (3600 * NS)
-            ));
-            return Err(ApiError::bad(
-                "the snapshot's time is too far from the vault's clock (check this host's clock)",
-            ));
-        }
-        let recent = self.recent.entry(*who).or_default();
-        while recent.front().is_some_and(|t| *t < now - 3600 * NS) {
-            recent.pop_front();
-        }
-        if recent.len() >= self.opts.max_snapshots_per_hour {
-            let n = recent.len();
-            self.alert(&format!(
-                "client {} is committing snapshots in a burst ({n} in the last hour); refused",
-                short(who)
-            ));
-            return Err(ApiError::new(
-                429,
-                format!("too many snapshots from this client ({n} in the last hour)"),
-            ));
-        }
-        let lock = self.lock_for(now);
-        self.store
-            .put_retained(Kind::Snapshot, &id.to_hex(), body, lock)
-            .map_err(ApiError::store)?;
-        self.observe_storage_clock(id, now);
-        let m = self.commit_snapshot(who, id, &snap.header.packs, now, lock)?;
-        self.recent.entry(*who).or_default().push_back(now);
-        self.judge(who, id, &snap);
-        Ok(self.meta(id).unwrap_or(m))
     }
 
     /// The vault's own look at a snapshot it just committed, trusting
@@ -1122,7 +1049,7 @@ impl Vault {
     /// alerted, and the client's last healthy snapshot and this one are
     /// held (their locks extended, never shortened). Failures to log or
     /// hold are alerted: the snapshot is committed either way.
-    fn judge(&mut self, who: &[u8; 32], id: &ObjectId, snap: &Snapshot) {
+    pub(crate) fn judge(&mut self, who: &[u8; 32], id: &ObjectId, snap: &Snapshot) {
         let Some(me) = self.st.snapshots.get(id) else {
             return;
         };
@@ -1282,13 +1209,13 @@ impl Vault {
     }
 
     /// The lock a snapshot stamped `now` gets at commit.
-    fn lock_for(&self, now: i64) -> i64 {
+    pub(crate) fn lock_for(&self, now: i64) -> i64 {
         retention::commit_lock(&self.st.retention, now)
     }
 
     /// What a snapshot must be to be committed: signed by `who`, a client of
     /// this repository, listing only packs in `who`'s namespace.
-    fn check_snapshot(&self, who: &[u8; 32], snap: &Snapshot) -> Result<(), ApiError> {
+    pub(crate) fn check_snapshot(&self, who: &[u8; 32], snap: &Snapshot) -> Result<(), ApiError> {
         if &snap.header.client != who {
             return Err(ApiError::forbidden(
                 "a client may only write snapshots it signed itself",
@@ -1321,7 +1248,7 @@ impl Vault {
 
     /// Locks (in storage, where it can) and logs a snapshot whose object is
     /// already durable, stamped `now` with lock `lock`.
-    fn commit_snapshot(
+    pub(crate) fn commit_snapshot(
         &mut self,
         who: &[u8; 32],
         id: &ObjectId,
@@ -1700,6 +1627,7 @@ impl Vault {
                     continue;
                 };
                 if live.contains(&id)
+                    || self.flight.holds(&id)
                     || self.pinned.contains(&id)
                     || self.pending.contains_key(&(kind_tag(Kind::Pack), id))
                 {
