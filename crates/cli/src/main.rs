@@ -114,6 +114,15 @@ enum Command {
     Stats(cmd::stats::Args),
     /// Print the manual page, or write one per subcommand with --dir
     Man(cmd::man::Args),
+    /// What the retention policy keeps and when each lock ends; changes
+    /// nothing. Retention is forget+prune: the vault reclaims a snapshot
+    /// once its lock has passed (alias: forget)
+    #[command(alias = "forget")]
+    Retention(cmd::retention::Args),
+    /// Remove what the retention policy no longer keeps from a plain
+    /// directory repository that never had a vault (admin key; no quorum:
+    /// there is no vault and no lock). Never on a vault, replica or bundle
+    Prune(cmd::retention::PruneArgs),
 }
 
 #[derive(Subcommand)]
@@ -214,6 +223,8 @@ fn main() -> ExitCode {
         Command::Drill(a) => cmd::drill::run(a),
         Command::Mount(a) => cmd::mount::run(a),
         Command::Stats(a) => cmd::stats::run(a),
+        Command::Retention(a) => cmd::retention::run(a),
+        Command::Prune(a) => cmd::retention::prune(a),
         Command::Man(a) => cmd::man::run(
             a,
             util::with_env_defaults(<Cli as clap::CommandFactory>::command()),

@@ -46,7 +46,9 @@ pub fn backend(repo: &str, key: &Key) -> Result<Arc<dyn Backend>> {
         bail!("{repo}: the vault is only reached over https://");
     }
     if let Some(spec) = repo.strip_prefix("bundle:") {
-        return Ok(Arc::new(BundleSet::open(spec)?));
+        let set = BundleSet::open(spec)?;
+        bases_given(spec)?;
+        return Ok(Arc::new(set));
     }
     if repo.starts_with("s3://") {
         return Ok(Arc::new(S3Store::open(repo, false)?));
@@ -55,6 +57,61 @@ pub fn backend(repo: &str, key: &Key) -> Result<Arc<dyn Backend>> {
     // by a command that only reads (the directory may be a hostile copy).
     let b = LocalDir::open(repo).map_err(|_| anyhow!("{repo}: no holdfast repository here"))?;
     Ok(Arc::new(b))
+}
+
+/// An incremental bundle read without the bundles it was made `--since`
+/// would fail on every object they hold: refused at once, naming them.
+/// Bundles are matched by directory name (media get mounted elsewhere); a
+/// renamed base still passes when as many earlier bundles are given.
+fn bases_given(spec: &str) -> Result<()> {
+    let dirs: Vec<&str> = spec.split(',').filter(|s| !s.is_empty()).collect();
+    let name = |p: &str| {
+        Path::new(p)
+            .file_name()
+            .map(|n| n.to_os_string())
+            .unwrap_or_default()
+    };
+    for (i, d) in dirs.iter().enumerate() {
+        let Ok(raw) = read_regular(&Path::new(d).join("manifest.json"), 1 << 30) else {
+            continue; // BundleSet and verify report it
+        };
+        let Ok(m) = serde_json::from_slice::<serde_json::Value>(&raw) else {
+            continue;
+        };
+        let since: Vec<String> = m["since"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|x| x.as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let earlier = &dirs[..i];
+        let missing: Vec<&String> = since
+            .iter()
+            .filter(|s| !earlier.iter().any(|e| name(e) == name(s)))
+            .collect();
+        if !missing.is_empty() && earlier.len() < since.len() {
+            let chain: Vec<&str> = missing
+                .iter()
+                .map(|s| s.as_str())
+                .chain(earlier.iter().copied())
+                .chain(std::iter::once(*d))
+                .collect();
+            bail!(
+                "bundle {d} is incremental: it holds only what {} lacked; give {} first, \
+                 oldest first: --repo bundle:{}",
+                missing
+                    .iter()
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                if missing.len() == 1 { "it" } else { "them" },
+                chain.join(",")
+            );
+        }
+    }
+    Ok(())
 }
 
 /// `--passphrase-file` (or `HOLDFAST_PASSPHRASE_FILE`, through clap), set
@@ -212,7 +269,16 @@ pub fn load_key(path: &Path) -> Result<Key> {
             passphrase(false)
         })?);
     }
-    Ok(Key::load(path, || passphrase(false))?)
+    let key = Key::load(path, || passphrase(false))?;
+    if key.config_id == crate::cmd::key::UNBOUND {
+        bail!(
+            "{}: this admin key is not tied to a repository yet: run `holdfast key bind --key {} \
+             --config ID` with the config id init printed",
+            path.display(),
+            path.display()
+        );
+    }
+    Ok(key)
 }
 
 /// Opens REPO with KEY: the config must be the one the key pins.
@@ -393,7 +459,11 @@ fn human_duration(d: Duration) -> String {
 pub fn with_progress<T>(what: &str, f: impl FnOnce(&Progress) -> T) -> T {
     let progress = Arc::new(Progress::default());
     // What the file counters count.
-    let unit = if what == "verify" { "packs" } else { "files" };
+    let unit = match what {
+        "verify" => "packs",
+        "replica pull" => "snapshots",
+        _ => "files",
+    };
     let tty = std::io::stderr().is_terminal();
     let every = PROGRESS_INTERVAL.get().copied();
     if !tty && every.is_none() {

@@ -1638,3 +1638,387 @@ fn snapshots_header_and_filters() {
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("restore key"), "{}", stderr(&o));
 }
+
+fn count_files(dir: &Path) -> usize {
+    let mut n = 0;
+    for e in std::fs::read_dir(dir).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_dir() {
+            n += count_files(&e.path());
+        } else {
+            n += 1;
+        }
+    }
+    n
+}
+
+/// `retention --dry-run` (alias `forget`) shows what the policy keeps and
+/// until when, and changes nothing; `prune` carries it out on a plain
+/// directory (admin key), keeping each client's last snapshots and every
+/// pack they list, so the rest still verifies and restores; `prune` is
+/// refused on a directory that had a vault, on a vault URL and on a bundle.
+#[test]
+fn retention_dry_run_and_prune_of_a_plain_directory() {
+    let w = World::new();
+    init_with(
+        &w,
+        &[
+            "--keep-within-secs",
+            "1",
+            "--keep-daily",
+            "0",
+            "--keep-weekly",
+            "0",
+            "--keep-monthly",
+            "0",
+            "--keep-yearly",
+            "0",
+            "--grace-secs",
+            "0",
+        ],
+    );
+    let src = w.path("data");
+    std::fs::create_dir_all(&src).unwrap();
+    let mut rng = Rng(77);
+    for i in 0..5 {
+        std::fs::write(src.join("blob.bin"), rng.bytes(200_000 + i)).unwrap();
+        let o = w.run(&[
+            "backup",
+            "--repo",
+            &w.repo(),
+            "--key",
+            &w.key("client"),
+            src.to_str().unwrap(),
+        ]);
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    let (repo, ak, rk) = (w.repo(), w.key("admin-1"), w.key("restore"));
+    let snaps_dir = w.path("repo/snapshots");
+    let packs_dir = w.path("repo/packs");
+    let (s0, p0) = (count_files(&snaps_dir), count_files(&packs_dir));
+    assert_eq!(s0, 5);
+    let plan: Vec<serde_json::Value> = serde_json::from_str(&w.ok(&[
+        "retention",
+        "--repo",
+        &repo,
+        "--key",
+        &ak,
+        "--dry-run",
+        "--json",
+    ]))
+    .unwrap();
+    assert_eq!(plan.len(), 5);
+    let kept: Vec<&serde_json::Value> = plan.iter().filter(|r| r["keep"] == true).collect();
+    assert_eq!(kept.len(), 3, "{plan:?}");
+    assert!(
+        kept.iter()
+            .all(|r| r["why"].as_str().unwrap().contains("last"))
+    );
+    let text = w.ok(&["forget", "--repo", &repo, "--key", &ak, "--dry-run"]);
+    assert!(text.contains("retention policy"), "{text}");
+    assert!(
+        text.contains("5 snapshots: 3 kept, 2 reclaimable now"),
+        "{text}"
+    );
+    // A dry run of prune removes nothing.
+    let out = w.ok(&["prune", "--repo", &repo, "--key", &ak, "--dry-run"]);
+    assert!(out.contains("would remove 2 snapshot(s)"), "{out}");
+    assert_eq!(count_files(&snaps_dir), 5);
+    assert_eq!(count_files(&packs_dir), p0);
+    // Not with a client key.
+    let o = w.run(&["prune", "--repo", &repo, "--key", &w.key("client")]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("admin key"), "{}", stderr(&o));
+    let out = w.ok(&["prune", "--repo", &repo, "--key", &ak]);
+    assert!(out.contains("removed 2 snapshot(s)"), "{out}");
+    assert_eq!(count_files(&snaps_dir), 3);
+    assert!(count_files(&packs_dir) < p0, "no pack removed");
+    let left = w.snapshots();
+    let ids: Vec<&str> = left.iter().map(|s| s["id"].as_str().unwrap()).collect();
+    for k in &kept {
+        assert!(ids.contains(&k["id"].as_str().unwrap()));
+    }
+    w.ok(&["verify", "--repo", &repo, "--key", &rk, "--read-data"]);
+    let out = w.path("out");
+    w.restore("latest", &out);
+    assert_eq!(
+        std::fs::read(out.join("data/blob.bin")).unwrap(),
+        std::fs::read(src.join("blob.bin")).unwrap()
+    );
+    // Nothing more to do.
+    let again = w.ok(&["prune", "--repo", &repo, "--key", &ak]);
+    assert!(
+        again.contains("removed 0 snapshot(s) and 0 pack(s)"),
+        "{again}"
+    );
+    // A directory a vault served (or a replica): refused, nothing removed.
+    std::fs::create_dir(w.path("repo/vault")).unwrap();
+    let o = w.run(&["prune", "--repo", &repo, "--key", &ak]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("vault"), "{}", stderr(&o));
+    for r in ["https://127.0.0.1:9", &format!("bundle:{repo}")] {
+        let o = w.run(&["prune", "--repo", r, "--key", &ak]);
+        assert_eq!(o.status.code(), Some(1), "{r}");
+        assert!(stderr(&o).contains("plain directory"), "{}", stderr(&o));
+    }
+    assert_eq!(count_files(&snaps_dir), 3);
+}
+
+/// Admin keys made on each admin's own machine: `key new admin --out`
+/// writes the key (its own passphrase) and a public file; `init
+/// --admin-pub` takes only the public files and writes no admin key; the
+/// key is unusable (one line, exit 1, not "tampering") until `key bind`
+/// ties it to the config id init printed; then it signs as an admin.
+#[test]
+fn admin_keys_made_apart_from_init() {
+    let w = World::new();
+    let alice = w.path("alice/alice.key");
+    let bob = w.path("bob/bob.key");
+    std::fs::create_dir_all(alice.parent().unwrap()).unwrap();
+    std::fs::create_dir_all(bob.parent().unwrap()).unwrap();
+    for (k, name, pass) in [
+        (&alice, "alice", "alice's own passphrase"),
+        (&bob, "bob", "bob's own passphrase!"),
+    ] {
+        let o = w
+            .cmd(&["key", "new", "admin", name, "--out", k.to_str().unwrap()])
+            .env("HOLDFAST_PASSPHRASE", pass)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", stderr(&o));
+        assert!(k.with_extension("pub").exists());
+    }
+    // Never over an existing file.
+    let o = w.run(&[
+        "key",
+        "new",
+        "admin",
+        "alice",
+        "--out",
+        alice.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    let pubs = [alice.with_extension("pub"), bob.with_extension("pub")];
+    let out = w.ok(&[
+        "init",
+        &w.repo(),
+        "--keys",
+        w.path("keys").to_str().unwrap(),
+        "--quorum",
+        "2",
+        "--admin-pub",
+        pubs[0].to_str().unwrap(),
+        "--admin-pub",
+        pubs[1].to_str().unwrap(),
+    ]);
+    let config = out
+        .split_whitespace()
+        .map(|t| t.trim_matches(|c: char| !c.is_ascii_hexdigit()))
+        .find(|t| t.len() == 64 && t.bytes().all(|b| b.is_ascii_hexdigit()))
+        .unwrap_or_else(|| panic!("no config id in {out}"))
+        .to_string();
+    let files: Vec<String> = std::fs::read_dir(w.path("keys"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        !files.iter().any(|f| f.starts_with("admin")),
+        "init wrote admin keys: {files:?}"
+    );
+    // Not bound yet: refused in one line, exit 1.
+    let src = w.path("data");
+    make_maildir(&src, 1, 2, 3);
+    w.backup(&[&src]);
+    let o = w
+        .cmd(&[
+            "retention",
+            "--repo",
+            &w.repo(),
+            "--key",
+            alice.to_str().unwrap(),
+        ])
+        .env("HOLDFAST_PASSPHRASE", "alice's own passphrase")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("key bind"), "{}", stderr(&o));
+    assert_eq!(stderr(&o).trim().lines().count(), 1);
+    // A wrong config id is refused when the repository is given.
+    let wrong = "ab".repeat(32);
+    let o = w
+        .cmd(&[
+            "key",
+            "bind",
+            "--key",
+            alice.to_str().unwrap(),
+            "--config",
+            &wrong,
+            "--repo",
+            &w.repo(),
+        ])
+        .env("HOLDFAST_PASSPHRASE", "alice's own passphrase")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let o = w
+        .cmd(&[
+            "key",
+            "bind",
+            "--key",
+            alice.to_str().unwrap(),
+            "--config",
+            &config,
+            "--repo",
+            &w.repo(),
+        ])
+        .env("HOLDFAST_PASSPHRASE", "alice's own passphrase")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    // Bound: it opens the repository as an admin, with its own passphrase.
+    let o = w
+        .cmd(&[
+            "retention",
+            "--repo",
+            &w.repo(),
+            "--key",
+            alice.to_str().unwrap(),
+        ])
+        .env("HOLDFAST_PASSPHRASE", "alice's own passphrase")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = w
+        .cmd(&[
+            "prune",
+            "--repo",
+            &w.repo(),
+            "--key",
+            alice.to_str().unwrap(),
+            "--dry-run",
+        ])
+        .env("HOLDFAST_PASSPHRASE", "alice's own passphrase")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = w
+        .cmd(&[
+            "retention",
+            "--repo",
+            &w.repo(),
+            "--key",
+            alice.to_str().unwrap(),
+        ])
+        .env("HOLDFAST_PASSPHRASE", "bob's own passphrase!")
+        .output()
+        .unwrap();
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "alice's key opened with bob's passphrase"
+    );
+    // Binding twice is refused.
+    let o = w
+        .cmd(&[
+            "key",
+            "bind",
+            "--key",
+            alice.to_str().unwrap(),
+            "--config",
+            &config,
+        ])
+        .env("HOLDFAST_PASSPHRASE", "alice's own passphrase")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("already"), "{}", stderr(&o));
+}
+
+/// A lone incremental bundle says at once which bundle it was made over,
+/// instead of failing object by object; with its base first it reads.
+#[test]
+fn a_lone_incremental_bundle_names_its_base() {
+    let w = World::new();
+    init_with(&w, &[]);
+    let src = w.path("data");
+    make_maildir(&src, 1, 3, 8);
+    w.backup(&[&src]);
+    let (repo, rk) = (w.repo(), w.key("restore"));
+    let b1 = w.path("media/b1").display().to_string();
+    let b2 = w.path("media/b2").display().to_string();
+    w.ok(&["export", "--repo", &repo, "--key", &rk, "--to", &b1]);
+    make_maildir(&w.path("data/more"), 1, 3, 9);
+    w.backup(&[&src]);
+    w.ok(&[
+        "export", "--repo", &repo, "--key", &rk, "--to", &b2, "--since", &b1,
+    ]);
+    let o = w.run(&["snapshots", "--repo", &format!("bundle:{b2}"), "--key", &rk]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let e = stderr(&o);
+    assert_eq!(e.trim().lines().count(), 1, "{e}");
+    assert!(e.contains("incremental") && e.contains(&b1), "{e}");
+    assert!(e.contains(&format!("bundle:{b1},{b2}")), "{e}");
+    let out = w.ok(&[
+        "snapshots",
+        "--repo",
+        &format!("bundle:{b1},{b2}"),
+        "--key",
+        &rk,
+        "--json",
+    ]);
+    let list: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
+    assert_eq!(list.len(), 2);
+}
+
+/// `replica pull` shows progress like backup and restore: piped with
+/// --progress-interval, a line counting snapshots and bytes copied; the
+/// replica then lists what the vault holds.
+#[test]
+fn replica_pull_progress() {
+    let w = World::new();
+    w.init();
+    let vault = w.start_vault(&[]);
+    let src = w.path("data");
+    make_maildir(&src, 2, 10, 21);
+    backup_via(&w, &vault.url, &w.key("client"), &src);
+    std::fs::write(src.join("notes.txt"), Rng(22).text(50_000)).unwrap();
+    backup_via(&w, &vault.url, &w.key("client"), &src);
+    let replica = w.path("replica");
+    let o = w
+        .cmd(&[
+            "replica",
+            "pull",
+            "--from",
+            &vault.url,
+            "--key",
+            &w.key("replica"),
+            "--into",
+            replica.to_str().unwrap(),
+            "--progress-interval",
+            "60",
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let e = stderr(&o);
+    let line = e
+        .lines()
+        .find(|l| l.starts_with("holdfast replica pull: "))
+        .unwrap_or_else(|| panic!("no progress line: {e}"));
+    assert!(line.contains(" 2/2 snapshots"), "{line}");
+    assert!(
+        line.contains("(100 %)") && line.contains("done in"),
+        "{line}"
+    );
+    let list: Vec<serde_json::Value> = serde_json::from_str(&w.ok(&[
+        "snapshots",
+        "--repo",
+        replica.to_str().unwrap(),
+        "--key",
+        &w.key("restore"),
+        "--json",
+    ]))
+    .unwrap();
+    assert_eq!(list.len(), 2);
+}

@@ -19,6 +19,10 @@ pub struct InitOptions {
     pub delay_secs: u64,
     pub grace_secs: u64,
     pub kdf: KdfParams,
+    /// Admins who made their own keys (`key new admin`): name and public
+    /// key. When given, they are the admins (`admins` must match) and no
+    /// admin key file is written: no admin secret passes through `init`.
+    pub admin_publics: Vec<(String, [u8; 32])>,
 }
 
 impl Default for InitOptions {
@@ -31,6 +35,7 @@ impl Default for InitOptions {
             delay_secs: 72 * 3600,
             grace_secs: 86_400,
             kdf: KdfParams::DEFAULT,
+            admin_publics: Vec::new(),
         }
     }
 }
@@ -61,9 +66,28 @@ pub fn init(
     if opts.clients.is_empty() {
         return Err(Error::Usage("at least one client is needed".into()));
     }
+    let own_admins = !opts.admin_publics.is_empty();
+    if own_admins && opts.admin_publics.len() != opts.admins as usize {
+        return Err(Error::Usage(format!(
+            "{} admin public keys for {} admins",
+            opts.admin_publics.len(),
+            opts.admins
+        )));
+    }
+    for (i, (n, p)) in opts.admin_publics.iter().enumerate() {
+        if opts.admin_publics[..i]
+            .iter()
+            .any(|(m, q)| m == n || q == p)
+        {
+            return Err(Error::Usage(format!(
+                "admin {n:?} given twice (same name or same key)"
+            )));
+        }
+    }
     std::fs::create_dir_all(keydir).map_err(|e| io_err(keydir, e))?;
+    let admin_files = if own_admins { 0 } else { opts.admins };
     let planned: Vec<String> = std::iter::once("restore.key".to_string())
-        .chain((1..=opts.admins).map(|i| format!("admin-{i}.key")))
+        .chain((1..=admin_files).map(|i| format!("admin-{i}.key")))
         .chain(
             opts.clients
                 .iter()
@@ -87,7 +111,7 @@ pub fn init(
 
     let secret = RepoSecret::generate()?;
     let id_key = IdKey::generate()?;
-    let admins: Vec<Identity> = (0..opts.admins)
+    let admins: Vec<Identity> = (0..admin_files)
         .map(|_| Identity::generate())
         .collect::<std::result::Result<_, _>>()?;
     let clients: Vec<Identity> = opts
@@ -108,6 +132,11 @@ pub fn init(
             name: format!("admin-{}", i + 1),
             public: a.public(),
         })
+        .chain(opts.admin_publics.iter().map(|(name, public)| Member {
+            role: Role::Admin,
+            name: name.clone(),
+            public: *public,
+        }))
         .collect();
     for (c, name) in clients.iter().zip(&opts.clients) {
         members.push(Member {

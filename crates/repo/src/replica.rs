@@ -66,6 +66,19 @@ fn read_local_log(dir: &Path) -> Result<Vec<Vec<u8>>> {
 /// Pulls once from `vault` into the replica directory `dir` (created on the
 /// first pull). `config_id` is the id the replica key pins.
 pub fn pull(vault: &VaultBackend, dir: &Path, config_id: ObjectId) -> Result<PullReport> {
+    pull_with_progress(vault, dir, config_id, &crate::Progress::default())
+}
+
+/// [`pull`], advancing `progress`: snapshots copied of those missing, and
+/// bytes copied of the vault's packs this replica lacks (an estimate: a
+/// pack no live snapshot lists yet is counted and not copied).
+pub fn pull_with_progress(
+    vault: &VaultBackend,
+    dir: &Path,
+    config_id: ObjectId,
+    progress: &crate::Progress,
+) -> Result<PullReport> {
+    use std::sync::atomic::Ordering;
     let mut rep = PullReport::default();
     let cp = vault.sync_checkpoint()?;
     rep.vault_time_ns = cp.time_ns;
@@ -156,8 +169,23 @@ pub fn pull(vault: &VaultBackend, dir: &Path, config_id: ObjectId) -> Result<Pul
         .filter(|id| local.size(Kind::Snapshot, &id.to_hex()).is_err())
         .copied()
         .collect();
+    progress
+        .files_total
+        .store(want.len() as u64, Ordering::Relaxed);
+    if !want.is_empty() {
+        let lacking: u64 = vault
+            .list(Kind::Pack)?
+            .into_iter()
+            .filter(|(n, _)| local.size(Kind::Pack, n).is_err())
+            .map(|(_, size)| size)
+            .sum();
+        progress.bytes_total.store(lacking, Ordering::Relaxed);
+    }
     for id in want {
-        if let Err(e) = copy_snapshot(vault, &local, &id, &mut rep) {
+        let before = rep.bytes_copied;
+        let r = copy_snapshot(vault, &local, &id, &mut rep);
+        progress.add(1, rep.bytes_copied - before);
+        if let Err(e) = r {
             match e {
                 Error::Store(StoreError::NotFound { .. })
                 | Error::Tamper(_)

@@ -15,9 +15,14 @@ pub struct Args {
     /// Directory for the key files (restore.key, admin-N.key, client.key, replica.key, auditor.key)
     #[arg(long)]
     pub keys: PathBuf,
-    /// Number of admin keys
-    #[arg(long, default_value_t = 3)]
-    pub admins: u32,
+    /// Number of admin keys [default: 3, or one per --admin-pub]
+    #[arg(long)]
+    pub admins: Option<u32>,
+    /// An admin's public key file, made on the admin's own machine by
+    /// `holdfast key new admin NAME --out FILE` (repeat per admin): no admin
+    /// key is written here and no admin secret passes through init
+    #[arg(long = "admin-pub", value_name = "FILE")]
+    pub admin_pubs: Vec<PathBuf>,
     /// Admin approvals a destructive proposal needs
     #[arg(long, default_value_t = 2)]
     pub quorum: u32,
@@ -60,6 +65,12 @@ pub struct Args {
 /// A client name becomes a key file name and a metric label: a plain
 /// host-like name only.
 fn check_client_names(names: &[String]) -> Result<()> {
+    check_names(names, "client")
+}
+
+/// Names of identities (`what`: client, admin): plain host-like names,
+/// each once.
+pub fn check_names(names: &[String], what: &str) -> Result<()> {
     let mut seen = std::collections::HashSet::new();
     for n in names {
         let plain = !n.is_empty()
@@ -69,12 +80,16 @@ fn check_client_names(names: &[String]) -> Result<()> {
                 .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
         if !plain {
             bail!(
-                "client name {n:?}: use letters, digits, '.', '_' and '-' (at most 64), \
-                 one name per --client or separated by commas"
+                "{what} name {n:?}: use letters, digits, '.', '_' and '-' (at most 64){}",
+                if what == "client" {
+                    ", one name per --client or separated by commas"
+                } else {
+                    ""
+                }
             );
         }
         if !seen.insert(n.as_str()) {
-            bail!("client name {n:?} given twice");
+            bail!("{what} name {n:?} given twice");
         }
     }
     Ok(())
@@ -149,16 +164,43 @@ pub fn run(a: Args) -> Result<ExitCode> {
             a.repo
         );
     }
+    let admin_publics = a
+        .admin_pubs
+        .iter()
+        .map(|f| crate::cmd::key::read_admin_pub(f))
+        .collect::<Result<Vec<_>>>()?;
+    let admins = match (a.admins, admin_publics.len()) {
+        (None, 0) => 3,
+        (None, n) => n as u32,
+        (Some(k), 0) => k,
+        (Some(k), n) if k as usize == n => k,
+        (Some(k), n) => bail!("--admins {k} but {n} --admin-pub files: give one per admin"),
+    };
+    if !admin_publics.is_empty() {
+        let names: Vec<String> = admin_publics.iter().map(|(n, _)| n.clone()).collect();
+        check_names(&names, "admin")?;
+        if let Some(n) = names.iter().find(|n| {
+            a.clients.contains(n)
+                || ["restore", "replica", "auditor", "vault"].contains(&n.as_str())
+        }) {
+            bail!("admin name {n:?} is taken by another identity");
+        }
+        if !a.admin_passphrase_files.is_empty() {
+            bail!(
+                "--admin-passphrase-file is for admin keys init writes; with --admin-pub it writes none"
+            );
+        }
+    }
     let admin_pws = a
         .admin_passphrase_files
         .iter()
         .map(|f| util::passphrase_from_file(f))
         .collect::<holdfast_repo::Result<Vec<_>>>()?;
-    if !admin_pws.is_empty() && admin_pws.len() != a.admins as usize {
+    if !admin_pws.is_empty() && admin_pws.len() != admins as usize {
         bail!(
             "{} --admin-passphrase-file for {} admins: give one per admin key",
             admin_pws.len(),
-            a.admins
+            admins
         );
     }
     let pw = match &a.restore_passphrase_file {
@@ -173,7 +215,7 @@ pub fn run(a: Args) -> Result<ExitCode> {
             .map(|mut d| d.next().is_none())
             .unwrap_or(true);
     let undo = Undo::note(local.then_some(a.repo.as_str()), &a.keys);
-    match create(&a, s3, &pw).and_then(|id| {
+    match create(&a, s3, &pw, admins, &admin_publics).and_then(|id| {
         reseal_admins(&a.keys, &pw, &admin_pws)?;
         Ok(id)
     }) {
@@ -184,9 +226,24 @@ pub fn run(a: Args) -> Result<ExitCode> {
                 id.short(),
                 a.keys.display()
             ));
-            util::out(
-                "keep restore.key and the admin keys offline; client.key goes on the backed-up server",
-            );
+            if admin_publics.is_empty() {
+                util::out(
+                    "keep restore.key and the admin keys offline; client.key goes on the backed-up server",
+                );
+            } else {
+                util::out(format!(
+                    "config id {}: give it to each admin ({}), who runs \
+                     `holdfast key bind --key THEIR.key --config {}`; keep restore.key offline; \
+                     client.key goes on the backed-up server",
+                    id.to_hex(),
+                    admin_publics
+                        .iter()
+                        .map(|(n, _)| n.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    id.to_hex()
+                ));
+            }
             Ok(ExitCode::SUCCESS)
         }
         Err(e) => {
@@ -232,7 +289,13 @@ fn reseal_admins(
     Ok(())
 }
 
-fn create(a: &Args, s3: bool, pw: &str) -> Result<holdfast_core::ObjectId> {
+fn create(
+    a: &Args,
+    s3: bool,
+    pw: &str,
+    admins: u32,
+    admin_publics: &[(String, [u8; 32])],
+) -> Result<holdfast_core::ObjectId> {
     let backend: Box<dyn Backend> = if s3 {
         // Creates the bucket with Object Lock if missing; refuses one without.
         let b = S3Store::open(&a.repo, true)?;
@@ -244,7 +307,8 @@ fn create(a: &Args, s3: bool, pw: &str) -> Result<holdfast_core::ObjectId> {
         Box::new(LocalDir::create(&a.repo)?)
     };
     let opts = InitOptions {
-        admins: a.admins,
+        admins,
+        admin_publics: admin_publics.to_vec(),
         quorum: a.quorum,
         clients: a.clients.clone(),
         retention: Retention {

@@ -33,6 +33,9 @@ pub enum KeyCommand {
     /// passphrase comes from the usual sources; the new one from
     /// --new-passphrase-file, else the terminal (asked twice)
     Passwd(PasswdArgs),
+    /// Tie an admin key made before `init` (`key new admin`) to the
+    /// repository whose config id `init` printed
+    Bind(BindArgs),
 }
 
 #[derive(clap::Args)]
@@ -108,22 +111,40 @@ pub struct CombineArgs {
 
 #[derive(clap::Args)]
 pub struct NewArgs {
-    /// Role of the new identity (only `client` for now; admins are never
-    /// added by one admin's signature)
+    /// `client`: a new client identity in an existing repository (--repo,
+    /// --key, --admin-key). `admin`: an admin key made on its holder's own
+    /// machine before `init`: writes the key (passphrase-protected) to
+    /// --out and its public half beside it (NAME.pub), for `init
+    /// --admin-pub`; then `key bind` ties it to the repository
     pub role: String,
     /// Its name
     pub name: String,
     #[arg(long)]
-    pub repo: String,
+    pub repo: Option<String>,
     /// An existing client key or the restore key (the new key copies its id key)
     #[arg(long)]
-    pub key: PathBuf,
+    pub key: Option<PathBuf>,
     /// An admin key, which signs the new identity
     #[arg(long)]
-    pub admin_key: PathBuf,
+    pub admin_key: Option<PathBuf>,
     /// Where to write the new key file
     #[arg(long)]
     pub out: PathBuf,
+}
+
+#[derive(clap::Args)]
+pub struct BindArgs {
+    /// The admin key made by `key new admin`
+    #[arg(long)]
+    pub key: PathBuf,
+    /// The repository's full config id, as `init` printed it: get it from
+    /// whoever ran init over a channel you trust
+    #[arg(long, value_name = "ID")]
+    pub config: String,
+    /// Also check that the repository there is that config and lists this
+    /// key as an admin (a directory, s3:// or bundle:)
+    #[arg(long)]
+    pub repo: Option<String>,
 }
 
 pub fn run(k: KeyCommand) -> Result<ExitCode> {
@@ -133,18 +154,25 @@ pub fn run(k: KeyCommand) -> Result<ExitCode> {
         KeyCommand::Revoke(a) => revoke(a),
         KeyCommand::Rotate(a) => rotate(a),
         KeyCommand::Passwd(a) => passwd(a),
+        KeyCommand::New(a) if a.role == "admin" => new_admin(a),
         KeyCommand::New(a) => {
             if a.role != "client" {
-                bail!("only client identities can be added (got {:?})", a.role);
+                bail!(
+                    "a new identity is a client or an admin made before init (got {:?})",
+                    a.role
+                );
             }
+            let (Some(repo), Some(key), Some(admin_key)) = (&a.repo, &a.key, &a.admin_key) else {
+                bail!("key new client needs --repo, --key and --admin-key");
+            };
             // Through a vault, the admin signs the request that adds the
             // identity; on a directory, the record is simply written.
-            let (repo, from, admin) = if a.repo.starts_with("https://") {
-                let (_, repo, admin) = util::open_vault(&a.repo, &a.admin_key)?;
-                (repo, util::load_key(&a.key)?, admin)
+            let (repo, from, admin) = if repo.starts_with("https://") {
+                let (_, repo, admin) = util::open_vault(repo, admin_key)?;
+                (repo, util::load_key(key)?, admin)
             } else {
-                let (repo, from) = util::open(&a.repo, &a.key)?;
-                (repo, from, util::load_key(&a.admin_key)?)
+                let (repo, from) = util::open(repo, key)?;
+                (repo, from, util::load_key(admin_key)?)
             };
             holdfast_repo::init::new_client(&repo, &from, &admin, &a.name, &a.out)?;
             util::out(format!(
@@ -154,7 +182,163 @@ pub fn run(k: KeyCommand) -> Result<ExitCode> {
             ));
             Ok(ExitCode::SUCCESS)
         }
+        KeyCommand::Bind(a) => bind(a),
     }
+}
+
+/// The first line of an admin's public key file (`key new admin`).
+const PUB_TAG: &str = "holdfast-admin-public";
+
+/// Reads an admin's public key file: (name, public key).
+pub fn read_admin_pub(path: &std::path::Path) -> Result<(String, [u8; 32])> {
+    let text = holdfast_store::read_regular(path, 4096)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let text = String::from_utf8_lossy(&text);
+    let mut parts = text.split_whitespace();
+    match (parts.next(), parts.next(), parts.next(), parts.next()) {
+        (Some(PUB_TAG), Some(name), Some(hex), None) => {
+            let public = holdfast_core::ObjectId::from_hex(hex)
+                .map_err(|_| anyhow::anyhow!("{}: not an admin public key", path.display()))?
+                .0;
+            Ok((name.to_string(), public))
+        }
+        _ => bail!(
+            "{}: not an admin public key (made by `holdfast key new admin NAME --out FILE`)",
+            path.display()
+        ),
+    }
+}
+
+/// No repository yet: a zero config id marks a key `key bind` must tie.
+pub const UNBOUND: holdfast_core::ObjectId = holdfast_core::ObjectId([0; 32]);
+
+fn new_admin(a: NewArgs) -> Result<ExitCode> {
+    use holdfast_core::crypto::{Identity, KdfParams};
+    use holdfast_core::format::Role;
+    use holdfast_core::keyfile::{KeyFile, Secret};
+    if a.repo.is_some() || a.key.is_some() || a.admin_key.is_some() {
+        bail!(
+            "key new admin makes a key before init (no --repo, --key or --admin-key): \
+             admins are never added to a repository by one admin's signature"
+        );
+    }
+    crate::cmd::init::check_names(std::slice::from_ref(&a.name), "admin")?;
+    let pub_path = a.out.with_extension("pub");
+    if a.out.exists() || pub_path.exists() {
+        bail!(
+            "{} or {} exists; a key is never written over a file",
+            a.out.display(),
+            pub_path.display()
+        );
+    }
+    let pw = util::passphrase_for(&format!("the new admin key {}", a.name), true)?;
+    if pw.chars().count() < 8 {
+        bail!("a passphrase must be at least 8 characters");
+    }
+    let id = Identity::generate().map_err(|e| anyhow::anyhow!("{e}"))?;
+    let public = id.public();
+    let kf = KeyFile::seal(
+        Role::Admin,
+        &a.name,
+        UNBOUND,
+        &Secret::Signer(id),
+        Some((pw.as_bytes(), KdfParams::DEFAULT)),
+    )
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    holdfast_repo::keys::write_key_file(&a.out, &kf)?;
+    let line = format!("{PUB_TAG} {} {}\n", a.name, holdfast_core::id::hex(&public));
+    {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&pub_path)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", pub_path.display()))?;
+        f.write_all(line.as_bytes())
+            .and_then(|_| f.sync_all())
+            .map_err(|e| anyhow::anyhow!("{}: {e}", pub_path.display()))?;
+    }
+    util::out(format!(
+        "admin key {} written to {} (keep it: no one else has it); send {} to whoever runs \
+         `holdfast init ... --admin-pub {}`, then tie the key to the repository with \
+         `holdfast key bind --key {} --config ID` (the id init prints)",
+        a.name,
+        a.out.display(),
+        pub_path.display(),
+        pub_path.display(),
+        a.out.display()
+    ));
+    Ok(ExitCode::SUCCESS)
+}
+
+fn bind(a: BindArgs) -> Result<ExitCode> {
+    use holdfast_core::format::{Config, Role};
+    use holdfast_core::keyfile::KeyFile;
+    let config_id = holdfast_core::ObjectId::from_hex(a.config.trim()).map_err(|_| {
+        anyhow::anyhow!("--config: give the full config id (64 hex digits) init printed")
+    })?;
+    let mut pw: Option<zeroize::Zeroizing<String>> = None;
+    let key = holdfast_repo::keys::Key::load(&a.key, || {
+        let p = util::passphrase_for(&a.key.display().to_string(), false)?;
+        pw = Some(p.clone());
+        Ok(p)
+    })?;
+    if key.config_id != UNBOUND {
+        bail!(
+            "{}: already tied to the repository of config {}",
+            a.key.display(),
+            key.config_id.to_hex()
+        );
+    }
+    let (Role::Admin, Some(id), Some(pw)) = (key.role, key.identity(), pw) else {
+        bail!(
+            "{}: not an admin key made by `key new admin`",
+            a.key.display()
+        );
+    };
+    let public = id.public();
+    if let Some(repo) = &a.repo {
+        if repo.starts_with("https://") {
+            bail!("--repo: give the directory, s3:// or bundle: (a vault is reached once bound)");
+        }
+        let backend = util::backend(repo, &key)?;
+        let bytes = backend.get(holdfast_store::Kind::Config, "config")?;
+        if holdfast_core::ObjectId::of(&bytes) != config_id {
+            bail!(
+                "{repo} holds config {}, not {}: do not bind to it",
+                holdfast_core::ObjectId::of(&bytes).to_hex(),
+                config_id.to_hex()
+            );
+        }
+        let c = Config::decode(&bytes).map_err(|e| anyhow::anyhow!("{repo}: config: {e}"))?;
+        if !c
+            .members
+            .iter()
+            .any(|m| m.role == Role::Admin && m.public == public)
+        {
+            bail!("{repo}: its config does not list this key as an admin");
+        }
+    }
+    let kf = KeyFile::seal(
+        key.role,
+        &key.name,
+        config_id,
+        &key.secret,
+        Some((pw.as_bytes(), holdfast_core::crypto::KdfParams::DEFAULT)),
+    )
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    holdfast_repo::keys::replace_key_file(&a.key, &kf, |written| {
+        written.open(Some(pw.as_bytes())).map(|_| ()).map_err(|e| {
+            holdfast_repo::Error::Usage(format!("the new key file does not open: {e}"))
+        })
+    })?;
+    util::out(format!(
+        "{} (admin {}) is tied to the repository of config {}",
+        a.key.display(),
+        key.name,
+        config_id.short()
+    ));
+    Ok(ExitCode::SUCCESS)
 }
 
 fn split(a: SplitArgs) -> Result<ExitCode> {

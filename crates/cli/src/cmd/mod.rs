@@ -18,6 +18,7 @@ pub mod mail;
 pub mod man;
 pub mod mount;
 pub mod restore;
+pub mod retention;
 pub mod snapshots;
 pub mod stats;
 pub mod status;

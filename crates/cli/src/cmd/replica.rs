@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use anyhow::{Result, bail};
 use holdfast_core::format::Role;
-use holdfast_repo::replica::pull;
+use holdfast_repo::replica::pull_with_progress;
 use holdfast_store::VaultBackend;
 
 use crate::util;
@@ -53,7 +53,11 @@ pub fn run(c: ReplicaCommand) -> Result<ExitCode> {
         let started = std::time::Instant::now();
         let r = VaultBackend::connect(&a.from, identity.clone(), key.config_id, &state)
             .map_err(holdfast_repo::Error::from)
-            .and_then(|v| pull(&v, &a.into, key.config_id));
+            .and_then(|v| {
+                util::with_progress("replica pull", |p| {
+                    pull_with_progress(&v, &a.into, key.config_id, p)
+                })
+            });
         match r {
             Ok(r) => {
                 let lag_s = (holdfast_repo::now_ns() - r.vault_time_ns).max(0) as f64 / 1e9;
