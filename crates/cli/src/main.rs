@@ -112,6 +112,8 @@ enum Command {
     Completion(cmd::completion::Args),
     /// What the repository holds per client: snapshots, stored bytes, dedup
     Stats(cmd::stats::Args),
+    /// Files whose name matches a pattern, in every snapshot (restore key)
+    Find(cmd::find::Args),
     /// Print the manual page, or write one per subcommand with --dir
     Man(cmd::man::Args),
     /// What the retention policy keeps and when each lock ends; changes
@@ -223,6 +225,7 @@ fn main() -> ExitCode {
         Command::Drill(a) => cmd::drill::run(a),
         Command::Mount(a) => cmd::mount::run(a),
         Command::Stats(a) => cmd::stats::run(a),
+        Command::Find(a) => cmd::find::run(a),
         Command::Retention(a) => cmd::retention::run(a),
         Command::Prune(a) => cmd::retention::prune(a),
         Command::Man(a) => cmd::man::run(

@@ -2022,3 +2022,48 @@ fn replica_pull_progress() {
     .unwrap();
     assert_eq!(list.len(), 2);
 }
+
+/// `find` lists the files whose name matches a pattern in every snapshot
+/// (or those of one client), with the snapshot each is in; a pattern with
+/// `/` matches the whole path; -i ignores case; none found is not an error.
+#[test]
+fn find_across_snapshots() {
+    let w = World::new();
+    init_with(&w, &["--client", "mx1,mx2"]);
+    let src = w.path("data");
+    std::fs::create_dir_all(src.join("docs")).unwrap();
+    std::fs::write(src.join("docs/Invoice-2026.pdf"), "one").unwrap();
+    std::fs::write(src.join("notes.txt"), "notes").unwrap();
+    let repo = w.repo();
+    let k2 = w.path("keys/client-mx2.key").display().to_string();
+    let s = src.to_str().unwrap();
+    w.ok(&["backup", "--repo", &repo, "--key", &w.key("client"), s]);
+    std::fs::write(src.join("docs/invoice-2027.pdf"), "two").unwrap();
+    w.ok(&["backup", "--repo", &repo, "--key", &w.key("client"), s]);
+    w.ok(&["backup", "--repo", &repo, "--key", &k2, s]);
+    let rk = w.key("restore");
+    let find = |extra: &[&str]| -> Vec<serde_json::Value> {
+        let mut args = vec!["find", "--repo", &repo, "--key", &rk, "--json"];
+        args.extend_from_slice(extra);
+        serde_json::from_str(&w.ok(&args)).unwrap()
+    };
+    let hits = find(&["*.pdf"]);
+    // 1 in the first snapshot, 2 in each of the others.
+    assert_eq!(hits.len(), 5, "{hits:?}");
+    assert!(
+        hits.iter()
+            .all(|h| h["path"].as_str().unwrap().ends_with(".pdf"))
+    );
+    assert_eq!(find(&["invoice*"]).len(), 2);
+    assert_eq!(find(&["-i", "invoice*"]).len(), 5);
+    assert_eq!(find(&["--client", "mx2", "*.pdf"]).len(), 2);
+    assert_eq!(find(&["data/docs/*2027*"]).len(), 2);
+    assert_eq!(find(&["*.doc"]).len(), 0);
+    let text = w.ok(&["find", "--repo", &repo, "--key", &rk, "notes.txt"]);
+    assert!(text.contains("3 matches in 3 of 3 snapshots"), "{text}");
+    assert!(text.contains("data/notes.txt"), "{text}");
+    // Names are encrypted: the client key cannot look.
+    let o = w.run(&["find", "--repo", &repo, "--key", &w.key("client"), "*"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("restore key"), "{}", stderr(&o));
+}

@@ -7,6 +7,7 @@ pub mod completion;
 pub mod diff;
 pub mod drill;
 pub mod export;
+pub mod find;
 
 pub mod govern;
 pub mod init;
