@@ -1,26 +1,54 @@
-//! `holdfast backup`.
+//! `holdfast backup`, in memory that does not grow with the file count
+//! (issue 10).
 //!
-//! Pipeline: walk the paths into an in-memory plan of directories (names and
-//! stat results only) → files the cache does not vouch for are read,
-//! chunked, hashed, compressed and sealed in parallel (rayon) → sealed blobs
-//! go into a shared pack builder → a writer thread stores finished packs →
-//! trees are built bottom-up → after every pack is durable, the signed
-//! snapshot is written (the commit point) → the cache is saved.
+//! Three stages run at once, linked by a bounded window of files in order:
 //!
-//! Before the commit, this run is compared with the previous snapshot
-//! ([`crate::detect`]); findings go into the snapshot and the report, and
-//! the snapshot is written whatever they say (it is the evidence).
+//! 1. **walk** ([`crate::walk`]): depth first, each directory's entries in
+//!    name order. The walk is merged (a merge-join) with the previous
+//!    cache's files section, which is stored in the same order
+//!    ([`crate::cache`]), so deciding whether a file is unchanged costs one
+//!    sequential read, not a map of every path. A cached file is unchanged
+//!    when its stat fields match and every chunk's *pack number* (kept in
+//!    the cache entry) is in the in-memory live-pack bitmap: O(1), no blob
+//!    lookup.
+//! 2. **upload**: files to read go to the rayon pool (at most [`WINDOW`]
+//!    in flight); each is read, chunked, hashed, compressed and sealed; new
+//!    blobs go into the one pack being filled, and a writer thread stores
+//!    finished packs. Which blobs are stored is a sorted table on disk with
+//!    a small in-memory fence, plus this run's new blobs in a bounded map
+//!    spilled to sorted runs ([`crate::blobset`]).
+//! 3. **trees**: results are consumed in walk order; a directory's tree is
+//!    built and sealed as soon as its last entry is in, so only the
+//!    directories on the current path are open. Each file's cache record is
+//!    streamed to the next cache file, its comparison with the previous
+//!    snapshot fed to the [`Detector`], and its chunks' pack numbers set in
+//!    a bitmap over pack numbers: the snapshot's `packs` list comes from
+//!    that bitmap, not from a list of every referenced blob.
 //!
-//! At most one pack is being filled and one being written at a time, and
-//! files are streamed through the chunker, so memory stays bounded whatever
-//! the size of the files.
+//! After every pack is durable, the signed snapshot is written (the commit
+//! point), then the new cache is completed (blob table, meta, hash) and
+//! put in place crash-safely (temp file, fsync, rename, directory fsync).
+//!
+//! Why these choices rather than an embedded database (redb): the access
+//! pattern is a sequential scan in walk order, so a sorted stream needs no
+//! index, no random I/O and no page cache of its own in RSS, and writing the
+//! next cache is one sequential append; the blob set is the only random
+//! lookup, and on an unchanged run it is not consulted at all.
+//!
+//! What memory remains per file or blob: about 3 bytes per stored blob
+//! (fence, Bloom filters of this run's spilled blobs), one bit per pack,
+//! per-directory state (the open directories' entries, per Maildir folder
+//! counters in the detector). Files in flight are bounded by [`WINDOW`].
+//!
+//! Roots are walked in path order; a root inside another one given too is
+//! walked without the cache (read again each time, deduplicated, not
+//! compared), since its files would break the cache's order.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashSet, VecDeque};
 use std::ffi::OsStr;
 use std::fs::File;
 use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
@@ -30,23 +58,27 @@ use globset::{Glob, GlobSet, GlobSetBuilder};
 use holdfast_core::chunker::{self, StreamError};
 use holdfast_core::crypto::{self, IdKey, Identity, SessionKey};
 use holdfast_core::format::{
-    self, Finding, KIND_DATA, KIND_TREE, Node, NodeKind, PackBuilder, PackEntry, Signal, Snapshot,
+    self, Finding, KIND_DATA, KIND_TREE, Node, NodeKind, PackBuilder, Signal, Snapshot,
     SnapshotBody, SnapshotHeader, Tree,
 };
 use holdfast_core::keyfile::Secret;
 use holdfast_core::{BlobId, ObjectId};
 use holdfast_store::Kind;
-use rayon::prelude::*;
 
-use crate::cache::{Cache, CachedFile, FileStat, Owner};
-use crate::detect::{self, ReadStats, Reading};
+use crate::blobset::{BlobSet, Reserve, Table, TableBuilder};
+use crate::cache::{self, CacheMeta, CacheWriter, Cursor, Entry, FileStat, Loaded, Owner};
+use crate::detect::{self, Cur, Detector, Prev, ReadStats, Reading};
 use crate::index::read_pack_table;
 use crate::keys::Key;
-use crate::{Error, Progress, Repository, Result, now_ns};
+use crate::walk::{Event, Meta, Walk};
+use crate::{Error, Progress, Repository, Result, io_err, now_ns};
 
 /// Files up to this size (the largest chunk) are read whole and chunked from
 /// memory; larger ones are streamed.
 const SLURP_LIMIT: u64 = 1 << 20;
+/// Walk events (files, directories) between the walk and the tree stage:
+/// how many files can be read at once, and all that is held of them.
+pub const WINDOW: usize = 512;
 
 pub struct BackupOptions {
     pub paths: Vec<PathBuf>,
@@ -77,136 +109,16 @@ pub struct BackupReport {
     pub compared: bool,
 }
 
-// ------------------------------------------------------------------ plan
-
-struct PNode {
-    name: Vec<u8>,
-    mode: u32,
-    uid: u32,
-    gid: u32,
-    mtime: (i64, u32),
-    kind: PKind,
-}
-
-enum PKind {
-    File {
-        path: PathBuf,
-        stat: FileStat,
-        chunks: Option<Vec<BlobId>>,
-    },
-    Dir(usize),
-    Symlink(Vec<u8>),
-}
-
-struct Walker<'a> {
-    dirs: Vec<Vec<PNode>>,
-    excludes: &'a GlobSet,
-    one_fs: Option<u64>,
-    unreadable: Vec<(PathBuf, String)>,
-}
-
-fn node_from(name: &[u8], md: &std::fs::Metadata, kind: PKind) -> PNode {
-    PNode {
-        name: name.to_vec(),
-        mode: md.mode() & 0o7777,
-        uid: md.uid(),
-        gid: md.gid(),
-        mtime: (md.mtime(), md.mtime_nsec() as u32),
-        kind,
-    }
-}
-
-fn stat_of(md: &std::fs::Metadata) -> FileStat {
-    FileStat {
-        size: md.len(),
-        mtime: (md.mtime(), md.mtime_nsec() as u32),
-        ctime: (md.ctime(), md.ctime_nsec() as u32),
-        ino: md.ino(),
-        dev: md.dev(),
-    }
-}
-
-impl Walker<'_> {
-    fn excluded(&self, path: &Path) -> bool {
-        self.excludes.is_match(path) || path.file_name().is_some_and(|n| self.excludes.is_match(n))
-    }
-
-    /// Makes the node for `path` (already lstat-ed), recursing into dirs.
-    fn visit(&mut self, path: &Path, name: &[u8], md: &std::fs::Metadata) -> Option<PNode> {
-        let ft = md.file_type();
-        if ft.is_dir() {
-            let idx = self.dirs.len();
-            self.dirs.push(Vec::new());
-            let rd = match std::fs::read_dir(path) {
-                Ok(rd) => rd,
-                Err(e) => {
-                    self.dirs.pop();
-                    self.unreadable.push((path.to_path_buf(), e.to_string()));
-                    return None;
-                }
-            };
-            let mut entries: Vec<_> = rd
-                .filter_map(|e| match e {
-                    Ok(e) => Some(e.file_name()),
-                    Err(e) => {
-                        self.unreadable.push((path.to_path_buf(), e.to_string()));
-                        None
-                    }
-                })
-                .collect();
-            entries.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
-            let mut nodes = Vec::with_capacity(entries.len());
-            for n in entries {
-                let child = path.join(&n);
-                if self.excluded(&child) {
-                    continue;
-                }
-                let cmd = match std::fs::symlink_metadata(&child) {
-                    Ok(m) => m,
-                    Err(e) => {
-                        self.unreadable.push((child, e.to_string()));
-                        continue;
-                    }
-                };
-                if cmd.is_dir() && self.one_fs.is_some_and(|d| d != cmd.dev()) {
-                    continue;
-                }
-                if let Some(node) = self.visit(&child, n.as_bytes(), &cmd) {
-                    nodes.push(node);
-                }
-            }
-            self.dirs[idx] = nodes;
-            Some(node_from(name, md, PKind::Dir(idx)))
-        } else if ft.is_file() {
-            Some(node_from(
-                name,
-                md,
-                PKind::File {
-                    path: path.to_path_buf(),
-                    stat: stat_of(md),
-                    chunks: None,
-                },
-            ))
-        } else if ft.is_symlink() {
-            match std::fs::read_link(path) {
-                Ok(t) => Some(node_from(
-                    name,
-                    md,
-                    PKind::Symlink(t.as_os_str().as_bytes().to_vec()),
-                )),
-                Err(e) => {
-                    self.unreadable.push((path.to_path_buf(), e.to_string()));
-                    None
-                }
-            }
-        } else {
-            // Sockets, fifos and devices are not backed up.
-            None
-        }
-    }
-}
-
 // ------------------------------------------------------------------ upload
+
+/// A blob as the uploader placed it.
+#[derive(Clone, Copy)]
+struct Placed {
+    id: BlobId,
+    pack: u32,
+    /// Stored before this run.
+    old: bool,
+}
 
 /// Shared by the parallel workers: dedups, seals and packs blobs.
 struct Uploader<'a> {
@@ -215,10 +127,11 @@ struct Uploader<'a> {
     epk: [u8; 32],
     level: i32,
     pack_target: usize,
-    known: &'a HashMap<BlobId, u32>,
-    pending: Mutex<HashSet<BlobId>>,
-    packer: Mutex<Option<PackBuilder>>,
-    tx: Mutex<Option<SyncSender<PackBuilder>>>,
+    blobs: &'a BlobSet,
+    scratch: &'a Path,
+    /// The pack being filled and its number.
+    packer: Mutex<(Option<PackBuilder>, u32)>,
+    tx: Mutex<Option<SyncSender<(PackBuilder, u32)>>>,
     /// Pack buffers the writer has finished with, for reuse: a few large
     /// buffers recycled instead of one allocated per pack keeps the
     /// allocator from holding freed packs in per-thread arenas.
@@ -229,11 +142,50 @@ struct Uploader<'a> {
 }
 
 impl Uploader<'_> {
-    fn add(&self, kind: u8, data: &[u8]) -> Result<BlobId> {
+    fn add(&self, kind: u8, data: &[u8]) -> Result<Placed> {
         let id = self.id_key.blob_id(data);
-        if self.known.contains_key(&id) || !self.pending.lock().unwrap().insert(id) {
-            return Ok(id);
+        match self
+            .blobs
+            .reserve(&id, self.failed)
+            .map_err(|e| io_err(self.scratch, e))?
+        {
+            Reserve::Old(pack) => {
+                return Ok(Placed {
+                    id,
+                    pack,
+                    old: true,
+                });
+            }
+            Reserve::New(pack) => {
+                return Ok(Placed {
+                    id,
+                    pack,
+                    old: false,
+                });
+            }
+            Reserve::Mine => {}
         }
+        match self.store(id, kind, data) {
+            Ok(pack) => {
+                self.blobs
+                    .resolve(&id, pack)
+                    .map_err(|e| io_err(self.scratch, e))?;
+                Ok(Placed {
+                    id,
+                    pack,
+                    old: false,
+                })
+            }
+            Err(e) => {
+                self.failed.store(true, Ordering::Relaxed);
+                self.blobs.abandon(&id);
+                Err(e)
+            }
+        }
+    }
+
+    /// Seals one new blob into the current pack; returns the pack number.
+    fn store(&self, id: BlobId, kind: u8, data: &[u8]) -> Result<u32> {
         if self.failed.load(Ordering::Relaxed) {
             return Err(Error::Usage("backup aborted: a pack write failed".into()));
         }
@@ -241,29 +193,42 @@ impl Uploader<'_> {
         self.new_blobs.fetch_add(1, Ordering::Relaxed);
         self.new_bytes
             .fetch_add(data.len() as u64, Ordering::Relaxed);
-        let full = {
-            let mut p = self.packer.lock().unwrap();
-            let b = p.get_or_insert_with(|| match self.spare.lock().unwrap().try_recv() {
-                Ok(buf) => PackBuilder::with_buffer(&self.epk, buf),
-                Err(_) => PackBuilder::new(&self.epk, self.pack_target + (2 << 20)),
-            });
-            b.add(id, kind, flags, data.len() as u32, &sealed);
-            if b.len() >= self.pack_target {
-                p.take()
-            } else {
-                None
+        let (no, full) = {
+            let mut p = self.packer.lock().unwrap_or_else(|p| p.into_inner());
+            let (cur, next) = &mut *p;
+            if cur.is_none() {
+                let b = match self
+                    .spare
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .try_recv()
+                {
+                    Ok(buf) => PackBuilder::with_buffer(&self.epk, buf),
+                    Err(_) => PackBuilder::new(&self.epk, self.pack_target + (2 << 20)),
+                };
+                *cur = Some(b);
+                *next += 1;
             }
+            let no = *next - 1;
+            let full = match cur {
+                Some(b) => {
+                    b.add(id, kind, flags, data.len() as u32, &sealed);
+                    b.len() >= self.pack_target
+                }
+                None => false,
+            };
+            (no, if full { cur.take() } else { None })
         };
         if let Some(b) = full {
-            self.send(b)?;
+            self.send(b, no)?;
         }
-        Ok(id)
+        Ok(no)
     }
 
-    fn send(&self, b: PackBuilder) -> Result<()> {
-        let tx = self.tx.lock().unwrap().clone();
+    fn send(&self, b: PackBuilder, no: u32) -> Result<()> {
+        let tx = self.tx.lock().unwrap_or_else(|p| p.into_inner()).clone();
         match tx {
-            Some(tx) if tx.send(b).is_ok() => Ok(()),
+            Some(tx) if tx.send((b, no)).is_ok() => Ok(()),
             _ => Err(Error::Usage(
                 "backup aborted: the pack writer stopped".into(),
             )),
@@ -272,20 +237,20 @@ impl Uploader<'_> {
 
     /// Sends the last partial pack and closes the channel.
     fn flush(&self) -> Result<()> {
-        let last = self.packer.lock().unwrap().take();
-        if let Some(b) = last {
-            self.send(b)?;
+        let last = {
+            let mut p = self.packer.lock().unwrap_or_else(|p| p.into_inner());
+            p.0.take().map(|b| (b, p.1 - 1))
+        };
+        if let Some((b, no)) = last {
+            self.send(b, no)?;
         }
-        self.tx.lock().unwrap().take();
+        self.tx.lock().unwrap_or_else(|p| p.into_inner()).take();
         Ok(())
     }
 }
 
-/// A pack the writer stored: id, table, size.
-type WrittenPack = (ObjectId, Vec<PackEntry>, u64);
-
 enum FileResult {
-    Done(Vec<BlobId>, u64, Option<ReadStats>),
+    Done(Vec<(BlobId, u32)>, u64, Option<ReadStats>),
     Unreadable(String),
 }
 
@@ -319,26 +284,26 @@ fn read_file(
             r.head(&buf, true);
         }
         chunker::chunk_slice(chunking, &buf, |c| {
-            let id = up.add(KIND_DATA, c)?;
+            let p = up.add(KIND_DATA, c)?;
             if let Some(r) = &mut reading
-                && !up.known.contains_key(&id)
+                && !p.old
             {
                 r.count(c);
             }
-            chunks.push(id);
+            chunks.push((p.id, p.pack));
             Ok::<_, Error>(())
         })?;
     } else {
         let r = chunker::chunk_stream(chunking, f, |c| {
             total += c.len() as u64;
-            let id = up.add(KIND_DATA, &c)?;
+            let p = up.add(KIND_DATA, &c)?;
             if let Some(r) = &mut reading {
                 r.head(&c, false);
-                if !up.known.contains_key(&id) {
+                if !p.old {
                     r.count(&c);
                 }
             }
-            chunks.push(id);
+            chunks.push((p.id, p.pack));
             Ok::<_, Error>(())
         });
         match r {
@@ -354,33 +319,43 @@ fn read_file(
     ))
 }
 
-/// Rebuilds the blob → pack map from the tables of packs that this client's
-/// own snapshots reference (when the cache is lost).
-fn rebuild_known(repo: &Repository, client: &[u8; 32], cache: &mut Cache) -> Result<()> {
+/// Rebuilds the blob → pack table from the tables of packs that this
+/// client's own snapshots reference (when the cache is lost), on disk.
+fn rebuild_known(
+    repo: &Repository,
+    client: &[u8; 32],
+    existing: &HashSet<ObjectId>,
+    scratch: &Path,
+) -> Result<(Vec<ObjectId>, Table, Option<ObjectId>)> {
     let (snaps, _) = repo.snapshots()?;
     let mut packs: Vec<ObjectId> = snaps
         .iter()
         .filter(|(_, s)| &s.header.client == client)
         .flat_map(|(_, s)| s.header.packs.iter().copied())
+        .filter(|p| existing.contains(p))
         .collect();
     packs.sort();
     packs.dedup();
-    cache.last_snapshot = snaps
+    let last = snaps
         .iter()
         .rev()
         .find(|(_, s)| &s.header.client == client)
         .map(|(id, _)| *id);
+    drop(snaps);
+    let mut tb = TableBuilder::new(scratch);
+    let mut kept = Vec::with_capacity(packs.len());
     for p in packs {
         let Ok((_, entries)) = read_pack_table(repo.backend.as_ref(), &p) else {
             continue;
         };
-        let n = cache.packs.len() as u32;
-        cache.packs.push(p);
+        let n = kept.len() as u32;
+        kept.push(p);
         for e in entries {
-            cache.blobs.entry(e.id).or_insert(n);
+            tb.push(&e.id, n).map_err(|e| io_err(scratch, e))?;
         }
     }
-    Ok(())
+    let table = tb.finish().map_err(|e| io_err(scratch, e))?;
+    Ok((kept, table, last))
 }
 
 fn build_excludes(patterns: &[String]) -> Result<GlobSet> {
@@ -391,6 +366,376 @@ fn build_excludes(patterns: &[String]) -> Result<GlobSet> {
     b.build()
         .map_err(|e| Error::Usage(format!("bad excludes: {e}")))
 }
+
+// ------------------------------------------------------------------ walk
+
+/// One backed-up path.
+struct Root {
+    abs: PathBuf,
+    name: Vec<u8>,
+    /// `None` when missing.
+    md: Option<std::fs::Metadata>,
+    /// Merged with the cache (false for a root inside another root).
+    joined: bool,
+}
+
+fn bytes_of(p: &Path) -> &[u8] {
+    p.as_os_str().as_bytes()
+}
+
+fn under(path: &[u8], root: &[u8]) -> bool {
+    let root = root.strip_suffix(b"/").unwrap_or(root);
+    path.starts_with(root) && (path.len() == root.len() || path.get(root.len()) == Some(&b'/'))
+}
+
+/// The previous cache's files, merged with the walk.
+struct Merge {
+    cursor: Option<Cursor>,
+}
+
+fn prev_of(e: &Entry, with_chunks: bool) -> Prev {
+    Prev {
+        size: e.stat.size,
+        fp: detect::content_fp(e.stat.size, e.chunks.first().map(|c| &c.0)),
+        chunks_fp: if with_chunks {
+            detect::chunks_fp(e.chunks.iter().map(|c| &c.0))
+        } else {
+            0
+        },
+    }
+}
+
+impl Merge {
+    /// Passes the entries before `path`: gone from this run (`gone`), or
+    /// outside every root (not compared).
+    fn pass_before(&mut self, path: &[u8], det: &mut Option<Detector>, gone: bool) {
+        let Some(c) = &mut self.cursor else { return };
+        while c
+            .peek()
+            .is_some_and(|e| cache::cmp_path(&e.path, path).is_lt() && !under(&e.path, path))
+        {
+            let Some(e) = c.next_entry() else { break };
+            if gone && let Some(d) = det {
+                d.gone(&e.path, &prev_of(&e, false));
+            }
+        }
+    }
+
+    /// Passes the entries at or under `path`: gone, or still there but
+    /// unreadable.
+    fn pass_under(&mut self, path: &[u8], det: &mut Option<Detector>, gone: bool) {
+        let Some(c) = &mut self.cursor else { return };
+        while c.peek().is_some_and(|e| under(&e.path, path)) {
+            let Some(e) = c.next_entry() else { break };
+            if let Some(d) = det {
+                let p = prev_of(&e, false);
+                if gone {
+                    d.gone(&e.path, &p);
+                } else {
+                    d.still_there(&e.path, &p);
+                }
+            }
+        }
+    }
+
+    /// The previous entry for the file at `path`, if any.
+    fn take(&mut self, path: &[u8], det: &mut Option<Detector>) -> Option<Entry> {
+        self.pass_before(path, det, true);
+        let c = self.cursor.as_mut()?;
+        if c.peek().is_some_and(|e| e.path == path) {
+            c.next_entry()
+        } else {
+            None
+        }
+    }
+}
+
+// ------------------------------------------------------------------ trees
+
+enum Work {
+    Cached(Vec<(BlobId, u32)>),
+    Reading(Receiver<Result<FileResult>>),
+}
+
+/// One walk event on its way to the tree stage.
+enum Item {
+    Enter {
+        name: Vec<u8>,
+        meta: Meta,
+    },
+    Leave,
+    Symlink {
+        name: Vec<u8>,
+        meta: Meta,
+        target: Vec<u8>,
+    },
+    File {
+        name: Vec<u8>,
+        meta: Meta,
+        path: PathBuf,
+        stat: FileStat,
+        prev: Option<Prev>,
+        joined: bool,
+        work: Work,
+    },
+    Unreadable {
+        path: PathBuf,
+        why: String,
+    },
+}
+
+fn node(name: Vec<u8>, meta: Meta, kind: NodeKind) -> Node {
+    Node {
+        name,
+        mode: meta.mode,
+        uid: meta.uid,
+        gid: meta.gid,
+        mtime_s: meta.mtime.0,
+        mtime_ns: meta.mtime.1,
+        kind,
+    }
+}
+
+/// The tree stage: open directories, the used-pack bitmap, the next cache.
+struct Trees<'a> {
+    up: &'a Uploader<'a>,
+    progress: &'a Progress,
+    stack: Vec<(Vec<u8>, Meta, Vec<Node>)>,
+    top: Vec<Node>,
+    /// Bit per pack number: referenced by this snapshot.
+    used: Vec<u64>,
+    cache: CacheWriter,
+    exts: BTreeSet<Vec<u8>>,
+    files: u64,
+    bytes: u64,
+    dirs: u64,
+    files_read: u64,
+    unreadable: Vec<(PathBuf, String)>,
+}
+
+impl Trees<'_> {
+    fn use_pack(&mut self, p: u32) {
+        let (w, b) = (p as usize / 64, p % 64);
+        if w >= self.used.len() {
+            self.used.resize(w + 1, 0);
+        }
+        self.used[w] |= 1 << b;
+    }
+
+    fn place(&mut self, n: Node) {
+        match self.stack.last_mut() {
+            Some((_, _, nodes)) => nodes.push(n),
+            None => self.top.push(n),
+        }
+    }
+
+    fn consume(&mut self, item: Item, det: &mut Option<Detector>) -> Result<()> {
+        match item {
+            Item::Enter { name, meta } => self.stack.push((name, meta, Vec::new())),
+            Item::Leave => {
+                let Some((name, meta, nodes)) = self.stack.pop() else {
+                    return Err(Error::Usage("internal: unbalanced walk".into()));
+                };
+                let p = self.up.add(KIND_TREE, &Tree { nodes }.encode())?;
+                self.use_pack(p.pack);
+                self.dirs += 1;
+                self.place(node(name, meta, NodeKind::Dir { subtree: p.id }));
+            }
+            Item::Symlink { name, meta, target } => {
+                self.place(node(name, meta, NodeKind::Symlink { target }))
+            }
+            Item::Unreadable { path, why } => self.unreadable.push((path, why)),
+            Item::File {
+                name,
+                meta,
+                path,
+                mut stat,
+                prev,
+                joined,
+                work,
+            } => {
+                let (chunks, read, was_read) = match work {
+                    Work::Cached(c) => (c, None, false),
+                    Work::Reading(rx) => {
+                        let r = rx
+                            .recv()
+                            .map_err(|_| Error::Usage("internal: a reader stopped".into()))?;
+                        self.files_read += 1;
+                        match r? {
+                            FileResult::Done(c, size, read) => {
+                                stat.size = size;
+                                (c, read, true)
+                            }
+                            FileResult::Unreadable(why) => {
+                                if let (Some(d), Some(p), true) = (det.as_mut(), prev, joined) {
+                                    d.still_there(bytes_of(&path), &p);
+                                }
+                                self.unreadable.push((path, why));
+                                return Ok(());
+                            }
+                        }
+                    }
+                };
+                let key = bytes_of(&path);
+                self.files += 1;
+                self.bytes += stat.size;
+                for (_, p) in &chunks {
+                    self.use_pack(*p);
+                }
+                if joined {
+                    self.cache.file(key, &stat, &chunks);
+                    if let Some(d) = det {
+                        let fp = detect::content_fp(stat.size, chunks.first().map(|c| &c.0));
+                        let cur = Cur {
+                            size: stat.size,
+                            fp,
+                            chunks_fp: if was_read {
+                                detect::chunks_fp(chunks.iter().map(|c| &c.0))
+                            } else {
+                                prev.map_or(0, |p| p.chunks_fp)
+                            },
+                            read,
+                        };
+                        match &prev {
+                            Some(p) => d.same(key, p, &cur),
+                            None => d.added(key, &cur),
+                        }
+                    }
+                }
+                if self.exts.len() < cache::MAX_EXTS
+                    && let Some(e) = detect::ext_of(key)
+                    && !self.exts.contains(e)
+                {
+                    self.exts.insert(e.to_vec());
+                }
+                let kind = NodeKind::File {
+                    size: stat.size,
+                    chunks: chunks.into_iter().map(|c| c.0).collect(),
+                };
+                self.place(node(name, meta, kind));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Walks every root, merged with the cache, with at most [`WINDOW`] files
+/// in flight to the rayon pool, consumed in order by the tree stage.
+#[allow(clippy::too_many_arguments)]
+fn walk_all(
+    roots: &[Root],
+    excludes: &GlobSet,
+    one_fs: bool,
+    merge: &mut Merge,
+    trees: &mut Trees,
+    det: &mut Option<Detector>,
+    live: &[bool],
+    chunking: &format::Chunking,
+    compared: bool,
+) -> Result<()> {
+    let up = trees.up;
+    let progress = trees.progress;
+    rayon::in_place_scope(|s| {
+        let mut queue: VecDeque<Item> = VecDeque::with_capacity(WINDOW + 1);
+        for root in roots {
+            let rb = bytes_of(&root.abs);
+            if root.joined {
+                merge.pass_before(rb, det, false);
+            }
+            if let Some(md) = &root.md {
+                for ev in Walk::new(&root.abs, &root.name, md.clone(), excludes, one_fs) {
+                    if up.failed.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    let item = match ev {
+                        Event::Enter { name, meta } => Item::Enter { name, meta },
+                        Event::Leave => Item::Leave,
+                        Event::Symlink { name, meta, target } => {
+                            Item::Symlink { name, meta, target }
+                        }
+                        Event::Unreadable { path, why } => {
+                            if root.joined {
+                                merge.pass_before(bytes_of(&path), det, true);
+                                merge.pass_under(bytes_of(&path), det, false);
+                            }
+                            Item::Unreadable { path, why }
+                        }
+                        Event::File {
+                            name,
+                            meta,
+                            path,
+                            stat,
+                        } => {
+                            progress.files_total.fetch_add(1, Ordering::Relaxed);
+                            progress.bytes_total.fetch_add(stat.size, Ordering::Relaxed);
+                            let old = if root.joined {
+                                merge.take(bytes_of(&path), det)
+                            } else {
+                                None
+                            };
+                            let unchanged = old.as_ref().is_some_and(|e| {
+                                e.stat == stat
+                                    && e.chunks
+                                        .iter()
+                                        .all(|(_, p)| live.get(*p as usize).copied() == Some(true))
+                            });
+                            let (prev, work) = match old {
+                                Some(e) if unchanged => {
+                                    progress.add(1, 0);
+                                    (Some(prev_of(&e, false)), Work::Cached(e.chunks))
+                                }
+                                old => {
+                                    let prev = old.map(|e| prev_of(&e, compared));
+                                    let (tx, rx) = sync_channel(1);
+                                    let (p, size) = (path.clone(), stat.size);
+                                    s.spawn(move |_| {
+                                        let r = read_file(up, chunking, &p, size, compared);
+                                        if r.is_err() {
+                                            up.failed.store(true, Ordering::Relaxed);
+                                        }
+                                        progress.add(1, size);
+                                        let _ = tx.send(r);
+                                    });
+                                    (prev, Work::Reading(rx))
+                                }
+                            };
+                            Item::File {
+                                name,
+                                meta,
+                                path,
+                                stat,
+                                prev,
+                                joined: root.joined,
+                                work,
+                            }
+                        }
+                    };
+                    queue.push_back(item);
+                    while queue.len() > WINDOW {
+                        if let Some(it) = queue.pop_front() {
+                            trees.consume(it, det).inspect_err(|_| {
+                                up.failed.store(true, Ordering::Relaxed);
+                            })?;
+                        }
+                    }
+                }
+            }
+            // Everything under the root the walk did not meet is gone (the
+            // whole root, when it is missing).
+            while let Some(it) = queue.pop_front() {
+                trees.consume(it, det).inspect_err(|_| {
+                    up.failed.store(true, Ordering::Relaxed);
+                })?;
+            }
+            if root.joined {
+                merge.pass_under(rb, det, true);
+            }
+        }
+        Ok(())
+    })
+}
+
+// ------------------------------------------------------------------ backup
 
 pub fn backup(
     repo: &Repository,
@@ -427,380 +772,351 @@ pub fn backup(
             "nothing to back up: give at least one path".into(),
         ));
     }
-
-    // 1. Walk.
     let excludes = build_excludes(&opts.excludes)?;
-    let mut walker = Walker {
-        dirs: vec![Vec::new()],
-        excludes: &excludes,
-        one_fs: None,
-        unreadable: Vec::new(),
-    };
+
+    // 1. Roots, in the order given (for the snapshot) and in walk order.
     let mut abs_paths = Vec::new();
-    // Each root, and the error that made it missing (a wipe if the previous
-    // snapshot had files under it, else an error as before).
-    let mut roots: Vec<(Vec<u8>, Option<Error>)> = Vec::new();
+    let mut roots: Vec<Root> = Vec::new();
+    let mut missing_errors: Vec<(Vec<u8>, Error)> = Vec::new();
     for p in &opts.paths {
-        let abs = std::path::absolute(p).map_err(|e| crate::io_err(p, e))?;
-        let md = match std::fs::symlink_metadata(&abs) {
-            Ok(md) => md,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                abs_paths.push(abs.as_os_str().as_bytes().to_vec());
-                roots.push((
-                    abs.as_os_str().as_bytes().to_vec(),
-                    Some(crate::io_err(&abs, e)),
-                ));
-                continue;
-            }
-            Err(e) => return Err(crate::io_err(&abs, e)),
-        };
-        roots.push((abs.as_os_str().as_bytes().to_vec(), None));
-        walker.one_fs = opts.one_file_system.then_some(md.dev());
+        let abs = std::path::absolute(p).map_err(|e| io_err(p, e))?;
+        abs_paths.push(bytes_of(&abs).to_vec());
         let name = abs
             .file_name()
             .map(OsStr::as_bytes)
             .unwrap_or(b"root")
             .to_vec();
-        if walker.dirs[0].iter().any(|n: &PNode| n.name == name) {
+        let md = match std::fs::symlink_metadata(&abs) {
+            Ok(md) => Some(md),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                missing_errors.push((bytes_of(&abs).to_vec(), io_err(&abs, e)));
+                None
+            }
+            Err(e) => return Err(io_err(&abs, e)),
+        };
+        if md.is_some() && roots.iter().any(|r| r.md.is_some() && r.name == name) {
             return Err(Error::Usage(format!(
                 "two paths end in the same name {:?}",
                 String::from_utf8_lossy(&name)
             )));
         }
-        if let Some(node) = walker.visit(&abs, &name, &md) {
-            walker.dirs[0].push(node);
-        }
-        abs_paths.push(abs.as_os_str().as_bytes().to_vec());
+        roots.push(Root {
+            abs,
+            name,
+            md,
+            joined: true,
+        });
     }
-    walker.dirs[0].sort_by(|a, b| a.name.cmp(&b.name));
-    let Walker {
-        mut dirs,
-        mut unreadable,
-        ..
-    } = walker;
+    let root_list: Vec<(Vec<u8>, bool)> = roots
+        .iter()
+        .map(|r| (bytes_of(&r.abs).to_vec(), r.md.is_none()))
+        .collect();
+    roots.sort_by(|a, b| cache::cmp_path(bytes_of(&a.abs), bytes_of(&b.abs)));
+    for i in 0..roots.len() {
+        let inside = roots[..i]
+            .iter()
+            .any(|o| o.joined && under(bytes_of(&roots[i].abs), bytes_of(&o.abs)));
+        roots[i].joined = !inside;
+    }
 
-    // 2. Cache: load, check against the repository's packs, or rebuild.
+    // 2. Cache: load and check against the repository's packs, or rebuild
+    // the blob table from this client's packs.
     let owner = Owner {
         repo_id: repo.config.repo_id,
         client: me,
         config_id: repo.config_id,
     };
-    let cache_path = Cache::path(&opts.cache_dir, &owner);
-    let mut cache = Cache::load(&cache_path, &owner);
+    let scratch = opts.cache_dir.as_path();
+    holdfast_store::create_private_dir(scratch).map_err(|e| io_err(scratch, e))?;
+    let cache_path = cache::path(scratch, &owner);
     let existing: HashSet<ObjectId> = repo
         .backend
         .list(Kind::Pack)?
         .into_iter()
         .filter_map(|(n, _)| ObjectId::from_hex(&n).ok())
         .collect();
-    cache.retain_packs(&existing);
-    if cache.packs.is_empty() {
-        let history = std::mem::take(&mut cache.history);
-        cache = Cache::default();
-        cache.history = history;
-        rebuild_known(repo, &me, &mut cache)?;
-    }
-    // A root that is gone is a wipe only if the last snapshot had files
-    // under it; otherwise it is the error it always was (a typo).
-    let compared = cache.last_snapshot.is_some() && !cache.files.is_empty();
-    for (root, missing) in &mut roots {
-        if let Some(e) = missing.take() {
-            let had = cache
-                .files
-                .keys()
-                .any(|p| p.starts_with(root) && p.get(root.len()).is_none_or(|&b| b == b'/'));
-            if !had {
-                return Err(e);
-            }
-            *missing = Some(e);
-        }
-    }
-
-    // 3. Which files must be read?
-    let mut work: Vec<(usize, usize)> = Vec::new();
-    let (mut files, mut bytes) = (0u64, 0u64);
-    for (d, nodes) in dirs.iter_mut().enumerate() {
-        for (i, n) in nodes.iter_mut().enumerate() {
-            if let PKind::File { path, stat, chunks } = &mut n.kind {
-                files += 1;
-                bytes += stat.size;
-                let key = path.as_os_str().as_bytes();
-                match cache.files.get(key) {
-                    Some(c)
-                        if &c.stat == stat
-                            && c.chunks.iter().all(|b| cache.blobs.contains_key(b)) =>
-                    {
-                        *chunks = Some(c.chunks.clone());
+    let loaded = Loaded::load(&cache_path, &owner);
+    let history = loaded
+        .as_ref()
+        .map(|l| l.history.clone())
+        .unwrap_or_default();
+    let usable = loaded.filter(|l| l.packs.iter().any(|p| existing.contains(p)));
+    let opened = usable.and_then(|l| {
+        let table = l.blobs().ok()?;
+        let cursor = l.cursor().ok()?;
+        Some((l, table, cursor))
+    });
+    let (packs, old_table, last_snapshot, cursor, prev_exts, prev_files, had) = match opened {
+        Some((l, table, cursor)) => {
+            // A root that is gone is a wipe only if the last snapshot had
+            // files under it; otherwise it is the error it always was.
+            let mut had = vec![false; missing_errors.len()];
+            if !missing_errors.is_empty()
+                && let Ok(mut c) = l.cursor()
+            {
+                while let Some(e) = c.next_entry() {
+                    for (k, (r, _)) in missing_errors.iter().enumerate() {
+                        had[k] |= under(&e.path, r);
                     }
-                    _ => work.push((d, i)),
                 }
             }
+            (
+                l.packs.clone(),
+                table,
+                l.last_snapshot,
+                Some(cursor),
+                l.exts.clone(),
+                l.files,
+                had,
+            )
+        }
+        None => {
+            let (packs, table, last) = rebuild_known(repo, &me, &existing, scratch)?;
+            let had = vec![false; missing_errors.len()];
+            (packs, table, last, None, Vec::new(), 0, had)
+        }
+    };
+    for ((_, e), had) in missing_errors.into_iter().zip(had) {
+        if !had {
+            return Err(e);
         }
     }
-    progress.files_total.store(files, Ordering::Relaxed);
-    progress.bytes_total.store(bytes, Ordering::Relaxed);
-    progress.add(files - work.len() as u64, 0);
+    let compared = cursor.is_some() && last_snapshot.is_some() && prev_files > 0;
+    let live: Vec<bool> = packs.iter().map(|p| existing.contains(p)).collect();
+    drop(existing);
+    let blobs = BlobSet::new(Some(old_table), live.clone(), scratch);
+    let mut det = compared.then(|| Detector::new(&root_list, prev_exts, &history, scratch));
 
-    // 4. Read, chunk, seal, pack — in parallel; a writer thread stores packs.
-    // The current restore key epoch (the log's last executed rotation;
-    // without one, the config's key, which the client key pins above).
+    // 3. Upload: a writer thread stores finished packs.
     let (epk, session) = crypto::seal_session(&repo.sealing_public())?;
     let failed = AtomicBool::new(false);
-    let (tx, rx) = sync_channel::<PackBuilder>(0);
+    let (tx, rx) = sync_channel::<(PackBuilder, u32)>(0);
     let (spare_tx, spare_rx) = sync_channel::<Vec<u8>>(2);
-    let written: Arc<Mutex<Vec<WrittenPack>>> = Arc::default();
+    let written: Arc<Mutex<Vec<(u32, ObjectId, u64)>>> = Arc::default();
     let write_error: Arc<Mutex<Option<Error>>> = Arc::default();
     let backend = repo.backend.clone();
     let writer = {
         let written = written.clone();
         let write_error = write_error.clone();
         std::thread::spawn(move || {
-            for b in rx {
-                if write_error.lock().unwrap().is_some() {
+            for (b, no) in rx {
+                if write_error
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .is_some()
+                {
                     continue;
                 }
-                let (id, bytes, entries) = b.finish();
+                let (id, bytes, _) = b.finish();
                 match backend.put(Kind::Pack, &id.to_hex(), &bytes) {
-                    Ok(()) => written
-                        .lock()
-                        .unwrap()
-                        .push((id, entries, bytes.len() as u64)),
-                    Err(e) => *write_error.lock().unwrap() = Some(e.into()),
+                    Ok(()) => written.lock().unwrap_or_else(|p| p.into_inner()).push((
+                        no,
+                        id,
+                        bytes.len() as u64,
+                    )),
+                    Err(e) => {
+                        *write_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.into())
+                    }
                 }
                 let _ = spare_tx.try_send(bytes);
             }
         })
     };
+    let base = packs.len() as u32;
     let up = Uploader {
         id_key,
         key: session.clone(),
         epk,
         level: repo.config.zstd_level as i32,
         pack_target: repo.config.pack_target as usize,
-        known: &cache.blobs,
-        pending: Mutex::default(),
-        packer: Mutex::default(),
+        blobs: &blobs,
+        scratch,
+        packer: Mutex::new((None, base)),
         tx: Mutex::new(Some(tx)),
         spare: Mutex::new(spare_rx),
         failed: &failed,
         new_blobs: AtomicU64::new(0),
         new_bytes: AtomicU64::new(0),
     };
-    let chunking = &repo.config.chunking;
-    let paths: Vec<(PathBuf, u64)> = work
-        .iter()
-        .map(|&(d, i)| match &dirs[d][i].kind {
-            PKind::File { path, stat, .. } => (path.clone(), stat.size),
-            _ => unreachable!(),
-        })
-        .collect();
-    let results: Vec<Result<FileResult>> = paths
-        .par_iter()
-        .map(|(path, size)| {
-            let r = read_file(&up, chunking, path, *size, compared);
-            if r.is_err() {
-                failed.store(true, Ordering::Relaxed);
-            }
-            progress.add(1, *size);
-            r
-        })
-        .collect();
 
-    let mut first_error = None;
-    let mut gone: HashSet<(usize, usize)> = HashSet::new();
-    let mut read_stats: HashMap<Vec<u8>, ReadStats> = HashMap::new();
-    for ((d, i), r) in work.iter().zip(results) {
-        match r {
-            Ok(FileResult::Done(c, size, stats)) => {
-                if let PKind::File { chunks, stat, path } = &mut dirs[*d][*i].kind {
-                    *chunks = Some(c);
-                    stat.size = size;
-                    if let Some(s) = stats {
-                        read_stats.insert(path.as_os_str().as_bytes().to_vec(), s);
-                    }
-                }
-            }
-            Ok(FileResult::Unreadable(why)) => {
-                if let PKind::File { path, .. } = &dirs[*d][*i].kind {
-                    unreadable.push((path.clone(), why));
-                }
-                gone.insert((*d, *i));
-            }
-            Err(e) => {
-                first_error.get_or_insert(e);
-            }
-        }
-    }
-
-    // 5. Trees, bottom-up (children always have larger indices).
-    let mut tree_ids = vec![BlobId::default(); dirs.len()];
-    let mut new_cache_files: HashMap<Vec<u8>, CachedFile> = HashMap::new();
-    let mut referenced: Vec<BlobId> = Vec::new();
-    let mut ndirs = 0u64;
-    if first_error.is_none() {
-        for d in (0..dirs.len()).rev() {
-            let mut tree = Tree::default();
-            for (i, n) in std::mem::take(&mut dirs[d]).into_iter().enumerate() {
-                if gone.contains(&(d, i)) {
-                    continue;
-                }
-                let kind = match n.kind {
-                    PKind::File { path, stat, chunks } => {
-                        let chunks = chunks.unwrap_or_default();
-                        referenced.extend_from_slice(&chunks);
-                        new_cache_files.insert(
-                            path.as_os_str().as_bytes().to_vec(),
-                            CachedFile {
-                                stat: stat.clone(),
-                                chunks: chunks.clone(),
-                            },
-                        );
-                        NodeKind::File {
-                            size: stat.size,
-                            chunks,
-                        }
-                    }
-                    PKind::Dir(c) => {
-                        ndirs += 1;
-                        NodeKind::Dir {
-                            subtree: tree_ids[c],
-                        }
-                    }
-                    PKind::Symlink(t) => NodeKind::Symlink { target: t },
-                };
-                tree.nodes.push(Node {
-                    name: n.name,
-                    mode: n.mode,
-                    uid: n.uid,
-                    gid: n.gid,
-                    mtime_s: n.mtime.0,
-                    mtime_ns: n.mtime.1,
-                    kind,
-                });
-            }
-            match up.add(KIND_TREE, &tree.encode()) {
-                Ok(id) => {
-                    tree_ids[d] = id;
-                    referenced.push(id);
-                }
-                Err(e) => {
-                    first_error = Some(e);
-                    break;
-                }
-            }
-        }
-    }
+    // 4. Walk, read, build trees — at once.
+    let mut trees = Trees {
+        up: &up,
+        progress,
+        stack: Vec::new(),
+        top: Vec::new(),
+        used: Vec::new(),
+        cache: CacheWriter::create(&cache_path),
+        exts: BTreeSet::new(),
+        files: 0,
+        bytes: 0,
+        dirs: 0,
+        files_read: 0,
+        unreadable: Vec::new(),
+    };
+    let mut merge = Merge { cursor };
+    let walked = walk_all(
+        &roots,
+        &excludes,
+        opts.one_file_system,
+        &mut merge,
+        &mut trees,
+        &mut det,
+        &live,
+        &repo.config.chunking,
+        compared,
+    );
+    drop(merge);
+    // The root tree: one node per backed-up path, by name.
+    let root = walked.and_then(|()| {
+        let mut top = std::mem::take(&mut trees.top);
+        top.sort_by(|a, b| a.name.cmp(&b.name));
+        let p = up.add(KIND_TREE, &Tree { nodes: top }.encode())?;
+        trees.use_pack(p.pack);
+        Ok(p.id)
+    });
     let flushed = up.flush();
     let new_blobs = up.new_blobs.load(Ordering::Relaxed);
     let new_bytes = up.new_bytes.load(Ordering::Relaxed);
-    drop(up);
-    writer
+    let joined = writer
         .join()
-        .map_err(|_| Error::Usage("pack writer panicked".into()))?;
-    if let Some(e) = write_error.lock().unwrap().take() {
-        return Err(e);
+        .map_err(|_| Error::Usage("pack writer panicked".into()));
+    let Trees {
+        used,
+        cache: cache_writer,
+        exts,
+        files,
+        bytes,
+        dirs,
+        files_read,
+        unreadable,
+        ..
+    } = trees;
+    drop(up);
+    fn fail(cw: CacheWriter, e: Error) -> Result<BackupReport> {
+        cw.abort();
+        Err(e)
     }
-    if let Some(e) = first_error {
-        return Err(e);
+    if let Err(e) = joined {
+        return fail(cache_writer, e);
     }
-    flushed?;
+    if let Some(e) = write_error.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        return fail(cache_writer, e);
+    }
+    let root = match root {
+        Ok(r) => r,
+        Err(e) => return fail(cache_writer, e),
+    };
+    if let Err(e) = flushed {
+        return fail(cache_writer, e);
+    }
 
-    // 6. Which packs does the snapshot need? Every blob must be found.
-    let written = std::mem::take(&mut *written.lock().unwrap());
+    // 5. Which packs does the snapshot need? The bitmap over pack numbers.
+    let mut written = std::mem::take(&mut *written.lock().unwrap_or_else(|p| p.into_inner()));
+    written.sort_by_key(|w| w.0);
+    let mut all_packs = packs;
     let (mut packs_written, mut stored_bytes) = (0, 0);
-    for (pack, entries, size) in written {
+    for (no, id, size) in written {
+        if no as usize != all_packs.len() {
+            return fail(
+                cache_writer,
+                Error::Corrupt(format!("internal: pack number {no} out of order")),
+            );
+        }
         packs_written += 1;
         stored_bytes += size;
-        let n = cache.packs.len() as u32;
-        cache.packs.push(pack);
-        for e in entries {
-            cache.blobs.insert(e.id, n);
-        }
+        all_packs.push(id);
     }
     let mut need: Vec<ObjectId> = Vec::new();
-    let mut seen = vec![false; cache.packs.len()];
-    for b in &referenced {
-        let p =
-            *cache.blobs.get(b).ok_or_else(|| {
-                Error::Corrupt(format!("internal: blob {} was not stored", b.short()))
-            })? as usize;
-        if !seen[p] {
-            seen[p] = true;
-            need.push(cache.packs[p]);
+    for (w, bits) in used.iter().enumerate() {
+        for b in 0..64 {
+            if bits & (1 << b) != 0 {
+                let n = w * 64 + b;
+                match all_packs.get(n) {
+                    Some(p) => need.push(*p),
+                    None => {
+                        return fail(
+                            cache_writer,
+                            Error::Corrupt(format!("internal: pack number {n} was not stored")),
+                        );
+                    }
+                }
+            }
         }
     }
     need.sort();
     need.dedup();
 
-    // 7. Detection: this run against the previous snapshot (the cache).
-    let outcome = if compared {
-        let unreadable_set: HashSet<Vec<u8>> = unreadable
-            .iter()
-            .map(|(p, _)| p.as_os_str().as_bytes().to_vec())
-            .collect();
-        let root_list: Vec<(Vec<u8>, bool)> = roots
-            .iter()
-            .map(|(r, m)| (r.clone(), m.is_some()))
-            .collect();
-        detect::compare(&detect::Input {
-            roots: &root_list,
-            prev: &cache.files,
-            cur: &new_cache_files,
-            read: &read_stats,
-            unreadable: &unreadable_set,
-            history: &cache.history,
-        })
-    } else {
-        detect::Outcome::default()
+    // 6. Detection: this run against the previous snapshot (the cache).
+    let outcome = match det.map(Detector::finish) {
+        Some(Ok(o)) => o,
+        Some(Err(e)) => return fail(cache_writer, io_err(scratch, e)),
+        None => detect::Outcome::default(),
     };
 
-    // 8. Commit: the snapshot, after everything it references is durable.
+    // 7. Commit: the snapshot, after everything it references is durable.
     let header = SnapshotHeader {
         config_id: repo.config_id,
         client: me,
         time_ns: now_ns(),
-        parent: cache.last_snapshot,
+        parent: last_snapshot,
         packs: need,
         epk,
     };
     let body = SnapshotBody {
-        root: tree_ids[0],
+        root,
         hostname: opts.hostname.clone(),
         paths: abs_paths,
-        files: new_cache_files.len() as u64,
-        dirs: ndirs,
-        bytes: new_cache_files.values().map(|f| f.stat.size).sum(),
+        files,
+        dirs,
+        bytes,
         new_bytes,
         unreadable: unreadable
             .iter()
-            .map(|(p, _)| p.as_os_str().as_bytes().to_vec())
+            .map(|(p, _)| bytes_of(p).to_vec())
             .collect(),
     };
-    let (snap_id, snap_bytes) =
-        Snapshot::create_with_findings(header, &outcome.findings, &body, &session, identity)?;
-    repo.backend
-        .put(Kind::Snapshot, &snap_id.to_hex(), &snap_bytes)?;
+    let committed =
+        Snapshot::create_with_findings(header, &outcome.findings, &body, &session, identity)
+            .map_err(Error::from)
+            .and_then(|(id, bytes)| {
+                repo.backend
+                    .put(Kind::Snapshot, &id.to_hex(), &bytes)
+                    .map(|()| id)
+                    .map_err(Error::from)
+            });
+    let snap_id = match committed {
+        Ok(id) => id,
+        Err(e) => return fail(cache_writer, e),
+    };
     drop(session);
 
-    // 9. Cache (best effort: losing it costs a re-read, not correctness).
-    cache.files = new_cache_files;
-    cache.last_snapshot = Some(snap_id);
+    // 8. Cache (best effort: losing it costs a re-read, not correctness).
+    let mut history = history;
     if compared {
-        cache.history.push(outcome.run);
-        let n = cache.history.len();
+        history.push(outcome.run);
+        let n = history.len();
         let max = holdfast_core::detect::BASELINE_MAX_RUNS;
         if n > max {
-            cache.history.drain(..n - max);
+            history.drain(..n - max);
         }
     }
-    let _ = cache.save(&cache_path, &owner);
+    let mut live_after = live;
+    live_after.resize(all_packs.len(), true);
+    let meta = CacheMeta {
+        last_snapshot: Some(snap_id),
+        packs: all_packs,
+        history,
+        exts: exts.into_iter().collect(),
+    };
+    let _ = cache_writer.finish(&owner, &meta, |w| blobs.write_all(w, &live_after));
 
     Ok(BackupReport {
         snapshot: snap_id,
-        files: body.files,
-        dirs: ndirs,
-        bytes: body.bytes,
-        files_read: work.len() as u64,
+        files,
+        dirs,
+        bytes,
+        files_read,
         new_blobs,
         new_bytes,
         stored_bytes,

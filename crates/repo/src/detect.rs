@@ -13,14 +13,20 @@
 //! *mailbox* the first directory under the backed-up root. A *move* (the
 //! same content under another path, e.g. `new/` → `cur/` or a flag change)
 //! is neither a deletion nor a new file.
+//!
+//! The comparison streams (issue 10): [`Detector`] is fed each file while
+//! the backup merges its walk with the cache, so nothing per file is held
+//! in memory; see its documentation.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::Path;
 
 use holdfast_core::BlobId;
 use holdfast_core::detect::{self as maths, ENTROPY_BITS, Z_LIMIT};
 use holdfast_core::format::{Finding, Signal};
 
 use crate::cache::{CachedFile, RunStats};
+use crate::spill::{Peek, Spill};
 
 /// Messages rewritten in place (a delivered message never changes) before
 /// it is a finding.
@@ -133,7 +139,7 @@ fn mailbox<'a>(path: &'a [u8], root: &[u8]) -> &'a [u8] {
 /// A file's extension as [`maths::extension`] reads it, except that a
 /// Maildir message without an info part (`:2,…`, as in `new/`) has none:
 /// its name ends in the delivering host's name, whatever that looks like.
-fn ext_of(path: &[u8]) -> Option<&[u8]> {
+pub fn ext_of(path: &[u8]) -> Option<&[u8]> {
     let name = file_name(path);
     if is_message(path) && !name.contains(&b':') {
         return None;
@@ -141,9 +147,46 @@ fn ext_of(path: &[u8]) -> Option<&[u8]> {
     maths::extension(name)
 }
 
-/// Identifies content across paths: size and the first chunk id.
-fn content_key(f: &CachedFile) -> (u64, Option<BlobId>) {
-    (f.stat.size, f.chunks.first().copied())
+/// Identifies content across paths (size and first chunk id) in 8 bytes.
+pub fn content_fp(size: u64, first: Option<&BlobId>) -> u64 {
+    let c = first.map_or(0, |b| {
+        u64::from_le_bytes(b.0[..8].try_into().unwrap_or([0; 8]))
+    });
+    let x = c ^ size.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    x ^ (x >> 29)
+}
+
+/// Identifies a whole chunk list in 8 bytes (a rewrite changes it).
+pub fn chunks_fp<'a>(chunks: impl Iterator<Item = &'a BlobId>) -> u64 {
+    let mut h = blake3::Hasher::new();
+    for c in chunks {
+        h.update(&c.0);
+    }
+    u64::from_le_bytes(h.finalize().as_bytes()[..8].try_into().unwrap_or([0; 8]))
+}
+
+fn ext_hash(e: Option<&[u8]>) -> u32 {
+    e.map_or(0, |e| {
+        u32::from_le_bytes(blake3::hash(e).as_bytes()[..4].try_into().unwrap_or([0; 4])) | 1
+    })
+}
+
+/// A file of the previous snapshot, as the cache remembers it.
+#[derive(Clone, Copy, Debug)]
+pub struct Prev {
+    pub size: u64,
+    pub fp: u64,
+    pub chunks_fp: u64,
+}
+
+/// A file of this run.
+#[derive(Clone, Copy, Debug)]
+pub struct Cur {
+    pub size: u64,
+    pub fp: u64,
+    pub chunks_fp: u64,
+    /// What reading told, when the file was read this run.
+    pub read: Option<ReadStats>,
 }
 
 pub struct Input<'a> {
@@ -183,6 +226,16 @@ impl Tally {
             self.examples.push(path.to_vec());
         }
     }
+    /// A hit decided after the walk: the path is known only for the first
+    /// few candidates.
+    fn hit_late(&mut self, path: Option<&Vec<u8>>) {
+        self.count += 1;
+        if let Some(p) = path
+            && self.examples.len() < EXAMPLES
+        {
+            self.examples.push(p.clone());
+        }
+    }
 }
 
 #[derive(Default, Clone, Copy)]
@@ -191,285 +244,538 @@ struct Group {
     deleted: u64,
 }
 
-/// Compares this run with the previous snapshot and the baseline.
-pub fn compare(i: &Input) -> Outcome {
-    let mut out = Outcome::default();
-    let root_of = |p: &[u8]| i.roots.iter().find(|(r, _)| under(p, r)).map(|(r, _)| r);
-    // Content of every current file, and the previous files this run still
-    // covers (a root no longer given is not a deletion).
-    let cur_content: HashSet<(u64, Option<BlobId>)> = i.cur.values().map(content_key).collect();
-    let prev: Vec<(&Vec<u8>, &CachedFile)> = i
-        .prev
-        .iter()
-        .filter(|(p, _)| root_of(p).is_some())
-        .collect();
-    let gone: HashMap<(u64, Option<BlobId>), &Vec<u8>> = prev
-        .iter()
-        .filter(|(p, _)| !i.cur.contains_key(*p))
-        .map(|(p, f)| (content_key(f), *p))
-        .collect();
-    let prev_exts: HashSet<&[u8]> = prev.iter().filter_map(|(p, _)| ext_of(p)).collect();
+/// Deferred record of a file gone from its path: fp (big-endian, the sort
+/// key), sequence, folder id, mailbox id, extension hash, message flag.
+const GONE: usize = 25;
+/// Deferred record of a file at a new path: fp, sequence, size, parent
+/// directory id, extension hash, flags.
+const ADDED: usize = 29;
+const F_MSG: u8 = 1;
+const F_ENTROPY: u8 = 2;
+const F_NOT_MAIL: u8 = 4;
+const F_EXT: u8 = 8;
+/// Candidate paths kept for the examples of deferred findings.
+const CANDIDATES: usize = 64;
+/// Records held in memory per deferred list before a sorted run is written.
+const SPILL_AT: usize = 1 << 15;
+/// New extensions tracked at most (an attack uses one).
+const NEW_EXTS_MAX: usize = 1024;
 
-    let (mut in_place, mut entropy, mut not_mail, mut renamed_total) = (
-        Tally::default(),
-        Tally::default(),
-        Tally::default(),
-        Tally::default(),
-    );
-    let mut renames: HashMap<&[u8], u64> = HashMap::new();
-    let mut new_exts: BTreeMap<&[u8], Tally> = BTreeMap::new();
-    let (mut churn, mut changed_bytes) = (0u64, 0u64);
-    for (path, f) in i.cur {
-        let msg = is_message(path);
-        let judge_content = match i.prev.get(path) {
-            Some(old) if old.chunks != f.chunks => {
-                churn += 1;
-                changed_bytes += f.stat.size;
-                if msg {
-                    in_place.hit(path);
-                }
-                true
-            }
-            Some(_) => false,
-            None => match gone.get(&content_key(f)) {
-                Some(old) => {
-                    // A move or rename: the same content elsewhere.
-                    let (a, b) = (ext_of(old), ext_of(path));
-                    if b.is_some() && a != b {
-                        *renames.entry(parent(path)).or_default() += 1;
-                        renamed_total.hit(path);
-                    }
-                    false
-                }
-                None => {
-                    churn += 1;
-                    changed_bytes += f.stat.size;
-                    true
-                }
-            },
-        };
-        if judge_content
-            && msg
-            && let Some(r) = i.read.get(path)
+/// This run against the previous one, fed in walk order while the backup
+/// merges its walk with the cache (a per-directory comparison), with only
+/// compact state kept for what crosses directories: 8-byte content
+/// fingerprints of files gone from a path and of files at a new path, and
+/// of every current file, in sorted runs on disk beyond a fixed buffer
+/// (bounded even when everything is deleted or renamed). Moves, deletions
+/// and renames are decided in [`Detector::finish`] by merging those runs.
+/// Per-folder and per-mailbox counts are kept per directory.
+pub struct Detector {
+    roots: Vec<(Vec<u8>, bool)>,
+    /// Per root: files and bytes before, files and bytes now.
+    root_stats: Vec<[u64; 4]>,
+    prev_exts: HashSet<Vec<u8>>,
+    history: Vec<RunStats>,
+    in_place: Tally,
+    entropy: Tally,
+    not_mail: Tally,
+    new_exts: BTreeMap<Vec<u8>, Tally>,
+    churn: u64,
+    changed_bytes: u64,
+    cur_fps: Spill<8>,
+    gone: Spill<GONE>,
+    added: Spill<ADDED>,
+    seq: u32,
+    gone_paths: HashMap<u32, Vec<u8>>,
+    added_paths: HashMap<u32, Vec<u8>>,
+    ids: HashMap<Vec<u8>, u32>,
+    folders: HashMap<u32, Group>,
+    mailboxes: HashMap<u32, Group>,
+    err: Option<std::io::Error>,
+}
+
+impl Detector {
+    /// `prev_exts`: the extensions of the previous snapshot's files.
+    pub fn new(
+        roots: &[(Vec<u8>, bool)],
+        prev_exts: impl IntoIterator<Item = Vec<u8>>,
+        history: &[RunStats],
+        scratch: &Path,
+    ) -> Detector {
+        Detector {
+            roots: roots.to_vec(),
+            root_stats: vec![[0; 4]; roots.len()],
+            prev_exts: prev_exts.into_iter().collect(),
+            history: history.to_vec(),
+            in_place: Tally::default(),
+            entropy: Tally::default(),
+            not_mail: Tally::default(),
+            new_exts: BTreeMap::new(),
+            churn: 0,
+            changed_bytes: 0,
+            cur_fps: Spill::new(scratch, SPILL_AT * 2),
+            gone: Spill::new(scratch, SPILL_AT),
+            added: Spill::new(scratch, SPILL_AT),
+            seq: 0,
+            gone_paths: HashMap::new(),
+            added_paths: HashMap::new(),
+            ids: HashMap::new(),
+            folders: HashMap::new(),
+            mailboxes: HashMap::new(),
+            err: None,
+        }
+    }
+
+    fn root_of(&self, p: &[u8]) -> Option<usize> {
+        self.roots.iter().position(|(r, _)| under(p, r))
+    }
+
+    fn id(&mut self, dir: &[u8]) -> u32 {
+        if let Some(&i) = self.ids.get(dir) {
+            return i;
+        }
+        let i = self.ids.len() as u32;
+        self.ids.insert(dir.to_vec(), i);
+        i
+    }
+
+    fn keep<T>(&mut self, r: std::io::Result<T>) {
+        if let Err(e) = r {
+            self.err.get_or_insert(e);
+        }
+    }
+
+    /// The previous snapshot's side of one file; its folder and mailbox.
+    fn count_prev(&mut self, path: &[u8], prev: &Prev) -> Option<(u32, u32)> {
+        let r = self.root_of(path)?;
+        self.root_stats[r][0] += 1;
+        self.root_stats[r][1] += prev.size;
+        if !is_message(path) {
+            return Some((u32::MAX, u32::MAX));
+        }
+        let root = self.roots[r].0.clone();
+        let (fo, mb) = (self.id(folder(path)), self.id(mailbox(path, &root)));
+        self.folders.entry(fo).or_default().before += 1;
+        self.mailboxes.entry(mb).or_default().before += 1;
+        Some((fo, mb))
+    }
+
+    fn count_cur(&mut self, path: &[u8], cur: &Cur) {
+        if let Some(r) = self.root_of(path) {
+            self.root_stats[r][2] += 1;
+            self.root_stats[r][3] += cur.size;
+        }
+        let r = self.cur_fps.push(cur.fp.to_be_bytes());
+        self.keep(r);
+        if let Some(e) = ext_of(path)
+            && !self.prev_exts.contains(e)
+            && (self.new_exts.len() < NEW_EXTS_MAX || self.new_exts.contains_key(e))
+        {
+            self.new_exts.entry(e.to_vec()).or_default().hit(path);
+        }
+    }
+
+    fn judge(&mut self, path: &[u8], read: Option<ReadStats>) {
+        if let Some(r) = read
+            && is_message(path)
         {
             if r.entropy > ENTROPY_BITS {
-                entropy.hit(path);
+                self.entropy.hit(path);
             }
             if !r.header_ok {
-                not_mail.hit(path);
+                self.not_mail.hit(path);
             }
         }
-        if let Some(e) = ext_of(path)
-            && !prev_exts.contains(e)
-        {
-            new_exts.entry(e).or_default().hit(path);
+    }
+
+    /// A file at the same path as before.
+    pub fn same(&mut self, path: &[u8], prev: &Prev, cur: &Cur) {
+        self.count_prev(path, prev);
+        self.count_cur(path, cur);
+        if prev.chunks_fp != cur.chunks_fp {
+            self.churn += 1;
+            self.changed_bytes += cur.size;
+            if is_message(path) {
+                self.in_place.hit(path);
+            }
+            self.judge(path, cur.read);
         }
     }
 
-    // Deletions, per folder and per mailbox; moves are not deletions.
-    let mut folders: HashMap<&[u8], Group> = HashMap::new();
-    let mut mailboxes: HashMap<&[u8], Group> = HashMap::new();
-    let mut deleted = Tally::default();
-    for (path, f) in &prev {
+    /// A file at a path the previous snapshot did not have.
+    pub fn added(&mut self, path: &[u8], cur: &Cur) {
+        self.count_cur(path, cur);
+        self.seq += 1;
+        let ext = ext_of(path);
+        let mut flags = 0;
+        if is_message(path) {
+            flags |= F_MSG;
+            if let Some(r) = cur.read {
+                if r.entropy > ENTROPY_BITS {
+                    flags |= F_ENTROPY;
+                }
+                if !r.header_ok {
+                    flags |= F_NOT_MAIL;
+                }
+            }
+        }
+        if ext.is_some() {
+            flags |= F_EXT;
+        }
+        let dir = if ext.is_some() {
+            self.id(parent(path))
+        } else {
+            u32::MAX
+        };
+        if flags & !F_MSG != 0 && self.added_paths.len() < CANDIDATES {
+            self.added_paths.insert(self.seq, path.to_vec());
+        }
+        let mut rec = [0u8; ADDED];
+        rec[..8].copy_from_slice(&cur.fp.to_be_bytes());
+        rec[8..12].copy_from_slice(&self.seq.to_be_bytes());
+        rec[12..20].copy_from_slice(&cur.size.to_le_bytes());
+        rec[20..24].copy_from_slice(&dir.to_le_bytes());
+        rec[24..28].copy_from_slice(&ext_hash(ext).to_le_bytes());
+        rec[28] = flags;
+        let r = self.added.push(rec);
+        self.keep(r);
+    }
+
+    /// A file of the previous snapshot whose path is gone.
+    pub fn gone(&mut self, path: &[u8], prev: &Prev) {
+        let Some((fo, mb)) = self.count_prev(path, prev) else {
+            return;
+        };
+        self.seq += 1;
         let msg = is_message(path);
-        let root = root_of(path).expect("filtered");
-        let (fo, mb) = (folder(path), mailbox(path, root));
-        if msg {
-            folders.entry(fo).or_default().before += 1;
-            mailboxes.entry(mb).or_default().before += 1;
+        if msg && self.gone_paths.len() < CANDIDATES {
+            self.gone_paths.insert(self.seq, path.to_vec());
         }
-        if i.cur.contains_key(*path)
-            || i.unreadable.contains(*path)
-            || cur_content.contains(&content_key(f))
-        {
-            continue;
+        let mut rec = [0u8; GONE];
+        rec[..8].copy_from_slice(&prev.fp.to_be_bytes());
+        rec[8..12].copy_from_slice(&self.seq.to_be_bytes());
+        rec[12..16].copy_from_slice(&fo.to_le_bytes());
+        rec[16..20].copy_from_slice(&mb.to_le_bytes());
+        rec[20..24].copy_from_slice(&ext_hash(ext_of(path)).to_le_bytes());
+        rec[24] = msg as u8;
+        let r = self.gone.push(rec);
+        self.keep(r);
+    }
+
+    /// A file of the previous snapshot that could not be read this run:
+    /// still there, as far as anyone knows.
+    pub fn still_there(&mut self, path: &[u8], prev: &Prev) {
+        if self.count_prev(path, prev).is_none() {
+            return;
         }
-        churn += 1;
-        if msg {
-            folders.entry(fo).or_default().deleted += 1;
-            mailboxes.entry(mb).or_default().deleted += 1;
-            deleted.hit(path);
+        if let Some(r) = self.root_of(path) {
+            self.root_stats[r][2] += 1;
+            self.root_stats[r][3] += prev.size;
         }
     }
 
-    let push = |out: &mut Outcome, s: Signal, n: u64, d: String, ex: Vec<Vec<u8>>| {
-        out.findings.push(Finding::new(s, n, d));
-        out.examples.push((s, ex));
-    };
-    let msgs_before: u64 = folders.values().map(|g| g.before).sum();
-    if in_place.count >= IN_PLACE_MIN {
-        push(
-            &mut out,
-            Signal::IN_PLACE,
-            in_place.count,
-            format!(
-                "{} of {} messages rewritten in place (delivered mail never changes)",
-                in_place.count, msgs_before
-            ),
-            in_place.examples,
-        );
+    /// Decides moves, deletions and renames, and reports.
+    pub fn finish(mut self) -> std::io::Result<Outcome> {
+        if let Some(e) = self.err.take() {
+            return Err(e);
+        }
+        let u32at = |r: &[u8], i: usize| u32::from_le_bytes([r[i], r[i + 1], r[i + 2], r[i + 3]]);
+        let seq_of = |r: &[u8]| u32::from_be_bytes([r[8], r[9], r[10], r[11]]);
+        let mut cur = Peek::new(
+            std::mem::replace(&mut self.cur_fps, Spill::new(Path::new("."), 1)).finish()?,
+        )?;
+        let mut gone =
+            Peek::new(std::mem::replace(&mut self.gone, Spill::new(Path::new("."), 1)).finish()?)?;
+        let mut added =
+            Peek::new(std::mem::replace(&mut self.added, Spill::new(Path::new("."), 1)).finish()?)?;
+        let mut renames: HashMap<u32, u64> = HashMap::new();
+        let (mut deleted, mut renamed_total) = (Tally::default(), Tally::default());
+        loop {
+            let fp = match (gone.peek(), added.peek()) {
+                (None, None) => break,
+                (Some(g), None) => g[..8].to_vec(),
+                (None, Some(a)) => a[..8].to_vec(),
+                (Some(g), Some(a)) => (&g[..8]).min(&a[..8]).to_vec(),
+            };
+            while cur.peek().is_some_and(|c| c[..] < fp[..]) {
+                cur.advance()?;
+            }
+            let in_cur = cur.peek().is_some_and(|c| c[..] == fp[..]);
+            let mut old_ext: Option<u32> = None;
+            while let Some(g) = gone.peek().filter(|g| g[..8] == fp[..]).copied() {
+                gone.advance()?;
+                old_ext.get_or_insert(u32at(&g, 20));
+                if in_cur {
+                    continue;
+                }
+                self.churn += 1;
+                if g[24] == 1 {
+                    self.folders.entry(u32at(&g, 12)).or_default().deleted += 1;
+                    self.mailboxes.entry(u32at(&g, 16)).or_default().deleted += 1;
+                    deleted.hit_late(self.gone_paths.get(&seq_of(&g)));
+                }
+            }
+            while let Some(a) = added.peek().filter(|a| a[..8] == fp[..]).copied() {
+                added.advance()?;
+                let flags = a[28];
+                let path = self.added_paths.get(&seq_of(&a));
+                match old_ext {
+                    Some(old) => {
+                        // A move or rename: the same content elsewhere.
+                        if flags & F_EXT != 0 && old != u32at(&a, 24) {
+                            *renames.entry(u32at(&a, 20)).or_default() += 1;
+                            renamed_total.hit_late(path);
+                        }
+                    }
+                    None => {
+                        self.churn += 1;
+                        self.changed_bytes +=
+                            u64::from_le_bytes(a[12..20].try_into().unwrap_or([0; 8]));
+                        if flags & F_ENTROPY != 0 {
+                            self.entropy.hit_late(path);
+                        }
+                        if flags & F_NOT_MAIL != 0 {
+                            self.not_mail.hit_late(path);
+                        }
+                    }
+                }
+            }
+        }
+        Ok(self.report(renames, deleted, renamed_total))
     }
-    if entropy.count >= ENTROPY_MIN {
-        push(
-            &mut out,
-            Signal::ENTROPY,
-            entropy.count,
-            format!(
-                "{} new or rewritten messages above {ENTROPY_BITS} bits/byte (encrypted or random)",
-                entropy.count
-            ),
-            entropy.examples,
-        );
-    }
-    if not_mail.count >= NOT_MAIL_MIN {
-        push(
-            &mut out,
-            Signal::NOT_MAIL,
-            not_mail.count,
-            format!(
-                "{} new or rewritten messages do not open with a mail header block",
-                not_mail.count
-            ),
-            not_mail.examples,
-        );
-    }
-    let max_renames = renames.values().copied().max().unwrap_or(0);
-    if max_renames >= RENAMES_PER_FOLDER {
-        push(
-            &mut out,
-            Signal::RENAMES,
-            renamed_total.count,
-            format!(
-                "{} files renamed to another extension, {max_renames} in one folder",
-                renamed_total.count
-            ),
-            renamed_total.examples,
-        );
-    }
-    for (ext, t) in new_exts {
-        if t.count > NEW_EXTENSION_MORE_THAN {
-            // The extension is a few letters the data chose; it is not a
-            // path, and it is what an operator needs to recognise.
+
+    fn report(self, renames: HashMap<u32, u64>, deleted: Tally, renamed_total: Tally) -> Outcome {
+        let mut out = Outcome::default();
+        let push = |out: &mut Outcome, s: Signal, n: u64, d: String, ex: Vec<Vec<u8>>| {
+            out.findings.push(Finding::new(s, n, d));
+            out.examples.push((s, ex));
+        };
+        let msgs_before: u64 = self.folders.values().map(|g| g.before).sum();
+        let (in_place, entropy, not_mail) = (self.in_place, self.entropy, self.not_mail);
+        let (folders, mailboxes, new_exts) = (self.folders, self.mailboxes, self.new_exts);
+        let (churn, changed_bytes) = (self.churn, self.changed_bytes);
+        if in_place.count >= IN_PLACE_MIN {
             push(
                 &mut out,
-                Signal::NEW_EXTENSION,
-                t.count,
+                Signal::IN_PLACE,
+                in_place.count,
                 format!(
-                    "{} files with the new extension .{}",
-                    t.count,
-                    String::from_utf8_lossy(ext)
+                    "{} of {} messages rewritten in place (delivered mail never changes)",
+                    in_place.count, msgs_before
                 ),
-                t.examples,
+                in_place.examples,
             );
         }
-    }
-    let hit = |g: &Group| g.deleted >= DELETED_MIN && g.deleted * 2 > g.before;
-    let bad_folders = folders.values().filter(|g| hit(g)).count();
-    let bad_mailboxes = mailboxes.values().filter(|g| hit(g)).count();
-    if bad_folders + bad_mailboxes > 0 {
-        let worst = folders
-            .values()
-            .chain(mailboxes.values())
-            .filter(|g| hit(g))
-            .map(|g| g.deleted * 100 / g.before.max(1))
-            .max()
-            .unwrap_or(0);
-        push(
-            &mut out,
-            Signal::DELETIONS,
-            deleted.count,
-            format!(
-                "{} messages deleted (not moved): more than half of {bad_folders} folder(s) \
-                 and {bad_mailboxes} mailbox(es), up to {worst}% of one",
-                deleted.count
-            ),
-            deleted.examples,
-        );
-    }
-
-    // Wipe: per root, against what the previous snapshot held under it.
-    let mut wipes = Vec::new();
-    let mut wiped = 0u64;
-    let mut wipe_examples = Vec::new();
-    for (root, missing) in i.roots {
-        let (mut n0, mut b0) = (0u64, 0u64);
-        for (_, f) in prev.iter().filter(|(p, _)| under(p, root)) {
-            n0 += 1;
-            b0 += f.stat.size;
+        if entropy.count >= ENTROPY_MIN {
+            push(
+                &mut out,
+                Signal::ENTROPY,
+                entropy.count,
+                format!(
+                    "{} new or rewritten messages above {ENTROPY_BITS} bits/byte (encrypted or random)",
+                    entropy.count
+                ),
+                entropy.examples,
+            );
         }
-        if n0 == 0 {
-            continue;
+        if not_mail.count >= NOT_MAIL_MIN {
+            push(
+                &mut out,
+                Signal::NOT_MAIL,
+                not_mail.count,
+                format!(
+                    "{} new or rewritten messages do not open with a mail header block",
+                    not_mail.count
+                ),
+                not_mail.examples,
+            );
         }
-        // Files that could not be read this run are still there.
-        let (mut n1, mut b1) = (0u64, 0u64);
-        for (_, f) in i.cur.iter().filter(|(p, _)| under(p, root)) {
-            n1 += 1;
-            b1 += f.stat.size;
+        let max_renames = renames.values().copied().max().unwrap_or(0);
+        if max_renames >= RENAMES_PER_FOLDER {
+            push(
+                &mut out,
+                Signal::RENAMES,
+                renamed_total.count,
+                format!(
+                    "{} files renamed to another extension, {max_renames} in one folder",
+                    renamed_total.count
+                ),
+                renamed_total.examples,
+            );
         }
-        for (p, f) in prev.iter().filter(|(p, _)| under(p, root)) {
-            if !i.cur.contains_key(*p) && i.unreadable.contains(*p) {
-                n1 += 1;
-                b1 += f.stat.size;
+        for (ext, t) in new_exts {
+            if t.count > NEW_EXTENSION_MORE_THAN {
+                // The extension is a few letters the data chose; it is not a
+                // path, and it is what an operator needs to recognise.
+                push(
+                    &mut out,
+                    Signal::NEW_EXTENSION,
+                    t.count,
+                    format!(
+                        "{} files with the new extension .{}",
+                        t.count,
+                        String::from_utf8_lossy(&ext)
+                    ),
+                    t.examples,
+                );
             }
         }
-        let why = if *missing {
-            format!("a backed-up root is missing (had {n0} files)")
-        } else if n1 == 0 {
-            format!("a backed-up root is empty (had {n0} files)")
-        } else if n0 - n1.min(n0) >= WIPE_MIN_FILES && n1 * 2 < n0 {
-            format!("a root's file count fell from {n0} to {n1}")
-        } else if b0 - b1.min(b0) >= WIPE_MIN_BYTES && b1 * 2 < b0 {
-            format!("a root's bytes fell from {b0} to {b1}")
-        } else {
-            continue;
-        };
-        wiped += n0 - n1.min(n0);
-        wipes.push(why);
-        wipe_examples.push(root.clone());
-    }
-    if !wipes.is_empty() {
-        push(
-            &mut out,
-            Signal::WIPE,
-            wiped,
-            wipes.join("; "),
-            wipe_examples,
-        );
-    }
+        let hit = |g: &Group| g.deleted >= DELETED_MIN && g.deleted * 2 > g.before;
+        let bad_folders = folders.values().filter(|g| hit(g)).count();
+        let bad_mailboxes = mailboxes.values().filter(|g| hit(g)).count();
+        if bad_folders + bad_mailboxes > 0 {
+            let worst = folders
+                .values()
+                .chain(mailboxes.values())
+                .filter(|g| hit(g))
+                .map(|g| g.deleted * 100 / g.before.max(1))
+                .max()
+                .unwrap_or(0);
+            push(
+                &mut out,
+                Signal::DELETIONS,
+                deleted.count,
+                format!(
+                    "{} messages deleted (not moved): more than half of {bad_folders} folder(s) \
+                     and {bad_mailboxes} mailbox(es), up to {worst}% of one",
+                    deleted.count
+                ),
+                deleted.examples,
+            );
+        }
 
-    // Volume against the baseline of earlier runs.
-    out.run = RunStats {
-        churn,
-        changed_bytes,
-    };
-    let files: Vec<f64> = i.history.iter().map(|r| r.churn as f64).collect();
-    let bytes: Vec<f64> = i.history.iter().map(|r| r.changed_bytes as f64).collect();
-    let floor = |v: &[f64], min: f64| {
-        let mut v = v.to_vec();
-        maths::median(&mut v).map_or(min, |m| (m / 4.0).max(min))
-    };
-    let zf = maths::robust_z(&files, churn as f64, floor(&files, VOLUME_FLOOR_FILES));
-    let zb = maths::robust_z(
-        &bytes,
-        changed_bytes as f64,
-        floor(&bytes, VOLUME_FLOOR_BYTES),
-    );
-    if zf.is_some_and(|z| z > Z_LIMIT) || zb.is_some_and(|z| z > Z_LIMIT) {
-        push(
-            &mut out,
-            Signal::VOLUME,
+        // Wipe: per root, against what the previous snapshot held under it.
+        let mut wipes = Vec::new();
+        let mut wiped = 0u64;
+        let mut wipe_examples = Vec::new();
+        for ((root, missing), &[n0, b0, n1, b1]) in self.roots.iter().zip(&self.root_stats) {
+            if n0 == 0 {
+                continue;
+            }
+            let why = if *missing {
+                format!("a backed-up root is missing (had {n0} files)")
+            } else if n1 == 0 {
+                format!("a backed-up root is empty (had {n0} files)")
+            } else if n0 - n1.min(n0) >= WIPE_MIN_FILES && n1 * 2 < n0 {
+                format!("a root's file count fell from {n0} to {n1}")
+            } else if b0 - b1.min(b0) >= WIPE_MIN_BYTES && b1 * 2 < b0 {
+                format!("a root's bytes fell from {b0} to {b1}")
+            } else {
+                continue;
+            };
+            wiped += n0 - n1.min(n0);
+            wipes.push(why);
+            wipe_examples.push(root.clone());
+        }
+        if !wipes.is_empty() {
+            push(
+                &mut out,
+                Signal::WIPE,
+                wiped,
+                wipes.join("; "),
+                wipe_examples,
+            );
+        }
+
+        // Volume against the baseline of earlier runs.
+        out.run = RunStats {
             churn,
-            format!(
-                "{churn} files and {changed_bytes} bytes changed: z = {:.1} (files), {:.1} (bytes) \
-                 against the median of the last {} runs",
-                zf.unwrap_or(0.0),
-                zb.unwrap_or(0.0),
-                i.history.len()
-            ),
-            Vec::new(),
+            changed_bytes,
+        };
+        let files: Vec<f64> = self.history.iter().map(|r| r.churn as f64).collect();
+        let bytes: Vec<f64> = self
+            .history
+            .iter()
+            .map(|r| r.changed_bytes as f64)
+            .collect();
+        let floor = |v: &[f64], min: f64| {
+            let mut v = v.to_vec();
+            maths::median(&mut v).map_or(min, |m| (m / 4.0).max(min))
+        };
+        let zf = maths::robust_z(&files, churn as f64, floor(&files, VOLUME_FLOOR_FILES));
+        let zb = maths::robust_z(
+            &bytes,
+            changed_bytes as f64,
+            floor(&bytes, VOLUME_FLOOR_BYTES),
         );
+        if zf.is_some_and(|z| z > Z_LIMIT) || zb.is_some_and(|z| z > Z_LIMIT) {
+            push(
+                &mut out,
+                Signal::VOLUME,
+                churn,
+                format!(
+                    "{churn} files and {changed_bytes} bytes changed: z = {:.1} (files), {:.1} (bytes) \
+                     against the median of the last {} runs",
+                    zf.unwrap_or(0.0),
+                    zb.unwrap_or(0.0),
+                    self.history.len()
+                ),
+                Vec::new(),
+            );
+        }
+        out
     }
-    out
+}
+
+/// Compares two whole file maps (the detector's unit tests, and a caller
+/// that has both in memory): feeds [`Detector`] in walk order.
+pub fn compare(i: &Input) -> Outcome {
+    let root_of = |p: &[u8]| i.roots.iter().any(|(r, _)| under(p, r));
+    let prev_exts: HashSet<Vec<u8>> = i
+        .prev
+        .keys()
+        .filter(|p| root_of(p))
+        .filter_map(|p| ext_of(p).map(<[u8]>::to_vec))
+        .collect();
+    let mut d = Detector::new(i.roots, prev_exts, i.history, &std::env::temp_dir());
+    let mut prev: Vec<&Vec<u8>> = i.prev.keys().filter(|p| root_of(p)).collect();
+    let mut cur: Vec<&Vec<u8>> = i.cur.keys().collect();
+    prev.sort_by(|a, b| crate::cache::cmp_path(a, b));
+    cur.sort_by(|a, b| crate::cache::cmp_path(a, b));
+    let p_of = |f: &CachedFile| Prev {
+        size: f.stat.size,
+        fp: content_fp(f.stat.size, f.chunks.first()),
+        chunks_fp: chunks_fp(f.chunks.iter()),
+    };
+    let c_of = |p: &[u8], f: &CachedFile| Cur {
+        size: f.stat.size,
+        fp: content_fp(f.stat.size, f.chunks.first()),
+        chunks_fp: chunks_fp(f.chunks.iter()),
+        read: i.read.get(p).copied(),
+    };
+    let (mut a, mut b) = (prev.into_iter().peekable(), cur.into_iter().peekable());
+    loop {
+        match (a.peek(), b.peek()) {
+            (None, None) => break,
+            (Some(p), None) => {
+                let f = &i.prev[*p];
+                if i.unreadable.contains(*p) {
+                    d.still_there(p, &p_of(f));
+                } else {
+                    d.gone(p, &p_of(f));
+                }
+                a.next();
+            }
+            (Some(p), Some(q)) if crate::cache::cmp_path(p, q).is_lt() => {
+                let f = &i.prev[*p];
+                if i.unreadable.contains(*p) {
+                    d.still_there(p, &p_of(f));
+                } else {
+                    d.gone(p, &p_of(f));
+                }
+                a.next();
+            }
+            (Some(p), Some(q)) if p == q => {
+                d.same(q, &p_of(&i.prev[*p]), &c_of(q, &i.cur[*q]));
+                a.next();
+                b.next();
+            }
+            (_, Some(q)) => {
+                d.added(q, &c_of(q, &i.cur[*q]));
+                b.next();
+            }
+        }
+    }
+    d.finish().unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 
 pub mod audit;
 pub mod backup;
+pub mod blobset;
 pub mod bundle;
 pub mod cache;
 pub mod detect;
@@ -18,7 +19,9 @@ pub mod replica;
 pub mod repo;
 pub mod restore;
 pub mod snapshots;
+pub mod spill;
 pub mod verify;
+pub mod walk;
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
