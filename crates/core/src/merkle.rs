@@ -231,7 +231,7 @@ pub fn range_root<N: Nodes + ?Sized>(t: &N, start: u64, len: u64) -> Option<Hash
     if len == 0 {
         return Some(empty_root());
     }
-    if len.is_power_of_two() && start % len == 0 {
+    if len.is_power_of_two() && start.is_multiple_of(len) {
         let level = len.trailing_zeros();
         return t.node(level, start >> level);
     }

@@ -342,7 +342,7 @@ impl Overview {
             config_id: v.config_id.short(),
             clients: clients.into_values().map(|(_, c)| c).collect(),
             proposals,
-            log_entries: v.log.entries.len() as u64,
+            log_entries: v.log.len(),
             log_problems: v.st.problems.len() as u64,
             quota_bytes: v.opts.quota_bytes,
             replica_contact_ns: Metrics::last(&m.replica_contact_ns),

@@ -507,13 +507,13 @@ fn handle_read(
                     Role::Client,
                 ],
             )?;
-            let start = query(uri, "start").unwrap_or(0) as usize;
-            let count = query(uri, "count").unwrap_or(10_000).min(10_000) as usize;
-            let mut out = Vec::new();
-            for e in v.log.entries.iter().skip(start).take(count) {
-                out.extend_from_slice(&(e.len() as u32).to_le_bytes());
-                out.extend_from_slice(e);
-            }
+            let start = query(uri, "start").unwrap_or(0);
+            let count = query(uri, "count").unwrap_or(10_000).min(10_000);
+            // The records as stored: one positioned read of the log file.
+            let out = v
+                .log
+                .records(start, count)
+                .map_err(|e| ApiError::internal(e.to_string()))?;
             Ok(bytes(out))
         }
         _ => Err(ApiError::not_found("no such endpoint")),
@@ -838,7 +838,7 @@ pub fn serve(opts: ServeOptions) -> Result<(), VaultError> {
             opts.config_id,
             opts.vault,
         )?;
-        let n = vault.log.entries.len();
+        let n = vault.log.len();
         let alerts = vault.alerts.clone();
         let listener = TcpListener::bind(opts.listen)
             .await

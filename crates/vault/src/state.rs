@@ -28,7 +28,7 @@ use holdfast_core::crypto::Identity;
 use holdfast_core::format::{self, Config, IdentityRecord, Member, Role, Snapshot};
 use holdfast_core::governance::{Action, Proposal, Status, Vote, VoteKind};
 use holdfast_core::logstate::{Effect, LogState, Reader};
-use holdfast_core::merkle::{self, Checkpoint, Hash};
+use holdfast_core::merkle::{Checkpoint, Hash};
 use holdfast_core::request::{Auth, WINDOW_NS};
 use holdfast_core::retention::{self, Candidate};
 use holdfast_core::vaultlog::{Entry, Event};
@@ -383,7 +383,7 @@ impl Vault {
             silent: HashSet::new(),
             _lock: lock,
         };
-        let fresh = v.log.entries.is_empty();
+        let fresh = v.log.is_empty();
         v.replay();
         v.replaying = false;
         // New entries are dated after every entry of the log, even ones this
@@ -396,13 +396,10 @@ impl Vault {
                 .min(i64::MAX as u64 / (2 * NS as u64)) as i64)
                 * NS,
         );
-        let times: Vec<i64> = v
-            .log
-            .entries
-            .iter()
-            .filter_map(|e| Entry::decode(e).ok())
-            .map(|e| e.time_ns)
-            .collect();
+        let mut times: Vec<i64> = Vec::with_capacity(v.log.len() as usize);
+        v.log
+            .for_each(|_, e| times.extend(Entry::decode(e).ok().map(|e| e.time_ns)))
+            .map_err(|e| VaultError::Io(e.to_string()))?;
         v.dated_after_ns = times
             .iter()
             .copied()
@@ -465,7 +462,6 @@ impl Vault {
     /// entry that breaks a rule is alerted as tampering and not applied.
     fn replay(&mut self) {
         let reader = Reader::at(now_ns());
-        let entries = std::mem::take(&mut self.log.entries);
         let mut unreadable = Vec::new();
         let store = &self.store;
         let mut packs_of = |id: &ObjectId| match store.get(Kind::Snapshot, &id.to_hex()) {
@@ -483,10 +479,13 @@ impl Vault {
             }
         };
         let mut effects = Vec::new();
-        for raw in &entries {
-            effects.extend(self.st.apply(raw, &reader, &mut packs_of));
+        let st = &mut self.st;
+        let read = self.log.for_each(|_, raw| {
+            effects.extend(st.apply(raw, &reader, &mut packs_of));
+        });
+        if let Err(e) = read {
+            self.alert(&format!("reading the vault's own log failed: {e}"));
         }
-        self.log.entries = entries;
         // A committed snapshot's packs are in its client's namespace: the
         // log alone rebuilds this if `owners` is lost.
         let live: Vec<([u8; 32], Vec<ObjectId>)> = self
@@ -885,10 +884,10 @@ impl Vault {
             return Err(ApiError::new(409, why.clone()));
         }
         let entry = Entry { time_ns, event };
-        self.log
+        let raw = self
+            .log
             .append(&entry, self.config_id.0, &self.identity)
             .map_err(|e| ApiError::internal(e.to_string()))?;
-        let raw = self.log.entries.last().expect("just appended").clone();
         self.dated_after_ns = self.dated_after_ns.max(time_ns);
         self.listed.extend(packs.into_iter().flatten().copied());
         let before = self.st.problems.len();
@@ -1692,16 +1691,19 @@ impl Vault {
     }
 
     pub fn consistency(&self, from: u64) -> Result<Vec<Hash>, ApiError> {
-        if from > self.log.leaves.len() as u64 {
+        if from > self.log.len() {
             return Err(ApiError::new(
                 409,
                 format!(
                     "you hold a checkpoint of size {from}, the log has {}: rollback?",
-                    self.log.leaves.len()
+                    self.log.len()
                 ),
             ));
         }
-        Ok(merkle::consistency_proof(&self.log.leaves, from as usize).unwrap_or_default())
+        // From the stored nodes: O(log n) reads, not every leaf.
+        self.log
+            .consistency(from)
+            .ok_or_else(|| ApiError::internal("the Merkle node file could not be read"))
     }
 
     /// Bytes of pack data stored for a client (what its quota counts), for
