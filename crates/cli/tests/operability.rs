@@ -1565,6 +1565,23 @@ fn backup_lists_and_missing_paths() {
     ]);
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     assert_eq!(stderr(&o).trim().lines().count(), 1, "{}", stderr(&o));
+    let also = w.path("also-gone");
+    let o = w.run(&[
+        "backup",
+        "--repo",
+        &repo,
+        "--key",
+        &ck,
+        missing.to_str().unwrap(),
+        also.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let e = stderr(&o);
+    let last = e.trim().lines().last().unwrap();
+    assert!(
+        last.contains("nothing to back up") && last.contains(also.to_str().unwrap()),
+        "{e}"
+    );
     assert_eq!(w.snapshots().len(), 1);
 }
 

@@ -143,6 +143,15 @@ fn run_backup(a: Args, stats: &mut Option<crate::metrics_file::Stats>) -> Result
                 opts.paths.remove(at);
                 missing.push(path);
             }
+            Err(holdfast_repo::Error::Io { path, source })
+                if source.kind() == std::io::ErrorKind::NotFound && !missing.is_empty() =>
+            {
+                missing.push(path);
+                bail!(
+                    "nothing to back up: no path given exists ({})",
+                    missing.join(", ")
+                );
+            }
             r => break r?,
         }
     };
