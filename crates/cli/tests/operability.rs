@@ -2084,3 +2084,89 @@ fn find_across_snapshots() {
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("restore key"), "{}", stderr(&o));
 }
+
+/// `prune` on a plain directory holds what the vault would hold after an
+/// anomaly: the flagged snapshot (evidence) and the last healthy one
+/// before it, 30 days, whatever the policy says.
+#[test]
+fn prune_holds_anomaly_evidence() {
+    let w = World::new();
+    init_with(
+        &w,
+        &[
+            "--keep-within-secs",
+            "1",
+            "--keep-daily",
+            "0",
+            "--keep-weekly",
+            "0",
+            "--keep-monthly",
+            "0",
+            "--keep-yearly",
+            "0",
+            "--grace-secs",
+            "0",
+        ],
+    );
+    let src = w.path("spool");
+    make_maildir(&src, 4, 9, 41);
+    let (repo, ck) = (w.repo(), w.key("client"));
+    let backup = |want: i32| {
+        let o = w.run(&[
+            "backup",
+            "--repo",
+            &repo,
+            "--key",
+            &ck,
+            "--json",
+            src.to_str().unwrap(),
+        ]);
+        assert_eq!(o.status.code(), Some(want), "{}", stderr(&o));
+        let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        j[0]["id"].as_str().unwrap().to_string()
+    };
+    let first = backup(0);
+    make_maildir(&src.join("user900"), 1, 3, 42);
+    let healthy = backup(0);
+    for e in std::fs::read_dir(&src).unwrap() {
+        std::fs::remove_dir_all(e.unwrap().path()).unwrap();
+    }
+    let wiped = backup(5);
+    for i in 0..3 {
+        std::fs::write(src.join(format!("later-{i}.txt")), Rng(i + 2).text(20_000)).unwrap();
+        backup(0);
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    let ak = w.key("admin-1");
+    let plan: Vec<serde_json::Value> =
+        serde_json::from_str(&w.ok(&["retention", "--repo", &repo, "--key", &ak, "--json"]))
+            .unwrap();
+    let row = |id: &str| plan.iter().find(|r| r["id"] == id).unwrap().clone();
+    assert_eq!(row(&first)["keep"], false, "{plan:?}");
+    assert_eq!(row(&healthy)["keep"], true, "{plan:?}");
+    assert!(
+        row(&healthy)["why"]
+            .as_str()
+            .unwrap()
+            .contains("last healthy")
+    );
+    assert_eq!(row(&wiped)["keep"], true, "{plan:?}");
+    assert!(row(&wiped)["why"].as_str().unwrap().contains("evidence"));
+    let out = w.ok(&["prune", "--repo", &repo, "--key", &ak]);
+    assert!(out.contains("removed 1 snapshot(s)"), "{out}");
+    let left: Vec<String> = w
+        .snapshots()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(left.len(), 5);
+    assert!(left.contains(&healthy) && left.contains(&wiped) && !left.contains(&first));
+    w.ok(&[
+        "verify",
+        "--repo",
+        &repo,
+        "--key",
+        &w.key("restore"),
+        "--read-data",
+    ]);
+}

@@ -24,8 +24,8 @@ use crate::util;
 
 const NS: i64 = 1_000_000_000;
 const DAY_NS: i64 = 86_400 * NS;
-/// How long the last healthy snapshot before an anomaly is held (as the
-/// vault does: docs/vault.md §6.2).
+/// How long a snapshot flagged as an anomaly, and the last healthy one
+/// before it, are held (as the vault holds them: docs/vault.md §6.2).
 const ANOMALY_HOLD_NS: i64 = 30 * DAY_NS;
 
 #[derive(clap::Args)]
@@ -138,9 +138,13 @@ fn plan(repo: &Repository, now: i64) -> Result<(Vec<Row>, Retention, Vec<holdfas
         let mut newest: Vec<(i64, ObjectId)> = cands.iter().map(|c| (c.time_ns, c.id)).collect();
         newest.sort_unstable_by(|a, b| b.cmp(a));
         let last: HashSet<ObjectId> = newest.iter().take(KEEP_LAST).map(|(_, id)| *id).collect();
-        // The last healthy snapshot before each recent anomaly is held.
+        // The last healthy snapshot before each recent anomaly is held
+        // (a vault logs its own hold: its lock already says it).
         let mut held: HashMap<ObjectId, i64> = HashMap::new();
-        for c in cands.iter().filter(|c| c.flagged) {
+        for c in cands.iter().filter(|c| c.flagged && repo.log.is_none()) {
+            // The suspect itself is kept as evidence as long.
+            let e = held.entry(c.id).or_insert(i64::MIN);
+            *e = (*e).max(c.time_ns.saturating_add(ANOMALY_HOLD_NS));
             if let Some(h) = cands
                 .iter()
                 .filter(|h| !h.flagged && (h.time_ns, h.id) < (c.time_ns, c.id))
@@ -165,8 +169,10 @@ fn plan(repo: &Repository, now: i64) -> Result<(Vec<Row>, Retention, Vec<holdfas
             let (keep, why) = if lock > now {
                 let why = if lock == slot {
                     "the keeper of a closed day, week, month or year"
+                } else if lock == hold && c.flagged {
+                    "flagged as an anomaly: kept 30 days as evidence"
                 } else if lock == hold {
-                    "the last healthy snapshot before an anomaly"
+                    "the last healthy snapshot before an anomaly: held 30 days"
                 } else if lock == within {
                     "within the keep-within time"
                 } else if repo.log.is_some() && lock > commit_lock(&policy, c.time_ns) {
