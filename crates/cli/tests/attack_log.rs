@@ -147,6 +147,67 @@ fn forged_log_entries_delete_nothing_and_are_reported_everywhere() {
     eprintln!("forged-log attempts: {} readers, all detected", tried + 1);
 }
 
+/// Root on the vault host flags the newest, healthy snapshot (a shrink, a
+/// burst, a client finding it never made) so that `latest` would skip it
+/// and restore an older one: the host would choose what is restored. Every
+/// reader recomputes the flags, reports them (exit 4) and ignores them;
+/// `latest` is still the newest snapshot.
+#[test]
+fn forged_flags_cannot_choose_what_latest_restores() {
+    let w = World::new();
+    init_with(&w, &[]);
+    let mut vault = w.start_vault(&[]);
+    let url = vault.url.clone();
+    let src = w.path("mail");
+    make_maildir(&src, 2, 10, 84);
+    let _s1 = backup_via(&w, &url, &w.key("client"), &src);
+    std::fs::write(src.join("newest.txt"), b"written after the first backup").unwrap();
+    let s2 = backup_via(&w, &url, &w.key("client"), &src);
+    vault.stop();
+    let t = now_ns();
+    let flag = |i: i64, signal: u8, count: u64| Entry {
+        time_ns: t + i * 1_000_000,
+        event: Event::Flagged {
+            snapshot: snap_id(&s2),
+            signal,
+            count,
+        },
+    };
+    append_signed(&w, &[flag(1, 64, 10), flag(2, 65, 40), flag(3, 66, 1)]);
+    let out = w.path("restored");
+    let o = w.run(&[
+        "restore",
+        "--repo",
+        &w.repo(),
+        "--key",
+        &w.key("restore"),
+        "latest",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(code(&o), Some(4), "{}", err(&o));
+    let e = err(&o);
+    assert!(e.contains("TAMPERING"), "{e}");
+    for what in ["not a shrink", "burst", "signed findings are empty"] {
+        assert!(e.contains(what), "{what}: {e}");
+    }
+    assert!(!e.contains("skipped"), "latest skipped the newest: {e}");
+    let back = std::fs::read(out.join("mail/newest.txt")).unwrap();
+    assert_eq!(back, b"written after the first backup");
+    // The listing shows it unflagged, and says why.
+    let o = w.run(&[
+        "snapshots",
+        "--repo",
+        &w.repo(),
+        "--key",
+        &w.key("client"),
+        "--json",
+    ]);
+    assert_eq!(code(&o), Some(4), "{}", err(&o));
+    let list: Vec<serde_json::Value> = serde_json::from_slice(&o.stdout).unwrap();
+    let last = list.iter().find(|s| s["id"] == s2.as_str()).unwrap();
+    assert_eq!(last["anomalies"].as_array().map(Vec::len), Some(0), "{last}");
+}
+
 /// A.3: complete entries appended to the log file without a checkpoint the
 /// vault signed: the vault refuses to start rather than adopt them.
 #[test]

@@ -126,6 +126,19 @@ pub struct Snap {
 
 /// Most flags kept per snapshot (a log cannot grow a reader's memory).
 pub const MAX_FLAGS: usize = 16;
+/// More commits than this from one client within an hour of the vault's
+/// time are a burst (the vault's flag 65). Readers recount them from the log.
+pub const BURST_PER_HOUR: u64 = 30;
+const HOUR_NS: i64 = 3600 * NS;
+/// The vault flags a snapshot that references less than half the stored
+/// bytes of its client's previous snapshot, or of its last healthy one of
+/// the last [`SHRINK_WINDOW_NS`], when that one referenced at least
+/// [`SHRINK_MIN_BYTES`] (flag 64). Readers recompute it from pack sizes.
+pub const SHRINK_MIN_BYTES: u64 = 64 << 10;
+pub const SHRINK_WINDOW_NS: i64 = 7 * 86_400 * NS;
+/// Commit times kept per client to recount bursts (two hours' worth, and at
+/// most this many: the vault refuses far fewer per hour).
+const RECENT_MAX: usize = 4096;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum GoneHow {
@@ -180,6 +193,9 @@ pub struct LogState {
     pub problems: Vec<Problem>,
     /// How many live snapshots list each pack (those whose lists are known).
     pack_refs: HashMap<ObjectId, u32>,
+    /// Each client's recent commit times (the last two hours), to recount a
+    /// burst the vault flags.
+    recent_adds: HashMap<[u8; 32], std::collections::VecDeque<i64>>,
 }
 
 impl LogState {
@@ -204,6 +220,7 @@ impl LogState {
             last_time_ns: i64::MIN,
             problems: Vec::new(),
             pack_refs: HashMap::new(),
+            recent_adds: HashMap::new(),
         }
     }
 
@@ -408,6 +425,15 @@ impl LogState {
                     );
                     lock = min_lock;
                 }
+                let recent = self.recent_adds.entry(client).or_default();
+                while recent
+                    .front()
+                    .is_some_and(|x| *x < t.saturating_sub(2 * HOUR_NS))
+                    || recent.len() >= RECENT_MAX
+                {
+                    recent.pop_front();
+                }
+                recent.push_back(t);
                 let packs = packs_of(&snapshot);
                 if let Some(ps) = &packs {
                     for p in ps {
@@ -547,6 +573,27 @@ impl LogState {
                 signal,
                 count,
             } => {
+                // A burst is recounted from the log itself: the vault host
+                // cannot make `latest` skip a snapshot by calling it one.
+                if signal == crate::format::Signal::BURST.0
+                    && let Some(s) = self.snapshots.get(&snapshot)
+                {
+                    let from = s.added_ns.saturating_sub(HOUR_NS);
+                    let n = self.recent_adds.get(&s.client).map_or(0, |r| {
+                        r.iter().filter(|x| **x > from && **x <= s.added_ns).count()
+                    }) as u64;
+                    if n <= BURST_PER_HOUR || n < count {
+                        self.problem(
+                            index,
+                            format!(
+                                "flags snapshot {} as one of a burst of {count}, but the log \
+                                 has {n} commits from its client in the hour before it: not applied",
+                                snapshot.short()
+                            ),
+                        );
+                        return Vec::new();
+                    }
+                }
                 match self.snapshots.get_mut(&snapshot) {
                     Some(s) => {
                         if s.flags.len() < MAX_FLAGS {
@@ -1006,6 +1053,51 @@ mod tests {
         );
         let (st, _) = f.run(&Reader::at(T0 + 8 * H));
         assert!(st.problems.iter().any(|p| p.what.contains("not live")));
+    }
+
+    #[test]
+    fn a_burst_flag_is_recounted_from_the_log() {
+        let mut f = fx(2, 3600, 3600);
+        // 31 commits within the hour: a burst the log bears out.
+        for i in 0..31u8 {
+            let t = T0 + i as i64 * 60 * S;
+            f.add(t, i, t + H);
+        }
+        let last = T0 + 30 * 60 * S;
+        f.push(
+            last + 1,
+            Event::Flagged {
+                snapshot: sid(30),
+                signal: 65,
+                count: 31,
+            },
+        );
+        let (st, _) = f.run(&Reader::at(last + H));
+        assert!(st.problems.is_empty(), "{:?}", st.problems);
+        assert_eq!(st.snapshots[&sid(30)].flags, vec![(65, 31)]);
+        // The vault host calling an ordinary snapshot part of a burst (to
+        // make `latest` skip it) is tampering, and the flag is not applied;
+        // so is claiming more commits than the log holds.
+        let mut f = fx(2, 3600, 3600);
+        for i in 0..3u8 {
+            let t = T0 + i as i64 * H;
+            f.add(t, i, t + H);
+        }
+        f.push(
+            T0 + 2 * H + 1,
+            Event::Flagged {
+                snapshot: sid(2),
+                signal: 65,
+                count: 40,
+            },
+        );
+        let (st, _) = f.run(&Reader::at(T0 + 3 * H));
+        assert!(st.snapshots[&sid(2)].flags.is_empty());
+        assert!(
+            st.problems[0].what.contains("burst"),
+            "{:?}",
+            st.problems
+        );
     }
 
     #[test]

@@ -73,11 +73,122 @@ pub fn fold(
         &mut packs_of,
     );
     problems.extend(state.problems.iter().map(|p| p.to_string()));
+    let mut state = state;
+    confirm_flags(repo, &mut state, &mut problems);
     LogView {
         state,
         entries,
         checkpoint: checkpoint.clone(),
         problems,
+    }
+}
+
+/// Checks the vault's flags that the fold cannot: the vault host asserts
+/// them, and a flag makes `latest` skip a snapshot, so a forged one would
+/// let the host choose what `latest` restores. A flag this reader does not
+/// bear out is tampering (reported) and is dropped from its view:
+///
+/// * 66 (the client reported findings): the snapshot's own signed findings
+///   must not be empty;
+/// * 64 (shrink): recomputed from the pack sizes this reader lists, against
+///   the client's previous live snapshot and its last unflagged one of the
+///   week before, as the vault computes it. When a baseline is no longer
+///   there (reclaimed), the flag cannot be recomputed and stands;
+/// * 65 (burst) is recounted by the fold itself;
+/// * any other code is not one the vault raises.
+fn confirm_flags(repo: &Repository, state: &mut LogState, problems: &mut Vec<String>) {
+    use holdfast_core::format::Signal;
+    use holdfast_core::logstate::{SHRINK_MIN_BYTES, SHRINK_WINDOW_NS};
+    let flagged: Vec<ObjectId> = state
+        .snapshots
+        .iter()
+        .filter(|(_, s)| s.flags.iter().any(|(sig, _)| *sig != Signal::BURST.0))
+        .map(|(id, _)| *id)
+        .collect();
+    if flagged.is_empty() {
+        return;
+    }
+    let mut sizes: Option<std::collections::HashMap<ObjectId, u64>> = None;
+    let mut bytes_of = |id: &ObjectId| -> Option<u64> {
+        let snap = repo.load_snapshot(id).ok()?;
+        let sizes = sizes.get_or_insert_with(|| {
+            repo.backend
+                .list(holdfast_store::Kind::Pack)
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|(n, size)| ObjectId::from_hex(&n).ok().map(|p| (p, size)))
+                .collect()
+        });
+        snap.header
+            .packs
+            .iter()
+            .map(|p| sizes.get(p).copied())
+            .sum::<Option<u64>>()
+    };
+    for id in flagged {
+        let snap = &state.snapshots[&id];
+        let (client, added) = (snap.client, snap.added_ns);
+        let mut keep = Vec::new();
+        for &(signal, count) in &snap.flags {
+            let why = match Signal(signal) {
+                Signal::BURST => None,
+                Signal::CLIENT_REPORTED => {
+                    let findings = repo
+                        .load_snapshot(&id)
+                        .ok()
+                        .map(|s| s.findings.is_some_and(|f| !f.is_empty()));
+                    (findings == Some(false))
+                        .then(|| "its client's signed findings are empty".to_string())
+                }
+                Signal::SHRINK => {
+                    let mut earlier: Vec<(&ObjectId, &holdfast_core::logstate::Snap)> = state
+                        .snapshots
+                        .iter()
+                        .filter(|(i, s)| s.client == client && **i != id && s.added_ns < added)
+                        .collect();
+                    earlier.sort_by_key(|(i, s)| std::cmp::Reverse((s.added_ns, **i)));
+                    let mut bases = Vec::new();
+                    if let Some((p, _)) = earlier.first() {
+                        bases.push(**p);
+                    }
+                    if let Some((h, _)) = earlier.iter().find(|(_, s)| s.flags.is_empty())
+                        && added.saturating_sub(state.snapshots[*h].added_ns) <= SHRINK_WINDOW_NS
+                    {
+                        bases.push(**h);
+                    }
+                    let base: Option<Vec<u64>> = bases.iter().map(&mut bytes_of).collect();
+                    match (bytes_of(&id), base) {
+                        (Some(now), Some(base)) if !base.is_empty() => {
+                            let shrunk = base
+                                .iter()
+                                .filter(|b| **b >= SHRINK_MIN_BYTES)
+                                .any(|b| now.saturating_mul(2) < *b);
+                            (!shrunk).then(|| {
+                                format!(
+                                    "it references {now} stored bytes and its baselines \
+                                     {base:?}: not a shrink"
+                                )
+                            })
+                        }
+                        // A baseline gone, or a pack unlisted: not
+                        // recomputable here; the flag stands.
+                        _ => None,
+                    }
+                }
+                _ => Some("no such vault signal".to_string()),
+            };
+            match why {
+                None => keep.push((signal, count)),
+                Some(why) => problems.push(format!(
+                    "the vault flagged snapshot {} as {}, but {why}; the flag is ignored",
+                    id.short(),
+                    Signal(signal).name()
+                )),
+            }
+        }
+        if let Some(s) = state.snapshots.get_mut(&id) {
+            s.flags = keep;
+        }
     }
 }
 
