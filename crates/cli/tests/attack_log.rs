@@ -205,7 +205,11 @@ fn forged_flags_cannot_choose_what_latest_restores() {
     assert_eq!(code(&o), Some(4), "{}", err(&o));
     let list: Vec<serde_json::Value> = serde_json::from_slice(&o.stdout).unwrap();
     let last = list.iter().find(|s| s["id"] == s2.as_str()).unwrap();
-    assert_eq!(last["anomalies"].as_array().map(Vec::len), Some(0), "{last}");
+    assert_eq!(
+        last["anomalies"].as_array().map(Vec::len),
+        Some(0),
+        "{last}"
+    );
 }
 
 /// A.3: complete entries appended to the log file without a checkpoint the

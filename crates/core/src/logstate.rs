@@ -1093,11 +1093,7 @@ mod tests {
         );
         let (st, _) = f.run(&Reader::at(T0 + 3 * H));
         assert!(st.snapshots[&sid(2)].flags.is_empty());
-        assert!(
-            st.problems[0].what.contains("burst"),
-            "{:?}",
-            st.problems
-        );
+        assert!(st.problems[0].what.contains("burst"), "{:?}", st.problems);
     }
 
     #[test]
