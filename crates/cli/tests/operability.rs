@@ -1798,9 +1798,13 @@ fn admin_keys_made_apart_from_init() {
         (&alice, "alice", "alice's own passphrase"),
         (&bob, "bob", "bob's own passphrase!"),
     ] {
+        // HOLDFAST_REPO and HOLDFAST_KEY set in the environment do not
+        // get in the way.
         let o = w
             .cmd(&["key", "new", "admin", name, "--out", k.to_str().unwrap()])
             .env("HOLDFAST_PASSPHRASE", pass)
+            .env("HOLDFAST_REPO", w.repo())
+            .env("HOLDFAST_KEY", w.path("elsewhere.key"))
             .output()
             .unwrap();
         assert!(o.status.success(), "{}", stderr(&o));

@@ -216,10 +216,12 @@ fn new_admin(a: NewArgs) -> Result<ExitCode> {
     use holdfast_core::crypto::{Identity, KdfParams};
     use holdfast_core::format::Role;
     use holdfast_core::keyfile::{KeyFile, Secret};
-    if a.repo.is_some() || a.key.is_some() || a.admin_key.is_some() {
+    // --repo and --key are ignored (HOLDFAST_REPO and HOLDFAST_KEY may set
+    // them): the key is made before any repository exists.
+    if a.admin_key.is_some() {
         bail!(
-            "key new admin makes a key before init (no --repo, --key or --admin-key): \
-             admins are never added to a repository by one admin's signature"
+            "key new admin makes a key before init, signed by nobody: admins are never added \
+             to a repository by one admin's signature"
         );
     }
     crate::cmd::init::check_names(std::slice::from_ref(&a.name), "admin")?;
