@@ -282,6 +282,51 @@ pub fn load_key(path: &Path) -> Result<Key> {
 }
 
 /// Opens REPO with KEY: the config must be the one the key pins.
+/// A plain directory repository's lock, `DIR/lock` (an advisory `flock`):
+/// `backup` holds it shared from before it lists the packs until its
+/// snapshot is written, `prune` holds it exclusively, so a prune never
+/// deletes a pack that a running backup reuses. The kernel releases it when
+/// the process ends, however it ends. `None` for other repositories, or
+/// when the lock file can be neither created nor opened.
+pub fn dir_lock(repo: &str, exclusive: bool) -> Result<Option<std::fs::File>> {
+    use std::os::unix::fs::OpenOptionsExt;
+    if repo.contains("://") || repo.starts_with("bundle:") || !Path::new(repo).is_dir() {
+        return Ok(None);
+    }
+    let path = Path::new(repo).join("lock");
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o644)
+        .open(&path)
+        .or_else(|_| std::fs::File::open(&path));
+    let Ok(f) = f else {
+        return Ok(None);
+    };
+    if exclusive {
+        match f.try_lock() {
+            Ok(()) => Ok(Some(f)),
+            Err(std::fs::TryLockError::WouldBlock) => {
+                bail!("{repo}: a backup is writing to this repository; prune when it has finished")
+            }
+            Err(std::fs::TryLockError::Error(e)) => bail!("{}: {e}", path.display()),
+        }
+    } else {
+        match f.try_lock_shared() {
+            Ok(()) => Ok(Some(f)),
+            Err(std::fs::TryLockError::WouldBlock) => {
+                eprintln!("holdfast: waiting for a prune of {repo} to finish");
+                f.lock_shared()
+                    .map_err(|e| anyhow!("{}: {e}", path.display()))?;
+                Ok(Some(f))
+            }
+            Err(std::fs::TryLockError::Error(e)) => bail!("{}: {e}", path.display()),
+        }
+    }
+}
+
 pub fn open(repo: &str, key: &Path) -> Result<(Repository, Key)> {
     if repo.starts_with("https://") {
         let (_, r, k) = open_vault(repo, key)?;

@@ -1747,6 +1747,17 @@ fn retention_dry_run_and_prune_of_a_plain_directory() {
     let o = w.run(&["prune", "--repo", &repo, "--key", &w.key("client")]);
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("admin key"), "{}", stderr(&o));
+    // Not while a backup writes: a backup holds DIR/lock shared (here this
+    // test holds it, as a running backup would), and could be reusing data
+    // from a pack only the removed snapshots list.
+    {
+        let held = std::fs::File::open(Path::new(&repo).join("lock")).unwrap();
+        held.lock_shared().unwrap();
+        let o = w.run(&["prune", "--repo", &repo, "--key", &ak]);
+        assert_eq!(o.status.code(), Some(1));
+        assert!(stderr(&o).contains("a backup is writing"), "{}", stderr(&o));
+        assert_eq!(count_files(&snaps_dir), 5);
+    }
     let out = w.ok(&["prune", "--repo", &repo, "--key", &ak]);
     assert!(out.contains("removed 2 snapshot(s)"), "{out}");
     assert_eq!(count_files(&snaps_dir), 3);

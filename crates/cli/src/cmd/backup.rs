@@ -116,6 +116,8 @@ fn run_backup(a: Args, stats: &mut Option<crate::metrics_file::Stats>) -> Result
             }
         }
     }
+    // Held until the snapshot is written (a prune waits for it).
+    let _lock = util::dir_lock(&a.repo, false)?;
     let (repo, key) = util::open(&a.repo, &a.key)?;
     let mut opts = BackupOptions {
         paths,

@@ -313,6 +313,13 @@ fn plain_directory(repo: &str) -> Result<()> {
 
 pub fn prune(a: PruneArgs) -> Result<ExitCode> {
     plain_directory(&a.repo)?;
+    // No backup may run while packs are removed: one could be reusing
+    // data from a pack only the removed snapshots list.
+    let _lock = if a.dry_run {
+        None
+    } else {
+        util::dir_lock(&a.repo, true)?
+    };
     let (repo, key) = util::open(&a.repo, &a.key)?;
     if key.role != Role::Admin {
         bail!(
