@@ -17,6 +17,14 @@ pub fn read_pack_table(
     backend: &dyn Backend,
     pack: &ObjectId,
 ) -> Result<([u8; 32], Vec<PackEntry>)> {
+    read_pack_table_sized(backend, pack).map(|(epk, _, entries)| (epk, entries))
+}
+
+/// [`read_pack_table`], with the pack's size.
+pub fn read_pack_table_sized(
+    backend: &dyn Backend,
+    pack: &ObjectId,
+) -> Result<([u8; 32], u64, Vec<PackEntry>)> {
     let name = pack.to_hex();
     let size = backend.size(Kind::Pack, &name)?;
     let corrupt = |why: String| Error::Corrupt(format!("pack {}: {why}", pack.short()));
@@ -41,7 +49,7 @@ pub fn read_pack_table(
     let start = size - PACK_TRAILER_LEN as u64 - tlen;
     let table = backend.get_range(Kind::Pack, &name, start, tlen)?;
     let entries = format::decode_pack_table(&table, start).map_err(|e| corrupt(e.to_string()))?;
-    Ok((epk, entries))
+    Ok((epk, size, entries))
 }
 
 #[derive(Clone, Copy, Debug)]

@@ -15,6 +15,7 @@ pub mod keys;
 pub mod logview;
 pub mod mail;
 pub mod mount;
+pub mod packindex;
 pub mod replica;
 pub mod repo;
 pub mod restore;

@@ -1,12 +1,18 @@
 //! `holdfast restore`: every byte is authenticated and checked against its
-//! keyed id before it is written. Directories are created first; file
-//! contents are written pack by pack, in parallel, each pack fetched once
-//! (the same order works for a local directory and for the vault, where a
-//! request per blob would be far too slow); then directory modes and times
-//! are set bottom-up (writing into a directory changes its mtime). All-zero
-//! chunks are left as holes, so sparse files stay sparse.
+//! keyed id before it is written. All-zero chunks are left as holes, so
+//! sparse files stay sparse.
+//!
+//! Memory does not grow with the number of files. Blob locations come from
+//! the on-disk [`PackIndex`]. The trees are walked depth first (one
+//! directory held per level), creating directories and symlinks as they
+//! come; files are gathered into bounded batches. A batch's blobs are
+//! sorted by pack and offset and read as coalesced range requests, several
+//! at once (a set concurrency: 8 against a vault or S3), each worker
+//! fetching, then opening and checking, then writing, while the walk
+//! prepares the next batch. A directory's mode and times are set once
+//! everything in it is written (writing into a directory changes its
+//! mtime), deepest first.
 
-use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::fs::OpenOptions;
 use std::os::unix::ffi::OsStrExt;
@@ -14,14 +20,16 @@ use std::os::unix::fs::FileExt;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use filetime::FileTime;
+use holdfast_core::ObjectId;
 use holdfast_core::format::{Node, NodeKind, Tree};
-use holdfast_core::{BlobId, ObjectId};
-use rayon::prelude::*;
+use holdfast_store::Kind;
 
-use crate::index::{BlobReader, Index};
+use crate::index::Location;
 use crate::keys::Key;
+use crate::packindex::{PackIndex, Reader, concurrency};
 use crate::{Error, Progress, Repository, Result, io_err};
 
 pub struct RestoreOptions {
@@ -77,26 +85,30 @@ impl Fail {
     }
 }
 
-struct Plan {
-    dirs: Vec<(PathBuf, Node)>,
+/// A batch is handed over once it holds this many files, chunks or closed
+/// directories, or this many bytes of file content.
+const BATCH_FILES: usize = 16 * 1024;
+const BATCH_CHUNKS: usize = 64 * 1024;
+const BATCH_DIRS: usize = 16 * 1024;
+const BATCH_BYTES: u64 = 128 << 20;
+
+/// Files to write and directories to finish once they are written.
+#[derive(Default)]
+struct Batch {
     files: Vec<(PathBuf, Node)>,
-    links: Vec<(PathBuf, Node)>,
+    /// Closed directories, deepest first: every file under them is in this
+    /// batch or an earlier one.
+    dirs: Vec<(PathBuf, Node)>,
+    chunks: usize,
+    bytes: u64,
 }
 
-fn walk(reader: &BlobReader, tree: &Tree, at: &Path, plan: &mut Plan, report: &mut RestoreReport) {
-    for n in &tree.nodes {
-        let p = at.join(OsStr::from_bytes(&n.name));
-        match &n.kind {
-            NodeKind::Dir { subtree } => {
-                plan.dirs.push((p.clone(), n.clone()));
-                match reader.tree(subtree) {
-                    Ok(t) => walk(reader, &t, &p, plan, report),
-                    Err(e) => report.note(&p, &e),
-                }
-            }
-            NodeKind::File { .. } => plan.files.push((p, n.clone())),
-            NodeKind::Symlink { .. } => plan.links.push((p, n.clone())),
-        }
+impl Batch {
+    fn full(&self) -> bool {
+        self.files.len() >= BATCH_FILES
+            || self.chunks >= BATCH_CHUNKS
+            || self.dirs.len() >= BATCH_DIRS
+            || self.bytes >= BATCH_BYTES
     }
 }
 
@@ -111,38 +123,180 @@ fn set_owner(path: &Path, n: &Node) {
     let _ = std::os::unix::fs::lchown(path, Some(n.uid), Some(n.gid));
 }
 
-/// One write a pack's blob makes: (blob, file index, offset in the file).
-type Write = (BlobId, u32, u64);
+/// The depth-first walk: creates directories and symlinks, hands batches
+/// of files to the writer.
+struct Walk<'a, 'r> {
+    reader: &'a Reader<'r>,
+    report: &'a mut RestoreReport,
+    progress: &'a Progress,
+    batch: Batch,
+    send: &'a std::sync::mpsc::SyncSender<Batch>,
+}
 
-/// Writes every file's content, pack by pack: each needed pack is fetched
-/// once (whole, checked against its id), each blob in it is authenticated
-/// and checked against its keyed id, then written at its offsets in every
-/// file that needs it. Files are created empty and written at offsets, so
-/// skipped all-zero chunks stay holes. Returns, per file, its size or why it
-/// could not be restored.
+impl Walk<'_, '_> {
+    fn push_file(&mut self, p: PathBuf, n: Node) {
+        if let NodeKind::File { size, chunks } = &n.kind {
+            self.batch.chunks += chunks.len();
+            self.batch.bytes += size;
+            self.progress.files_total.fetch_add(1, Ordering::Relaxed);
+            self.progress
+                .bytes_total
+                .fetch_add(*size, Ordering::Relaxed);
+        }
+        self.batch.files.push((p, n));
+        self.maybe_send();
+    }
+
+    fn maybe_send(&mut self) {
+        if self.batch.full() {
+            self.send_now();
+        }
+    }
+
+    fn send_now(&mut self) {
+        let b = std::mem::take(&mut self.batch);
+        if !b.files.is_empty() || !b.dirs.is_empty() {
+            // The writer only stops early by panicking; nothing to do then.
+            let _ = self.send.send(b);
+        }
+    }
+
+    fn symlink(&mut self, p: &Path, n: &Node) {
+        let NodeKind::Symlink { target } = &n.kind else {
+            return;
+        };
+        match std::os::unix::fs::symlink(OsStr::from_bytes(target), p) {
+            Ok(()) => {
+                set_owner(p, n);
+                let _ = set_times(p, n);
+                self.report.symlinks += 1;
+            }
+            Err(e) => self.report.errors.push(format!("{}: {e}", p.display())),
+        }
+    }
+
+    /// A directory node at `p`: created, walked, then queued to be
+    /// finished.
+    fn dir(&mut self, p: PathBuf, n: Node) -> Result<()> {
+        let NodeKind::Dir { subtree } = &n.kind else {
+            return Ok(());
+        };
+        std::fs::create_dir(&p).map_err(|e| io_err(&p, e))?;
+        self.report.dirs += 1;
+        match self.reader.tree(subtree) {
+            Ok(t) => self.walk(t, &p)?,
+            Err(e) => self.report.note(&p, &e),
+        }
+        self.batch.dirs.push((p, n));
+        self.maybe_send();
+        Ok(())
+    }
+
+    fn walk(&mut self, tree: Tree, at: &Path) -> Result<()> {
+        for n in tree.nodes {
+            let p = at.join(OsStr::from_bytes(&n.name));
+            match &n.kind {
+                NodeKind::Dir { .. } => self.dir(p, n)?,
+                NodeKind::File { .. } => self.push_file(p, n),
+                NodeKind::Symlink { .. } => self.symlink(&p, &n),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What the writer did with its batches.
+#[derive(Default)]
+struct Written {
+    files: u64,
+    bytes: u64,
+    fails: Vec<(PathBuf, Error)>,
+    errors: Vec<String>,
+}
+
+fn write_batches(
+    reader: &Reader,
+    progress: &Progress,
+    recv: std::sync::mpsc::Receiver<Batch>,
+) -> Written {
+    let mut w = Written::default();
+    for b in recv {
+        let results = restore_files(reader, &b.files, progress);
+        for ((p, _), r) in b.files.into_iter().zip(results) {
+            match r {
+                Ok(n) => {
+                    w.files += 1;
+                    w.bytes += n;
+                }
+                Err(e) => w.fails.push((p, e)),
+            }
+        }
+        for (p, n) in b.dirs {
+            set_owner(&p, &n);
+            let r = std::fs::set_permissions(&p, std::fs::Permissions::from_mode(n.mode))
+                .and_then(|_| set_times(&p, &n));
+            if let Err(e) = r {
+                w.errors.push(format!("{}: {e}", p.display()));
+            }
+        }
+    }
+    w
+}
+
+/// One write a blob makes: where it is, and the file and offset it goes to.
+struct Write {
+    loc: Location,
+    file: u32,
+    off: u64,
+}
+
+/// Reads closer than this are merged into one request (the gap is read
+/// and dropped); a request is at most `max` long unless one blob is.
+fn coalescing(remote: bool) -> (u64, u64) {
+    if remote {
+        (256 << 10, 4 << 20)
+    } else {
+        (64 << 10, 1 << 20)
+    }
+}
+
+/// Writes the content of a batch of files. Every blob is authenticated and
+/// checked against its keyed id, then written at its offsets in every file
+/// that needs it; each is read once per batch. Files are created empty and
+/// written at offsets, so skipped all-zero chunks stay holes. Returns, per
+/// file, its size or why it could not be restored.
 fn restore_files(
-    reader: &BlobReader,
+    reader: &Reader,
     files: &[(PathBuf, Node)],
     progress: &Progress,
 ) -> Vec<Result<u64>> {
     let mut errors: Vec<Option<Fail>> = (0..files.len()).map(|_| None).collect();
-    let mut needs: HashMap<u32, Vec<Write>> = HashMap::new();
+    let mut writes: Vec<Write> = Vec::new();
     for (i, (_, n)) in files.iter().enumerate() {
         let NodeKind::File { size, chunks } = &n.kind else {
-            unreachable!()
+            continue;
         };
         let mut off = 0u64;
+        let first = writes.len();
         for c in chunks {
-            match reader.index.blobs.get(c) {
-                Some(loc) => {
-                    needs.entry(loc.pack).or_default().push((*c, i as u32, off));
+            match reader.locate(c) {
+                Ok(Some(loc)) => {
+                    writes.push(Write {
+                        loc,
+                        file: i as u32,
+                        off,
+                    });
                     off += loc.entry.raw_len as u64;
                 }
-                None => {
+                Ok(None) => {
                     errors[i] = Some(Fail::Damage(format!(
                         "chunk {} is not in the snapshot's packs",
                         c.to_hex()
                     )));
+                    break;
+                }
+                Err(e) => {
+                    errors[i] = Some(Fail::Local(e.to_string()));
                     break;
                 }
             }
@@ -152,120 +306,177 @@ fn restore_files(
                 "chunks add up to {off} bytes, the snapshot says {size}"
             )));
         }
+        if errors[i].is_some() {
+            writes.truncate(first);
+        }
+    }
+    writes.sort_unstable_by_key(|w| (w.loc.pack, w.loc.entry.offset, w.file, w.off));
+    // Coalesced requests: (pack, start, end, writes).
+    let remote = reader.backend.prefers_whole_objects();
+    let (gap, max) = coalescing(remote);
+    let mut requests: Vec<(u32, u64, u64, std::ops::Range<usize>)> = Vec::new();
+    for (i, w) in writes.iter().enumerate() {
+        let (s, e) = (
+            w.loc.entry.offset as u64,
+            w.loc.entry.offset as u64 + w.loc.entry.stored_len as u64,
+        );
+        match requests.last_mut() {
+            Some((p, start, end, r))
+                if *p == w.loc.pack && s <= *end + gap && e.max(*end) - *start <= max =>
+            {
+                *end = e.max(*end);
+                r.end = i + 1;
+            }
+            _ => requests.push((w.loc.pack, s, e, i..i + 1)),
+        }
     }
     let errors = Mutex::new(errors);
-    let mut packs: Vec<(u32, Vec<Write>)> = needs.into_iter().collect();
-    packs.sort_by_key(|(p, _)| *p);
-    packs.par_iter_mut().for_each(|(pack, list)| {
-        let fail = |f: u32, why: Fail| {
-            errors.lock().unwrap()[f as usize].get_or_insert(why);
-        };
-        let bytes = match reader.whole_pack(*pack) {
-            Ok(b) => b,
-            Err(e) => {
-                for (_, f, _) in list.iter() {
-                    fail(*f, Fail::reading(&e));
+    let fail = |f: u32, why: Fail| {
+        errors.lock().unwrap_or_else(|p| p.into_inner())[f as usize].get_or_insert(why);
+    };
+    let next = AtomicUsize::new(0);
+    let workers = concurrency(reader.backend).min(requests.len());
+    std::thread::scope(|s| {
+        for _ in 0..workers {
+            s.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some((pack, start, end, range)) = requests.get(i) else {
+                        return;
+                    };
+                    let list = &writes[range.clone()];
+                    let name = reader.index.packs[*pack as usize].to_hex();
+                    let bytes =
+                        match reader
+                            .backend
+                            .get_range(Kind::Pack, &name, *start, end - start)
+                        {
+                            Ok(b) => b,
+                            Err(e) => {
+                                let e = Error::from(e);
+                                for w in list {
+                                    fail(w.file, Fail::reading(&e));
+                                }
+                                continue;
+                            }
+                        };
+                    write_request(reader, &bytes, *start, list, files, progress, &fail);
                 }
-                return;
-            }
-        };
-        // Each blob is opened once however many files use it.
-        list.sort_by_key(|(id, f, off)| (*id, *f, *off));
-        let mut current: Option<(BlobId, Result<Vec<u8>>)> = None;
-        let mut open: Option<(u32, std::fs::File)> = None;
-        for (id, f, off) in list.iter() {
-            if current.as_ref().is_none_or(|(c, _)| c != id) {
-                let loc = reader.index.blobs[id];
-                let plain = match loc.entry.sealed(&bytes) {
-                    Some(sealed) => reader.open(&loc, sealed),
-                    None => Err(Error::Corrupt(format!(
-                        "pack {} is shorter than its table",
-                        reader.index.packs[*pack as usize]
-                    ))),
-                };
-                current = Some((*id, plain));
-            }
-            let data = match &current.as_ref().unwrap().1 {
-                Ok(d) => d,
-                Err(e) => {
-                    fail(*f, Fail::reading(e));
-                    continue;
-                }
-            };
-            if data.iter().all(|b| *b == 0) {
-                progress.add(0, data.len() as u64);
-                continue; // left as a hole; the length is set at the end
-            }
-            if open.as_ref().is_none_or(|(of, _)| of != f) {
-                // Created on first write: one open per file when its chunks
-                // sit in one pack, as almost all mail does. (The target
-                // directory was checked empty and its dirs made by us.)
-                let path = &files[*f as usize].0;
-                match OpenOptions::new()
-                    .write(true)
-                    .create(true)
-                    // Another pack may already have written other parts of it.
-                    .truncate(false)
-                    .mode(0o600)
-                    .open(path)
-                {
-                    Ok(h) => open = Some((*f, h)),
-                    Err(e) => {
-                        fail(*f, Fail::Local(e.to_string()));
-                        continue;
-                    }
-                }
-            }
-            if let Err(e) = open.as_ref().unwrap().1.write_all_at(data, *off) {
-                fail(*f, Fail::Local(e.to_string()));
-            }
-            progress.add(0, data.len() as u64);
+            });
         }
     });
-    let errors = errors.into_inner().unwrap();
+    let errors = errors.into_inner().unwrap_or_else(|p| p.into_inner());
     files
         .iter()
         .zip(errors)
-        .map(|((p, n), err)| {
-            match err {
-                Some(Fail::Damage(e)) => return Err(Error::Corrupt(e)),
-                Some(Fail::Local(e)) => return Err(io_err(p, std::io::Error::other(e))),
-                None => {}
-            }
-            let NodeKind::File { size, .. } = &n.kind else {
-                unreachable!()
-            };
-            // Empty and all-zero files were never opened; trailing holes
-            // (zero chunks at the end) need the length set.
-            let len = match std::fs::metadata(p) {
-                Ok(m) => m.len(),
-                Err(_) => {
-                    OpenOptions::new()
-                        .write(true)
-                        .create_new(true)
-                        .mode(0o600)
-                        .open(p)
-                        .map_err(|e| io_err(p, e))?;
-                    0
-                }
-            };
-            if len < *size {
-                OpenOptions::new()
-                    .write(true)
-                    .open(p)
-                    .and_then(|f| f.set_len(*size))
-                    .map_err(|e| io_err(p, e))?;
-            }
-
-            set_owner(p, n);
-            std::fs::set_permissions(p, std::fs::Permissions::from_mode(n.mode))
-                .map_err(|e| io_err(p, e))?;
-
-            set_times(p, n).map_err(|e| io_err(p, e))?;
-            progress.add(1, 0);
-            Ok(*size)
-        })
+        .map(|((p, n), err)| finish_file(p, n, err, progress))
         .collect()
+}
+
+/// Opens each blob of one fetched stretch of a pack once and writes it
+/// wherever it goes.
+fn write_request(
+    reader: &Reader,
+    bytes: &[u8],
+    start: u64,
+    list: &[Write],
+    files: &[(PathBuf, Node)],
+    progress: &Progress,
+    fail: &(impl Fn(u32, Fail) + Sync),
+) {
+    let mut current: Option<(u32, Result<Vec<u8>>)> = None;
+    let mut open: Option<(u32, std::fs::File)> = None;
+    for w in list {
+        let at = w.loc.entry.offset;
+        if current.as_ref().is_none_or(|(c, _)| *c != at) {
+            let from = (at as u64 - start) as usize;
+            let plain = match bytes.get(from..from + w.loc.entry.stored_len as usize) {
+                Some(sealed) => reader.open(&w.loc, sealed),
+                None => Err(Error::Corrupt(format!(
+                    "pack {} is shorter than its table",
+                    reader.index.packs[w.loc.pack as usize]
+                ))),
+            };
+            current = Some((at, plain));
+        }
+        let data = match &current.as_ref().map(|c| &c.1) {
+            Some(Ok(d)) => d,
+            Some(Err(e)) => {
+                fail(w.file, Fail::reading(e));
+                continue;
+            }
+            None => continue,
+        };
+        if data.iter().all(|b| *b == 0) {
+            progress.add(0, data.len() as u64);
+            continue; // left as a hole; the length is set at the end
+        }
+        if open.as_ref().is_none_or(|(of, _)| *of != w.file) {
+            // Created on first write: one open per file when its chunks
+            // sit together, as almost all mail does. (The target directory
+            // was checked empty and its dirs made by us.)
+            let path = &files[w.file as usize].0;
+            match OpenOptions::new()
+                .write(true)
+                .create(true)
+                // Another request may already have written other parts.
+                .truncate(false)
+                .mode(0o600)
+                .open(path)
+            {
+                Ok(h) => open = Some((w.file, h)),
+                Err(e) => {
+                    fail(w.file, Fail::Local(e.to_string()));
+                    continue;
+                }
+            }
+        }
+        if let Some((_, h)) = &open
+            && let Err(e) = h.write_all_at(data, w.off)
+        {
+            fail(w.file, Fail::Local(e.to_string()));
+        }
+        progress.add(0, data.len() as u64);
+    }
+}
+
+/// Sets a written file's length, owner, mode and times.
+fn finish_file(p: &Path, n: &Node, err: Option<Fail>, progress: &Progress) -> Result<u64> {
+    match err {
+        Some(Fail::Damage(e)) => return Err(Error::Corrupt(e)),
+        Some(Fail::Local(e)) => return Err(io_err(p, std::io::Error::other(e))),
+        None => {}
+    }
+    let NodeKind::File { size, .. } = &n.kind else {
+        return Ok(0);
+    };
+    // Empty and all-zero files were never opened; trailing holes (zero
+    // chunks at the end) need the length set.
+    let len = match std::fs::symlink_metadata(p) {
+        Ok(m) => m.len(),
+        Err(_) => {
+            OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(p)
+                .map_err(|e| io_err(p, e))?;
+            0
+        }
+    };
+    if len < *size {
+        OpenOptions::new()
+            .write(true)
+            .open(p)
+            .and_then(|f| f.set_len(*size))
+            .map_err(|e| io_err(p, e))?;
+    }
+    set_owner(p, n);
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(n.mode))
+        .map_err(|e| io_err(p, e))?;
+    set_times(p, n).map_err(|e| io_err(p, e))?;
+    progress.add(1, 0);
+    Ok(*size)
 }
 
 pub fn restore(
@@ -275,18 +486,69 @@ pub fn restore(
     opts: &RestoreOptions,
     progress: &Progress,
 ) -> Result<RestoreReport> {
+    let subs: Vec<String> = opts.subpath.iter().cloned().collect();
+    restore_paths(repo, key, snap_id, &opts.target, &subs, progress)
+}
+
+/// Where a walk starts.
+enum Start {
+    Tree(Tree),
+    Dir(PathBuf, Node),
+    Other(PathBuf, Node),
+}
+
+/// The node `sub` names under `root`, placed under `target`.
+fn find_start(reader: &Reader, root: &Tree, target: &Path, sub: &str) -> Result<Start> {
+    let mut tree: Option<Tree> = None;
+    let mut at = target.to_path_buf();
+    let parts: Vec<&str> = sub.split('/').filter(|s| !s.is_empty()).collect();
+    for (i, part) in parts.iter().enumerate() {
+        let node = tree
+            .as_ref()
+            .unwrap_or(root)
+            .nodes
+            .iter()
+            .find(|n| n.name == part.as_bytes())
+            .cloned()
+            .ok_or_else(|| Error::Usage(format!("{sub:?} is not in the snapshot")))?;
+        at = at.join(part);
+        let last = i + 1 == parts.len();
+        match &node.kind {
+            NodeKind::Dir { subtree } if !last => tree = Some(reader.tree(subtree)?),
+            NodeKind::Dir { .. } => return Ok(Start::Dir(at, node)),
+            _ if last => return Ok(Start::Other(at, node)),
+            _ => {
+                return Err(Error::Usage(format!(
+                    "{part:?} in {sub:?} is not a directory"
+                )));
+            }
+        }
+    }
+    Ok(Start::Tree(tree.unwrap_or_else(|| root.clone())))
+}
+
+/// Restores the whole snapshot (no `subpaths`), or each of `subpaths`
+/// (`/`-separated, none inside another) at its place under `target`, in
+/// one pass: one index, one writer, batches across paths.
+pub fn restore_paths(
+    repo: &Repository,
+    key: &Key,
+    snap_id: &ObjectId,
+    target: &Path,
+    subpaths: &[String],
+    progress: &Progress,
+) -> Result<RestoreReport> {
     let (id_key, secret) = key.require_restore("restore")?;
     let snap = repo.load_snapshot(snap_id)?;
     let body = repo.open_body(snap_id, &snap, secret)?;
-    let (index, pack_errors) = Index::load(repo.backend.as_ref(), &snap.header.packs);
-    let reader = BlobReader::new(repo.backend.as_ref(), &index, id_key, secret);
+    let (index, pack_errors) = PackIndex::for_packs(repo.backend.as_ref(), &snap.header.packs);
+    let index = index?;
+    let reader = Reader::new(repo.backend.as_ref(), &index, id_key, secret);
     let mut report = RestoreReport::default();
     for e in &pack_errors {
         report.note(Path::new("(snapshot)"), e);
     }
 
-    // Find the starting tree (whole snapshot, or one path in it).
-    let target = &opts.target;
     if target.exists()
         && std::fs::read_dir(target)
             .map_err(|e| io_err(target, e))?
@@ -298,107 +560,72 @@ pub fn restore(
             target.display()
         )));
     }
-    let mut plan = Plan {
-        dirs: Vec::new(),
-        files: Vec::new(),
-        links: Vec::new(),
-    };
+    // Find the starting points before anything is created.
     let root = reader.tree(&body.root)?;
-    match &opts.subpath {
-        None => walk(&reader, &root, target, &mut plan, &mut report),
-        Some(sub) => {
-            let mut tree = root;
-            let mut at = target.clone();
-            let parts: Vec<&str> = sub.split('/').filter(|s| !s.is_empty()).collect();
-            for (i, part) in parts.iter().enumerate() {
-                let node = tree
-                    .nodes
-                    .iter()
-                    .find(|n| n.name == part.as_bytes())
-                    .cloned()
-                    .ok_or_else(|| Error::Usage(format!("{sub:?} is not in the snapshot")))?;
-                at = at.join(part);
-                let last = i + 1 == parts.len();
-                match &node.kind {
-                    NodeKind::Dir { subtree } => {
-                        tree = reader.tree(subtree)?;
-                        if last {
-                            plan.dirs.push((at.clone(), node.clone()));
-                            walk(&reader, &tree, &at, &mut plan, &mut report);
-                        } else {
-                            std::fs::create_dir_all(&at).map_err(|e| io_err(&at, e))?;
-                        }
-                    }
-                    _ if last => {
-                        std::fs::create_dir_all(at.parent().unwrap())
-                            .map_err(|e| io_err(&at, e))?;
-                        if matches!(node.kind, NodeKind::File { .. }) {
-                            plan.files.push((at.clone(), node));
-                        } else {
-                            plan.links.push((at.clone(), node));
-                        }
-                    }
-                    _ => {
-                        return Err(Error::Usage(format!(
-                            "{part:?} in {sub:?} is not a directory"
-                        )));
-                    }
-                }
-            }
+    let mut starts = Vec::new();
+    if subpaths.is_empty() {
+        starts.push(Start::Tree(root));
+    } else {
+        for sub in subpaths {
+            starts.push(find_start(&reader, &root, target, sub)?);
         }
+        drop(root);
     }
     std::fs::create_dir_all(target).map_err(|e| io_err(target, e))?;
-    let total: u64 = plan
-        .files
-        .iter()
-        .map(|(_, n)| match n.kind {
-            NodeKind::File { size, .. } => size,
-            _ => 0,
-        })
-        .sum();
-    progress.files_total.store(
-        plan.files.len() as u64,
-        std::sync::atomic::Ordering::Relaxed,
-    );
-    progress
-        .bytes_total
-        .store(total, std::sync::atomic::Ordering::Relaxed);
-
-    for (p, _) in &plan.dirs {
-        std::fs::create_dir(p).map_err(|e| io_err(p, e))?;
-        report.dirs += 1;
-    }
-    for (p, n) in &plan.links {
-        let NodeKind::Symlink { target } = &n.kind else {
-            unreachable!()
-        };
-        match std::os::unix::fs::symlink(OsStr::from_bytes(target), p) {
-            Ok(()) => {
-                set_owner(p, n);
-                let _ = set_times(p, n);
-                report.symlinks += 1;
-            }
-            Err(e) => report.errors.push(format!("{}: {e}", p.display())),
+    for start in &starts {
+        if let Start::Dir(p, _) | Start::Other(p, _) = start
+            && let Some(parent) = p.parent()
+        {
+            std::fs::create_dir_all(parent).map_err(|e| io_err(parent, e))?;
         }
     }
     reader.clear_cache();
-    let results = restore_files(&reader, &plan.files, progress);
-    for ((p, _), r) in plan.files.iter().zip(results) {
-        match r {
-            Ok(b) => {
-                report.files += 1;
-                report.bytes += b;
+
+    let (send, recv) = std::sync::mpsc::sync_channel::<Batch>(1);
+    let (walked, written) = std::thread::scope(|s| {
+        let writer = s.spawn(|| write_batches(&reader, progress, recv));
+        let mut w = Walk {
+            reader: &reader,
+            report: &mut report,
+            progress,
+            batch: Batch::default(),
+            send: &send,
+        };
+        let mut r = Ok(());
+        for start in starts {
+            r = match start {
+                Start::Tree(t) => w.walk(t, target),
+                Start::Dir(p, n) => w.dir(p, n),
+                Start::Other(p, n) => {
+                    if matches!(n.kind, NodeKind::File { .. }) {
+                        w.push_file(p, n);
+                    } else {
+                        w.symlink(&p, &n);
+                    }
+                    Ok(())
+                }
+            };
+            if r.is_err() {
+                break;
             }
-            Err(e) => report.note(p, &e),
         }
+        w.send_now();
+        drop(send);
+        let written = writer
+            .join()
+            .unwrap_or_else(|p| std::panic::resume_unwind(p));
+        (r, written)
+    });
+    report.files += written.files;
+    report.bytes += written.bytes;
+    for (p, e) in &written.fails {
+        report.note(p, e);
     }
-    for (p, n) in plan.dirs.iter().rev() {
-        set_owner(p, n);
-        let r = std::fs::set_permissions(p, std::fs::Permissions::from_mode(n.mode))
-            .and_then(|_| set_times(p, n));
-        if let Err(e) = r {
-            report.errors.push(format!("{}: {e}", p.display()));
-        }
+    report.errors.extend(written.errors);
+    walked?;
+    if !report.damaged.is_empty() {
+        // Perhaps the cached index was wrong: the next run rebuilds it.
+        index.distrust();
     }
     Ok(report)
 }

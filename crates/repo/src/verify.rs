@@ -7,8 +7,13 @@
 //! every blob is decrypted and checked against its keyed id, every snapshot
 //! body opens and every tree and chunk it references is found in the packs
 //! it lists. Each problem names the object it concerns.
+//!
+//! Memory does not grow with the number of blobs: pack tables go into an
+//! on-disk [`PackIndex`] built here from the packs just checked (verify
+//! never trusts a cached one), and trees are walked depth first.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
 use std::sync::atomic::Ordering;
 
 use holdfast_core::format::{self, KIND_TREE, NodeKind, PackEntry, Tree};
@@ -16,8 +21,9 @@ use holdfast_core::{BlobId, ObjectId};
 use holdfast_store::Kind;
 use rayon::prelude::*;
 
-use crate::index::{BlobReader, Index, Location, read_pack_table};
+use crate::index::read_pack_table;
 use crate::keys::Key;
+use crate::packindex::{Builder, PackIndex, Reader, index_dir};
 use crate::{Progress, Repository, Result};
 
 #[derive(Debug, Default)]
@@ -61,27 +67,54 @@ pub fn verify(
             crate::repo::fmt_time(t)
         )));
     }
-    let results: Vec<(ObjectId, PackCheck)> = listed
+    // With the restore key, the tables of good packs go into an on-disk
+    // index built here (never a cached one), numbered as listed.
+    let ids: Vec<ObjectId> = listed
+        .iter()
+        .map(|(name, _)| ObjectId::from_hex(name).unwrap_or(ObjectId([0; 32])))
+        .collect();
+    let builder = restore.map(|_| Mutex::new(Builder::new(ids.clone(), &index_dir().0)));
+    let build_error: Mutex<Option<crate::Error>> = Mutex::new(None);
+    let results: Vec<std::result::Result<(u64, u64), String>> = listed
         .par_iter()
-        .map(|(name, size)| {
-            let id = ObjectId::from_hex(name).unwrap_or(ObjectId([0; 32]));
-            let r = check_pack(repo, &id, read_data, restore);
+        .enumerate()
+        .map(|(i, (_, size))| {
+            let r = check_pack(repo, &ids[i], read_data, restore).map(|(bytes, epk, entries)| {
+                if let Some(b) = &builder
+                    && let Err(e) = b
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .add(i as u32, epk, *size, &entries)
+                {
+                    build_error.lock().unwrap().get_or_insert(e);
+                }
+                (bytes, entries.len() as u64)
+            });
             progress.add(1, *size);
-            (id, r)
+            r
         })
         .collect();
-    let mut good: HashMap<ObjectId, ([u8; 32], Vec<PackEntry>)> = HashMap::new();
-    for (id, r) in results {
+    if let Some(e) = build_error.into_inner().unwrap() {
+        return Err(e);
+    }
+    let mut good: HashMap<ObjectId, u32> = HashMap::new();
+    for (i, r) in results.into_iter().enumerate() {
         rep.packs += 1;
         match r {
-            Ok((bytes, epk, entries)) => {
+            Ok((bytes, blobs)) => {
                 rep.bytes_read += bytes;
-                rep.blobs += entries.len() as u64;
-                good.insert(id, (epk, entries));
+                rep.blobs += blobs;
+                good.insert(ids[i], i as u32);
             }
-            Err(why) => rep.problems.push(format!("pack {id}: {why}")),
+            Err(why) => rep.problems.push(format!("pack {}: {why}", ids[i])),
         }
     }
+    let index = match builder {
+        Some(b) => Some(PackIndex::build_scratch(
+            b.into_inner().unwrap_or_else(|p| p.into_inner()),
+        )?),
+        None => None,
+    };
 
     // Snapshots: their packs, and with the restore key their trees.
     let mut referenced: HashSet<ObjectId> = HashSet::new();
@@ -93,7 +126,7 @@ pub fn verify(
                     .push(format!("snapshot {sid}: pack {p} is missing"));
             }
         }
-        if let Some((id_key, secret)) = restore {
+        if let (Some((id_key, secret)), Some(index)) = (restore, &index) {
             rep.decrypted = true;
             let body = match s.open_body(secret) {
                 Ok(b) => b,
@@ -102,20 +135,15 @@ pub fn verify(
                     continue;
                 }
             };
-            let mut idx = Index::default();
+            // Only this snapshot's good packs count.
+            let mut allow = vec![false; ids.len()];
             for p in &s.header.packs {
-                if let Some((epk, entries)) = good.get(p) {
-                    let n = idx.packs.len() as u32;
-                    idx.packs.push(*p);
-                    idx.epks.push(*epk);
-                    for e in entries {
-                        idx.blobs
-                            .entry(e.id)
-                            .or_insert(Location { pack: n, entry: *e });
-                    }
+                if let Some(n) = good.get(p) {
+                    allow[*n as usize] = true;
                 }
             }
-            let reader = BlobReader::new(backend, &idx, id_key, secret);
+            let mut reader = Reader::new(backend, index, id_key, secret);
+            reader.restrict(allow);
             let mut seen = HashSet::new();
             check_tree(&reader, body.root, &mut seen, &mut |why| {
                 rep.problems.push(format!("snapshot {sid}: {why}"))
@@ -168,8 +196,11 @@ fn check_pack(
     Ok((bytes.len() as u64, epk, entries))
 }
 
+/// Checks a tree and everything under it: every tree opens, every chunk
+/// is in the snapshot's packs. `seen` holds trees (and chunks reported
+/// missing), not every chunk, so memory follows the number of directories.
 fn check_tree(
-    reader: &BlobReader,
+    reader: &Reader,
     id: BlobId,
     seen: &mut HashSet<BlobId>,
     report: &mut impl FnMut(String),
@@ -177,11 +208,12 @@ fn check_tree(
     if !seen.insert(id) {
         return;
     }
-    let tree: Tree = match reader.index.blobs.get(&id) {
-        Some(loc) if loc.entry.kind == KIND_TREE => match reader.tree(&id) {
+    let tree: Tree = match reader.locate(&id) {
+        Ok(Some(loc)) if loc.entry.kind == KIND_TREE => match reader.tree(&id) {
             Ok(t) => t,
             Err(e) => return report(e.to_string()),
         },
+        Err(e) => return report(e.to_string()),
         _ => {
             return report(format!(
                 "tree {} is not in the snapshot's packs",
@@ -194,12 +226,18 @@ fn check_tree(
             NodeKind::Dir { subtree } => check_tree(reader, subtree, seen, report),
             NodeKind::File { chunks, .. } => {
                 for c in chunks {
-                    if !reader.index.blobs.contains_key(&c) && seen.insert(c) {
-                        report(format!(
-                            "chunk {} of {} is not in the snapshot's packs",
-                            c.to_hex(),
-                            String::from_utf8_lossy(&n.name)
-                        ));
+                    match reader.locate(&c) {
+                        Ok(Some(_)) => {}
+                        Ok(None) => {
+                            if seen.insert(c) {
+                                report(format!(
+                                    "chunk {} of {} is not in the snapshot's packs",
+                                    c.to_hex(),
+                                    String::from_utf8_lossy(&n.name)
+                                ))
+                            }
+                        }
+                        Err(e) => report(e.to_string()),
                     }
                 }
             }

@@ -2,7 +2,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Result;
-use holdfast_repo::snapshots::{entries, with_snapshot};
+use holdfast_repo::snapshots::{Entry, walk, with_snapshot};
 
 use crate::util;
 
@@ -31,11 +31,10 @@ pub fn run(a: Args) -> Result<ExitCode> {
     let (repo, key) = util::open(&a.repo, &a.key)?;
     key.require_restore("ls")?;
     let id = a.pick.resolve(&repo, &key, &a.snapshot, &a.path)?;
-    let mut list = with_snapshot(&repo, &key, &id, entries)?;
+    let mut want = Vec::new();
     if !a.path.is_empty() {
         let (_, secret) = key.require_restore("ls")?;
         let body = repo.open_body(&id, &repo.load_snapshot(&id)?, secret)?;
-        let mut want = Vec::new();
         for p in &a.path {
             want.push(
                 holdfast_repo::repo::tree_path(&body, p)?
@@ -43,36 +42,93 @@ pub fn run(a: Args) -> Result<ExitCode> {
                     .into_bytes(),
             );
         }
-        list.retain(|e| {
-            want.iter().any(|w| {
-                w.is_empty()
-                    || e.path == *w
-                    || (e.path.starts_with(w) && e.path.get(w.len()) == Some(&b'/'))
-            })
-        });
     }
-    if a.json {
-        let v: Vec<_> = list
-            .iter()
-            .map(|e| {
-                serde_json::json!({
-                    "path": util::lossy(&e.path), "type": e.kind, "size": e.size,
-                    "mode": format!("{:04o}", e.mode), "mtime": util::time(e.mtime_s * 1_000_000_000),
-                })
-            })
-            .collect();
-        util::json(&serde_json::Value::Array(v));
-    } else {
-        for e in &list {
-            util::out(format!(
-                "{:<7} {:04o} {:>12} {}  {}",
+    // `a` is `b` or under it.
+    let under = |a: &[u8], b: &[u8]| {
+        b.is_empty() || a == b || (a.starts_with(b) && a.get(b.len()) == Some(&b'/'))
+    };
+    // Streamed: one directory per level in memory, lines as they come.
+    let mut out = Out::new(a.json);
+    with_snapshot(&repo, &key, &id, |reader, root| {
+        walk(reader, root, &mut |e| {
+            let shown = want.is_empty() || want.iter().any(|w| under(&e.path, w));
+            if shown {
+                out.entry(e);
+            }
+            // Descend where something wanted may lie below.
+            Ok(shown || want.iter().any(|w| under(w, &e.path)))
+        })
+    })?;
+    out.finish();
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Listing output, streamed to stdout (a closed pipe ends the process
+/// quietly, as `util::out` does).
+struct Out {
+    w: std::io::BufWriter<std::io::Stdout>,
+    json: bool,
+    first: bool,
+}
+
+impl Out {
+    fn new(json: bool) -> Self {
+        Out {
+            w: std::io::BufWriter::with_capacity(64 << 10, std::io::stdout()),
+            json,
+            first: true,
+        }
+    }
+
+    fn put(&mut self, s: &str) {
+        use std::io::Write;
+        if let Err(e) = self.w.write_all(s.as_bytes())
+            && e.kind() == std::io::ErrorKind::BrokenPipe
+        {
+            std::process::exit(0);
+        }
+    }
+
+    fn entry(&mut self, e: &Entry) {
+        if self.json {
+            let v = serde_json::json!({
+                "path": util::lossy(&e.path), "type": e.kind, "size": e.size,
+                "mode": format!("{:04o}", e.mode), "mtime": util::time(e.mtime_s * 1_000_000_000),
+            });
+            let text = serde_json::to_string_pretty(&v).expect("JSON value serialises");
+            let mut s = String::with_capacity(text.len() + 16);
+            s.push_str(if self.first { "[\n" } else { ",\n" });
+            for (i, line) in text.lines().enumerate() {
+                if i > 0 {
+                    s.push('\n');
+                }
+                s.push_str("  ");
+                s.push_str(line);
+            }
+            self.put(&s);
+        } else {
+            let line = format!(
+                "{:<7} {:04o} {:>12} {}  {}\n",
                 e.kind,
                 e.mode,
                 e.size,
                 util::time(e.mtime_s * 1_000_000_000),
                 util::lossy(&e.path)
-            ));
+            );
+            self.put(&line);
+        }
+        self.first = false;
+    }
+
+    fn finish(mut self) {
+        use std::io::Write;
+        if self.json {
+            self.put(if self.first { "[]\n" } else { "\n]\n" });
+        }
+        if let Err(e) = self.w.flush()
+            && e.kind() == std::io::ErrorKind::BrokenPipe
+        {
+            std::process::exit(0);
         }
     }
-    Ok(ExitCode::SUCCESS)
 }
