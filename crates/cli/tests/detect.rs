@@ -459,3 +459,150 @@ fn a_burst_of_snapshots_is_flagged_by_the_vault() {
     assert!(held >= now_ns() + 29 * DAY_NS);
     assert!(v.stderr().contains("burst"));
 }
+
+fn pending(w: &World, url: &str, what: &str) -> String {
+    let out = w.ok(&[
+        "proposals",
+        "--repo",
+        url,
+        "--key",
+        &w.key("auditor"),
+        "--json",
+    ]);
+    let list: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
+    list.iter()
+        .find(|p| p["action"].as_str().is_some_and(|a| a.contains(what)))
+        .unwrap_or_else(|| panic!("no proposal for {what}: {out}"))["id"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// A false alarm is acknowledged by the admin quorum, not by the vault or
+/// one admin: lifting a snapshot's flags is a proposal (quorum, delay,
+/// veto), after which `latest` may choose it; a threshold is raised by at
+/// most 5 points per proposal, and every change is in the log, which the
+/// audit accepts.
+#[test]
+fn the_quorum_lifts_a_false_alarm_and_raises_thresholds_in_small_steps() {
+    let w = World::new();
+    init_with(&w, &["--delay-secs", "1"]);
+    let v = w.start_vault(&[]);
+    let url = v.url.clone();
+    let src = w.path("mail");
+    make_maildir(&src, 1, 3, 62);
+    let mut ids = Vec::new();
+    for _ in 0..32 {
+        let (code, r, err) = backup(&w, &url, &src);
+        assert_eq!(code, 0, "{err}");
+        ids.push(r["snapshot"].as_str().unwrap().to_string());
+    }
+    let restore_latest = |n: &str| {
+        let out = w.path(n);
+        let o = w.run(&[
+            "restore",
+            "--repo",
+            &url,
+            "--key",
+            &w.key("restore"),
+            "latest",
+            out.to_str().unwrap(),
+        ]);
+        assert_eq!(
+            o.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stderr).to_string()
+    };
+    assert!(restore_latest("r1").contains("skipped 2"));
+    let (a1, a2) = (w.key("admin-1"), w.key("admin-2"));
+
+    // One admin cannot lift a flag: it takes a second approval and the delay.
+    w.ok(&[
+        "propose",
+        "--repo",
+        &url,
+        "--key",
+        &a1,
+        "lift-flags",
+        &ids[31][..12],
+    ]);
+    let lift = pending(&w, &url, "lifting");
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    assert!(
+        restore_latest("r2").contains("skipped 2"),
+        "lifted by one admin"
+    );
+    w.ok(&["approve", "--repo", &url, "--key", &a2, &lift[..12]]);
+    std::thread::sleep(std::time::Duration::from_secs(4));
+    let e = restore_latest("r3");
+    assert!(
+        !e.contains("skipped"),
+        "latest still skips the lifted one: {e}"
+    );
+    let l = listed(&w, &url);
+    assert!(by_vault(snapshot(&l, &ids[31])).is_empty());
+    assert_eq!(by_vault(snapshot(&l, &ids[30])), vec!["burst".to_string()]);
+
+    // Thresholds: more than 5 points up is refused before any vote.
+    let o = w.run(&[
+        "propose",
+        "--repo",
+        &url,
+        "--key",
+        &a1,
+        "threshold",
+        "burst",
+        "100",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("at most 5 points"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let o = w.run(&[
+        "propose",
+        "--repo",
+        &url,
+        "--key",
+        &a1,
+        "threshold",
+        "volume",
+        "3",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    w.ok(&[
+        "propose",
+        "--repo",
+        &url,
+        "--key",
+        &a1,
+        "threshold",
+        "burst",
+        "35",
+    ]);
+    let raise = pending(&w, &url, "burst threshold");
+    w.ok(&["approve", "--repo", &url, "--key", &a2, &raise[..12]]);
+    std::thread::sleep(std::time::Duration::from_secs(4));
+    // Every reader folds the lift and the threshold: the audit is clean.
+    let o = w.run(&["audit", "--repo", &url, "--key", &w.key("auditor")]);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    // With 35 allowed per hour, the next four snapshots are not a burst
+    // (33..=35 in the hour), the one after is.
+    let mut flagged = Vec::new();
+    for _ in 0..4 {
+        let (code, r, err) = backup(&w, &url, &src);
+        assert_eq!(code, 0, "{err}");
+        let id = r["snapshot"].as_str().unwrap().to_string();
+        flagged.push(!by_vault(snapshot(&listed(&w, &url), &id)).is_empty());
+    }
+    assert_eq!(flagged, vec![false, false, false, true]);
+}

@@ -18,6 +18,52 @@ pub const PROPOSAL_MAGIC: &[u8; 8] = b"HFPROP01";
 pub const VOTE_MAGIC: &[u8; 8] = b"HFVOTE01";
 pub const SIG_PROPOSAL: &str = "holdfast proposal v1";
 pub const SIG_VOTE: &str = "holdfast vote v1";
+pub const SIG_REVOCATION: &str = "holdfast revocation v1";
+const REVOCATION_MAGIC: &[u8; 8] = b"HFREVK01";
+
+/// What an admin signs to revoke a client at once: the repository, the
+/// client, and the admin's clock (informative). The vault logs the
+/// signature with the revocation, so that no reader has to take the vault
+/// host's word that an admin asked for it.
+pub fn revocation_message(config_id: &ObjectId, client: &[u8; 32], time_ns: i64) -> Vec<u8> {
+    let mut w = Writer::new();
+    w.raw(REVOCATION_MAGIC)
+        .raw(&config_id.0)
+        .raw(client)
+        .i64(time_ns);
+    w.into_vec()
+}
+
+/// Signs a revocation of `client` (see [`revocation_message`]).
+pub fn sign_revocation(
+    config_id: &ObjectId,
+    client: &[u8; 32],
+    time_ns: i64,
+    admin: &Identity,
+) -> [u8; 64] {
+    admin.sign(
+        SIG_REVOCATION,
+        &revocation_message(config_id, client, time_ns),
+    )
+}
+
+/// Checks a revocation's signature by `admin` (not whether `admin` is an
+/// active admin: that is the log fold's question).
+pub fn verify_revocation(
+    config_id: &ObjectId,
+    client: &[u8; 32],
+    admin: &[u8; 32],
+    time_ns: i64,
+    signature: &[u8; 64],
+) -> bool {
+    crypto::verify(
+        admin,
+        SIG_REVOCATION,
+        &revocation_message(config_id, client, time_ns),
+        signature,
+    )
+    .is_ok()
+}
 const MAX_TARGETS: usize = 100_000;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -32,6 +78,16 @@ pub enum Action {
     /// public key from the execution on. Earlier data stays sealed to the
     /// earlier keys (a rotated restore key holds their secrets too).
     RotateRestoreKey([u8; 32]),
+    /// Clear every anomaly flag of these snapshots (the client's signed
+    /// findings and the vault's): a false alarm, acknowledged by the
+    /// quorum. From then on `latest` may choose them and they take
+    /// retention slots again.
+    LiftFlags(Vec<ObjectId>),
+    /// Set the threshold of one of the vault's signals (see
+    /// [`crate::logstate::default_threshold`] for units). Raising it (fewer
+    /// alarms) is limited to [`crate::logstate::MAX_RAISE`] points per
+    /// change; lowering it is not limited.
+    SetThreshold { signal: u8, value: u32 },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -67,6 +123,15 @@ fn encode_action(w: &mut Writer, a: &Action) {
         Action::RotateRestoreKey(k) => {
             w.u8(4).raw(k);
         }
+        Action::LiftFlags(ids) => {
+            w.u8(5).u32(ids.len() as u32);
+            for id in ids {
+                w.raw(&id.0);
+            }
+        }
+        Action::SetThreshold { signal, value } => {
+            w.u8(6).u8(*signal).u32(*value);
+        }
     }
 }
 
@@ -87,7 +152,7 @@ impl Proposal {
         admin: &Identity,
         time_ns: i64,
     ) -> Result<Self, CryptoError> {
-        if let Action::DeleteSnapshots(ids) = &mut action {
+        if let Action::DeleteSnapshots(ids) | Action::LiftFlags(ids) = &mut action {
             ids.sort();
             ids.dedup();
         }
@@ -120,7 +185,7 @@ impl Proposal {
         r.magic(PROPOSAL_MAGIC, "proposal")?;
         let config_id = ObjectId(r.array()?);
         let action = match r.u8()? {
-            1 => {
+            tag @ (1 | 5) => {
                 let n = r.count(32, "snapshot list")?;
                 if n == 0 || n > MAX_TARGETS {
                     return Err(DecodeError::Invalid("snapshot list length"));
@@ -133,7 +198,11 @@ impl Proposal {
                     }
                     ids.push(id);
                 }
-                Action::DeleteSnapshots(ids)
+                if tag == 1 {
+                    Action::DeleteSnapshots(ids)
+                } else {
+                    Action::LiftFlags(ids)
+                }
             }
             2 => Action::SetRetention(Retention {
                 keep_within_secs: r.u64()?,
@@ -144,6 +213,10 @@ impl Proposal {
             }),
             3 => Action::RemoveIdentity(r.array()?),
             4 => Action::RotateRestoreKey(r.array()?),
+            6 => Action::SetThreshold {
+                signal: r.u8()?,
+                value: r.u32()?,
+            },
             _ => return Err(DecodeError::Invalid("proposal action")),
         };
         let p = Proposal {
@@ -281,5 +354,62 @@ mod tests {
         let mut forged = v.encode();
         forged[8] ^= 1; // points the approval at another proposal
         assert!(Vote::decode(&forged).is_err());
+    }
+
+    #[test]
+    fn every_action_round_trips_and_revocations_verify() {
+        let a = admins();
+        let cid = ObjectId([4; 32]);
+        for action in [
+            Action::SetRetention(Retention {
+                keep_within_secs: 1,
+                daily: 2,
+                weekly: 3,
+                monthly: 4,
+                yearly: 5,
+            }),
+            Action::RemoveIdentity([6; 32]),
+            Action::RotateRestoreKey([7; 32]),
+            Action::LiftFlags(vec![
+                ObjectId([9; 32]),
+                ObjectId([8; 32]),
+                ObjectId([9; 32]),
+            ]),
+            Action::SetThreshold {
+                signal: 65,
+                value: 35,
+            },
+        ] {
+            let p = Proposal::new(cid, action, &a[0], 1).unwrap();
+            assert_eq!(Proposal::decode(&p.encode()).unwrap(), p);
+        }
+        // Lifts are canonical like deletions: sorted, no duplicates.
+        let p = Proposal::new(
+            cid,
+            Action::LiftFlags(vec![
+                ObjectId([9; 32]),
+                ObjectId([8; 32]),
+                ObjectId([9; 32]),
+            ]),
+            &a[0],
+            1,
+        )
+        .unwrap();
+        assert_eq!(
+            p.action,
+            Action::LiftFlags(vec![ObjectId([8; 32]), ObjectId([9; 32])])
+        );
+        let sig = sign_revocation(&cid, &[1; 32], 5, &a[0]);
+        assert!(verify_revocation(&cid, &[1; 32], &a[0].public(), 5, &sig));
+        assert!(!verify_revocation(&cid, &[2; 32], &a[0].public(), 5, &sig));
+        assert!(!verify_revocation(&cid, &[1; 32], &a[1].public(), 5, &sig));
+        assert!(!verify_revocation(&cid, &[1; 32], &a[0].public(), 6, &sig));
+        assert!(!verify_revocation(
+            &ObjectId([3; 32]),
+            &[1; 32],
+            &a[0].public(),
+            5,
+            &sig
+        ));
     }
 }

@@ -122,6 +122,10 @@ pub struct Snap {
     /// Anomalies the vault logged about it (signal code, count): a flagged
     /// snapshot never takes a retention slot.
     pub flags: Vec<(u8, u64)>,
+    /// The admin quorum acknowledged its flags as a false alarm: its
+    /// client's signed findings no longer count either, and no flag is
+    /// added again.
+    pub lifted: bool,
 }
 
 /// Most flags kept per snapshot (a log cannot grow a reader's memory).
@@ -129,6 +133,29 @@ pub const MAX_FLAGS: usize = 16;
 /// More commits than this from one client within an hour of the vault's
 /// time are a burst (the vault's flag 65). Readers recount them from the log.
 pub const BURST_PER_HOUR: u64 = 30;
+/// How many points one executed proposal may raise a threshold by
+/// (Veeam's model: acknowledging a false alarm loosens a rule a little).
+pub const MAX_RAISE: u32 = 5;
+
+/// The vault's signals whose threshold the quorum may set, and their
+/// defaults: 64 (shrink) in percent of the baseline's stored bytes the
+/// snapshot must have lost (50: less than half is left); 65 (burst) in
+/// commits from one client within an hour (more than it is a burst).
+/// Higher means fewer alarms.
+pub fn default_threshold(signal: u8) -> Option<u32> {
+    match signal {
+        64 => Some(50),
+        65 => Some(BURST_PER_HOUR as u32),
+        _ => None,
+    }
+}
+
+/// True when a snapshot referencing `now` stored bytes shrank from `base`
+/// by more than `pct` percent (`pct` 100 never fires).
+pub fn shrunk(now: u64, base: u64, pct: u32) -> bool {
+    let keep = 100u128.saturating_sub(pct.min(100) as u128);
+    (now as u128) * 100 < (base as u128) * keep
+}
 const HOUR_NS: i64 = 3600 * NS;
 /// The vault flags a snapshot that references less than half the stored
 /// bytes of its client's previous snapshot, or of its last healthy one of
@@ -193,6 +220,9 @@ pub struct LogState {
     pub problems: Vec<Problem>,
     /// How many live snapshots list each pack (those whose lists are known).
     pack_refs: HashMap<ObjectId, u32>,
+    /// Thresholds the quorum set (signal → value); the others are at
+    /// [`default_threshold`].
+    pub thresholds: BTreeMap<u8, u32>,
     /// Each client's recent commit times (the last two hours), to recount a
     /// burst the vault flags.
     recent_adds: HashMap<[u8; 32], std::collections::VecDeque<i64>>,
@@ -221,6 +251,7 @@ impl LogState {
             problems: Vec::new(),
             pack_refs: HashMap::new(),
             recent_adds: HashMap::new(),
+            thresholds: BTreeMap::new(),
         }
     }
 
@@ -237,6 +268,24 @@ impl LogState {
             effects.extend(self.apply(raw, reader, packs_of));
         }
         (self, effects)
+    }
+
+    /// A signal's threshold now (see [`default_threshold`]).
+    pub fn threshold(&self, signal: u8) -> Option<u32> {
+        self.thresholds
+            .get(&signal)
+            .copied()
+            .or_else(|| default_threshold(signal))
+    }
+
+    /// True when the snapshot counts as anomalous for `latest` and
+    /// retention: the vault flagged it or its client's signed findings are
+    /// not empty (`client_found`), and the quorum did not lift that.
+    pub fn anomalous(&self, id: &ObjectId, client_found: bool) -> bool {
+        match self.snapshots.get(id) {
+            Some(s) => !s.lifted && (client_found || !s.flags.is_empty()),
+            None => client_found,
+        }
     }
 
     pub fn is_active_admin(&self, k: &[u8; 32]) -> bool {
@@ -450,6 +499,7 @@ impl LogState {
                         packs,
                         erase_due_ns: None,
                         flags: Vec::new(),
+                        lifted: false,
                     },
                 );
                 Vec::new()
@@ -582,7 +632,8 @@ impl LogState {
                     let n = self.recent_adds.get(&s.client).map_or(0, |r| {
                         r.iter().filter(|x| **x > from && **x <= s.added_ns).count()
                     }) as u64;
-                    if n <= BURST_PER_HOUR || n < count {
+                    let limit = self.threshold(signal).unwrap_or(BURST_PER_HOUR as u32) as u64;
+                    if n <= limit || n < count {
                         self.problem(
                             index,
                             format!(
@@ -595,6 +646,13 @@ impl LogState {
                     }
                 }
                 match self.snapshots.get_mut(&snapshot) {
+                    Some(s) if s.lifted => self.problem(
+                        index,
+                        format!(
+                            "flags snapshot {} whose flags the admins lifted: not applied",
+                            snapshot.short()
+                        ),
+                    ),
                     Some(s) => {
                         if s.flags.len() < MAX_FLAGS {
                             s.flags.push((signal, count));
@@ -607,8 +665,20 @@ impl LogState {
                 }
                 Vec::new()
             }
-            Event::ClientRevoked { client, admin } => {
-                if !self.is_active_admin(&admin) {
+            Event::ClientRevoked {
+                client,
+                admin,
+                signed,
+            } => {
+                let signed_ok = signed.is_some_and(|(st, sig)| {
+                    crate::governance::verify_revocation(&self.config_id, &client, &admin, st, &sig)
+                });
+                if !signed_ok {
+                    self.problem(
+                        index,
+                        "a client revocation without its admin's signature: not applied",
+                    );
+                } else if !self.is_active_admin(&admin) {
                     self.problem(
                         index,
                         "a client revoked by a key that is not an active admin",
@@ -665,6 +735,18 @@ impl LogState {
                 return refuse(self, "that would leave fewer admins than the quorum");
             }
         }
+        if let Action::SetThreshold { signal, value } = &action {
+            match self.threshold(*signal) {
+                None => return refuse(self, "for a signal that has no threshold"),
+                Some(now) if *value > now.saturating_add(MAX_RAISE) => {
+                    return refuse(
+                        self,
+                        &format!("raising a threshold by more than {MAX_RAISE} points"),
+                    );
+                }
+                Some(_) => {}
+            }
+        }
         // Valid. This reader applies an erasure only once the delay has also
         // passed since it first saw the quorum, on its own clock.
         let due = reader
@@ -701,6 +783,17 @@ impl LogState {
                 if !self.restore_publics.contains(&k) {
                     self.restore_publics.push(k);
                 }
+            }
+            Action::LiftFlags(ids) => {
+                for s in ids {
+                    if let Some(snap) = self.snapshots.get_mut(&s) {
+                        snap.flags.clear();
+                        snap.lifted = true;
+                    }
+                }
+            }
+            Action::SetThreshold { signal, value } => {
+                self.thresholds.insert(signal, value);
             }
         }
         out
@@ -1283,28 +1376,51 @@ mod tests {
         let mut f = fx(2, 3600, 3600);
         f.add(T0, 1, T0 + H);
         let client = f.client.public();
+        let revoke = |f: &Fx, who: &Identity, target: [u8; 32], t: i64| Event::ClientRevoked {
+            client: target,
+            admin: who.public(),
+            signed: Some((
+                t,
+                crate::governance::sign_revocation(&f.cid, &target, t, who),
+            )),
+        };
         // The client cannot revoke itself (nor can the vault key).
+        let e = revoke(&f, &f.client, client, T0);
+        f.push(T0 + S, e);
+        // Root on the vault host, without an admin's key: an unsigned
+        // revocation naming an admin, and one with a signature over another
+        // client, are not applied.
+        let admin = f.admins[0].public();
         f.push(
-            T0 + S,
+            T0 + S + 1,
             Event::ClientRevoked {
                 client,
-                admin: client,
+                admin,
+                signed: None,
+            },
+        );
+        let wrong = revoke(&f, &f.admins[0], [9; 32], T0);
+        let Event::ClientRevoked { signed, .. } = wrong else {
+            unreachable!()
+        };
+        f.push(
+            T0 + S + 2,
+            Event::ClientRevoked {
+                client,
+                admin,
+                signed,
             },
         );
         f.add(T0 + 2 * S, 2, T0 + 2 * S + H);
-        let admin = f.admins[0].public();
-        f.push(T0 + 3 * S, Event::ClientRevoked { client, admin });
+        let e = revoke(&f, &f.admins[0], client, T0 + 3 * S);
+        f.push(T0 + 3 * S, e);
         f.add(T0 + 4 * S, 3, T0 + 4 * S + H);
         // Revoking again, or revoking an admin this way, is refused.
-        f.push(T0 + 5 * S, Event::ClientRevoked { client, admin });
+        let e = revoke(&f, &f.admins[0], client, T0 + 5 * S);
+        f.push(T0 + 5 * S, e);
         let other = f.admins[1].public();
-        f.push(
-            T0 + 6 * S,
-            Event::ClientRevoked {
-                client: other,
-                admin,
-            },
-        );
+        let e = revoke(&f, &f.admins[0], other, T0 + 6 * S);
+        f.push(T0 + 6 * S, e);
         let (st, _) = f.run(&Reader::at(T0 + H));
         assert!(st.snapshots.contains_key(&sid(1)));
         assert!(st.snapshots.contains_key(&sid(2)));
@@ -1312,9 +1428,11 @@ mod tests {
         assert!(st.removed.contains(&client));
         assert!(!st.removed.contains(&other));
         let whats: Vec<&str> = st.problems.iter().map(|p| p.what.as_str()).collect();
-        assert_eq!(st.problems.len(), 4, "{whats:?}");
-        assert!(whats[0].contains("not an active admin"));
-        assert!(whats[1].contains("not an active client"));
+        assert_eq!(st.problems.len(), 6, "{whats:?}");
+        assert!(whats[0].contains("not an active admin"), "{whats:?}");
+        assert!(whats[1].contains("signature"), "{whats:?}");
+        assert!(whats[2].contains("signature"), "{whats:?}");
+        assert!(whats[3].contains("not an active client"), "{whats:?}");
     }
 
     #[test]

@@ -40,8 +40,15 @@ pub enum Event {
     /// One admin revoked a client identity, at once: its requests are
     /// refused from then on and a snapshot it adds later is not valid.
     /// Revocation only stops writes, so it needs no quorum; it is final
-    /// (a new client identity is issued instead).
-    ClientRevoked { client: [u8; 32], admin: [u8; 32] },
+    /// (a new client identity is issued instead). `signed` is the admin's
+    /// clock and signature ([`crate::governance::sign_revocation`]), kind
+    /// 10; kind 8 entries (before signatures) decode with `None`, and no
+    /// reader applies them: the vault host could have written them.
+    ClientRevoked {
+        client: [u8; 32],
+        admin: [u8; 32],
+        signed: Option<(i64, [u8; 64])>,
+    },
     /// The vault found an anomaly about a live snapshot (a signal code of
     /// `format::Signal`, 64 and up for the vault's own; 66 records that the
     /// client's signed findings were not empty). Flagged snapshots never
@@ -110,8 +117,19 @@ impl Entry {
             Event::IdentityAdded { record } => {
                 w.u8(7).raw(&record.0);
             }
-            Event::ClientRevoked { client, admin } => {
+            Event::ClientRevoked {
+                client,
+                admin,
+                signed: None,
+            } => {
                 w.u8(8).raw(client).raw(admin);
+            }
+            Event::ClientRevoked {
+                client,
+                admin,
+                signed: Some((t, sig)),
+            } => {
+                w.u8(10).raw(client).raw(admin).i64(*t).raw(sig);
             }
             Event::Flagged {
                 snapshot,
@@ -164,6 +182,12 @@ impl Entry {
             8 => Event::ClientRevoked {
                 client: r.array()?,
                 admin: r.array()?,
+                signed: None,
+            },
+            10 => Event::ClientRevoked {
+                client: r.array()?,
+                admin: r.array()?,
+                signed: Some((r.i64()?, r.array()?)),
             },
             9 => Event::Flagged {
                 snapshot: ObjectId(r.array()?),
@@ -233,6 +257,12 @@ mod tests {
             Event::ClientRevoked {
                 client: [10; 32],
                 admin: [11; 32],
+                signed: None,
+            },
+            Event::ClientRevoked {
+                client: [10; 32],
+                admin: [11; 32],
+                signed: Some((-7, [13; 64])),
             },
             Event::Flagged {
                 snapshot: ObjectId([12; 32]),

@@ -98,7 +98,8 @@ pub fn fold(
 /// * any other code is not one the vault raises.
 fn confirm_flags(repo: &Repository, state: &mut LogState, problems: &mut Vec<String>) {
     use holdfast_core::format::Signal;
-    use holdfast_core::logstate::{SHRINK_MIN_BYTES, SHRINK_WINDOW_NS};
+    use holdfast_core::logstate::{SHRINK_MIN_BYTES, SHRINK_WINDOW_NS, shrunk};
+    let pct = state.threshold(Signal::SHRINK.0).unwrap_or(50);
     let flagged: Vec<ObjectId> = state
         .snapshots
         .iter()
@@ -162,7 +163,7 @@ fn confirm_flags(repo: &Repository, state: &mut LogState, problems: &mut Vec<Str
                             let shrunk = base
                                 .iter()
                                 .filter(|b| **b >= SHRINK_MIN_BYTES)
-                                .any(|b| now.saturating_mul(2) < *b);
+                                .any(|b| shrunk(now, *b, pct));
                             (!shrunk).then(|| {
                                 format!(
                                     "it references {now} stored bytes and its baselines \

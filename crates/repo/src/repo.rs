@@ -231,13 +231,13 @@ impl Repository {
 
     /// True when the snapshot was flagged: by its client's signed findings,
     /// or by the vault in the log (issue 11).
+    /// Flags the admin quorum lifted (a false alarm) no longer count.
     pub fn flagged(&self, id: &ObjectId, s: &Snapshot) -> bool {
-        s.findings.as_ref().is_some_and(|f| !f.is_empty())
-            || self
-                .log
-                .as_ref()
-                .and_then(|l| l.state.snapshots.get(id))
-                .is_some_and(|x| !x.flags.is_empty())
+        let found = s.findings.as_ref().is_some_and(|f| !f.is_empty());
+        match &self.log {
+            Some(l) => l.state.anomalous(id, found),
+            None => found,
+        }
     }
 
     /// `latest`: the newest snapshot not flagged. Newer flagged ones are

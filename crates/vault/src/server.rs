@@ -556,7 +556,17 @@ fn handle_write(
                 .and_then(|h| ObjectId::from_hex(h).ok())
                 .map(|o| o.0)
                 .ok_or_else(|| ApiError::bad("client key missing"))?;
-            v.revoke_client(&who, &client)?;
+            // The admin's own signature, logged with the revocation (an
+            // unsigned one is refused: readers would not apply it).
+            let time_ns = j["time_ns"]
+                .as_i64()
+                .ok_or_else(|| ApiError::bad("time_ns missing: sign the revocation"))?;
+            let signature: [u8; 64] = j["signature"]
+                .as_str()
+                .and_then(|h| holdfast_core::id::parse_hex(h).ok())
+                .and_then(|b| b.try_into().ok())
+                .ok_or_else(|| ApiError::bad("signature missing: sign the revocation"))?;
+            v.revoke_client(&who, &client, (time_ns, signature))?;
             Ok(jsn(json!({ "revoked": holdfast_core::id::hex(&client) })))
         }
         (Method::POST, ["v1", "locks"]) => {

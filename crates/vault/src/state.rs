@@ -1080,7 +1080,10 @@ impl Vault {
             .into_iter()
             .filter(|(_, b)| *b >= SHRINK_MIN_BYTES && *b < u64::MAX / 4)
             .max_by_key(|(_, b)| *b)
-            .filter(|(_, b)| bytes.saturating_mul(2) < *b)
+            .filter(|(_, b)| {
+                let pct = self.st.threshold(format::Signal::SHRINK.0).unwrap_or(50);
+                holdfast_core::logstate::shrunk(bytes, *b, pct)
+            })
         {
             signals.push((
                 format::Signal::SHRINK,
@@ -1092,7 +1095,11 @@ impl Vault {
             .recent
             .get(who)
             .map_or(0, |r| r.iter().filter(|t| **t > now - 3600 * NS).count());
-        if hour > BURST_FLAG_PER_HOUR {
+        let burst = self
+            .st
+            .threshold(format::Signal::BURST.0)
+            .map_or(BURST_FLAG_PER_HOUR, |v| v as usize);
+        if hour > burst {
             signals.push((
                 format::Signal::BURST,
                 hour as u64,
@@ -1387,6 +1394,28 @@ impl Vault {
                 }
             }
             Action::SetRetention(_) => {}
+            Action::LiftFlags(ids) => {
+                if let Some(id) = ids.iter().find(|id| !self.st.snapshots.contains_key(id)) {
+                    return Err(ApiError::not_found(format!("no snapshot {}", id.short())));
+                }
+            }
+            Action::SetThreshold { signal, value } => {
+                let Some(now) = self.st.threshold(*signal) else {
+                    return Err(ApiError::bad(format!(
+                        "signal {} has no threshold the quorum can set",
+                        format::Signal(*signal).name()
+                    )));
+                };
+                let most = now.saturating_add(holdfast_core::logstate::MAX_RAISE);
+                if *value > most {
+                    return Err(ApiError::bad(format!(
+                        "a threshold is raised by at most {} points at a time: {} is now {now}, \
+                         at most {most}",
+                        holdfast_core::logstate::MAX_RAISE,
+                        format::Signal(*signal).name()
+                    )));
+                }
+            }
             Action::RotateRestoreKey(k) => {
                 if !holdfast_core::crypto::usable_public(k) {
                     return Err(ApiError::bad(
@@ -1716,7 +1745,23 @@ impl Vault {
     /// alerted, and its requests are refused from then on. Revocation only
     /// stops writes, so it needs no quorum; a rogue admin revoking every
     /// client stops backups (loudly) but deletes nothing.
-    pub fn revoke_client(&mut self, admin: &[u8; 32], client: &[u8; 32]) -> Result<(), ApiError> {
+    pub fn revoke_client(
+        &mut self,
+        admin: &[u8; 32],
+        client: &[u8; 32],
+        signed: (i64, [u8; 64]),
+    ) -> Result<(), ApiError> {
+        if !holdfast_core::governance::verify_revocation(
+            &self.config_id,
+            client,
+            admin,
+            signed.0,
+            &signed.1,
+        ) {
+            return Err(ApiError::bad(
+                "the revocation is not signed by the requesting admin for this client and repository",
+            ));
+        }
         match self.st.members.get(client) {
             Some(m) if m.role == Role::Client => {}
             Some(m) => {
@@ -1734,6 +1779,7 @@ impl Vault {
         self.log(Event::ClientRevoked {
             client: *client,
             admin: *admin,
+            signed: Some(signed),
         })?;
         self.alert(&format!(
             "admin {} revoked client {name:?}: its requests are refused from now on",
@@ -1767,6 +1813,15 @@ pub fn describe(a: &Action) -> String {
         Action::RotateRestoreKey(k) => format!(
             "a new restore key {} (check the whole fingerprint with its holder)",
             holdfast_core::id::hex(k)
+        ),
+        Action::LiftFlags(ids) => format!(
+            "lifting the anomaly flags of {} snapshot(s) (a false alarm): {}",
+            ids.len(),
+            ids.iter().map(|i| i.short()).collect::<Vec<_>>().join(", ")
+        ),
+        Action::SetThreshold { signal, value } => format!(
+            "the {} threshold set to {value}",
+            holdfast_core::format::Signal(*signal).name()
         ),
     }
 }

@@ -44,6 +44,16 @@ pub enum What {
     },
     /// Remove an identity (admin, client, replica, auditor) by name
     RemoveIdentity { name: String },
+    /// Lift the anomaly flags of these snapshots (a false alarm): `latest`
+    /// may then choose them, and they take retention slots again
+    LiftFlags {
+        #[arg(required = true)]
+        snapshots: Vec<String>,
+    },
+    /// Set the threshold of a vault signal: `shrink` (percent of stored
+    /// bytes lost, default 50) or `burst` (snapshots per hour, default 30).
+    /// Raising it is limited to 5 points per proposal
+    Threshold { signal: String, value: u32 },
 }
 
 #[derive(clap::Args)]
@@ -143,6 +153,27 @@ pub fn propose(a: ProposeArgs) -> Result<ExitCode> {
                 .find(|m| m.name == name)
                 .ok_or_else(|| anyhow!("no identity named {name:?}"))?;
             Action::RemoveIdentity(m.public)
+        }
+        What::LiftFlags { snapshots } => {
+            let mut ids = Vec::new();
+            for s in snapshots {
+                ids.push(repo.resolve(&s)?.0);
+            }
+            Action::LiftFlags(ids)
+        }
+        What::Threshold { signal, value } => {
+            let code = (64..=u8::MAX)
+                .find(|c| {
+                    holdfast_core::logstate::default_threshold(*c).is_some()
+                        && holdfast_core::format::Signal(*c).name() == signal
+                })
+                .ok_or_else(|| {
+                    anyhow!("no signal {signal:?} with a threshold: say shrink or burst")
+                })?;
+            Action::SetThreshold {
+                signal: code,
+                value,
+            }
         }
     };
     let p = Proposal::new(repo.config_id, action, id, now_ns())?;

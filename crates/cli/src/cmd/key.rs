@@ -486,7 +486,7 @@ fn revoke(a: RevokeArgs) -> Result<ExitCode> {
             a.role
         );
     }
-    let (vault, repo, _) = admin_through_vault(
+    let (vault, repo, admin) = admin_through_vault(
         &a.repo,
         &a.key,
         "revocation goes through the vault (--repo https://…): a directory has nobody to refuse the key",
@@ -499,8 +499,19 @@ fn revoke(a: RevokeArgs) -> Result<ExitCode> {
     else {
         bail!("no client named {:?} in this repository", a.name);
     };
-    let body =
-        serde_json::to_vec(&serde_json::json!({ "client": holdfast_core::id::hex(public) }))?;
+    // Signed by this admin, so that every reader of the log can check that
+    // an admin asked for it (the vault host cannot write one itself).
+    let time_ns = holdfast_repo::now_ns();
+    let identity = admin
+        .identity()
+        .ok_or_else(|| anyhow::anyhow!("this needs an admin key"))?;
+    let signature =
+        holdfast_core::governance::sign_revocation(&repo.config_id, public, time_ns, identity);
+    let body = serde_json::to_vec(&serde_json::json!({
+        "client": holdfast_core::id::hex(public),
+        "time_ns": time_ns,
+        "signature": holdfast_core::id::hex(&signature),
+    }))?;
     vault.request("POST", "/v1/revocations", &body, None)?;
     util::out(format!(
         "client {} revoked: the vault refuses its requests from now on (logged)",
