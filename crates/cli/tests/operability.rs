@@ -1780,8 +1780,12 @@ fn retention_dry_run_and_prune_of_a_plain_directory() {
         again.contains("removed 0 snapshot(s) and 0 pack(s)"),
         "{again}"
     );
-    // A directory a vault served (or a replica): refused, nothing removed.
-    std::fs::create_dir(w.path("repo/vault")).unwrap();
+    // A directory a vault serves, even with its state elsewhere (the vault
+    // leaves vault/served in it), or a replica: refused, nothing removed.
+    let state = w.path("state-elsewhere");
+    let mut v = w.start_vault(&["--state", state.to_str().unwrap()]);
+    v.stop();
+    assert!(w.path("repo/vault/served").exists());
     let o = w.run(&["prune", "--repo", &repo, "--key", &ak]);
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("vault"), "{}", stderr(&o));

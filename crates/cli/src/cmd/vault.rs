@@ -92,9 +92,24 @@ pub fn run(c: VaultCommand) -> Result<ExitCode> {
         let dir = LocalDir::open(&a.repo)
             .map_err(|_| anyhow::anyhow!("{}: no holdfast repository here", a.repo))?;
         let _ = dir.clean_tmp(Duration::from_secs(0));
-        let state = a
-            .state
-            .unwrap_or_else(|| PathBuf::from(&a.repo).join("vault"));
+        let marker = PathBuf::from(&a.repo).join("vault");
+        let state = a.state.unwrap_or_else(|| marker.clone());
+        // With its state elsewhere, the vault still leaves `vault/` in the
+        // directory it serves: `prune` (which is for plain directories
+        // only) must see that a vault keeps these snapshots under locks.
+        if state != marker {
+            std::fs::create_dir_all(&marker)
+                .and_then(|()| {
+                    std::fs::write(
+                        marker.join("served"),
+                        format!(
+                            "served by a holdfast vault; its state is in {}\n",
+                            state.display()
+                        ),
+                    )
+                })
+                .map_err(|e| anyhow::anyhow!("{}: {e}", marker.display()))?;
+        }
         (Box::new(dir), state)
     };
     holdfast_vault::serve(ServeOptions {
