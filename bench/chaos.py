@@ -21,6 +21,17 @@ Fault kinds (each its own world: repository, keys, vault on 127.0.0.1):
   soak           many clients backing up at once through one vault, with
                  reclaims running and a replica pulling every 10 s
 
+With Ceph installed (Debian ceph-mon ceph-osd radosgw ceph-common
+uuid-runtime curl; not in the default set, name them with --only or --s3):
+
+  s3-faults      a vault on S3 (Object Lock) whose S3 connections go through
+                 a proxy answering 500 or 503 at random instead of RGW;
+                 backups through the vault, and restores straight from S3
+                 through the same faults: each a clean failure or a retry,
+                 never a wrong byte
+  s3-kill        RGW killed -9 and restarted mid-backup (through the vault)
+                 and mid-restore (straight from S3)
+
 After every round: `verify --read-data` (restore key), `audit` (auditor key)
 and `replica pull` must be clean (exit 0). At the end of each kind every
 snapshot a backup reported must be listed and restore byte for byte, unless
@@ -116,12 +127,12 @@ def digest(root):
 # --------------------------------------------------------------- world
 
 class World:
-    def __init__(self, binary, root, clients=1, init_args=()):
+    def __init__(self, binary, root, clients=1, init_args=(), repo=None, env_extra=None):
         self.bin, self.root = binary, root
-        self.repo = f"{root}/repo"
+        self.repo = repo or f"{root}/repo"
         self.keys = f"{root}/keys"
         self.replica = f"{root}/replica"
-        self.env = dict(os.environ, HOLDFAST_PASSPHRASE=PASS)
+        self.env = dict(os.environ, HOLDFAST_PASSPHRASE=PASS, **(env_extra or {}))
         self.env.pop("XDG_CACHE_HOME", None)
         self.clients = ["client"] + [f"c{i}" for i in range(1, clients)]
         args = ["init", self.repo, "--keys", self.keys]
@@ -163,8 +174,8 @@ class World:
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
     # The vault.
-    def start_vault(self, extra=(), faketime=None, repo=None):
-        env = dict(self.env)
+    def start_vault(self, extra=(), faketime=None, repo=None, env_extra=None):
+        env = dict(self.env, **(env_extra or {}))
         if faketime:
             env.update(LD_PRELOAD=FAKETIME_LIB, FAKETIME=faketime,
                        DONT_FAKE_MONOTONIC="1", FAKETIME_NO_CACHE="1")
@@ -644,10 +655,259 @@ def soak(w, src_root, secs, clients, rng, stats):
     stats["lost"] += lost
 
 
+# --------------------------------------------------------------- S3
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CEPH_UP = os.path.join(ROOT, "crates", "cli", "tests", "ceph", "up.sh")
+S3_AUTH = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testingsecret",
+           "AWS_REGION": "us-east-1"}
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def port_open(port):
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+        return True
+    except OSError:
+        return False
+
+
+class Ceph:
+    """A throwaway Ceph cluster (the tests' up.sh: memstore, Object Lock
+    enforced), whose RGW this harness kills and restarts."""
+
+    def __init__(self, base):
+        self.dir = f"{base}/ceph"
+        self.port = free_port()
+        env = dict(os.environ, D=self.dir, MON_PORT=str(free_port()), RGW_PORT=str(self.port),
+                   WATCH_PID=str(os.getpid()), **S3_AUTH)
+        p = subprocess.run(["bash", CEPH_UP], env=env, capture_output=True, timeout=600)
+        if p.returncode != 0:
+            raise Failure(f"Ceph did not start: {p.stderr.decode(errors='replace')[-600:]}")
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+
+    def rgw_pid(self):
+        with open(f"{self.dir}/pids") as f:
+            pids = [int(l.split()[1]) for l in f if l.startswith("rgw ")]
+        return pids[-1]
+
+    def kill_rgw(self):
+        try:
+            os.kill(self.rgw_pid(), signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        for _ in range(100):
+            if not port_open(self.port):
+                return
+            time.sleep(0.1)
+
+    def start_rgw(self):
+        log = open(f"{self.dir}/log/rgw.restarts", "ab")
+        p = subprocess.Popen(["radosgw", "-n", "client.rgw.a", "-f"],
+                             env=dict(os.environ, CEPH_CONF=f"{self.dir}/ceph.conf"),
+                             stdout=log, stderr=log, start_new_session=True)
+        with open(f"{self.dir}/pids", "a") as f:
+            f.write(f"rgw {p.pid}\n")
+        for _ in range(600):
+            if port_open(self.port):
+                return
+            time.sleep(0.2)
+        raise Failure("radosgw did not come back")
+
+    def down(self):
+        with open(f"{self.dir}/pids") as f:
+            for l in f:
+                try:
+                    os.kill(int(l.split()[1]), signal.SIGKILL)
+                except (ProcessLookupError, ValueError, IndexError):
+                    pass
+
+
+class HttpFaults:
+    """A loopback proxy in front of RGW: on a `rate` share of connections
+    it reads the first request head and answers 500 or 503 (as S3 does
+    under load) instead of forwarding; the others are passed through."""
+
+    BODIES = {500: b"<?xml version=\"1.0\"?><Error><Code>InternalError</Code></Error>",
+              503: b"<?xml version=\"1.0\"?><Error><Code>SlowDown</Code></Error>"}
+
+    def __init__(self, port, rng, rate):
+        self.target, self.rng, self.rate = ("127.0.0.1", port), rng, rate
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(128)
+        self.endpoint = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        self.injected = 0
+        self.alive = True
+        threading.Thread(target=self.serve, daemon=True).start()
+
+    def serve(self):
+        while self.alive:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self.one, args=(c,), daemon=True).start()
+
+    def one(self, c):
+        if self.rng.random() < self.rate:
+            c.settimeout(10)
+            head = b""
+            try:
+                while b"\r\n\r\n" not in head and len(head) < 65536:
+                    d = c.recv(4096)
+                    if not d:
+                        break
+                    head += d
+                code = self.rng.choice([500, 503])
+                body = self.BODIES[code]
+                c.sendall(f"HTTP/1.1 {code} {'Internal Server Error' if code == 500 else 'Slow Down'}"
+                          f"\r\nContent-Type: application/xml\r\nContent-Length: {len(body)}"
+                          f"\r\nConnection: close\r\n\r\n".encode() + body)
+                self.injected += 1
+            except OSError:
+                pass
+            c.close()
+            return
+        try:
+            s = socket.create_connection(self.target)
+        except OSError:
+            c.close()
+            return
+
+        def pump(a, b):
+            try:
+                while True:
+                    d = a.recv(65536)
+                    if not d:
+                        break
+                    b.sendall(d)
+            except OSError:
+                pass
+            for x in (a, b):
+                try:
+                    x.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+        t = threading.Thread(target=pump, args=(s, c), daemon=True)
+        t.start()
+        pump(c, s)
+        t.join()
+        c.close()
+        s.close()
+
+    def close(self):
+        self.alive = False
+        self.sock.close()
+
+
+def s3_world(binary, root, ceph, tag):
+    url = f"s3://hf-chaos-{tag}-{os.getpid()}-{int(time.time())}/repo"
+    w = World(binary, root, repo=url, env_extra=dict(S3_AUTH, AWS_ENDPOINT_URL=ceph.endpoint))
+    return w
+
+
+def restore_direct(w, snap, env, stats):
+    """A restore straight from S3 (through `env`'s endpoint): exit 0 with
+    the right bytes, or a clean failure; exit 0 with other bytes is damage."""
+    client, want = w.truth[snap]
+    target = tempfile.mkdtemp(dir=w.root, prefix="restore-")
+    try:
+        p = w.run(["restore", "--repo", w.repo, "--key", w.key("restore"), snap[:16], target],
+                  env=env)
+        if p.returncode != 0:
+            stats["clean_failures"] += 1
+            return
+        inner = [os.path.join(target, d) for d in os.listdir(target)]
+        if len(inner) != 1 or digest(inner[0]) != want:
+            raise Failure(f"restore of {snap[:12]} from S3 exited 0 with other bytes")
+        stats["ok_through_fault"] += 1
+    finally:
+        shutil.rmtree(target, ignore_errors=True)
+
+
+def s3_faults(w, ceph, src, rounds, rng, stats):
+    faults = HttpFaults(ceph.port, rng, 0.0)
+    through = {"AWS_ENDPOINT_URL": faults.endpoint}
+    try:
+        w.start_vault(["--state", f"{w.root}/state"], env_extra=through)
+        w.backup(src)
+        for r in range(rounds):
+            mail_day(src, 7000 + r)
+            faults.rate = rng.choice([0.1, 0.3, 0.6])
+            p = w.run(["backup", "--repo", w.url, "--key", w.client_key("client"),
+                       "--json", src], cache="cache-client")
+            if p.returncode == 0:
+                w.truth[json.loads(p.stdout)[0]["snapshot"]] = ("client", digest(src))
+                stats["ok_through_fault"] += 1
+            else:
+                stats["clean_failures"] += 1
+            restore_direct(w, rng.choice(sorted(w.truth)), through, stats)
+            faults.rate = 0.0
+            w.backup(src)
+            if r % 5 == 4 or r == rounds - 1:
+                w.check(f"S3 fault round {r}")
+            stats["rounds"] += 1
+    finally:
+        stats["cuts"] += faults.injected
+        # The rest (restoring everything) talks to RGW directly.
+        w.kill_vault()
+        w.start_vault(["--state", f"{w.root}/state"])
+        faults.close()
+
+
+def s3_kill(w, ceph, src, rounds, rng, stats):
+    w.start_vault(["--state", f"{w.root}/state"])
+    w.backup(src)
+    for r in range(rounds):
+        mail_day(src, 8000 + r)
+        if r % 2 == 0:
+            p = w.spawn(["backup", "--repo", w.url, "--key", w.client_key("client"),
+                         "--json", src], cache="cache-client")
+        else:
+            snap = rng.choice(sorted(w.truth))
+            target = tempfile.mkdtemp(dir=w.root, prefix="restore-")
+            p = w.spawn(["restore", "--repo", w.repo, "--key", w.key("restore"), snap[:16],
+                         target])
+        time.sleep(rng.uniform(0, max(0.2, w.last_secs)))
+        ceph.kill_rgw()
+        stats["kills"] += 1
+        time.sleep(rng.uniform(0.2, 2.0))
+        ceph.start_rgw()
+        out, _ = p.communicate(timeout=900)
+        if r % 2 == 0:
+            if p.returncode == 0:
+                w.truth[json.loads(out)[0]["snapshot"]] = ("client", digest(src))
+                stats["ok_through_fault"] += 1
+            else:
+                stats["clean_failures"] += 1
+        else:
+            if p.returncode == 0:
+                inner = [os.path.join(target, d) for d in os.listdir(target)]
+                if len(inner) != 1 or digest(inner[0]) != w.truth[snap][1]:
+                    raise Failure(f"restore of {snap[:12]} across an RGW restart exited 0 "
+                                  "with other bytes")
+                stats["ok_through_fault"] += 1
+            else:
+                stats["clean_failures"] += 1
+            shutil.rmtree(target, ignore_errors=True)
+        w.backup(src)
+        if r % 5 == 4 or r == rounds - 1:
+            w.check(f"RGW kill round {r}")
+        stats["rounds"] += 1
+
+
 # --------------------------------------------------------------- driver
 
 KINDS = ["crash-client", "crash-vault", "crash-replica", "crash-export",
          "net-drop", "net-slow", "disk-full", "clock", "soak"]
+S3_KINDS = ["s3-faults", "s3-kill"]
 
 
 def run_kind(kind, args, binary, base):
@@ -659,8 +919,19 @@ def run_kind(kind, args, binary, base):
     t0 = time.time()
     rounds = args.rounds or (8 if args.quick else 120)
     w = None
+    ceph = None
     try:
-        if kind == "soak":
+        if kind in S3_KINDS:
+            ceph = Ceph(root)
+            w = s3_world(binary, root, ceph, kind)
+            src = f"{root}/src"
+            make_spool(src, 4, 40, 1)
+            n = max(3, rounds // 2)
+            if kind == "s3-faults":
+                s3_faults(w, ceph, src, n, rng, stats)
+            else:
+                s3_kill(w, ceph, src, n, rng, stats)
+        elif kind == "soak":
             n = args.soak_clients or (8 if args.quick else 100)
             w = World(binary, root, clients=n)
             soak(w, f"{root}/src", args.soak_secs or (60 if args.quick else 600), n, rng, stats)
@@ -694,6 +965,8 @@ def run_kind(kind, args, binary, base):
             if stats["failure"]:
                 stats["vault_stderr_tail"] = w.vault_stderr()[-1500:]
             w.kill_vault()
+        if ceph is not None:
+            ceph.down()
         if not args.keep:
             shutil.rmtree(root, ignore_errors=True)
     stats["secs"] = round(time.time() - t0, 1)
@@ -741,14 +1014,19 @@ def main():
     ap.add_argument("--out", default="")
     ap.add_argument("--keep", action="store_true", help="keep the worlds of failed kinds")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--s3", action="store_true", help="also the S3 kinds (needs Ceph)")
     args = ap.parse_args()
     binary = os.path.abspath(args.bin)
     if not os.path.exists(binary):
         sys.exit(f"{binary}: not built (cargo build --release)")
-    kinds = [k for k in (args.only.split(",") if args.only else KINDS) if k]
+    kinds = [k for k in (args.only.split(",") if args.only
+                         else KINDS + (S3_KINDS if args.s3 else [])) if k]
     for k in kinds:
-        if k not in KINDS:
-            sys.exit(f"unknown fault kind {k!r}; known: {', '.join(KINDS)}")
+        if k not in KINDS + S3_KINDS:
+            sys.exit(f"unknown fault kind {k!r}; known: {', '.join(KINDS + S3_KINDS)}")
+    if any(k in S3_KINDS for k in kinds) and not shutil.which("radosgw"):
+        sys.exit("the S3 kinds need Ceph: apt-get install ceph-mon ceph-osd radosgw "
+                 "ceph-common uuid-runtime curl")
     if "clock" in kinds and not os.path.exists(FAKETIME_LIB):
         sys.exit(f"{FAKETIME_LIB} missing: apt-get install faketime")
     base = tempfile.mkdtemp(prefix="holdfast-chaos-")
