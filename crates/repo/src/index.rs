@@ -69,7 +69,27 @@ pub struct Index {
 impl Index {
     /// Reads the tables of `packs`. Missing or damaged packs are returned as
     /// errors beside the index rather than failing the whole load.
+    ///
+    /// The tables come from the on-disk index cache when it holds this
+    /// pack list (see [`crate::packindex`]): a local sequential read
+    /// instead of two range reads per pack.
     pub fn load(backend: &dyn Backend, packs: &[ObjectId]) -> (Index, Vec<Error>) {
+        if let (Ok(ix), errors) = crate::packindex::PackIndex::for_packs(backend, packs)
+            && errors.is_empty()
+        {
+            let mut idx = Index {
+                packs: ix.packs.clone(),
+                epks: ix.epks.clone(),
+                blobs: HashMap::with_capacity(ix.len() as usize),
+            };
+            // Records come in (id, pack) order: the first pack listed wins.
+            let read = ix.for_each(|loc| {
+                idx.blobs.entry(loc.entry.id).or_insert(loc);
+            });
+            if read.is_ok() {
+                return (idx, errors);
+            }
+        }
         let mut idx = Index::default();
         let mut errors = Vec::new();
         for p in packs {

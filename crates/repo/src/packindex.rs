@@ -541,6 +541,21 @@ impl PackIndex {
         }
     }
 
+    /// Every record in id order (duplicates across packs included, the
+    /// first pack first), read sequentially.
+    pub fn for_each(&self, mut f: impl FnMut(Location)) -> Result<()> {
+        let mut r = BufReader::with_capacity(256 << 10, &self.file);
+        use std::io::Seek;
+        r.seek(std::io::SeekFrom::Start(self.rec_base()))
+            .map_err(|e| io("pack index", e))?;
+        let mut b = [0u8; REC_LEN];
+        for _ in 0..self.count {
+            r.read_exact(&mut b).map_err(|e| io("pack index", e))?;
+            f(Rec::decode(&b).location());
+        }
+        Ok(())
+    }
+
     pub fn find(&self, id: &BlobId) -> Result<Option<Location>> {
         self.find_in(id, |_| true)
     }

@@ -442,9 +442,17 @@ fn write_request(
 
 /// Sets a written file's length, owner, mode and times.
 fn finish_file(p: &Path, n: &Node, err: Option<Fail>, progress: &Progress) -> Result<u64> {
+    // A file that could not be restored whole is not left behind in part
+    // (other chunks of it may have been written).
     match err {
-        Some(Fail::Damage(e)) => return Err(Error::Corrupt(e)),
-        Some(Fail::Local(e)) => return Err(io_err(p, std::io::Error::other(e))),
+        Some(Fail::Damage(e)) => {
+            let _ = std::fs::remove_file(p);
+            return Err(Error::Corrupt(e));
+        }
+        Some(Fail::Local(e)) => {
+            let _ = std::fs::remove_file(p);
+            return Err(io_err(p, std::io::Error::other(e)));
+        }
         None => {}
     }
     let NodeKind::File { size, .. } = &n.kind else {
