@@ -187,7 +187,7 @@ fn forged_flags_cannot_choose_what_latest_restores() {
     assert_eq!(code(&o), Some(4), "{}", err(&o));
     let e = err(&o);
     assert!(e.contains("TAMPERING"), "{e}");
-    for what in ["not a shrink", "burst", "signed findings are empty"] {
+    for what in ["as a shrink", "as a burst", "signed findings are empty"] {
         assert!(e.contains(what), "{what}: {e}");
     }
     assert!(!e.contains("skipped"), "latest skipped the newest: {e}");
@@ -210,6 +210,75 @@ fn forged_flags_cannot_choose_what_latest_restores() {
         Some(0),
         "{last}"
     );
+}
+
+/// Root on the vault host hides the newest snapshot (its file gone from
+/// what is served) so that `latest` would be an older one: the log says it
+/// is live, so `latest` refuses (exit 4) instead of choosing; and a log
+/// rewritten with false stored bytes (to fake or hide a shrink) is caught
+/// by a replica holding the real packs.
+#[test]
+fn a_hidden_snapshot_or_false_stored_bytes_are_caught() {
+    let w = World::new();
+    init_with(&w, &[]);
+    let mut vault = w.start_vault(&[]);
+    let url = vault.url.clone();
+    let src = w.path("mail");
+    make_maildir(&src, 2, 10, 85);
+    let _s1 = backup_via(&w, &url, &w.key("client"), &src);
+    mail_day(&src, 3);
+    let s2 = backup_via(&w, &url, &w.key("client"), &src);
+    vault.stop();
+    // Hidden: moved out of the served directory.
+    let snap = w.path("repo/snapshots").join(&s2);
+    let aside = w.path("s2-aside");
+    std::fs::rename(&snap, &aside).unwrap();
+    let out = w.path("restored");
+    let o = w.run(&[
+        "restore",
+        "--repo",
+        &w.repo(),
+        "--key",
+        &w.key("restore"),
+        "latest",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(code(&o), Some(4), "{}", err(&o));
+    assert!(err(&o).contains("not served"), "{}", err(&o));
+    assert!(
+        !out.join("mail").exists(),
+        "latest restored an older snapshot"
+    );
+    std::fs::rename(&aside, &snap).unwrap();
+
+    // False stored bytes: the log rewritten and re-signed with the vault key.
+    let logp = w.path("repo/vault/log");
+    let raw = std::fs::read(&logp).unwrap();
+    let mut entries: Vec<Vec<u8>> = split_log(&raw).0.into_iter().map(|e| e.to_vec()).collect();
+    let mut changed = 0;
+    for e in entries.iter_mut() {
+        let mut d = Entry::decode(e).unwrap();
+        if let Event::Stored { snapshot, bytes } = &mut d.event
+            && snapshot.to_hex() == s2
+        {
+            *bytes *= 3;
+            *e = d.encode();
+            changed += 1;
+        }
+    }
+    assert_eq!(changed, 1, "no stored-bytes entry for the snapshot");
+    let mut buf = Vec::new();
+    for e in &entries {
+        frame(e, &mut buf);
+    }
+    std::fs::write(&logp, &buf).unwrap();
+    sign_log(&w, &entries);
+    let vault = w.start_vault(&[]);
+    let rdir = w.path("replica");
+    let o = pull(&w, &vault.url, &rdir);
+    assert_eq!(code(&o), Some(4), "{}", err(&o));
+    let all = format!("{}{}", err(&o), String::from_utf8_lossy(&o.stdout));
+    assert!(all.contains("stored bytes here"), "{all}");
 }
 
 /// A.3: complete entries appended to the log file without a checkpoint the

@@ -83,11 +83,13 @@ pub enum Action {
     /// quorum. From then on `latest` may choose them and they take
     /// retention slots again.
     LiftFlags(Vec<ObjectId>),
-    /// Set the threshold of one of the vault's signals (see
-    /// [`crate::logstate::default_threshold`] for units). Raising it (fewer
-    /// alarms) is limited to [`crate::logstate::MAX_RAISE`] points per
-    /// change; lowering it is not limited.
-    SetThreshold { signal: u8, value: u32 },
+    /// Change the threshold of one of the vault's signals from `from` (its
+    /// value when proposed) to `to` (see
+    /// [`crate::logstate::default_threshold`] for units). It runs only if
+    /// the threshold is still `from` (so proposals do not stack), raises it
+    /// by at most [`crate::logstate::MAX_RAISE`] points, and does not go
+    /// below [`crate::logstate::min_threshold`].
+    SetThreshold { signal: u8, from: u32, to: u32 },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -129,8 +131,8 @@ fn encode_action(w: &mut Writer, a: &Action) {
                 w.raw(&id.0);
             }
         }
-        Action::SetThreshold { signal, value } => {
-            w.u8(6).u8(*signal).u32(*value);
+        Action::SetThreshold { signal, from, to } => {
+            w.u8(6).u8(*signal).u32(*from).u32(*to);
         }
     }
 }
@@ -215,7 +217,8 @@ impl Proposal {
             4 => Action::RotateRestoreKey(r.array()?),
             6 => Action::SetThreshold {
                 signal: r.u8()?,
-                value: r.u32()?,
+                from: r.u32()?,
+                to: r.u32()?,
             },
             _ => return Err(DecodeError::Invalid("proposal action")),
         };
@@ -377,7 +380,8 @@ mod tests {
             ]),
             Action::SetThreshold {
                 signal: 65,
-                value: 35,
+                from: 30,
+                to: 35,
             },
         ] {
             let p = Proposal::new(cid, action, &a[0], 1).unwrap();

@@ -126,6 +126,8 @@ pub struct Snap {
     /// client's signed findings no longer count either, and no flag is
     /// added again.
     pub lifted: bool,
+    /// The stored bytes it references, as the log says (kind 11).
+    pub stored_bytes: Option<u64>,
 }
 
 /// Most flags kept per snapshot (a log cannot grow a reader's memory).
@@ -150,6 +152,16 @@ pub fn default_threshold(signal: u8) -> Option<u32> {
     }
 }
 
+/// The least value a threshold may be set to: a burst threshold under 4 an
+/// hour, or a shrink under 10 percent, would flag ordinary backups (and a
+/// flagged snapshot keeps no retention slot).
+pub fn min_threshold(signal: u8) -> u32 {
+    match signal {
+        64 => 10,
+        _ => 4,
+    }
+}
+
 /// True when a snapshot referencing `now` stored bytes shrank from `base`
 /// by more than `pct` percent (`pct` 100 never fires).
 pub fn shrunk(now: u64, base: u64, pct: u32) -> bool {
@@ -160,12 +172,16 @@ const HOUR_NS: i64 = 3600 * NS;
 /// The vault flags a snapshot that references less than half the stored
 /// bytes of its client's previous snapshot, or of its last healthy one of
 /// the last [`SHRINK_WINDOW_NS`], when that one referenced at least
-/// [`SHRINK_MIN_BYTES`] (flag 64). Readers recompute it from pack sizes.
+/// [`SHRINK_MIN_BYTES`] (flag 64). Every reader's fold judges it from the
+/// stored bytes the log records (kind 11).
 pub const SHRINK_MIN_BYTES: u64 = 64 << 10;
 pub const SHRINK_WINDOW_NS: i64 = 7 * 86_400 * NS;
 /// Commit times kept per client to recount bursts (two hours' worth, and at
 /// most this many: the vault refuses far fewer per hour).
 const RECENT_MAX: usize = 4096;
+/// Snapshots kept per client as shrink baselines (newest first, live ones
+/// only count): the previous one, and the last unflagged one among them.
+const RECENT_SNAPS: usize = 64;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum GoneHow {
@@ -223,6 +239,9 @@ pub struct LogState {
     /// Thresholds the quorum set (signal → value); the others are at
     /// [`default_threshold`].
     pub thresholds: BTreeMap<u8, u32>,
+    /// Each client's snapshots in the order they were added (the last
+    /// [`RECENT_SNAPS`]): the baselines of a shrink.
+    recent_snaps: HashMap<[u8; 32], std::collections::VecDeque<ObjectId>>,
     /// Each client's recent commit times (the last two hours), to recount a
     /// burst the vault flags.
     recent_adds: HashMap<[u8; 32], std::collections::VecDeque<i64>>,
@@ -251,6 +270,7 @@ impl LogState {
             problems: Vec::new(),
             pack_refs: HashMap::new(),
             recent_adds: HashMap::new(),
+            recent_snaps: HashMap::new(),
             thresholds: BTreeMap::new(),
         }
     }
@@ -276,6 +296,47 @@ impl LogState {
             .get(&signal)
             .copied()
             .or_else(|| default_threshold(signal))
+    }
+
+    /// Whether `action` may run now, by the rules that depend on the state
+    /// (quorum, delay and vetoes aside): the vault checks it when a
+    /// proposal arrives and before it logs an execution, and every reader's
+    /// fold when it meets the execution. `Err` says why not.
+    pub fn action_allowed(&self, action: &Action) -> Result<(), String> {
+        match action {
+            Action::RemoveIdentity(k) => {
+                let admins = self.active_admins();
+                if admins.contains(k) && admins.len() - 1 < self.quorum {
+                    return Err("it would leave fewer admins than the quorum".into());
+                }
+            }
+            Action::SetThreshold { signal, from, to } => {
+                let name = crate::format::Signal(*signal).name();
+                let Some(now) = self.threshold(*signal) else {
+                    return Err(format!("signal {name} has no threshold the quorum can set"));
+                };
+                if now != *from {
+                    return Err(format!(
+                        "the {name} threshold is {now}, not {from} as the proposal assumed"
+                    ));
+                }
+                if *to > now.saturating_add(MAX_RAISE) {
+                    return Err(format!(
+                        "a threshold is raised by at most {MAX_RAISE} points at a time: \
+                         {name} is {now}, at most {}",
+                        now.saturating_add(MAX_RAISE)
+                    ));
+                }
+                if *to < min_threshold(*signal) {
+                    return Err(format!(
+                        "the {name} threshold is at least {} (lower would flag ordinary backups)",
+                        min_threshold(*signal)
+                    ));
+                }
+            }
+            _ => {}
+        }
+        Ok(())
     }
 
     /// True when the snapshot counts as anomalous for `latest` and
@@ -483,6 +544,18 @@ impl LogState {
                     recent.pop_front();
                 }
                 recent.push_back(t);
+                // A burst: every reader counts it from the log itself.
+                let n = recent
+                    .iter()
+                    .filter(|x| **x > t.saturating_sub(HOUR_NS))
+                    .count() as u64;
+                let limit = self.threshold(65).unwrap_or(BURST_PER_HOUR as u32) as u64;
+                let flags = if n > limit { vec![(65, n)] } else { Vec::new() };
+                let order = self.recent_snaps.entry(client).or_default();
+                if order.len() >= RECENT_SNAPS {
+                    order.pop_front();
+                }
+                order.push_back(snapshot);
                 let packs = packs_of(&snapshot);
                 if let Some(ps) = &packs {
                     for p in ps {
@@ -498,8 +571,9 @@ impl LogState {
                         lock_until_ns: lock,
                         packs,
                         erase_due_ns: None,
-                        flags: Vec::new(),
+                        flags,
                         lifted: false,
+                        stored_bytes: None,
                     },
                 );
                 Vec::new()
@@ -623,27 +697,41 @@ impl LogState {
                 signal,
                 count,
             } => {
-                // A burst is recounted from the log itself: the vault host
-                // cannot make `latest` skip a snapshot by calling it one.
-                if signal == crate::format::Signal::BURST.0
-                    && let Some(s) = self.snapshots.get(&snapshot)
+                // A shrink or a burst is judged by the fold itself (at the
+                // `Stored` and `SnapshotAdded` entries), the same way for
+                // every reader: the vault's own flag must agree, and adds
+                // nothing; one the fold did not raise is not applied (the
+                // vault host cannot make `latest` skip a snapshot by
+                // calling it one).
+                if signal == crate::format::Signal::SHRINK.0
+                    || signal == crate::format::Signal::BURST.0
                 {
-                    let from = s.added_ns.saturating_sub(HOUR_NS);
-                    let n = self.recent_adds.get(&s.client).map_or(0, |r| {
-                        r.iter().filter(|x| **x > from && **x <= s.added_ns).count()
-                    }) as u64;
-                    let limit = self.threshold(signal).unwrap_or(BURST_PER_HOUR as u32) as u64;
-                    if n <= limit || n < count {
+                    let ours = self
+                        .snapshots
+                        .get(&snapshot)
+                        .is_some_and(|s| s.flags.iter().any(|(c, _)| *c == signal));
+                    if !ours {
                         self.problem(
                             index,
                             format!(
-                                "flags snapshot {} as one of a burst of {count}, but the log \
-                                 has {n} commits from its client in the hour before it: not applied",
-                                snapshot.short()
+                                "flags snapshot {} as a {}, which the log's own commit times \
+                                 and stored bytes do not bear out: not applied",
+                                snapshot.short(),
+                                crate::format::Signal(signal).name()
                             ),
                         );
-                        return Vec::new();
                     }
+                    return Vec::new();
+                }
+                if signal != crate::format::Signal::CLIENT_REPORTED.0 {
+                    self.problem(
+                        index,
+                        format!(
+                            "flags snapshot {} with code {signal}, not a vault signal: not applied",
+                            snapshot.short()
+                        ),
+                    );
+                    return Vec::new();
                 }
                 match self.snapshots.get_mut(&snapshot) {
                     Some(s) if s.lifted => self.problem(
@@ -663,6 +751,10 @@ impl LogState {
                         format!("flags snapshot {} which is not live", snapshot.short()),
                     ),
                 }
+                Vec::new()
+            }
+            Event::Stored { snapshot, bytes } => {
+                self.stored(index, snapshot, bytes);
                 Vec::new()
             }
             Event::ClientRevoked {
@@ -729,23 +821,8 @@ impl LogState {
             return refuse(self, "before its delay window passed");
         }
         let action = p.proposal.action.clone();
-        if let Action::RemoveIdentity(k) = &action {
-            let admins = self.active_admins();
-            if admins.contains(k) && admins.len() - 1 < self.quorum {
-                return refuse(self, "that would leave fewer admins than the quorum");
-            }
-        }
-        if let Action::SetThreshold { signal, value } = &action {
-            match self.threshold(*signal) {
-                None => return refuse(self, "for a signal that has no threshold"),
-                Some(now) if *value > now.saturating_add(MAX_RAISE) => {
-                    return refuse(
-                        self,
-                        &format!("raising a threshold by more than {MAX_RAISE} points"),
-                    );
-                }
-                Some(_) => {}
-            }
+        if let Err(why) = self.action_allowed(&action) {
+            return refuse(self, &format!("that may not run: {why}"));
         }
         // Valid. This reader applies an erasure only once the delay has also
         // passed since it first saw the quorum, on its own clock.
@@ -785,18 +862,92 @@ impl LogState {
                 }
             }
             Action::LiftFlags(ids) => {
+                // Only what the admins could have looked at: a snapshot
+                // added after the proposal is not lifted by it.
+                let proposed_at = p.index;
                 for s in ids {
-                    if let Some(snap) = self.snapshots.get_mut(&s) {
-                        snap.flags.clear();
-                        snap.lifted = true;
+                    match self.snapshots.get_mut(&s) {
+                        Some(snap) if snap.index < proposed_at => {
+                            snap.flags.clear();
+                            snap.lifted = true;
+                        }
+                        Some(_) => self.problem(
+                            index,
+                            format!(
+                                "lifts the flags of snapshot {}, added after the proposal: \
+                                 not applied",
+                                s.short()
+                            ),
+                        ),
+                        None => {}
                     }
                 }
             }
-            Action::SetThreshold { signal, value } => {
-                self.thresholds.insert(signal, value);
+            Action::SetThreshold { signal, to, .. } => {
+                self.thresholds.insert(signal, to);
             }
         }
         out
+    }
+
+    /// A snapshot's stored bytes (kind 11), and the shrink judged from them
+    /// against its client's previous live snapshot and its last unflagged
+    /// one of the [`SHRINK_WINDOW_NS`] before, as far as the log gave their
+    /// bytes too.
+    fn stored(&mut self, index: u64, snapshot: ObjectId, bytes: u64) {
+        let Some(me) = self.snapshots.get(&snapshot) else {
+            self.problem(
+                index,
+                format!(
+                    "stored bytes for snapshot {}, which is not live",
+                    snapshot.short()
+                ),
+            );
+            return;
+        };
+        if me.stored_bytes.is_some() {
+            self.problem(
+                index,
+                format!(
+                    "stored bytes for snapshot {} a second time",
+                    snapshot.short()
+                ),
+            );
+            return;
+        }
+        let (client, added, at) = (me.client, me.added_ns, me.index);
+        let mut base = Vec::new();
+        if let Some(order) = self.recent_snaps.get(&client) {
+            let earlier = order
+                .iter()
+                .rev()
+                .filter_map(|i| self.snapshots.get(i))
+                .filter(|s| s.index < at);
+            let mut previous = true;
+            for s in earlier {
+                if previous {
+                    base.push(s.stored_bytes);
+                    previous = false;
+                }
+                if s.flags.is_empty() {
+                    if added.saturating_sub(s.added_ns) <= SHRINK_WINDOW_NS {
+                        base.push(s.stored_bytes);
+                    }
+                    break;
+                }
+            }
+        }
+        let pct = self.threshold(64).unwrap_or(50);
+        let shrank = base
+            .into_iter()
+            .flatten()
+            .filter(|b| *b >= SHRINK_MIN_BYTES)
+            .any(|b| shrunk(bytes, b, pct));
+        let me = self.snapshots.get_mut(&snapshot).expect("checked above");
+        me.stored_bytes = Some(bytes);
+        if shrank && !me.lifted && me.flags.len() < MAX_FLAGS {
+            me.flags.push((64, bytes));
+        }
     }
 
     fn remove_live(&mut self, id: &ObjectId) -> Option<Snap> {
@@ -1089,12 +1240,29 @@ mod tests {
     fn flags_and_the_vaults_lock_hold_fold_for_every_reader() {
         let mut f = fx(2, 3600, 3600);
         f.add(T0, 0, T0 + H); // healthy
+        f.push(
+            T0 + 1,
+            Event::Stored {
+                snapshot: sid(0),
+                bytes: 1 << 20,
+            },
+        );
         let vault = f.vault.public();
         for i in 1..=5u8 {
             let t = T0 + i as i64 * S;
             f.add(t, i, t + H);
+            // Each references next to nothing: a shrink, judged by the fold
+            // from the stored bytes; the vault's own flag agrees and adds
+            // nothing.
             f.push(
                 t + 1,
+                Event::Stored {
+                    snapshot: sid(i),
+                    bytes: 1,
+                },
+            );
+            f.push(
+                t + 2,
                 Event::Flagged {
                     snapshot: sid(i),
                     signal: 64,
@@ -1187,6 +1355,61 @@ mod tests {
         let (st, _) = f.run(&Reader::at(T0 + 3 * H));
         assert!(st.snapshots[&sid(2)].flags.is_empty());
         assert!(st.problems[0].what.contains("burst"), "{:?}", st.problems);
+    }
+
+    #[test]
+    fn a_shrink_is_judged_from_the_logged_stored_bytes() {
+        let mut f = fx(2, 3600, 3600);
+        let stored = |f: &mut Fx, t: i64, n: u8, bytes: u64| {
+            f.add(t, n, t + H);
+            f.push(
+                t + 1,
+                Event::Stored {
+                    snapshot: sid(n),
+                    bytes,
+                },
+            );
+        };
+        stored(&mut f, T0, 0, 10 << 20);
+        stored(&mut f, T0 + H, 1, 9 << 20); // ordinary
+        stored(&mut f, T0 + 2 * H, 2, 1 << 20); // a wipe: flagged by the fold
+        stored(&mut f, T0 + 3 * H, 3, 9 << 20);
+        // The vault host calls the ordinary one a shrink: not applied.
+        f.push(
+            T0 + 3 * H + 5,
+            Event::Flagged {
+                snapshot: sid(3),
+                signal: 64,
+                count: 1,
+            },
+        );
+        // Stored bytes twice, or for what is not live: problems.
+        f.push(
+            T0 + 3 * H + 6,
+            Event::Stored {
+                snapshot: sid(3),
+                bytes: 1,
+            },
+        );
+        f.push(
+            T0 + 3 * H + 7,
+            Event::Stored {
+                snapshot: sid(77),
+                bytes: 1,
+            },
+        );
+        let (st, _) = f.run(&Reader::at(T0 + 4 * H));
+        assert!(st.snapshots[&sid(1)].flags.is_empty());
+        assert_eq!(st.snapshots[&sid(2)].flags, vec![(64, 1 << 20)]);
+        // The previous one was the wipe, but the last unflagged one (9 MiB)
+        // is the baseline too: 9 MiB after it is not a shrink.
+        assert!(st.snapshots[&sid(3)].flags.is_empty());
+        assert_eq!(st.snapshots[&sid(3)].stored_bytes, Some(9 << 20));
+        let whats: Vec<&str> = st.problems.iter().map(|p| p.what.as_str()).collect();
+        assert_eq!(whats.len(), 3, "{whats:?}");
+        assert!(whats[0].contains("do not bear out"), "{whats:?}");
+        assert!(whats[1].contains("second time"), "{whats:?}");
+        assert!(whats[2].contains("not live"), "{whats:?}");
     }
 
     #[test]

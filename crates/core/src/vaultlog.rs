@@ -58,6 +58,12 @@ pub enum Event {
         signal: u8,
         count: u64,
     },
+    /// The stored bytes a live snapshot references, by the sizes the vault
+    /// recorded as each of its packs arrived (kind 11, right after its
+    /// `SnapshotAdded`). In the Merkle log, the same for every reader; a
+    /// replica checks it against the packs it holds. Every reader's fold
+    /// judges a shrink from these numbers.
+    Stored { snapshot: ObjectId, bytes: u64 },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -138,6 +144,9 @@ impl Entry {
             } => {
                 w.u8(9).raw(&snapshot.0).u8(*signal).u64(*count);
             }
+            Event::Stored { snapshot, bytes } => {
+                w.u8(11).raw(&snapshot.0).u64(*bytes);
+            }
         }
         w.into_vec()
     }
@@ -193,6 +202,10 @@ impl Entry {
                 snapshot: ObjectId(r.array()?),
                 signal: r.u8()?,
                 count: r.u64()?,
+            },
+            11 => Event::Stored {
+                snapshot: ObjectId(r.array()?),
+                bytes: r.u64()?,
             },
             _ => return Err(DecodeError::Invalid("log entry kind")),
         };
@@ -268,6 +281,10 @@ mod tests {
                 snapshot: ObjectId([12; 32]),
                 signal: 64,
                 count: u64::MAX,
+            },
+            Event::Stored {
+                snapshot: ObjectId([14; 32]),
+                bytes: 1 << 40,
             },
         ] {
             let e = Entry { time_ns: -4, event };

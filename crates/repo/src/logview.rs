@@ -16,6 +16,9 @@ pub struct LogView {
     pub entries: Vec<Vec<u8>>,
     pub checkpoint: Checkpoint,
     pub problems: Vec<String>,
+    /// Snapshots whose vault flags this reader could not bear out or
+    /// check: `latest` does not choose for their client.
+    pub disputed: std::collections::BTreeSet<ObjectId>,
 }
 
 impl LogView {
@@ -74,8 +77,9 @@ pub fn fold(
     );
     problems.extend(state.problems.iter().map(|p| p.to_string()));
     let mut state = state;
-    confirm_flags(repo, &mut state, &mut problems);
+    let disputed = confirm_flags(repo, &mut state, &mut problems);
     LogView {
+        disputed,
         state,
         entries,
         checkpoint: checkpoint.clone(),
@@ -83,114 +87,56 @@ pub fn fold(
     }
 }
 
-/// Checks the vault's flags that the fold cannot: the vault host asserts
-/// them, and a flag makes `latest` skip a snapshot, so a forged one would
-/// let the host choose what `latest` restores. A flag this reader does not
-/// bear out is tampering (reported) and is dropped from its view:
-///
-/// * 66 (the client reported findings): the snapshot's own signed findings
-///   must not be empty;
-/// * 64 (shrink): recomputed from the pack sizes this reader lists, against
-///   the client's previous live snapshot and its last unflagged one of the
-///   week before, as the vault computes it. When a baseline is no longer
-///   there (reclaimed), the flag cannot be recomputed and stands;
-/// * 65 (burst) is recounted by the fold itself;
-/// * any other code is not one the vault raises.
-fn confirm_flags(repo: &Repository, state: &mut LogState, problems: &mut Vec<String>) {
+/// Checks the one vault flag the fold cannot: 66 says the client's signed
+/// findings are not empty, which only the snapshot itself shows. (A shrink
+/// and a burst are judged by the fold from the log; other codes it refuses.)
+/// A flag 66 on a snapshot whose findings are empty is tampering and is
+/// dropped; one that cannot be checked (the snapshot does not load) is
+/// reported and kept, and the snapshot is *disputed*: `latest` does not
+/// choose for its client (an admin names a snapshot by id).
+fn confirm_flags(
+    repo: &Repository,
+    state: &mut LogState,
+    problems: &mut Vec<String>,
+) -> std::collections::BTreeSet<ObjectId> {
     use holdfast_core::format::Signal;
-    use holdfast_core::logstate::{SHRINK_MIN_BYTES, SHRINK_WINDOW_NS, shrunk};
-    let pct = state.threshold(Signal::SHRINK.0).unwrap_or(50);
-    let flagged: Vec<ObjectId> = state
+    let mut disputed = std::collections::BTreeSet::new();
+    let to_check: Vec<ObjectId> = state
         .snapshots
         .iter()
-        .filter(|(_, s)| s.flags.iter().any(|(sig, _)| *sig != Signal::BURST.0))
+        .filter(|(_, s)| s.flags.iter().any(|(c, _)| *c == Signal::CLIENT_REPORTED.0))
         .map(|(id, _)| *id)
         .collect();
-    if flagged.is_empty() {
-        return;
-    }
-    let mut sizes: Option<std::collections::HashMap<ObjectId, u64>> = None;
-    let mut bytes_of = |id: &ObjectId| -> Option<u64> {
-        let snap = repo.load_snapshot(id).ok()?;
-        let sizes = sizes.get_or_insert_with(|| {
-            repo.backend
-                .list(holdfast_store::Kind::Pack)
-                .unwrap_or_default()
-                .into_iter()
-                .filter_map(|(n, size)| ObjectId::from_hex(&n).ok().map(|p| (p, size)))
-                .collect()
-        });
-        snap.header
-            .packs
-            .iter()
-            .map(|p| sizes.get(p).copied())
-            .sum::<Option<u64>>()
-    };
-    for id in flagged {
-        let snap = &state.snapshots[&id];
-        let (client, added) = (snap.client, snap.added_ns);
-        let mut keep = Vec::new();
-        for &(signal, count) in &snap.flags {
-            let why = match Signal(signal) {
-                Signal::BURST => None,
-                Signal::CLIENT_REPORTED => {
-                    let findings = repo
-                        .load_snapshot(&id)
-                        .ok()
-                        .map(|s| s.findings.is_some_and(|f| !f.is_empty()));
-                    (findings == Some(false))
-                        .then(|| "its client's signed findings are empty".to_string())
-                }
-                Signal::SHRINK => {
-                    let mut earlier: Vec<(&ObjectId, &holdfast_core::logstate::Snap)> = state
-                        .snapshots
-                        .iter()
-                        .filter(|(i, s)| s.client == client && **i != id && s.added_ns < added)
-                        .collect();
-                    earlier.sort_by_key(|(i, s)| std::cmp::Reverse((s.added_ns, **i)));
-                    let mut bases = Vec::new();
-                    if let Some((p, _)) = earlier.first() {
-                        bases.push(**p);
-                    }
-                    if let Some((h, _)) = earlier.iter().find(|(_, s)| s.flags.is_empty())
-                        && added.saturating_sub(state.snapshots[*h].added_ns) <= SHRINK_WINDOW_NS
-                    {
-                        bases.push(**h);
-                    }
-                    let base: Option<Vec<u64>> = bases.iter().map(&mut bytes_of).collect();
-                    match (bytes_of(&id), base) {
-                        (Some(now), Some(base)) if !base.is_empty() => {
-                            let shrunk = base
-                                .iter()
-                                .filter(|b| **b >= SHRINK_MIN_BYTES)
-                                .any(|b| shrunk(now, *b, pct));
-                            (!shrunk).then(|| {
-                                format!(
-                                    "it references {now} stored bytes and its baselines \
-                                     {base:?}: not a shrink"
-                                )
-                            })
-                        }
-                        // A baseline gone, or a pack unlisted: not
-                        // recomputable here; the flag stands.
-                        _ => None,
-                    }
-                }
-                _ => Some("no such vault signal".to_string()),
-            };
-            match why {
-                None => keep.push((signal, count)),
-                Some(why) => problems.push(format!(
-                    "the vault flagged snapshot {} as {}, but {why}; the flag is ignored",
-                    id.short(),
-                    Signal(signal).name()
-                )),
+    for id in to_check {
+        let found = match repo.load_snapshot(&id) {
+            Ok(s) => Some(s.findings.is_some_and(|f| !f.is_empty())),
+            Err(e) => {
+                problems.push(format!(
+                    "the vault flagged snapshot {} as client_reported, and it cannot be \
+                     checked ({e})",
+                    id.short()
+                ));
+                None
+            }
+        };
+        if found == Some(true) {
+            continue;
+        }
+        if found.is_none() {
+            disputed.insert(id);
+        }
+        if found == Some(false) {
+            problems.push(format!(
+                "the vault flagged snapshot {} as client_reported, but its client's signed \
+                 findings are empty; the flag is ignored",
+                id.short()
+            ));
+            if let Some(s) = state.snapshots.get_mut(&id) {
+                s.flags.retain(|(c, _)| *c != Signal::CLIENT_REPORTED.0);
             }
         }
-        if let Some(s) = state.snapshots.get_mut(&id) {
-            s.flags = keep;
-        }
     }
+    disputed
 }
 
 /// What a witness (a replica, an auditor's held checkpoint, a bundle) holds,

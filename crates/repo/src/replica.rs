@@ -181,7 +181,7 @@ pub fn pull_with_progress(
             .sum();
         progress.bytes_total.store(lacking, Ordering::Relaxed);
     }
-    for id in want {
+    for id in want.iter().copied() {
         let before = rep.bytes_copied;
         let r = copy_snapshot(vault, &local, &id, &mut rep);
         progress.add(1, rep.bytes_copied - before);
@@ -195,6 +195,35 @@ pub fn pull_with_progress(
                 }
                 other => return Err(other),
             }
+        }
+    }
+    // The stored bytes the log records for each snapshot copied now (what
+    // every reader judges a shrink by) against the packs this replica holds
+    // for it: the vault host cannot give readers sizes it did not store.
+    for id in &want {
+        let Some(logged) = st.snapshots.get(id).and_then(|s| s.stored_bytes) else {
+            continue;
+        };
+        let Ok(b) = local.get(Kind::Snapshot, &id.to_hex()) else {
+            continue;
+        };
+        let Ok(snap) = Snapshot::decode(&b) else {
+            continue;
+        };
+        let held: Option<u64> = snap
+            .header
+            .packs
+            .iter()
+            .map(|p| local.size(Kind::Pack, &p.to_hex()).ok())
+            .try_fold(0u64, |a, b| a.checked_add(b?));
+        if let Some(held) = held
+            && held != logged
+        {
+            rep.problems.push(format!(
+                "TAMPERING in the vault's log: snapshot {} references {held} stored bytes here, \
+                 the log says {logged}",
+                id.short()
+            ));
         }
     }
     for m in &rep.missed {

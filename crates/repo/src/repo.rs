@@ -240,6 +240,53 @@ impl Repository {
         }
     }
 
+    /// `latest` is chosen only when the reader sees the client's whole
+    /// history as the log has it: a snapshot live in the log that the
+    /// repository did not serve (or that did not load), or one whose vault
+    /// flags this reader could not bear out, could be the newest or the
+    /// healthy one, so the choice would be the vault host's. Tampering
+    /// (exit 4); naming a snapshot by id still works.
+    fn latest_is_decidable(
+        &self,
+        all: &[(ObjectId, Snapshot)],
+        served: &std::collections::HashSet<ObjectId>,
+    ) -> Result<()> {
+        let (Some(log), Some((_, first))) = (&self.log, all.first()) else {
+            return Ok(());
+        };
+        let client = first.header.client;
+        let unserved: Vec<String> = log
+            .state
+            .snapshots
+            .iter()
+            .filter(|(id, s)| s.client == client && !served.contains(id))
+            .map(|(id, _)| id.short())
+            .collect();
+        if !unserved.is_empty() {
+            return Err(Error::Tamper(format!(
+                "latest: {} snapshot(s) of client {} are live in the vault's log but were not \
+                 served or did not load ({}); name the snapshot to restore by id",
+                unserved.len(),
+                self.member_name(&client),
+                unserved.join(", ")
+            )));
+        }
+        let disputed: Vec<String> = all
+            .iter()
+            .filter(|(id, _)| log.disputed.contains(id))
+            .map(|(id, _)| id.short())
+            .collect();
+        if !disputed.is_empty() {
+            return Err(Error::Tamper(format!(
+                "latest: the vault's flags on snapshot(s) {} of client {} are disputed (see \
+                 above); name the snapshot to restore by id",
+                disputed.join(", "),
+                self.member_name(&client)
+            )));
+        }
+        Ok(())
+    }
+
     /// `latest`: the newest snapshot not flagged. Newer flagged ones are
     /// skipped with a note (they can still be named by id); when every
     /// snapshot is flagged, none is chosen.
@@ -277,6 +324,7 @@ impl Repository {
         secret: Option<&holdfast_core::crypto::RepoSecret>,
     ) -> Result<(ObjectId, Snapshot)> {
         let (mut all, _) = self.snapshots()?;
+        let served: std::collections::HashSet<ObjectId> = all.iter().map(|(id, _)| *id).collect();
         if let Some(c) = &sel.client {
             all.retain(|(_, s)| self.member_name(&s.header.client) == *c);
             if all.is_empty() {
@@ -333,6 +381,7 @@ impl Repository {
                 )));
             }
             if spec == "latest" {
+                self.latest_is_decidable(&all, &served)?;
                 return self.latest_healthy(all);
             }
             return all

@@ -88,14 +88,9 @@ pub const ANOMALY_HOLD_NS: i64 = 30 * 86_400 * NS;
 /// A hold is renewed once it has less than this left (so a burst does not
 /// log an extension per snapshot).
 const HOLD_RENEW_NS: i64 = 86_400 * NS;
-/// A snapshot referencing less than half the stored bytes of the client's
-/// previous snapshot, or of its last healthy one of the last week, is
-/// flagged, when that one referenced at least this much.
-const SHRINK_MIN_BYTES: u64 = 64 << 10;
-const SHRINK_WINDOW_NS: i64 = 7 * 86_400 * NS;
-/// More commits than this from one client in an hour are a burst (cron
-/// runs hourly; the hard limit that refuses more is `max_snapshots_per_hour`).
-const BURST_FLAG_PER_HOUR: usize = 30;
+// Shrink and burst are judged by the log fold itself (holdfast_core::
+// logstate: `SHRINK_MIN_BYTES`, `SHRINK_WINDOW_NS`, `BURST_PER_HOUR` and the
+// quorum's thresholds), the same way for this vault and every reader.
 /// A client that committed before and has sent nothing for this long is
 /// alerted (restic #1968: 26 h for a daily job).
 const SILENT_NS: i64 = 26 * 3600 * NS;
@@ -203,6 +198,8 @@ pub struct Vault {
     hold_packs: Option<String>,
     /// Commit times per client in the last hour (burst limit).
     pub(crate) recent: HashMap<[u8; 32], VecDeque<i64>>,
+    /// Ready proposals that may not run (already alerted once).
+    unrunnable: HashSet<ObjectId>,
     /// Packs a committed snapshot has listed since this vault started.
     /// Any other unreferenced pack may belong to a backup still in flight
     /// and is kept at least `IN_FLIGHT_NS`, whatever the grace period says.
@@ -376,6 +373,7 @@ impl Vault {
             pinned: HashSet::new(),
             hold_packs: None,
             recent: HashMap::new(),
+            unrunnable: HashSet::new(),
             listed: HashSet::new(),
             storage_time: None,
             dated_after_ns: i64::MIN,
@@ -1053,7 +1051,27 @@ impl Vault {
             return;
         };
         let now = me.added_ns;
-        let bytes = self.referenced_bytes(me.packs.as_ref());
+        // The stored bytes it references, into the log (kind 11) when the
+        // size of every pack is known: every reader's fold, this vault's
+        // included, judges a shrink from them; a burst it judged at the
+        // commit already.
+        let stored: Option<u64> = me.packs.as_ref().and_then(|ps| {
+            ps.iter()
+                .map(|p| self.sizes.get(p).copied())
+                .try_fold(0u64, |a, b| a.checked_add(b?))
+        });
+        if let Some(bytes) = stored
+            && let Err(e) = self.log(Event::Stored {
+                snapshot: *id,
+                bytes,
+            })
+        {
+            self.alert(&format!(
+                "logging the stored bytes of snapshot {} failed: {}",
+                id.short(),
+                e.msg
+            ));
+        }
         // This client's other live snapshots, newest first.
         let mut earlier: Vec<(&ObjectId, &holdfast_core::logstate::Snap)> = self
             .st
@@ -1067,44 +1085,17 @@ impl Vault {
             .find(|(_, s)| s.flags.is_empty())
             .map(|(i, _)| **i);
         let mut signals: Vec<(format::Signal, u64, String)> = Vec::new();
-        let mut baselines = Vec::new();
-        if let Some((_, prev)) = earlier.first() {
-            baselines.push(("previous", self.referenced_bytes(prev.packs.as_ref())));
-        }
-        if let Some(h) = healthy.and_then(|h| self.st.snapshots.get(&h))
-            && now.saturating_sub(h.added_ns) <= SHRINK_WINDOW_NS
-        {
-            baselines.push(("last healthy", self.referenced_bytes(h.packs.as_ref())));
-        }
-        if let Some((what, before)) = baselines
-            .into_iter()
-            .filter(|(_, b)| *b >= SHRINK_MIN_BYTES && *b < u64::MAX / 4)
-            .max_by_key(|(_, b)| *b)
-            .filter(|(_, b)| {
-                let pct = self.st.threshold(format::Signal::SHRINK.0).unwrap_or(50);
-                holdfast_core::logstate::shrunk(bytes, *b, pct)
-            })
-        {
-            signals.push((
-                format::Signal::SHRINK,
-                bytes,
-                format!("references {bytes} stored bytes, its {what} snapshot {before}"),
-            ));
-        }
-        let hour = self
-            .recent
-            .get(who)
-            .map_or(0, |r| r.iter().filter(|t| **t > now - 3600 * NS).count());
-        let burst = self
-            .st
-            .threshold(format::Signal::BURST.0)
-            .map_or(BURST_FLAG_PER_HOUR, |v| v as usize);
-        if hour > burst {
-            signals.push((
-                format::Signal::BURST,
-                hour as u64,
-                format!("{hour} snapshots from this client in the last hour"),
-            ));
+        for &(code, count) in self.st.snapshots.get(id).map_or(&[][..], |s| &s.flags) {
+            let what = if code == format::Signal::SHRINK.0 {
+                format!(
+                    "references {count} stored bytes, less than its baseline by more than \
+                     {}% (the log's stored bytes)",
+                    self.st.threshold(code).unwrap_or(50)
+                )
+            } else {
+                format!("{count} snapshots from this client in the last hour")
+            };
+            signals.push((format::Signal(code), count, what));
         }
         if let Some(fs) = snap.findings.as_deref().filter(|f| !f.is_empty()) {
             signals.push((
@@ -1123,11 +1114,15 @@ impl Vault {
             return;
         }
         for (signal, count, what) in &signals {
-            if let Err(e) = self.log(Event::Flagged {
-                snapshot: *id,
-                signal: signal.0,
-                count: *count,
-            }) {
+            // A shrink or a burst is in every reader's fold already; only
+            // the client's report needs an entry of its own.
+            if *signal == format::Signal::CLIENT_REPORTED
+                && let Err(e) = self.log(Event::Flagged {
+                    snapshot: *id,
+                    signal: signal.0,
+                    count: *count,
+                })
+            {
                 self.alert(&format!(
                     "ANOMALY: flagging snapshot {} failed: {}",
                     id.short(),
@@ -1399,22 +1394,8 @@ impl Vault {
                     return Err(ApiError::not_found(format!("no snapshot {}", id.short())));
                 }
             }
-            Action::SetThreshold { signal, value } => {
-                let Some(now) = self.st.threshold(*signal) else {
-                    return Err(ApiError::bad(format!(
-                        "signal {} has no threshold the quorum can set",
-                        format::Signal(*signal).name()
-                    )));
-                };
-                let most = now.saturating_add(holdfast_core::logstate::MAX_RAISE);
-                if *value > most {
-                    return Err(ApiError::bad(format!(
-                        "a threshold is raised by at most {} points at a time: {} is now {now}, \
-                         at most {most}",
-                        holdfast_core::logstate::MAX_RAISE,
-                        format::Signal(*signal).name()
-                    )));
-                }
+            Action::SetThreshold { .. } => {
+                self.st.action_allowed(&p.action).map_err(ApiError::bad)?;
             }
             Action::RotateRestoreKey(k) => {
                 if !holdfast_core::crypto::usable_public(k) {
@@ -1532,15 +1513,13 @@ impl Vault {
         let mut ran = 0;
         for id in &ready {
             let action = self.st.proposals[id].proposal.action.clone();
-            if let Action::RemoveIdentity(k) = &action {
-                let admins = self.active_admins();
-                if admins.contains(k) && admins.len() - 1 < self.config.quorum as usize {
-                    self.alert(&format!(
-                        "proposal {} cannot run: it would leave fewer admins than the quorum",
-                        id.short()
-                    ));
-                    continue;
+            // The fold would refuse the execution (and this vault would log
+            // it again on every tick): say so once and leave it pending.
+            if let Err(why) = self.st.action_allowed(&action) {
+                if self.unrunnable.insert(*id) {
+                    self.alert(&format!("proposal {} cannot run: {why}", id.short()));
                 }
+                continue;
             }
             let what = describe(&action);
             match self.log(Event::Executed { proposal: *id }) {
@@ -1819,8 +1798,8 @@ pub fn describe(a: &Action) -> String {
             ids.len(),
             ids.iter().map(|i| i.short()).collect::<Vec<_>>().join(", ")
         ),
-        Action::SetThreshold { signal, value } => format!(
-            "the {} threshold set to {value}",
+        Action::SetThreshold { signal, from, to } => format!(
+            "the {} threshold from {from} to {to}",
             holdfast_core::format::Signal(*signal).name()
         ),
     }

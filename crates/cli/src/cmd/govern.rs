@@ -170,9 +170,16 @@ pub fn propose(a: ProposeArgs) -> Result<ExitCode> {
                 .ok_or_else(|| {
                     anyhow!("no signal {signal:?} with a threshold: say shrink or burst")
                 })?;
+            let from = repo
+                .log
+                .as_ref()
+                .and_then(|l| l.state.threshold(code))
+                .or_else(|| holdfast_core::logstate::default_threshold(code))
+                .unwrap_or_default();
             Action::SetThreshold {
                 signal: code,
-                value,
+                from,
+                to: value,
             }
         }
     };
@@ -197,24 +204,34 @@ fn proposals(vault: &holdfast_store::VaultBackend) -> Result<Vec<serde_json::Val
     )?)?)
 }
 
+/// The proposals of the log this admin verified itself, not the vault's
+/// listing: what an admin approves is the signed proposal in that log, and
+/// what it is told it approves is rendered from those signed bytes.
 pub fn vote(a: VoteArgs, kind: VoteKind) -> Result<ExitCode> {
-    let (vault, _, key) = util::open_vault(&a.repo, &a.key)?;
+    let (vault, repo, key) = util::open_vault(&a.repo, &a.key)?;
     let id = admin(&key)?;
-    let all = proposals(&vault)?;
-    let m: Vec<_> = all
+    let Some(log) = repo.log.as_ref() else {
+        bail!("the vault served no log");
+    };
+    let m: Vec<_> = log
+        .state
+        .proposals
         .iter()
-        .filter(|p| p["id"].as_str().is_some_and(|i| i.starts_with(&a.proposal)))
+        .filter(|(i, _)| i.to_hex().starts_with(&a.proposal))
         .collect();
-    let pid = match m.as_slice() {
-        [one] => one["id"].as_str().unwrap_or_default().to_string(),
-        [] => bail!("no proposal matches {:?}", a.proposal),
+    let (pid, prop) = match m.as_slice() {
+        [one] => (*one.0, one.1),
+        [] => bail!(
+            "no proposal in the vault's log matches {:?} (`holdfast proposals` lists them)",
+            a.proposal
+        ),
         _ => bail!("{:?} matches several proposals", a.proposal),
     };
-    let pid = holdfast_core::ObjectId::from_hex(&pid).map_err(|e| anyhow!("{e}"))?;
+    let what = render(&repo, &prop.proposal.action);
     let v = Vote::new(pid, kind, id);
     vault.request("POST", "/v1/votes", &v.encode(), None)?;
     util::out(format!(
-        "{} proposal {}",
+        "{} proposal {}: {what}",
         if kind == VoteKind::Veto {
             "vetoed"
         } else {
@@ -223,6 +240,67 @@ pub fn vote(a: VoteArgs, kind: VoteKind) -> Result<ExitCode> {
         pid.short()
     ));
     Ok(ExitCode::SUCCESS)
+}
+
+/// What a signed action does, for an admin deciding on it: snapshots by
+/// full id with their client, vault time and anomalies, identities by name,
+/// thresholds from and to. Rendered here from the signed bytes, never from
+/// text the vault host sends.
+fn render(repo: &holdfast_repo::Repository, a: &Action) -> String {
+    let state = repo.log.as_ref().map(|l| &l.state);
+    let snaps = |ids: &[holdfast_core::ObjectId]| -> String {
+        ids.iter()
+            .map(|i| match state.and_then(|s| s.snapshots.get(i)) {
+                Some(s) => {
+                    let flags: Vec<&str> = s
+                        .flags
+                        .iter()
+                        .map(|(c, _)| holdfast_core::format::Signal(*c).name())
+                        .collect();
+                    format!(
+                        "{} (client {}, {}{})",
+                        i.to_hex(),
+                        repo.member_name(&s.client),
+                        util::time(s.added_ns),
+                        if flags.is_empty() {
+                            String::new()
+                        } else {
+                            format!(", flagged {}", flags.join(", "))
+                        }
+                    )
+                }
+                None => format!("{} (not a live snapshot)", i.to_hex()),
+            })
+            .collect::<Vec<_>>()
+            .join("; ")
+    };
+    match a {
+        Action::DeleteSnapshots(ids) => {
+            format!(
+                "early deletion of {} snapshot(s): {}",
+                ids.len(),
+                snaps(ids)
+            )
+        }
+        Action::SetRetention(r) => format!(
+            "retention keep-within {}s daily {} weekly {} monthly {} yearly {}",
+            r.keep_within_secs, r.daily, r.weekly, r.monthly, r.yearly
+        ),
+        Action::RemoveIdentity(k) => format!("removal of identity {}", repo.member_name(k)),
+        Action::RotateRestoreKey(k) => format!(
+            "a new restore key {} (check the whole fingerprint with its holder)",
+            holdfast_core::id::hex(k)
+        ),
+        Action::LiftFlags(ids) => format!(
+            "lifting the anomaly flags of {} snapshot(s): {}",
+            ids.len(),
+            snaps(ids)
+        ),
+        Action::SetThreshold { signal, from, to } => format!(
+            "the {} threshold from {from} to {to}",
+            holdfast_core::format::Signal(*signal).name()
+        ),
+    }
 }
 
 /// One proposal as the vault lists it, with identities by name and times
@@ -237,19 +315,23 @@ fn readable(repo: &holdfast_repo::Repository, p: &serde_json::Value) -> serde_js
         .as_array()
         .map(|a| a.iter().filter_map(name).collect())
         .unwrap_or_default();
-    // A removal names its subject by name, not by key.
-    let action = p["proposal"]
+    // What it does, from the signed proposal whose id the vault lists (and,
+    // when this reader's verified log holds it, as the log holds it): never
+    // the vault's own description.
+    let listed = p["id"]
         .as_str()
-        .and_then(|h| holdfast_core::id::parse_hex(h).ok())
-        .and_then(|b| Proposal::decode(&b).ok())
-        .and_then(|pr| match pr.action {
-            Action::RemoveIdentity(k) => {
-                Some(format!("removal of identity {}", repo.member_name(&k)))
-            }
-            _ => None,
-        })
-        .or_else(|| p["action"].as_str().map(str::to_string))
-        .unwrap_or_default();
+        .and_then(|h| holdfast_core::ObjectId::from_hex(h).ok());
+    let in_log = listed.and_then(|i| repo.log.as_ref()?.state.proposals.get(&i));
+    let action = match in_log {
+        Some(pr) => render(repo, &pr.proposal.action),
+        None => p["proposal"]
+            .as_str()
+            .and_then(|h| holdfast_core::id::parse_hex(h).ok())
+            .filter(|b| Some(holdfast_core::ObjectId::of(b)) == listed)
+            .and_then(|b| Proposal::decode(&b).ok())
+            .map(|pr| format!("{} (not in the vault's log)", render(repo, &pr.action)))
+            .unwrap_or_else(|| "(the vault sent no signed proposal for this id)".into()),
+    };
     let vetoed_by = name(&p["vetoed_by"]);
     let state = p["state"].as_str().unwrap_or("unknown").to_string();
     let status = match (&vetoed_by, p["status"].as_str()) {
