@@ -512,10 +512,29 @@ fn revoke(a: RevokeArgs) -> Result<ExitCode> {
         "time_ns": time_ns,
         "signature": holdfast_core::id::hex(&signature),
     }))?;
+    let before = repo.log.as_ref().map_or(0, |l| l.entries.len());
     vault.request("POST", "/v1/revocations", &body, None)?;
+    // Logged, with this signature, in a checkpoint that extends the one
+    // held: otherwise the vault host said yes and did nothing.
+    let cp = vault.sync_checkpoint()?;
+    let logged = vault
+        .log_entries(before, cp.size)?
+        .iter()
+        .filter_map(|e| holdfast_core::vaultlog::Entry::decode(e).ok())
+        .any(|e| {
+            matches!(e.event, holdfast_core::vaultlog::Event::ClientRevoked {
+                client, signed: Some((t, sig)), ..
+            } if client == *public && t == time_ns && sig == signature)
+        });
+    if !logged {
+        bail!(
+            "the vault answered, but its signed log does not hold this revocation: treat the \
+             vault as compromised and revoke again through another path"
+        );
+    }
     util::out(format!(
-        "client {} revoked: the vault refuses its requests from now on (logged)",
-        a.name
+        "client {} revoked: the vault refuses its requests from now on (logged at entry {})",
+        a.name, cp.size
     ));
     Ok(ExitCode::SUCCESS)
 }
