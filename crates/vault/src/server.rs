@@ -760,16 +760,21 @@ pub async fn run(
     };
     let ticker = {
         let vault = vault.clone();
+        let store = read(&vault).store.clone();
         tokio::spawn(async move {
             let mut last_reclaim = tokio::time::Instant::now();
             loop {
                 tokio::time::sleep(Duration::from_millis(500)).await;
                 let do_reclaim = last_reclaim.elapsed() >= reclaim_every;
-                let v = vault.clone();
+                let (v, store) = (vault.clone(), store.clone());
                 let _ = tokio::task::spawn_blocking(move || {
+                    // The storage listing for reclaim, outside the lock.
+                    let ages = do_reclaim.then(|| crate::state::pack_ages(store.as_ref()));
                     let mut v = write(&v);
                     v.execute_ready();
-                    if do_reclaim && let Err(e) = v.reclaim() {
+                    if let Some(ages) = ages
+                        && let Err(e) = v.reclaim(ages)
+                    {
                         v.alert(&format!("reclaim failed: {}", e.msg));
                     }
                 })

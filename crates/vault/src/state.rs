@@ -234,6 +234,21 @@ pub fn write(v: &Shared) -> RwLockWriteGuard<'_, Vault> {
     v.write().unwrap_or_else(|p| p.into_inner())
 }
 
+/// Every pack in storage with the time it was stored (None if that could
+/// not be read: never reclaimed then). Storage I/O, made outside the
+/// vault's lock for [`Vault::reclaim`].
+pub fn pack_ages(store: &dyn ObjectStore) -> Result<Vec<(String, Option<i64>)>, ApiError> {
+    Ok(store
+        .list(Kind::Pack)
+        .map_err(ApiError::store)?
+        .into_iter()
+        .map(|(name, _)| {
+            let t = store.stored_at_ns(Kind::Pack, &name).ok();
+            (name, t)
+        })
+        .collect())
+}
+
 pub fn now_ns() -> i64 {
     SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
@@ -1591,7 +1606,17 @@ impl Vault {
     /// in flight, whose snapshot is not yet committed, keeps its packs).
     /// Logged before anything is deleted. No pack is reclaimed while any
     /// snapshot's pack list is unknown.
-    pub fn reclaim(&mut self) -> Result<(usize, usize), ApiError> {
+    ///
+    /// `packs` is the storage's listing of packs with the time each was
+    /// stored ([`pack_ages`]), made before the write lock was taken (on S3
+    /// a listing is a paginated walk): a pack stored after it is simply
+    /// not a candidate this time, and a pack referenced or uploaded since
+    /// is excluded below, under the lock, by the live set and the
+    /// reservations of writes in flight.
+    pub fn reclaim(
+        &mut self,
+        packs_stored: Result<Vec<(String, Option<i64>)>, ApiError>,
+    ) -> Result<(usize, usize), ApiError> {
         self.check_clock();
         if self.frozen.is_some() {
             return Ok((0, 0));
@@ -1629,7 +1654,7 @@ impl Vault {
                 .flat_map(|(_, s)| s.packs.iter().flatten().copied())
                 .collect();
             let grace = (self.config.grace_secs as i64).saturating_mul(NS);
-            for (name, _) in self.store.list(Kind::Pack).map_err(ApiError::store)? {
+            for (name, stored_at) in packs_stored? {
                 let Ok(id) = ObjectId::from_hex(&name) else {
                     continue;
                 };
@@ -1647,10 +1672,7 @@ impl Vault {
                 } else {
                     grace.max(IN_FLIGHT_NS)
                 };
-                let old = self
-                    .store
-                    .stored_at_ns(Kind::Pack, &name)
-                    .is_ok_and(|t| now.saturating_sub(t) >= wait);
+                let old = stored_at.is_some_and(|t| now.saturating_sub(t) >= wait);
                 if old && !self.storage_locked(Kind::Pack, &id, now) {
                     packs.push(id);
                 }
