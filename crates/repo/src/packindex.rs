@@ -337,6 +337,16 @@ pub struct PackIndex {
     cached: Option<PathBuf>,
 }
 
+impl std::fmt::Debug for PackIndex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PackIndex")
+            .field("packs", &self.packs.len())
+            .field("records", &self.count)
+            .field("cached", &self.cached)
+            .finish()
+    }
+}
+
 fn bad(why: &str) -> Error {
     Error::Corrupt(format!("pack index cache: {why}"))
 }
@@ -673,10 +683,9 @@ pub fn concurrency(backend: &dyn Backend) -> usize {
     if backend.prefers_whole_objects() {
         8
     } else {
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(2)
-            .clamp(2, 4)
+        // Reads from a local disk mostly wait on it (and writes of the
+        // restored files on theirs): more threads than cores.
+        4
     }
 }
 

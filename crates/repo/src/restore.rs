@@ -365,13 +365,32 @@ fn restore_files(
             });
         }
     });
-    let errors = errors.into_inner().unwrap_or_else(|p| p.into_inner());
-    files
-        .iter()
-        .zip(errors)
-        .map(|((p, n), err)| finish_file(p, n, err, progress))
+    // Lengths, owners, modes and times: system calls that wait on the
+    // file system, so several threads whatever the CPU count.
+    let mut errors = errors.into_inner().unwrap_or_else(|p| p.into_inner());
+    let mut results: Vec<Option<Result<u64>>> = (0..files.len()).map(|_| None).collect();
+    let per = files.len().div_ceil(FINISHERS).max(1);
+    std::thread::scope(|s| {
+        for ((fs, es), rs) in files
+            .chunks(per)
+            .zip(errors.chunks_mut(per))
+            .zip(results.chunks_mut(per))
+        {
+            s.spawn(move || {
+                for (((p, n), e), r) in fs.iter().zip(es.iter_mut()).zip(rs.iter_mut()) {
+                    *r = Some(finish_file(p, n, e.take(), progress));
+                }
+            });
+        }
+    });
+    results
+        .into_iter()
+        .map(|r| r.unwrap_or_else(|| Err(Error::Usage("file not finished".into()))))
         .collect()
 }
+
+/// Threads setting files' metadata once their content is written.
+const FINISHERS: usize = 8;
 
 /// Opens each blob of one fetched stretch of a pack once and writes it
 /// wherever it goes.
