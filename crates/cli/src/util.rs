@@ -282,6 +282,57 @@ pub fn load_key(path: &Path) -> Result<Key> {
 }
 
 /// Opens REPO with KEY: the config must be the one the key pins.
+/// After a backup through a vault: its snapshot must be in the vault's
+/// signed log (in a checkpoint that extends the one this client held),
+/// added by this client and dated as the vault's clock may be from this
+/// machine's (at most 10 minutes behind it, 7 days ahead). Otherwise the vault host took it without logging it, and could
+/// log it later, out of time (to fake a burst) or never: tampering (exit 4).
+pub fn check_logged(
+    url: &str,
+    key: &Key,
+    repo: &Repository,
+    snapshot: &holdfast_core::ObjectId,
+) -> Result<()> {
+    use holdfast_core::vaultlog::{Entry, Event};
+    let v = connect_vault(url, key)?;
+    let from = repo.log.as_ref().map_or(0, |l| l.entries.len());
+    let cp = v.sync_checkpoint()?;
+    let me = key.identity().map(|i| i.public());
+    let found = v
+        .log_entries(from, cp.size)?
+        .iter()
+        .filter_map(|e| Entry::decode(e).ok())
+        .find_map(|e| match e.event {
+            Event::SnapshotAdded {
+                snapshot: s,
+                client,
+                ..
+            } if s == *snapshot && Some(client) == me => Some(e.time_ns),
+            _ => None,
+        });
+    let now = holdfast_repo::now_ns();
+    const NS: i64 = 1_000_000_000;
+    match found {
+        None => Err(holdfast_repo::Error::Tamper(format!(
+            "the vault accepted snapshot {} but its signed log does not hold it",
+            snapshot.short()
+        ))
+        .into()),
+        // The vault takes a snapshot whose client time is at most 10 min
+        // ahead of its clock or 7 days behind it: its log time must fall
+        // in the same span around this machine's clock.
+        Some(t) if t < now - 660 * NS || t > now + 7 * 86_400 * NS + 60 * NS => {
+            Err(holdfast_repo::Error::Tamper(format!(
+                "the vault logged snapshot {} dated {} s from this machine's clock",
+                snapshot.short(),
+                (t - now) / 1_000_000_000
+            ))
+            .into())
+        }
+        Some(_) => Ok(()),
+    }
+}
+
 /// A plain directory repository's lock, `DIR/lock` (an advisory `flock`):
 /// `backup` holds it shared from before it lists the packs until its
 /// snapshot is written, `prune` holds it exclusively, so a prune never

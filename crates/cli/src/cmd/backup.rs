@@ -158,6 +158,9 @@ fn run_backup(a: Args, stats: &mut Option<crate::metrics_file::Stats>) -> Result
         }
     };
     *stats = Some((&r).into());
+    if a.repo.starts_with("https://") {
+        util::check_logged(&a.repo, &key, &repo, &r.snapshot)?;
+    }
     if a.json {
         // "id" as in every listing; "snapshot" kept for scripts that used it.
         util::json(&serde_json::json!([{
