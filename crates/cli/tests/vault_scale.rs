@@ -8,6 +8,7 @@ mod common;
 use std::path::Path;
 
 use common::*;
+use holdfast_store::Backend;
 
 fn init_clients(w: &World, names: &[String]) {
     let (repo, keys) = (w.repo(), w.path("keys").display().to_string());
@@ -229,4 +230,57 @@ fn the_merkle_node_store_is_rebuilt_when_deleted_truncated_or_damaged() {
     // The whole history still verifies for an auditor folding the log.
     let url = vault.url.clone();
     w.ok(&["verify", "--repo", &url, "--key", &restore]);
+}
+
+/// Quota is checked before the upload and held by a reservation until the
+/// pack is recorded: eight uploads at once from one client (each passing
+/// the check on its own) never store more than the quota between them.
+#[test]
+fn concurrent_uploads_from_one_client_never_overshoot_its_quota() {
+    let w = World::new();
+    w.init();
+    let vault = w.start_vault(&["--quota-mib", "2"]);
+    let url = vault.url.clone();
+    let key = w.key("client");
+    let handles: Vec<_> = (0..8)
+        .map(|i| {
+            let src = w.path(&format!("src-{i}"));
+            std::fs::create_dir_all(&src).unwrap();
+            std::fs::write(src.join("random"), Rng(90 + i).bytes(700 << 10)).unwrap();
+            let (url, key) = (url.clone(), key.clone());
+            let cache = w.path(&format!("cache-{i}"));
+            std::thread::spawn(move || {
+                run(
+                    &[
+                        "backup",
+                        "--repo",
+                        &url,
+                        "--key",
+                        &key,
+                        src.to_str().unwrap(),
+                    ],
+                    &cache,
+                )
+            })
+        })
+        .collect();
+    let outs: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    let ok = outs.iter().filter(|o| o.status.success()).count();
+    let quota = outs
+        .iter()
+        .filter(|o| String::from_utf8_lossy(&o.stderr).contains("quota"))
+        .count();
+    assert!(ok >= 1, "no backup got through");
+    assert!(quota >= 1, "eight 700 KiB uploads all fit a 2 MiB quota?");
+    assert_eq!(ok + quota, 8);
+    let stored: u64 = raw(&w, &url, &key)
+        .list(holdfast_store::Kind::Pack)
+        .unwrap()
+        .iter()
+        .map(|(_, n)| n)
+        .sum();
+    assert!(
+        stored <= 2 << 20,
+        "{stored} bytes stored over a 2 MiB quota"
+    );
 }
