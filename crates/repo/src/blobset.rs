@@ -160,9 +160,9 @@ impl Bloom {
             mask: nbits - 1,
         }
     }
-    fn probes(id: &BlobId) -> [u64; 3] {
+    fn probes(id: &BlobId) -> [u64; 4] {
         let w = |i: usize| u64::from_le_bytes(id.0[i..i + 8].try_into().unwrap_or([0; 8]));
-        [w(0), w(8), w(16)]
+        [w(0), w(8), w(16), w(24)]
     }
     fn insert(&mut self, id: &BlobId) {
         for h in Self::probes(id) {
@@ -180,6 +180,8 @@ impl Bloom {
 
 struct NewBlobs {
     mem: HashMap<BlobId, u32>,
+    sort_buf: Vec<[u8; REC]>,
+    write_buf: Vec<u8>,
     runs: Vec<(Table, Bloom)>,
     file: Option<Arc<File>>,
     end: u64,
@@ -211,7 +213,9 @@ impl BlobSet {
             old,
             live,
             new: Mutex::new(NewBlobs {
-                mem: HashMap::new(),
+                mem: HashMap::with_capacity(NEW_IN_MEMORY),
+                sort_buf: Vec::new(),
+                write_buf: Vec::new(),
                 runs: Vec::new(),
                 file: None,
                 end: 0,
@@ -288,45 +292,59 @@ impl BlobSet {
     }
 
     fn spill(&self, n: &mut NewBlobs) -> io::Result<()> {
-        let mut done: Vec<(BlobId, u32)> = n
-            .mem
-            .iter()
-            .filter(|(_, p)| **p != PENDING)
-            .map(|(i, p)| (*i, *p))
-            .collect();
+        // The buffers are kept from one spill to the next: large short-lived
+        // allocations make the allocator keep memory that never comes back.
+        let mut done = std::mem::take(&mut n.sort_buf);
+        done.clear();
+        done.extend(
+            n.mem
+                .iter()
+                .filter(|(_, p)| **p != PENDING)
+                .map(|(i, p)| rec(i, *p)),
+        );
         if done.is_empty() {
+            n.sort_buf = done;
             return Ok(());
         }
-        done.sort_unstable_by(|a, b| a.0.0.cmp(&b.0.0));
+        done.sort_unstable();
         if n.file.is_none() {
             n.file = Some(Arc::new(scratch_file(&self.dir)?));
         }
         let Some(file) = n.file.clone() else {
             return Err(io::Error::other("no scratch file"));
         };
-        let mut bytes = Vec::with_capacity(done.len() * REC);
         let mut bloom = Bloom::new(done.len());
         let mut fences = Vec::with_capacity(done.len() / BLOCK as usize + 1);
-        for (k, (id, p)) in done.iter().enumerate() {
-            if k as u64 % BLOCK == 0 {
-                fences.push(id.0);
+        let mut at = n.end;
+        let mut out = std::mem::take(&mut n.write_buf);
+        out.clear();
+        for (k, r) in done.iter().enumerate() {
+            let mut id = [0u8; 32];
+            id.copy_from_slice(&r[..32]);
+            if (k as u64).is_multiple_of(BLOCK) {
+                fences.push(id);
             }
-            bloom.insert(id);
-            bytes.extend_from_slice(&rec(id, *p));
+            bloom.insert(&BlobId(id));
+            n.mem.remove(&BlobId(id));
+            out.extend_from_slice(r);
+            if out.len() >= 32 << 10 {
+                file.write_all_at(&out, at)?;
+                at += out.len() as u64;
+                out.clear();
+            }
         }
-        file.write_all_at(&bytes, n.end)?;
+        file.write_all_at(&out, at)?;
+        at += out.len() as u64;
         let t = Table {
             file,
             off: n.end,
             count: done.len() as u64,
             fences,
         };
-        n.end += bytes.len() as u64;
-        for (id, _) in &done {
-            n.mem.remove(id);
-        }
-        n.mem.shrink_to(NEW_IN_MEMORY);
+        n.end = at;
         n.runs.push((t, bloom));
+        n.sort_buf = done;
+        n.write_buf = out;
         Ok(())
     }
 
@@ -341,7 +359,7 @@ impl BlobSet {
             .map(|(i, p)| rec(i, *p))
             .collect();
         mem.sort_unstable();
-        let mut sources: Vec<Box<dyn FnMut() -> io::Result<Option<[u8; REC]>> + '_>> = Vec::new();
+        let mut sources: Vec<Source<'_>> = Vec::new();
         if let Some(t) = &self.old {
             let mut r = t.reader();
             sources.push(Box::new(move || r.next_rec()));
@@ -380,6 +398,9 @@ impl BlobSet {
         Ok(count)
     }
 }
+
+/// One sorted stream of records, for merging.
+type Source<'a> = Box<dyn FnMut() -> io::Result<Option<[u8; REC]>> + 'a>;
 
 /// Builds a sorted table in a scratch file from records in any order (the
 /// lost-cache rebuild).

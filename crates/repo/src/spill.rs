@@ -73,6 +73,9 @@ impl<const N: usize> Spill<N> {
     }
 
     pub fn push(&mut self, rec: [u8; N]) -> io::Result<()> {
+        if self.buf.capacity() == 0 {
+            self.buf.reserve_exact(self.cap);
+        }
         self.buf.push(rec);
         self.total += 1;
         if self.buf.len() >= self.cap {
@@ -104,9 +107,9 @@ impl<const N: usize> Spill<N> {
             count,
         });
         self.end += count * N as u64;
+        // The buffer is kept: a large allocation freed and made again is
+        // memory the allocator may never give back.
         self.buf.clear();
-        // Give the buffer back: the peak matters, not the churn.
-        self.buf.shrink_to(self.cap.min(1 << 12));
         Ok(())
     }
 
