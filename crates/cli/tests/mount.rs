@@ -911,10 +911,12 @@ fn a_damaged_disk_cache_costs_a_refetch_never_wrong_bytes() {
     make_maildir(&src, 2, 20, 41);
     w.backup(&[&src]);
     let d = digest(&src);
+    // Only a remote store's blobs are cached on disk (a vault here).
+    let vault = w.start_vault(&[]);
     let cache = w.path("blob-cache");
     let args = ["--cache-dir", cache.to_str().unwrap()];
     let mp = w.path("mnt");
-    let mut m = mount(&w, &w.repo(), &mp, &args);
+    let mut m = mount(&w, &vault.url, &mp, &args);
     assert_eq!(digest(&only_entry(&mp.join("snapshots")).join("mail")), d);
     m.signal("-TERM");
     assert!(m.wait(30).success());
@@ -928,7 +930,7 @@ fn a_damaged_disk_cache_costs_a_refetch_never_wrong_bytes() {
         b[i] ^= 1;
         std::fs::write(f, b).unwrap();
     }
-    let mut m = mount(&w, &w.repo(), &mp, &args);
+    let mut m = mount(&w, &vault.url, &mp, &args);
     assert_eq!(digest(&only_entry(&mp.join("snapshots")).join("mail")), d);
     m.signal("-TERM");
     let st = m.wait(30);
@@ -1018,4 +1020,174 @@ fn latest_in_the_mount_skips_a_flagged_snapshot() {
     assert_eq!(digest(&client.join("latest/mail")), d);
     m.signal("-TERM");
     assert!(m.wait(30).success(), "{}", m.stderr());
+}
+
+/// Waits (at most 30 s) until `by-client/<the one client>/latest` points
+/// to snapshot `id`.
+fn wait_for_latest(m: &Mounted, id: &str) {
+    let mp = &m.dir;
+    let t = Instant::now();
+    loop {
+        let target = std::fs::read_dir(mp.join("by-client"))
+            .ok()
+            .and_then(|mut d| d.next())
+            .and_then(|e| std::fs::read_link(e.unwrap().path().join("latest")).ok());
+        if target
+            .as_ref()
+            .is_some_and(|t| t.to_string_lossy().ends_with(&id[..8]))
+        {
+            return;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "latest still -> {target:?}, not {}: {}",
+            &id[..8],
+            m.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn ino(p: &Path) -> u64 {
+    std::os::unix::fs::MetadataExt::ino(&std::fs::symlink_metadata(p).unwrap())
+}
+
+/// A snapshot made after mounting shows up without a remount (snapshots/,
+/// by-client/…/latest and by time), from a directory and through a vault
+/// (whose log is read again); entries already there keep their inodes and
+/// their bytes.
+#[test]
+fn new_snapshots_appear_without_remount_with_stable_inodes() {
+    let w = World::new();
+    w.init();
+    let vault = w.start_vault(&[]);
+    let src = w.path("mail");
+    make_maildir(&src, 2, 20, 61);
+    let first = backup_via(&w, &vault.url, &w.key("client"), &src);
+    let d1 = digest(&src);
+
+    for (n, repo) in [w.repo(), vault.url.clone()].into_iter().enumerate() {
+        let mp = w.path(&format!("mnt-{n}"));
+        let mut m = mount(&w, &repo, &mp, &["--refresh", "1"]);
+        let client = only_entry(&mp.join("by-client"));
+        let latest = std::fs::read_link(client.join("latest")).unwrap();
+        let old_snap = mp.join("snapshots").join(latest.file_name().unwrap());
+        let old_file = files(&old_snap.join("mail"))[0].clone();
+        let before = [
+            ino(&client),
+            ino(&old_snap),
+            ino(&old_file),
+            ino(&only_entry(&mp.join("by-host"))),
+        ];
+        let old_link = std::fs::read_dir(&client)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| !p.ends_with("latest"))
+            .unwrap();
+        let old_link_ino = ino(&old_link);
+
+        // A new snapshot (a new message, one deleted), made while mounted.
+        std::thread::sleep(Duration::from_millis(1100));
+        let gone = files(&src)[0].clone();
+        std::fs::remove_file(&gone).unwrap();
+        let newest_src = src.join(format!("user000/cur/new-{n}:2,S"));
+        let body = format!("From: a@example.net\nSubject: new {n}\n\nnew message {n}\n");
+        std::fs::write(&newest_src, &body).unwrap();
+        let second = backup_via(&w, &vault.url, &w.key("client"), &src);
+        let d2 = digest(&src);
+        wait_for_latest(&m, &second);
+
+        assert_eq!(
+            std::fs::read_dir(mp.join("snapshots")).unwrap().count(),
+            2 + n,
+            "every snapshot listed"
+        );
+        assert_eq!(digest(&client.join("latest/mail")), d2);
+        assert_eq!(
+            std::fs::read(client.join(format!("latest/mail/user000/cur/new-{n}:2,S"))).unwrap(),
+            body.as_bytes()
+        );
+        // What was there keeps its inodes and its bytes.
+        let after = [
+            ino(&client),
+            ino(&old_snap),
+            ino(&old_file),
+            ino(&only_entry(&mp.join("by-host"))),
+        ];
+        assert_eq!(before, after, "inodes of existing entries changed");
+        assert_eq!(ino(&old_link), old_link_ino);
+        if n == 0 {
+            assert_eq!(digest(&old_snap.join("mail")), d1);
+        }
+        assert_eq!(
+            std::fs::read_dir(&client).unwrap().count(),
+            3 + n,
+            "latest and one link per snapshot"
+        );
+        m.signal("-TERM");
+        let st = m.wait(30);
+        assert!(st.success(), "{st}: {}", m.stderr());
+    }
+    let _ = first;
+}
+
+/// A vault that accepts connections but never answers (stopped): a read
+/// of what is not cached fails with EIO after --read-timeout, not after
+/// the client's request timeout and retries; listings read before still
+/// answer, and the mount unmounts at once.
+#[test]
+fn a_vault_that_stops_answering_is_eio_within_the_read_timeout() {
+    let w = World::new();
+    w.init();
+    let mut vault = w.start_vault(&[]);
+    let src = w.path("mail");
+    make_maildir(&src, 2, 30, 71);
+    // Larger than what a miss reads ahead: some of it is never fetched
+    // before the vault stops.
+    std::fs::write(src.join("big.bin"), Rng(71).bytes(8 << 20)).unwrap();
+    backup_via(&w, &vault.url, &w.key("client"), &src);
+    let mp = w.path("mnt");
+    let mut m = mount(
+        &w,
+        &vault.url,
+        &mp,
+        &["--cache-mib", "0", "--read-timeout", "3", "--refresh", "0"],
+    );
+    let root = only_entry(&mp.join("by-client")).join("latest/mail");
+    let all = files(&root);
+    assert!(all.len() > 50);
+    let pid = vault.child.id().to_string();
+    let stop = |sig: &str| {
+        assert!(
+            Command::new("kill")
+                .args([sig, &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+    };
+    stop("-STOP");
+    // A reader on another thread, so that a hang fails the test instead
+    // of holding it.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let victim = root.join("big.bin");
+    let t = Instant::now();
+    std::thread::spawn(move || {
+        let _ = tx.send(std::fs::read(victim).map_err(|e| e.raw_os_error()));
+    });
+    let r = rx.recv_timeout(Duration::from_secs(30));
+    let took = t.elapsed();
+    stop("-CONT");
+    let r = r.expect("a read hung on a vault that does not answer");
+    assert_eq!(r.err(), Some(Some(EIO)), "{:?}", m.stderr());
+    assert!(
+        took >= Duration::from_secs(2) && took < Duration::from_secs(15),
+        "failed after {took:?}"
+    );
+    assert!(m.stderr().contains("did not answer"), "{}", m.stderr());
+    assert!(mp.join("snapshots").is_dir());
+    m.signal("-TERM");
+    let st = m.wait(30);
+    assert!(st.success(), "a network failure is not damage: {st}");
+    let _ = vault.stop();
 }

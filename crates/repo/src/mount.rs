@@ -10,19 +10,21 @@
 //! verified plaintext in memory, decoded trees in memory, and sealed blobs
 //! (ciphertext as fetched, never plaintext) on disk.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hash::Hash;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::time::Duration;
 
 use holdfast_core::crypto::SessionKey;
 use holdfast_core::format::{self, Tree};
 use holdfast_core::{BlobId, ObjectId};
-use holdfast_store::Kind;
+use holdfast_store::{Backend, Kind, StoreError};
 
-use crate::index::{Index, Location, read_pack_table};
+use crate::index::{Location, read_pack_table};
 use crate::keys::Key;
+use crate::packindex::PackIndex;
 use crate::{Error, Repository, Result};
 
 /// How much a mount may keep.
@@ -37,6 +39,10 @@ pub struct CacheLimits {
     pub memory_bytes: u64,
     /// Approximate bytes of decoded trees in memory.
     pub tree_bytes: u64,
+    /// Over a remote store, the longest a read waits for the store before
+    /// it fails (the fetch goes on in the background, bounded in number);
+    /// None: as long as the store's own client waits.
+    pub read_timeout: Option<Duration>,
 }
 
 impl Default for CacheLimits {
@@ -44,14 +50,15 @@ impl Default for CacheLimits {
         CacheLimits {
             dir: None,
             disk_bytes: 1 << 30,
-            memory_bytes: 32 << 20,
-            tree_bytes: 32 << 20,
+            memory_bytes: 8 << 20,
+            tree_bytes: 16 << 20,
+            read_timeout: Some(Duration::from_secs(30)),
         }
     }
 }
 
 /// One snapshot the restore key opened.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct SnapEntry {
     pub id: ObjectId,
     /// By the vault's time where the repository has a log.
@@ -63,6 +70,10 @@ pub struct SnapEntry {
     /// chosen as `latest`, as `restore latest` does not choose it.
     pub flagged: bool,
     packs: Vec<ObjectId>,
+    /// Where its blobs are: an index over its packs' tables, on disk
+    /// (looked up with pread; shared with restore/ls through the index
+    /// cache), built on first access.
+    index: Arc<OnceLock<Arc<PackIndex>>>,
 }
 
 /// Counters, for a summary and for tests (all relaxed).
@@ -75,16 +86,8 @@ pub struct MountStats {
     pub memory_hits: AtomicU64,
     /// Blobs that failed their check (from the repository or the cache).
     pub damaged: AtomicU64,
-}
-
-/// Pack tables loaded so far: the union over the snapshots opened.
-#[derive(Default)]
-struct Packs {
-    index: Index,
-    known: HashMap<ObjectId, u32>,
-    /// Per pack, its entries by offset: kept only where blobs are read
-    /// ahead (a remote store).
-    by_offset: Vec<Vec<format::PackEntry>>,
+    /// Reads given up after the read timeout.
+    pub timed_out: AtomicU64,
 }
 
 /// Over a remote store, a miss fetches up to this much of the pack from
@@ -93,16 +96,31 @@ struct Packs {
 /// checked only when something reads it.
 const READ_AHEAD: u64 = 1 << 20;
 
+/// Fetches given up after the read timeout but still running (each holds
+/// a thread until the store's client gives up): past this many, a read
+/// over a remote store fails at once.
+const MAX_STRANDED: usize = 16;
+
+/// Bytes of pack tables kept for reading ahead (remote stores).
+const TABLES: u64 = 4 << 20;
+
 pub struct Archive {
     repo: Repository,
     key: Key,
-    pub snapshots: Vec<SnapEntry>,
+    /// Append-only: a snapshot's index never changes (the FUSE side keys
+    /// inodes on it); a refresh adds new ones and updates `flagged`.
+    snapshots: RwLock<Vec<Arc<SnapEntry>>>,
     /// Snapshots that could not be opened (not shown), one line each.
-    pub problems: Vec<String>,
-    packs: RwLock<Packs>,
-    /// Per snapshot: its pack tables are loaded.
-    loaded: Vec<std::sync::OnceLock<()>>,
+    problems: Mutex<(Vec<String>, HashSet<String>)>,
+    /// Over a remote store, recently used pack tables sorted by offset
+    /// (what a read ahead needs to name the blobs after a miss).
+    tables: Mutex<Lru<ObjectId, Arc<Vec<format::PackEntry>>>>,
     load_lock: Mutex<()>,
+    read_timeout: Option<Duration>,
+    /// Fetches past their timeout, still running.
+    stranded: Arc<AtomicUsize>,
+    /// Bumped by each refresh that changed the list or a flag.
+    generation: AtomicU64,
     sessions: Mutex<HashMap<[u8; 32], SessionKey>>,
     /// Blobs being fetched, so that concurrent readers of one blob (the
     /// kernel reads ahead on several threads) fetch it once.
@@ -122,13 +140,61 @@ impl Archive {
     /// Snapshots that fail their checks are left out and listed in
     /// `problems`.
     pub fn open(repo: Repository, key: Key, limits: CacheLimits) -> Result<Archive> {
-        let secret = key.require_restore("mounting snapshots")?.1;
+        key.require_restore("mounting snapshots")?;
+        let read_ahead = repo.backend.prefers_whole_objects();
+        // A local repository (a directory, a replica, a bundle) is read as
+        // fast as a cache would be: only a remote store's blobs are kept.
+        let disk = match &limits.dir {
+            Some(d) if read_ahead => Some(DiskCache::open(d, limits.disk_bytes)?),
+            _ => None,
+        };
+        let ar = Archive {
+            snapshots: RwLock::new(Vec::new()),
+            problems: Mutex::new((Vec::new(), HashSet::new())),
+            tables: Mutex::new(Lru::new(TABLES)),
+            load_lock: Mutex::new(()),
+            // Only a remote store can leave a read hanging.
+            read_timeout: limits.read_timeout.filter(|_| read_ahead),
+            stranded: Arc::new(AtomicUsize::new(0)),
+            generation: AtomicU64::new(0),
+            sessions: Mutex::new(HashMap::new()),
+            inflight: Mutex::new(HashMap::new()),
+            plain: Mutex::new(Lru::new(limits.memory_bytes)),
+            trees: Mutex::new(Lru::new(limits.tree_bytes)),
+            read_ahead,
+            ahead: Mutex::new(Lru::new(READ_AHEAD * 8)),
+            disk,
+            stats: MountStats::default(),
+            repo,
+            key,
+        };
+        ar.refresh(None)?;
+        Ok(ar)
+    }
+
+    /// Lists the snapshots again (through `fresh`, a repository opened
+    /// anew so that a vault's log is read again, or else through the one
+    /// mounted) and opens those not seen yet, appending them: existing
+    /// indices never change. Flags are updated for all. Returns how many
+    /// were added and the problems not reported before.
+    pub fn refresh(&self, fresh: Option<&Repository>) -> Result<(usize, Vec<String>)> {
+        let repo = fresh.unwrap_or(&self.repo);
+        let secret = self.key.require_restore("mounting snapshots")?.1;
         let (snaps, bad) = repo.snapshots()?;
         let mut problems: Vec<String> = bad.iter().map(|e| e.to_string()).collect();
-        let mut snapshots = Vec::with_capacity(snaps.len());
+        let known: HashMap<ObjectId, usize> = {
+            let list = self.snapshots.read().unwrap();
+            list.iter().enumerate().map(|(i, s)| (s.id, i)).collect()
+        };
+        let mut added = Vec::new();
+        let mut reflag = Vec::new();
         for (id, s) in snaps {
+            if let Some(&i) = known.get(&id) {
+                reflag.push((i, repo.flagged(&id, &s)));
+                continue;
+            }
             match repo.open_body(&id, &s, secret) {
-                Ok(body) => snapshots.push(SnapEntry {
+                Ok(body) => added.push(SnapEntry {
                     id,
                     time_ns: repo.order_time(&id, &s),
                     client: repo.member_name(&s.header.client),
@@ -136,103 +202,176 @@ impl Archive {
                     root: body.root,
                     flagged: repo.flagged(&id, &s),
                     packs: s.header.packs.clone(),
+                    index: Arc::new(OnceLock::new()),
                 }),
                 Err(e) => problems.push(e.to_string()),
             }
         }
-        let disk = match &limits.dir {
-            Some(d) => Some(DiskCache::open(d, limits.disk_bytes)?),
-            None => None,
-        };
-        let read_ahead = repo.backend.prefers_whole_objects();
-        Ok(Archive {
-            loaded: (0..snapshots.len())
-                .map(|_| std::sync::OnceLock::new())
-                .collect(),
-            repo,
-            key,
-            snapshots,
-            problems,
-            packs: RwLock::new(Packs::default()),
-            load_lock: Mutex::new(()),
-            sessions: Mutex::new(HashMap::new()),
-            inflight: Mutex::new(HashMap::new()),
-            plain: Mutex::new(Lru::new(limits.memory_bytes)),
-            trees: Mutex::new(Lru::new(limits.tree_bytes)),
-            read_ahead,
-            ahead: Mutex::new(Lru::new(READ_AHEAD * 16)),
-            disk,
-            stats: MountStats::default(),
-        })
+        let n = added.len();
+        {
+            let mut list = self.snapshots.write().unwrap();
+            let mut changed = n > 0;
+            for (i, f) in reflag {
+                if list[i].flagged != f {
+                    let mut e = (*list[i]).clone();
+                    e.flagged = f;
+                    list[i] = Arc::new(e);
+                    changed = true;
+                }
+            }
+            list.extend(added.into_iter().map(Arc::new));
+            if changed {
+                self.generation.fetch_add(1, Ordering::Release);
+            }
+        }
+        let mut p = self.problems.lock().unwrap();
+        let new: Vec<String> = problems
+            .into_iter()
+            .filter(|x| p.1.insert(x.clone()))
+            .collect();
+        p.0.extend(new.iter().cloned());
+        Ok((n, new))
+    }
+
+    /// Changes with every refresh that added a snapshot or changed a flag.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// Whether the mounted repository's order comes from a vault's log.
+    pub fn has_log(&self) -> bool {
+        self.repo.log.is_some()
+    }
+
+    /// Every snapshot opened so far, by index.
+    pub fn snapshots(&self) -> Vec<Arc<SnapEntry>> {
+        self.snapshots.read().unwrap().clone()
+    }
+
+    /// Snapshot `i`.
+    pub fn snapshot(&self, i: usize) -> Option<Arc<SnapEntry>> {
+        self.snapshots.read().unwrap().get(i).cloned()
+    }
+
+    /// Snapshots that could not be opened (not shown), one line each.
+    pub fn problems(&self) -> Vec<String> {
+        self.problems.lock().unwrap().0.clone()
+    }
+
+    pub fn key(&self) -> &Key {
+        &self.key
+    }
+
+    pub fn backend(&self) -> Arc<dyn Backend> {
+        self.repo.backend.clone()
     }
 
     pub fn location(&self) -> String {
         self.repo.backend.location()
     }
 
-    /// Loads the tables of snapshot `snap`'s packs (once). A pack that
-    /// cannot be read leaves its blobs unknown: reading them fails.
-    fn ensure(&self, snap: usize) -> Result<()> {
-        let Some(flag) = self.loaded.get(snap) else {
+    /// Runs `f` on the store; over a remote store, gives up after the read
+    /// timeout (a transient error: the next access tries again) while the
+    /// request runs on in the background, and fails at once while too many
+    /// such requests are still stranded.
+    fn on_store<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&dyn Backend) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let Some(limit) = self.read_timeout else {
+            return f(self.repo.backend.as_ref());
+        };
+        let gave_up = || {
+            self.stats.timed_out.fetch_add(1, Ordering::Relaxed);
+            Error::Store(StoreError::Transient(format!(
+                "{} did not answer within {} s",
+                self.repo.backend.location(),
+                limit.as_secs_f64()
+            )))
+        };
+        if self.stranded.load(Ordering::Relaxed) >= MAX_STRANDED {
+            return Err(gave_up());
+        }
+        let (tx, rx) = std::sync::mpsc::channel();
+        let backend = self.repo.backend.clone();
+        let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (stranded, done2) = (self.stranded.clone(), done.clone());
+        std::thread::Builder::new()
+            .name("fetch".into())
+            .spawn(move || {
+                let r = f(backend.as_ref());
+                // Counted as stranded only if the reader gave up first.
+                if done2.swap(true, Ordering::AcqRel) {
+                    stranded.fetch_sub(1, Ordering::Relaxed);
+                }
+                let _ = tx.send(r);
+            })
+            .map_err(|e| Error::Store(StoreError::Transient(format!("no thread: {e}"))))?;
+        match rx.recv_timeout(limit) {
+            Ok(r) => r,
+            Err(_) => {
+                if !done.swap(true, Ordering::AcqRel) {
+                    self.stranded.fetch_add(1, Ordering::Relaxed);
+                    return Err(gave_up());
+                }
+                // It finished just now.
+                match rx.recv() {
+                    Ok(r) => r,
+                    Err(_) => Err(gave_up()),
+                }
+            }
+        }
+    }
+
+    /// The index of snapshot `snap`'s blobs, built (or taken from the
+    /// index cache) on first access. A pack that cannot be read leaves its
+    /// blobs unknown: reading them fails; a network failure is tried again
+    /// on the next access.
+    fn ensure(&self, snap: usize) -> Result<Arc<PackIndex>> {
+        let Some(entry) = self.snapshot(snap) else {
             return Err(Error::Usage(format!("no snapshot {snap}")));
         };
-        if flag.get().is_some() {
-            return Ok(());
+        if let Some(ix) = entry.index.get() {
+            return Ok(ix.clone());
         }
         let _one = self.load_lock.lock().unwrap();
-        if flag.get().is_some() {
-            return Ok(());
+        if let Some(ix) = entry.index.get() {
+            return Ok(ix.clone());
         }
-        let wanted: Vec<ObjectId> = {
-            let p = self.packs.read().unwrap();
-            self.snapshots[snap]
-                .packs
-                .iter()
-                .filter(|id| !p.known.contains_key(id))
-                .copied()
-                .collect()
-        };
-        let mut first_err = None;
-        for pack in wanted {
-            match read_pack_table(self.repo.backend.as_ref(), &pack) {
-                Ok((epk, entries)) => {
-                    let mut p = self.packs.write().unwrap();
-                    let n = p.index.packs.len() as u32;
-                    p.index.packs.push(pack);
-                    p.index.epks.push(epk);
-                    p.known.insert(pack, n);
-                    let mut sorted = Vec::new();
-                    if self.read_ahead {
-                        sorted = entries.clone();
-                        sorted.sort_by_key(|e| e.offset);
-                    }
-                    p.by_offset.push(sorted);
-                    for e in entries {
-                        p.index
-                            .blobs
-                            .entry(e.id)
-                            .or_insert(Location { pack: n, entry: e });
-                    }
+        let packs = entry.packs.clone();
+        let (ix, errors) = self.on_store(move |b| Ok(PackIndex::for_packs(b, &packs)))?;
+        let mut transient = None;
+        for e in errors {
+            match &e {
+                Error::Store(s) if s.is_transient() => {
+                    transient.get_or_insert(e);
                 }
-                Err(e) => {
-                    // A network failure is tried again on the next access;
-                    // damage is final (its blobs stay unknown).
-                    let transient = matches!(&e, Error::Store(s) if s.is_transient());
-                    if transient && first_err.is_none() {
-                        first_err = Some(e);
-                    } else if !transient {
-                        self.stats.damaged.fetch_add(1, Ordering::Relaxed);
-                    }
+                _ => {
+                    self.stats.damaged.fetch_add(1, Ordering::Relaxed);
                 }
             }
         }
-        match first_err {
-            Some(e) => Err(e),
-            None => {
-                let _ = flag.set(());
-                Ok(())
-            }
+        if let Some(e) = transient {
+            return Err(e);
         }
+        let ix = Arc::new(ix?);
+        let _ = entry.index.set(ix.clone());
+        Ok(ix)
+    }
+
+    /// Pack `pack`'s table sorted by offset (remote stores, for reading
+    /// ahead); kept in a small LRU.
+    fn table(&self, pack: &ObjectId) -> Result<Arc<Vec<format::PackEntry>>> {
+        if let Some(t) = self.tables.lock().unwrap().get(pack) {
+            return Ok(t);
+        }
+        let id = *pack;
+        let (_, mut entries) = self.on_store(move |b| read_pack_table(b, &id))?;
+        entries.sort_by_key(|e| e.offset);
+        let w = (entries.len() * std::mem::size_of::<format::PackEntry>()) as u64;
+        let t = Arc::new(entries);
+        self.tables.lock().unwrap().put(*pack, t.clone(), w);
+        Ok(t)
     }
 
     fn session(&self, epk: &[u8; 32]) -> Result<SessionKey> {
@@ -303,18 +442,22 @@ impl Archive {
 
     /// Fetches (or takes from the disk cache) and checks blob `id`.
     fn fetch(&self, snap: usize, id: &BlobId, keep: bool) -> Result<Arc<Vec<u8>>> {
-        self.ensure(snap)?;
+        let ix = self.ensure(snap)?;
         let (loc, pack, epk) = {
-            let p = self.packs.read().unwrap();
-            let loc = *p.index.blobs.get(id).ok_or_else(|| {
+            let loc = ix.find(id)?.ok_or_else(|| {
                 Error::Corrupt(format!(
                     "blob {} is not in any readable pack of snapshot {}",
                     id.to_hex(),
-                    self.snapshots[snap].id.short()
+                    self.snapshot(snap)
+                        .map(|s| s.id.short())
+                        .unwrap_or_default()
                 ))
             })?;
             let n = loc.pack as usize;
-            (loc, p.index.packs[n], p.index.epks[n])
+            let (Some(pack), Some(epk)) = (ix.packs.get(n), ix.epks.get(n)) else {
+                return Err(Error::Corrupt(format!("blob {}: no pack {n}", id.to_hex())));
+            };
+            (loc, *pack, *epk)
         };
         let plain = match self.disk.as_ref().and_then(|d| d.get(id, &pack, &loc)) {
             Some(sealed) => match self.open_sealed(&epk, &pack, &loc, &sealed) {
@@ -357,11 +500,14 @@ impl Archive {
         let plain = match plain {
             Some(p) => p,
             None => {
-                let sealed = self.fetch_range(&pack, &loc)?;
+                let sealed = self.fetch_range(&pack, &loc, &ix)?;
                 let p = match self.open_sealed(&epk, &pack, &loc, &sealed) {
                     Ok(p) => p,
                     Err(e) => {
                         self.stats.damaged.fetch_add(1, Ordering::Relaxed);
+                        // In case the index is what is wrong: the next
+                        // mount builds it again from the pack tables.
+                        ix.distrust();
                         return Err(e);
                     }
                 };
@@ -382,39 +528,42 @@ impl Archive {
     /// The sealed bytes of the blob at `loc`; over a remote store also the
     /// blobs after it in its pack (up to [`READ_AHEAD`]), kept sealed in
     /// memory for a later read.
-    fn fetch_range(&self, pack: &ObjectId, loc: &Location) -> Result<Vec<u8>> {
+    fn fetch_range(&self, pack: &ObjectId, loc: &Location, ix: &PackIndex) -> Result<Vec<u8>> {
         let start = loc.entry.offset as u64;
         let own = loc.entry.stored_len as u64;
-        let ahead: Vec<format::PackEntry> = if self.read_ahead {
-            let p = self.packs.read().unwrap();
-            let list = &p.by_offset[loc.pack as usize];
-            let i = list.partition_point(|e| e.offset < loc.entry.offset);
-            list[i..]
-                .iter()
-                .skip(1)
-                .take_while(|e| {
-                    e.offset as u64 + e.stored_len as u64 <= start + READ_AHEAD.max(own)
-                })
-                .filter(|e| {
-                    // Only blobs the index reads from this very place.
-                    p.index
-                        .blobs
-                        .get(&e.id)
-                        .is_some_and(|l| l.pack == loc.pack && l.entry.offset == e.offset)
-                })
-                .copied()
-                .collect()
-        } else {
-            Vec::new()
+        // A table that cannot be read only means no reading ahead.
+        let list = match self.read_ahead {
+            true => self.table(pack).ok(),
+            false => None,
+        };
+        let ahead: Vec<format::PackEntry> = match &list {
+            Some(list) => {
+                let i = list.partition_point(|e| e.offset < loc.entry.offset);
+                list[i..]
+                    .iter()
+                    .skip(1)
+                    .take_while(|e| {
+                        e.offset as u64 + e.stored_len as u64 <= start + READ_AHEAD.max(own)
+                    })
+                    .filter(|e| {
+                        // Only blobs the index reads from this very place.
+                        ix.find(&e.id).ok().flatten().is_some_and(|l| {
+                            ix.packs.get(l.pack as usize) == Some(pack)
+                                && l.entry.offset == e.offset
+                        })
+                    })
+                    .copied()
+                    .collect()
+            }
+            None => Vec::new(),
         };
         let end = ahead
             .iter()
             .map(|e| e.offset as u64 + e.stored_len as u64)
             .fold(start + own, u64::max);
-        let bytes = self
-            .repo
-            .backend
-            .get_range(Kind::Pack, &pack.to_hex(), start, end - start)?;
+        let name = pack.to_hex();
+        let bytes =
+            self.on_store(move |b| Ok(b.get_range(Kind::Pack, &name, start, end - start)?))?;
         self.stats.fetched_blobs.fetch_add(1, Ordering::Relaxed);
         self.stats
             .fetched_bytes
@@ -464,17 +613,18 @@ impl Archive {
     /// chunks add up; an error when a chunk is unknown or they do not add
     /// up to `size`.
     pub fn layout(&self, snap: usize, chunks: &[BlobId], size: u64) -> Result<Vec<u64>> {
-        self.ensure(snap)?;
-        let p = self.packs.read().unwrap();
+        let ix = self.ensure(snap)?;
         let mut starts = Vec::with_capacity(chunks.len());
         let mut off = 0u64;
         for c in chunks {
-            let loc = p.index.blobs.get(c).ok_or_else(|| {
+            let loc = ix.find(c)?.ok_or_else(|| {
                 self.stats.damaged.fetch_add(1, Ordering::Relaxed);
                 Error::Corrupt(format!(
                     "chunk {} is not in any readable pack of snapshot {}",
                     c.to_hex(),
-                    self.snapshots[snap].id.short()
+                    self.snapshot(snap)
+                        .map(|s| s.id.short())
+                        .unwrap_or_default()
                 ))
             })?;
             starts.push(off);

@@ -18,9 +18,9 @@ use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, mpsc};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Result, anyhow, bail};
 use fuser::{
@@ -31,7 +31,11 @@ use fuser::{
 };
 use holdfast_core::BlobId;
 use holdfast_core::format::{Node, NodeKind, Tree};
-use holdfast_repo::mount::{Archive, CacheLimits};
+use holdfast_core::merkle::Checkpoint;
+use holdfast_core::vaultlog::split_log;
+use holdfast_repo::Repository;
+use holdfast_repo::mount::{Archive, CacheLimits, SnapEntry};
+use holdfast_store::{VaultBackend, read_regular};
 
 use crate::util;
 
@@ -55,10 +59,28 @@ pub struct Args {
     /// Size of the on-disk cache in MiB (0: none)
     #[arg(long, value_name = "N", default_value_t = 1024)]
     pub cache_mib: u64,
+    /// Look for new snapshots at most every SECS seconds, when a top-level
+    /// directory is listed or looked up (0: only at mount)
+    #[arg(long, value_name = "SECS", default_value_t = 30)]
+    pub refresh: u64,
+    /// Over a vault or S3, fail a read with EIO after SECS seconds without
+    /// an answer (0: wait as long as the store's client does)
+    #[arg(long, value_name = "SECS", default_value_t = 30)]
+    pub read_timeout: u64,
 }
 
 /// Snapshots never change: the kernel may keep what it was told.
 const TTL: Duration = Duration::from_secs(3600);
+
+/// The virtual directories (the top, snapshots/, by-client/, by-host/ and
+/// theirs) gain entries when new snapshots are found: the kernel keeps
+/// them only briefly.
+const VTTL: Duration = Duration::from_secs(1);
+
+/// Inodes below this are virtual (index + 1 into [`Virt::v`]); a
+/// snapshot's tree gets inodes from here on, so the virtual ones can grow
+/// without ever meeting them.
+const TREE_INO: u64 = 1 << 40;
 
 /// Event-loop threads: a slow fetch does not stall listings.
 const THREADS: usize = 4;
@@ -77,13 +99,192 @@ enum Obj {
 enum VKind {
     Dir(Vec<(Vec<u8>, u64)>),
     Link(Vec<u8>),
-    /// A snapshot's root directory.
-    Snap(usize),
+    /// A snapshot's root directory (its tree: in `dirs`).
+    Snap,
 }
 
 struct VNode {
     kind: VKind,
     time_ns: i64,
+}
+
+/// A by-client/<name> or by-host/<name> directory.
+#[derive(Default)]
+struct Group {
+    ino: u64,
+    members: Vec<usize>,
+    /// The snapshot `latest` points to, and the link's inode.
+    latest: Option<(usize, u64)>,
+}
+
+/// The virtual part of the tree, grown (never renumbered) as snapshots
+/// are found.
+struct Virt {
+    v: Vec<VNode>,
+    /// Per snapshot index: its name under snapshots/ and its inode.
+    snaps: Vec<(Vec<u8>, u64)>,
+    clients: BTreeMap<Vec<u8>, Group>,
+    hosts: BTreeMap<Vec<u8>, Group>,
+    /// The archive generation this reflects.
+    generation: u64,
+}
+
+impl Virt {
+    fn new() -> Virt {
+        // 1: root, 2: snapshots, 3: by-client, 4: by-host.
+        let mut v: Vec<VNode> = (0..4)
+            .map(|_| VNode {
+                kind: VKind::Dir(Vec::new()),
+                time_ns: 0,
+            })
+            .collect();
+        v[0].kind = VKind::Dir(vec![
+            (b"by-client".to_vec(), 3),
+            (b"by-host".to_vec(), 4),
+            (b"snapshots".to_vec(), 2),
+        ]);
+        Virt {
+            v,
+            snaps: Vec::new(),
+            clients: BTreeMap::new(),
+            hosts: BTreeMap::new(),
+            generation: u64::MAX,
+        }
+    }
+
+    fn push(&mut self, kind: VKind, time_ns: i64) -> u64 {
+        self.v.push(VNode { kind, time_ns });
+        self.v.len() as u64
+    }
+
+    /// Adds (name, ino) to directory `dir`, keeping it sorted by name;
+    /// replaces the inode of an existing name.
+    fn put(&mut self, dir: u64, name: Vec<u8>, ino: u64) {
+        if let VKind::Dir(e) = &mut self.v[dir as usize - 1].kind {
+            match e.binary_search_by(|(n, _)| n.as_slice().cmp(&name)) {
+                Ok(i) => e[i].1 = ino,
+                Err(i) => e.insert(i, (name, ino)),
+            }
+        }
+    }
+
+    fn has(&self, dir: u64, name: &[u8]) -> bool {
+        match &self.v[dir as usize - 1].kind {
+            VKind::Dir(e) => e.binary_search_by(|(n, _)| n.as_slice().cmp(name)).is_ok(),
+            _ => false,
+        }
+    }
+
+    fn link(&mut self, snap: usize, time_ns: i64) -> u64 {
+        let mut t = b"../../snapshots/".to_vec();
+        t.extend_from_slice(&self.snaps[snap].0);
+        self.push(VKind::Link(t), time_ns)
+    }
+
+    /// Brings the tree up to `list` (the archive's snapshots): new
+    /// snapshots get new inodes; existing entries keep theirs; `latest`
+    /// (the newest by the vault's time not flagged as anomalous, as for
+    /// `restore latest`) becomes a new link when it changes. Returns the
+    /// new snapshots' (inode, index).
+    fn sync(&mut self, list: &[Arc<SnapEntry>], generation: u64) -> Vec<(u64, usize)> {
+        let mut new = Vec::new();
+        for (i, s) in list.iter().enumerate().skip(self.snaps.len()) {
+            let mut name = format!("{}_{}", time_name(s.time_ns), s.id.short()).into_bytes();
+            if self.has(2, &name) {
+                name = format!("{}_{}", time_name(s.time_ns), s.id.to_hex()).into_bytes();
+            }
+            let ino = self.push(VKind::Snap, s.time_ns);
+            self.put(2, name.clone(), ino);
+            self.snaps.push((name, ino));
+            new.push((ino, i));
+            for by_host in [false, true] {
+                let key = component(if by_host { &s.host } else { &s.client });
+                let top = if by_host { 4 } else { 3 };
+                let known = if by_host { &self.hosts } else { &self.clients }.contains_key(&key);
+                if !known {
+                    let dir = self.push(VKind::Dir(Vec::new()), s.time_ns);
+                    self.put(top, key.clone(), dir);
+                    let g = Group {
+                        ino: dir,
+                        ..Group::default()
+                    };
+                    if by_host {
+                        &mut self.hosts
+                    } else {
+                        &mut self.clients
+                    }
+                    .insert(key.clone(), g);
+                }
+                let dir = if by_host { &self.hosts } else { &self.clients }[&key].ino;
+                // Two snapshots in the same second: the second by its id.
+                let mut n = time_name(s.time_ns).into_bytes();
+                if self.has(dir, &n) || n == b"latest" {
+                    n = self.snaps[i].0.clone();
+                }
+                let l = self.link(i, s.time_ns);
+                self.put(dir, n, l);
+                if by_host {
+                    &mut self.hosts
+                } else {
+                    &mut self.clients
+                }
+                .get_mut(&key)
+                .unwrap()
+                .members
+                .push(i);
+            }
+        }
+        for by_host in [false, true] {
+            let keys: Vec<Vec<u8>> = if by_host { &self.hosts } else { &self.clients }
+                .keys()
+                .cloned()
+                .collect();
+            for key in keys {
+                let g = &if by_host { &self.hosts } else { &self.clients }[&key];
+                let want = g
+                    .members
+                    .iter()
+                    .copied()
+                    .filter(|&i| !list[i].flagged)
+                    .max_by_key(|&i| (list[i].time_ns, list[i].id));
+                let newest = g.members.iter().map(|&i| list[i].time_ns).max();
+                let (dir, had) = (g.ino, g.latest);
+                if let Some(t) = newest {
+                    self.v[dir as usize - 1].time_ns = t;
+                }
+                if want == had.map(|(i, _)| i) {
+                    continue;
+                }
+                let latest = match want {
+                    Some(i) => {
+                        let l = self.link(i, list[i].time_ns);
+                        self.put(dir, b"latest".to_vec(), l);
+                        Some((i, l))
+                    }
+                    None => {
+                        if let VKind::Dir(e) = &mut self.v[dir as usize - 1].kind {
+                            e.retain(|(n, _)| n != b"latest");
+                        }
+                        None
+                    }
+                };
+                if by_host {
+                    &mut self.hosts
+                } else {
+                    &mut self.clients
+                }
+                .get_mut(&key)
+                .unwrap()
+                .latest = latest;
+            }
+        }
+        let newest = list.iter().map(|s| s.time_ns).max().unwrap_or(0);
+        for n in &mut self.v[..4] {
+            n.time_ns = newest;
+        }
+        self.generation = generation;
+        new
+    }
 }
 
 #[derive(Clone, Copy)]
@@ -103,9 +304,12 @@ struct Handle {
     size: u64,
 }
 
+/// Opens the repository anew for a refresh (None: list the mounted one).
+type Reopen = dyn Fn(&Archive) -> Result<Option<Repository>> + Send + Sync;
+
 struct HoldfastFs {
     ar: Arc<Archive>,
-    v: Vec<VNode>,
+    virt: RwLock<Virt>,
     /// Directories whose entries may have inodes: by the directory's inode.
     dirs: RwLock<HashMap<u64, DirInfo>>,
     /// First inode of a directory's entries → the directory's inode.
@@ -115,6 +319,11 @@ struct HoldfastFs {
     next_fh: AtomicU64,
     /// Problems already printed (bounded).
     reported: Mutex<HashSet<String>>,
+    /// How often the snapshot list may be read again; None: never.
+    refresh: Option<Duration>,
+    last_refresh: Mutex<Instant>,
+    refreshing: Arc<AtomicBool>,
+    reopen: Arc<Reopen>,
 }
 
 fn ns_time(ns: i64) -> SystemTime {
@@ -159,108 +368,91 @@ fn component(s: &str) -> Vec<u8> {
 }
 
 impl HoldfastFs {
-    fn new(ar: Arc<Archive>) -> HoldfastFs {
-        let mut v: Vec<VNode> = Vec::new();
-        let newest = ar.snapshots.iter().map(|s| s.time_ns).max().unwrap_or(0);
-        // 1: root, 2: snapshots, 3: by-client, 4: by-host.
-        for _ in 0..4 {
-            v.push(VNode {
-                kind: VKind::Dir(Vec::new()),
-                time_ns: newest,
-            });
-        }
-        let mut snap_names = Vec::new();
-        let mut snap_dir = Vec::new();
-        for (i, s) in ar.snapshots.iter().enumerate() {
-            let name = format!("{}_{}", time_name(s.time_ns), s.id.short()).into_bytes();
-            v.push(VNode {
-                kind: VKind::Snap(i),
-                time_ns: s.time_ns,
-            });
-            snap_dir.push((name.clone(), v.len() as u64));
-            snap_names.push(name);
-        }
-        // by-client and by-host: one directory per name, a symlink per
-        // snapshot (by time) and `latest` (the newest by the vault's time).
-        let group = |v: &mut Vec<VNode>, key: &dyn Fn(usize) -> String| {
-            let mut by: BTreeMap<Vec<u8>, Vec<usize>> = BTreeMap::new();
-            for i in 0..ar.snapshots.len() {
-                by.entry(component(&key(i))).or_default().push(i);
-            }
-            let mut out = Vec::new();
-            for (name, list) in by {
-                let mut entries: Vec<(Vec<u8>, u64)> = Vec::new();
-                let mut used = HashSet::new();
-                let link = |v: &mut Vec<VNode>, i: usize| {
-                    let mut t = b"../../snapshots/".to_vec();
-                    t.extend_from_slice(&snap_names[i]);
-                    v.push(VNode {
-                        kind: VKind::Link(t),
-                        time_ns: ar.snapshots[i].time_ns,
-                    });
-                    v.len() as u64
-                };
-                for &i in &list {
-                    let s = &ar.snapshots[i];
-                    let mut n = time_name(s.time_ns).into_bytes();
-                    if !used.insert(n.clone()) {
-                        n = snap_names[i].clone();
-                        used.insert(n.clone());
-                    }
-                    entries.push((n, link(v, i)));
-                }
-                // Snapshots are sorted by the vault's time: `latest` is the
-                // newest not flagged as anomalous (as for `restore latest`).
-                if let Some(&last) = list.iter().rev().find(|&&i| !ar.snapshots[i].flagged) {
-                    entries.push((b"latest".to_vec(), link(v, last)));
-                }
-                entries.sort();
-                let t = list
-                    .last()
-                    .map(|&i| ar.snapshots[i].time_ns)
-                    .unwrap_or(newest);
-                v.push(VNode {
-                    kind: VKind::Dir(entries),
-                    time_ns: t,
-                });
-                out.push((name, v.len() as u64));
-            }
-            out
-        };
-        let clients = group(&mut v, &|i| ar.snapshots[i].client.clone());
-        let hosts = group(&mut v, &|i| ar.snapshots[i].host.clone());
-        v[0].kind = VKind::Dir(vec![
-            (b"by-client".to_vec(), 3),
-            (b"by-host".to_vec(), 4),
-            (b"snapshots".to_vec(), 2),
-        ]);
-        snap_dir.sort();
-        v[1].kind = VKind::Dir(snap_dir);
-        v[2].kind = VKind::Dir(clients);
-        v[3].kind = VKind::Dir(hosts);
-        let mut dirs = HashMap::new();
-        for (i, n) in v.iter().enumerate() {
-            if let VKind::Snap(s) = n.kind {
-                dirs.insert(
-                    i as u64 + 1,
-                    DirInfo {
-                        snap: s,
-                        tree: ar.snapshots[s].root,
-                        base: None,
-                    },
-                );
-            }
-        }
-        let next = v.len() as u64 + 1;
-        HoldfastFs {
+    fn new(ar: Arc<Archive>, refresh: Option<Duration>, reopen: Arc<Reopen>) -> HoldfastFs {
+        let fs = HoldfastFs {
             ar,
-            v,
-            dirs: RwLock::new(dirs),
+            virt: RwLock::new(Virt::new()),
+            dirs: RwLock::new(HashMap::new()),
             ranges: RwLock::new(BTreeMap::new()),
-            next_ino: AtomicU64::new(next),
+            next_ino: AtomicU64::new(TREE_INO),
             handles: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
             reported: Mutex::new(HashSet::new()),
+            refresh,
+            last_refresh: Mutex::new(Instant::now()),
+            refreshing: Arc::new(AtomicBool::new(false)),
+            reopen,
+        };
+        fs.sync_virt();
+        fs
+    }
+
+    /// Brings the virtual tree up to the archive's snapshot list.
+    fn sync_virt(&self) {
+        let g = self.ar.generation();
+        if self.virt.read().unwrap().generation == g {
+            return;
+        }
+        let list = self.ar.snapshots();
+        let mut virt = self.virt.write().unwrap();
+        if virt.generation == g {
+            return;
+        }
+        let new = virt.sync(&list, g);
+        let mut dirs = self.dirs.write().unwrap();
+        for (ino, i) in new {
+            dirs.insert(
+                ino,
+                DirInfo {
+                    snap: i,
+                    tree: list[i].root,
+                    base: None,
+                },
+            );
+        }
+    }
+
+    /// A top-level directory is being looked at: at most every `refresh`,
+    /// the snapshot list is read again in the background (a slow or dead
+    /// vault never holds a listing); what it finds shows from the next
+    /// access on.
+    fn poke(&self) {
+        self.sync_virt();
+        let Some(every) = self.refresh else { return };
+        {
+            let mut last = self.last_refresh.lock().unwrap();
+            if last.elapsed() < every || self.refreshing.load(Ordering::Acquire) {
+                return;
+            }
+            *last = Instant::now();
+        }
+        if self.refreshing.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let (ar, reopen, busy) = (
+            self.ar.clone(),
+            self.reopen.clone(),
+            self.refreshing.clone(),
+        );
+        let spawned = std::thread::Builder::new()
+            .name("refresh".into())
+            .spawn(move || {
+                let r = reopen(&ar).and_then(|fresh| Ok(ar.refresh(fresh.as_ref())?));
+                match r {
+                    Ok((_, problems)) => {
+                        for p in problems {
+                            eprintln!("holdfast: DAMAGE DETECTED: {p} (not mounted)");
+                        }
+                    }
+                    Err(e) => eprintln!(
+                        "holdfast: looking for new snapshots: {} (tried again later)",
+                        util::one_line(&e)
+                    ),
+                }
+                busy.store(false, Ordering::Release);
+            });
+        if spawned.is_err() {
+            self.refreshing.store(false, Ordering::Release);
         }
     }
 
@@ -280,7 +472,10 @@ impl HoldfastFs {
     }
 
     fn snap_label(&self, snap: usize) -> String {
-        format!("snapshot {}", self.ar.snapshots[snap].id.short())
+        match self.ar.snapshot(snap) {
+            Some(s) => format!("snapshot {}", s.id.short()),
+            None => format!("snapshot #{snap}"),
+        }
     }
 
     fn tree(&self, snap: usize, id: &BlobId) -> Result<Arc<Tree>, Errno> {
@@ -293,8 +488,12 @@ impl HoldfastFs {
     }
 
     fn obj(&self, ino: u64) -> Result<Obj, Errno> {
-        if ino >= 1 && ino <= self.v.len() as u64 {
-            return Ok(Obj::Virtual(ino as usize - 1));
+        if (1..TREE_INO).contains(&ino) {
+            let n = self.virt.read().unwrap().v.len() as u64;
+            return match ino <= n {
+                true => Ok(Obj::Virtual(ino as usize - 1)),
+                false => Err(Errno::ENOENT),
+            };
         }
         let (base, dir) = {
             let r = self.ranges.read().unwrap();
@@ -378,10 +577,11 @@ impl HoldfastFs {
         };
         match obj {
             Obj::Virtual(i) => {
-                let v = &self.v[*i];
+                let virt = self.virt.read().unwrap();
+                let v = &virt.v[*i];
                 let t = ns_time(v.time_ns);
                 let (kind, perm, size) = match &v.kind {
-                    VKind::Dir(_) | VKind::Snap(_) => (FileType::Directory, 0o555, 0),
+                    VKind::Dir(_) | VKind::Snap => (FileType::Directory, 0o555, 0),
                     VKind::Link(target) => (FileType::Symlink, 0o777, target.len() as u64),
                 };
                 FileAttr {
@@ -433,31 +633,35 @@ impl Filesystem for HoldfastFs {
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         let parent = parent.0;
         let name = name.as_bytes();
-        let found = (|| -> Result<(u64, Obj), Errno> {
-            if let Ok(Obj::Virtual(i)) = self.obj(parent)
-                && let VKind::Dir(entries) = &self.v[i].kind
-            {
-                let (_, ino) = entries
-                    .iter()
-                    .find(|(n, _)| n == name)
-                    .ok_or(Errno::ENOENT)?;
-                return Ok((*ino, self.obj(*ino)?));
+        let found = (|| -> Result<(u64, Obj, Duration), Errno> {
+            if let Ok(Obj::Virtual(i)) = self.obj(parent) {
+                self.poke();
+                let virt = self.virt.read().unwrap();
+                if let VKind::Dir(entries) = &virt.v[i].kind {
+                    let at = entries
+                        .binary_search_by(|(n, _)| n.as_slice().cmp(name))
+                        .map_err(|_| Errno::ENOENT)?;
+                    let ino = entries[at].1;
+                    drop(virt);
+                    return Ok((ino, self.obj(ino)?, VTTL));
+                }
             }
             let (snap, tree, base) = self.children(parent)?;
             let idx = tree
                 .nodes
                 .binary_search_by(|n| n.name.as_slice().cmp(name))
                 .map_err(|_| Errno::ENOENT)?;
-            Ok((base + idx as u64, Obj::Node { snap, tree, idx }))
+            Ok((base + idx as u64, Obj::Node { snap, tree, idx }, TTL))
         })();
         match found {
-            Ok((ino, obj)) => reply.entry(&TTL, &self.attr(ino, &obj), Generation(0)),
+            Ok((ino, obj, ttl)) => reply.entry(&ttl, &self.attr(ino, &obj), Generation(0)),
             Err(e) => reply.error(e),
         }
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         match self.obj(ino.0) {
+            Ok(o @ Obj::Virtual(_)) => reply.attr(&VTTL, &self.attr(ino.0, &o)),
             Ok(o) => reply.attr(&TTL, &self.attr(ino.0, &o)),
             Err(e) => reply.error(e),
         }
@@ -465,7 +669,7 @@ impl Filesystem for HoldfastFs {
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
         match self.obj(ino.0) {
-            Ok(Obj::Virtual(i)) => match &self.v[i].kind {
+            Ok(Obj::Virtual(i)) => match &self.virt.read().unwrap().v[i].kind {
                 VKind::Link(t) => reply.data(t),
                 _ => reply.error(Errno::EINVAL),
             },
@@ -564,8 +768,15 @@ impl Filesystem for HoldfastFs {
             return reply.error(Errno::EROFS);
         }
         match self.obj(ino.0) {
-            Ok(Obj::Virtual(i)) if matches!(self.v[i].kind, VKind::Link(_)) => {
-                reply.error(Errno::ENOTDIR)
+            Ok(Obj::Virtual(i)) => {
+                let link = matches!(self.virt.read().unwrap().v[i].kind, VKind::Link(_));
+                if link {
+                    reply.error(Errno::ENOTDIR)
+                } else {
+                    self.poke();
+                    // Listings of the virtual directories grow.
+                    reply.opened(FileHandle(0), FopenFlags::empty())
+                }
             }
             Ok(Obj::Node { tree, idx, .. })
                 if !matches!(tree.nodes[idx].kind, NodeKind::Dir { .. }) =>
@@ -589,18 +800,35 @@ impl Filesystem for HoldfastFs {
         // "." and ".." first (offsets 1 and 2), then the entries.
         let mut list: Vec<(u64, FileType, &[u8])> = Vec::new();
         let holder;
+        let vholder;
         let parent = INodeNo::ROOT.0;
         list.push((ino, FileType::Directory, b"."));
         list.push((parent, FileType::Directory, b".."));
-        if let Ok(Obj::Virtual(i)) = self.obj(ino)
-            && let VKind::Dir(entries) = &self.v[i].kind
-        {
-            for (name, child) in entries {
-                let kind = match self.v[*child as usize - 1].kind {
-                    VKind::Link(_) => FileType::Symlink,
-                    _ => FileType::Directory,
-                };
-                list.push((*child, kind, name));
+        let vdir = match self.obj(ino) {
+            Ok(Obj::Virtual(i)) => {
+                self.poke();
+                matches!(self.virt.read().unwrap().v[i].kind, VKind::Dir(_)).then_some(i)
+            }
+            _ => None,
+        };
+        if let Some(i) = vdir {
+            let virt = self.virt.read().unwrap();
+            let VKind::Dir(entries) = &virt.v[i].kind else {
+                return reply.error(Errno::ENOTDIR);
+            };
+            vholder = entries
+                .iter()
+                .map(|(name, child)| {
+                    let kind = match virt.v[*child as usize - 1].kind {
+                        VKind::Link(_) => FileType::Symlink,
+                        _ => FileType::Directory,
+                    };
+                    (*child, kind, name.clone())
+                })
+                .collect::<Vec<_>>();
+            drop(virt);
+            for (child, kind, name) in &vholder {
+                list.push((*child, *kind, name));
             }
         } else {
             match self.children(ino) {
@@ -781,6 +1009,71 @@ impl Filesystem for HoldfastFs {
     }
 }
 
+/// The repository opened anew, to look for new snapshots: a vault is
+/// reconnected and its log read and checked again; a directory holding a
+/// vault's log (the vault's own directory, a replica, a bundle) has it read
+/// again from `vault/`; a bucket without a log is listed again. New
+/// snapshots are then ordered by the vault's time, and one the log does
+/// not hold is refused, exactly as at mount.
+fn reopen(url: &str, ar: &Archive) -> Result<Option<Repository>> {
+    let key = ar.key();
+    let (mut r, log) = if url.starts_with("https://") {
+        let id = key
+            .identity()
+            .ok_or_else(|| anyhow!("this key cannot sign requests to a vault"))?
+            .clone();
+        let v = Arc::new(VaultBackend::connect(
+            url,
+            id,
+            key.config_id,
+            &util::checkpoint_dir(),
+        )?);
+        let r = Repository::open(v.clone(), key)?;
+        let cp = v.sync_checkpoint()?;
+        let entries = v.log_entries(0, cp.size)?;
+        (r, Some((entries, cp)))
+    } else {
+        (Repository::open(ar.backend(), key)?, local_log(url)?)
+    };
+    if let Some((entries, cp)) = log {
+        r.attach_log(entries, &cp);
+        let problems = r.log_problems();
+        if !problems.is_empty() {
+            for p in problems {
+                eprintln!("holdfast: TAMPERING DETECTED in the vault's log: {p}");
+            }
+            util::LOG_TAMPERED.store(true, Ordering::Relaxed);
+        }
+    } else if ar.has_log() {
+        bail!("the vault's log that was read at mount is gone");
+    }
+    Ok(Some(r))
+}
+
+/// The vault's log kept in a directory (`vault/log`, `vault/checkpoint`),
+/// read as `util::open` reads it: regular files of bounded size only.
+fn local_log(repo: &str) -> Result<Option<(Vec<Vec<u8>>, Checkpoint)>> {
+    if repo.starts_with("s3://") {
+        return Ok(None);
+    }
+    let dir = match repo.strip_prefix("bundle:") {
+        Some(spec) => PathBuf::from(spec.split(',').next_back().unwrap_or("")),
+        None => PathBuf::from(repo),
+    }
+    .join("vault");
+    let read = |name: &str, max: u64| match read_regular(&dir.join(name), max) {
+        Ok(b) => Ok(Some(b)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(anyhow!("{}: {e}", dir.join(name).display())),
+    };
+    let (Some(raw), Some(cp)) = (read("log", 4 << 30)?, read("checkpoint", 4096)?) else {
+        return Ok(None);
+    };
+    let cp = Checkpoint::decode(&cp).map_err(|e| anyhow!("{}/checkpoint: {e}", dir.display()))?;
+    let entries = split_log(&raw).0.into_iter().map(|e| e.to_vec()).collect();
+    Ok(Some((entries, cp)))
+}
+
 /// O_TRUNC on Linux (every architecture holdfast builds for).
 fn libc_o_trunc() -> i32 {
     0o1000
@@ -848,13 +1141,20 @@ pub fn run(a: Args) -> Result<ExitCode> {
     let limits = CacheLimits {
         dir: cache,
         disk_bytes: a.cache_mib.saturating_mul(1 << 20),
+        read_timeout: (a.read_timeout > 0).then(|| Duration::from_secs(a.read_timeout)),
         ..CacheLimits::default()
     };
     let ar = Arc::new(Archive::open(repo, key, limits)?);
-    for p in &ar.problems {
+    for p in &ar.problems() {
         eprintln!("holdfast: DAMAGE DETECTED: {p} (not mounted)");
     }
-    let fs = HoldfastFs::new(ar.clone());
+    let refresh = (a.refresh > 0).then(|| Duration::from_secs(a.refresh));
+    let url = a.repo.clone();
+    let fs = HoldfastFs::new(
+        ar.clone(),
+        refresh,
+        Arc::new(move |ar: &Archive| reopen(&url, ar)),
+    );
 
     let (tx, rx) = mpsc::channel();
     forward_signals(tx.clone())?;
@@ -886,7 +1186,7 @@ pub fn run(a: Args) -> Result<ExitCode> {
         })?;
     util::out(format!(
         "mounted {} snapshot(s) of {} on {} (read-only); unmount with `fusermount -u {}` or SIGTERM",
-        ar.snapshots.len(),
+        ar.snapshots().len(),
         ar.location(),
         mountpoint.display(),
         mountpoint.display()
@@ -929,10 +1229,10 @@ pub fn run(a: Args) -> Result<ExitCode> {
         st.disk_hits.load(Ordering::Relaxed),
         st.memory_hits.load(Ordering::Relaxed),
     ));
-    if damaged > 0 || !ar.problems.is_empty() {
+    let problems = ar.problems().len();
+    if damaged > 0 || problems > 0 {
         eprintln!(
-            "holdfast: DAMAGE DETECTED while mounted: {damaged} blob(s) failed their check, {} snapshot(s) not opened",
-            ar.problems.len()
+            "holdfast: DAMAGE DETECTED while mounted: {damaged} blob(s) failed their check, {problems} snapshot(s) not opened"
         );
         return Ok(ExitCode::from(util::EXIT_DAMAGE));
     }
