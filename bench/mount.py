@@ -28,6 +28,7 @@ Only the standard library is used; the same arguments give the same bytes.
 Data lives under /work/tmp-mount and is deleted afterwards unless --keep.
 """
 import argparse
+import concurrent.futures
 import os
 import random
 import shutil
@@ -161,6 +162,19 @@ def some_message(spool, u):
     return os.path.join(f"user{u:04d}", "cur", names[len(names) // 2])
 
 
+def read_tree_parallel(top, workers=4):
+    paths = []
+    for dirpath, dirnames, filenames in os.walk(top):
+        paths += [os.path.join(dirpath, n) for n in filenames]
+
+    def one(p):
+        with open(p, "rb") as f:
+            return len(f.read())
+
+    with concurrent.futures.ThreadPoolExecutor(workers) as ex:
+        return len(paths), sum(ex.map(one, paths, chunksize=64))
+
+
 def read_tree(top):
     n = total = 0
     for dirpath, dirnames, filenames in os.walk(top):
@@ -177,7 +191,7 @@ def suite(hf, repo, key, label, spool, repeat, rng):
     # cached, as restore and ls cache it): counted in its first read.
     shutil.rmtree(os.path.join(ROOT, "hf-cache", "pack-index"), ignore_errors=True)
     r = {"ready": [], "first_after_mount": [], "first_byte": [], "listdir": [],
-         "listdir_stat": [], "mailbox": [], "lsR": [], "rss": []}
+         "listdir_stat": [], "mailbox": [], "mailbox4": [], "lsR": [], "rss": []}
     for i in range(repeat):
         # 1: first byte (7 cold mailboxes), listing of the big folder.
         m = Mount(hf, repo, key, label)
@@ -202,6 +216,14 @@ def suite(hf, repo, key, label, spool, repeat, rng):
         t0 = time.monotonic()
         n, total = read_tree(os.path.join(m.snap, "user0000"))
         r["mailbox"].append(time.monotonic() - t0)
+        assert n == BIG, n
+        r["rss"].append(m.close())
+        # The same with 4 readers at once (as an IMAP server with several
+        # clients, or `xargs -P4 cat`), on a fresh mount.
+        m = Mount(hf, repo, key, label)
+        t0 = time.monotonic()
+        n, total = read_tree_parallel(os.path.join(m.snap, "user0000"))
+        r["mailbox4"].append(time.monotonic() - t0)
         assert n == BIG, n
         r["rss"].append(m.close())
     # 3: ls -laR of the whole snapshot (once per repeat, fresh mount).
@@ -301,9 +323,12 @@ def report(a, res):
          ms(med(L["listdir_stat"])), ms(med(V["listdir_stat"])), "< 1 s"),
         (f"read the whole mailbox ({BIG:,} messages) through the mount",
          s(med(L["mailbox"])), s(med(V["mailbox"])), ""),
+        ("the same with 4 readers at once", s(med(L["mailbox4"])), s(med(V["mailbox4"])), ""),
         ("`restore --path` of the same mailbox", s(rl), s(rv), ""),
-        ("mount / restore", f"{med(L['mailbox']) / rl:.2f}x", f"{med(V['mailbox']) / rv:.2f}x",
-         "<= 1.5x"),
+        ("mount (one reader) / restore", f"{med(L['mailbox']) / rl:.2f}x",
+         f"{med(V['mailbox']) / rv:.2f}x", "<= 1.5x"),
+        ("mount (4 readers) / restore", f"{med(L['mailbox4']) / rl:.2f}x",
+         f"{med(V['mailbox4']) / rv:.2f}x", "<= 1.5x"),
         (f"`ls -laR` of the whole snapshot ({L.get('lsR_lines', 0):,} lines), cold",
          s(med(L["lsR"])), s(med(V["lsR"])), ""),
         ("peak RSS of the mount process (max over the run's mounts)",
