@@ -454,7 +454,41 @@ impl Merge {
 
 enum Work {
     Cached(Vec<(BlobId, u32)>),
-    Reading(Receiver<Result<FileResult>>),
+    /// Read by a worker, in the next batch (results come back in order).
+    Read,
+}
+
+/// Files read by one rayon job, one after the other: one spawn and one
+/// wake-up per batch instead of per file (most mail is a few KiB).
+const BATCH_FILES: usize = 32;
+const BATCH_BYTES: u64 = 1 << 20;
+
+type BatchResults = Vec<Result<FileResult>>;
+
+/// The tree stage's side of the batches: receivers in order, and what is
+/// left of the batch being consumed.
+#[derive(Default)]
+struct Batches {
+    pending: VecDeque<Receiver<BatchResults>>,
+    current: VecDeque<Result<FileResult>>,
+}
+
+impl Batches {
+    fn next(&mut self) -> Result<FileResult> {
+        if self.current.is_empty() {
+            let rx = self
+                .pending
+                .pop_front()
+                .ok_or_else(|| Error::Usage("internal: no batch to read".into()))?;
+            let v = rx
+                .recv()
+                .map_err(|_| Error::Usage("internal: a reader stopped".into()))?;
+            self.current = v.into();
+        }
+        self.current
+            .pop_front()
+            .unwrap_or_else(|| Err(Error::Usage("internal: a short batch".into())))
+    }
 }
 
 /// One walk event on its way to the tree stage.
@@ -529,7 +563,12 @@ impl Trees<'_> {
         }
     }
 
-    fn consume(&mut self, item: Item, det: &mut Option<Detector>) -> Result<()> {
+    fn consume(
+        &mut self,
+        item: Item,
+        det: &mut Option<Detector>,
+        batches: &mut Batches,
+    ) -> Result<()> {
         match item {
             Item::Enter { name, meta } => self.stack.push((name, meta, Vec::new())),
             Item::Leave => {
@@ -556,10 +595,8 @@ impl Trees<'_> {
             } => {
                 let (chunks, read, was_read) = match work {
                     Work::Cached(c) => (c, None, false),
-                    Work::Reading(rx) => {
-                        let r = rx
-                            .recv()
-                            .map_err(|_| Error::Usage("internal: a reader stopped".into()))?;
+                    Work::Read => {
+                        let r = batches.next();
                         self.files_read += 1;
                         match r? {
                             FileResult::Done(c, size, read) => {
@@ -637,6 +674,30 @@ fn walk_all(
     let progress = trees.progress;
     rayon::in_place_scope(|s| {
         let mut queue: VecDeque<Item> = VecDeque::with_capacity(WINDOW + 1);
+        let mut batches = Batches::default();
+        let mut open: Vec<(PathBuf, u64)> = Vec::new();
+        // Hands the open batch to the pool.
+        let flush = |open: &mut Vec<(PathBuf, u64)>, batches: &mut Batches| {
+            if open.is_empty() {
+                return;
+            }
+            let files = std::mem::take(open);
+            let (tx, rx) = sync_channel(1);
+            batches.pending.push_back(rx);
+            s.spawn(move |_| {
+                let mut out = Vec::with_capacity(files.len());
+                for (p, size) in files {
+                    let r = read_file(up, chunking, &p, size, compared);
+                    if r.is_err() {
+                        up.failed.store(true, Ordering::Relaxed);
+                    }
+                    progress.add(1, size);
+                    out.push(r);
+                }
+                let _ = tx.send(out);
+            });
+        };
+        let mut open_bytes = 0u64;
         for root in roots {
             let rb = bytes_of(&root.abs);
             if root.joined {
@@ -685,18 +746,13 @@ fn walk_all(
                                     (Some(prev_of(&e, false)), Work::Cached(e.chunks))
                                 }
                                 old => {
-                                    let prev = old.map(|e| prev_of(&e, compared));
-                                    let (tx, rx) = sync_channel(1);
-                                    let (p, size) = (path.clone(), stat.size);
-                                    s.spawn(move |_| {
-                                        let r = read_file(up, chunking, &p, size, compared);
-                                        if r.is_err() {
-                                            up.failed.store(true, Ordering::Relaxed);
-                                        }
-                                        progress.add(1, size);
-                                        let _ = tx.send(r);
-                                    });
-                                    (prev, Work::Reading(rx))
+                                    open.push((path.clone(), stat.size));
+                                    open_bytes += stat.size;
+                                    if open.len() >= BATCH_FILES || open_bytes >= BATCH_BYTES {
+                                        flush(&mut open, &mut batches);
+                                        open_bytes = 0;
+                                    }
+                                    (old.map(|e| prev_of(&e, compared)), Work::Read)
                                 }
                             };
                             Item::File {
@@ -711,22 +767,26 @@ fn walk_all(
                         }
                     };
                     queue.push_back(item);
+                    // The window is far larger than a batch: the oldest item
+                    // is never in the open batch.
                     while queue.len() > WINDOW {
                         if let Some(it) = queue.pop_front() {
-                            trees.consume(it, det).inspect_err(|_| {
+                            trees.consume(it, det, &mut batches).inspect_err(|_| {
                                 up.failed.store(true, Ordering::Relaxed);
                             })?;
                         }
                     }
                 }
             }
-            // Everything under the root the walk did not meet is gone (the
-            // whole root, when it is missing).
+            flush(&mut open, &mut batches);
+            open_bytes = 0;
             while let Some(it) = queue.pop_front() {
-                trees.consume(it, det).inspect_err(|_| {
+                trees.consume(it, det, &mut batches).inspect_err(|_| {
                     up.failed.store(true, Ordering::Relaxed);
                 })?;
             }
+            // Everything under the root the walk did not meet is gone (the
+            // whole root, when it is missing).
             if root.joined {
                 merge.pass_under(rb, det, true);
             }

@@ -122,7 +122,13 @@ fn folder(path: &[u8]) -> &[u8] {
     parent(parent(path))
 }
 
+/// A root as given may end in '/' (`spool/`): its files are still under it.
+fn trim(root: &[u8]) -> &[u8] {
+    root.strip_suffix(b"/").unwrap_or(root)
+}
+
 fn under(path: &[u8], root: &[u8]) -> bool {
+    let root = trim(root);
     path.starts_with(root) && (path.len() == root.len() || path.get(root.len()) == Some(&b'/'))
 }
 
@@ -352,8 +358,8 @@ impl Detector {
         if !is_message(path) {
             return Some((u32::MAX, u32::MAX));
         }
-        let root = self.roots[r].0.clone();
-        let (fo, mb) = (self.id(folder(path)), self.id(mailbox(path, &root)));
+        let root = &path[..trim(&self.roots[r].0).len()];
+        let (fo, mb) = (self.id(folder(path)), self.id(mailbox(path, root)));
         self.folders.entry(fo).or_default().before += 1;
         self.mailboxes.entry(mb).or_default().before += 1;
         Some((fo, mb))
