@@ -15,11 +15,13 @@
 //! 4. **Under the write lock**: the reservation is released, the rules that
 //!    may have changed meanwhile are checked again (a snapshot committed by
 //!    a concurrent duplicate, a revoked client, a pack reclaimed), and the
-//!    commit is made: the pack's owner record, or the snapshot's log entry
-//!    (stamped now, on the vault's clock) and checkpoint.
+//!    commit is made: the pack enters the namespace (its owner record was
+//!    appended and fsynced in step 3, under the owners file's own lock), or
+//!    the snapshot's log entry (stamped now, on the vault's clock) and
+//!    checkpoint are appended.
 //!
-//! So the only serialised work is the rule checks, the owner record and
-//! the log append, as before in that order (object durable → log entry →
+//! So the only serialised work is the rule checks and the log append
+//! (the owner record has a lock of its own), as before in that order (object durable → log entry →
 //! checkpoint → answer). A check made in step 2 either holds in step 4 by
 //! the reservation (quota, burst, reclaim of a pack in flight) or is made
 //! again there (namespace, revocation, idempotence).
@@ -154,7 +156,7 @@ pub fn put_pack(
     check_id(id, body, hash, "pack")?;
     format::parse_pack(body).map_err(|e| ApiError::bad(format!("not a pack: {e}")))?;
     let len = body.len() as u64;
-    let until = {
+    let (until, owners_file) = {
         let mut v = write(vault);
         if v.owns(who, id) {
             return Ok(());
@@ -169,9 +171,11 @@ pub fn put_pack(
         v.flight.hold(&[*id]);
         // Locked in storage (where it can) from the start, for as long as
         // the snapshot it is for will be at least.
-        v.clock
+        let until = v
+            .clock
             .now()
-            .saturating_add((v.st.retention.keep_within_secs as i64).saturating_mul(NS))
+            .saturating_add((v.st.retention.keep_within_secs as i64).saturating_mul(NS));
+        (until, v.owners_file.clone())
     };
     let mut r = Reservation {
         vault,
@@ -181,17 +185,20 @@ pub fn put_pack(
         commit: false,
         released: false,
     };
+    // The object, then its owner record (durable before the pack is in the
+    // namespace), both without the vault's lock; the reservation holds the
+    // quota and keeps reclaim away until the pack is recorded.
     let stored = store
         .put_retained(Kind::Pack, &id.to_hex(), body, until)
-        .map_err(ApiError::store);
+        .map_err(ApiError::store)
+        .and_then(|_| crate::state::append_owner(&owners_file, id, who, len));
     let mut v = write(vault);
     r.release_in(&mut v);
     stored?;
-    if v.owns(who, id) {
-        // A concurrent PUT of the same pack recorded it.
-        return Ok(());
-    }
-    v.record_owner(id, who, len)
+    // (A concurrent PUT of the same pack may have recorded it too: a
+    // second record of the same owner is harmless, counted once.)
+    v.note_owner(id, who, len);
+    Ok(())
 }
 
 /// `PUT /v1/objects/snapshots/ID`: commits a snapshot signed by the

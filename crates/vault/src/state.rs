@@ -171,7 +171,9 @@ pub struct Vault {
     /// What the log says, through the validating fold every reader runs.
     pub st: LogState,
     pub(crate) owners: HashMap<ObjectId, HashSet<[u8; 32]>>,
-    owners_file: File,
+    /// Its own lock: a pack's owner record is appended and fsynced without
+    /// the vault's lock held ([`crate::commit`]).
+    pub(crate) owners_file: Arc<Mutex<File>>,
     pub(crate) usage: HashMap<[u8; 32], u64>,
     /// Stored size of each pack with an owner record.
     sizes: HashMap<ObjectId, u64>,
@@ -247,6 +249,35 @@ pub fn pack_ages(store: &dyn ObjectStore) -> Result<Vec<(String, Option<i64>)>, 
             (name, t)
         })
         .collect())
+}
+
+/// Appends a pack-owner record (pack id, client, size: 72 bytes) and
+/// fsyncs it, under the owners file's own lock.
+pub(crate) fn append_owner(
+    file: &Mutex<File>,
+    id: &ObjectId,
+    who: &[u8; 32],
+    size: u64,
+) -> Result<(), ApiError> {
+    let mut rec = Vec::with_capacity(72);
+    rec.extend_from_slice(&id.0);
+    rec.extend_from_slice(who);
+    rec.extend_from_slice(&size.to_le_bytes());
+    let mut f = file.lock().unwrap_or_else(|p| p.into_inner());
+    // Records are 72 bytes read in step: a write a full disk cut short is
+    // cut back, so the next record does not start mid-record.
+    let len = f
+        .metadata()
+        .map_err(|e| ApiError::internal(e.to_string()))?
+        .len();
+    if let Err(e) = f.write_all(&rec).and_then(|_| f.sync_data()) {
+        let _ = f.set_len(len - len % 72);
+        return Err(match e.kind() {
+            std::io::ErrorKind::StorageFull => ApiError::new(507, "the vault's state disk is full"),
+            _ => ApiError::internal(format!("recording a pack owner: {e}")),
+        });
+    }
+    Ok(())
 }
 
 pub fn now_ns() -> i64 {
@@ -373,7 +404,7 @@ impl Vault {
             identity,
             st,
             owners,
-            owners_file,
+            owners_file: Arc::new(Mutex::new(owners_file)),
             usage,
             sizes,
             log,
@@ -1013,35 +1044,17 @@ impl Vault {
         who: &[u8; 32],
         size: u64,
     ) -> Result<(), ApiError> {
-        let mut rec = Vec::with_capacity(72);
-        rec.extend_from_slice(&id.0);
-        rec.extend_from_slice(who);
-        rec.extend_from_slice(&size.to_le_bytes());
-        // Records are 72 bytes read in step: a write a full disk cut short
-        // is cut back, so the next record does not start mid-record.
-        let len = self
-            .owners_file
-            .metadata()
-            .map_err(|e| ApiError::internal(e.to_string()))?
-            .len();
-        if let Err(e) = self
-            .owners_file
-            .write_all(&rec)
-            .and_then(|_| self.owners_file.sync_data())
-        {
-            let _ = self.owners_file.set_len(len - len % 72);
-            return Err(match e.kind() {
-                std::io::ErrorKind::StorageFull => {
-                    ApiError::new(507, "the vault's state disk is full")
-                }
-                _ => ApiError::internal(format!("recording a pack owner: {e}")),
-            });
-        }
+        append_owner(&self.owners_file, id, who, size)?;
+        self.note_owner(id, who, size);
+        Ok(())
+    }
+
+    /// An owner record made durable: the pack is now in `who`'s namespace.
+    pub(crate) fn note_owner(&mut self, id: &ObjectId, who: &[u8; 32], size: u64) {
         self.sizes.insert(*id, size);
         if self.owners.entry(*id).or_default().insert(*who) {
             *self.usage.entry(*who).or_default() += size;
         }
-        Ok(())
     }
 
     pub(crate) fn meta(&self, id: &ObjectId) -> Option<SnapMeta> {
