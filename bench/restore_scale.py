@@ -217,7 +217,7 @@ def local(a):
     log("cold:", res)
     targets = [("disk", work)]
     shm_free = shutil.disk_usage("/dev/shm").free
-    if want[1] * 2 + want[0] * 4096 < shm_free:
+    if a.shm and want[1] * 2 + want[0] * 4096 < shm_free:
         targets.append(("shm", "/dev/shm/hf-restore-bench"))
         os.makedirs("/dev/shm/hf-restore-bench", exist_ok=True)
     for where, base in targets:
@@ -411,6 +411,8 @@ def main():
         r.add_argument("--out")
         if name == "local":
             r.add_argument("--vault", action="store_true")
+            r.add_argument("--no-shm", dest="shm", action="store_false",
+                           help="skip the restores into /dev/shm")
             r.add_argument("--keep", action="store_true")
     a = ap.parse_args()
     if a.cmd == "make":

@@ -373,7 +373,7 @@ impl PackIndex {
         let body = len - 32;
         file.seek(std::io::SeekFrom::Start(0))
             .map_err(|e| io("pack index", e))?;
-        let mut r = BufReader::with_capacity(BLOCK, &file);
+        let mut r = &file;
         let mut hashes = Vec::new();
         let mut block = vec![0u8; BLOCK];
         let mut pos = 0u64; // bytes consumed from the current block
@@ -467,7 +467,6 @@ impl PackIndex {
         } else if fill > 0 {
             return Err(bad("trailing bytes"));
         }
-        drop(r);
         let mut sum = [0u8; 32];
         file.read_exact_at(&mut sum, body)
             .map_err(|e| io("pack index", e))?;
@@ -737,7 +736,7 @@ type Windows = Mutex<VecDeque<(u32, u64, Arc<Vec<u8>>)>>;
 /// A miss over a remote backend reads this much of the pack from the blob
 /// on (trees sit together at the end of packs, in walk order).
 const WINDOW: u64 = 1 << 20;
-const WINDOWS: usize = 8;
+const WINDOWS: usize = 4;
 
 /// Fetches and opens blobs through a [`PackIndex`] with the restore key;
 /// every blob is authenticated and checked against its keyed id.

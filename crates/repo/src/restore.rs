@@ -87,9 +87,9 @@ impl Fail {
 
 /// A batch is handed over once it holds this many files, chunks or closed
 /// directories, or this many bytes of file content.
-const BATCH_FILES: usize = 16 * 1024;
-const BATCH_CHUNKS: usize = 64 * 1024;
-const BATCH_DIRS: usize = 16 * 1024;
+const BATCH_FILES: usize = 8 * 1024;
+const BATCH_CHUNKS: usize = 32 * 1024;
+const BATCH_DIRS: usize = 8 * 1024;
 const BATCH_BYTES: u64 = 128 << 20;
 
 /// Files to write and directories to finish once they are written.
@@ -254,7 +254,8 @@ struct Write {
 /// and dropped); a request is at most `max` long unless one blob is.
 fn coalescing(remote: bool) -> (u64, u64) {
     if remote {
-        (256 << 10, 4 << 20)
+        // Eight of these in flight (see `concurrency`): 16 MiB.
+        (256 << 10, 2 << 20)
     } else {
         (64 << 10, 1 << 20)
     }

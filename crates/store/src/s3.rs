@@ -403,7 +403,7 @@ impl S3Store {
                 .collect()
                 .await
                 .map_err(|e| StoreError::Transient(format!("S3 {kind} {n}: {e}")))?;
-            Ok((body.into_bytes().to_vec(), vid))
+            Ok((Vec::from(body.into_bytes()), vid))
         })
     }
 
@@ -757,7 +757,7 @@ impl Backend for S3Store {
                 .collect()
                 .await
                 .map_err(|e| StoreError::Transient(format!("S3 {kind} {n}: {e}")))?;
-            Ok(body.into_bytes().to_vec())
+            Ok(Vec::from(body.into_bytes()))
         })?;
         if data.len() as u64 != len {
             return Err(StoreError::Corrupt {

@@ -501,7 +501,7 @@ impl VaultBackend {
         self.answered
             .store(true, std::sync::atomic::Ordering::Relaxed);
         let status = resp.status().as_u16();
-        let bytes = resp.bytes().map_err(transient)?.to_vec();
+        let bytes = Vec::from(resp.bytes().map_err(transient)?);
         let msg = || {
             String::from_utf8_lossy(&bytes)
                 .trim()
