@@ -181,7 +181,7 @@ pub fn pull_with_progress(
             .sum();
         progress.bytes_total.store(lacking, Ordering::Relaxed);
     }
-    for id in want.iter().copied() {
+    for &id in &want {
         let before = rep.bytes_copied;
         let r = copy_snapshot(vault, &local, &id, &mut rep);
         progress.add(1, rep.bytes_copied - before);
