@@ -40,6 +40,9 @@ ROOT = "/work/tmp-restore"
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO_ROOT = os.path.dirname(HERE)
 HOLDFAST = os.environ.get("HOLDFAST_BIN", os.path.join(REPO_ROOT, "target", "release", "holdfast"))
+# The binary that writes the backups, when another one should (the read
+# side measured against a fixed writer).
+BACKUP_BIN = os.environ.get("HOLDFAST_BACKUP_BIN", HOLDFAST)
 PASS = "restore bench passphrase"
 WORDS = ("the of and to in is for on that with as was at by this from be are "
          "or have an it not which we you your invoice meeting report attached "
@@ -145,7 +148,7 @@ class Tools:
         self.ck = os.path.join(self.keys, "client.key")
 
     def hf(self, *a, ok=(0,), stdout=subprocess.DEVNULL):
-        return measured([HOLDFAST, *a], self.hf_env, ok, stdout)
+        return measured([BACKUP_BIN if a[0] == "backup" else HOLDFAST, *a], self.hf_env, ok, stdout)
 
     def rs(self, repo, *a, ok=(0,), stdout=subprocess.DEVNULL):
         return measured(["restic", "-q", "-r", repo, *a], self.rs_env, ok, stdout)
