@@ -32,6 +32,9 @@ pub const REC: usize = 36;
 const BLOCK: u64 = 113;
 /// New blobs held in memory before a sorted run is written.
 const NEW_IN_MEMORY: usize = 1 << 16;
+/// Sorted runs of new blobs kept apart at most: then they are merged into
+/// one (a lookup checks every run's filter).
+const MAX_RUNS: usize = 8;
 /// Marks a blob reserved by a worker that is still sealing it.
 const PENDING: u32 = u32::MAX;
 
@@ -345,6 +348,65 @@ impl BlobSet {
         n.runs.push((t, bloom));
         n.sort_buf = done;
         n.write_buf = out;
+        if n.runs.len() >= MAX_RUNS {
+            self.compact(n)?;
+        }
+        Ok(())
+    }
+
+    /// Merges every run into one, appended to the scratch file, with one
+    /// filter: lookups stay at one filter per [`MAX_RUNS`] runs.
+    fn compact(&self, n: &mut NewBlobs) -> io::Result<()> {
+        let Some(file) = n.file.clone() else {
+            return Ok(());
+        };
+        let total: u64 = n.runs.iter().map(|(t, _)| t.count).sum();
+        let mut readers: Vec<TableReader> = n.runs.iter().map(|(t, _)| t.reader()).collect();
+        let mut heap = std::collections::BinaryHeap::new();
+        for (i, r) in readers.iter_mut().enumerate() {
+            if let Some(x) = r.next_rec()? {
+                heap.push(std::cmp::Reverse((x, i)));
+            }
+        }
+        let mut bloom = Bloom::new(total as usize);
+        let mut fences = Vec::with_capacity((total / BLOCK) as usize + 1);
+        let off = n.end;
+        let mut at = off;
+        let mut out = std::mem::take(&mut n.write_buf);
+        out.clear();
+        let mut k = 0u64;
+        while let Some(std::cmp::Reverse((r, i))) = heap.pop() {
+            if let Some(x) = readers[i].next_rec()? {
+                heap.push(std::cmp::Reverse((x, i)));
+            }
+            let mut id = [0u8; 32];
+            id.copy_from_slice(&r[..32]);
+            if k.is_multiple_of(BLOCK) {
+                fences.push(id);
+            }
+            bloom.insert(&BlobId(id));
+            out.extend_from_slice(&r);
+            k += 1;
+            if out.len() >= 32 << 10 {
+                file.write_all_at(&out, at)?;
+                at += out.len() as u64;
+                out.clear();
+            }
+        }
+        file.write_all_at(&out, at)?;
+        at += out.len() as u64;
+        out.clear();
+        n.write_buf = out;
+        n.end = at;
+        n.runs = vec![(
+            Table {
+                file,
+                off,
+                count: k,
+                fences,
+            },
+            bloom,
+        )];
         Ok(())
     }
 
@@ -476,7 +538,7 @@ mod tests {
             set.reserve(&id(2), &failed).unwrap(),
             Reserve::New(3)
         ));
-        for n in 5000..5000 + NEW_IN_MEMORY as u32 * 2 + 7 {
+        for n in 5000..5000 + NEW_IN_MEMORY as u32 * (MAX_RUNS as u32 + 1) + 7 {
             assert!(matches!(
                 set.reserve(&id(n), &failed).unwrap(),
                 Reserve::Mine
@@ -494,8 +556,11 @@ mod tests {
         set.abandon(&id(1_000_000));
         let mut out = Vec::new();
         let n = set.write_all(&mut out, &[true, true, false, true]).unwrap();
-        // 1000 old minus pack 2's 333, plus 1 + 2*65536+7 new.
-        assert_eq!(n, 667 + 1 + NEW_IN_MEMORY as u64 * 2 + 7);
+        // 1000 old minus pack 2's 333, plus 1 + 9*65536+7 new.
+        assert_eq!(
+            n,
+            667 + 1 + NEW_IN_MEMORY as u64 * (MAX_RUNS as u64 + 1) + 7
+        );
         assert!(
             out.chunks(REC)
                 .zip(out.chunks(REC).skip(1))
