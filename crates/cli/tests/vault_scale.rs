@@ -8,6 +8,9 @@ mod common;
 use std::path::Path;
 
 use common::*;
+
+/// A way to damage the node file, by name.
+type Damage = (&'static str, Box<dyn Fn(&Path)>);
 use holdfast_store::Backend;
 
 fn init_clients(w: &World, names: &[String]) {
@@ -173,7 +176,7 @@ fn the_merkle_node_store_is_rebuilt_when_deleted_truncated_or_damaged() {
         backup_via(w, url, &key, &src);
         w.ok(&["snapshots", "--repo", url, "--key", &restore, "--json"]);
     };
-    let mut damage: Vec<(&str, Box<dyn Fn(&Path)>)> = vec![
+    let mut damage: Vec<Damage> = vec![
         (
             "deleted",
             Box::new(|p: &Path| std::fs::remove_file(p).unwrap()),
