@@ -239,6 +239,9 @@ fn every_flipped_byte_is_found_and_named() {
     let (repo, key) = (w.repo(), w.key("restore"));
     for f in files(&w.path("repo")) {
         let orig = std::fs::read(&f).unwrap();
+        if orig.is_empty() {
+            continue; // the directory's lock file holds no bytes to flip
+        }
         let name = f.file_name().unwrap().to_str().unwrap().to_string();
         for pos in [0, orig.len() / 3, orig.len() / 2, orig.len() - 1] {
             let mut bad = orig.clone();
