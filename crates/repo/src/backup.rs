@@ -767,10 +767,18 @@ fn walk_all(
                         }
                     };
                     queue.push_back(item);
-                    // The window is far larger than a batch: the oldest item
-                    // is never in the open batch.
                     while queue.len() > WINDOW {
                         if let Some(it) = queue.pop_front() {
+                            // A file to read whose batch is still open (many
+                            // unchanged files since it, few to read): hand
+                            // the batch to the pool before waiting for it.
+                            if matches!(it, Item::File { work: Work::Read, .. })
+                                && batches.pending.is_empty()
+                                && batches.current.is_empty()
+                            {
+                                flush(&mut open, &mut batches);
+                                open_bytes = 0;
+                            }
                             trees.consume(it, det, &mut batches).inspect_err(|_| {
                                 up.failed.store(true, Ordering::Relaxed);
                             })?;
