@@ -772,8 +772,13 @@ fn walk_all(
                             // A file to read whose batch is still open (many
                             // unchanged files since it, few to read): hand
                             // the batch to the pool before waiting for it.
-                            if matches!(it, Item::File { work: Work::Read, .. })
-                                && batches.pending.is_empty()
+                            if matches!(
+                                it,
+                                Item::File {
+                                    work: Work::Read,
+                                    ..
+                                }
+                            ) && batches.pending.is_empty()
                                 && batches.current.is_empty()
                             {
                                 flush(&mut open, &mut batches);
