@@ -240,8 +240,8 @@ fn vault_metrics_and_dashboard() {
     )
     .unwrap();
     assert!(lock > now_secs() as f64 + 13.0 * 86_400.0, "{lock}");
-    // 3 snapshots + proposal + veto + proposal
-    assert_eq!(value(&m, "holdfast_log_entries", &[]), Some(6.0));
+    // 3 snapshots (each with its stored bytes) + proposal + veto + proposal
+    assert_eq!(value(&m, "holdfast_log_entries", &[]), Some(9.0));
     assert_eq!(value(&m, "holdfast_proposals_pending", &[]), Some(1.0));
     assert_eq!(value(&m, "holdfast_proposals_vetoed", &[]), Some(1.0));
     assert!(
