@@ -343,7 +343,7 @@ fn vault_metrics_and_dashboard() {
     assert!(d.contains("vetoed by admin-2"), "{d}");
     assert!(d.contains("removal of identity mx3"), "{d}");
     assert!(d.contains("waits for quorum"), "{d}");
-    assert!(d.contains("<td class=n id=log-entries>6</td>"), "{d}");
+    assert!(d.contains("<td class=n id=log-entries>9</td>"), "{d}");
     let replica = &d[d.find("id=replica-contact>").unwrap()..];
     assert!(replica[..80].contains("<time"), "{}", &replica[..80]);
     assert!(
