@@ -1303,17 +1303,32 @@ mod tests {
         let (st, _) = f.run(&Reader::at(T0 + 6 * H));
         assert!(st.snapshots.contains_key(&sid(0)));
         assert!(st.problems[0].what.contains("before its lock expired"));
-        // A flag on a snapshot that is not live is a problem, not a crash.
+        // A flag on a snapshot that is not live is a problem, not a crash;
+        // so is a code that is not one of the vault's.
         f.push(
             T0 + 7 * H,
             Event::Flagged {
                 snapshot: sid(99),
+                signal: 66,
+                count: 0,
+            },
+        );
+        f.push(
+            T0 + 7 * H + 1,
+            Event::Flagged {
+                snapshot: sid(4),
                 signal: 1,
                 count: 0,
             },
         );
         let (st, _) = f.run(&Reader::at(T0 + 8 * H));
         assert!(st.problems.iter().any(|p| p.what.contains("not live")));
+        assert!(
+            st.problems
+                .iter()
+                .any(|p| p.what.contains("not a vault signal"))
+        );
+        assert_eq!(st.snapshots[&sid(4)].flags, vec![(64, 1)]);
     }
 
     #[test]
