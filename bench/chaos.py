@@ -271,6 +271,39 @@ class World:
 
 # --------------------------------------------------------------- proxy
 
+def relay(c, target, chunk=None):
+    """Passes bytes both ways between the accepted connection `c` and a new
+    one to `target` until either side ends; `chunk(data)` may delay a chunk
+    or return False to cut the connection there."""
+    try:
+        s = socket.create_connection(target)
+    except OSError:
+        c.close()
+        return
+
+    def pump(a, b):
+        try:
+            while True:
+                d = a.recv(65536)
+                if not d or (chunk is not None and not chunk(d)):
+                    break
+                b.sendall(d)
+        except OSError:
+            pass
+        for x in (a, b):
+            try:
+                x.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    t = threading.Thread(target=pump, args=(s, c), daemon=True)
+    t.start()
+    pump(c, s)
+    t.join()
+    c.close()
+    s.close()
+
+
 class Proxy:
     """A TCP proxy on 127.0.0.1 in front of the vault: passes bytes (TLS
     stays end to end), and can cut a connection after a random number of
@@ -297,44 +330,21 @@ class Proxy:
             threading.Thread(target=self.pair, args=(c,), daemon=True).start()
 
     def pair(self, c):
-        try:
-            s = socket.create_connection(self.target)
-        except OSError:
-            c.close()
-            return
         budget = self.rng.randint(100, 60_000) if self.rng.random() < self.drop else None
         lock = threading.Lock()
         state = {"n": 0}
 
-        def pump(a, b):
-            try:
-                while True:
-                    d = a.recv(65536)
-                    if not d:
-                        break
-                    if self.delay:
-                        time.sleep(self.delay)
-                    with lock:
-                        state["n"] += len(d)
-                        cut = budget is not None and state["n"] > budget
-                    if cut:
-                        self.cuts += 1
-                        break
-                    b.sendall(d)
-            except OSError:
-                pass
-            for x in (a, b):
-                try:
-                    x.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
+        def chunk(d):
+            if self.delay:
+                time.sleep(self.delay)
+            with lock:
+                state["n"] += len(d)
+                cut = budget is not None and state["n"] > budget
+            if cut:
+                self.cuts += 1
+            return not cut
 
-        t = threading.Thread(target=pump, args=(s, c), daemon=True)
-        t.start()
-        pump(c, s)
-        t.join()
-        c.close()
-        s.close()
+        relay(c, self.target, chunk)
 
     def close(self):
         self.alive = False
@@ -774,33 +784,7 @@ class HttpFaults:
                 pass
             c.close()
             return
-        try:
-            s = socket.create_connection(self.target)
-        except OSError:
-            c.close()
-            return
-
-        def pump(a, b):
-            try:
-                while True:
-                    d = a.recv(65536)
-                    if not d:
-                        break
-                    b.sendall(d)
-            except OSError:
-                pass
-            for x in (a, b):
-                try:
-                    x.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-
-        t = threading.Thread(target=pump, args=(s, c), daemon=True)
-        t.start()
-        pump(c, s)
-        t.join()
-        c.close()
-        s.close()
+        relay(c, self.target)
 
     def close(self):
         self.alive = False

@@ -411,7 +411,7 @@ fn attach_log(r: &mut Repository, entries: Vec<Vec<u8>>, cp: &Checkpoint) {
 }
 
 /// The log of a vault, replica or bundle directory (`vault/`), if any.
-fn local_log(repo: &str) -> Result<Option<(Vec<Vec<u8>>, Checkpoint)>> {
+pub fn local_log(repo: &str) -> Result<Option<(Vec<Vec<u8>>, Checkpoint)>> {
     if repo.starts_with("s3://") {
         return Ok(None);
     }

@@ -7,7 +7,7 @@ mod common;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
 use common::*;
 
@@ -21,35 +21,6 @@ const GROWTH_KIB: u64 = 16 * 1024;
 
 const MAILBOXES: usize = 400;
 const PER_BOX: usize = 500;
-
-/// Runs holdfast under a python3 wrapper that waits with wait4 and prints
-/// the child's ru_maxrss (KiB) on stderr.
-fn measured(w: &World, args: &[&str]) -> (Output, u64) {
-    const PY: &str = "import os,sys\n\
-pid=os.fork()\n\
-if pid==0:\n    os.execv(sys.argv[1], sys.argv[1:])\n\
-_,st,ru=os.wait4(pid,0)\n\
-sys.stderr.write('\\nHF_MAXRSS_KIB=%d\\n' % ru.ru_maxrss)\n\
-sys.exit(os.waitstatus_to_exitcode(st) & 255)\n";
-    let inner = w.cmd(args);
-    let mut c = Command::new("python3");
-    c.arg("-c").arg(PY).arg(bin()).args(args);
-    for (k, v) in inner.get_envs() {
-        match v {
-            Some(v) => c.env(k, v),
-            None => c.env_remove(k),
-        };
-    }
-    let o = c.output().expect("python3 runs");
-    let err = String::from_utf8_lossy(&o.stderr);
-    let kib = err
-        .lines()
-        .rev()
-        .find_map(|l| l.strip_prefix("HF_MAXRSS_KIB="))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no rusage from the wrapper: {err}"));
-    (o, kib)
-}
 
 fn ok(what: &str, o: &Output, kib: u64) {
     assert!(

@@ -31,11 +31,9 @@ use fuser::{
 };
 use holdfast_core::BlobId;
 use holdfast_core::format::{Node, NodeKind, Tree};
-use holdfast_core::merkle::Checkpoint;
-use holdfast_core::vaultlog::split_log;
 use holdfast_repo::Repository;
 use holdfast_repo::mount::{Archive, CacheLimits, SnapEntry};
-use holdfast_store::{VaultBackend, read_regular};
+use holdfast_store::VaultBackend;
 
 use crate::util;
 
@@ -1033,7 +1031,7 @@ fn reopen(url: &str, ar: &Archive) -> Result<Option<Repository>> {
         let entries = v.log_entries(0, cp.size)?;
         (r, Some((entries, cp)))
     } else {
-        (Repository::open(ar.backend(), key)?, local_log(url)?)
+        (Repository::open(ar.backend(), key)?, util::local_log(url)?)
     };
     if let Some((entries, cp)) = log {
         r.attach_log(entries, &cp);
@@ -1048,30 +1046,6 @@ fn reopen(url: &str, ar: &Archive) -> Result<Option<Repository>> {
         bail!("the vault's log that was read at mount is gone");
     }
     Ok(Some(r))
-}
-
-/// The vault's log kept in a directory (`vault/log`, `vault/checkpoint`),
-/// read as `util::open` reads it: regular files of bounded size only.
-fn local_log(repo: &str) -> Result<Option<(Vec<Vec<u8>>, Checkpoint)>> {
-    if repo.starts_with("s3://") {
-        return Ok(None);
-    }
-    let dir = match repo.strip_prefix("bundle:") {
-        Some(spec) => PathBuf::from(spec.split(',').next_back().unwrap_or("")),
-        None => PathBuf::from(repo),
-    }
-    .join("vault");
-    let read = |name: &str, max: u64| match read_regular(&dir.join(name), max) {
-        Ok(b) => Ok(Some(b)),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(anyhow!("{}: {e}", dir.join(name).display())),
-    };
-    let (Some(raw), Some(cp)) = (read("log", 4 << 30)?, read("checkpoint", 4096)?) else {
-        return Ok(None);
-    };
-    let cp = Checkpoint::decode(&cp).map_err(|e| anyhow!("{}/checkpoint: {e}", dir.display()))?;
-    let entries = split_log(&raw).0.into_iter().map(|e| e.to_vec()).collect();
-    Ok(Some((entries, cp)))
 }
 
 /// O_TRUNC on Linux (every architecture holdfast builds for).
