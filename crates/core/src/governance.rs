@@ -20,6 +20,30 @@ pub const SIG_PROPOSAL: &str = "holdfast proposal v1";
 pub const SIG_VOTE: &str = "holdfast vote v1";
 pub const SIG_REVOCATION: &str = "holdfast revocation v1";
 const REVOCATION_MAGIC: &[u8; 8] = b"HFREVK01";
+/// The context of a new vault key's proof of possession.
+pub const SIG_VAULT_KEY: &str = "holdfast vault key v1";
+const VAULT_KEY_MAGIC: &[u8; 8] = b"HFVKEY01";
+
+/// What a new vault key signs to prove its holder has the secret: the
+/// repository and the key itself.
+pub fn vault_key_message(config_id: &ObjectId, key: &[u8; 32]) -> Vec<u8> {
+    let mut w = Writer::new();
+    w.raw(VAULT_KEY_MAGIC).raw(&config_id.0).raw(key);
+    w.into_vec()
+}
+
+/// The proof of possession of a new vault key (see [`vault_key_message`]).
+pub fn vault_key_pop(config_id: &ObjectId, new_key: &Identity) -> [u8; 64] {
+    new_key.sign(
+        SIG_VAULT_KEY,
+        &vault_key_message(config_id, &new_key.public()),
+    )
+}
+
+/// Checks a new vault key's proof of possession.
+pub fn verify_vault_key_pop(config_id: &ObjectId, key: &[u8; 32], pop: &[u8; 64]) -> bool {
+    crypto::verify(key, SIG_VAULT_KEY, &vault_key_message(config_id, key), pop).is_ok()
+}
 
 /// What an admin signs to revoke a client at once: the repository, the
 /// client, and the admin's clock (informative). The vault logs the
@@ -90,6 +114,11 @@ pub enum Action {
     /// by at most [`crate::logstate::MAX_RAISE`] points, and does not go
     /// below [`crate::logstate::min_threshold`].
     SetThreshold { signal: u8, from: u32, to: u32 },
+    /// A new vault key (Ed25519): from the checkpoint that covers this
+    /// proposal's execution entry on, the vault signs checkpoints and
+    /// presents TLS with it. `pop` is the new key's signature over
+    /// [`vault_key_message`]: a proposal without a valid one does not decode.
+    RotateVaultKey { key: [u8; 32], pop: [u8; 64] },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -133,6 +162,9 @@ fn encode_action(w: &mut Writer, a: &Action) {
         }
         Action::SetThreshold { signal, from, to } => {
             w.u8(6).u8(*signal).u32(*from).u32(*to);
+        }
+        Action::RotateVaultKey { key, pop } => {
+            w.u8(7).raw(key).raw(pop);
         }
     }
 }
@@ -220,8 +252,19 @@ impl Proposal {
                 from: r.u32()?,
                 to: r.u32()?,
             },
+            7 => Action::RotateVaultKey {
+                key: r.array()?,
+                pop: r.array()?,
+            },
             _ => return Err(DecodeError::Invalid("proposal action")),
         };
+        if let Action::RotateVaultKey { key, pop } = &action
+            && !verify_vault_key_pop(&config_id, key, pop)
+        {
+            return Err(DecodeError::Invalid(
+                "vault key proof of possession (not signed by the new key for this repository)",
+            ));
+        }
         let p = Proposal {
             config_id,
             action,
@@ -383,6 +426,13 @@ mod tests {
                 from: 30,
                 to: 35,
             },
+            {
+                let k = Identity::from_bytes([42; 32]);
+                Action::RotateVaultKey {
+                    key: k.public(),
+                    pop: vault_key_pop(&cid, &k),
+                }
+            },
         ] {
             let p = Proposal::new(cid, action, &a[0], 1).unwrap();
             assert_eq!(Proposal::decode(&p.encode()).unwrap(), p);
@@ -415,5 +465,47 @@ mod tests {
             5,
             &sig
         ));
+    }
+
+    #[test]
+    fn vault_key_proposal_needs_the_new_keys_proof_of_possession() {
+        let a = admins();
+        let cid = ObjectId([4; 32]);
+        let new = Identity::from_bytes([42; 32]);
+        let other = Identity::from_bytes([43; 32]);
+        let good = Action::RotateVaultKey {
+            key: new.public(),
+            pop: vault_key_pop(&cid, &new),
+        };
+        let p = Proposal::new(cid, good, &a[0], 1).unwrap();
+        assert_eq!(Proposal::decode(&p.encode()).unwrap(), p);
+        // Signed by another key, for another repository, or damaged: refused.
+        for pop in [
+            vault_key_pop(&cid, &other),
+            vault_key_pop(&ObjectId([5; 32]), &new),
+            {
+                let mut x = vault_key_pop(&cid, &new);
+                x[3] ^= 1;
+                x
+            },
+        ] {
+            let bad = Proposal::new(
+                cid,
+                Action::RotateVaultKey {
+                    key: new.public(),
+                    pop,
+                },
+                &a[0],
+                1,
+            )
+            .unwrap();
+            let e = Proposal::decode(&bad.encode()).unwrap_err();
+            assert!(e.to_string().contains("proof of possession"), "{e}");
+        }
+        // Truncated encodings are errors, not panics.
+        let b = p.encode();
+        for n in 0..b.len() {
+            assert!(Proposal::decode(&b[..n]).is_err());
+        }
     }
 }

@@ -229,6 +229,11 @@ pub struct LogState {
     /// The restore key epochs' public keys, oldest first: the config's,
     /// then each executed rotation's. Clients seal to the last.
     pub restore_publics: Vec<[u8; 32]>,
+    /// The chain of vault keys, oldest first: (key, the smallest checkpoint
+    /// size it signs). The config's key from 0; a `RotateVaultKey` executed
+    /// at entry `i` makes its key the signer of every checkpoint of size
+    /// `> i` (see [`LogState::vault_key_at`]).
+    pub vault_keys: Vec<([u8; 32], u64)>,
     /// Entries folded.
     pub size: u64,
     /// Time of the newest valid entry.
@@ -265,6 +270,7 @@ impl LogState {
             proposals: BTreeMap::new(),
             identities: BTreeSet::new(),
             restore_publics: vec![config.repo_public],
+            vault_keys: vec![(config.vault_key().unwrap_or([0; 32]), 0)],
             size: 0,
             last_time_ns: i64::MIN,
             problems: Vec::new(),
@@ -288,6 +294,24 @@ impl LogState {
             effects.extend(self.apply(raw, reader, packs_of));
         }
         (self, effects)
+    }
+
+    /// The vault key that must sign a checkpoint of `size` entries, as far
+    /// as this fold has read: the config's key, or the key of the last
+    /// rotation executed at an entry before `size`. A checkpoint is valid
+    /// iff its signature verifies under its signer and its signer is this
+    /// key; anything else (an old key after a rotation) is tampering.
+    pub fn vault_key_at(&self, size: u64) -> [u8; 32] {
+        self.vault_keys
+            .iter()
+            .rev()
+            .find(|(_, from)| *from <= size)
+            .map_or([0; 32], |(k, _)| *k)
+    }
+
+    /// The vault key now (the last of the chain).
+    pub fn vault_key(&self) -> [u8; 32] {
+        self.vault_keys.last().map_or([0; 32], |(k, _)| *k)
     }
 
     /// A signal's threshold now (see [`default_threshold`]).
@@ -332,6 +356,21 @@ impl LogState {
                         "the {name} threshold is at least {} (lower would flag ordinary backups)",
                         min_threshold(*signal)
                     ));
+                }
+            }
+            Action::RotateVaultKey { key, pop } => {
+                if !crate::governance::verify_vault_key_pop(&self.config_id, key, pop) {
+                    return Err("the new vault key's proof of possession does not verify".into());
+                }
+                if self.vault_keys.iter().any(|(k, _)| k == key) {
+                    return Err(
+                        "this key is or was already a vault key of this repository (a key \
+                         never returns)"
+                            .into(),
+                    );
+                }
+                if self.members.contains_key(key) {
+                    return Err("this key is a member's key, not a new vault key".into());
                 }
             }
             _ => {}
@@ -587,7 +626,8 @@ impl LogState {
                     || self
                         .members
                         .get(&admin)
-                        .is_some_and(|m| m.role == Role::Vault);
+                        .is_some_and(|m| m.role == Role::Vault)
+                    || self.vault_keys.iter().any(|(k, _)| *k == admin);
                 if !by_ok {
                     self.problem(index, "lock extended by a key that is not an admin");
                 }
@@ -885,6 +925,9 @@ impl LogState {
             }
             Action::SetThreshold { signal, to, .. } => {
                 self.thresholds.insert(signal, to);
+            }
+            Action::RotateVaultKey { key, .. } => {
+                self.vault_keys.push((key, index.saturating_add(1)));
             }
         }
         out
@@ -1781,5 +1824,119 @@ mod tests {
             st.apply(raw, &Reader::at(T0), &mut |_| None);
         }
         assert_eq!(st.problems.len(), 3);
+    }
+
+    fn rotation(f: &Fx, new: &Identity) -> Action {
+        Action::RotateVaultKey {
+            key: new.public(),
+            pop: crate::governance::vault_key_pop(&f.cid, new),
+        }
+    }
+
+    #[test]
+    fn vault_key_chain_follows_only_executed_quorum_rotations() {
+        let mut f = fx(2, 3600, 0);
+        let old = f.vault.public();
+        let new = Identity::from_bytes([77; 32]);
+        let newer = Identity::from_bytes([78; 32]);
+        f.add(T0, 1, T0);
+        // A rotation proposed by one admin, "executed" without the quorum by
+        // the vault host: not applied.
+        let lone = f.propose(T0 + S, rotation(&f, &new), 0);
+        f.push(T0 + 2 * S, Event::Executed { proposal: lone });
+        let (st, _) = f.run(&Reader::at(T0 + 10 * H));
+        assert_eq!(st.vault_keys, vec![(old, 0)]);
+        assert_eq!(st.vault_key_at(100), old);
+        assert!(
+            st.problems
+                .iter()
+                .any(|p| p.what.contains("without a quorum"))
+        );
+        // Approved, but executed before the delay: not applied either.
+        f.vote(T0 + 3 * S, lone, VoteKind::Approve, 1);
+        f.push(T0 + 4 * S, Event::Executed { proposal: lone });
+        let (st, _) = f.run(&Reader::at(T0 + 10 * H));
+        assert_eq!(st.vault_key(), old);
+        assert!(st.problems.iter().any(|p| p.what.contains("delay")));
+        // After the delay: the execution at entry i makes the new key the
+        // signer of every checkpoint of size > i.
+        f.push(T0 + 2 * H, Event::Executed { proposal: lone });
+        let i = f.log.len() as u64 - 1;
+        let (st, _) = f.run(&Reader::at(T0 + 10 * H));
+        assert_eq!(st.vault_keys, vec![(old, 0), (new.public(), i + 1)]);
+        assert_eq!(st.vault_key_at(0), old);
+        assert_eq!(st.vault_key_at(i), old);
+        assert_eq!(st.vault_key_at(i + 1), new.public());
+        assert_eq!(st.vault_key_at(u64::MAX), new.public());
+        assert_eq!(st.vault_key(), new.public());
+        // The vault may extend a lock under its new key.
+        let before = st.problems.len();
+        f.push(
+            T0 + 2 * H + S,
+            Event::LockExtended {
+                snapshot: sid(1),
+                until_ns: T0 + 100 * H,
+                admin: new.public(),
+            },
+        );
+        let (st, _) = f.run(&Reader::at(T0 + 10 * H));
+        assert_eq!(st.problems.len(), before, "{:?}", st.problems);
+        // Back to the rotated-out key: refused (a key never returns), by
+        // the rule the vault checks before it executes.
+        let back = Action::RotateVaultKey {
+            key: old,
+            pop: crate::governance::vault_key_pop(&f.cid, &f.vault),
+        };
+        assert!(
+            st.action_allowed(&back)
+                .unwrap_err()
+                .contains("never returns")
+        );
+        let b = f.propose(T0 + 3 * H, back, 0);
+        f.vote(T0 + 3 * H + S, b, VoteKind::Approve, 1);
+        f.push(T0 + 5 * H, Event::Executed { proposal: b });
+        // A vetoed rotation never runs.
+        let v = f.propose(T0 + 5 * H + S, rotation(&f, &newer), 0);
+        f.vote(T0 + 5 * H + 2 * S, v, VoteKind::Approve, 1);
+        f.vote(T0 + 5 * H + 3 * S, v, VoteKind::Veto, 2);
+        f.push(T0 + 8 * H, Event::Executed { proposal: v });
+        let (st, _) = f.run(&Reader::at(T0 + 10 * H));
+        assert_eq!(st.vault_key(), new.public());
+        assert_eq!(st.vault_keys.len(), 2);
+        assert!(st.problems.iter().any(|p| p.what.contains("never returns")));
+        assert!(st.problems.iter().any(|p| p.what.contains("veto")));
+    }
+
+    #[test]
+    fn a_rotation_with_a_bad_proof_of_possession_is_refused_by_the_fold() {
+        let mut f = fx(1, 0, 0);
+        let new = Identity::from_bytes([77; 32]);
+        let wrong = Identity::from_bytes([79; 32]);
+        let p = Proposal::new(
+            f.cid,
+            Action::RotateVaultKey {
+                key: new.public(),
+                pop: crate::governance::vault_key_pop(&f.cid, &wrong),
+            },
+            &f.admins[0],
+            T0,
+        )
+        .unwrap();
+        f.push(
+            T0,
+            Event::Proposed {
+                proposal: p.encode(),
+            },
+        );
+        f.push(T0 + S, Event::Executed { proposal: p.id() });
+        let (st, _) = f.run(&Reader::at(T0 + H));
+        assert_eq!(st.vault_keys.len(), 1);
+        assert!(
+            st.problems
+                .iter()
+                .any(|x| x.what.contains("proof of possession")),
+            "{:?}",
+            st.problems
+        );
     }
 }
