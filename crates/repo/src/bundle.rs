@@ -151,7 +151,6 @@ const MAX_LOG: u64 = 4 << 30;
 /// checkpoints, and each bundle's log extending the previous one's.
 pub fn check_bundles(repo: &Repository, dirs: &[PathBuf]) -> Vec<String> {
     let mut problems = Vec::new();
-    let vault_key = repo.config.vault_key();
     let mut prev: Option<(PathBuf, Vec<Vec<u8>>)> = None;
     for d in dirs {
         let name = d.display();
@@ -224,8 +223,8 @@ pub fn check_bundles(repo: &Repository, dirs: &[PathBuf]) -> Vec<String> {
             .as_str()
             .and_then(|h| parse_hex(h).ok())
             .and_then(|b| Checkpoint::decode(&b).ok());
-        match (cp, vault_key) {
-            (Some(cp), Some(vk)) if cp.verify(&vk).is_ok() && cp.size == size => {
+        match cp {
+            Some(cp) if cp.verify(&cp.signer).is_ok() && cp.size == size => {
                 let leaves: Vec<_> = entries
                     .iter()
                     .take(size as usize)
@@ -235,6 +234,18 @@ pub fn check_bundles(repo: &Repository, dirs: &[PathBuf]) -> Vec<String> {
                     problems.push(format!(
                         "bundle {name}: the log does not match its signed checkpoint"
                     ));
+                } else {
+                    // Signed by the vault key the log's executed rotations
+                    // make current at its size (the config's, before any).
+                    let want = crate::logview::vault_key_at(repo, &entries, size);
+                    if cp.signer != want {
+                        problems.push(format!(
+                            "bundle {name}: its checkpoint is signed by {}, not by the vault key \
+                             of the log at size {size} ({}): a rotated-out or unknown key",
+                            holdfast_core::id::hex(&cp.signer[..8]),
+                            holdfast_core::id::hex(&want[..8])
+                        ));
+                    }
                 }
             }
             _ => problems.push(format!(

@@ -33,9 +33,24 @@ impl LogView {
     }
 }
 
-/// Checks `checkpoint` against the repository's vault key and `entries`
-/// against it, then folds them. `packs_of` may read snapshot pack lists
-/// (`None` skips the checks that need them).
+/// The vault key that must sign a checkpoint of `size` over `entries`:
+/// the config's, or the last key the log's first `size` entries rotated to
+/// by executed, quorum-approved proposals.
+pub fn vault_key_at(repo: &Repository, entries: &[Vec<u8>], size: u64) -> [u8; 32] {
+    let n = (size as usize).min(entries.len());
+    let (st, _) = LogState::new(&repo.config, repo.config_id, repo.members.clone()).fold(
+        entries[..n].iter().map(|e| e.as_slice()),
+        &Reader::at(crate::now_ns()),
+        &mut |_| None,
+    );
+    st.vault_key_at(size)
+}
+
+/// Checks `checkpoint` and `entries` against it, folds them, and checks
+/// that the checkpoint is signed by the vault key the fold makes current at
+/// its size (the config's key, then each executed rotation's: a checkpoint
+/// signed by a rotated-out key is tampering). `packs_of` may read snapshot
+/// pack lists (`None` skips the checks that need them).
 pub fn fold(
     repo: &Repository,
     entries: Vec<Vec<u8>>,
@@ -44,8 +59,7 @@ pub fn fold(
     read_packs: bool,
 ) -> LogView {
     let mut problems = Vec::new();
-    let vault_key = repo.config.vault_key().unwrap_or([0; 32]);
-    if checkpoint.verify(&vault_key).is_err() || checkpoint.config_id != repo.config_id.0 {
+    if checkpoint.verify(&checkpoint.signer).is_err() || checkpoint.config_id != repo.config_id.0 {
         problems.push("the log checkpoint is not signed by this repository's vault key".into());
     }
     let leaves: Vec<_> = entries.iter().map(|e| merkle::leaf_hash(e)).collect();
@@ -75,6 +89,21 @@ pub fn fold(
         reader,
         &mut packs_of,
     );
+    let want = state.vault_key_at(checkpoint.size);
+    if checkpoint.signer != want {
+        let old = state
+            .vault_keys
+            .iter()
+            .any(|(k, _)| *k == checkpoint.signer);
+        problems.push(format!(
+            "the log checkpoint (size {}) is signed by {} key {}, not by the vault key the log's \
+             executed rotations make current at that size ({})",
+            checkpoint.size,
+            if old { "the rotated-out" } else { "an unknown" },
+            holdfast_core::id::hex(&checkpoint.signer[..8]),
+            holdfast_core::id::hex(&want[..8])
+        ));
+    }
     problems.extend(state.problems.iter().map(|p| p.to_string()));
     let mut state = state;
     let disputed = confirm_flags(repo, &mut state, &mut problems);
@@ -165,11 +194,12 @@ pub fn compare_witness(
     client: Option<&[u8; 32]>,
 ) -> WitnessReport {
     let mut problem = None;
+    // Signed by the vault key of the log at the witness's size (as far as
+    // this reader's log reaches: beyond it, the current key).
     let signed = witness.config_id == repo.config_id.0
-        && repo
-            .config
-            .vault_key()
-            .is_some_and(|k| witness.verify(&k).is_ok());
+        && witness
+            .verify(&view.state.vault_key_at(witness.size))
+            .is_ok();
     if !signed {
         problem = Some("its checkpoint is not signed by this repository's vault".to_string());
     }

@@ -4,12 +4,24 @@
 //!   `holdfast_core::request`).
 //! * TLS: the vault presents a self-signed certificate for its Ed25519 key.
 //!   The first request fetches the config; it must hash to the config id the
-//!   caller's key file pins, and the certificate's key must be the config's
-//!   vault key. From then on only that key is accepted. No CA is involved.
+//!   caller's key file pins, and the certificate's key must be the vault key
+//!   this client knows: the config's, or the last one the log's executed
+//!   rotations led it to (kept in its state directory). From then on only
+//!   that key is accepted. No CA is involved.
 //! * The log: on connect and after each snapshot commit, the client asks for
 //!   a consistency proof from the last checkpoint it verified (kept in its
 //!   state directory) to the vault's current one. A rollback, a fork or a
 //!   bad signature is [`StoreError::Tamper`].
+//! * Vault key rotation: a checkpoint of size `n` must be signed by the key
+//!   the log's chain makes current at `n` (see
+//!   `holdfast_core::logstate::LogState::vault_key_at`). When the vault
+//!   presents a TLS key or a checkpoint signer other than the one this
+//!   client knows, the client reads the log up to that checkpoint, checks
+//!   its root (and that it extends the checkpoint it held), folds it, and
+//!   accepts the new key only if the fold reaches it through executed,
+//!   quorum-approved rotations from the chain it knew. The chain is then
+//!   kept next to the checkpoint (`….vaultkeys`); a rotated-out key is
+//!   refused from then on ([`StoreError::Tamper`]).
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -19,6 +31,7 @@ use holdfast_core::ObjectId;
 use holdfast_core::crypto::Identity;
 use holdfast_core::format::Config;
 use holdfast_core::id::{hex, parse_hex32};
+use holdfast_core::logstate::{LogState, Reader};
 use holdfast_core::merkle::{self, Checkpoint, Consistency};
 use holdfast_core::request::Auth;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -99,9 +112,18 @@ pub struct VaultBackend {
     base: String,
     identity: Identity,
     http: reqwest::blocking::Client,
-    vault_key: [u8; 32],
+    config: Option<Config>,
     config_id: ObjectId,
     state_file: PathBuf,
+    /// Where the chain of vault keys is kept (next to `state_file`).
+    keys_file: PathBuf,
+    /// The vault keys this client verified, oldest first: (key, smallest
+    /// checkpoint size it signs). Starts as the config's key from 0.
+    chain: Mutex<Vec<([u8; 32], u64)>>,
+    /// The TLS key pinned (the chain's last) and the one last presented.
+    expected: Arc<Mutex<Option<[u8; 32]>>>,
+    seen: Arc<Mutex<Option<[u8; 32]>>>,
+    provider: Arc<CryptoProvider>,
     /// Set once the vault has answered: from then on a refused connection
     /// is a vault restarting, worth the retries; before, it is a vault that
     /// is not running (or a wrong address), said at once.
@@ -152,34 +174,19 @@ impl VaultBackend {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let expected = Arc::new(Mutex::new(None));
         let seen = Arc::new(Mutex::new(None));
-        let verifier = PinVerifier {
-            expected: expected.clone(),
-            seen: seen.clone(),
-            provider: provider.clone(),
-        };
-        let mut tls = rustls::ClientConfig::builder_with_provider(provider)
-            .with_protocol_versions(&[&rustls::version::TLS13])
-            .map_err(transient)?
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(verifier))
-            .with_no_client_auth();
-        tls.alpn_protocols = vec![b"http/1.1".to_vec()];
-        let http = reqwest::blocking::Client::builder()
-            .tls_backend_preconfigured(tls)
-            .timeout(Duration::from_secs(300))
-            .pool_max_idle_per_host(4)
-            // The vault closes a connection idle for 10 s; never reuse one
-            // that may be closing.
-            .pool_idle_timeout(Duration::from_secs(5))
-            .build()
-            .map_err(transient)?;
+        let http = Self::client(&provider, expected.clone(), seen.clone())?;
         let mut b = VaultBackend {
             base: url.trim_end_matches('/').to_string(),
             identity,
             http,
-            vault_key: [0; 32],
+            config: None,
             config_id,
             state_file: PathBuf::new(),
+            keys_file: PathBuf::new(),
+            chain: Mutex::new(Vec::new()),
+            expected: expected.clone(),
+            seen: seen.clone(),
+            provider,
             answered: std::sync::atomic::AtomicBool::new(false),
         };
         let cfg = b.request("GET", "/v1/config", &[], None)?;
@@ -204,20 +211,287 @@ impl VaultBackend {
         let vault_key = cfg.vault_key().ok_or_else(|| {
             StoreError::Refused("the repository config names no vault key".into())
         })?;
-        if *seen.lock().unwrap() != Some(vault_key) {
-            return Err(StoreError::Tamper(format!(
-                "the server at {url} is not this repository's vault (TLS key mismatch)"
-            )));
-        }
-        *expected.lock().unwrap() = Some(vault_key);
-        b.vault_key = vault_key;
+        b.config = Some(cfg);
         crate::create_private_dir(state_dir).map_err(|e| StoreError::Io {
             path: state_dir.display().to_string(),
             source: e,
         })?;
         b.state_file = Self::checkpoint_path(state_dir, &config_id, &b.identity.public());
+        b.keys_file = Self::keys_path(&b.state_file);
+        // What a client with no state trusts: the config's key, then the
+        // chain of rotations the log leads it along.
+        let chain = Self::read_chain(&b.keys_file, &vault_key)?;
+        let tip = chain.last().map(|(k, _)| *k).unwrap_or(vault_key);
+        *b.chain.lock().unwrap() = chain;
+        *expected.lock().unwrap() = Some(tip);
+        // A held checkpoint signed by a key this chain does not reach yet
+        // (the chain file lost): the log must lead there first.
+        if let Some(held) = Self::read_held_checkpoint(&b.state_file, &config_id, None)?
+            && held.signer != b.key_at(held.size)
+        {
+            if held.verify(&held.signer).is_err() {
+                return Err(Self::bad_held(
+                    &b.state_file,
+                    "its signature does not verify",
+                ));
+            }
+            b.follow(&held, &b.http, None)?;
+        }
+        let presented = *seen.lock().unwrap();
+        match presented {
+            Some(k) if Some(k) == *expected.lock().unwrap() => {}
+            Some(k) => b.follow_tls(k)?,
+            None => {
+                return Err(StoreError::Tamper(format!(
+                    "the server at {url} is not this repository's vault (TLS key mismatch)"
+                )));
+            }
+        }
         b.sync_checkpoint()?;
         Ok(b)
+    }
+
+    /// An HTTPS client that accepts only the TLS key in `expected` (any key
+    /// while it is None, which only the config fetch sees).
+    fn client(
+        provider: &Arc<CryptoProvider>,
+        expected: Arc<Mutex<Option<[u8; 32]>>>,
+        seen: Arc<Mutex<Option<[u8; 32]>>>,
+    ) -> Result<reqwest::blocking::Client> {
+        let verifier = PinVerifier {
+            expected,
+            seen,
+            provider: provider.clone(),
+        };
+        let mut tls = rustls::ClientConfig::builder_with_provider(provider.clone())
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .map_err(transient)?
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(verifier))
+            .with_no_client_auth();
+        tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+        reqwest::blocking::Client::builder()
+            .tls_backend_preconfigured(tls)
+            .timeout(Duration::from_secs(300))
+            .pool_max_idle_per_host(4)
+            // The vault closes a connection idle for 10 s; never reuse one
+            // that may be closing.
+            .pool_idle_timeout(Duration::from_secs(5))
+            .build()
+            .map_err(transient)
+    }
+
+    /// Where the chain of vault keys is kept, next to the checkpoint.
+    pub fn keys_path(checkpoint: &Path) -> PathBuf {
+        checkpoint.with_extension("vaultkeys")
+    }
+
+    const CHAIN_TAG: &'static str = "holdfast-vault-keys-v1";
+
+    /// Reads the chain of vault keys a client verified: the config's key
+    /// alone when there is no file. A damaged file is an error (it is what
+    /// refuses a rotated-out key), never replaced silently.
+    fn read_chain(path: &Path, config_key: &[u8; 32]) -> Result<Vec<([u8; 32], u64)>> {
+        let bytes = match crate::read_regular(path, 1 << 20) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(vec![(*config_key, 0)]);
+            }
+            Err(e) => return Err(Self::bad_chain(path, &e.to_string())),
+        };
+        let text = String::from_utf8(bytes).map_err(|_| Self::bad_chain(path, "not text"))?;
+        let mut lines = text.lines();
+        if lines.next() != Some(Self::CHAIN_TAG) {
+            return Err(Self::bad_chain(path, "not a chain of vault keys"));
+        }
+        let mut chain: Vec<([u8; 32], u64)> = Vec::new();
+        for l in lines {
+            let mut p = l.split(' ');
+            let (Some(from), Some(key), None) = (p.next(), p.next(), p.next()) else {
+                return Err(Self::bad_chain(path, "a malformed line"));
+            };
+            let from: u64 = from
+                .parse()
+                .map_err(|_| Self::bad_chain(path, "a malformed size"))?;
+            let key = parse_hex32(key).map_err(|_| Self::bad_chain(path, "a malformed key"))?;
+            if chain.last().is_some_and(|(_, f)| *f >= from) || (chain.is_empty() && from != 0) {
+                return Err(Self::bad_chain(path, "sizes out of order"));
+            }
+            chain.push((key, from));
+        }
+        if chain.first().map(|(k, _)| k) != Some(config_key) {
+            return Err(Self::bad_chain(
+                path,
+                "it does not start at the config's vault key",
+            ));
+        }
+        Ok(chain)
+    }
+
+    fn bad_chain(path: &Path, why: &str) -> StoreError {
+        StoreError::LocalState(format!(
+            "{}, the chain of vault keys this key verified, is unreadable ({why}); it is what \
+             refuses a rotated-out vault key, so it is not replaced silently. If this machine \
+             lost it, run `holdfast checkpoint forget --key KEY`, which moves it aside with \
+             the checkpoint",
+            path.display()
+        ))
+    }
+
+    /// The vault key that must sign a checkpoint of `size`, by the chain
+    /// this client verified.
+    fn key_at(&self, size: u64) -> [u8; 32] {
+        self.chain
+            .lock()
+            .unwrap()
+            .iter()
+            .rev()
+            .find(|(_, f)| *f <= size)
+            .map_or([0; 32], |(k, _)| *k)
+    }
+
+    /// Checks a checkpoint of the vault: this repository's, a valid
+    /// signature, by the key the chain makes current at its size. A
+    /// signer this client does not know yet is followed through the log
+    /// ([`Self::follow`]); a rotated-out key is tampering.
+    fn check_signed(&self, cp: &Checkpoint, http: &reqwest::blocking::Client) -> Result<()> {
+        if cp.config_id != self.config_id.0 || cp.verify(&cp.signer).is_err() {
+            return Err(StoreError::Tamper(
+                "the vault's checkpoint signature does not verify".into(),
+            ));
+        }
+        if cp.signer == self.key_at(cp.size) {
+            return Ok(());
+        }
+        self.follow(cp, http, None)
+    }
+
+    /// Learns the vault keys up to `cp` from the log: reads entries
+    /// `[0, cp.size)`, checks them against `cp`'s root and the held
+    /// checkpoint's, folds them, and accepts `cp.signer` only if the fold's
+    /// chain (executed, quorum-approved rotations from the config's key)
+    /// extends the chain this client knew and makes it the key at
+    /// `cp.size`. Then keeps the chain (crash-safe) and pins its last key.
+    fn follow(
+        &self,
+        cp: &Checkpoint,
+        http: &reqwest::blocking::Client,
+        held: Option<&Checkpoint>,
+    ) -> Result<()> {
+        let Some(config) = &self.config else {
+            return Err(StoreError::Tamper("no config to fold the log with".into()));
+        };
+        let held = match held {
+            Some(h) => Some(h.clone()),
+            None => Self::read_held_checkpoint(&self.state_file, &self.config_id, None)?,
+        };
+        if let Some(h) = &held
+            && h.size > cp.size
+        {
+            return Err(StoreError::Tamper(format!(
+                "the vault's log went back from {} to {} entries: rolled back",
+                h.size, cp.size
+            )));
+        }
+        let entries = self.log_entries_via(http, 0, cp.size)?;
+        let leaves: Vec<merkle::Hash> = entries.iter().map(|e| merkle::leaf_hash(e)).collect();
+        if leaves.len() as u64 != cp.size || merkle::root(&leaves) != cp.root {
+            return Err(StoreError::Tamper(format!(
+                "the vault's log does not match its checkpoint of size {} (signed by {})",
+                cp.size,
+                hex(&cp.signer[..8])
+            )));
+        }
+        if let Some(h) = &held
+            && merkle::root(&leaves[..h.size as usize]) != h.root
+        {
+            return Err(StoreError::Tamper(format!(
+                "the vault's log of {} entries does not extend the one of {} this client \
+                 verified: history was rewritten",
+                cp.size, h.size
+            )));
+        }
+        let (st, _) = LogState::new(config, self.config_id, Default::default()).fold(
+            entries.iter().map(|e| e.as_slice()),
+            &Reader::at(now_ns()),
+            &mut |_| None,
+        );
+        let known = self.chain.lock().unwrap().clone();
+        if st.vault_keys.len() < known.len() || st.vault_keys[..known.len()] != known[..] {
+            return Err(StoreError::Tamper(
+                "the vault's log lacks a vault key rotation this client verified before: \
+                 rolled back to an older key"
+                    .into(),
+            ));
+        }
+        let want = st.vault_key_at(cp.size);
+        if want != cp.signer {
+            let old = known.iter().any(|(k, _)| *k == cp.signer);
+            return Err(StoreError::Tamper(format!(
+                "the vault's checkpoint of size {} is signed by {} key {}, but the log's \
+                 executed rotations make {} the vault key there",
+                cp.size,
+                if old { "the rotated-out" } else { "an unknown" },
+                hex(&cp.signer[..8]),
+                hex(&want[..8])
+            )));
+        }
+        if st.vault_keys != known {
+            let mut text = format!("{}\n", Self::CHAIN_TAG);
+            for (k, f) in &st.vault_keys {
+                text.push_str(&format!("{f} {}\n", hex(k)));
+            }
+            crate::write_private(&self.keys_file, text.as_bytes()).map_err(|e| StoreError::Io {
+                path: self.keys_file.display().to_string(),
+                source: e,
+            })?;
+            *self.chain.lock().unwrap() = st.vault_keys.clone();
+        }
+        *self.expected.lock().unwrap() = Some(st.vault_key());
+        Ok(())
+    }
+
+    /// The vault presented TLS key `k`, not the one this client pinned:
+    /// over a connection pinned to exactly `k`, fetch the checkpoint (which
+    /// `k` must sign) and follow the log to it. Only a key the log's
+    /// executed rotations lead to is accepted.
+    fn follow_tls(&self, k: [u8; 32]) -> Result<()> {
+        let mismatch = || {
+            StoreError::Tamper(format!(
+                "{}: not this repository's vault (TLS key mismatch: {} is not a vault key the \
+                 log leads to)",
+                self.base,
+                hex(&k[..8])
+            ))
+        };
+        if self.chain.lock().unwrap().iter().any(|(c, _)| *c == k) {
+            // A rotated-out key (or an earlier one): never again.
+            return Err(StoreError::Tamper(format!(
+                "{}: the vault presents the rotated-out vault key {} (TLS): a key rollback",
+                self.base,
+                hex(&k[..8])
+            )));
+        }
+        let http = Self::client(
+            &self.provider,
+            Arc::new(Mutex::new(Some(k))),
+            Arc::new(Mutex::new(None)),
+        )?;
+        let b = self
+            .request_via(&http, "GET", "/v1/log/checkpoint", &[], None, false)
+            .map_err(|e| match e {
+                StoreError::Transient(_) | StoreError::Io { .. } => e,
+                _ => mismatch(),
+            })?;
+        let cp = Checkpoint::decode(&b).map_err(|_| mismatch())?;
+        if cp.signer != k || cp.config_id != self.config_id.0 || cp.verify(&k).is_err() {
+            return Err(mismatch());
+        }
+        self.follow(&cp, &http, None)?;
+        if *self.expected.lock().unwrap() != Some(k) {
+            return Err(mismatch());
+        }
+        Ok(())
     }
 
     /// Where the holder of `public` keeps the last checkpoint it verified of
@@ -239,6 +513,16 @@ impl VaultBackend {
         let mut aside = path.as_os_str().to_os_string();
         aside.push(format!(".forgotten-{secs}"));
         let aside = PathBuf::from(aside);
+        // The chain of vault keys goes aside with it (a fresh contact
+        // follows the log from the config's key again).
+        let keys = Self::keys_path(path);
+        let mut keys_aside = keys.as_os_str().to_os_string();
+        keys_aside.push(format!(".forgotten-{secs}"));
+        match std::fs::rename(&keys, PathBuf::from(keys_aside)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
         match std::fs::rename(path, &aside) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -290,7 +574,16 @@ impl VaultBackend {
     /// contact; an error ([`StoreError::LocalState`]) if the file is there
     /// but unreadable or damaged.
     pub fn held_checkpoint(&self) -> Result<Option<Checkpoint>> {
-        Self::read_held_checkpoint(&self.state_file, &self.config_id, Some(&self.vault_key))
+        let held = Self::read_held_checkpoint(&self.state_file, &self.config_id, None)?;
+        if let Some(cp) = &held
+            && cp.verify(&self.key_at(cp.size)).is_err()
+        {
+            return Err(Self::bad_held(
+                &self.state_file,
+                "its signature is not the vault key's at its size",
+            ));
+        }
+        Ok(held)
     }
 
     /// The vault's current checkpoint, signature checked.
@@ -298,11 +591,7 @@ impl VaultBackend {
         let b = self.request("GET", "/v1/log/checkpoint", &[], None)?;
         let cp =
             Checkpoint::decode(&b).map_err(|e| StoreError::Tamper(format!("checkpoint: {e}")))?;
-        if cp.verify(&self.vault_key).is_err() || cp.config_id != self.config_id.0 {
-            return Err(StoreError::Tamper(
-                "the vault's checkpoint signature does not verify".into(),
-            ));
-        }
+        self.check_signed(&cp, &self.http)?;
         Ok(cp)
     }
 
@@ -334,11 +623,7 @@ impl VaultBackend {
             .ok_or_else(|| StoreError::Tamper("malformed checkpoint from the vault".into()))?;
         let cp = Checkpoint::decode(&cp_bytes)
             .map_err(|e| StoreError::Tamper(format!("checkpoint: {e}")))?;
-        if cp.verify(&self.vault_key).is_err() || cp.config_id != self.config_id.0 {
-            return Err(StoreError::Tamper(
-                "the vault's checkpoint signature does not verify".into(),
-            ));
-        }
+        self.check_signed(&cp, &self.http)?;
         let proof: Vec<merkle::Hash> = j["proof"]
             .as_array()
             .map(|a| {
@@ -374,14 +659,25 @@ impl VaultBackend {
     /// Log entries `[from, to)` from the vault, fetched in pages of 10 000.
     /// The caller checks them against a verified checkpoint.
     pub fn log_entries(&self, from: usize, to: u64) -> Result<Vec<Vec<u8>>> {
+        self.log_entries_via(&self.http, from, to)
+    }
+
+    fn log_entries_via(
+        &self,
+        http: &reqwest::blocking::Client,
+        from: usize,
+        to: u64,
+    ) -> Result<Vec<Vec<u8>>> {
         let mut out: Vec<Vec<u8>> = Vec::new();
         while ((from + out.len()) as u64) < to {
             let start = from + out.len();
-            let raw = self.request(
+            let raw = self.request_via(
+                http,
                 "GET",
                 &format!("/v1/log/entries?start={start}&count=10000"),
                 &[],
                 None,
+                false,
             )?;
             let (chunk, torn) = holdfast_core::vaultlog::split_log(&raw);
             if chunk.is_empty() || torn != 0 {
@@ -403,9 +699,33 @@ impl VaultBackend {
         body: &[u8],
         range: Option<(u64, u64)>,
     ) -> Result<Vec<u8>> {
+        self.request_via(&self.http, method, path, body, range, true)
+    }
+
+    /// [`Self::request`] over `http`; `follow`: when the vault presents a
+    /// TLS key other than the pinned one, follow the log to it (once).
+    fn request_via(
+        &self,
+        http: &reqwest::blocking::Client,
+        method: &str,
+        path: &str,
+        body: &[u8],
+        range: Option<(u64, u64)>,
+        mut follow: bool,
+    ) -> Result<Vec<u8>> {
         let mut delay = Duration::from_millis(100);
         for attempt in 0.. {
-            match self.try_request(method, path, body, range) {
+            match self.try_request(http, method, path, body, range) {
+                Err(StoreError::Tamper(m)) if follow && m.contains("TLS key mismatch") => {
+                    let presented = *self.seen.lock().unwrap();
+                    match presented {
+                        Some(k) if Some(k) != *self.expected.lock().unwrap() => {
+                            self.follow_tls(k)?;
+                            follow = false;
+                        }
+                        _ => return Err(StoreError::Tamper(m)),
+                    }
+                }
                 Err(e) if e.is_transient() && attempt < 6 => {
                     std::thread::sleep(delay);
                     delay *= 2;
@@ -457,6 +777,7 @@ impl VaultBackend {
 
     fn try_request(
         &self,
+        http: &reqwest::blocking::Client,
         method: &str,
         path: &str,
         body: &[u8],
@@ -464,7 +785,7 @@ impl VaultBackend {
     ) -> Result<Vec<u8>> {
         let auth = Auth::sign(&self.identity, method, path, now_ns(), body).map_err(transient)?;
         let m = reqwest::Method::from_bytes(method.as_bytes()).map_err(transient)?;
-        let mut rq = self.http.request(m, format!("{}{path}", self.base));
+        let mut rq = http.request(m, format!("{}{path}", self.base));
         for (k, v) in auth.headers() {
             rq = rq.header(k, v);
         }

@@ -204,11 +204,17 @@ impl NodeCheck {
 }
 
 impl LogStore {
-    /// Opens (or creates, for a new vault) the log in `dir`.
+    /// Opens (or creates, for a new vault) the log in `dir`. A new log's
+    /// first checkpoint is signed by `first_signer` (the config's vault
+    /// key; without it a new log is refused). An existing checkpoint must
+    /// verify under its own signer and be of `config_id`: whether that
+    /// signer is the vault key at its size is the log fold's question,
+    /// which the caller asks once the log is read
+    /// ([`holdfast_core::logstate::LogState::vault_key_at`]).
     pub fn open(
         dir: &Path,
         config_id: [u8; 32],
-        vault: &Identity,
+        first_signer: Option<&Identity>,
         now_ns: i64,
     ) -> Result<Self, VaultError> {
         std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
@@ -216,6 +222,13 @@ impl LogStore {
         let checkpoint_path = dir.join("checkpoint");
         let fresh = !path.exists() && !checkpoint_path.exists();
         if fresh {
+            let Some(vault) = first_signer else {
+                return Err(VaultError::Usage(
+                    "this vault key is not the vault key of the repository's config (a new \
+                     vault starts with the key `init` wrote)"
+                        .into(),
+                ));
+            };
             File::create(&path)
                 .and_then(|f| f.sync_all())
                 .map_err(|e| io(&path, e))?;
@@ -230,13 +243,19 @@ impl LogStore {
         let mut checkpoint = Checkpoint::decode(&cp_bytes)
             .map_err(|e| VaultError::Tamper(format!("log checkpoint unreadable: {e}")))?;
         checkpoint
-            .verify(&vault.public())
-            .map_err(|_| VaultError::Tamper("log checkpoint signature does not verify".into()))?;
+            .verify(&checkpoint.signer)
+            .ok()
+            .filter(|()| checkpoint.config_id == config_id)
+            .ok_or_else(|| VaultError::Tamper("log checkpoint signature does not verify".into()))?;
         let next_path = dir.join("checkpoint.next");
         let next = std::fs::read(&next_path)
             .ok()
             .and_then(|b| Checkpoint::decode(&b).ok())
-            .filter(|c| c.verify(&vault.public()).is_ok() && c.size == checkpoint.size + 1);
+            .filter(|c| {
+                c.verify(&c.signer).is_ok()
+                    && c.config_id == config_id
+                    && c.size == checkpoint.size + 1
+            });
 
         // One streaming pass: each record is decoded (a malformed one is
         // tampering), hashed into the tree, and its nodes checked against
@@ -500,7 +519,7 @@ mod tests {
     fn setup(n: i64) -> (tempfile::TempDir, Identity) {
         let d = tempfile::tempdir().unwrap();
         let id = Identity::from_bytes([5; 32]);
-        let mut log = LogStore::open(d.path(), [1; 32], &id, 0).unwrap();
+        let mut log = LogStore::open(d.path(), [1; 32], Some(&id), 0).unwrap();
         for t in 1..=n {
             log.append(&entry(t), [1; 32], &id).unwrap();
         }
@@ -560,25 +579,37 @@ mod tests {
         let full = std::fs::read(&nodes).unwrap();
         assert_eq!(full.len() as u64, merkle::stored_nodes(37) * 32);
         let leaves = leaves_of(d.path());
-        proofs_match(&LogStore::open(d.path(), [1; 32], &id, 1).unwrap(), &leaves);
+        proofs_match(
+            &LogStore::open(d.path(), [1; 32], Some(&id), 1).unwrap(),
+            &leaves,
+        );
         // Missing.
         std::fs::remove_file(&nodes).unwrap();
-        proofs_match(&LogStore::open(d.path(), [1; 32], &id, 2).unwrap(), &leaves);
+        proofs_match(
+            &LogStore::open(d.path(), [1; 32], Some(&id), 2).unwrap(),
+            &leaves,
+        );
         assert_eq!(std::fs::read(&nodes).unwrap(), full);
         // Truncated mid-node, and longer than the log.
         std::fs::write(&nodes, &full[..1000]).unwrap();
-        proofs_match(&LogStore::open(d.path(), [1; 32], &id, 3).unwrap(), &leaves);
+        proofs_match(
+            &LogStore::open(d.path(), [1; 32], Some(&id), 3).unwrap(),
+            &leaves,
+        );
         assert_eq!(std::fs::read(&nodes).unwrap(), full);
         let mut long = full.clone();
         long.extend_from_slice(&[7; 96]);
         std::fs::write(&nodes, &long).unwrap();
-        proofs_match(&LogStore::open(d.path(), [1; 32], &id, 4).unwrap(), &leaves);
+        proofs_match(
+            &LogStore::open(d.path(), [1; 32], Some(&id), 4).unwrap(),
+            &leaves,
+        );
         assert_eq!(std::fs::read(&nodes).unwrap(), full);
         // Damaged: rebuilt, and the damaged file kept as evidence.
         let mut bad = full.clone();
         bad[40 * 32 + 5] ^= 1;
         std::fs::write(&nodes, &bad).unwrap();
-        let mut log = LogStore::open(d.path(), [1; 32], &id, 5).unwrap();
+        let mut log = LogStore::open(d.path(), [1; 32], Some(&id), 5).unwrap();
         proofs_match(&log, &leaves);
         assert_eq!(std::fs::read(&nodes).unwrap(), full);
         assert_eq!(
@@ -595,7 +626,7 @@ mod tests {
         raw[last] ^= 1;
         std::fs::write(d.path().join("log"), raw).unwrap();
         assert!(matches!(
-            LogStore::open(d.path(), [1; 32], &id, 6),
+            LogStore::open(d.path(), [1; 32], Some(&id), 6),
             Err(VaultError::Tamper(_))
         ));
     }
@@ -604,7 +635,7 @@ mod tests {
     fn a_crash_after_the_append_is_finished_at_open() {
         let (d, id) = setup(3);
         half_append(d.path(), &id, &entry(4), true);
-        let log = LogStore::open(d.path(), [1; 32], &id, 9).unwrap();
+        let log = LogStore::open(d.path(), [1; 32], Some(&id), 9).unwrap();
         assert_eq!(log.checkpoint.size, 4);
         assert_eq!(log.len(), 4);
         assert!(!d.path().join("checkpoint.next").exists());
@@ -614,11 +645,16 @@ mod tests {
     fn a_crash_before_the_append_keeps_the_unused_checkpoint_aside() {
         let (d, id) = setup(3);
         half_append(d.path(), &id, &entry(4), false);
-        let mut log = LogStore::open(d.path(), [1; 32], &id, 9).unwrap();
+        let mut log = LogStore::open(d.path(), [1; 32], Some(&id), 9).unwrap();
         assert_eq!(log.checkpoint.size, 3);
         assert!(d.path().join("checkpoint.next.unused-9").exists());
         log.append(&entry(5), [1; 32], &id).unwrap();
-        assert_eq!(LogStore::open(d.path(), [1; 32], &id, 10).unwrap().len(), 4);
+        assert_eq!(
+            LogStore::open(d.path(), [1; 32], Some(&id), 10)
+                .unwrap()
+                .len(),
+            4
+        );
     }
 
     #[test]
@@ -629,12 +665,17 @@ mod tests {
         let good = raw.len();
         raw.extend_from_slice(&[200, 0, 0, 0, 1, 2]); // torn
         std::fs::write(&log, &raw).unwrap();
-        assert_eq!(LogStore::open(d.path(), [1; 32], &id, 9).unwrap().len(), 2);
+        assert_eq!(
+            LogStore::open(d.path(), [1; 32], Some(&id), 9)
+                .unwrap()
+                .len(),
+            2
+        );
         assert_eq!(std::fs::metadata(&log).unwrap().len() as usize, good);
         let mut raw = std::fs::read(&log).unwrap();
         frame(&entry(3).encode(), &mut raw);
         std::fs::write(&log, &raw).unwrap();
-        match LogStore::open(d.path(), [1; 32], &id, 9) {
+        match LogStore::open(d.path(), [1; 32], Some(&id), 9) {
             Err(VaultError::Tamper(m)) => assert!(m.contains("after the last signed checkpoint")),
             Err(e) => panic!("{e}"),
             Ok(_) => panic!("adopted an entry nobody signed for"),

@@ -54,6 +54,9 @@ pub struct ServeOptions {
     /// The config id the vault key pins.
     pub config_id: holdfast_core::ObjectId,
     pub identity: Identity,
+    /// The key of a coming vault key rotation (`--next-key`): the vault
+    /// switches to it when it executes that rotation.
+    pub next_identity: Option<Identity>,
     pub listen: SocketAddr,
     pub vault: Options,
     pub max_connections: usize,
@@ -845,14 +848,15 @@ pub fn serve(opts: ServeOptions) -> Result<(), VaultError> {
         .build()
         .map_err(|e| VaultError::Io(e.to_string()))?;
     rt.block_on(async move {
-        let tls = crate::tls::server_config(&opts.identity)?;
         let vault = Vault::open(
             Arc::from(opts.store),
             &opts.state_dir,
             opts.identity,
+            opts.next_identity,
             opts.config_id,
             opts.vault,
         )?;
+        let tls = crate::tls::server_config(vault.tls.clone())?;
         let n = vault.log.len();
         let alerts = vault.alerts.clone();
         let listener = TcpListener::bind(opts.listen)

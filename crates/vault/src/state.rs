@@ -167,7 +167,13 @@ pub struct Vault {
     pub store: Arc<dyn ObjectStore>,
     pub config: Config,
     pub config_id: ObjectId,
+    /// The vault key it signs checkpoints with now: the log's current one.
     identity: Identity,
+    /// The key of a coming rotation (`--next-key`), and its certificate,
+    /// made at start so that the switch cannot fail halfway.
+    next: Option<(Identity, Arc<rustls::sign::CertifiedKey>)>,
+    /// The TLS certificate presented: switched with `identity`.
+    pub tls: Arc<crate::tls::SwapCert>,
     /// What the log says, through the validating fold every reader runs.
     pub st: LogState,
     pub(crate) owners: HashMap<ObjectId, HashSet<[u8; 32]>>,
@@ -321,11 +327,15 @@ fn lock_state_dir(dir: &Path) -> Result<File, VaultError> {
 impl Vault {
     /// Opens the vault over a repository's storage, with its own state
     /// (log, checkpoint, pack owners) in `state_dir`, and the vault key,
-    /// which pins the config by its id.
+    /// which pins the config by its id. `next` is the key of a coming
+    /// rotation: the vault switches to it when it executes the rotation.
+    /// Whichever of the two the log's chain makes current signs from the
+    /// start; holding neither is refused.
     pub fn open(
         store: Arc<dyn ObjectStore>,
         state_dir: &Path,
         identity: Identity,
+        next: Option<Identity>,
         pinned_config: ObjectId,
         opts: Options,
     ) -> Result<Vault, VaultError> {
@@ -342,13 +352,10 @@ impl Vault {
         let config_id = pinned_config;
         let config =
             Config::decode(&cfg_bytes).map_err(|e| VaultError::Tamper(format!("config: {e}")))?;
-        match config.vault_key() {
-            Some(k) if k == identity.public() => {}
-            _ => {
-                return Err(VaultError::Usage(
-                    "this vault key is not the vault key of the repository's config".into(),
-                ));
-            }
+        if config.vault_key().is_none() {
+            return Err(VaultError::Usage(
+                "the repository's config names no vault key".into(),
+            ));
         }
         let mut identity_files = Vec::new();
         let mut members: HashMap<[u8; 32], Member> = HashMap::new();
@@ -371,7 +378,11 @@ impl Vault {
                 .push(ObjectId::from_hex(&name).map_err(|e| VaultError::Tamper(e.to_string()))?);
         }
         let vdir = state_dir.to_path_buf();
-        let log = LogStore::open(&vdir, config_id.0, &identity, now_ns())?;
+        let first = [Some(&identity), next.as_ref()]
+            .into_iter()
+            .flatten()
+            .find(|k| Some(k.public()) == config.vault_key());
+        let log = LogStore::open(&vdir, config_id.0, first, now_ns())?;
 
         // Pack owners: pack id [32] | client [32] | size u64, appended.
         let owners_path = vdir.join("owners");
@@ -396,12 +407,22 @@ impl Vault {
 
         let st = LogState::new(&config, config_id, members);
         let alerts = crate::alert::Alerter::new(opts.alert_cmd.clone());
+        let tls = crate::tls::SwapCert::new(&identity)?;
+        let next = match next {
+            Some(k) => {
+                let cert = crate::tls::certified_key(&k)?;
+                Some((k, cert))
+            }
+            None => None,
+        };
         let mut v = Vault {
             state_dir: vdir,
             store,
             config,
             config_id,
             identity,
+            next,
+            tls,
             st,
             owners,
             owners_file: Arc::new(Mutex::new(owners_file)),
@@ -430,6 +451,7 @@ impl Vault {
         let fresh = v.log.is_empty();
         v.replay();
         v.replaying = false;
+        v.take_current_key()?;
         // New entries are dated after every entry of the log, even ones this
         // vault's clock calls future (a clock set back at restart) — except
         // entries beyond the gap the vault would believe at all (forged far
@@ -500,6 +522,49 @@ impl Vault {
         }
         v.recover_unlogged_snapshots(&present, fresh)?;
         Ok(v)
+    }
+
+    /// After the replay: the log's checkpoint must be signed by the key the
+    /// chain of executed rotations makes current at its size, and this
+    /// vault must hold the current key (the one it was started with, or
+    /// `--next-key` if the rotation ran while it was down).
+    fn take_current_key(&mut self) -> Result<(), VaultError> {
+        let cp = &self.log.checkpoint;
+        let want = self.st.vault_key_at(cp.size);
+        if cp.signer != want {
+            return Err(VaultError::Tamper(format!(
+                "the log's checkpoint (size {}) is signed by {}, but the log's executed \
+                 rotations make {} the vault key there",
+                cp.size,
+                holdfast_core::id::hex(&cp.signer[..8]),
+                holdfast_core::id::hex(&want[..8]),
+            )));
+        }
+        let current = self.st.vault_key();
+        if self.identity.public() == current {
+            return Ok(());
+        }
+        match self.next.take() {
+            Some((k, cert)) if k.public() == current => {
+                self.identity = k;
+                self.tls.set(cert);
+                Ok(())
+            }
+            other => {
+                self.next = other;
+                let at = self.st.vault_keys.last().map_or(0, |(_, f)| *f);
+                Err(VaultError::Usage(format!(
+                    "this vault does not hold the current vault key {}: the log rotated to it \
+                     (checkpoints from size {at} on); start the vault with that key (--key)",
+                    holdfast_core::id::hex(&current)
+                )))
+            }
+        }
+    }
+
+    /// The vault key it signs with now.
+    pub fn public(&self) -> [u8; 32] {
+        self.identity.public()
     }
 
     /// Rebuilds the state from the log through the validating fold. An
@@ -1422,7 +1487,7 @@ impl Vault {
                     return Err(ApiError::not_found(format!("no snapshot {}", id.short())));
                 }
             }
-            Action::SetThreshold { .. } => {
+            Action::SetThreshold { .. } | Action::RotateVaultKey { .. } => {
                 self.st.action_allowed(&p.action).map_err(ApiError::bad)?;
             }
             Action::RotateRestoreKey(k) => {
@@ -1550,6 +1615,21 @@ impl Vault {
                 continue;
             }
             let what = describe(&action);
+            if let Action::RotateVaultKey { key, .. } = &action {
+                match self.run_rotation(*id, key) {
+                    Ok(true) => {
+                        ran += 1;
+                        self.alert(&format!("EXECUTED proposal {}: {what}", id.short()));
+                    }
+                    Ok(false) => {}
+                    Err(e) => self.alert(&format!(
+                        "executing proposal {} failed: {}",
+                        id.short(),
+                        e.msg
+                    )),
+                }
+                continue;
+            }
             match self.log(Event::Executed { proposal: *id }) {
                 Ok(()) => {
                     ran += 1;
@@ -1563,6 +1643,48 @@ impl Vault {
             }
         }
         ran
+    }
+
+    /// Executes a ready vault key rotation, if this vault holds the new
+    /// key: the execution entry's checkpoint is the first the new key
+    /// signs, and the TLS certificate switches with it, under the write
+    /// lock the caller holds. Without the key: alerted once, left pending.
+    fn run_rotation(&mut self, id: ObjectId, key: &[u8; 32]) -> Result<bool, ApiError> {
+        if self.next.as_ref().is_none_or(|(k, _)| k.public() != *key) {
+            if self.unrunnable.insert(id) {
+                self.alert(&format!(
+                    "proposal {} cannot run: this vault does not hold the new vault key {} \
+                     (restart it with --next-key FILE)",
+                    id.short(),
+                    holdfast_core::id::hex(&key[..8])
+                ));
+            }
+            return Ok(false);
+        }
+        let (new, cert) = self.next.take().expect("checked above");
+        let old = std::mem::replace(&mut self.identity, new);
+        match self.log(Event::Executed { proposal: id }) {
+            Ok(()) if self.st.vault_key() == *key => {
+                self.tls.set(cert);
+                drop(old);
+                Ok(true)
+            }
+            Ok(()) => {
+                // Logged, but the fold did not take the new key (a bug:
+                // alerted by `log_at`). Signing on with the new key would
+                // make every checkpoint invalid; neither key is right now.
+                let new = std::mem::replace(&mut self.identity, old);
+                self.next = Some((new, cert));
+                Err(ApiError::internal(
+                    "the rotation was logged but the log's fold did not take the new key",
+                ))
+            }
+            Err(e) => {
+                let new = std::mem::replace(&mut self.identity, old);
+                self.next = Some((new, cert));
+                Err(e)
+            }
+        }
     }
 
     /// Stored bytes a snapshot references (unknown lists count as large,
@@ -1836,6 +1958,10 @@ pub fn describe(a: &Action) -> String {
         Action::SetThreshold { signal, from, to } => format!(
             "the {} threshold from {from} to {to}",
             holdfast_core::format::Signal(*signal).name()
+        ),
+        Action::RotateVaultKey { key, .. } => format!(
+            "a new vault key {} (check the whole fingerprint with the vault's operator)",
+            holdfast_core::id::hex(key)
         ),
     }
 }

@@ -1,13 +1,19 @@
 //! TLS from the vault key: a self-signed Ed25519 certificate whose public
-//! key is the vault member key in the repository config. Clients accept the
-//! connection only if the certificate's key is that key (see
-//! holdfast-store's vault client), so no CA is involved and nothing else can
-//! impersonate the vault.
+//! key is the vault's current key (the config's, or the last rotation the
+//! log executed). Clients accept the connection only if the certificate's
+//! key is the key they know, or one the log's executed, quorum-approved
+//! rotations lead to (see holdfast-store's vault client), so no CA is
+//! involved and nothing else can impersonate the vault.
+//!
+//! The certificate is served through [`SwapCert`], which the vault switches
+//! under the same write lock as the log entry that rotates its key.
 
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use holdfast_core::crypto::Identity;
 use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
 
 use crate::VaultError;
 
@@ -23,23 +29,60 @@ fn pkcs8(seed: &[u8; 32]) -> Vec<u8> {
     v
 }
 
-pub fn server_config(identity: &Identity) -> Result<Arc<rustls::ServerConfig>, VaultError> {
-    let err = |e: String| VaultError::Usage(format!("TLS set-up: {e}"));
-    let der = pkcs8(identity.as_bytes());
-    let key = PrivatePkcs8KeyDer::from(der);
-    let kp = rcgen::KeyPair::from_pkcs8_der_and_sign_algo(&key, &rcgen::PKCS_ED25519)
-        .map_err(|e| err(e.to_string()))?;
+fn err(e: impl std::fmt::Display) -> VaultError {
+    VaultError::Usage(format!("TLS set-up: {e}"))
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// The self-signed certificate and signing key for `identity`.
+pub fn certified_key(identity: &Identity) -> Result<Arc<CertifiedKey>, VaultError> {
+    let key = PrivatePkcs8KeyDer::from(pkcs8(identity.as_bytes()));
+    let kp =
+        rcgen::KeyPair::from_pkcs8_der_and_sign_algo(&key, &rcgen::PKCS_ED25519).map_err(err)?;
     let cert = rcgen::CertificateParams::new(vec!["holdfast-vault".to_string()])
-        .map_err(|e| err(e.to_string()))?
+        .map_err(err)?
         .self_signed(&kp)
-        .map_err(|e| err(e.to_string()))?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .map_err(err)?;
+    let ck = CertifiedKey::from_der(
+        vec![cert.der().clone()],
+        PrivateKeyDer::Pkcs8(key),
+        &provider(),
+    )
+    .map_err(err)?;
+    Ok(Arc::new(ck))
+}
+
+/// The certificate the vault presents now; [`SwapCert::set`] replaces it
+/// for every handshake after.
+#[derive(Debug)]
+pub struct SwapCert(RwLock<Arc<CertifiedKey>>);
+
+impl SwapCert {
+    pub fn new(identity: &Identity) -> Result<Arc<Self>, VaultError> {
+        Ok(Arc::new(SwapCert(RwLock::new(certified_key(identity)?))))
+    }
+
+    pub fn set(&self, key: Arc<CertifiedKey>) {
+        *self.0.write().unwrap_or_else(|p| p.into_inner()) = key;
+    }
+}
+
+impl ResolvesServerCert for SwapCert {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.0.read().unwrap_or_else(|p| p.into_inner()).clone())
+    }
+}
+
+/// The server's TLS configuration, presenting whatever `certs` holds.
+pub fn server_config(certs: Arc<SwapCert>) -> Result<Arc<rustls::ServerConfig>, VaultError> {
+    let mut cfg = rustls::ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
-        .map_err(|e| err(e.to_string()))?
+        .map_err(err)?
         .with_no_client_auth()
-        .with_single_cert(vec![cert.der().clone()], PrivateKeyDer::Pkcs8(key))
-        .map_err(|e| err(e.to_string()))?;
+        .with_cert_resolver(certs);
     cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(cfg))
 }

@@ -54,6 +54,14 @@ pub enum What {
     /// bytes lost, default 50) or `burst` (snapshots per hour, default 30).
     /// Raising it is limited to 5 points per proposal
     Threshold { signal: String, value: u32 },
+    /// Rotate the vault key to a new one (`holdfast key new vault` made it,
+    /// on the vault host): its public file FILE.pub, or the key file. From
+    /// the execution on the vault signs checkpoints and serves TLS with it;
+    /// clients and replicas follow through the log
+    VaultKey {
+        /// FILE.pub from `key new vault` (or the new vault key file)
+        new_key: PathBuf,
+    },
 }
 
 #[derive(clap::Args)]
@@ -182,6 +190,23 @@ pub fn propose(a: ProposeArgs) -> Result<ExitCode> {
                 to: value,
             }
         }
+        What::VaultKey { new_key } => {
+            let (cid, key, pop) = crate::cmd::key::read_vault_pub(&new_key)?;
+            if cid != repo.config_id {
+                bail!(
+                    "{}: a vault key made for another repository",
+                    new_key.display()
+                );
+            }
+            if !holdfast_core::governance::verify_vault_key_pop(&cid, &key, &pop) {
+                bail!(
+                    "{}: its proof of possession does not verify (damaged, or not made by \
+                     `key new vault`)",
+                    new_key.display()
+                );
+            }
+            Action::RotateVaultKey { key, pop }
+        }
     };
     let p = Proposal::new(repo.config_id, action, id, now_ns())?;
     let r = vault.request("POST", "/v1/proposals", &p.encode(), None)?;
@@ -299,6 +324,10 @@ fn render(repo: &holdfast_repo::Repository, a: &Action) -> String {
         Action::SetThreshold { signal, from, to } => format!(
             "the {} threshold from {from} to {to}",
             holdfast_core::format::Signal(*signal).name()
+        ),
+        Action::RotateVaultKey { key, .. } => format!(
+            "a new vault key {} (check the whole fingerprint with the vault's operator)",
+            holdfast_core::id::hex(key)
         ),
     }
 }

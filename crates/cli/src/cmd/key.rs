@@ -115,9 +115,14 @@ pub struct NewArgs {
     /// --key, --admin-key). `admin`: an admin key made on its holder's own
     /// machine before `init`: writes the key (passphrase-protected) to
     /// --out and its public half beside it (NAME.pub), for `init
-    /// --admin-pub`; then `key bind` ties it to the repository
+    /// --admin-pub`; then `key bind` ties it to the repository. `vault`:
+    /// the next vault key, for a rotation (--key: the current vault key
+    /// or any key of the repository): writes it to --out like init's
+    /// vault.key, and its public half with a proof of possession beside
+    /// it (FILE.pub), for `propose vault-key`
     pub role: String,
-    /// Its name
+    /// Its name (not for `vault`)
+    #[arg(default_value = "")]
     pub name: String,
     #[arg(long)]
     pub repo: Option<String>,
@@ -155,6 +160,7 @@ pub fn run(k: KeyCommand) -> Result<ExitCode> {
         KeyCommand::Rotate(a) => rotate(a),
         KeyCommand::Passwd(a) => passwd(a),
         KeyCommand::New(a) if a.role == "admin" => new_admin(a),
+        KeyCommand::New(a) if a.role == "vault" => new_vault(a),
         KeyCommand::New(a) => {
             if a.role != "client" {
                 bail!(
@@ -165,6 +171,9 @@ pub fn run(k: KeyCommand) -> Result<ExitCode> {
             let (Some(repo), Some(key), Some(admin_key)) = (&a.repo, &a.key, &a.admin_key) else {
                 bail!("key new client needs --repo, --key and --admin-key");
             };
+            if a.name.is_empty() {
+                bail!("key new client needs a NAME");
+            }
             // Through a vault, the admin signs the request that adds the
             // identity; on a directory, the record is simply written.
             let (repo, from, admin) = if repo.starts_with("https://") {
@@ -183,6 +192,95 @@ pub fn run(k: KeyCommand) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         KeyCommand::Bind(a) => bind(a),
+    }
+}
+
+/// The tag of a new vault key's public file (`key new vault`).
+pub const VAULT_PUB_TAG: &str = "holdfast-vault-public";
+
+/// `key new vault`: the next vault key of a repository, for a rotation.
+fn new_vault(a: NewArgs) -> Result<ExitCode> {
+    use holdfast_core::crypto::Identity;
+    use holdfast_core::format::Role;
+    use holdfast_core::keyfile::{KeyFile, Secret};
+    let Some(key) = &a.key else {
+        bail!("key new vault needs --key (the current vault key, or any key of the repository)");
+    };
+    if !a.name.is_empty() && a.name != "vault" {
+        bail!("a vault key has no name of its own (got {:?})", a.name);
+    }
+    let config_id = util::load_key(key)?.config_id;
+    let pub_path = {
+        let mut p = a.out.as_os_str().to_os_string();
+        p.push(".pub");
+        PathBuf::from(p)
+    };
+    if a.out.exists() || pub_path.exists() {
+        bail!(
+            "{} or {} exists; a key is never written over a file",
+            a.out.display(),
+            pub_path.display()
+        );
+    }
+    let id = Identity::generate().map_err(|e| anyhow::anyhow!("{e}"))?;
+    let public = id.public();
+    let pop = holdfast_core::governance::vault_key_pop(&config_id, &id);
+    // Like init's vault.key: no passphrase, the service starts unattended.
+    let kf = KeyFile::seal(Role::Vault, "vault", config_id, &Secret::Signer(id), None)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    holdfast_repo::keys::write_key_file(&a.out, &kf)?;
+    let line = format!(
+        "{VAULT_PUB_TAG} {} {} {}\n",
+        config_id.to_hex(),
+        holdfast_core::id::hex(&public),
+        holdfast_core::id::hex(&pop)
+    );
+    holdfast_repo::keys::write_secret_file(&pub_path, line.as_bytes())?;
+    util::out(format!(
+        "new vault key {} written to {} (keep it on the vault host only); an admin proposes it \
+         with `holdfast propose vault-key {}`; start the vault with `--next-key {}` so that it \
+         can switch when the rotation runs",
+        holdfast_core::id::hex(&public),
+        a.out.display(),
+        pub_path.display(),
+        a.out.display()
+    ));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Reads a new vault key for a rotation: its public file (`key new vault`)
+/// or the key file itself. Returns (config id, key, proof of possession).
+pub fn read_vault_pub(
+    path: &std::path::Path,
+) -> Result<(holdfast_core::ObjectId, [u8; 32], [u8; 64])> {
+    let text = holdfast_store::read_regular(path, 64 << 10)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    if text.starts_with(VAULT_PUB_TAG.as_bytes()) {
+        let text = String::from_utf8_lossy(&text);
+        let bad = || anyhow::anyhow!("{}: not a vault public key file", path.display());
+        let parts: Vec<&str> = text.split_whitespace().collect();
+        let [VAULT_PUB_TAG, cid, key, pop] = parts[..] else {
+            return Err(bad());
+        };
+        let cid = holdfast_core::ObjectId::from_hex(cid).map_err(|_| bad())?;
+        let key = holdfast_core::id::parse_hex32(key).map_err(|_| bad())?;
+        let pop: [u8; 64] = holdfast_core::id::parse_hex(pop)
+            .ok()
+            .and_then(|v| v.try_into().ok())
+            .ok_or_else(bad)?;
+        return Ok((cid, key, pop));
+    }
+    let k = util::load_key(path)?;
+    match (k.role, k.identity()) {
+        (holdfast_core::format::Role::Vault, Some(i)) => Ok((
+            k.config_id,
+            i.public(),
+            holdfast_core::governance::vault_key_pop(&k.config_id, i),
+        )),
+        _ => bail!(
+            "{}: neither a vault key nor its public file (`key new vault`)",
+            path.display()
+        ),
     }
 }
 

@@ -28,9 +28,16 @@ pub struct ServeArgs {
     /// default REPO/vault for a directory, required for S3
     #[arg(long)]
     pub state: Option<PathBuf>,
-    /// The vault key (KEYDIR/vault.key)
+    /// The vault key (KEYDIR/vault.key): after a rotation of the vault key,
+    /// the current one
     #[arg(long)]
     pub key: PathBuf,
+    /// The new key of a proposed vault key rotation (`holdfast key new
+    /// vault`): when the admins' quorum approved it and the delay passed,
+    /// the vault signs and serves TLS with it from the execution on. Then
+    /// restart with it as --key and destroy the old one
+    #[arg(long, value_name = "FILE")]
+    pub next_key: Option<PathBuf>,
     /// Address to listen on, e.g. 127.0.0.1:8443 (port 0 picks one; the address is printed)
     #[arg(long)]
     pub listen: SocketAddr,
@@ -78,6 +85,20 @@ pub fn run(c: VaultCommand) -> Result<ExitCode> {
         (Role::Vault, Some(i)) => i.clone(),
         _ => bail!("{}: not a vault key", a.key.display()),
     };
+    let next_identity = match &a.next_key {
+        Some(p) => {
+            let k = util::load_key(p)?;
+            if k.config_id != key.config_id {
+                bail!("{}: a vault key of another repository", p.display());
+            }
+            match (k.role, k.identity()) {
+                (Role::Vault, Some(i)) if i.public() != identity.public() => Some(i.clone()),
+                (Role::Vault, Some(_)) => bail!("--next-key is the same key as --key"),
+                _ => bail!("{}: not a vault key", p.display()),
+            }
+        }
+        None => None,
+    };
     let (store, state_dir): (Box<dyn ObjectStore>, PathBuf) = if a.repo.starts_with("s3://") {
         let Some(state) = a.state else {
             bail!("an S3 repository needs --state DIR for the vault's log and records");
@@ -117,6 +138,7 @@ pub fn run(c: VaultCommand) -> Result<ExitCode> {
         state_dir,
         config_id: key.config_id,
         identity,
+        next_identity,
         listen: a.listen,
         vault: Options {
             quota_bytes: a.quota_mib.saturating_mul(1 << 20),

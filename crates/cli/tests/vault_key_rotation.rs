@@ -1,0 +1,515 @@
+//! Rotation of the vault key (issue 13, SPEC G7), with the real binary and
+//! real vaults on 127.0.0.1: proposed by one admin, approved by the quorum,
+//! executed by a vault that holds the new key; from then on the vault signs
+//! checkpoints and presents TLS with the new key, and clients, replicas,
+//! audits, bundles and restores follow through the log without a manual
+//! step. A rotated-out key (leaked, say) signs nothing a reader accepts,
+//! and the vault host alone cannot rotate.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use common::*;
+use holdfast_core::governance::{Action, Proposal, vault_key_pop};
+use holdfast_core::merkle::{self, Checkpoint};
+use holdfast_core::vaultlog::{Entry, Event, frame, split_log};
+
+fn err(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Everything a command said (problems are listed on stdout).
+fn said(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// A vault over `repo` with `key` (and maybe `--next-key`), like
+/// `World::start_vault` but with a key of the test's choosing.
+fn start(w: &World, repo: &str, key: &str, extra: &[&str]) -> VaultProc {
+    let stderr_path = w.path(&format!(
+        "vault-{}.err",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    ));
+    let mut c = Command::new(bin());
+    c.args([
+        "vault",
+        "serve",
+        "--repo",
+        repo,
+        "--key",
+        key,
+        "--listen",
+        "127.0.0.1:0",
+        "--reclaim-every-secs",
+        "1",
+    ])
+    .args(extra)
+    .env("HOLDFAST_PASSPHRASE", PASS)
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::fs::File::create(&stderr_path).unwrap());
+    let mut child = c.spawn().unwrap();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+    let url = line
+        .split_whitespace()
+        .find(|w| w.starts_with("https://"))
+        .unwrap_or_else(|| {
+            panic!(
+                "vault did not start: {line} {}",
+                std::fs::read_to_string(&stderr_path).unwrap_or_default()
+            )
+        })
+        .to_string();
+    std::thread::spawn(move || {
+        let mut sink = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut out, &mut sink);
+    });
+    VaultProc {
+        child,
+        url,
+        stderr_path,
+    }
+}
+
+/// `vault serve` that must refuse to start: its output.
+fn refused_start(w: &World, key: &str, extra: &[&str]) -> Output {
+    let repo = w.repo();
+    let mut args = vec![
+        "vault",
+        "serve",
+        "--repo",
+        repo.as_str(),
+        "--key",
+        key,
+        "--listen",
+        "127.0.0.1:0",
+    ];
+    args.extend_from_slice(extra);
+    let o = w
+        .cmd(&args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!o.status.success(), "the vault started: {}", err(&o));
+    o
+}
+
+/// The Ed25519 key in the certificate the vault at `url` presents.
+fn tls_key_is(url: &str, key: &[u8; 32]) -> bool {
+    let s = tls_from("127.0.0.1".parse().unwrap(), vault_addr(url)).unwrap();
+    let der = s.conn.peer_certificates().unwrap()[0].to_vec();
+    der.windows(32).any(|w| w == key)
+}
+
+fn public_of(path: &str) -> [u8; 32] {
+    load_key(path).identity().unwrap().public()
+}
+
+fn proposals(w: &World, url: &str) -> Vec<serde_json::Value> {
+    serde_json::from_str(&w.ok(&[
+        "proposals",
+        "--repo",
+        url,
+        "--key",
+        &w.key("auditor"),
+        "--json",
+    ]))
+    .unwrap()
+}
+
+fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
+    for _ in 0..100 {
+        if f() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    panic!("timed out waiting for {what}");
+}
+
+/// The vault's log and a checkpoint over it signed by `key` (a forgery
+/// when `key` is not the vault key the log's chain makes current).
+fn resign(w: &World, key: &str) -> Vec<Vec<u8>> {
+    let raw = std::fs::read(w.path("repo/vault/log")).unwrap();
+    let entries: Vec<Vec<u8>> = split_log(&raw).0.into_iter().map(|e| e.to_vec()).collect();
+    let leaves: Vec<_> = entries.iter().map(|e| merkle::leaf_hash(e)).collect();
+    let k = load_key(key);
+    let cp = Checkpoint::sign(
+        k.config_id.0,
+        entries.len() as u64,
+        merkle::root(&leaves),
+        holdfast_repo::now_ns(),
+        k.identity().unwrap(),
+    );
+    std::fs::write(w.path("repo/vault/checkpoint"), cp.encode()).unwrap();
+    entries
+}
+
+fn new_vault_key(w: &World, name: &str) -> (String, String) {
+    let out = w.path(name).display().to_string();
+    let o = w.ok(&[
+        "key",
+        "new",
+        "vault",
+        "--key",
+        &w.key("vault"),
+        "--out",
+        &out,
+    ]);
+    assert!(o.contains("--next-key"), "{o}");
+    (out.clone(), format!("{out}.pub"))
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    let st = Command::new("cp")
+        .args(["-a", from.to_str().unwrap(), to.to_str().unwrap()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+}
+
+#[test]
+fn the_vault_key_rotates_and_clients_replicas_and_readers_follow() {
+    let w = World::new();
+    let keys = w.path("keys").display().to_string();
+    w.ok(&["init", &w.repo(), "--keys", &keys, "--delay-secs", "1"]);
+    let old_key = w.key("vault");
+    let old = public_of(&old_key);
+    let mut vault = start(&w, &w.repo(), &old_key, &[]);
+    let url = vault.url.clone();
+    let src = w.path("mail");
+    make_maildir(&src, 2, 8, 131);
+    let before = backup_via(&w, &url, &w.key("client"), &src);
+    let d_before = digest(&src);
+    let replica = w.path("replica");
+    let pull = |url: &str| {
+        w.run(&[
+            "replica",
+            "pull",
+            "--from",
+            url,
+            "--key",
+            &w.key("replica"),
+            "--into",
+            replica.to_str().unwrap(),
+        ])
+    };
+    let o = pull(&url);
+    assert!(o.status.success(), "{}", err(&o));
+    w.ok(&["audit", "--repo", &url, "--key", &w.key("auditor")]);
+    assert!(tls_key_is(&url, &old));
+
+    // What a thief of the old vault key keeps: the state as it was.
+    vault.stop();
+    let stale = w.path("stale");
+    copy_dir(&w.path("repo"), &stale);
+    let mut vault = start(&w, &w.repo(), &old_key, &[]);
+    let url = vault.url.clone();
+
+    // The vault's operator makes the next key; an admin proposes it.
+    let (new_key, new_pub) = new_vault_key(&w, "vault-2.key");
+    let new = public_of(&new_key);
+    let o = w.ok(&[
+        "propose",
+        "vault-key",
+        "--repo",
+        &url,
+        "--key",
+        &w.key("admin-1"),
+        &new_pub,
+    ]);
+    assert!(o.contains("submitted"), "{o}");
+    let p = proposals(&w, &url);
+    let fp = holdfast_core::id::hex(&new);
+    let prop = p
+        .iter()
+        .find(|p| p["action"].as_str().unwrap_or("").contains("new vault key"))
+        .unwrap_or_else(|| panic!("the rotation is not listed: {p:?}"));
+    assert!(
+        prop["action"].as_str().unwrap().contains(&fp),
+        "the listing does not show the whole fingerprint: {prop}"
+    );
+    let pid = prop["id"].as_str().unwrap().to_string();
+    w.ok(&[
+        "approve",
+        "--repo",
+        &url,
+        "--key",
+        &w.key("admin-2"),
+        &pid[..12],
+    ]);
+    // Ready, but this vault does not hold the new key: it says so once and
+    // goes on with the old one.
+    wait_for("the unrunnable rotation's alert", || {
+        vault.stderr().contains("does not hold the new vault key")
+    });
+    assert!(tls_key_is(&url, &old));
+    let pending = backup_via(&w, &url, &w.key("client"), &src);
+
+    // Restarted with --next-key: the rotation runs.
+    vault.stop();
+    let mut vault = start(&w, &w.repo(), &old_key, &["--next-key", &new_key]);
+    let url = vault.url.clone();
+    wait_for("the rotation to run", || {
+        vault.stderr().contains("EXECUTED")
+    });
+    assert!(
+        tls_key_is(&url, &new),
+        "the vault still presents the old TLS key"
+    );
+    assert!(!tls_key_is(&url, &old));
+    let cp = Checkpoint::decode(&std::fs::read(w.path("repo/vault/checkpoint")).unwrap()).unwrap();
+    assert_eq!(
+        cp.signer, new,
+        "the vault signs with the old key after the rotation"
+    );
+
+    // The same client backs up on, with no manual step; it keeps the chain.
+    mail_day(&src, 7);
+    let after = backup_via(&w, &url, &w.key("client"), &src);
+    let d_after = digest(&src);
+    let chains: Vec<PathBuf> = files(&w.path("cache"))
+        .into_iter()
+        .filter(|p| p.to_string_lossy().ends_with(".vaultkeys"))
+        .collect();
+    assert!(!chains.is_empty(), "the client kept no chain of vault keys");
+    let text = std::fs::read_to_string(&chains[0]).unwrap();
+    assert!(text.contains(&fp), "{text}");
+
+    // Replica, audit, verify, snapshots, restore of old and new snapshots.
+    let o = pull(&url);
+    assert!(o.status.success(), "replica pull: {}", err(&o));
+    w.ok(&["audit", "--repo", &url, "--key", &w.key("auditor")]);
+    let rs = replica.display().to_string();
+    w.ok(&["audit", "--repo", &rs, "--key", &w.key("auditor")]);
+    w.ok(&["verify", "--repo", &url, "--key", &w.key("restore")]);
+    w.ok(&["verify", "--repo", &rs, "--key", &w.key("restore")]);
+    let list = w.ok(&["snapshots", "--repo", &url, "--key", &w.key("restore")]);
+    for s in [&before, &pending, &after] {
+        assert!(list.contains(&s[..8]), "{s} missing from {list}");
+    }
+    for (snap, d, n) in [(&before, &d_before, "a"), (&after, &d_after, "b")] {
+        let t = w.path(&format!("restored-{n}"));
+        w.ok(&[
+            "restore",
+            "--repo",
+            &url,
+            "--key",
+            &w.key("restore"),
+            &snap[..12],
+            t.to_str().unwrap(),
+        ]);
+        assert_eq!(&digest(&t.join("mail")), d);
+    }
+    // A bundle exported across the rotation verifies.
+    let bundle = w.path("bundle");
+    let b = bundle.display().to_string();
+    w.ok(&[
+        "export",
+        "--repo",
+        &rs,
+        "--key",
+        &w.key("replica"),
+        "--to",
+        &b,
+    ]);
+    let spec = format!("bundle:{b}");
+    w.ok(&["verify", "--repo", &spec, "--key", &w.key("restore")]);
+    w.ok(&["audit", "--repo", &spec, "--key", &w.key("auditor")]);
+
+    // A vault restarted with only the old key refuses, in one line.
+    vault.stop();
+    let o = refused_start(&w, &old_key, &[]);
+    let e = err(&o);
+    assert!(e.contains("does not hold the current vault key"), "{e}");
+    assert_eq!(e.trim().lines().count(), 1, "{e}");
+    // With the new key as --key it serves, and clients go on.
+    let mut vault = start(&w, &w.repo(), &new_key, &[]);
+    let url = vault.url.clone();
+    backup_via(&w, &url, &w.key("client"), &src);
+
+    // The thief of the old key serves the old state with it: the client
+    // that saw the rotation refuses (a key rollback), and so does a replica.
+    let mut impostor = start(&w, stale.to_str().unwrap(), &old_key, &[]);
+    let o = w.run(&[
+        "backup",
+        "--repo",
+        &impostor.url,
+        "--key",
+        &w.key("client"),
+        src.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(4), "{}", err(&o));
+    assert!(err(&o).contains("rotated-out"), "{}", err(&o));
+    let o = pull(&impostor.url);
+    assert_eq!(o.status.code(), Some(4), "{}", err(&o));
+    impostor.stop();
+
+    // The old key signs a checkpoint over the real log after the rotation:
+    // every reader calls it tampering, and the vault does not start on it.
+    vault.stop();
+    let saved = std::fs::read(w.path("repo/vault/checkpoint")).unwrap();
+    resign(&w, &old_key);
+    let repo = w.repo();
+    for args in [
+        vec!["verify", "--repo", &repo, "--key", &w.key("restore")],
+        vec!["audit", "--repo", &repo, "--key", &w.key("auditor")],
+        vec!["snapshots", "--repo", &repo, "--key", &w.key("restore")],
+    ] {
+        let o = w.run(&args);
+        assert_eq!(o.status.code(), Some(4), "{args:?}: {}", said(&o));
+        assert!(said(&o).contains("rotated-out"), "{args:?}: {}", said(&o));
+    }
+    let o = refused_start(&w, &new_key, &[]);
+    assert_eq!(o.status.code(), Some(4), "{}", err(&o));
+    // The same forgery in a replica's copy and in a bundle.
+    let good_replica_cp = std::fs::read(replica.join("vault/checkpoint")).unwrap();
+    let forged = std::fs::read(w.path("repo/vault/checkpoint")).unwrap();
+    std::fs::write(w.path("repo/vault/checkpoint"), &saved).unwrap();
+    let forged_cp = Checkpoint::decode(&forged).unwrap();
+    let replica_cp = Checkpoint::decode(&good_replica_cp).unwrap();
+    if forged_cp.size == replica_cp.size {
+        std::fs::write(replica.join("vault/checkpoint"), &forged).unwrap();
+        let o = w.run(&["audit", "--repo", &rs, "--key", &w.key("auditor")]);
+        assert_eq!(o.status.code(), Some(4), "{}", err(&o));
+        std::fs::write(replica.join("vault/checkpoint"), &good_replica_cp).unwrap();
+    }
+    // The vault starts again on its own checkpoint.
+    let _vault = start(&w, &w.repo(), &new_key, &[]);
+}
+
+#[test]
+fn the_vault_host_alone_cannot_rotate_and_a_bad_proof_is_refused() {
+    let w = World::new();
+    let keys = w.path("keys").display().to_string();
+    w.ok(&["init", &w.repo(), "--keys", &keys, "--delay-secs", "1"]);
+    let old_key = w.key("vault");
+    let old = public_of(&old_key);
+    let (new_key, new_pub) = new_vault_key(&w, "vault-2.key");
+    let new = public_of(&new_key);
+    let mut vault = start(&w, &w.repo(), &old_key, &["--next-key", &new_key]);
+    let url = vault.url.clone();
+    let src = w.path("mail");
+    make_maildir(&src, 1, 6, 17);
+    backup_via(&w, &url, &w.key("client"), &src);
+
+    // A proof of possession by another key, or damaged: refused by the
+    // CLI in one line, and by the vault when sent anyway.
+    let text = std::fs::read_to_string(&new_pub).unwrap();
+    let mut parts: Vec<String> = text.split_whitespace().map(String::from).collect();
+    let last = parts.last_mut().unwrap();
+    let flipped = if last.ends_with('0') { '1' } else { '0' };
+    last.pop();
+    last.push(flipped);
+    let bad_pub = w.path("bad.pub");
+    std::fs::write(&bad_pub, parts.join(" ") + "\n").unwrap();
+    let o = w.run(&[
+        "propose",
+        "vault-key",
+        "--repo",
+        &url,
+        "--key",
+        &w.key("admin-1"),
+        bad_pub.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", err(&o));
+    assert!(err(&o).contains("proof of possession"), "{}", err(&o));
+    assert_eq!(err(&o).trim().lines().count(), 1, "{}", err(&o));
+    let admin = load_key(&w.key("admin-1"));
+    let other = holdfast_core::crypto::Identity::from_bytes([9; 32]);
+    let p = Proposal::new(
+        admin.config_id,
+        Action::RotateVaultKey {
+            key: new,
+            pop: vault_key_pop(&admin.config_id, &other),
+        },
+        admin.identity().unwrap(),
+        holdfast_repo::now_ns(),
+    )
+    .unwrap();
+    let v = raw(&w, &url, &w.key("admin-1"));
+    match v.request("POST", "/v1/proposals", &p.encode(), None) {
+        Err(holdfast_store::StoreError::Refused(m)) => {
+            assert!(
+                m.contains("400") && m.contains("proof of possession"),
+                "{m}"
+            )
+        }
+        r => panic!("a proposal with a bad proof was not refused: {r:?}"),
+    }
+
+    // One admin's proposal, never approved: the vault that holds the new
+    // key still does not rotate.
+    w.ok(&[
+        "propose",
+        "vault-key",
+        "--repo",
+        &url,
+        "--key",
+        &w.key("admin-1"),
+        &new_pub,
+    ]);
+    let pid = proposals(&w, &url)
+        .iter()
+        .find(|p| p["action"].as_str().unwrap_or("").contains("new vault key"))
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(!vault.stderr().contains("EXECUTED"), "{}", vault.stderr());
+    assert!(tls_key_is(&url, &old));
+    backup_via(&w, &url, &w.key("client"), &src);
+
+    // Root on the vault host logs the execution itself and signs with the
+    // new key it holds: every reader refuses, and the vault will not start.
+    vault.stop();
+    let log = w.path("repo/vault/log");
+    let mut raw_log = std::fs::read(&log).unwrap();
+    let last_t = split_log(&raw_log)
+        .0
+        .iter()
+        .map(|e| Entry::decode(e).unwrap().time_ns)
+        .max()
+        .unwrap();
+    let e = Entry {
+        time_ns: last_t + 1_000_000_000,
+        event: Event::Executed {
+            proposal: holdfast_core::ObjectId::from_hex(&pid).unwrap(),
+        },
+    };
+    frame(&e.encode(), &mut raw_log);
+    std::fs::write(&log, &raw_log).unwrap();
+    resign(&w, &new_key);
+    let repo = w.repo();
+    for args in [
+        vec!["verify", "--repo", &repo, "--key", &w.key("restore")],
+        vec!["audit", "--repo", &repo, "--key", &w.key("auditor")],
+    ] {
+        let o = w.run(&args);
+        assert_eq!(o.status.code(), Some(4), "{args:?}: {}", said(&o));
+        let e = said(&o);
+        assert!(
+            e.contains("without a quorum") || e.contains("unknown key"),
+            "{args:?}: {e}"
+        );
+    }
+    let o = refused_start(&w, &old_key, &["--next-key", &new_key]);
+    assert_eq!(o.status.code(), Some(4), "{}", err(&o));
+    // Signed with the old key instead, the forged execution is still seen.
+    resign(&w, &old_key);
+    let o = w.run(&["verify", "--repo", &repo, "--key", &w.key("restore")]);
+    assert_eq!(o.status.code(), Some(4), "{}", said(&o));
+    assert!(said(&o).contains("without a quorum"), "{}", said(&o));
+}
