@@ -74,7 +74,7 @@ fn main() {
         }
         "open" => {
             let t = Instant::now();
-            let log = LogStore::open(&dir, cfg, &id, 1_800_000_000_000_000_000).unwrap();
+            let log = LogStore::open(&dir, cfg, Some(&id), 1_800_000_000_000_000_000).unwrap();
             let open_s = t.elapsed().as_secs_f64();
             let n = log.checkpoint.size;
             let t = Instant::now();
