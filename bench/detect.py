@@ -51,13 +51,12 @@ Prints per attack whether the first backup after it is detected and by
 which signals; per signal, precision and recall over the labelled backups;
 the false alarm rate per 1,000 mailbox-days; backup timings.
 
-Overhead: `backup` has no switch to turn detection off; the client compares
-only when its cache names a previous snapshot. So on each normal day from
-day 8 (when the volume baseline exists), before the day's real backup, the
-same incremental backup runs --overhead-reps times in pairs: on a hard-linked
-copy of the repository and a copy of the cache, once as is and once with the
-cache's last-snapshot field cleared (docs/format.md §8; nothing else
-changes: the same files are skipped and read). The spool is not touched.
+Overhead: on each normal day from day 8 (when the volume baseline exists),
+before the day's real backup, the same incremental backup runs
+--overhead-reps times in pairs: on a hard-linked copy of the repository and
+a copy of the cache, once as is and once with `backup --no-detect` (the same
+files are skipped and read; the snapshot records "checked": "off"). The
+spool is not touched.
 
 Deterministic for a given binary and seed, except timings.
 """
@@ -118,11 +117,11 @@ class Site:
         e["HOLDFAST_PASSPHRASE"] = PASS
         return e
 
-    def backup(self, repo=None, src=None, cache=None, prefix=()):
+    def backup(self, repo=None, src=None, cache=None, prefix=(), extra=()):
         """One backup: (exit code, client signals, seconds, report or None,
         stderr)."""
         cmd = list(prefix) + [self.hf, "backup", "--repo", repo or self.repo,
-                              "--key", self.key("client"), "--json"]
+                              "--key", self.key("client"), "--json"] + list(extra)
         if cache:
             cmd += ["--cache-dir", cache]
         t, r0 = time.monotonic(), resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -346,50 +345,25 @@ def median(v):
     return v[len(v) // 2] if v else float("nan")
 
 
-CACHE_MAGICS = (b"HFCACHE1", b"HFCACHE2")
-CACHE_LAST_SNAPSHOT_AT = 8 + 16 + 32 + 32  # magic, repo id, client key, config id
-
-
-def without_last_snapshot(src, dst):
-    """Copies a client cache (docs/format.md §8) with its last-snapshot
-    field cleared and nothing else changed. The client then skips detection
-    (it compares only when its cache names a previous snapshot) but still
-    skips unchanged files: the same incremental backup, without detection.
-    False when the format is not one this knows."""
-    with open(src, "rb") as f:
-        b = f.read()
-    at = CACHE_LAST_SNAPSHOT_AT
-    if b[:8] not in CACHE_MAGICS or len(b) <= at or b[at] not in (0, 1):
-        return False
-    if b[at] == 1:
-        b = b[:at] + b"\x00" + b[at + 33:]
-    with open(dst, "wb") as f:
-        f.write(b)
-    os.chmod(dst, 0o600)
-    return True
-
-
 def overhead_trial(site, detect, k):
     """One incremental backup of the site's spool as it is now, on a
-    hard-linked copy of its repository and a copy of its cache (with or
-    without the last-snapshot field): (seconds, files read, signals)."""
+    hard-linked copy of its repository and a copy of its cache, with or
+    without `--no-detect`: (seconds, files read, signals, CPU seconds)."""
     trial = os.path.join(site.dir, f"trial-{k}")
     shutil.rmtree(trial, ignore_errors=True)
     os.makedirs(os.path.join(trial, "cache"))
     subprocess.run(["cp", "-al", site.repo, os.path.join(trial, "repo")], check=True)
-    ok = True
     for name in os.listdir(site.cache):
         src, dst = os.path.join(site.cache, name), os.path.join(trial, "cache", name)
-        if name.endswith(".cache") and not detect:
-            ok = without_last_snapshot(src, dst) and ok
-        elif os.path.isfile(src):
+        if os.path.isfile(src):
             shutil.copy2(src, dst)
-    if not ok:
-        shutil.rmtree(trial, ignore_errors=True)
-        return None
     code, sig, secs, rep, err = site.backup(repo=os.path.join(trial, "repo"),
-                                            cache=os.path.join(trial, "cache"))
+                                            cache=os.path.join(trial, "cache"),
+                                            extra=() if detect else ("--no-detect",))
     shutil.rmtree(trial, ignore_errors=True)
+    want = "compared" if detect else "off"
+    if rep.get("checked") != want:
+        sys.exit(f"overhead trial: the backup says checked={rep.get('checked')!r}, not {want!r}")
     return secs, rep["files_read"], sig, site.last_cpu
 
 
@@ -763,8 +737,8 @@ def main():
         cpu_diff = [x[1][3] - x[2][3] for x in pairs]
         p(f"\nDetection overhead, {len(pairs)} paired incremental backups on days 8–{a.days} "
           f"(each pair: the same spool state, a hard-linked copy of the repository, a copy of the "
-          f"cache; without detection = the cache's last-snapshot field cleared, which is what "
-          f"turns detection off in this build; the CLI has no switch): with detection median "
+          f"cache; without detection = `backup --no-detect`, whose report says \"checked\": "
+          f"\"off\"): with detection median "
           f"{median(on):.3f} s, without {median(off):.3f} s; median paired difference "
           f"{median(diff) * 1000:+.0f} ms = **{100 * median(diff) / median(off):+.1f}%** of the "
           f"backup without detection (target ≤ 10%). Same files read in every pair: "

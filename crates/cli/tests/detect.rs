@@ -94,10 +94,89 @@ fn normal_mail_days_exit_0_with_no_anomalies() {
     }
     let list = w.snapshots();
     assert_eq!(list.len(), 4);
+    let first_id = first["snapshot"].as_str().unwrap();
     for s in &list {
         assert_eq!(s["anomalies"], serde_json::json!([]));
-        assert_eq!(s["checked_for_anomalies"], true);
+        // The first backup had nothing to compare with: not "checked".
+        let first = s["id"] == first_id;
+        assert_eq!(s["checked_for_anomalies"], !first, "{s}");
+        assert_eq!(s["checked"], if first { "no_baseline" } else { "compared" });
+        // A local repository judges with the defaults, and says so.
+        assert_eq!(s["thresholds"]["new_extension"], 20, "{s}");
+        assert_eq!(s["thresholds"]["deletions"], 100, "{s}");
     }
+}
+
+/// `backup --no-detect` (for measuring detection's overhead) compares
+/// nothing and exits 0 even on an encrypted burst, but the snapshot records
+/// that it was not checked, and `snapshots` shows it; a lost cache is no
+/// baseline either. The next normal backup compares again.
+#[test]
+fn no_detect_and_lost_caches_are_recorded_as_not_checked() {
+    let w = World::new();
+    w.init();
+    let src = w.path("mail");
+    make_maildir(&src, 2, 20, 13);
+    assert_eq!(backup(&w, &w.repo(), &src).0, 0);
+    let victims: Vec<_> = messages(&src).into_iter().take(5).collect();
+    let mut r = Rng(5);
+    for p in &victims {
+        let n = std::fs::metadata(p).unwrap().len() as usize;
+        std::fs::write(p, r.bytes(n)).unwrap();
+    }
+    let o = w.run(&[
+        "backup",
+        "--repo",
+        &w.repo(),
+        "--key",
+        &w.key("client"),
+        "--json",
+        "--no-detect",
+        src.to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr).to_string();
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    assert!(err.contains("was not checked"), "{err}");
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v[0]["checked"], "off");
+    let off_id = v[0]["snapshot"].as_str().unwrap().to_string();
+    // A lost cache: no baseline.
+    let o = w.run(&[
+        "backup",
+        "--repo",
+        &w.repo(),
+        "--key",
+        &w.key("client"),
+        "--cache-dir",
+        w.path("fresh-cache").to_str().unwrap(),
+        "--json",
+        src.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(0));
+    let lost_id = bad_report(&o)["snapshot"].as_str().unwrap().to_string();
+    let list = w.snapshots();
+    let off = snapshot(&list, &off_id);
+    assert_eq!(off["checked_for_anomalies"], false);
+    assert_eq!(off["checked"], "off");
+    assert_eq!(off["anomalies"], serde_json::json!([]));
+    let lost = snapshot(&list, &lost_id);
+    assert_eq!(lost["checked_for_anomalies"], false);
+    assert_eq!(lost["checked"], "no_baseline");
+    let text = w.ok(&["snapshots", "--repo", &w.repo(), "--key", &w.key("auditor")]);
+    let line = text
+        .lines()
+        .find(|l| l.starts_with(&off_id[..16]))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(line.contains("not checked (--no-detect)"), "{text}");
+    // The client's cache moved on with the unchecked run: detection resumes
+    // from it at the next backup.
+    for p in &victims {
+        let n = std::fs::metadata(p).unwrap().len() as usize;
+        std::fs::write(p, r.bytes(n)).unwrap();
+    }
+    let (code, v, err) = backup(&w, &w.repo(), &src);
+    assert_eq!(code, 5, "{err}");
+    assert!(signals(&v).contains(&"in_place".to_string()));
 }
 
 #[test]
@@ -605,4 +684,174 @@ fn the_quorum_lifts_a_false_alarm_and_raises_thresholds_in_small_steps() {
         flagged.push(!by_vault(snapshot(&listed(&w, &url), &id)).is_empty());
     }
     assert_eq!(flagged, vec![false, false, false, true]);
+}
+
+/// Renames `n` messages (not yet renamed) to `.EXT`, keeping their content:
+/// a borderline new_extension (more than 20 files) and nothing else.
+fn rename_to(src: &Path, n: usize, ext: &str) {
+    let mut all: Vec<_> = messages(src)
+        .into_iter()
+        .filter(|p| !p.to_string_lossy().contains(".lock"))
+        .collect();
+    all.sort();
+    assert!(all.len() >= n);
+    for p in all.into_iter().take(n) {
+        let mut to = p.clone().into_os_string();
+        to.push(format!(".{ext}"));
+        std::fs::rename(&p, to).unwrap();
+    }
+}
+
+/// The client's thresholds are the quorum's to set, in the log the client
+/// verifies: 25 messages renamed to a new extension exit 5 (more than 20);
+/// one admin's proposal to raise the threshold to 25 changes nothing until
+/// a second admin approves it (and more than 5 points is refused outright);
+/// then the same borderline rename passes, and the snapshot records the
+/// thresholds it was judged with.
+#[test]
+fn a_quorum_raised_client_threshold_lets_a_borderline_case_pass_one_admin_cannot() {
+    let w = World::new();
+    init_with(&w, &["--delay-secs", "1"]);
+    let v = w.start_vault(&[]);
+    let url = v.url.clone();
+    let src = w.path("mail");
+    make_maildir(&src, 3, 40, 71);
+    let (code, _, err) = backup(&w, &url, &src);
+    assert_eq!(code, 0, "{err}");
+    rename_to(&src, 25, "lockx");
+    let (code, r, err) = backup(&w, &url, &src);
+    assert_eq!(code, 5, "{err}");
+    assert_eq!(signals(&r), vec!["new_extension"]);
+
+    let (a1, a2) = (w.key("admin-1"), w.key("admin-2"));
+    let propose = |to: &str| {
+        w.run(&[
+            "propose",
+            "--repo",
+            &url,
+            "--key",
+            &a1,
+            "threshold",
+            "new_extension",
+            to,
+        ])
+    };
+    let o = propose("26");
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("at most 5 points"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let o = propose("25");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let raise = pending(&w, &url, "new_extension threshold");
+    // One admin alone: past the delay, still the default.
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    rename_to(&src, 25, "locky");
+    let (code, r, err) = backup(&w, &url, &src);
+    assert_eq!(code, 5, "one admin raised a threshold: {err}");
+    let id = r["snapshot"].as_str().unwrap().to_string();
+    assert_eq!(
+        snapshot(&listed(&w, &url), &id)["thresholds"]["new_extension"],
+        20
+    );
+
+    // The second approval: executed after the delay, folded by the client.
+    w.ok(&["approve", "--repo", &url, "--key", &a2, &raise[..12]]);
+    std::thread::sleep(std::time::Duration::from_secs(4));
+    rename_to(&src, 25, "lockz");
+    let (code, r, err) = backup(&w, &url, &src);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(signals(&r), Vec::<String>::new());
+    let id = r["snapshot"].as_str().unwrap().to_string();
+    let l = listed(&w, &url);
+    let s = snapshot(&l, &id);
+    assert_eq!(s["thresholds"]["new_extension"], 25, "{s}");
+    assert_eq!(s["checked"], "compared");
+    let text = w.ok(&["snapshots", "--repo", &url, "--key", &w.key("auditor")]);
+    assert!(
+        text.contains("judged with thresholds new_extension 25"),
+        "{text}"
+    );
+    // 26 files are still more than 25.
+    rename_to(&src, 26, "lockw");
+    let (code, r, err) = backup(&w, &url, &src);
+    assert_eq!(code, 5, "{err}");
+    assert_eq!(signals(&r), vec!["new_extension"]);
+    // The change is in the log every reader folds: the audit is clean.
+    let o = w.run(&["audit", "--repo", &url, "--key", &w.key("auditor")]);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+/// A correctly signed request dated far from the vault's clock (a stolen
+/// client key on a host with a wrong clock) is refused (401) and alerted,
+/// once per key per period; an unsigned or wrongly signed one is refused
+/// without an alert (anyone can send those).
+#[test]
+fn a_signed_request_outside_the_time_window_is_refused_and_alerted() {
+    use holdfast_core::request::Auth;
+    use std::io::Write;
+    let w = World::new();
+    w.init();
+    let alerts = w.path("alerts");
+    let v = w.start_vault(&[
+        "--alert-cmd",
+        &format!("echo \"$HOLDFAST_ALERT\" >> {}", alerts.display()),
+    ]);
+    let addr = vault_addr(&v.url);
+    let client = load_key(&w.key("client")).identity().unwrap().clone();
+    let stranger = holdfast_core::crypto::Identity::generate().unwrap();
+    let ten_years = 10 * 365 * DAY_NS;
+    let send = |auth: &Auth, path: &str| {
+        let mut s = tls_from("127.0.0.1".parse().unwrap(), addr).unwrap();
+        let mut head =
+            format!("GET {path} HTTP/1.1\r\nhost: holdfast-vault\r\ncontent-length: 0\r\n");
+        for (k, val) in auth.headers() {
+            head.push_str(&format!("{k}: {val}\r\n"));
+        }
+        head.push_str("\r\n");
+        s.write_all(head.as_bytes()).unwrap();
+        s.flush().unwrap();
+        let (status, body) = read_response(&mut s).unwrap();
+        (status, String::from_utf8_lossy(&body).to_string())
+    };
+    let path = "/v1/objects/snapshots";
+    let count = |log: &str| log.matches("sent a correctly signed request dated").count();
+    // Nobody's key, and the client's key with a bad signature: no alert.
+    let a = Auth::sign(&stranger, "GET", path, now_ns() + ten_years, b"").unwrap();
+    assert_eq!(send(&a, path).0, 401);
+    let mut a = Auth::sign(&client, "GET", path, now_ns() + ten_years, b"").unwrap();
+    a.signature[3] ^= 1;
+    let (status, msg) = send(&a, path);
+    assert_eq!(status, 401);
+    assert!(msg.contains("bad request signature"), "{msg}");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert_eq!(count(&v.stderr()), 0, "{}", v.stderr());
+    // The client's key, correctly signed, ten years ahead: 401 and alerted.
+    let a = Auth::sign(&client, "GET", path, now_ns() + ten_years, b"").unwrap();
+    let (status, msg) = send(&a, path);
+    assert_eq!(status, 401);
+    assert!(msg.contains("outside the allowed window"), "{msg}");
+    // Its retries are refused too, and not alerted again.
+    for _ in 0..3 {
+        let a = Auth::sign(&client, "GET", path, now_ns() - ten_years, b"").unwrap();
+        assert_eq!(send(&a, path).0, 401);
+    }
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let log = v.stderr();
+    assert_eq!(count(&log), 1, "{log}");
+    assert!(log.contains("client client"), "names the key: {log}");
+    let hook = std::fs::read_to_string(&alerts).unwrap_or_default();
+    assert_eq!(count(&hook), 1, "{hook}");
+    // Nothing was stored, and a client with a true clock is served.
+    let src = w.path("mail");
+    make_maildir(&src, 1, 3, 9);
+    let (code, _, err) = backup(&w, &v.url, &src);
+    assert_eq!(code, 0, "{err}");
 }

@@ -16,6 +16,85 @@ pub const BASELINE_MAX_RUNS: usize = 30;
 /// A run this many robust standard deviations above the median is an anomaly.
 pub const Z_LIMIT: f64 = 3.0;
 
+/// The client signals whose threshold the admin quorum may set (a
+/// `SetThreshold` proposal names the signal's code, docs/format.md §13.3):
+/// (code, default, floor). Higher always means fewer alarms. A count of
+/// messages or files for 1 in_place, 2 entropy, 3 not_mail (at least this
+/// many), 4 renames (at least this many in one folder), 5 new_extension
+/// (more than this many), 6 deletions (at least this many messages); for
+/// 8 volume the robust z-score limit in tenths (30 = z 3.0). 7 wipe has
+/// none: an emptied or halved root is never ordinary.
+pub const CLIENT_THRESHOLDS: [(u8, u32, u32); 7] = [
+    (1, 1, 1),
+    (2, 1, 1),
+    (3, 1, 1),
+    (4, 200, 20),
+    (5, 20, 5),
+    (6, 100, 20),
+    (8, (Z_LIMIT * 10.0) as u32, 20),
+];
+
+/// A client signal's default threshold (see [`CLIENT_THRESHOLDS`]).
+pub fn client_default(signal: u8) -> Option<u32> {
+    CLIENT_THRESHOLDS
+        .iter()
+        .find(|t| t.0 == signal)
+        .map(|t| t.1)
+}
+
+/// A client signal's floor (see [`CLIENT_THRESHOLDS`]).
+pub fn client_floor(signal: u8) -> Option<u32> {
+    CLIENT_THRESHOLDS
+        .iter()
+        .find(|t| t.0 == signal)
+        .map(|t| t.2)
+}
+
+/// The thresholds one backup judges with: the defaults, or what the admin
+/// quorum set in the log the client verified.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Thresholds {
+    values: [(u8, u32); 7],
+}
+
+impl Default for Thresholds {
+    fn default() -> Self {
+        Thresholds {
+            values: CLIENT_THRESHOLDS.map(|(c, d, _)| (c, d)),
+        }
+    }
+}
+
+impl Thresholds {
+    /// Each signal's value from `set` (the log's thresholds), or its
+    /// default; a value under the floor (no fold accepts one) is the floor.
+    pub fn from_fn(mut set: impl FnMut(u8) -> Option<u32>) -> Thresholds {
+        Thresholds {
+            values: CLIENT_THRESHOLDS.map(|(c, d, f)| (c, set(c).unwrap_or(d).max(f))),
+        }
+    }
+
+    /// The threshold of signal `code` (0 for one without).
+    pub fn get(&self, code: u8) -> u32 {
+        self.values.iter().find(|v| v.0 == code).map_or(0, |v| v.1)
+    }
+
+    /// (code, value) pairs, ascending by code.
+    pub fn list(&self) -> Vec<(u8, u32)> {
+        self.values.to_vec()
+    }
+
+    /// True when every value is its default.
+    pub fn is_default(&self) -> bool {
+        *self == Thresholds::default()
+    }
+
+    /// The volume limit as a z-score.
+    pub fn z_limit(&self) -> f64 {
+        self.get(8) as f64 / 10.0
+    }
+}
+
 /// Byte counts of a stream, fed piece by piece (four interleaved tables, so
 /// runs of one byte value do not serialise on one counter).
 #[derive(Clone)]

@@ -16,6 +16,11 @@ pub const TREE_VERSION: u8 = 1;
 pub const FORMAT_VERSION: u32 = 1;
 /// Snapshot record version 2: version 1 plus the client's findings (§9).
 pub const SNAPSHOT_VERSION_FINDINGS: u32 = 2;
+/// Snapshot record version 3: version 2 plus how the client judged it
+/// (§9.1: compared or not, baseline runs, thresholds).
+pub const SNAPSHOT_VERSION_JUDGED: u32 = 3;
+/// Most thresholds one snapshot records.
+pub const MAX_JUDGED_THRESHOLDS: usize = 16;
 /// Most findings one snapshot may carry, and the longest detail text.
 pub const MAX_FINDINGS: usize = 64;
 pub const MAX_FINDING_DETAIL: usize = 1024;
@@ -900,6 +905,69 @@ impl Finding {
     }
 }
 
+/// Whether the client compared this run with a previous snapshot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Checked {
+    /// No previous snapshot in its cache (first backup, lost cache): no
+    /// baseline, nothing compared.
+    NoBaseline = 0,
+    /// Compared with its previous snapshot.
+    Compared = 1,
+    /// Detection turned off (`backup --no-detect`).
+    Off = 2,
+}
+
+/// How the client judged a snapshot (record version 3, §9.1), signed with
+/// it: whether it compared, with how many earlier runs of volume baseline,
+/// and the thresholds (signal code, value) it applied.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Judgement {
+    pub checked: Checked,
+    pub runs: u32,
+    /// Ascending by signal code, at most [`MAX_JUDGED_THRESHOLDS`].
+    pub thresholds: Vec<(u8, u32)>,
+}
+
+impl Judgement {
+    fn encode(&self, w: &mut Writer) {
+        let t = &self.thresholds[..self.thresholds.len().min(MAX_JUDGED_THRESHOLDS)];
+        w.u8(self.checked as u8).u32(self.runs).u8(t.len() as u8);
+        for (c, v) in t {
+            w.u8(*c).u32(*v);
+        }
+    }
+
+    /// Decodes `checked u8 | runs u32 | count u8 | (signal u8, value u32) ×
+    /// count`: checked 0–2, count ≤ [`MAX_JUDGED_THRESHOLDS`], codes
+    /// strictly ascending.
+    pub fn decode(r: &mut Reader) -> Result<Judgement, DecodeError> {
+        let checked = match r.u8()? {
+            0 => Checked::NoBaseline,
+            1 => Checked::Compared,
+            2 => Checked::Off,
+            _ => return Err(DecodeError::Invalid("judgement")),
+        };
+        let runs = r.u32()?;
+        let n = r.u8()? as usize;
+        if n > MAX_JUDGED_THRESHOLDS {
+            return Err(DecodeError::Invalid("too many thresholds"));
+        }
+        let mut thresholds: Vec<(u8, u32)> = Vec::with_capacity(n);
+        for _ in 0..n {
+            let c = r.u8()?;
+            if thresholds.last().is_some_and(|l| l.0 >= c) {
+                return Err(DecodeError::Invalid("threshold order"));
+            }
+            thresholds.push((c, r.u32()?));
+        }
+        Ok(Judgement {
+            checked,
+            runs,
+            thresholds,
+        })
+    }
+}
+
 /// A decoded snapshot file whose signature has been checked against the
 /// `client` key it names (whether that client belongs to the repository is
 /// the caller's question).
@@ -909,6 +977,8 @@ pub struct Snapshot {
     /// The client's findings (record version 2); `None` for a version 1
     /// record, written before clients looked for anomalies.
     pub findings: Option<Vec<Finding>>,
+    /// How the client judged it (record version 3); `None` before.
+    pub judgement: Option<Judgement>,
     /// nonce || ciphertext || tag of the [`SnapshotBody`].
     pub sealed_body: Vec<u8>,
     pub signature: [u8; 64],
@@ -918,12 +988,14 @@ impl Snapshot {
     fn signed_part(
         h: &SnapshotHeader,
         findings: Option<&[Finding]>,
+        judgement: Option<&Judgement>,
         sealed_body: &[u8],
     ) -> Vec<u8> {
         let mut w = Writer::with_capacity(200 + h.packs.len() * 32 + sealed_body.len());
-        w.raw(SNAPSHOT_MAGIC).u32(match findings {
-            Some(_) => SNAPSHOT_VERSION_FINDINGS,
-            None => FORMAT_VERSION,
+        w.raw(SNAPSHOT_MAGIC).u32(match (findings, judgement) {
+            (_, Some(_)) => SNAPSHOT_VERSION_JUDGED,
+            (Some(_), None) => SNAPSHOT_VERSION_FINDINGS,
+            (None, None) => FORMAT_VERSION,
         });
         w.raw(&h.config_id.0).raw(&h.client).i64(h.time_ns);
         match &h.parent {
@@ -935,8 +1007,11 @@ impl Snapshot {
             w.raw(&p.0);
         }
         w.raw(&h.epk);
-        if let Some(f) = findings {
+        if let Some(f) = findings.or(judgement.map(|_| &[][..])) {
             Finding::encode_list(&mut w, f);
+        }
+        if let Some(j) = judgement {
+            j.encode(&mut w);
         }
         w.bytes(sealed_body);
         w.into_vec()
@@ -969,9 +1044,33 @@ impl Snapshot {
         key: &SessionKey,
         client: &Identity,
     ) -> Result<(ObjectId, Vec<u8>), CryptoError> {
+        Self::create_signed(header, findings, None, body, key, client)
+    }
+
+    /// As [`Snapshot::create_with_findings`], also recording how the client
+    /// judged the run (a version 3 record).
+    pub fn create_judged(
+        header: SnapshotHeader,
+        findings: &[Finding],
+        judgement: &Judgement,
+        body: &SnapshotBody,
+        key: &SessionKey,
+        client: &Identity,
+    ) -> Result<(ObjectId, Vec<u8>), CryptoError> {
+        Self::create_signed(header, findings, Some(judgement), body, key, client)
+    }
+
+    fn create_signed(
+        header: SnapshotHeader,
+        findings: &[Finding],
+        judgement: Option<&Judgement>,
+        body: &SnapshotBody,
+        key: &SessionKey,
+        client: &Identity,
+    ) -> Result<(ObjectId, Vec<u8>), CryptoError> {
         let findings = &findings[..findings.len().min(MAX_FINDINGS)];
         let sealed = key.seal(&Self::body_aad(&header), body.encode())?;
-        let mut bytes = Self::signed_part(&header, Some(findings), &sealed);
+        let mut bytes = Self::signed_part(&header, Some(findings), judgement, &sealed);
         let sig = client.sign(SIG_SNAPSHOT, &bytes);
         bytes.extend_from_slice(&sig);
         Ok((ObjectId::of(&bytes), bytes))
@@ -981,8 +1080,12 @@ impl Snapshot {
     /// by `client`, keeping the sealed body. What a stolen client key can
     /// make; tests use it to play that attacker.
     pub fn resign(&self, client: &Identity) -> Vec<u8> {
-        let mut bytes =
-            Self::signed_part(&self.header, self.findings.as_deref(), &self.sealed_body);
+        let mut bytes = Self::signed_part(
+            &self.header,
+            self.findings.as_deref(),
+            self.judgement.as_ref(),
+            &self.sealed_body,
+        );
         let sig = client.sign(SIG_SNAPSHOT, &bytes);
         bytes.extend_from_slice(&sig);
         bytes
@@ -997,7 +1100,7 @@ impl Snapshot {
         let mut r = Reader::new(signed);
         r.magic(SNAPSHOT_MAGIC, "snapshot")?;
         let version = r.u32()?;
-        if version != FORMAT_VERSION && version != SNAPSHOT_VERSION_FINDINGS {
+        if !(FORMAT_VERSION..=SNAPSHOT_VERSION_JUDGED).contains(&version) {
             return Err(DecodeError::Version {
                 what: "snapshot",
                 version,
@@ -1022,8 +1125,13 @@ impl Snapshot {
             packs.push(p);
         }
         let epk = r.array()?;
-        let findings = if version == SNAPSHOT_VERSION_FINDINGS {
+        let findings = if version >= SNAPSHOT_VERSION_FINDINGS {
             Some(Finding::decode_list(&mut r)?)
+        } else {
+            None
+        };
+        let judgement = if version == SNAPSHOT_VERSION_JUDGED {
+            Some(Judgement::decode(&mut r)?)
         } else {
             None
         };
@@ -1042,6 +1150,7 @@ impl Snapshot {
                 epk,
             },
             findings,
+            judgement,
             sealed_body,
             signature,
         })
@@ -1269,13 +1378,67 @@ mod tests {
         assert_eq!(back.findings, None);
         assert_eq!(back.header, header);
         assert_eq!(back.resign(&client), old);
-        // Version 3 is refused.
-        let mut v3 = bytes.clone();
-        v3[8] = 3;
+        // Version 4 is refused.
+        let mut v4 = bytes.clone();
+        v4[8] = 4;
         assert!(matches!(
-            Snapshot::decode(&v3),
+            Snapshot::decode(&v4),
             Err(SnapshotError::Decode(DecodeError::Version { .. }))
         ));
+    }
+
+    #[test]
+    fn snapshot_judgement_v3() {
+        let secret = RepoSecret::generate().unwrap();
+        let client = Identity::generate().unwrap();
+        let (epk, key) = seal_session(&secret.public()).unwrap();
+        let header = SnapshotHeader {
+            config_id: ObjectId([9; 32]),
+            client: client.public(),
+            time_ns: 1,
+            parent: None,
+            packs: vec![],
+            epk,
+        };
+        let body = SnapshotBody::default();
+        let j = Judgement {
+            checked: Checked::Compared,
+            runs: 7,
+            thresholds: vec![(1, 1), (5, 25), (8, 30)],
+        };
+        let f = vec![Finding::new(Signal::VOLUME, 3, "x")];
+        let (_, bytes) =
+            Snapshot::create_judged(header.clone(), &f, &j, &body, &key, &client).unwrap();
+        assert_eq!(&bytes[8..12], &SNAPSHOT_VERSION_JUDGED.to_le_bytes());
+        let s = Snapshot::decode(&bytes).unwrap();
+        assert_eq!(s.judgement.as_ref(), Some(&j));
+        assert_eq!(s.findings.as_deref(), Some(&f[..]));
+        assert_eq!(s.resign(&client), bytes);
+        // The thresholds are signed: a raised value breaks the signature.
+        let at = bytes
+            .windows(5)
+            .position(|w| w == [5, 25, 0, 0, 0])
+            .unwrap();
+        let mut bad = bytes.clone();
+        bad[at + 1] = 99;
+        assert_eq!(Snapshot::decode(&bad), Err(SnapshotError::Signature));
+        // Malformed judgements are refused, never a panic.
+        for (checked, codes) in [(3u8, vec![1u8]), (1, vec![5, 5]), (1, vec![8, 1])] {
+            let mut w = Writer::new();
+            w.u8(checked).u32(0).u8(codes.len() as u8);
+            for c in codes {
+                w.u8(c).u32(1);
+            }
+            let v = w.into_vec();
+            assert!(Judgement::decode(&mut Reader::new(&v)).is_err());
+        }
+        let mut w = Writer::new();
+        w.u8(1).u32(0).u8(17);
+        let v = w.into_vec();
+        assert!(Judgement::decode(&mut Reader::new(&v)).is_err());
+        for cut in 0..bytes.len() {
+            assert!(Snapshot::decode(&bytes[..cut]).is_err());
+        }
     }
 
     #[test]

@@ -139,26 +139,32 @@ pub const BURST_PER_HOUR: u64 = 30;
 /// (Veeam's model: acknowledging a false alarm loosens a rule a little).
 pub const MAX_RAISE: u32 = 5;
 
-/// The vault's signals whose threshold the quorum may set, and their
-/// defaults: 64 (shrink) in percent of the baseline's stored bytes the
+/// The signals whose threshold the quorum may set, and their defaults.
+/// The vault's: 64 (shrink) in percent of the baseline's stored bytes the
 /// snapshot must have lost (50: less than half is left); 65 (burst) in
-/// commits from one client within an hour (more than it is a burst).
-/// Higher means fewer alarms.
+/// commits from one client within an hour (more than it is a burst). The
+/// client's (applied by a client that backs up through a vault whose log
+/// it verified; [`crate::detect::CLIENT_THRESHOLDS`]): 1 in_place, 2
+/// entropy, 3 not_mail (messages, default 1), 4 renames (in one folder,
+/// 200), 5 new_extension (more than, 20), 6 deletions (messages, 100), 8
+/// volume (z-score in tenths, 30). Higher means fewer alarms.
 pub fn default_threshold(signal: u8) -> Option<u32> {
     match signal {
         64 => Some(50),
         65 => Some(BURST_PER_HOUR as u32),
-        _ => None,
+        _ => crate::detect::client_default(signal),
     }
 }
 
 /// The least value a threshold may be set to: a burst threshold under 4 an
 /// hour, or a shrink under 10 percent, would flag ordinary backups (and a
-/// flagged snapshot keeps no retention slot).
+/// flagged snapshot keeps no retention slot); a client signal's floor is in
+/// [`crate::detect::CLIENT_THRESHOLDS`].
 pub fn min_threshold(signal: u8) -> u32 {
     match signal {
         64 => 10,
-        _ => 4,
+        65 => 4,
+        _ => crate::detect::client_floor(signal).unwrap_or(4),
     }
 }
 

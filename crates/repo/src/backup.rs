@@ -58,8 +58,8 @@ use globset::{Glob, GlobSet, GlobSetBuilder};
 use holdfast_core::chunker::{self, StreamError};
 use holdfast_core::crypto::{self, IdKey, Identity, SessionKey};
 use holdfast_core::format::{
-    self, Finding, KIND_DATA, KIND_TREE, Node, NodeKind, PackBuilder, Signal, Snapshot,
-    SnapshotBody, SnapshotHeader, Tree,
+    self, Checked, Finding, Judgement, KIND_DATA, KIND_TREE, Node, NodeKind, PackBuilder, Signal,
+    Snapshot, SnapshotBody, SnapshotHeader, Tree,
 };
 use holdfast_core::keyfile::Secret;
 use holdfast_core::{BlobId, ObjectId};
@@ -86,6 +86,9 @@ pub struct BackupOptions {
     pub one_file_system: bool,
     pub hostname: String,
     pub cache_dir: PathBuf,
+    /// Compare with the previous snapshot (issue 11). Off only to measure
+    /// detection's overhead: the snapshot then records it was not checked.
+    pub detect: bool,
 }
 
 #[derive(Debug)]
@@ -105,8 +108,10 @@ pub struct BackupReport {
     /// Some paths behind each finding (local only, never stored).
     pub examples: Vec<(Signal, Vec<PathBuf>)>,
     /// False when there was no previous snapshot in the cache to compare
-    /// with (first backup, or a lost cache).
+    /// with (first backup, or a lost cache), or detection was off.
     pub compared: bool,
+    /// How the run was judged, as the snapshot records it.
+    pub judgement: Judgement,
 }
 
 // ------------------------------------------------------------------ upload
@@ -639,11 +644,12 @@ impl Trees<'_> {
                         }
                     }
                 }
-                if self.exts.len() < cache::MAX_EXTS
-                    && let Some(e) = detect::ext_of(key)
-                    && !self.exts.contains(e)
-                {
-                    self.exts.insert(e.to_vec());
+                if self.exts.len() < cache::MAX_EXTS {
+                    for e in detect::exts_of(key) {
+                        if !self.exts.contains(e) {
+                            self.exts.insert(e.to_vec());
+                        }
+                    }
                 }
                 let kind = NodeKind::File {
                     size: stat.size,
@@ -954,11 +960,27 @@ pub fn backup(
             return Err(e);
         }
     }
-    let compared = cursor.is_some() && last_snapshot.is_some() && prev_files > 0;
+    let compared = opts.detect && cursor.is_some() && last_snapshot.is_some() && prev_files > 0;
+    // The thresholds of the log this client verified (a vault's), or the
+    // defaults; the snapshot records them.
+    let thresholds = repo.log.as_ref().map_or_else(Default::default, |l| {
+        holdfast_core::detect::Thresholds::from_fn(|c| l.state.threshold(c))
+    });
+    let judgement = Judgement {
+        checked: match (opts.detect, compared) {
+            (false, _) => Checked::Off,
+            (true, false) => Checked::NoBaseline,
+            (true, true) => Checked::Compared,
+        },
+        runs: if compared { history.len() as u32 } else { 0 },
+        thresholds: thresholds.list(),
+    };
     let live: Vec<bool> = packs.iter().map(|p| existing.contains(p)).collect();
     drop(existing);
     let blobs = BlobSet::new(Some(old_table), live.clone(), scratch);
-    let mut det = compared.then(|| Detector::new(&root_list, prev_exts, &history, scratch));
+    let mut det = compared.then(|| {
+        Detector::new(&root_list, prev_exts, &history, scratch).with_thresholds(thresholds)
+    });
 
     // 3. Upload: a writer thread stores finished packs.
     let (epk, session) = crypto::seal_session(&repo.sealing_public())?;
@@ -1149,8 +1171,9 @@ pub fn backup(
             .map(|(p, _)| bytes_of(p).to_vec())
             .collect(),
     };
+    let anomalies = &outcome.findings;
     let committed =
-        Snapshot::create_with_findings(header, &outcome.findings, &body, &session, identity)
+        Snapshot::create_judged(header, anomalies, &judgement, &body, &session, identity)
             .map_err(Error::from)
             .and_then(|(id, bytes)| {
                 repo.backend
@@ -1209,5 +1232,6 @@ pub fn backup(
             .collect(),
         findings: outcome.findings,
         compared,
+        judgement,
     })
 }

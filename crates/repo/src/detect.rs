@@ -22,27 +22,27 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 
 use holdfast_core::BlobId;
-use holdfast_core::detect::{self as maths, ENTROPY_BITS, Z_LIMIT};
+use holdfast_core::detect::{self as maths, ENTROPY_BITS, Thresholds};
 use holdfast_core::format::{Finding, Signal};
 
 use crate::cache::{CachedFile, RunStats};
 use crate::spill::{Peek, Spill};
 
-/// Messages rewritten in place (a delivered message never changes) before
-/// it is a finding.
-pub const IN_PLACE_MIN: u64 = 1;
-/// New or rewritten messages above [`ENTROPY_BITS`].
-pub const ENTROPY_MIN: u64 = 1;
-/// New or rewritten messages that no longer open with a header block.
-pub const NOT_MAIL_MIN: u64 = 1;
-/// Renames to a new extension in one folder (Veeam: 200).
-pub const RENAMES_PER_FOLDER: u64 = 200;
-/// Files with an extension the previous snapshot did not have (NetApp: more
-/// than 20).
-pub const NEW_EXTENSION_MORE_THAN: u64 = 20;
-/// Deletions: at least this many messages *and* more than half of one
-/// folder or mailbox (Veeam's dual threshold).
-pub const DELETED_MIN: u64 = 100;
+// The thresholds of in_place, entropy, not_mail (messages, default 1),
+// renames (in one folder, 200, Veeam's), new_extension (more than 20,
+// NetApp's), deletions (100 messages) and volume (z 3.0) are
+// [`Thresholds`]: their defaults, or what the admin quorum set in the log
+// the client verified (`holdfast_core::detect::CLIENT_THRESHOLDS`).
+
+/// Deletions (with at least the deletions threshold of messages deleted in
+/// all): more than this share of all messages (1/4) is spool-wide ...
+pub const DELETED_SHARE_DIV: u64 = 4;
+/// ... or more than half of a folder or mailbox went in at least this many
+/// mailboxes (and one in 50 of them): many users hit at once. One user
+/// deleting a folder, however large, is not a finding.
+pub const DELETED_PLACES_MIN: usize = 3;
+/// A folder or mailbox counts as hit from this many messages deleted.
+pub const DELETED_PLACE_MIN: u64 = 5;
 /// Wipe: a root's file count falls by at least this many and by more than
 /// half; or its bytes by at least [`WIPE_MIN_BYTES`] and more than half.
 pub const WIPE_MIN_FILES: u64 = 20;
@@ -142,15 +142,52 @@ fn mailbox<'a>(path: &'a [u8], root: &[u8]) -> &'a [u8] {
     }
 }
 
-/// A file's extension as [`maths::extension`] reads it, except that a
-/// Maildir message without an info part (`:2,…`, as in `new/`) has none:
-/// its name ends in the delivering host's name, whatever that looks like.
+/// A file's extension as [`maths::extension`] reads it. A Maildir message
+/// without an info part (`:2,…`, as in `new/`) is `time.unique.host`,
+/// maybe with `,S=size,W=vsize` fields: with fields, its extension is what
+/// a dot appends after the last field (`…,S=123.locked`); without, the
+/// name may end in a dotted host name, whose last label the detector
+/// learns from the messages' names ([`host_label`]) and does not count.
 pub fn ext_of(path: &[u8]) -> Option<&[u8]> {
     let name = file_name(path);
     if is_message(path) && !name.contains(&b':') {
-        return None;
+        return match name.iter().rposition(|&b| b == b',') {
+            Some(c) => maths::extension(&name[c + 1..]),
+            None => maths::extension(name),
+        };
     }
     maths::extension(name)
+}
+
+/// The last label of a Maildir message name's host part, where the name
+/// shows where that part ends (a `:` info part or a `,` field): `com` for
+/// `1.M2.mail.example.com:2,S`. A new/ message's name may end in it; it is
+/// not an extension.
+pub fn host_label(path: &[u8]) -> Option<&[u8]> {
+    let name = file_name(path);
+    if !is_message(path) || !name.iter().any(|&b| b == b':' || b == b',') {
+        return None;
+    }
+    let pre = name.split(|&b| b == b':').next()?;
+    let pre = pre.split(|&b| b == b',').next()?;
+    let dot = pre.iter().rposition(|&b| b == b'.')?;
+    let label = &pre[dot + 1..];
+    (!label.is_empty()).then_some(label)
+}
+
+/// Every extension a file teaches the next run (the cache's `exts`): its
+/// own and, for a message, its host's last label.
+pub fn exts_of(path: &[u8]) -> impl Iterator<Item = &[u8]> {
+    ext_of(path).into_iter().chain(host_label(path))
+}
+
+/// A folder whose deletions are expunges by design (Trash, Junk, Spam,
+/// Deleted Messages): not a place hit by deletions.
+fn expunge_folder(folder: &[u8]) -> bool {
+    let name = file_name(folder).to_ascii_lowercase();
+    [&b"trash"[..], b"junk", b"spam", b"deleted"]
+        .iter()
+        .any(|w| name.windows(w.len()).any(|x| x == *w))
 }
 
 /// Identifies content across paths (size and first chunk id) in 8 bytes.
@@ -248,6 +285,9 @@ impl Tally {
 struct Group {
     before: u64,
     deleted: u64,
+    /// For a folder: its mailbox, and whether it is a Trash-like folder.
+    mailbox: u32,
+    expunge: bool,
 }
 
 /// Deferred record of a file gone from its path: fp (big-endian, the sort
@@ -285,6 +325,12 @@ pub struct Detector {
     entropy: Tally,
     not_mail: Tally,
     new_exts: BTreeMap<Vec<u8>, Tally>,
+    /// Of those, files that are not messages.
+    new_exts_other: HashMap<Vec<u8>, u64>,
+    /// Host labels of this run's message names: a message's name ending in
+    /// one is not a new extension.
+    hosts: HashSet<Vec<u8>>,
+    thresholds: Thresholds,
     churn: u64,
     changed_bytes: u64,
     cur_fps: Spill<8>,
@@ -316,6 +362,9 @@ impl Detector {
             entropy: Tally::default(),
             not_mail: Tally::default(),
             new_exts: BTreeMap::new(),
+            new_exts_other: HashMap::new(),
+            hosts: HashSet::new(),
+            thresholds: Thresholds::default(),
             churn: 0,
             changed_bytes: 0,
             cur_fps: Spill::new(scratch, SPILL_AT * 2),
@@ -329,6 +378,12 @@ impl Detector {
             mailboxes: HashMap::new(),
             err: None,
         }
+    }
+
+    /// Judges with `t` instead of the defaults.
+    pub fn with_thresholds(mut self, t: Thresholds) -> Detector {
+        self.thresholds = t;
+        self
     }
 
     fn root_of(&self, p: &[u8]) -> Option<usize> {
@@ -360,7 +415,12 @@ impl Detector {
         }
         let root = &path[..trim(&self.roots[r].0).len()];
         let (fo, mb) = (self.id(folder(path)), self.id(mailbox(path, root)));
-        self.folders.entry(fo).or_default().before += 1;
+        let g = self.folders.entry(fo).or_insert_with(|| Group {
+            mailbox: mb,
+            expunge: expunge_folder(folder(path)),
+            ..Group::default()
+        });
+        g.before += 1;
         self.mailboxes.entry(mb).or_default().before += 1;
         Some((fo, mb))
     }
@@ -372,11 +432,20 @@ impl Detector {
         }
         let r = self.cur_fps.push(cur.fp.to_be_bytes());
         self.keep(r);
+        if let Some(h) = host_label(path)
+            && self.hosts.len() < NEW_EXTS_MAX
+            && !self.hosts.contains(h)
+        {
+            self.hosts.insert(h.to_vec());
+        }
         if let Some(e) = ext_of(path)
             && !self.prev_exts.contains(e)
             && (self.new_exts.len() < NEW_EXTS_MAX || self.new_exts.contains_key(e))
         {
             self.new_exts.entry(e.to_vec()).or_default().hit(path);
+            if !is_message(path) {
+                *self.new_exts_other.entry(e.to_vec()).or_default() += 1;
+            }
         }
     }
 
@@ -513,7 +582,8 @@ impl Detector {
                 if in_cur {
                     continue;
                 }
-                self.churn += 1;
+                // Gone for good. Not volume (new and rewritten data only: a
+                // purge or a deleted folder is judged by deletions and wipe).
                 if g[24] == 1 {
                     self.folders.entry(u32at(&g, 12)).or_default().deleted += 1;
                     self.mailboxes.entry(u32at(&g, 16)).or_default().deleted += 1;
@@ -559,7 +629,9 @@ impl Detector {
         let (in_place, entropy, not_mail) = (self.in_place, self.entropy, self.not_mail);
         let (folders, mailboxes, new_exts) = (self.folders, self.mailboxes, self.new_exts);
         let (churn, changed_bytes) = (self.churn, self.changed_bytes);
-        if in_place.count >= IN_PLACE_MIN {
+        let t = &self.thresholds;
+        let at = |code: Signal| t.get(code.0) as u64;
+        if in_place.count >= at(Signal::IN_PLACE) {
             push(
                 &mut out,
                 Signal::IN_PLACE,
@@ -571,7 +643,7 @@ impl Detector {
                 in_place.examples,
             );
         }
-        if entropy.count >= ENTROPY_MIN {
+        if entropy.count >= at(Signal::ENTROPY) {
             push(
                 &mut out,
                 Signal::ENTROPY,
@@ -583,7 +655,7 @@ impl Detector {
                 entropy.examples,
             );
         }
-        if not_mail.count >= NOT_MAIL_MIN {
+        if not_mail.count >= at(Signal::NOT_MAIL) {
             push(
                 &mut out,
                 Signal::NOT_MAIL,
@@ -596,7 +668,7 @@ impl Detector {
             );
         }
         let max_renames = renames.values().copied().max().unwrap_or(0);
-        if max_renames >= RENAMES_PER_FOLDER {
+        if max_renames >= at(Signal::RENAMES) {
             push(
                 &mut out,
                 Signal::RENAMES,
@@ -608,42 +680,54 @@ impl Detector {
                 renamed_total.examples,
             );
         }
-        for (ext, t) in new_exts {
-            if t.count > NEW_EXTENSION_MORE_THAN {
+        for (ext, mut tally) in new_exts {
+            if self.hosts.contains(&ext) {
+                // Messages named after the host: only the other files count.
+                tally.count = self.new_exts_other.get(&ext).copied().unwrap_or(0);
+            }
+            if tally.count > at(Signal::NEW_EXTENSION) {
                 // The extension is a few letters the data chose; it is not a
                 // path, and it is what an operator needs to recognise.
                 push(
                     &mut out,
                     Signal::NEW_EXTENSION,
-                    t.count,
+                    tally.count,
                     format!(
                         "{} files with the new extension .{}",
-                        t.count,
+                        tally.count,
                         String::from_utf8_lossy(&ext)
                     ),
-                    t.examples,
+                    tally.examples,
                 );
             }
         }
-        let hit = |g: &Group| g.deleted >= DELETED_MIN && g.deleted * 2 > g.before;
-        let bad_folders = folders.values().filter(|g| hit(g)).count();
-        let bad_mailboxes = mailboxes.values().filter(|g| hit(g)).count();
-        if bad_folders + bad_mailboxes > 0 {
-            let worst = folders
-                .values()
-                .chain(mailboxes.values())
-                .filter(|g| hit(g))
-                .map(|g| g.deleted * 100 / g.before.max(1))
-                .max()
-                .unwrap_or(0);
+        // Deletions: enough messages in all, and either a large share of
+        // the whole spool or many mailboxes hit at once (one user deleting
+        // one folder is ordinary; an attacker deleting across users is not).
+        let hit = |g: &Group| g.deleted >= DELETED_PLACE_MIN && g.deleted * 2 > g.before;
+        let mut places: HashSet<u32> = folders
+            .values()
+            .filter(|g| !g.expunge && hit(g))
+            .map(|g| g.mailbox)
+            .collect();
+        let bad_folders = folders.values().filter(|g| !g.expunge && hit(g)).count();
+        let bad_mailboxes = mailboxes.iter().filter(|(_, g)| hit(g)).count();
+        places.extend(mailboxes.iter().filter(|(_, g)| hit(g)).map(|(id, _)| *id));
+        let need = DELETED_PLACES_MIN.max(mailboxes.len().div_ceil(50));
+        let share = deleted.count * DELETED_SHARE_DIV > msgs_before;
+        if deleted.count >= at(Signal::DELETIONS) && (share || places.len() >= need) {
+            let pct = deleted.count * 100 / msgs_before.max(1);
             push(
                 &mut out,
                 Signal::DELETIONS,
                 deleted.count,
                 format!(
-                    "{} messages deleted (not moved): more than half of {bad_folders} folder(s) \
-                     and {bad_mailboxes} mailbox(es), up to {worst}% of one",
-                    deleted.count
+                    "{} messages deleted (not moved), {pct}% of {msgs_before}: more than half of \
+                     {bad_folders} folder(s) and {bad_mailboxes} mailbox(es), in {} of {} \
+                     mailboxes",
+                    deleted.count,
+                    places.len(),
+                    mailboxes.len()
                 ),
                 deleted.examples,
             );
@@ -703,14 +787,15 @@ impl Detector {
             changed_bytes as f64,
             floor(&bytes, VOLUME_FLOOR_BYTES),
         );
-        if zf.is_some_and(|z| z > Z_LIMIT) || zb.is_some_and(|z| z > Z_LIMIT) {
+        let limit = t.z_limit();
+        if zf.is_some_and(|z| z > limit) || zb.is_some_and(|z| z > limit) {
             push(
                 &mut out,
                 Signal::VOLUME,
                 churn,
                 format!(
-                    "{churn} files and {changed_bytes} bytes changed: z = {:.1} (files), {:.1} (bytes) \
-                     against the median of the last {} runs",
+                    "{churn} files and {changed_bytes} bytes new or rewritten: z = {:.1} (files), \
+                     {:.1} (bytes) against the median of the last {} runs",
                     zf.unwrap_or(0.0),
                     zb.unwrap_or(0.0),
                     self.history.len()
@@ -725,14 +810,20 @@ impl Detector {
 /// Compares two whole file maps (the detector's unit tests, and a caller
 /// that has both in memory): feeds [`Detector`] in walk order.
 pub fn compare(i: &Input) -> Outcome {
+    compare_with(i, Thresholds::default())
+}
+
+/// [`compare`] with thresholds other than the defaults.
+pub fn compare_with(i: &Input, t: Thresholds) -> Outcome {
     let root_of = |p: &[u8]| i.roots.iter().any(|(r, _)| under(p, r));
     let prev_exts: HashSet<Vec<u8>> = i
         .prev
         .keys()
         .filter(|p| root_of(p))
-        .filter_map(|p| ext_of(p).map(<[u8]>::to_vec))
+        .flat_map(|p| exts_of(p).map(<[u8]>::to_vec))
         .collect();
-    let mut d = Detector::new(i.roots, prev_exts, i.history, &std::env::temp_dir());
+    let mut d =
+        Detector::new(i.roots, prev_exts, i.history, &std::env::temp_dir()).with_thresholds(t);
     let mut prev: Vec<&Vec<u8>> = i.prev.keys().filter(|p| root_of(p)).collect();
     let mut cur: Vec<&Vec<u8>> = i.cur.keys().collect();
     prev.sort_by(|a, b| crate::cache::cmp_path(a, b));
@@ -887,7 +978,9 @@ mod tests {
         }
         let o = run(&prev, &cur, &read, &[]);
         assert!(o.findings.is_empty(), "{:?}", o.findings);
-        assert_eq!(o.run.churn, 38);
+        // Volume counts new and rewritten files only (30 new; the moves
+        // and the 8 deletions are not volume).
+        assert_eq!(o.run.churn, 30);
     }
 
     #[test]
@@ -1002,10 +1095,11 @@ mod tests {
             );
         }
         assert!(run(&prev, &cur, &HashMap::new(), &[]).findings.is_empty());
-        // The same names outside a Maildir have an extension.
+        // The host's label is learnt from the names that show where the
+        // host ends (`…mx1,S=…:2,S`); other files' new extensions count.
         for k in 0..40u8 {
             cur.insert(
-                format!("/spool/u0/files/day1.{k}.mx1").into_bytes(),
+                format!("/spool/u0/files/day1.{k}.dat").into_bytes(),
                 file(2000, 150 + k),
             );
         }
@@ -1100,5 +1194,147 @@ mod tests {
                 .findings
                 .is_empty()
         );
+    }
+    fn drop_where(
+        prev: &HashMap<Vec<u8>, CachedFile>,
+        f: impl Fn(&[u8]) -> bool,
+    ) -> HashMap<Vec<u8>, CachedFile> {
+        prev.iter()
+            .filter(|(p, _)| !f(p))
+            .map(|(p, c)| (p.clone(), c.clone()))
+            .collect()
+    }
+
+    #[test]
+    fn deletions_are_judged_across_the_spool() {
+        let prev = spool(10, 150);
+        let inbox = |u: usize| format!("/spool/u{u}/cur/").into_bytes();
+        // One user deletes a whole folder (150 messages, 5%): ordinary.
+        let cur = drop_where(&prev, |p| p.starts_with(&inbox(3)));
+        let o = run(&prev, &cur, &HashMap::new(), &[]);
+        assert!(o.findings.is_empty(), "{:?}", o.findings);
+        // Three users at once: many mailboxes hit.
+        let cur = drop_where(&prev, |p| (0..3).any(|u| p.starts_with(&inbox(u))));
+        let o = run(&prev, &cur, &HashMap::new(), &[]);
+        assert_eq!(signals(&o), vec!["deletions"]);
+        assert_eq!(o.findings[0].count, 450);
+        assert!(o.findings[0].detail.contains("in 3 of 10 mailboxes"));
+        // 60% of the mailboxes, each far under 100 messages.
+        let small = spool(20, 10);
+        let cur = drop_where(&small, |p| {
+            (0..12).any(|u| p.starts_with(format!("/spool/u{u}/").as_bytes()))
+        });
+        let o = run(&small, &cur, &HashMap::new(), &[]);
+        assert!(signals(&o).contains(&"deletions"), "{:?}", o.findings);
+        // Trash expunged in five mailboxes: not a place hit.
+        let mut with_trash = prev.clone();
+        for u in 0..5 {
+            for k in 0..30u32 {
+                let mut c = file(900 + k as u64, 0);
+                c.chunks[0].0[..4].copy_from_slice(&(100_000 + u * 100 + k).to_le_bytes());
+                with_trash.insert(
+                    format!("/spool/u{u}/.Trash/cur/17.M{k}.mx1,S=9:2,ST").into_bytes(),
+                    c,
+                );
+            }
+        }
+        let cur = drop_where(&with_trash, |p| p.windows(7).any(|w| w == b".Trash/"));
+        let o = run(&with_trash, &cur, &HashMap::new(), &[]);
+        assert!(o.findings.is_empty(), "{:?}", o.findings);
+        // Under the count threshold nothing fires, whatever the share.
+        let tiny = spool(2, 10);
+        let o = run(&tiny, &HashMap::new(), &HashMap::new(), &[]);
+        assert!(!signals(&o).contains(&"deletions"));
+    }
+
+    #[test]
+    fn new_extensions_in_new_count_and_host_names_do_not() {
+        let prev = spool(1, 10);
+        let mut cur = prev.clone();
+        for k in 0..25u8 {
+            cur.insert(
+                format!("/spool/u0/new/1700000000.M{k}.mx1,S=2000.locked").into_bytes(),
+                file(2000, 100 + k),
+            );
+        }
+        let o = run(&prev, &cur, &HashMap::new(), &[]);
+        assert_eq!(signals(&o), vec!["new_extension"]);
+        assert!(o.findings[0].detail.contains(".locked"));
+        // A dotted host name ending unread mail's names: its last label is
+        // learnt from the names that show where the host ends.
+        let mut cur = prev.clone();
+        cur.insert(
+            b"/spool/u0/cur/1600000000.M1.mail.example.com:2,S".to_vec(),
+            file(10, 1),
+        );
+        for k in 0..25u8 {
+            cur.insert(
+                format!("/spool/u0/new/1700000000.M{k}.mail.example.com").into_bytes(),
+                file(2000, 100 + k),
+            );
+        }
+        assert!(run(&prev, &cur, &HashMap::new(), &[]).findings.is_empty());
+        // ... but not what was appended to such a name.
+        for k in 0..25u8 {
+            cur.insert(
+                format!("/spool/u0/new/1700000001.M{k}.mail.example.com.crypt").into_bytes(),
+                file(2000, 150 + k),
+            );
+        }
+        assert_eq!(
+            signals(&run(&prev, &cur, &HashMap::new(), &[])),
+            vec!["new_extension"]
+        );
+    }
+
+    #[test]
+    fn thresholds_raise_the_bar() {
+        let prev = spool(2, 20);
+        let mut cur = prev.clone();
+        for (_, f) in cur.iter_mut().take(3) {
+            f.chunks[0].0[31] ^= 1;
+        }
+        let i = Input {
+            roots: &[(b"/spool".to_vec(), false)],
+            prev: &prev,
+            cur: &cur,
+            read: &HashMap::new(),
+            unreadable: &HashSet::new(),
+            history: &[],
+        };
+        assert_eq!(signals(&compare(&i)), vec!["in_place"]);
+        let t = |n| Thresholds::from_fn(|c| (c == Signal::IN_PLACE.0).then_some(n));
+        assert_eq!(signals(&compare_with(&i, t(3))), vec!["in_place"]);
+        assert!(compare_with(&i, t(4)).findings.is_empty());
+        // A value under the floor is the floor.
+        assert_eq!(t(0).get(Signal::IN_PLACE.0), 1);
+    }
+
+    #[test]
+    fn deletions_are_not_volume() {
+        let prev = spool(4, 100);
+        let history: Vec<RunStats> = [30, 35, 28, 40, 33, 31, 36]
+            .iter()
+            .map(|&n| RunStats {
+                churn: n,
+                changed_bytes: n * 3000,
+            })
+            .collect();
+        // A purge of 40 messages in each of the 8 folders (320 of 800).
+        let mut gone = 0;
+        let cur = drop_where(&prev, |p| {
+            let k: u32 = String::from_utf8_lossy(p)
+                .rsplit(".M")
+                .next()
+                .and_then(|r| r.split('.').next())
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(99);
+            k < 40
+        });
+        gone += prev.len() - cur.len();
+        assert_eq!(gone, 320);
+        let o = run(&prev, &cur, &HashMap::new(), &history);
+        assert!(!signals(&o).contains(&"volume"), "{:?}", o.findings);
+        assert_eq!(o.run.churn, 0);
     }
 }

@@ -21,6 +21,8 @@ pub struct SnapshotInfo {
     /// The client's findings at backup time (signed, in the clear); None
     /// for a snapshot written before clients looked (record version 1).
     pub findings: Option<Vec<Finding>>,
+    /// How the client judged it (record version 3), None before.
+    pub judgement: Option<holdfast_core::format::Judgement>,
     /// Only with the restore key.
     pub body: Option<SnapshotBody>,
 }
@@ -49,6 +51,7 @@ pub fn list(repo: &Repository, key: &Key) -> Result<(Vec<SnapshotInfo>, Vec<Erro
             parent: s.header.parent,
             packs: s.header.packs.len(),
             findings: s.findings.clone(),
+            judgement: s.judgement.clone(),
             body,
         });
     }

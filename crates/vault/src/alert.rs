@@ -74,7 +74,9 @@ pub fn kind_of(msg: &str) -> &'static str {
         "clock"
     } else if has("storage quota") {
         "quota"
-    } else if msg.starts_with("client ") && (has("refused") || has("burst")) {
+    } else if (msg.starts_with("client ") && (has("refused") || has("burst")))
+        || has("sent a correctly signed request dated")
+    {
         "client_refused"
     } else if has("proposal") || msg.starts_with("admin ") {
         "governance"
@@ -389,6 +391,17 @@ impl Throttle {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_signed_request_out_of_time_is_a_refused_client() {
+        for who in ["client mx1", "admin alice"] {
+            let m = format!(
+                "{who} (key 0a1b2c3d) sent a correctly signed request dated 5256000 min from \
+                 the vault's clock: refused (401)"
+            );
+            assert_eq!(kind_of(&m), "client_refused", "{m}");
+        }
+    }
 
     #[test]
     fn identical_alerts_are_counted_once_the_window_closes() {

@@ -189,9 +189,31 @@ pub struct RequestGate {
     nonces: HashMap<([u8; 32], [u8; 16]), i64>,
     /// key → (tokens, last refill).
     buckets: HashMap<[u8; 32], (f64, Instant)>,
+    /// key → vault time of its last "signed but outside the time window"
+    /// alert.
+    clock_alerts: HashMap<[u8; 32], i64>,
 }
 
+/// A key whose correctly signed requests fall outside the time window is
+/// alerted about at most once per this long (its client retries; the
+/// alert's text is the same each time).
+pub const CLOCK_ALERT_EVERY_NS: i64 = 600 * 1_000_000_000;
+
 impl RequestGate {
+    /// True when a correctly signed request from `key` dated outside the
+    /// window should be alerted now: the first for this key, or the first
+    /// after [`CLOCK_ALERT_EVERY_NS`]. Only members' keys reach this, so
+    /// the map is bounded by the repository's identities.
+    pub fn clock_alert_due(&mut self, key: &[u8; 32], now_ns: i64) -> bool {
+        match self.clock_alerts.get(key) {
+            Some(&t) if now_ns.saturating_sub(t) < CLOCK_ALERT_EVERY_NS => false,
+            _ => {
+                self.clock_alerts.insert(*key, now_ns);
+                true
+            }
+        }
+    }
+
     /// Records a nonce; false if this key used it within the window.
     pub fn fresh_nonce(&mut self, key: &[u8; 32], nonce: &[u8; 16], now_ns: i64) -> bool {
         if self.nonces.len() > 100_000 {
@@ -218,6 +240,20 @@ impl RequestGate {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn clock_alerts_once_per_key_per_period() {
+        let mut g = RequestGate::default();
+        let (k1, k2) = ([1u8; 32], [2u8; 32]);
+        assert!(g.clock_alert_due(&k1, 0));
+        assert!(!g.clock_alert_due(&k1, CLOCK_ALERT_EVERY_NS - 1));
+        assert!(
+            g.clock_alert_due(&k2, 5),
+            "another key is alerted on its own"
+        );
+        assert!(g.clock_alert_due(&k1, CLOCK_ALERT_EVERY_NS));
+        assert!(!g.clock_alert_due(&k1, CLOCK_ALERT_EVERY_NS + 1));
+    }
 
     #[test]
     fn anonymous_connections_are_capped_per_address_and_released() {

@@ -1108,16 +1108,31 @@ impl Vault {
                 "this identity was revoked or removed (see the log)",
             ));
         }
-        if (auth.time_ns - now).abs() > WINDOW_NS {
-            return Err(ApiError::unauthorized(format!(
-                "request time outside the allowed window: {} min from the vault's clock \
-                 (check this host's clock and the vault's)",
-                (auth.time_ns - now) / (60 * NS)
-            )));
-        }
+        // The signature first: a request correctly signed by a member's key
+        // but dated outside the window is that key used on a host with a
+        // wrong clock (a stolen client key, say), and is alerted; an
+        // unsigned one is nobody's and is not.
         auth.verify_declared(method, path)
             .map_err(|_| ApiError::unauthorized("bad request signature"))?;
         let mut gate = self.gate.lock().unwrap_or_else(|p| p.into_inner());
+        if (auth.time_ns - now).abs() > WINDOW_NS {
+            let minutes = (auth.time_ns - now) / (60 * NS);
+            if gate.clock_alert_due(&auth.key, now) {
+                drop(gate);
+                self.alert(&format!(
+                    "{} {} (key {}) sent a correctly signed request dated {minutes} min from \
+                     the vault's clock: refused (401). Its host's clock is wrong, or the key is \
+                     used elsewhere (stolen): check that host and the key",
+                    role.name(),
+                    self.member_name(&auth.key),
+                    short(&auth.key),
+                ));
+            }
+            return Err(ApiError::unauthorized(format!(
+                "request time outside the allowed window: {minutes} min from the vault's clock \
+                 (check this host's clock and the vault's)"
+            )));
+        }
         if !gate.fresh_nonce(&auth.key, &auth.nonce, now) {
             return Err(ApiError::unauthorized("replayed request"));
         }

@@ -10,6 +10,16 @@ use crate::util;
 /// `backup` found an anomaly (SPEC G8); the snapshot is written.
 pub const EXIT_ANOMALY: u8 = 5;
 
+/// How a snapshot was judged, as `backup --json` and `snapshots --json`
+/// name it ("checked").
+pub fn checked_name(c: holdfast_core::format::Checked) -> &'static str {
+    match c {
+        holdfast_core::format::Checked::Compared => "compared",
+        holdfast_core::format::Checked::NoBaseline => "no_baseline",
+        holdfast_core::format::Checked::Off => "off",
+    }
+}
+
 #[derive(clap::Args)]
 pub struct Args {
     /// Repository
@@ -37,6 +47,11 @@ pub struct Args {
     /// Do not cross into other file systems
     #[arg(long)]
     pub one_file_system: bool,
+    /// Do not compare with the previous snapshot (no anomaly detection), to
+    /// measure detection's overhead. The snapshot records that it was not
+    /// checked (`snapshots` shows it) and the volume baseline skips the run
+    #[arg(long)]
+    pub no_detect: bool,
     /// Host name recorded in the snapshot
     #[arg(long)]
     pub host: Option<String>,
@@ -125,6 +140,7 @@ fn run_backup(a: Args, stats: &mut Option<crate::metrics_file::Stats>) -> Result
         one_file_system: a.one_file_system,
         hostname: a.host.unwrap_or_else(util::hostname),
         cache_dir: util::cache_dir(a.cache_dir),
+        detect: !a.no_detect,
     };
     // A path that does not exist (and never held files this client backed
     // up: that is a wipe, which backup itself reports) is left out when
@@ -171,6 +187,7 @@ fn run_backup(a: Args, stats: &mut Option<crate::metrics_file::Stats>) -> Result
             "files_read": r.files_read, "new_blobs": r.new_blobs,
             "new_bytes": r.new_bytes, "stored_bytes": r.stored_bytes,
             "packs_written": r.packs_written,
+            "checked": checked_name(r.judgement.checked),
             "anomalies": r.findings.iter().map(|f| serde_json::json!({"signal": f.signal.name(), "count": f.count, "detail": f.detail})).collect::<Vec<_>>(),
             "unreadable": r.unreadable.iter().map(|(p, e)| serde_json::json!({"path": p.display().to_string(), "error": e})).collect::<Vec<_>>(),
         }]));
@@ -187,6 +204,12 @@ fn run_backup(a: Args, stats: &mut Option<crate::metrics_file::Stats>) -> Result
             util::bytes(r.stored_bytes),
             r.packs_written
         ));
+    }
+    if a.no_detect {
+        eprintln!(
+            "holdfast: --no-detect: snapshot {} was not checked for anomalies, and says so",
+            r.snapshot.short()
+        );
     }
     for f in &r.findings {
         eprintln!("ANOMALY {}: {} ({})", f.signal.name(), f.detail, f.count);

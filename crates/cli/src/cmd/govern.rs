@@ -50,9 +50,13 @@ pub enum What {
         #[arg(required = true)]
         snapshots: Vec<String>,
     },
-    /// Set the threshold of a vault signal: `shrink` (percent of stored
-    /// bytes lost, default 50) or `burst` (snapshots per hour, default 30).
-    /// Raising it is limited to 5 points per proposal
+    /// Set the threshold of a signal. The vault's: `shrink` (percent of
+    /// stored bytes lost, default 50), `burst` (snapshots per hour, 30). The
+    /// client's (applied by clients backing up through this vault):
+    /// `in_place`, `entropy`, `not_mail` (messages, 1), `renames` (in one
+    /// folder, 200), `new_extension` (more than, 20), `deletions` (messages,
+    /// 100), `volume` (z-score in tenths, 30). Raising it is limited to 5
+    /// points per proposal
     Threshold { signal: String, value: u32 },
     /// Rotate the vault key to a new one (`holdfast key new vault` made it,
     /// on the vault host): its public file FILE.pub, or the key file. From
@@ -170,13 +174,16 @@ pub fn propose(a: ProposeArgs) -> Result<ExitCode> {
             Action::LiftFlags(ids)
         }
         What::Threshold { signal, value } => {
-            let code = (64..=u8::MAX)
+            let code = (1..=u8::MAX)
                 .find(|c| {
                     holdfast_core::logstate::default_threshold(*c).is_some()
                         && holdfast_core::format::Signal(*c).name() == signal
                 })
                 .ok_or_else(|| {
-                    anyhow!("no signal {signal:?} with a threshold: say shrink or burst")
+                    anyhow!(
+                        "no signal {signal:?} with a threshold: say shrink, burst, in_place, \
+                         entropy, not_mail, renames, new_extension, deletions or volume"
+                    )
                 })?;
             let from = repo
                 .log

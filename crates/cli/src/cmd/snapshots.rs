@@ -125,7 +125,18 @@ pub fn run(a: Args) -> Result<ExitCode> {
                     })).chain(vault_flags(&s.id).into_iter().map(|(c, n)| serde_json::json!({
                         "signal": signal(c), "count": n, "detail": "flagged by the vault", "by": "vault",
                     }))).collect::<Vec<_>>(),
-                    "checked_for_anomalies": s.findings.is_some(),
+                    // True only when the client compared with its previous
+                    // snapshot: not for a first backup, a lost cache or
+                    // --no-detect (record version 3 says which); a version
+                    // 2 record says so only by a finding.
+                    "checked_for_anomalies": match &s.judgement {
+                        Some(j) => j.checked == holdfast_core::format::Checked::Compared,
+                        None => s.findings.as_ref().is_some_and(|f| !f.is_empty()),
+                    },
+                    "checked": s.judgement.as_ref().map(|j| super::backup::checked_name(j.checked)),
+                    "thresholds": s.judgement.as_ref().map(|j| j.thresholds.iter()
+                        .map(|(c, v)| (signal(*c).to_string(), serde_json::Value::from(*v)))
+                        .collect::<serde_json::Map<_, _>>()),
                 });
                 if let Some((t, l)) = lock_of(&s.id) {
                     o["vault_time"] = util::time(t).into();
@@ -199,6 +210,28 @@ pub fn run(a: Args) -> Result<ExitCode> {
             } else {
                 format!("ANOMALY: {}", all.join(", "))
             };
+            let mut flags = flags;
+            if let Some(j) = &s.judgement {
+                let mut notes = Vec::new();
+                if j.checked == holdfast_core::format::Checked::Off {
+                    notes.push("not checked (--no-detect)".to_string());
+                }
+                let raised: Vec<String> = j
+                    .thresholds
+                    .iter()
+                    .filter(|(c, v)| holdfast_core::detect::client_default(*c) != Some(*v))
+                    .map(|(c, v)| format!("{} {v}", signal(*c)))
+                    .collect();
+                if !raised.is_empty() {
+                    notes.push(format!("judged with thresholds {}", raised.join(", ")));
+                }
+                for n in notes {
+                    if !flags.is_empty() {
+                        flags.push_str("; ");
+                    }
+                    flags.push_str(&n);
+                }
+            }
             rows.push((row, flags));
         }
         let mut header = vec!["ID", "TIME", "CLIENT"];
