@@ -14,9 +14,8 @@ use std::time::Instant;
 use holdfast_core::ObjectId;
 use holdfast_core::format::{Node, NodeKind, Tree};
 
-use crate::index::BlobReader;
 use crate::keys::Key;
-use crate::mail::{self, MailProgress, MailRestoreOptions, Mailbox, Opened};
+use crate::mail::{self, BlobReader, MailProgress, MailRestoreOptions, Mailbox, Opened};
 use crate::restore::{RestoreOptions, restore};
 use crate::{Error, Progress, Repository, Result};
 
@@ -80,9 +79,9 @@ fn verify_file(reader: &BlobReader, path: &Path, node: &Node) -> std::result::Re
     let mut off = 0usize;
     for c in chunks {
         let loc = reader
-            .index
-            .blobs
-            .get(c)
+            .locate(c)
+            .ok()
+            .flatten()
             .ok_or_else(|| format!("{}: chunk {} in no pack", path.display(), c.to_hex()))?;
         let end = off + loc.entry.raw_len as usize;
         let piece = data

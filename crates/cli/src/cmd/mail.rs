@@ -144,31 +144,37 @@ fn ls(a: LsArgs) -> Result<ExitCode> {
     let id = a.pick.resolve(&repo, &key, &a.snapshot, &paths)?;
     let snap = Opened::open(&repo, &key, &id)?;
     let reader = snap.reader(&key)?;
-    let (boxes, errors) = snap.mailboxes(&reader, &path)?;
     let newest = |ns: Option<i64>| ns.map(util::time);
-    if a.json {
-        let v: Vec<_> = boxes
-            .iter()
-            .map(|m| {
-                let folders: Vec<_> = m
-                    .folders
-                    .iter()
-                    .map(|f| {
-                        serde_json::json!({
-                            "name": f.name, "messages": f.msgs.len(), "bytes": f.bytes(),
-                            "newest": newest(f.newest_ns()),
-                        })
+    let hex = id.to_hex();
+    // Streamed: one mailbox read and printed at a time (a JSON array
+    // written element by element).
+    let mut errors = Vec::new();
+    let mut held: Option<String> = None;
+    let mut print = |m: &mail::Mailbox| {
+        if a.json {
+            let folders: Vec<_> = m
+                .folders
+                .iter()
+                .map(|f| {
+                    serde_json::json!({
+                        "name": f.name, "messages": f.msgs.len(), "bytes": f.bytes(),
+                        "newest": newest(f.newest_ns()),
                     })
-                    .collect();
-                serde_json::json!({
-                    "path": m.path, "layout": m.layout.name(), "folders": folders,
-                    "messages": m.messages(), "bytes": m.bytes(), "newest": newest(m.newest_ns()),
                 })
-            })
-            .collect();
-        util::json(&serde_json::Value::Array(v));
-    } else {
-        for m in &boxes {
+                .collect();
+            let v = serde_json::json!({
+                "snapshot": hex,
+                "path": m.path, "layout": m.layout.name(), "folders": folders,
+                "messages": m.messages(), "bytes": m.bytes(), "newest": newest(m.newest_ns()),
+            });
+            let text = serde_json::to_string_pretty(&v).expect("JSON value serialises");
+            // Printed once the next one (or the end) says whether a comma
+            // follows.
+            match held.replace(text.replace('\n', "\n  ")) {
+                Some(t) => util::out(format!("  {t},")),
+                None => util::out("["),
+            }
+        } else {
             let names: Vec<&str> = m.folders.iter().map(|f| f.name.as_str()).collect();
             util::out(format!(
                 "{}  {} messages, {}, newest {}, folders: {}",
@@ -178,6 +184,19 @@ fn ls(a: LsArgs) -> Result<ExitCode> {
                 newest(m.newest_ns()).unwrap_or_else(|| "-".into()),
                 names.join(" ")
             ));
+        }
+    };
+    snap.walk_mailboxes(&reader, &path, &mut |b| match b {
+        Ok(b) => match b.load(&reader) {
+            Ok(m) => print(&m),
+            Err(e) => errors.push((b.path, e)),
+        },
+        Err(pe) => errors.push(pe),
+    })?;
+    if a.json {
+        match held {
+            Some(t) => util::out(format!("  {t}\n]")),
+            None => util::out("[]"),
         }
     }
     let mut damage = !snap.pack_errors.is_empty();
@@ -189,6 +208,7 @@ fn ls(a: LsArgs) -> Result<ExitCode> {
         damage |= mail::is_damage(e);
     }
     if damage {
+        snap.distrust_index();
         eprintln!("holdfast: DAMAGE DETECTED: some of the snapshot's trees could not be read");
         return Ok(ExitCode::from(util::EXIT_DAMAGE));
     }
@@ -214,16 +234,24 @@ fn with_mail_progress<T>(f: impl FnOnce(&MailProgress) -> T) -> T {
                     p.messages_done.load(Ordering::Relaxed),
                     p.messages_total.load(Ordering::Relaxed),
                 );
+                let (bd, bt) = (
+                    p.mailboxes_done.load(Ordering::Relaxed),
+                    p.mailboxes_total.load(Ordering::Relaxed),
+                );
                 let el = start.elapsed().as_secs_f64();
-                let eta = if m > 0 && mt > m {
-                    format!("{:.0} s", el / m as f64 * (mt - m) as f64)
+                // Mailboxes are found while the first ones are restored:
+                // until all are found, the messages known so far.
+                let eta = if p.found_all.load(Ordering::Relaxed) && bd > 0 && bt > bd {
+                    format!("{:.0} s", el / bd as f64 * (bt - bd) as f64)
+                } else if m > 0 && mt > m {
+                    format!("{:.0} s+", el / m as f64 * (mt - m) as f64)
                 } else {
                     "-".into()
                 };
                 eprint!(
                     "\rmail restore: {}/{} mailboxes, {m}/{mt} messages, {}, ETA {eta}   ",
-                    p.mailboxes_done.load(Ordering::Relaxed),
-                    p.mailboxes_total.load(Ordering::Relaxed),
+                    bd,
+                    bt,
                     util::bytes(p.bytes_done.load(Ordering::Relaxed)),
                 );
                 std::thread::sleep(Duration::from_millis(200));
@@ -248,7 +276,7 @@ pub fn report_json(r: &MailReport) -> serde_json::Value {
         "keywords_dropped": r.keywords_dropped,
         "damaged": r.damaged, "errors": r.errors, "bytes_read": r.bytes_read,
         "first_inbox_seconds": r.first_inbox_s, "all_inboxes_seconds": r.all_inboxes_s,
-        "seconds": r.seconds,
+        "seconds": r.seconds, "syncs": r.syncs,
     })
 }
 
@@ -268,7 +296,9 @@ fn restore(a: RestoreArgs) -> Result<ExitCode> {
     };
     let r = with_mail_progress(|p| mail::restore(&snap, &key, &a.path, &opts, p))?;
     let mut j = report_json(&r);
+    // "snapshot" as `backup --json` names it, "id" as every listing does.
     j["snapshot"] = id.to_hex().into();
+    j["id"] = id.to_hex().into();
     j["dry_run"] = a.dry_run.into();
     if a.json {
         util::json(&j);

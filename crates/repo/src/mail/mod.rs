@@ -39,8 +39,8 @@ use holdfast_core::format::{Node, NodeKind, SnapshotBody, Tree};
 use holdfast_core::{BlobId, ObjectId};
 use holdfast_store::{Backend, Kind};
 
-use crate::index::{BlobReader, Index};
 use crate::keys::Key;
+use crate::packindex::{PackIndex, Reader};
 use crate::{Error, Repository, Result, io_err};
 use maildir::MaildirName;
 
@@ -328,22 +328,44 @@ fn mailbox_of(
     })
 }
 
-/// Every Maildir at or under `tree` (whose tree path is `path`). A tree
-/// that cannot be read is returned as an error beside the others.
-fn find(
-    reader: &BlobReader,
-    tree: &Tree,
-    path: &str,
-    rel: PathBuf,
-    node: Option<Node>,
-    out: &mut Vec<Mailbox>,
-    errors: &mut Vec<(String, Error)>,
-) {
+/// A Maildir found in a snapshot, not yet read: where it is and its tree.
+/// Finding every mailbox of a spool holds only these (a few hundred bytes
+/// each), never the spool's message list.
+#[derive(Clone, Debug)]
+pub struct BoxRef {
+    /// Its path in the snapshot's tree (`/`-joined, as `ls` prints).
+    pub path: String,
+    /// Its path relative to the PATH the command was given.
+    pub rel: PathBuf,
+    /// Its directory's node (None for the snapshot's root).
+    pub node: Option<Node>,
+    pub tree: BlobId,
+}
+
+impl BoxRef {
+    /// Reads the mailbox's folders and their message lists.
+    pub fn load(&self, reader: &BlobReader) -> Result<Mailbox> {
+        let tree = reader.tree(&self.tree)?;
+        mailbox_of(
+            reader,
+            &tree,
+            self.path.clone(),
+            self.rel.clone(),
+            self.node.clone(),
+        )
+    }
+}
+
+/// Every Maildir at or under `tree` (whose tree path is `path`), handed
+/// to `f` as it is found, depth first (one tree held per level). A tree
+/// that cannot be read is handed over as an error (its path).
+fn find(reader: &BlobReader, tree: &Tree, at: BoxRef, depth: usize, f: &mut dyn FnMut(Walked)) {
     if is_maildir(tree) {
-        match mailbox_of(reader, tree, path.to_string(), rel, node) {
-            Ok(m) => out.push(m),
-            Err(e) => errors.push((path.to_string(), e)),
-        }
+        f(Ok(at));
+        return;
+    }
+    let (path, rel) = (at.path.as_str(), &at.rel);
+    if depth > 64 {
         return;
     }
     for n in &tree.nodes {
@@ -357,29 +379,36 @@ fn find(
             format!("{path}/{name}")
         };
         match reader.tree(subtree) {
-            Ok(t) => find(
-                reader,
-                &t,
-                &p,
-                rel.join(OsStr::from_bytes(&n.name)),
-                Some(n.clone()),
-                out,
-                errors,
-            ),
-            Err(e) => errors.push((p, e)),
+            Ok(t) => {
+                let at = BoxRef {
+                    path: p,
+                    rel: rel.join(OsStr::from_bytes(&n.name)),
+                    node: Some(n.clone()),
+                    tree: *subtree,
+                };
+                find(reader, &t, at, depth + 1, f)
+            }
+            Err(e) => f(Err((p, e))),
         }
     }
 }
 
+/// A mailbox found, or a tree that could not be read (its path, why).
+pub type Walked = std::result::Result<BoxRef, (String, Error)>;
+
 /// Mailboxes found, and the trees that could not be read (path, error).
 pub type Found = (Vec<Mailbox>, Vec<(String, Error)>);
+
+/// The reader mail commands use: blob locations from the on-disk pack
+/// index (memory does not grow with the snapshot's blob count).
+pub type BlobReader<'a> = Reader<'a>;
 
 /// A snapshot opened for mail commands: the reader counts what it reads.
 pub struct Opened {
     pub id: ObjectId,
     pub body: SnapshotBody,
     backend: Counting,
-    index: Index,
+    index: PackIndex,
     /// Packs whose tables could not be read (damage).
     pub pack_errors: Vec<Error>,
 }
@@ -390,12 +419,12 @@ impl Opened {
         let snap = repo.load_snapshot(id)?;
         let body = repo.open_body(id, &snap, secret)?;
         let backend = Counting::new(repo.backend.clone());
-        let (index, pack_errors) = Index::load(&backend, &snap.header.packs);
+        let (index, pack_errors) = PackIndex::for_packs(&backend, &snap.header.packs);
         Ok(Opened {
             id: *id,
             body,
             backend,
-            index,
+            index: index?,
             pack_errors,
         })
     }
@@ -406,15 +435,28 @@ impl Opened {
 
     pub fn reader<'a>(&'a self, key: &'a Key) -> Result<BlobReader<'a>> {
         let (id_key, secret) = key.require_restore("reading mail")?;
-        Ok(BlobReader::new(&self.backend, &self.index, id_key, secret))
+        Ok(Reader::new(&self.backend, &self.index, id_key, secret))
     }
 
-    /// The Maildirs at or under `path` (either form, see
-    /// [`crate::repo::tree_path`]; empty for the whole snapshot), reading
-    /// only the trees on the way there and under it.
-    pub fn mailboxes(&self, reader: &BlobReader, path: &str) -> Result<Found> {
+    /// Something read through the index failed its check: the next
+    /// command rebuilds the index from the packs.
+    pub fn distrust_index(&self) {
+        self.index.distrust();
+    }
+
+    /// Hands each Maildir at or under `path` (either form, see
+    /// [`crate::repo::tree_path`]; empty for the whole snapshot) to `f` as
+    /// it is found, reading only the trees on the way there and under it.
+    /// An error only when `path` is not a directory of the snapshot.
+    pub fn walk_mailboxes(
+        &self,
+        reader: &BlobReader,
+        path: &str,
+        f: &mut dyn FnMut(Walked),
+    ) -> Result<()> {
         let parts = crate::repo::tree_path(&self.body, path)?;
-        let mut tree = reader.tree(&self.body.root)?;
+        let mut id = self.body.root;
+        let mut tree = reader.tree(&id)?;
         let mut node = None;
         for p in &parts {
             let n = tree
@@ -426,179 +468,246 @@ impl Opened {
             let NodeKind::Dir { subtree } = &n.kind else {
                 return Err(Error::Usage(format!("{path:?} is not a directory")));
             };
+            id = *subtree;
             tree = reader.tree(subtree)?;
             node = Some(n);
         }
+        let at = BoxRef {
+            path: parts.join("/"),
+            rel: PathBuf::new(),
+            node,
+            tree: id,
+        };
+        find(reader, &tree, at, 0, f);
+        Ok(())
+    }
+
+    /// Every Maildir at or under `path`, read whole (all their message
+    /// lists in memory: for a sample or one mailbox; the mail commands
+    /// stream with [`Self::walk_mailboxes`]).
+    pub fn mailboxes(&self, reader: &BlobReader, path: &str) -> Result<Found> {
         let mut out = Vec::new();
         let mut errors = Vec::new();
-        find(
-            reader,
-            &tree,
-            &parts.join("/"),
-            PathBuf::new(),
-            node,
-            &mut out,
-            &mut errors,
-        );
+        self.walk_mailboxes(reader, path, &mut |r| match r {
+            Ok(b) => match b.load(reader) {
+                Ok(m) => out.push(m),
+                Err(e) => errors.push((b.path, e)),
+            },
+            Err(pe) => errors.push(pe),
+        })?;
         Ok((out, errors))
     }
 }
 
 /// A file's bytes from the snapshot, every chunk checked against its id.
 pub fn read_file(reader: &BlobReader, node: &Node) -> Result<Vec<u8>> {
-    let NodeKind::File { size, chunks } = &node.kind else {
-        return Err(Error::Usage("not a file".into()));
-    };
-    let mut v = Vec::with_capacity((*size).min(64 << 20) as usize);
-    for c in chunks {
-        v.extend_from_slice(&reader.read(c)?);
-    }
-    if v.len() as u64 != *size {
-        return Err(Error::Corrupt(format!(
-            "chunks add up to {} bytes, the snapshot says {size}",
-            v.len()
-        )));
-    }
-    Ok(v)
+    read_many(reader, &[node])
+        .pop()
+        .unwrap_or_else(|| Err(Error::Usage("not a file".into())))
 }
 
-/// Whole packs recently fetched from a backend that prefers whole objects
-/// (the vault), shared by the threads of one command: neighbouring
-/// mailboxes, worked on at the same time, mostly share packs.
-pub struct PackLru {
-    cap: usize,
-    packs: Mutex<std::collections::VecDeque<(u32, Arc<Vec<u8>>)>>,
-}
-
-impl PackLru {
-    pub fn new(cap: usize) -> PackLru {
-        PackLru {
-            cap: cap.max(1),
-            packs: Mutex::new(Default::default()),
-        }
-    }
-
-    /// A whole pack (checked against its id by the backend), from here or
-    /// fetched.
-    fn get(&self, reader: &BlobReader, pack: u32) -> Result<Arc<Vec<u8>>> {
-        {
-            let mut c = self.packs.lock().unwrap();
-            if let Some(i) = c.iter().position(|(p, _)| *p == pack) {
-                let hit = c.remove(i).unwrap();
-                let bytes = hit.1.clone();
-                c.push_back(hit);
-                return Ok(bytes);
-            }
-        }
-        let bytes = Arc::new(reader.whole_pack(pack)?);
-        let mut c = self.packs.lock().unwrap();
-        if c.len() >= self.cap {
-            c.pop_front();
-        }
-        c.push_back((pack, bytes.clone()));
-        Ok(bytes)
+/// Reads closer than this are merged into one range request (the gap is
+/// read and dropped); a request is at most `max` long unless one blob is.
+/// The same figures as `restore`.
+fn coalescing(remote: bool) -> (u64, u64) {
+    if remote {
+        (256 << 10, 2 << 20)
+    } else {
+        (64 << 10, 1 << 20)
     }
 }
 
-/// Reads several files at once: on a backend that prefers whole objects
-/// (the vault) each pack they need is fetched once and every blob cut from
-/// it; elsewhere blob by blob with range reads. Every blob is checked
-/// against its keyed id either way.
-pub fn read_many(reader: &BlobReader, packs: &PackLru, nodes: &[&Node]) -> Vec<Result<Vec<u8>>> {
-    if !reader.backend.prefers_whole_objects() {
-        return nodes.iter().map(|n| read_file(reader, n)).collect();
+/// Reads several files at once: every chunk located through the pack
+/// index, sorted by pack and offset, fetched as coalesced range requests
+/// (whatever the backend), each blob opened once and checked against its
+/// keyed id. Returns each file's bytes or why it could not be read.
+pub fn read_many(reader: &BlobReader, nodes: &[&Node]) -> Vec<Result<Vec<u8>>> {
+    struct Want {
+        loc: crate::index::Location,
+        file: usize,
+        chunk: usize,
     }
-    let mut by_pack: BTreeMap<u32, Vec<BlobId>> = BTreeMap::new();
-    for n in nodes {
-        if let NodeKind::File { chunks, .. } = &n.kind {
-            for c in chunks {
-                if let Some(loc) = reader.index.blobs.get(c) {
-                    by_pack.entry(loc.pack).or_default().push(*c);
+    let mut parts: Vec<Result<Vec<Option<Vec<u8>>>>> = Vec::with_capacity(nodes.len());
+    let mut wants: Vec<Want> = Vec::new();
+    for (i, n) in nodes.iter().enumerate() {
+        let NodeKind::File { chunks, .. } = &n.kind else {
+            parts.push(Err(Error::Usage("not a file".into())));
+            continue;
+        };
+        let first = wants.len();
+        let mut slot = Ok(vec![None; chunks.len()]);
+        for (k, c) in chunks.iter().enumerate() {
+            match reader.locate(c) {
+                Ok(Some(loc)) => wants.push(Want {
+                    loc,
+                    file: i,
+                    chunk: k,
+                }),
+                Ok(None) => {
+                    slot = Err(Error::Corrupt(format!(
+                        "blob {} is not in any pack the snapshot lists",
+                        c.to_hex()
+                    )));
+                    break;
+                }
+                Err(e) => {
+                    slot = Err(e);
+                    break;
                 }
             }
         }
+        if slot.is_err() {
+            wants.truncate(first);
+        }
+        parts.push(slot);
     }
-    let mut plain: HashMap<BlobId, Vec<u8>> = HashMap::new();
-    for (pack, mut ids) in by_pack {
-        ids.sort_unstable();
-        ids.dedup();
-        // A pack that fails is left out: the file is then read on its own
-        // below, which reports the error properly.
-        let Ok(bytes) = packs.get(reader, pack) else {
-            continue;
-        };
-        for id in ids {
-            let loc = reader.index.blobs[&id];
-            if let Some(sealed) = loc.entry.sealed(&bytes)
-                && let Ok(p) = reader.open(&loc, sealed)
-            {
-                plain.insert(id, p);
+    wants.sort_unstable_by_key(|w| (w.loc.pack, w.loc.entry.offset, w.file, w.chunk));
+    let (gap, max) = coalescing(reader.backend.prefers_whole_objects());
+    let mut i = 0;
+    while i < wants.len() {
+        let pack = wants[i].loc.pack;
+        let start = wants[i].loc.entry.offset as u64;
+        let mut end = start + wants[i].loc.entry.stored_len as u64;
+        let mut j = i + 1;
+        while j < wants.len() {
+            let w = &wants[j].loc;
+            let (s, e) = (
+                w.entry.offset as u64,
+                w.entry.offset as u64 + w.entry.stored_len as u64,
+            );
+            if w.pack != pack || s > end + gap || e.max(end) - start > max {
+                break;
+            }
+            end = end.max(e);
+            j += 1;
+        }
+        let name = reader.index.packs[pack as usize].to_hex();
+        match reader
+            .backend
+            .get_range(Kind::Pack, &name, start, end - start)
+        {
+            Err(e) => {
+                let e = Error::from(e);
+                for w in &wants[i..j] {
+                    if parts[w.file].is_ok() {
+                        parts[w.file] = Err(copy_err(&e));
+                    }
+                }
+            }
+            Ok(bytes) => {
+                // The same blob in several files (or twice in one) is
+                // opened once.
+                let mut last: Option<(u32, Result<Vec<u8>>)> = None;
+                for w in &wants[i..j] {
+                    if parts[w.file].is_err() {
+                        continue;
+                    }
+                    let at = w.loc.entry.offset;
+                    if last.as_ref().is_none_or(|(o, _)| *o != at) {
+                        let from = (at as u64 - start) as usize;
+                        let plain = match bytes.get(from..from + w.loc.entry.stored_len as usize) {
+                            Some(sealed) => reader.open(&w.loc, sealed),
+                            None => Err(Error::Corrupt(format!(
+                                "pack {} is shorter than its table says",
+                                reader.index.packs[pack as usize]
+                            ))),
+                        };
+                        last = Some((at, plain));
+                    }
+                    match &last {
+                        Some((_, Ok(p))) => {
+                            if let Ok(v) = &mut parts[w.file] {
+                                v[w.chunk] = Some(p.clone());
+                            }
+                        }
+                        Some((_, Err(e))) => parts[w.file] = Err(copy_err(e)),
+                        None => {}
+                    }
+                }
             }
         }
+        i = j;
     }
     nodes
         .iter()
-        .map(|n| {
-            let NodeKind::File { size, chunks } = &n.kind else {
-                return read_file(reader, n);
+        .zip(parts)
+        .map(|(n, p)| {
+            let pieces = p?;
+            let NodeKind::File { size, .. } = &n.kind else {
+                return Err(Error::Usage("not a file".into()));
             };
             let mut v = Vec::with_capacity((*size).min(64 << 20) as usize);
-            for c in chunks {
-                match plain.get(c) {
-                    Some(p) => v.extend_from_slice(p),
-                    None => return read_file(reader, n),
+            for piece in pieces {
+                match piece {
+                    Some(b) => v.extend_from_slice(&b),
+                    None => return Err(Error::Corrupt("a chunk was not read".into())),
                 }
             }
             if v.len() as u64 != *size {
-                return read_file(reader, n);
+                return Err(Error::Corrupt(format!(
+                    "chunks add up to {} bytes, the snapshot says {size}",
+                    v.len()
+                )));
             }
             Ok(v)
         })
         .collect()
 }
 
-/// The largest batch of messages read together (bytes, messages): the
-/// order stays newest first at this granularity.
-const BATCH_BYTES: u64 = 32 << 20;
-const BATCH_MSGS: usize = 1024;
+/// One error reported for several files: the same kind (damage or not),
+/// the same words.
+fn copy_err(e: &Error) -> Error {
+    match e {
+        Error::Corrupt(s) => Error::Corrupt(s.clone()),
+        Error::Tamper(s) => Error::Tamper(s.clone()),
+        e if is_damage(e) => Error::Corrupt(e.to_string()),
+        e => Error::Usage(e.to_string()),
+    }
+}
+
+/// The largest batch of messages read (and written) together (bytes,
+/// messages): the order stays newest first at this granularity, and each
+/// of the mailboxes worked on at once holds at most one batch.
+const BATCH_BYTES: u64 = 4 << 20;
+const BATCH_MSGS: usize = 256;
+
+/// A message and its bytes (or why they could not be read).
+type MsgRead<'a> = (&'a Msg, Result<Vec<u8>>);
 
 /// Messages in order, read a batch at a time with [`read_many`].
 struct Batches<'a, 'r> {
     reader: &'r BlobReader<'r>,
-    packs: &'r PackLru,
     msgs: &'a [&'a Msg],
     next: usize,
-    ready: std::collections::VecDeque<(&'a Msg, Result<Vec<u8>>)>,
 }
 
 impl<'a, 'r> Batches<'a, 'r> {
-    fn new(reader: &'r BlobReader<'r>, packs: &'r PackLru, msgs: &'a [&'a Msg]) -> Self {
+    fn new(reader: &'r BlobReader<'r>, msgs: &'a [&'a Msg]) -> Self {
         Batches {
             reader,
-            packs,
             msgs,
             next: 0,
-            ready: Default::default(),
         }
     }
 
-    fn next_msg(&mut self) -> Option<(&'a Msg, Result<Vec<u8>>)> {
-        if self.ready.is_empty() && self.next < self.msgs.len() {
-            let start = self.next;
-            let mut bytes = 0;
-            while self.next < self.msgs.len()
-                && self.next - start < BATCH_MSGS
-                && (self.next == start || bytes + self.msgs[self.next].size() <= BATCH_BYTES)
-            {
-                bytes += self.msgs[self.next].size();
-                self.next += 1;
-            }
-            let batch = &self.msgs[start..self.next];
-            let nodes: Vec<&Node> = batch.iter().map(|m| &m.node).collect();
-            let data = read_many(self.reader, self.packs, &nodes);
-            self.ready.extend(batch.iter().copied().zip(data));
+    /// The next batch of messages with their bytes (or errors).
+    fn next_batch(&mut self) -> Option<Vec<MsgRead<'a>>> {
+        if self.next >= self.msgs.len() {
+            return None;
         }
-        self.ready.pop_front()
+        let start = self.next;
+        let mut bytes = 0;
+        while self.next < self.msgs.len()
+            && self.next - start < BATCH_MSGS
+            && (self.next == start || bytes + self.msgs[self.next].size() <= BATCH_BYTES)
+        {
+            bytes += self.msgs[self.next].size();
+            self.next += 1;
+        }
+        let batch = &self.msgs[start..self.next];
+        let nodes: Vec<&Node> = batch.iter().map(|m| &m.node).collect();
+        let data = read_many(self.reader, &nodes);
+        Some(batch.iter().copied().zip(data).collect())
     }
 }
 
@@ -629,6 +738,8 @@ pub struct MailProgress {
     pub messages_total: AtomicU64,
     pub messages_done: AtomicU64,
     pub bytes_done: AtomicU64,
+    /// Every mailbox has been found (`mailboxes_total` is final).
+    pub found_all: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -660,6 +771,8 @@ pub struct MailReport {
     pub first_inbox_s: Option<f64>,
     pub all_inboxes_s: Option<f64>,
     pub seconds: f64,
+    /// `syncfs` calls that made the written batches durable.
+    pub syncs: u64,
 }
 
 impl MailReport {
@@ -835,13 +948,15 @@ fn fresh_base(host: &str) -> String {
 }
 
 /// Writes `data` into `tmp/` of a folder under a fresh name: created
-/// exclusively, mtime set, owner set where permitted, fsynced.
+/// exclusively, mtime set, owner set where permitted; fsynced when `sync`
+/// (else the caller makes it durable, see [`Syncer`], before placing it).
 fn write_tmp(
     tmp_dir: &Path,
     host: &str,
     data: &[u8],
     mtime: filetime::FileTime,
     owner: Option<(u32, u32)>,
+    sync: bool,
 ) -> std::io::Result<PathBuf> {
     let p = tmp_dir.join(fresh_base(host));
     let mut f = OpenOptions::new()
@@ -855,7 +970,7 @@ fn write_tmp(
             let _ = std::os::unix::fs::fchown(&f, Some(u), Some(g));
         }
         filetime::set_file_handle_times(&f, Some(mtime), Some(mtime))?;
-        f.sync_all()
+        if sync { f.sync_all() } else { Ok(()) }
     })();
     if let Err(e) = r {
         let _ = std::fs::remove_file(&p);
@@ -864,10 +979,24 @@ fn write_tmp(
     Ok(p)
 }
 
-/// Moves our own `tmp` file to `to`, never replacing anything there (a
-/// hard link, then the tmp name removed). `AlreadyExists` when `to` is
-/// taken; the tmp file is removed either way.
+/// Moves our own `tmp` file to `to`, never replacing anything there: one
+/// `renameat2(RENAME_NOREPLACE)`, or where the file system lacks it a
+/// hard link and the tmp name removed. `AlreadyExists` when `to` is taken;
+/// the tmp file is removed either way.
 fn place(tmp: &Path, to: &Path) -> std::io::Result<()> {
+    use nix::fcntl::{AT_FDCWD, RenameFlags, renameat2};
+    match renameat2(AT_FDCWD, tmp, AT_FDCWD, to, RenameFlags::RENAME_NOREPLACE) {
+        Ok(()) => return Ok(()),
+        Err(nix::errno::Errno::EEXIST) => {
+            let _ = std::fs::remove_file(tmp);
+            return Err(std::io::ErrorKind::AlreadyExists.into());
+        }
+        Err(nix::errno::Errno::EINVAL | nix::errno::Errno::ENOSYS) => {}
+        Err(e) => {
+            let _ = std::fs::remove_file(tmp);
+            return Err(e.into());
+        }
+    }
     let r = match std::fs::hard_link(tmp, to) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(e),
@@ -886,6 +1015,85 @@ fn place(tmp: &Path, to: &Path) -> std::io::Result<()> {
 
 fn fsync_dir(d: &Path) -> std::io::Result<()> {
     std::fs::File::open(d)?.sync_all()
+}
+
+/// Makes what was written durable for many writers at once, with one
+/// `syncfs` per file system for everyone waiting (a group commit): a
+/// writer takes a ticket once its files are written; a `syncfs` started
+/// after that covers them. Whoever finds no sync running runs the next
+/// one for all the tickets taken so far. A batch of restored messages
+/// thus costs a share of one sync instead of one fsync per message.
+///
+/// `syncfs` also flushes what other programs wrote to the same file
+/// system (on a mail host, mostly mail being delivered): that is the
+/// price of not waiting for one journal commit per message. Where it
+/// fails, every later caller gets the error and falls back to fsyncing
+/// each file and its directories.
+#[derive(Default)]
+pub struct Syncer {
+    st: Mutex<SyncState>,
+    cv: std::sync::Condvar,
+}
+
+#[derive(Default)]
+struct SyncState {
+    asked: u64,
+    done: u64,
+    running: bool,
+    failed: bool,
+    /// One open directory per file system with something to sync.
+    dirty: HashMap<u64, Arc<std::fs::File>>,
+    /// syncfs calls made (for tests and figures).
+    calls: u64,
+}
+
+impl Syncer {
+    /// Returns once everything written on `dir`'s file system before this
+    /// call is durable (file data, inodes and directory entries).
+    pub fn sync(&self, dir: &Path) -> std::io::Result<()> {
+        let f = std::fs::File::open(dir)?;
+        let dev = f.metadata()?.dev();
+        let mut s = self.st.lock().unwrap_or_else(|p| p.into_inner());
+        if s.failed {
+            return Err(std::io::Error::other("syncfs failed earlier"));
+        }
+        s.dirty.entry(dev).or_insert_with(|| Arc::new(f));
+        s.asked += 1;
+        let ticket = s.asked;
+        loop {
+            if s.done >= ticket {
+                return if s.failed {
+                    Err(std::io::Error::other("syncfs failed"))
+                } else {
+                    Ok(())
+                };
+            }
+            if !s.running {
+                s.running = true;
+                let target = s.asked;
+                let files: Vec<Arc<std::fs::File>> = s.dirty.drain().map(|(_, f)| f).collect();
+                s.calls += files.len() as u64;
+                drop(s);
+                let mut ok = true;
+                for f in &files {
+                    use std::os::fd::AsFd;
+                    ok &= nix::unistd::syncfs(f.as_fd()).is_ok();
+                }
+                s = self.st.lock().unwrap_or_else(|p| p.into_inner());
+                s.running = false;
+                s.failed |= !ok;
+                s.done = s.done.max(target);
+                self.cv.notify_all();
+                continue;
+            }
+            s = self.cv.wait(s).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
+    /// How many `syncfs` calls were made.
+    pub fn calls(&self) -> u64 {
+        self.st.lock().unwrap_or_else(|p| p.into_inner()).calls
+    }
 }
 
 /// Creates a directory (mode 0700, owned like `owner` where permitted) and
@@ -933,14 +1141,17 @@ struct Ctx<'a> {
     start: Instant,
     /// Seconds until the first and the last INBOX were complete.
     first_inbox: Mutex<(Option<f64>, Option<f64>)>,
-    packs: PackLru,
-    /// Threads that write (and fsync) messages.
+    /// Threads that write messages into `tmp/`.
     writers: rayon::ThreadPool,
+    /// Makes each batch durable before it is placed.
+    sync: Syncer,
 }
 
 /// Restores the Maildirs at or under `path` of snapshot `snap` into
 /// `opts.target` (the Maildir itself when `path` is one, else the spool
-/// root), merging into live mailboxes.
+/// root), merging into live mailboxes. The snapshot's trees are streamed:
+/// mailboxes are found while the first ones are restored, and only the
+/// mailboxes being worked on (and a few found ahead) are held.
 pub fn restore(
     snap: &Opened,
     key: &Key,
@@ -961,29 +1172,50 @@ pub fn restore(
     for e in &snap.pack_errors {
         report.note("(snapshot)", e);
     }
-    let (mut boxes, errors) = snap.mailboxes(&reader, path)?;
-    for (p, e) in &errors {
+    // The path must be there before anything is written.
+    crate::repo::tree_path(&snap.body, path)?;
+    let mut found = 0u64;
+    let mut walk_errors = Vec::new();
+    let mut walked = Ok(());
+    let mut r = run_boxes(snap, &reader, opts, progress, |send| {
+        walked = snap.walk_mailboxes(&reader, path, &mut |b| match b {
+            Ok(b) => {
+                found += 1;
+                match b.load(&reader) {
+                    Ok(mut mb) => {
+                        keep_folders(&mut mb, &opts.folders);
+                        send(mb);
+                    }
+                    Err(e) => walk_errors.push((b.path, e)),
+                }
+            }
+            Err(pe) => walk_errors.push(pe),
+        });
+    })?;
+    walked?;
+    for (p, e) in &walk_errors {
         report.note(p, e);
     }
-    if boxes.is_empty() && errors.is_empty() {
+    if found == 0 && walk_errors.is_empty() {
         return Err(Error::Usage(format!(
             "no Maildir (a directory with cur/ and new/) at or under {path:?} in snapshot {}",
             snap.id.short()
         )));
     }
-    if !opts.folders.is_empty() {
-        for mb in &mut boxes {
-            mb.folders.retain(|f| {
-                opts.folders
-                    .iter()
-                    .any(|w| *w == f.name || (f.is_inbox() && w.eq_ignore_ascii_case("INBOX")))
-            });
-        }
-    }
-    let mut r = restore_boxes(snap, &reader, &boxes, opts, progress)?;
     r.merge(report);
     r.seconds = start.elapsed().as_secs_f64();
     Ok(r)
+}
+
+/// Keeps only the folders `want` names (all when empty).
+fn keep_folders(mb: &mut Mailbox, want: &[String]) {
+    if want.is_empty() {
+        return;
+    }
+    mb.folders.retain(|f| {
+        want.iter()
+            .any(|w| *w == f.name || (f.is_inbox() && w.eq_ignore_ascii_case("INBOX")))
+    });
 }
 
 /// Restores `boxes` (found in `snap`) into `opts.target`, each at its
@@ -995,15 +1227,26 @@ pub fn restore_boxes(
     opts: &MailRestoreOptions,
     progress: &MailProgress,
 ) -> Result<MailReport> {
+    run_boxes(snap, reader, opts, progress, |send| {
+        for mb in boxes {
+            send(mb.clone());
+        }
+    })
+}
+
+/// Restores the mailboxes `feed` hands over, `opts.parallel` at once:
+/// `feed` runs on this thread while workers take the mailboxes in order
+/// (neighbours in the snapshot, mostly in the same packs) through a
+/// short queue.
+fn run_boxes(
+    snap: &Opened,
+    reader: &BlobReader,
+    opts: &MailRestoreOptions,
+    progress: &MailProgress,
+    feed: impl FnOnce(&mut dyn FnMut(Mailbox)),
+) -> Result<MailReport> {
     let start = Instant::now();
     let mut report = MailReport::default();
-    progress
-        .mailboxes_total
-        .store(boxes.len() as u64, Ordering::Relaxed);
-    progress
-        .messages_total
-        .store(boxes.iter().map(Mailbox::messages).sum(), Ordering::Relaxed);
-    report.mailboxes = boxes.len() as u64;
     let ctx = Ctx {
         reader,
         opts,
@@ -1011,39 +1254,54 @@ pub fn restore_boxes(
         host: hostname(),
         start,
         first_inbox: Mutex::new((None, None)),
-        packs: PackLru::new((2 * opts.parallel.max(1) + 2).min(24)),
         writers: rayon::ThreadPoolBuilder::new()
             .num_threads(16)
             .build()
             .map_err(|e| Error::Usage(format!("threads: {e}")))?,
+        sync: Syncer::default(),
     };
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(opts.parallel.max(1))
-        .build()
-        .map_err(|e| Error::Usage(format!("threads: {e}")))?;
-    // Workers take mailboxes in order, so those worked on at once are
-    // neighbours in the snapshot (and mostly in the same packs).
-    let next = AtomicU64::new(0);
+    let workers = opts.parallel.max(1);
+    let (send, recv) = std::sync::mpsc::sync_channel::<Mailbox>(workers);
+    let recv = Mutex::new(recv);
     let parts = Mutex::new(Vec::new());
-    pool.scope(|sc| {
-        for _ in 0..opts.parallel.max(1) {
-            sc.spawn(|_| {
+    let mut count = 0u64;
+    std::thread::scope(|sc| {
+        for _ in 0..workers {
+            sc.spawn(|| {
                 loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed) as usize;
-                    let Some(mb) = boxes.get(i) else { break };
-                    let r = restore_mailbox(&ctx, mb);
+                    let next = recv.lock().unwrap_or_else(|p| p.into_inner()).recv();
+                    let Ok(mb) = next else { break };
+                    let r = restore_mailbox(&ctx, &mb);
+                    drop(mb);
                     progress.mailboxes_done.fetch_add(1, Ordering::Relaxed);
-                    parts.lock().unwrap().push(r);
+                    parts.lock().unwrap_or_else(|p| p.into_inner()).push(r);
                 }
             });
         }
+        feed(&mut |mb: Mailbox| {
+            count += 1;
+            progress.mailboxes_total.fetch_add(1, Ordering::Relaxed);
+            progress
+                .messages_total
+                .fetch_add(mb.messages(), Ordering::Relaxed);
+            // The workers only stop early by panicking; nothing to do then.
+            let _ = send.send(mb);
+        });
+        progress.found_all.store(true, Ordering::Relaxed);
+        drop(send);
     });
-    for p in parts.into_inner().unwrap() {
+    report.mailboxes = count;
+    for p in parts.into_inner().unwrap_or_else(|p| p.into_inner()) {
         report.merge(p);
     }
-    (report.first_inbox_s, report.all_inboxes_s) = *ctx.first_inbox.lock().unwrap();
+    (report.first_inbox_s, report.all_inboxes_s) =
+        *ctx.first_inbox.lock().unwrap_or_else(|p| p.into_inner());
+    report.syncs = ctx.sync.calls();
     report.bytes_read = snap.bytes_read();
     report.seconds = start.elapsed().as_secs_f64();
+    if !report.damaged.is_empty() {
+        snap.distrust_index();
+    }
     Ok(report)
 }
 
@@ -1078,7 +1336,7 @@ fn restore_mailbox(ctx: &Ctx, mb: &Mailbox) -> MailReport {
         r.folders += 1;
         if f.is_inbox() {
             let t = ctx.start.elapsed().as_secs_f64();
-            let mut fi = ctx.first_inbox.lock().unwrap();
+            let mut fi = ctx.first_inbox.lock().unwrap_or_else(|p| p.into_inner());
             if fi.0.is_none_or(|x| t < x) {
                 fi.0 = Some(t);
             }
@@ -1093,12 +1351,25 @@ fn restore_mailbox(ctx: &Ctx, mb: &Mailbox) -> MailReport {
 /// A message decided on: its bytes, mtime, and where it goes.
 type Pending = (Vec<u8>, filetime::FileTime, PathBuf);
 
-/// Messages written to `tmp/` together, in parallel: an fsync waits for
-/// the disk, and many at once share its commits.
-const WRITE_BATCH: usize = 64;
+/// Makes the files just written in `tmp/` durable: the shared group sync,
+/// else (no syncfs) an fsync of each and of the directory.
+fn make_durable(ctx: &Ctx, tmp_dir: &Path, files: &[&Path]) -> std::io::Result<()> {
+    if ctx.sync.sync(tmp_dir).is_ok() {
+        return Ok(());
+    }
+    ctx.writers.install(|| {
+        use rayon::prelude::*;
+        files
+            .par_iter()
+            .try_for_each(|p| std::fs::File::open(p)?.sync_all())
+    })?;
+    fsync_dir(tmp_dir)
+}
 
-/// Writes `pending` into the folder's `tmp/` in parallel (each fsynced),
-/// then, in order, places each (merge) or stages it (disaster restore).
+/// Writes `pending` into the folder's `tmp/` in parallel, makes them
+/// durable together, then, in order, places each (merge) or stages it
+/// (disaster restore). Nothing is placed in `cur/` or `new/` before its
+/// bytes are on disk.
 fn flush(
     ctx: &Ctx,
     dir: &Path,
@@ -1112,13 +1383,27 @@ fn flush(
         return;
     }
     let tmp_dir = dir.join("tmp");
-    let written: Vec<std::io::Result<PathBuf>> = ctx.writers.install(|| {
+    let mut written: Vec<std::io::Result<PathBuf>> = ctx.writers.install(|| {
         use rayon::prelude::*;
         pending
             .par_iter()
-            .map(|(data, mtime, _)| write_tmp(&tmp_dir, &ctx.host, data, *mtime, owner))
+            .map(|(data, mtime, _)| write_tmp(&tmp_dir, &ctx.host, data, *mtime, owner, false))
             .collect()
     });
+    let done: Vec<&Path> = written
+        .iter()
+        .filter_map(|w| w.as_ref().ok().map(PathBuf::as_path))
+        .collect();
+    if let Err(e) = make_durable(ctx, &tmp_dir, &done) {
+        // Not durable: nothing of this batch is placed; the next run
+        // writes it again.
+        for w in &mut written {
+            if let Ok(p) = w {
+                let _ = std::fs::remove_file(&*p);
+            }
+            *w = Err(std::io::Error::new(e.kind(), e.to_string()));
+        }
+    }
     for ((data, _, to), tmp) in pending.drain(..).zip(written) {
         let fail = |r: &mut MailReport, what: String| {
             r.written -= 1;
@@ -1238,7 +1523,7 @@ fn restore_folder(
             live_kw = Some(bytes.clone());
         } else {
             let now = filetime::FileTime::now();
-            let tmp = write_tmp(&dir.join("tmp"), &ctx.host, bytes, now, owner)
+            let tmp = write_tmp(&dir.join("tmp"), &ctx.host, bytes, now, owner, true)
                 .map_err(ioe(&dir.join("tmp")))?;
             match place(&tmp, &kw_path) {
                 Ok(()) => r.control_files += 1,
@@ -1272,8 +1557,6 @@ fn restore_folder(
     msgs.sort_by_key(|m| std::cmp::Reverse(m.mtime_ns()));
     let mut staged: Vec<(PathBuf, PathBuf)> = Vec::new();
     let mut pending: Vec<Pending> = Vec::new();
-    let mut pending_bytes = 0usize;
-    let mut since_sync = 0usize;
     // What the live folder holds by name needs no reading.
     let mut todo: Vec<&Msg> = Vec::with_capacity(msgs.len());
     for m in msgs {
@@ -1285,94 +1568,85 @@ fn restore_folder(
             todo.push(m);
         }
     }
-    let mut batches = Batches::new(reader, &ctx.packs, &todo);
-    while let Some((m, data)) = batches.next_msg() {
-        r.messages += 1;
-        ctx.progress.messages_done.fetch_add(1, Ordering::Relaxed);
-        let parsed = MaildirName::parse(&m.name);
-        let what = || format!("{}/{}", mb.path, String::from_utf8_lossy(&m.name));
-        let data = match data {
-            Ok(d) => d,
-            Err(e) => {
-                r.note(&what(), &e);
+    let mut batches = Batches::new(reader, &todo);
+    while let Some(batch) = batches.next_batch() {
+        for (m, data) in batch {
+            r.messages += 1;
+            ctx.progress.messages_done.fetch_add(1, Ordering::Relaxed);
+            let parsed = MaildirName::parse(&m.name);
+            let what = || format!("{}/{}", mb.path, String::from_utf8_lossy(&m.name));
+            let data = match data {
+                Ok(d) => d,
+                Err(e) => {
+                    r.note(&what(), &e);
+                    continue;
+                }
+            };
+            ctx.progress
+                .bytes_done
+                .fetch_add(data.len() as u64, Ordering::Relaxed);
+            if live.holds(reader, &data) {
+                r.skipped_same_content += 1;
                 continue;
             }
-        };
-        ctx.progress
-            .bytes_done
-            .fetch_add(data.len() as u64, Ordering::Relaxed);
-        if live.holds(reader, &data) {
-            r.skipped_same_content += 1;
-            continue;
-        }
-        if let Some(id) = maildir::message_id(&data)
-            && live.has_message_id(&id)
-        {
-            r.same_message_id.push(format!(
-                "{} {}",
-                dir.display(),
-                String::from_utf8_lossy(&id)
-            ));
-        }
-        // Flags, with keyword letters mapped by name.
-        let mut info = Vec::new();
-        if let Some(o) = parsed.other_info {
-            info.push(b':');
-            info.extend_from_slice(o);
-        } else if !m.in_new || !parsed.flags.is_empty() || !parsed.keywords.is_empty() {
-            let mut letters: Vec<u8> = parsed.flags.clone();
-            for k in &parsed.keywords {
-                let i = (k - b'a') as usize;
-                match map[i] {
-                    Some(l) => letters.push(l),
-                    None => {
-                        let n = names[i]
-                            .clone()
-                            .unwrap_or_else(|| format!("(unnamed letter {})", *k as char));
-                        *r.keywords_dropped.entry(n).or_default() += 1;
+            if let Some(id) = maildir::message_id(&data)
+                && live.has_message_id(&id)
+            {
+                r.same_message_id.push(format!(
+                    "{} {}",
+                    dir.display(),
+                    String::from_utf8_lossy(&id)
+                ));
+            }
+            // Flags, with keyword letters mapped by name.
+            let mut info = Vec::new();
+            if let Some(o) = parsed.other_info {
+                info.push(b':');
+                info.extend_from_slice(o);
+            } else if !m.in_new || !parsed.flags.is_empty() || !parsed.keywords.is_empty() {
+                let mut letters: Vec<u8> = parsed.flags.clone();
+                for k in &parsed.keywords {
+                    let i = (k - b'a') as usize;
+                    match map[i] {
+                        Some(l) => letters.push(l),
+                        None => {
+                            let n = names[i]
+                                .clone()
+                                .unwrap_or_else(|| format!("(unnamed letter {})", *k as char));
+                            *r.keywords_dropped.entry(n).or_default() += 1;
+                        }
                     }
                 }
+                letters.sort_unstable();
+                letters.dedup();
+                info.extend_from_slice(b":2,");
+                info.extend_from_slice(&letters);
             }
-            letters.sort_unstable();
-            letters.dedup();
-            info.extend_from_slice(b":2,");
-            info.extend_from_slice(&letters);
-        }
-        let mut name = if keep_uids {
-            parsed.base.to_vec()
-        } else {
-            let mut b = fresh_base(&ctx.host).into_bytes();
-            b.extend_from_slice(format!(",S={}", data.len()).as_bytes());
-            if let Some(w) = parsed.field(b'W') {
-                b.extend_from_slice(format!(",W={w}").as_bytes());
-            }
-            b
-        };
-        name.extend_from_slice(&info);
-        r.written += 1;
-        r.bytes_written += data.len() as u64;
-        if dry {
-            continue;
-        }
-        let mtime = filetime::FileTime::from_unix_time(m.node.mtime_s, m.node.mtime_ns);
-        let to = dir
-            .join(if m.in_new { "new" } else { "cur" })
-            .join(OsStr::from_bytes(&name));
-        pending_bytes += data.len();
-        pending.push((data, mtime, to));
-        if pending.len() >= WRITE_BATCH || pending_bytes >= BATCH_BYTES as usize {
-            pending_bytes = 0;
-            flush(ctx, dir, owner, keep_uids, &mut pending, &mut staged, r);
-            since_sync += WRITE_BATCH;
-            if since_sync >= 256 {
-                since_sync = 0;
-                for sub in ["cur", "new"] {
-                    fsync_dir(&dir.join(sub)).map_err(ioe(dir))?;
+            let mut name = if keep_uids {
+                parsed.base.to_vec()
+            } else {
+                let mut b = fresh_base(&ctx.host).into_bytes();
+                b.extend_from_slice(format!(",S={}", data.len()).as_bytes());
+                if let Some(w) = parsed.field(b'W') {
+                    b.extend_from_slice(format!(",W={w}").as_bytes());
                 }
+                b
+            };
+            name.extend_from_slice(&info);
+            r.written += 1;
+            r.bytes_written += data.len() as u64;
+            if dry {
+                continue;
             }
+            let mtime = filetime::FileTime::from_unix_time(m.node.mtime_s, m.node.mtime_ns);
+            let to = dir
+                .join(if m.in_new { "new" } else { "cur" })
+                .join(OsStr::from_bytes(&name));
+            pending.push((data, mtime, to));
         }
+        // One batch read, written and made durable together.
+        flush(ctx, dir, owner, keep_uids, &mut pending, &mut staged, r);
     }
-    flush(ctx, dir, owner, keep_uids, &mut pending, &mut staged, r);
     if !keep_uids && !dry && f.is_inbox() && ctx.opts.into_folder.is_none() {
         // A live mailbox without `subscriptions` gets the snapshot's (a
         // new file; an existing one is never rewritten).
@@ -1382,7 +1656,7 @@ fn restore_folder(
                 match read_file(reader, c) {
                     Ok(data) => {
                         let mtime = filetime::FileTime::from_unix_time(c.mtime_s, c.mtime_ns);
-                        let tmp = write_tmp(&dir.join("tmp"), &ctx.host, &data, mtime, owner)
+                        let tmp = write_tmp(&dir.join("tmp"), &ctx.host, &data, mtime, owner, true)
                             .map_err(ioe(dir))?;
                         match place(&tmp, &to) {
                             Ok(()) => r.control_files += 1,
@@ -1411,8 +1685,8 @@ fn restore_folder(
                 }
             };
             let mtime = filetime::FileTime::from_unix_time(c.mtime_s, c.mtime_ns);
-            let tmp =
-                write_tmp(&dir.join("tmp"), &ctx.host, &data, mtime, owner).map_err(ioe(dir))?;
+            let tmp = write_tmp(&dir.join("tmp"), &ctx.host, &data, mtime, owner, true)
+                .map_err(ioe(dir))?;
             match place(&tmp, &to) {
                 Ok(()) => {
                     r.control_files += 1;
@@ -1432,7 +1706,9 @@ fn restore_folder(
             }
         }
     }
-    if !dry {
+    if !dry && ctx.sync.sync(dir).is_err() {
+        // The folder's new directory entries, durable before it counts
+        // as done.
         for sub in ["cur", "new", "tmp"] {
             fsync_dir(&dir.join(sub)).map_err(ioe(dir))?;
         }
@@ -1454,77 +1730,111 @@ pub struct ExportReport {
 }
 
 /// Writes one mboxrd file per folder: `OUT/<mailbox>/<folder>.mbox`,
-/// oldest message first. Each file is written to a temp name, fsynced and
-/// linked into place; an existing file is never replaced.
+/// oldest message first. Mailboxes are streamed from the snapshot (one
+/// held at a time) and each file is written as its messages are read, to
+/// a temp name, fsynced and linked into place; an existing file is never
+/// replaced.
 pub fn export(snap: &Opened, key: &Key, path: &str, out: &Path) -> Result<ExportReport> {
     let reader = snap.reader(key)?;
     let mut rep = ExportReport::default();
     for e in &snap.pack_errors {
         rep.damaged.push(format!("(snapshot): {e}"));
     }
-    let (boxes, errors) = snap.mailboxes(&reader, path)?;
-    for (p, e) in errors {
-        rep.damaged.push(format!("{p}: {e}"));
+    let mut found = 0u64;
+    let mut fatal: Option<Error> = None;
+    snap.walk_mailboxes(&reader, path, &mut |b| {
+        if fatal.is_some() {
+            return;
+        }
+        let b = match b {
+            Ok(b) => b,
+            Err((p, e)) => return rep.damaged.push(format!("{p}: {e}")),
+        };
+        found += 1;
+        let mb = match b.load(&reader) {
+            Ok(m) => m,
+            Err(e) => return rep.damaged.push(format!("{}: {e}", b.path)),
+        };
+        if let Err(e) = export_mailbox(&reader, &mb, out, &mut rep) {
+            fatal = Some(e);
+        }
+    })?;
+    if let Some(e) = fatal {
+        return Err(e);
     }
-    let packs = PackLru::new(4);
-    if boxes.is_empty() && rep.damaged.is_empty() {
+    if found == 0 && rep.damaged.is_empty() {
         return Err(Error::Usage(format!("no Maildir at or under {path:?}")));
     }
-    for mb in &boxes {
-        let dir = out.join(&mb.rel);
-        make_dir(&dir, None).map_err(|e| io_err(&dir, e))?;
-        for f in &mb.folders {
-            let file = dir.join(format!("{}.mbox", f.name));
-            if let Some(p) = file.parent() {
-                make_dir(p, None).map_err(|e| io_err(p, e))?;
-            }
-            let mut msgs: Vec<&Msg> = f.msgs.iter().collect();
-            msgs.sort_by_key(|m| (m.mtime_ns(), m.name.clone()));
+    rep.bytes_read = snap.bytes_read();
+    Ok(rep)
+}
+
+fn export_mailbox(
+    reader: &BlobReader,
+    mb: &Mailbox,
+    out: &Path,
+    rep: &mut ExportReport,
+) -> Result<()> {
+    let dir = out.join(&mb.rel);
+    make_dir(&dir, None).map_err(|e| io_err(&dir, e))?;
+    for f in &mb.folders {
+        let file = dir.join(format!("{}.mbox", f.name));
+        if let Some(p) = file.parent() {
+            make_dir(p, None).map_err(|e| io_err(p, e))?;
+        }
+        let mut msgs: Vec<&Msg> = f.msgs.iter().collect();
+        msgs.sort_by_key(|m| (m.mtime_ns(), m.name.clone()));
+        let parent = file.parent().unwrap_or(out).to_path_buf();
+        let tmp = parent.join(format!(".{}.tmp", fresh_base("export")));
+        let mut n = 0;
+        let mut bytes = 0u64;
+        let w = (|| -> std::io::Result<()> {
+            let h = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&tmp)?;
+            let mut h = std::io::BufWriter::with_capacity(1 << 20, h);
+            let mut batches = Batches::new(reader, &msgs);
             let mut buf = Vec::new();
-            let mut n = 0;
-            let mut batches = Batches::new(&reader, &packs, &msgs);
-            while let Some((m, data)) = batches.next_msg() {
-                match data {
-                    Ok(d) => {
-                        mbox::write_message(&mut buf, &d, m.node.mtime_s);
-                        n += 1;
-                    }
-                    Err(e) => {
-                        let line = format!("{}/{}: {e}", mb.path, String::from_utf8_lossy(&m.name));
-                        if is_damage(&e) {
-                            rep.damaged.push(line)
-                        } else {
-                            rep.errors.push(line)
+            while let Some(batch) = batches.next_batch() {
+                for (m, data) in batch {
+                    match data {
+                        Ok(d) => {
+                            buf.clear();
+                            mbox::write_message(&mut buf, &d, m.node.mtime_s);
+                            h.write_all(&buf)?;
+                            bytes += buf.len() as u64;
+                            n += 1;
+                        }
+                        Err(e) => {
+                            let line =
+                                format!("{}/{}: {e}", mb.path, String::from_utf8_lossy(&m.name));
+                            if is_damage(&e) {
+                                rep.damaged.push(line)
+                            } else {
+                                rep.errors.push(line)
+                            }
                         }
                     }
                 }
             }
-            let parent = file.parent().unwrap_or(out).to_path_buf();
-            let tmp = parent.join(format!(".{}.tmp", fresh_base("export")));
-            let w = (|| {
-                let mut h = OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .mode(0o600)
-                    .open(&tmp)?;
-                h.write_all(&buf)?;
-                h.sync_all()?;
-                place(&tmp, &file)?;
-                fsync_dir(&parent)
-            })();
-            match w {
-                Ok(()) => {
-                    rep.files.push(file);
-                    rep.messages += n;
-                    rep.bytes += buf.len() as u64;
-                }
-                Err(e) => {
-                    let _ = std::fs::remove_file(&tmp);
-                    rep.errors.push(format!("{}: {e}", file.display()));
-                }
+            let h = h.into_inner().map_err(|e| e.into_error())?;
+            h.sync_all()?;
+            place(&tmp, &file)?;
+            fsync_dir(&parent)
+        })();
+        match w {
+            Ok(()) => {
+                rep.files.push(file);
+                rep.messages += n;
+                rep.bytes += bytes;
+            }
+            Err(e) => {
+                let _ = std::fs::remove_file(&tmp);
+                rep.errors.push(format!("{}: {e}", file.display()));
             }
         }
     }
-    rep.bytes_read = snap.bytes_read();
-    Ok(rep)
+    Ok(())
 }
