@@ -521,10 +521,15 @@ fn progress_line(what: &str, unit: &str, p: &Progress, elapsed: Duration) -> Str
         p.files_total.load(Ordering::Relaxed),
     );
     let rate = done as f64 / elapsed.as_secs_f64().max(0.001);
+    // No total (standard input): what was read so far.
+    let of = if total > 0 || done == 0 {
+        format!(" of {}", bytes(total))
+    } else {
+        String::new()
+    };
     let mut line = format!(
-        "holdfast {what}: {} of {}, {fd}/{ft} {unit}, {}/s",
+        "holdfast {what}: {}{of}, {fd}/{ft} {unit}, {}/s",
         bytes(done),
-        bytes(total),
         bytes(rate as u64)
     );
     if total > 0 {

@@ -2189,3 +2189,598 @@ fn prune_holds_anomaly_evidence() {
         "--read-data",
     ]);
 }
+
+/// The snapshot ids, oldest first, as `snapshots --json` lists them.
+fn ids_by_time(list: &[serde_json::Value]) -> Vec<String> {
+    let mut v: Vec<(i64, String)> = list
+        .iter()
+        .map(|s| {
+            (
+                s["time_ns"].as_i64().unwrap(),
+                s["id"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    v.sort();
+    v.into_iter().map(|(_, id)| id).collect()
+}
+
+/// `backup --tag` (repeatable) stores tags in the signed, encrypted body;
+/// `snapshots` shows them (TAGS column, `"tags"` in JSON) and `--tag`
+/// filters `snapshots`, and `latest` in `restore`, `ls` and `drill`. A bad
+/// tag is one line and exit 1; a key that cannot read bodies cannot filter.
+#[test]
+fn backup_tags_and_tag_filters() {
+    let w = World::new();
+    init_with(&w, &[]);
+    let src = w.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    let (repo, ck, rk) = (w.repo(), w.key("client"), w.key("restore"));
+    let s = src.to_str().unwrap();
+    let mut made = Vec::new();
+    for (content, tags) in [
+        ("one", vec!["nightly", "db"]),
+        ("two", vec!["weekly"]),
+        ("three", vec![]),
+    ] {
+        std::fs::write(src.join("f"), content).unwrap();
+        let mut args = vec!["backup", "--repo", &repo, "--key", &ck, "--json", s];
+        for t in &tags {
+            args.extend(["--tag", t]);
+        }
+        let j: serde_json::Value = serde_json::from_str(&w.ok(&args)).unwrap();
+        assert_eq!(j[0]["tags"], serde_json::json!(tags), "{j}");
+        made.push(j[0]["snapshot"].as_str().unwrap().to_string());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let list = |extra: &[&str]| -> Vec<serde_json::Value> {
+        let mut args = vec!["snapshots", "--repo", &repo, "--key", &rk, "--json"];
+        args.extend_from_slice(extra);
+        serde_json::from_str(&w.ok(&args)).unwrap()
+    };
+    let all = list(&[]);
+    assert_eq!(ids_by_time(&all), made);
+    for s in &all {
+        let want: Vec<&str> = match made.iter().position(|m| m == s["id"].as_str().unwrap()) {
+            Some(0) => vec!["nightly", "db"],
+            Some(1) => vec!["weekly"],
+            _ => vec![],
+        };
+        assert_eq!(s["tags"], serde_json::json!(want), "{s}");
+        assert_eq!(s["snapshot"], s["id"], "{s}");
+    }
+    let one = list(&["--tag", "db"]);
+    assert_eq!(one.len(), 1);
+    assert_eq!(one[0]["id"], made[0]);
+    assert_eq!(list(&["--tag", "db", "--tag", "nightly"]).len(), 1);
+    assert_eq!(list(&["--tag", "db", "--tag", "weekly"]).len(), 0);
+    assert_eq!(list(&["--tag", "nope"]).len(), 0);
+    // The table has a TAGS column.
+    let text = w.ok(&["snapshots", "--repo", &repo, "--key", &rk]);
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(lines[0].contains("TAGS"), "{text}");
+    assert!(lines.iter().any(|l| l.contains("nightly,db")), "{text}");
+    // `latest` among the tagged: the weekly one is older than the newest.
+    let t = w.path("restored");
+    w.ok(&[
+        "restore",
+        "--repo",
+        &repo,
+        "--key",
+        &rk,
+        "--tag",
+        "weekly",
+        "latest",
+        t.to_str().unwrap(),
+    ]);
+    assert_eq!(std::fs::read_to_string(t.join("src/f")).unwrap(), "two");
+    let o = w.run(&[
+        "ls", "--repo", &repo, "--key", &rk, "--tag", "gone", "latest",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("tagged gone"), "{}", stderr(&o));
+    // Bad tags: one line, exit 1, nothing written.
+    for bad in ["a,b", "", " x", "bell\u{7}"] {
+        let o = w.run(&["backup", "--repo", &repo, "--key", &ck, "--tag", bad, s]);
+        assert_eq!(o.status.code(), Some(1), "{bad:?}");
+        assert_eq!(stderr(&o).trim().lines().count(), 1, "{}", stderr(&o));
+    }
+    assert_eq!(list(&[]).len(), 3);
+    // Tags are encrypted: a client key cannot choose by them.
+    let o = w.run(&["snapshots", "--repo", &repo, "--key", &ck, "--tag", "db"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("restore key"), "{}", stderr(&o));
+}
+
+/// Writes `n` bytes of deterministic data to `to` in pieces, pausing
+/// `pause` between pieces (a slow dump).
+fn feed(mut to: impl Write, n: usize, seed: u64, pause: Duration) -> std::io::Result<()> {
+    let mut rng = Rng(seed);
+    let mut left = n;
+    while left > 0 {
+        let k = left.min(1 << 20);
+        // Half text, half random: compressible, but not to nothing.
+        let mut piece = rng.text(k / 2);
+        piece.extend(rng.bytes(k - k / 2));
+        to.write_all(&piece)?;
+        left -= k;
+        std::thread::sleep(pause);
+    }
+    Ok(())
+}
+
+fn data_of(n: usize, seed: u64) -> Vec<u8> {
+    let mut v = Vec::with_capacity(n);
+    feed(&mut v, n, seed, Duration::ZERO).unwrap();
+    v
+}
+
+/// Runs `backup --stdin` with `n` bytes fed through a pipe; returns the
+/// output and the peak RSS (KiB) of holdfast, measured by wait4.
+fn backup_stdin(
+    w: &World,
+    extra: &[&str],
+    n: usize,
+    seed: u64,
+    pause: Duration,
+) -> (std::process::Output, u64) {
+    const PY: &str = "import os,sys\n\
+pid=os.fork()\n\
+if pid==0:\n    os.execv(sys.argv[1], sys.argv[1:])\n\
+_,st,ru=os.wait4(pid,0)\n\
+sys.stderr.write('\\nHF_MAXRSS_KIB=%d\\n' % ru.ru_maxrss)\n\
+sys.exit(os.waitstatus_to_exitcode(st) & 255)\n";
+    let (repo, ck) = (w.repo(), w.key("client"));
+    let mut args = vec!["backup", "--repo", &repo, "--key", &ck, "--stdin"];
+    args.extend_from_slice(extra);
+    let inner = w.cmd(&args);
+    let mut c = Command::new("python3");
+    c.arg("-c").arg(PY).arg(bin()).args(&args);
+    for (k, v) in inner.get_envs() {
+        match v {
+            Some(v) => c.env(k, v),
+            None => c.env_remove(k),
+        };
+    }
+    c.stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    let stdin = child.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || feed(stdin, n, seed, pause));
+    let o = child.wait_with_output().unwrap();
+    let fed = writer.join().unwrap();
+    assert!(
+        fed.is_ok(),
+        "{fed:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    let kib = err
+        .lines()
+        .rev()
+        .find_map(|l| l.strip_prefix("HF_MAXRSS_KIB="))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no rusage: {err}"));
+    (o, kib)
+}
+
+/// `backup --stdin --stdin-filename db.sql` stores a dump streamed (peak
+/// memory well under its size), restorable like any file, recorded as
+/// `/db.sql`; the next dump deduplicates against it (its own cache), and
+/// the file backups' cache is left alone (their next run reads nothing).
+#[test]
+fn backup_from_stdin_streamed() {
+    let w = World::new();
+    init_with(&w, &[]);
+    let (repo, ck, rk) = (w.repo(), w.key("client"), w.key("restore"));
+    let src = w.path("files");
+    make_maildir(&src, 2, 10, 5);
+    w.ok(&[
+        "backup",
+        "--repo",
+        &repo,
+        "--key",
+        &ck,
+        src.to_str().unwrap(),
+    ]);
+
+    const N: usize = 128 << 20;
+    let (o, kib) = backup_stdin(
+        &w,
+        &["--stdin-filename", "db.sql", "--json", "--tag", "pg"],
+        N,
+        42,
+        Duration::ZERO,
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(j[0]["files"], 1, "{j}");
+    assert_eq!(j[0]["bytes"], N as u64, "{j}");
+    eprintln!(
+        "backup --stdin of {} MiB: peak RSS {} MiB",
+        N >> 20,
+        kib >> 10
+    );
+    assert!(
+        kib < (N as u64 / 1024) / 2,
+        "peak RSS {kib} KiB for a {N}-byte dump: not streamed"
+    );
+    let first = j[0]["snapshot"].as_str().unwrap().to_string();
+    let list = w.snapshots();
+    let s = list.iter().find(|s| s["id"] == first.as_str()).unwrap();
+    assert_eq!(s["paths"], serde_json::json!(["/db.sql"]), "{s}");
+    // It restores like any file, by either path form.
+    let t = w.path("out");
+    w.ok(&[
+        "restore",
+        "--repo",
+        &repo,
+        "--key",
+        &rk,
+        &first,
+        t.to_str().unwrap(),
+        "--path",
+        "/db.sql",
+    ]);
+    let back = std::fs::read(t.join("db.sql")).unwrap();
+    assert!(back == data_of(N, 42), "the restored dump differs");
+    drop(back);
+    let ls = w.ok(&["ls", "--repo", &repo, "--key", &rk, &first]);
+    assert_eq!(ls.lines().count(), 1, "{ls}");
+    assert!(
+        ls.contains(&format!(" {N} ")) && ls.ends_with("db.sql\n"),
+        "{ls}"
+    );
+    // Tonight's dump again: no data is stored again.
+    let (o, _) = backup_stdin(
+        &w,
+        &["--stdin-filename", "db.sql", "--json"],
+        N,
+        42,
+        Duration::ZERO,
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        j[0]["new_blobs"], 1,
+        "only the root tree (a new mtime): {j}"
+    );
+    assert_eq!(j[0]["packs_written"], 1, "{j}");
+    // The file backup's cache is untouched by the dumps.
+    let out = w.ok(&[
+        "backup",
+        "--repo",
+        &repo,
+        "--key",
+        &ck,
+        "--json",
+        src.to_str().unwrap(),
+    ]);
+    let j: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(j[0]["files_read"], 0, "{j}");
+    // A slash in the name, or paths beside --stdin: one line, exit 1.
+    for args in [
+        vec![
+            "backup",
+            "--repo",
+            &repo,
+            "--key",
+            &ck,
+            "--stdin",
+            "--stdin-filename",
+            "a/b",
+        ],
+        vec![
+            "backup",
+            "--repo",
+            &repo,
+            "--key",
+            &ck,
+            "--stdin",
+            src.to_str().unwrap(),
+        ],
+        vec![
+            "backup",
+            "--repo",
+            &repo,
+            "--key",
+            &ck,
+            "--stdin-filename",
+            "x",
+            src.to_str().unwrap(),
+        ],
+    ] {
+        let o = w
+            .cmd(&args)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(1), "{args:?}: {}", stderr(&o));
+    }
+}
+
+/// Every file and directory under `root` with its bytes (files) and
+/// mode, for before/after comparison.
+fn snapshot_tree(root: &Path) -> std::collections::BTreeMap<std::path::PathBuf, (u32, Vec<u8>)> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut out = std::collections::BTreeMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let e = e.unwrap();
+            let md = std::fs::symlink_metadata(e.path()).unwrap();
+            let rel = e.path().strip_prefix(root).unwrap().to_path_buf();
+            if md.is_dir() {
+                stack.push(e.path());
+                out.insert(rel, (md.permissions().mode(), Vec::new()));
+            } else {
+                out.insert(
+                    rel,
+                    (md.permissions().mode(), std::fs::read(e.path()).unwrap()),
+                );
+            }
+        }
+    }
+    out
+}
+
+/// `backup --dry-run` reads what a backup would, says what it would add
+/// (files new and changed, bytes new) and writes nothing: the repository
+/// and the cache are byte for byte as before, and the real backup after it
+/// still has all the work to do.
+#[test]
+fn backup_dry_run_writes_nothing() {
+    let w = World::new();
+    init_with(&w, &[]);
+    let (repo, ck) = (w.repo(), w.key("client"));
+    let src = w.path("src");
+    make_maildir(&src, 2, 20, 9);
+    std::fs::write(src.join("plain.txt"), "before").unwrap();
+    let s = src.to_str().unwrap();
+    w.ok(&["backup", "--repo", &repo, "--key", &ck, s]);
+    // Two new files and one changed (outside the Maildirs: no anomaly).
+    std::fs::write(src.join("new-1.txt"), data_of(300_000, 1)).unwrap();
+    std::fs::write(src.join("new-2.txt"), "small").unwrap();
+    std::fs::write(src.join("plain.txt"), data_of(50_000, 2)).unwrap();
+    let before_repo = snapshot_tree(&w.path("repo"));
+    let before_cache = snapshot_tree(&w.path("cache"));
+    let o = w.run(&[
+        "backup",
+        "--repo",
+        &repo,
+        "--key",
+        &ck,
+        "--dry-run",
+        "--json",
+        s,
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(j[0]["dry_run"], true, "{j}");
+    assert!(j[0]["snapshot"].is_null(), "{j}");
+    assert_eq!(j[0]["files_new"], 2, "{j}");
+    assert_eq!(j[0]["files_changed"], 1, "{j}");
+    assert_eq!(j[0]["files_read"], 3, "{j}");
+    let new_bytes = j[0]["new_bytes"].as_u64().unwrap();
+    assert!(new_bytes >= 350_000, "{j}");
+    assert!(j[0]["packs_written"].as_u64().unwrap() >= 1, "{j}");
+    assert!(
+        snapshot_tree(&w.path("repo")) == before_repo,
+        "dry run changed the repository"
+    );
+    assert!(
+        snapshot_tree(&w.path("cache")) == before_cache,
+        "dry run changed the cache"
+    );
+    // The text form says it.
+    let out = w.ok(&["backup", "--repo", &repo, "--key", &ck, "--dry-run", s]);
+    assert!(
+        out.contains("dry run: would add 2 new and 1 changed files")
+            && out.contains("nothing was written"),
+        "{out}"
+    );
+    assert!(snapshot_tree(&w.path("repo")) == before_repo);
+    // A dry run cannot touch a metrics file.
+    let o = w.run(&[
+        "backup",
+        "--repo",
+        &repo,
+        "--key",
+        &ck,
+        "--dry-run",
+        "--metrics-file",
+        w.path("m.prom").to_str().unwrap(),
+        s,
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(!w.path("m.prom").exists());
+    // The real backup after it adds exactly what the dry run announced.
+    let r = w.backup(&[&src]);
+    assert_eq!(r["files_read"], 3, "{r}");
+    assert_eq!(r["new_bytes"], new_bytes, "{r}");
+    assert_eq!(w.snapshots().len(), 2);
+}
+
+/// `ls` shows the owner (uid:gid) and a symlink's target, and lists a
+/// sub-path given as an argument or with --path, in either form.
+#[test]
+fn ls_owner_target_and_subpath() {
+    use std::os::unix::fs::MetadataExt;
+    let w = World::new();
+    init_with(&w, &[]);
+    let (repo, rk) = (w.repo(), w.key("restore"));
+    let src = w.path("data");
+    std::fs::create_dir_all(src.join("sub/deeper")).unwrap();
+    std::fs::write(src.join("top.txt"), "top").unwrap();
+    std::fs::write(src.join("sub/a.txt"), "a").unwrap();
+    std::fs::write(src.join("sub/deeper/b.txt"), "b").unwrap();
+    std::os::unix::fs::symlink("../top.txt", src.join("sub/link")).unwrap();
+    let id = w.backup(&[&src])["snapshot"].as_str().unwrap().to_string();
+    let md = std::fs::metadata(src.join("top.txt")).unwrap();
+    let owner = format!("{}:{}", md.uid(), md.gid());
+    let out = w.ok(&["ls", "--repo", &repo, "--key", &rk, &id]);
+    let top = out.lines().find(|l| l.ends_with("data/top.txt")).unwrap();
+    assert!(top.split_whitespace().any(|c| c == owner), "{out}");
+    let link = out.lines().find(|l| l.contains("data/sub/link")).unwrap();
+    assert!(
+        link.starts_with("symlink") && link.ends_with("data/sub/link -> ../top.txt"),
+        "{out}"
+    );
+    // Limited to a sub-path: as an argument, with --path, or absolute.
+    let abs = format!("{}/sub", src.display());
+    for args in [
+        vec!["ls", "--repo", &repo, "--key", &rk, &id, "data/sub"],
+        vec![
+            "ls", "--repo", &repo, "--key", &rk, &id, "--path", "data/sub",
+        ],
+        vec!["ls", "--repo", &repo, "--key", &rk, &id, &abs],
+    ] {
+        let out = w.ok(&args);
+        let paths: Vec<&str> = out
+            .lines()
+            .map(|l| l.rsplit("  ").next().unwrap())
+            .collect();
+        assert_eq!(
+            paths,
+            [
+                "data/sub",
+                "data/sub/a.txt",
+                "data/sub/deeper",
+                "data/sub/deeper/b.txt",
+                "data/sub/link -> ../top.txt"
+            ],
+            "{args:?}: {out}"
+        );
+    }
+    let j: Vec<serde_json::Value> = serde_json::from_str(&w.ok(&[
+        "ls", "--repo", &repo, "--key", &rk, &id, "data/sub", "--json",
+    ]))
+    .unwrap();
+    let l = j.iter().find(|e| e["path"] == "data/sub/link").unwrap();
+    assert_eq!(l["target"], "../top.txt", "{l}");
+    assert_eq!(l["uid"], md.uid(), "{l}");
+    assert_eq!(l["gid"], md.gid(), "{l}");
+    let o = w.run(&["ls", "--repo", &repo, "--key", &rk, &id, "data/none"]);
+    assert!(o.status.success());
+    assert!(o.stdout.is_empty());
+}
+
+/// Every --json output that names one snapshot does it with the key
+/// `"snapshot"`: backup, snapshots (beside "id"), drill (top level and
+/// in each run), stats (each client's newest), find.
+#[test]
+fn json_names_the_snapshot() {
+    let w = World::new();
+    init_with(&w, &[]);
+    let (repo, rk) = (w.repo(), w.key("restore"));
+    let src = w.path("src");
+    make_maildir(&src, 2, 5, 3);
+    let id = w.backup(&[&src])["snapshot"].as_str().unwrap().to_string();
+    let list = w.snapshots();
+    assert_eq!(list[0]["snapshot"], id.as_str());
+    let hist = w.path("drill.jsonl");
+    let d: serde_json::Value = serde_json::from_str(&w.ok(&[
+        "drill",
+        "--repo",
+        &repo,
+        "--key",
+        &rk,
+        "--history",
+        hist.to_str().unwrap(),
+        "--json",
+    ]))
+    .unwrap();
+    assert_eq!(d["snapshot"], id.as_str(), "{d}");
+    assert_eq!(d["run"]["snapshot"], id.as_str(), "{d}");
+    assert_eq!(d["history"][0]["snapshot"], id.as_str(), "{d}");
+    assert_eq!(d["ok"], true, "{d}");
+    let st: serde_json::Value =
+        serde_json::from_str(&w.ok(&["stats", "--repo", &repo, "--key", &rk, "--json"])).unwrap();
+    assert_eq!(st["clients"][0]["snapshot"], id.as_str(), "{st}");
+    let f: Vec<serde_json::Value> =
+        serde_json::from_str(&w.ok(&["find", "--repo", &repo, "--key", &rk, "--json", "*"]))
+            .unwrap();
+    assert!(
+        !f.is_empty() && f.iter().all(|e| e["snapshot"] == id.as_str()),
+        "{f:?}"
+    );
+}
+
+/// Progress for piped runs: a slow dump piped into `backup --stdin` prints
+/// lines every --progress-interval whose byte counter moves during the
+/// run; a whole restore knows its size from the start (the time left), and
+/// its counter ends at every file; verify counts packs.
+#[test]
+fn progress_moves_during_piped_runs() {
+    let w = World::new();
+    init_with(&w, &[]);
+    let (repo, rk) = (w.repo(), w.key("restore"));
+    // 6 MiB over about 3 s, a line every second.
+    let (o, _) = backup_stdin(
+        &w,
+        &["--stdin-filename", "slow.sql", "--progress-interval", "1"],
+        6 << 20,
+        7,
+        Duration::from_millis(500),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let e = stderr(&o);
+    let during: Vec<&str> = e
+        .lines()
+        .filter(|l| l.starts_with("holdfast backup: ") && !l.contains("done in"))
+        .collect();
+    assert!(during.len() >= 2, "{e}");
+    assert!(
+        during.first() != during.last()
+            && !during.last().unwrap().starts_with("holdfast backup: 0 B"),
+        "the counter does not move: {e}"
+    );
+    let src = w.path("src");
+    make_maildir(&src, 3, 30, 11);
+    w.backup(&[&src]);
+    let t = w.path("out");
+    let o = w
+        .cmd(&[
+            "restore",
+            "--progress-interval",
+            "1",
+            "--repo",
+            &repo,
+            "--key",
+            &rk,
+            "--client",
+            "client",
+            "latest",
+            t.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let e = stderr(&o);
+    let last = e
+        .lines()
+        .find(|l| l.starts_with("holdfast restore: ") && l.contains("done in"))
+        .unwrap_or_else(|| panic!("{e}"));
+    let n = files(&src).iter().filter(|p| p.is_file()).count();
+    assert!(
+        last.contains(&format!(" {n}/{n} files")),
+        "{n} files: {last}"
+    );
+    assert!(last.contains("(100 %)"), "{last}");
+    let o = w
+        .cmd(&[
+            "verify",
+            "--progress-interval",
+            "1",
+            "--repo",
+            &repo,
+            "--key",
+            &rk,
+            "--read-data",
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains(" packs, "), "{}", stderr(&o));
+}

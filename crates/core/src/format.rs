@@ -732,6 +732,34 @@ pub struct SnapshotBody {
     pub bytes: u64,
     pub new_bytes: u64,
     pub unreadable: Vec<Vec<u8>>,
+    /// `backup --tag` (body field 1, docs/format.md §9.2); empty when none.
+    pub tags: Vec<String>,
+}
+
+/// Body trailer field ids (docs/format.md §9.2), strictly ascending.
+pub const BODY_FIELD_TAGS: u8 = 1;
+/// At most this many tags, each at most [`MAX_TAG`] bytes.
+pub const MAX_TAGS: usize = 64;
+pub const MAX_TAG: usize = 128;
+/// The largest body trailer field.
+const MAX_BODY_FIELD: usize = 1 << 20;
+
+/// Why `tag` cannot be a tag: empty, too long, a control character, a
+/// comma (lists separate with it) or white space at either end.
+pub fn tag_problem(tag: &str) -> Option<&'static str> {
+    if tag.is_empty() {
+        Some("a tag is empty")
+    } else if tag.len() > MAX_TAG {
+        Some("a tag is longer than 128 bytes")
+    } else if tag.chars().any(char::is_control) {
+        Some("a tag holds a control character")
+    } else if tag.contains(',') {
+        Some("a tag holds a comma")
+    } else if tag.trim() != tag {
+        Some("a tag starts or ends with white space")
+    } else {
+        None
+    }
 }
 
 impl SnapshotBody {
@@ -750,6 +778,16 @@ impl SnapshotBody {
         w.u32(self.unreadable.len() as u32);
         for p in &self.unreadable {
             w.bytes(p);
+        }
+        // The trailer: absent fields are not written, so a body without
+        // tags is byte for byte what readers before §9.2 wrote and read.
+        if !self.tags.is_empty() {
+            let mut f = Writer::new();
+            f.u32(self.tags.len() as u32);
+            for t in &self.tags {
+                f.bytes(t.as_bytes());
+            }
+            w.u8(BODY_FIELD_TAGS).bytes(&f.into_vec());
         }
         w.into_vec()
     }
@@ -779,7 +817,33 @@ impl SnapshotBody {
         for _ in 0..n {
             unreadable.push(r.bytes(MAX_NAME, "path")?.to_vec());
         }
-        r.finish()?;
+        let mut tags = Vec::new();
+        let mut last_field = 0u8;
+        while r.remaining() > 0 {
+            let id = r.u8()?;
+            if id <= last_field {
+                return Err(DecodeError::Invalid("snapshot body field order"));
+            }
+            last_field = id;
+            let value = r.bytes(MAX_BODY_FIELD, "snapshot body field")?;
+            if id != BODY_FIELD_TAGS {
+                // A field from a newer writer: informative by rule (§9.2).
+                continue;
+            }
+            let mut f = Reader::new(value);
+            let n = f.count(4, "tags")?;
+            if n == 0 || n > MAX_TAGS {
+                return Err(DecodeError::Invalid("tag count"));
+            }
+            for _ in 0..n {
+                let t = utf8(f.bytes(MAX_TAG, "tag")?, "tag")?;
+                if tag_problem(&t).is_some() {
+                    return Err(DecodeError::Invalid("tag"));
+                }
+                tags.push(t);
+            }
+            f.finish()?;
+        }
         Ok(SnapshotBody {
             root,
             hostname,
@@ -789,6 +853,7 @@ impl SnapshotBody {
             bytes,
             new_bytes,
             unreadable,
+            tags,
         })
     }
 }
@@ -1329,6 +1394,57 @@ mod tests {
             bad[i] ^= 0x10;
             assert!(Snapshot::decode(&bad).is_err(), "flip at {i} accepted");
         }
+    }
+
+    #[test]
+    fn snapshot_body_tags_trailer() {
+        let old = SnapshotBody {
+            hostname: "mx1".into(),
+            paths: vec![b"/srv/mail".to_vec()],
+            files: 3,
+            unreadable: vec![b"/srv/mail/x".to_vec()],
+            ..Default::default()
+        };
+        // Without tags: the body as written before the trailer existed.
+        let bytes = old.encode();
+        let mut w = Writer::new();
+        w.u32(FORMAT_VERSION).raw(&[0; 32]).bytes(b"mx1").u32(1);
+        w.bytes(b"/srv/mail").u64(3).u64(0).u64(0).u64(0).u32(1);
+        w.bytes(b"/srv/mail/x");
+        assert_eq!(bytes, w.into_vec());
+        assert_eq!(SnapshotBody::decode(&bytes).unwrap(), old);
+        let tagged = SnapshotBody {
+            tags: vec!["nightly".into(), "pg-dump".into()],
+            ..old.clone()
+        };
+        let tb = tagged.encode();
+        assert_eq!(SnapshotBody::decode(&tb).unwrap(), tagged);
+        // A field from a newer writer after the tags is skipped.
+        let mut newer = tb.clone();
+        newer.push(9);
+        newer.extend_from_slice(&3u32.to_le_bytes());
+        newer.extend_from_slice(b"abc");
+        assert_eq!(SnapshotBody::decode(&newer).unwrap(), tagged);
+        // Out of order, repeated, truncated, hostile: refused, never a panic.
+        let mut twice = tb.clone();
+        twice.extend_from_slice(&tb[bytes.len()..]);
+        assert!(SnapshotBody::decode(&twice).is_err());
+        for cut in bytes.len() + 1..tb.len() {
+            assert!(SnapshotBody::decode(&tb[..cut]).is_err(), "cut at {cut}");
+        }
+        for bad in ["", "a,b", "x\u{1b}[2J", " pad", &"t".repeat(MAX_TAG + 1)] {
+            assert!(tag_problem(bad).is_some(), "{bad:?}");
+            let b = SnapshotBody {
+                tags: vec![bad.to_string()],
+                ..old.clone()
+            };
+            assert!(SnapshotBody::decode(&b.encode()).is_err(), "{bad:?}");
+        }
+        let many = SnapshotBody {
+            tags: (0..=MAX_TAGS).map(|i| format!("t{i}")).collect(),
+            ..old.clone()
+        };
+        assert!(SnapshotBody::decode(&many.encode()).is_err());
     }
 
     #[test]

@@ -89,6 +89,15 @@ pub struct BackupOptions {
     /// Compare with the previous snapshot (issue 11). Off only to measure
     /// detection's overhead: the snapshot then records it was not checked.
     pub detect: bool,
+    /// Stored in the snapshot's body (docs/format.md §9.2).
+    pub tags: Vec<String>,
+    /// Back up standard input, streamed, as one file of this name (no
+    /// `/`) instead of `paths`; its own cache, so a dump is compared with
+    /// the previous dump of the same name.
+    pub stdin: Option<String>,
+    /// Walk, read, chunk, compress and seal as a backup would, but store
+    /// nothing: no pack, no snapshot, no cache.
+    pub dry_run: bool,
 }
 
 #[derive(Debug)]
@@ -112,6 +121,13 @@ pub struct BackupReport {
     pub compared: bool,
     /// How the run was judged, as the snapshot records it.
     pub judgement: Judgement,
+    /// Of `files_read`: files the cache did not know (new, or a lost
+    /// cache) and files it knew whose stat changed.
+    pub files_new: u64,
+    pub files_changed: u64,
+    /// Nothing was stored: `snapshot` is the id the snapshot would have
+    /// had, `packs_written` and `stored_bytes` what would have been stored.
+    pub dry_run: bool,
 }
 
 // ------------------------------------------------------------------ upload
@@ -271,12 +287,24 @@ fn read_file(
     size: u64,
     detect: bool,
 ) -> Result<FileResult> {
+    match File::open(path) {
+        Ok(f) => read_from(up, chunking, f, path, size, detect),
+        Err(e) => Ok(FileResult::Unreadable(e.to_string())),
+    }
+}
+
+/// [`read_file`] from an open source; `size` only chooses between reading
+/// whole (up to [`SLURP_LIMIT`]) and streaming.
+fn read_from(
+    up: &Uploader,
+    chunking: &format::Chunking,
+    mut f: impl Read,
+    path: &Path,
+    size: u64,
+    detect: bool,
+) -> Result<FileResult> {
     let mut reading =
         (detect && detect::is_message(path.as_os_str().as_bytes())).then(Reading::default);
-    let mut f = match File::open(path) {
-        Ok(f) => f,
-        Err(e) => return Ok(FileResult::Unreadable(e.to_string())),
-    };
     let mut chunks = Vec::new();
     let mut total = 0u64;
     if size <= SLURP_LIMIT {
@@ -378,10 +406,12 @@ fn build_excludes(patterns: &[String]) -> Result<GlobSet> {
 struct Root {
     abs: PathBuf,
     name: Vec<u8>,
-    /// `None` when missing.
+    /// `None` when missing (and for standard input).
     md: Option<std::fs::Metadata>,
     /// Merged with the cache (false for a root inside another root).
     joined: bool,
+    /// Standard input (`--stdin`), stored as one file named `name`.
+    stdin: bool,
 }
 
 fn bytes_of(p: &Path) -> &[u8] {
@@ -461,6 +491,8 @@ enum Work {
     Cached(Vec<(BlobId, u32)>),
     /// Read by a worker, in the next batch (results come back in order).
     Read,
+    /// Standard input, streamed by the tree stage itself.
+    Stdin,
 }
 
 /// Files read by one rayon job, one after the other: one spawn and one
@@ -538,6 +570,7 @@ fn node(name: Vec<u8>, meta: Meta, kind: NodeKind) -> Node {
 /// The tree stage: open directories, the used-pack bitmap, the next cache.
 struct Trees<'a> {
     up: &'a Uploader<'a>,
+    chunking: &'a format::Chunking,
     progress: &'a Progress,
     stack: Vec<(Vec<u8>, Meta, Vec<Node>)>,
     top: Vec<Node>,
@@ -549,7 +582,23 @@ struct Trees<'a> {
     bytes: u64,
     dirs: u64,
     files_read: u64,
+    files_new: u64,
+    files_changed: u64,
     unreadable: Vec<(PathBuf, String)>,
+}
+
+/// Counts what passes through into the progress's bytes done.
+struct Counted<'a, R> {
+    inner: R,
+    progress: &'a Progress,
+}
+
+impl<R: Read> Read for Counted<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.progress.add(0, n as u64);
+        Ok(n)
+    }
 }
 
 impl Trees<'_> {
@@ -600,9 +649,31 @@ impl Trees<'_> {
             } => {
                 let (chunks, read, was_read) = match work {
                     Work::Cached(c) => (c, None, false),
-                    Work::Read => {
-                        let r = batches.next();
+                    Work::Read | Work::Stdin => {
+                        let r = if matches!(work, Work::Stdin) {
+                            let stdin = Counted {
+                                inner: std::io::stdin().lock(),
+                                progress: self.progress,
+                            };
+                            let r = read_from(
+                                self.up,
+                                self.chunking,
+                                stdin,
+                                &path,
+                                u64::MAX,
+                                det.is_some(),
+                            );
+                            self.progress.add(1, 0);
+                            r
+                        } else {
+                            batches.next()
+                        };
                         self.files_read += 1;
+                        if prev.is_some() {
+                            self.files_changed += 1;
+                        } else {
+                            self.files_new += 1;
+                        }
                         match r? {
                             FileResult::Done(c, size, read) => {
                                 stat.size = size;
@@ -709,7 +780,43 @@ fn walk_all(
             if root.joined {
                 merge.pass_before(rb, det, false);
             }
-            if let Some(md) = &root.md {
+            if root.stdin {
+                // One file, read by the tree stage as it comes (never
+                // whole in memory), owned by whoever runs the backup.
+                progress.files_total.fetch_add(1, Ordering::Relaxed);
+                let now = now_ns();
+                let t = (
+                    now.div_euclid(1_000_000_000),
+                    now.rem_euclid(1_000_000_000) as u32,
+                );
+                let (uid, gid) = std::fs::metadata("/proc/self")
+                    .map(|m| {
+                        use std::os::unix::fs::MetadataExt;
+                        (m.uid(), m.gid())
+                    })
+                    .unwrap_or((0, 0));
+                let prev = merge.take(rb, det).map(|e| prev_of(&e, compared));
+                queue.push_back(Item::File {
+                    name: root.name.clone(),
+                    meta: Meta {
+                        mode: 0o600,
+                        uid,
+                        gid,
+                        mtime: t,
+                    },
+                    path: root.abs.clone(),
+                    stat: FileStat {
+                        size: 0,
+                        mtime: t,
+                        ctime: t,
+                        ino: 0,
+                        dev: 0,
+                    },
+                    prev,
+                    joined: root.joined,
+                    work: Work::Stdin,
+                });
+            } else if let Some(md) = &root.md {
                 for ev in Walk::new(&root.abs, &root.name, md.clone(), excludes, one_fs) {
                     if up.failed.load(Ordering::Relaxed) {
                         break;
@@ -846,17 +953,53 @@ pub fn backup(
             "this client key is not registered with the repository".into(),
         ));
     }
-    if opts.paths.is_empty() {
+    if opts.paths.is_empty() && opts.stdin.is_none() {
         return Err(Error::Usage(
             "nothing to back up: give at least one path".into(),
         ));
     }
     let excludes = build_excludes(&opts.excludes)?;
+    for t in &opts.tags {
+        if let Some(why) = format::tag_problem(t) {
+            return Err(Error::Usage(format!("--tag {t:?}: {why}")));
+        }
+    }
+    if opts.tags.len() > format::MAX_TAGS {
+        return Err(Error::Usage(format!("at most {} tags", format::MAX_TAGS)));
+    }
 
     // 1. Roots, in the order given (for the snapshot) and in walk order.
     let mut abs_paths = Vec::new();
     let mut roots: Vec<Root> = Vec::new();
     let mut missing_errors: Vec<(Vec<u8>, Error)> = Vec::new();
+    if let Some(name) = &opts.stdin {
+        if !opts.paths.is_empty() {
+            return Err(Error::Usage(
+                "--stdin backs up standard input only: give no path".into(),
+            ));
+        }
+        if name.is_empty()
+            || name.len() > 255
+            || name.contains('/')
+            || name == "."
+            || name == ".."
+            || name.chars().any(char::is_control)
+        {
+            return Err(Error::Usage(format!(
+                "--stdin-filename {name:?}: one file name, without '/'"
+            )));
+        }
+        // Recorded as `/NAME`, as restic does: `restore --path /NAME`.
+        let abs = PathBuf::from(format!("/{name}"));
+        abs_paths.push(bytes_of(&abs).to_vec());
+        roots.push(Root {
+            abs,
+            name: name.as_bytes().to_vec(),
+            md: None,
+            joined: true,
+            stdin: true,
+        });
+    }
     for p in &opts.paths {
         let abs = std::path::absolute(p).map_err(|e| io_err(p, e))?;
         abs_paths.push(bytes_of(&abs).to_vec());
@@ -884,11 +1027,12 @@ pub fn backup(
             name,
             md,
             joined: true,
+            stdin: false,
         });
     }
     let root_list: Vec<(Vec<u8>, bool)> = roots
         .iter()
-        .map(|r| (bytes_of(&r.abs).to_vec(), r.md.is_none()))
+        .map(|r| (bytes_of(&r.abs).to_vec(), r.md.is_none() && !r.stdin))
         .collect();
     roots.sort_by(|a, b| cache::cmp_path(bytes_of(&a.abs), bytes_of(&b.abs)));
     for i in 0..roots.len() {
@@ -907,7 +1051,16 @@ pub fn backup(
     };
     let scratch = opts.cache_dir.as_path();
     holdfast_store::create_private_dir(scratch).map_err(|e| io_err(scratch, e))?;
-    let cache_path = cache::path(scratch, &owner);
+    let mut cache_path = cache::path(scratch, &owner);
+    if let Some(name) = &opts.stdin {
+        // A dump has its own cache per name: the file backups' cache (and
+        // their comparison) is left as it was, and tonight's dump is
+        // compared with last night's.
+        let tag = id_key.blob_id(format!("stdin\0{name}").as_bytes());
+        let mut n = cache_path.into_os_string();
+        n.push(format!(".stdin-{}", holdfast_core::id::hex(&tag.0[..8])));
+        cache_path = PathBuf::from(n);
+    }
     let existing: HashSet<ObjectId> = repo
         .backend
         .list(Kind::Pack)?
@@ -990,6 +1143,7 @@ pub fn backup(
     let written: Arc<Mutex<Vec<(u32, ObjectId, u64)>>> = Arc::default();
     let write_error: Arc<Mutex<Option<Error>>> = Arc::default();
     let backend = repo.backend.clone();
+    let dry_run = opts.dry_run;
     let writer = {
         let written = written.clone();
         let write_error = write_error.clone();
@@ -1003,7 +1157,14 @@ pub fn backup(
                     continue;
                 }
                 let (id, bytes, _) = b.finish();
-                match backend.put(Kind::Pack, &id.to_hex(), &bytes) {
+                // A dry run builds each pack (its size is the figure) and
+                // stores none.
+                let put = if dry_run {
+                    Ok(())
+                } else {
+                    backend.put(Kind::Pack, &id.to_hex(), &bytes)
+                };
+                match put {
                     Ok(()) => written.lock().unwrap_or_else(|p| p.into_inner()).push((
                         no,
                         id,
@@ -1037,6 +1198,7 @@ pub fn backup(
     // 4. Walk, read, build trees — at once.
     let mut trees = Trees {
         up: &up,
+        chunking: &repo.config.chunking,
         progress,
         stack: Vec::new(),
         top: Vec::new(),
@@ -1047,6 +1209,8 @@ pub fn backup(
         bytes: 0,
         dirs: 0,
         files_read: 0,
+        files_new: 0,
+        files_changed: 0,
         unreadable: Vec::new(),
     };
     let mut merge = Merge { cursor };
@@ -1084,6 +1248,8 @@ pub fn backup(
         bytes,
         dirs,
         files_read,
+        files_new,
+        files_changed,
         unreadable,
         ..
     } = trees;
@@ -1170,12 +1336,16 @@ pub fn backup(
             .iter()
             .map(|(p, _)| bytes_of(p).to_vec())
             .collect(),
+        tags: opts.tags.clone(),
     };
     let anomalies = &outcome.findings;
     let committed =
         Snapshot::create_judged(header, anomalies, &judgement, &body, &session, identity)
             .map_err(Error::from)
             .and_then(|(id, bytes)| {
+                if opts.dry_run {
+                    return Ok(id);
+                }
                 repo.backend
                     .put(Kind::Snapshot, &id.to_hex(), &bytes)
                     .map(|()| id)
@@ -1205,7 +1375,12 @@ pub fn backup(
         history,
         exts: exts.into_iter().collect(),
     };
-    let _ = cache_writer.finish(&owner, &meta, |w| blobs.write_all(w, &live_after));
+    if opts.dry_run {
+        // Nothing was stored, so the cache must not say otherwise.
+        cache_writer.abort();
+    } else {
+        let _ = cache_writer.finish(&owner, &meta, |w| blobs.write_all(w, &live_after));
+    }
 
     Ok(BackupReport {
         snapshot: snap_id,
@@ -1233,5 +1408,8 @@ pub fn backup(
         findings: outcome.findings,
         compared,
         judgement,
+        files_new,
+        files_changed,
+        dry_run: opts.dry_run,
     })
 }

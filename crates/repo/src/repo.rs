@@ -331,9 +331,11 @@ impl Repository {
                 return Err(Error::Usage(format!("no snapshot of client {c:?}")));
             }
         }
-        if sel.host.is_some() || !sel.paths.is_empty() {
+        if sel.host.is_some() || !sel.paths.is_empty() || !sel.tags.is_empty() {
             let secret = secret.ok_or_else(|| {
-                Error::Usage("--host and --path choose by what only the restore key reads".into())
+                Error::Usage(
+                    "--host, --path and --tag choose by what only the restore key reads".into(),
+                )
             })?;
             all.retain(|(_, s)| {
                 let Ok(body) = s.open_body(secret) else {
@@ -341,10 +343,11 @@ impl Repository {
                 };
                 sel.host.as_ref().is_none_or(|h| body.hostname == *h)
                     && sel.paths.iter().all(|p| covers(&body, p))
+                    && sel.tags.iter().all(|t| body.tags.contains(t))
             });
             if all.is_empty() {
                 return Err(Error::Usage(format!(
-                    "no snapshot{}{} matches",
+                    "no snapshot{}{}{} matches",
                     sel.host
                         .as_ref()
                         .map(|h| format!(" of host {h:?}"))
@@ -353,6 +356,11 @@ impl Repository {
                         String::new()
                     } else {
                         format!(" holding {}", sel.paths.join(", "))
+                    },
+                    if sel.tags.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" tagged {}", sel.tags.join(", "))
                     }
                 )));
             }
@@ -410,6 +418,8 @@ pub struct Select {
     pub client: Option<String>,
     pub host: Option<String>,
     pub paths: Vec<String>,
+    /// Tags the snapshot must all carry (`backup --tag`).
+    pub tags: Vec<String>,
 }
 
 /// True when the snapshot holds `p`: an absolute path as backed up

@@ -131,6 +131,9 @@ struct Walk<'a, 'r> {
     progress: &'a Progress,
     batch: Batch,
     send: &'a std::sync::mpsc::SyncSender<Batch>,
+    /// The totals were set from the snapshot's body before the walk (a
+    /// whole restore): the time left is known from the start.
+    counted: bool,
 }
 
 impl Walk<'_, '_> {
@@ -138,10 +141,12 @@ impl Walk<'_, '_> {
         if let NodeKind::File { size, chunks } = &n.kind {
             self.batch.chunks += chunks.len();
             self.batch.bytes += size;
-            self.progress.files_total.fetch_add(1, Ordering::Relaxed);
-            self.progress
-                .bytes_total
-                .fetch_add(*size, Ordering::Relaxed);
+            if !self.counted {
+                self.progress.files_total.fetch_add(1, Ordering::Relaxed);
+                self.progress
+                    .bytes_total
+                    .fetch_add(*size, Ordering::Relaxed);
+            }
         }
         self.batch.files.push((p, n));
         self.maybe_send();
@@ -608,6 +613,14 @@ pub fn restore_paths(
         }
     }
     reader.clear_cache();
+    // A whole restore knows its size from the body (the client's signed
+    // figures, informative only): the bar and the time left are right from
+    // the first byte instead of growing with the walk.
+    let counted = subpaths.is_empty();
+    if counted {
+        progress.files_total.store(body.files, Ordering::Relaxed);
+        progress.bytes_total.store(body.bytes, Ordering::Relaxed);
+    }
 
     let (send, recv) = std::sync::mpsc::sync_channel::<Batch>(1);
     let (walked, written) = std::thread::scope(|s| {
@@ -618,6 +631,7 @@ pub fn restore_paths(
             progress,
             batch: Batch::default(),
             send: &send,
+            counted,
         };
         let mut r = Ok(());
         for start in starts {

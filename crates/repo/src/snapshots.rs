@@ -68,6 +68,10 @@ pub struct Entry {
     pub mtime_ns: u32,
     /// Identifies the content (keyed hash of the chunk list / target).
     pub content: BlobId,
+    pub uid: u32,
+    pub gid: u32,
+    /// A symlink's target.
+    pub target: Option<Vec<u8>>,
 }
 
 /// Runs `f` with a reader over one snapshot's packs and its root tree id.
@@ -119,6 +123,12 @@ fn entry(reader: &Reader, path: Vec<u8>, n: &Node) -> Entry {
         mtime_s: n.mtime_s,
         mtime_ns: n.mtime_ns,
         content,
+        uid: n.uid,
+        gid: n.gid,
+        target: match &n.kind {
+            NodeKind::Symlink { target } => Some(target.clone()),
+            _ => None,
+        },
     }
 }
 

@@ -31,12 +31,33 @@ pub struct Args {
     /// Files and directories to back up; each is stored under its last
     /// path component. One that does not exist is skipped with a warning
     /// and the run exits 3, as long as another one exists
-    #[arg(required_unless_present = "files_from")]
+    #[arg(required_unless_present_any = ["files_from", "stdin"])]
     pub paths: Vec<PathBuf>,
     /// Read more paths to back up from FILE, one per line (empty lines and
     /// lines starting with # are skipped; `-` reads standard input); repeatable
     #[arg(long = "files-from", value_name = "FILE")]
     pub files_from: Vec<PathBuf>,
+    /// Back up standard input as one file, streamed (never held whole in
+    /// memory), e.g. `pg_dump db | holdfast backup --stdin --stdin-filename
+    /// db.sql`; it restores like any file. Each name keeps its own cache,
+    /// so a dump is compared with the previous dump of that name
+    #[arg(long, conflicts_with_all = ["paths", "files_from"])]
+    pub stdin: bool,
+    /// The file name standard input is stored under (no '/'; default
+    /// `stdin`); recorded as the path /NAME
+    #[arg(long, value_name = "NAME")]
+    pub stdin_filename: Option<String>,
+    /// Label the snapshot (repeatable); stored encrypted in the snapshot,
+    /// shown by `snapshots`, and chosen by `--tag` in `snapshots`,
+    /// `restore`, `ls` and `drill` (restore key). UTF-8, up to 128 bytes, no
+    /// comma or control character
+    #[arg(long = "tag", value_name = "TAG")]
+    pub tags: Vec<String>,
+    /// Walk and read everything as a backup would and report what it would
+    /// add (files new and changed, bytes new, packs), but write nothing:
+    /// no pack, no snapshot, no cache update. Exits as the backup would
+    #[arg(long, conflicts_with = "metrics_file")]
+    pub dry_run: bool,
     /// Glob of paths to leave out (matches the full path or the file name); repeatable
     #[arg(long = "exclude")]
     pub excludes: Vec<String>,
@@ -117,8 +138,21 @@ fn run_backup(a: Args, stats: &mut Option<crate::metrics_file::Stats>) -> Result
                 .map(|l| PathBuf::from(std::ffi::OsString::from_vec(l))),
         );
     }
-    if paths.is_empty() {
+    if a.stdin_filename.is_some() && !a.stdin {
+        // (clap's `requires` counts a flag's default as present.)
+        bail!("--stdin-filename names standard input: give --stdin too");
+    }
+    if paths.is_empty() && !a.stdin {
         bail!("nothing to back up: no path given and --files-from listed none");
+    }
+    let mut tags: Vec<String> = Vec::new();
+    for t in a.tags {
+        if let Some(why) = holdfast_core::format::tag_problem(&t) {
+            bail!("--tag {t:?}: {why}");
+        }
+        if !tags.contains(&t) {
+            tags.push(t);
+        }
     }
     let mut excludes = a.excludes;
     for f in &a.exclude_files {
@@ -141,6 +175,11 @@ fn run_backup(a: Args, stats: &mut Option<crate::metrics_file::Stats>) -> Result
         hostname: a.host.unwrap_or_else(util::hostname),
         cache_dir: util::cache_dir(a.cache_dir),
         detect: !a.no_detect,
+        tags: tags.clone(),
+        stdin: a
+            .stdin
+            .then(|| a.stdin_filename.unwrap_or_else(|| "stdin".into())),
+        dry_run: a.dry_run,
     };
     // A path that does not exist (and never held files this client backed
     // up: that is a wipe, which backup itself reports) is left out when
@@ -173,6 +212,9 @@ fn run_backup(a: Args, stats: &mut Option<crate::metrics_file::Stats>) -> Result
             r => break r?,
         }
     };
+    if r.dry_run {
+        return dry_run_report(&r, &missing, &tags, a.json);
+    }
     *stats = Some((&r).into());
     if a.repo.starts_with("https://") {
         util::check_logged(&a.repo, &key, &repo, &r.snapshot)?;
@@ -183,7 +225,9 @@ fn run_backup(a: Args, stats: &mut Option<crate::metrics_file::Stats>) -> Result
             "id": r.snapshot.to_hex(),
             "snapshot": r.snapshot.to_hex(),
             "missing": missing,
+            "tags": tags,
             "files": r.files, "dirs": r.dirs, "bytes": r.bytes,
+            "files_new": r.files_new, "files_changed": r.files_changed,
             "files_read": r.files_read, "new_blobs": r.new_blobs,
             "new_bytes": r.new_bytes, "stored_bytes": r.stored_bytes,
             "packs_written": r.packs_written,
@@ -255,5 +299,61 @@ fn run_backup(a: Args, stats: &mut Option<crate::metrics_file::Stats>) -> Result
             format!(" and {} path(s) were missing", missing.len())
         }
     );
+    Ok(ExitCode::from(util::EXIT_PARTIAL))
+}
+
+/// `--dry-run`: what the backup would have added; nothing was stored. The
+/// exit status is the one the backup would have had.
+fn dry_run_report(
+    r: &holdfast_repo::backup::BackupReport,
+    missing: &[String],
+    tags: &[String],
+    json: bool,
+) -> Result<ExitCode> {
+    if json {
+        util::json(&serde_json::json!([{
+            "dry_run": true,
+            "id": null, "snapshot": null,
+            "missing": missing,
+            "tags": tags,
+            "files": r.files, "dirs": r.dirs, "bytes": r.bytes,
+            "files_read": r.files_read,
+            "files_new": r.files_new, "files_changed": r.files_changed,
+            "new_blobs": r.new_blobs, "new_bytes": r.new_bytes,
+            "stored_bytes": r.stored_bytes, "packs_written": r.packs_written,
+            "anomalies": r.findings.iter().map(|f| serde_json::json!({"signal": f.signal.name(), "count": f.count, "detail": f.detail})).collect::<Vec<_>>(),
+            "unreadable": r.unreadable.iter().map(|(p, e)| serde_json::json!({"path": p.display().to_string(), "error": e})).collect::<Vec<_>>(),
+        }]));
+    } else {
+        util::out(format!(
+            "dry run: would add {} new and {} changed files ({} new in {} blobs, {} to store in {} packs) to a snapshot of {} files, {} dirs, {}; nothing was written",
+            r.files_new,
+            r.files_changed,
+            util::bytes(r.new_bytes),
+            r.new_blobs,
+            util::bytes(r.stored_bytes),
+            r.packs_written,
+            r.files,
+            r.dirs,
+            util::bytes(r.bytes),
+        ));
+    }
+    for f in &r.findings {
+        eprintln!(
+            "ANOMALY (would be flagged) {}: {} ({})",
+            f.signal.name(),
+            f.detail,
+            f.count
+        );
+    }
+    for (p, e) in &r.unreadable {
+        eprintln!("unreadable: {}: {e}", p.display());
+    }
+    if !r.findings.is_empty() {
+        return Ok(ExitCode::from(EXIT_ANOMALY));
+    }
+    if r.unreadable.is_empty() && missing.is_empty() {
+        return Ok(ExitCode::SUCCESS);
+    }
     Ok(ExitCode::from(util::EXIT_PARTIAL))
 }

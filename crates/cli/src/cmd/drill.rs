@@ -98,7 +98,10 @@ pub fn run(a: Args) -> Result<ExitCode> {
             .lines()
             .filter_map(|l| serde_json::from_str(l).ok())
             .collect();
-        util::json(&serde_json::json!({ "run": run, "history": past }));
+        // "snapshot" at the top as in every --json output (also in "run").
+        util::json(&serde_json::json!({
+            "snapshot": r.snapshot, "ok": run["ok"], "run": run, "history": past,
+        }));
     } else {
         util::out(format!(
             "drill of snapshot {} ({}): {} of {} mailboxes, {} files, {} in {:.2} s: {:.1} MB/s, {:.0} files/s; first INBOX complete after {}; {} verified in {:.2} s; whole snapshot ({}) projected at {}",

@@ -26,6 +26,10 @@ pub struct Args {
     /// Only snapshots taken on this host (repeatable)
     #[arg(long = "host", value_name = "HOST")]
     pub hosts: Vec<String>,
+    /// Only snapshots carrying this tag (`backup --tag`); repeatable: each
+    /// must be there
+    #[arg(long = "tag", value_name = "TAG")]
+    pub tags: Vec<String>,
     /// Only these snapshots (an id or a unique prefix; repeatable)
     #[arg(long = "snapshot", value_name = "ID")]
     pub snapshots: Vec<String>,
@@ -90,6 +94,9 @@ pub fn run(a: Args) -> Result<ExitCode> {
                 || s.body
                     .as_ref()
                     .is_some_and(|b| a.hosts.contains(&b.hostname)))
+            && a.tags
+                .iter()
+                .all(|t| s.body.as_ref().is_some_and(|b| b.tags.contains(t)))
             && (a.snapshots.is_empty()
                 || a.snapshots
                     .iter()

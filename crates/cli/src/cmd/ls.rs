@@ -18,6 +18,10 @@ pub struct Args {
     /// An id, a prefix, `latest`, or a time (2026-11-20T12:00:00Z,
     /// 2026-11-20): the newest at or before it, by the vault's time
     pub snapshot: String,
+    /// List only under these paths (as `ls` prints them, or as backed up:
+    /// /var/mail/u7); the same as --path
+    #[arg(value_name = "PATH")]
+    pub under: Vec<String>,
     /// List only under this path, as `ls` prints it or as backed up
     /// (/var/mail/u7); repeatable
     #[arg(long)]
@@ -27,7 +31,10 @@ pub struct Args {
     pub json: bool,
 }
 
-pub fn run(a: Args) -> Result<ExitCode> {
+/// Columns: type, mode, owner (uid:gid as stored; names differ between
+/// machines), size, mtime, path, and `-> target` for a symlink.
+pub fn run(mut a: Args) -> Result<ExitCode> {
+    a.path.append(&mut a.under);
     let (repo, key) = util::open(&a.repo, &a.key)?;
     key.require_restore("ls")?;
     let id = a.pick.resolve(&repo, &key, &a.snapshot, &a.path)?;
@@ -63,6 +70,24 @@ pub fn run(a: Args) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// A name for a terminal: control characters (a newline in a file name
+/// would forge a line) shown escaped.
+fn shown(b: &[u8]) -> String {
+    let s = util::lossy(b);
+    if !s.chars().any(char::is_control) {
+        return s;
+    }
+    s.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
 /// Listing output, streamed to stdout (a closed pipe ends the process
 /// quietly, as `util::out` does).
 struct Out {
@@ -91,10 +116,14 @@ impl Out {
 
     fn entry(&mut self, e: &Entry) {
         if self.json {
-            let v = serde_json::json!({
+            let mut v = serde_json::json!({
                 "path": util::lossy(&e.path), "type": e.kind, "size": e.size,
                 "mode": format!("{:04o}", e.mode), "mtime": util::time(e.mtime_s * 1_000_000_000),
+                "uid": e.uid, "gid": e.gid,
             });
+            if let Some(t) = &e.target {
+                v["target"] = util::lossy(t).into();
+            }
             let text = serde_json::to_string_pretty(&v).expect("JSON value serialises");
             let mut s = String::with_capacity(text.len() + 16);
             s.push_str(if self.first { "[\n" } else { ",\n" });
@@ -108,12 +137,17 @@ impl Out {
             self.put(&s);
         } else {
             let line = format!(
-                "{:<7} {:04o} {:>12} {}  {}\n",
+                "{:<7} {:04o} {:>11} {:>12} {}  {}{}\n",
                 e.kind,
                 e.mode,
+                format!("{}:{}", e.uid, e.gid),
                 e.size,
                 util::time(e.mtime_s * 1_000_000_000),
-                util::lossy(&e.path)
+                shown(&e.path),
+                e.target
+                    .as_ref()
+                    .map(|t| format!(" -> {}", shown(t)))
+                    .unwrap_or_default()
             );
             self.put(&line);
         }

@@ -28,6 +28,10 @@ pub struct Pick {
     /// Only snapshots taken on this host (the name `backup` recorded)
     #[arg(long, value_name = "HOST")]
     pub host: Option<String>,
+    /// Only snapshots carrying this tag (`backup --tag`); repeatable: each
+    /// must be there
+    #[arg(long = "tag", value_name = "TAG")]
+    pub tags: Vec<String>,
 }
 
 impl Pick {
@@ -44,6 +48,7 @@ impl Pick {
             client: self.client.clone(),
             host: self.host.clone(),
             paths: paths.to_vec(),
+            tags: self.tags.clone(),
         };
         let (id, _) = repo.resolve_select(spec, &sel, key.repo_secret())?;
         Ok(id)

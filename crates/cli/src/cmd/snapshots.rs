@@ -29,7 +29,11 @@ pub struct Args {
     /// the restore key)
     #[arg(long = "path", value_name = "PATH")]
     pub paths: Vec<String>,
-    /// Only the N newest snapshots of each client
+    /// Only snapshots carrying this tag (`backup --tag`); repeatable: each
+    /// must be there (needs the restore key)
+    #[arg(long = "tag", value_name = "TAG")]
+    pub tags: Vec<String>,
+    /// Only the N newest snapshots of each client (after the other filters)
     #[arg(long, value_name = "N")]
     pub latest: Option<usize>,
 }
@@ -46,10 +50,12 @@ fn norm(p: &str) -> &str {
 
 pub fn run(a: Args) -> Result<ExitCode> {
     let (repo, key) = util::open(&a.repo, &a.key)?;
-    if (!a.hosts.is_empty() || !a.paths.is_empty()) && key.repo_secret().is_none() {
+    if (!a.hosts.is_empty() || !a.paths.is_empty() || !a.tags.is_empty())
+        && key.repo_secret().is_none()
+    {
         bail!(
-            "--host and --path need the restore key: hosts and paths are encrypted \
-             (this is a {} key)",
+            "--host, --path and --tag need the restore key: hosts, paths and tags are \
+             encrypted (this is a {} key)",
             key.role.name()
         );
     }
@@ -65,6 +71,9 @@ pub fn run(a: Args) -> Result<ExitCode> {
                     .as_ref()
                     .is_some_and(|b| b.paths.iter().any(|p| norm(&util::lossy(p)) == norm(want)))
             })
+            && a.tags
+                .iter()
+                .all(|t| s.body.as_ref().is_some_and(|b| b.tags.contains(t)))
     });
     // With a log (a vault, a replica, a bundle), the vault's time and the
     // retention lock of each live snapshot, as the log says them.
@@ -112,6 +121,8 @@ pub fn run(a: Args) -> Result<ExitCode> {
             .map(|s| {
                 let mut o = serde_json::json!({
                     "id": s.id.to_hex(),
+                    // The key every other --json output names a snapshot by.
+                    "snapshot": s.id.to_hex(),
                     "time": util::time(s.time_ns),
                     "time_ns": s.time_ns,
                     "client": s.client,
@@ -157,6 +168,7 @@ pub fn run(a: Args) -> Result<ExitCode> {
                     o["dirs"] = b.dirs.into();
                     o["bytes"] = b.bytes.into();
                     o["unreadable"] = b.unreadable.len().into();
+                    o["tags"] = b.tags.clone().into();
                 }
                 o
             })
@@ -183,6 +195,7 @@ pub fn run(a: Args) -> Result<ExitCode> {
                 match &s.body {
                     Some(b) => row.extend([
                         b.hostname.clone(),
+                        b.tags.join(","),
                         b.files.to_string(),
                         util::bytes(b.bytes),
                         b.paths
@@ -191,7 +204,13 @@ pub fn run(a: Args) -> Result<ExitCode> {
                             .collect::<Vec<_>>()
                             .join(" "),
                     ]),
-                    None => row.extend(["?".into(), String::new(), String::new(), String::new()]),
+                    None => row.extend([
+                        "?".into(),
+                        String::new(),
+                        String::new(),
+                        String::new(),
+                        String::new(),
+                    ]),
                 }
             }
             let all: Vec<String> = s
@@ -239,7 +258,7 @@ pub fn run(a: Args) -> Result<ExitCode> {
             header.push("LOCKED UNTIL");
         }
         if bodies {
-            header.extend(["HOST", "FILES", "SIZE", "PATHS"]);
+            header.extend(["HOST", "TAGS", "FILES", "SIZE", "PATHS"]);
         }
         let mut width: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
         for (row, _) in &rows {

@@ -29,6 +29,8 @@ pub struct Args {
 struct Client {
     snapshots: u64,
     newest_ns: Option<i64>,
+    /// The newest snapshot's id.
+    newest_id: Option<ObjectId>,
     packs: HashSet<ObjectId>,
     /// Bytes of the files in its newest snapshot (restore key only).
     newest_bytes: Option<u64>,
@@ -56,6 +58,9 @@ pub fn run(a: Args) -> Result<ExitCode> {
         let t = repo.order_time(id, s);
         let newest = c.newest_ns.is_none_or(|n| t >= n);
         c.newest_ns = c.newest_ns.max(Some(t));
+        if newest {
+            c.newest_id = Some(*id);
+        }
         c.packs.extend(s.header.packs.iter().copied());
         if let Some(secret) = secret {
             match s.open_body(secret) {
@@ -94,6 +99,8 @@ pub fn run(a: Args) -> Result<ExitCode> {
                     "client": name,
                     "snapshots": c.snapshots,
                     "newest": c.newest_ns.map(util::time),
+                    // The newest snapshot, by the key every --json uses.
+                    "snapshot": c.newest_id.map(|i| i.to_hex()),
                     "newest_bytes": c.newest_bytes,
                     "logical_bytes": c.logical,
                     "stored_bytes": stored,
