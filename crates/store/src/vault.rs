@@ -957,3 +957,62 @@ impl Backend for VaultBackend {
         true
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_kept_chain_of_vault_keys_parses_strictly() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("x.vaultkeys");
+        let (a, b) = ([1u8; 32], [2u8; 32]);
+        // No file: the config's key alone.
+        assert_eq!(VaultBackend::read_chain(&p, &a).unwrap(), vec![(a, 0)]);
+        let good = format!(
+            "{}\n0 {}\n7 {}\n",
+            VaultBackend::CHAIN_TAG,
+            hex(&a),
+            hex(&b)
+        );
+        std::fs::write(&p, &good).unwrap();
+        assert_eq!(
+            VaultBackend::read_chain(&p, &a).unwrap(),
+            vec![(a, 0), (b, 7)]
+        );
+        // Not starting at the config's key, out of order, malformed, or
+        // cut anywhere: an error of this machine, never a panic.
+        assert!(VaultBackend::read_chain(&p, &b).is_err());
+        let bad = [
+            format!(
+                "{}\n0 {}\n0 {}\n",
+                VaultBackend::CHAIN_TAG,
+                hex(&a),
+                hex(&b)
+            ),
+            format!("{}\n3 {}\n", VaultBackend::CHAIN_TAG, hex(&a)),
+            format!("{}\n0 {} x\n", VaultBackend::CHAIN_TAG, hex(&a)),
+            "something else\n".to_string(),
+        ];
+        for text in bad {
+            std::fs::write(&p, &text).unwrap();
+            assert!(
+                matches!(
+                    VaultBackend::read_chain(&p, &a),
+                    Err(StoreError::LocalState(_))
+                ),
+                "{text}"
+            );
+        }
+        for n in 0..good.len() - 1 {
+            std::fs::write(&p, &good.as_bytes()[..n]).unwrap();
+            let r = VaultBackend::read_chain(&p, &a);
+            assert!(
+                r.is_err() || r.as_ref().unwrap().len() < 2,
+                "cut at {n}: {r:?}"
+            );
+        }
+        std::fs::write(&p, [0xff, 0xfe, 0]).unwrap();
+        assert!(VaultBackend::read_chain(&p, &a).is_err());
+    }
+}
