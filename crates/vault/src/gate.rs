@@ -187,6 +187,8 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for WriteDeadline<T> {
 pub struct RequestGate {
     /// (key, nonce) → vault time first seen.
     nonces: HashMap<([u8; 32], [u8; 16]), i64>,
+    /// Vault time of the last sweep of nonces too old to replay.
+    swept_ns: i64,
     /// key → (tokens, last refill).
     buckets: HashMap<[u8; 32], (f64, Instant)>,
     /// key → vault time of its last "signed but outside the time window"
@@ -198,6 +200,9 @@ pub struct RequestGate {
 /// alerted about at most once per this long (its client retries; the
 /// alert's text is the same each time).
 pub const CLOCK_ALERT_EVERY_NS: i64 = 600 * 1_000_000_000;
+
+/// How often nonces too old to replay are swept.
+pub const NONCE_SWEEP_NS: i64 = 60 * 1_000_000_000;
 
 impl RequestGate {
     /// True when a correctly signed request from `key` dated outside the
@@ -214,12 +219,28 @@ impl RequestGate {
         }
     }
 
-    /// Records a nonce; false if this key used it within the window.
+    /// Records a nonce; false if this key used it within the window. A
+    /// request is only taken within [`WINDOW_NS`] of its own time, so a
+    /// nonce first seen more than two windows ago can never be replayed:
+    /// those are swept once every [`NONCE_SWEEP_NS`] (one pass a minute,
+    /// not one per request), and the map holds what the last two windows
+    /// and a minute brought, whatever the uptime.
     pub fn fresh_nonce(&mut self, key: &[u8; 32], nonce: &[u8; 16], now_ns: i64) -> bool {
-        if self.nonces.len() > 100_000 {
-            self.nonces.retain(|_, t| *t > now_ns - 2 * WINDOW_NS);
+        if now_ns.saturating_sub(self.swept_ns) >= NONCE_SWEEP_NS || now_ns < self.swept_ns {
+            let old = now_ns.saturating_sub(2 * WINDOW_NS);
+            self.nonces.retain(|_, t| *t > old);
+            // A burst's table is given back once the burst is over.
+            if self.nonces.capacity() > 4 * self.nonces.len().max(1024) {
+                self.nonces.shrink_to(2 * self.nonces.len());
+            }
+            self.swept_ns = now_ns;
         }
         self.nonces.insert((*key, *nonce), now_ns).is_none()
+    }
+
+    #[cfg(test)]
+    fn nonces(&self) -> usize {
+        self.nonces.len()
     }
 
     /// Takes one token from `key`'s bucket (`rate` per second, at most
@@ -282,6 +303,25 @@ mod tests {
         assert!(g.fresh_nonce(&[1; 32], &[2; 16], 10));
         assert!(!g.fresh_nonce(&[1; 32], &[2; 16], 11));
         assert!(g.fresh_nonce(&[3; 32], &[2; 16], 11));
+        // Swept by time, not by count: after two windows and a sweep the
+        // old nonces are gone and the map holds only the recent ones; a
+        // nonce is refused again for all of two windows.
+        let mut t = 20;
+        for i in 0..5000u32 {
+            t += 1_000_000;
+            let mut n = [0u8; 16];
+            n[..4].copy_from_slice(&i.to_le_bytes());
+            assert!(g.fresh_nonce(&[4; 32], &n, t));
+        }
+        assert!(!g.fresh_nonce(&[1; 32], &[2; 16], 2 * WINDOW_NS));
+        assert_eq!(g.nonces(), 5002);
+        let later = 2 * WINDOW_NS + NONCE_SWEEP_NS + 100;
+        assert!(g.fresh_nonce(&[5; 32], &[5; 16], later));
+        // (The replay attempt at 2 windows renewed its nonce's time.)
+        assert_eq!(g.nonces(), 2, "old nonces kept past two windows");
+        assert!(g.fresh_nonce(&[3; 32], &[2; 16], later + 1));
+        assert!(!g.fresh_nonce(&[1; 32], &[2; 16], later + 1));
+        assert!(!g.fresh_nonce(&[5; 32], &[5; 16], later + 2 * WINDOW_NS - 1));
         assert!(g.take_token(&[1; 32], 0.0, 2.0));
         assert!(g.take_token(&[1; 32], 0.0, 2.0));
         assert!(!g.take_token(&[1; 32], 0.0, 2.0));
