@@ -584,6 +584,109 @@ impl CacheMeta {
     }
 }
 
+/// The owner `fuzz` loads caches for.
+#[doc(hidden)]
+pub const FUZZ_OWNER: Owner = Owner {
+    repo_id: [1; 16],
+    client: [2; 32],
+    config_id: ObjectId([3; 32]),
+};
+
+/// The fuzz target's way in (`fuzz/fuzz_targets/cache.rs`): `data` made
+/// into a cache file in the temp directory, loaded, its files walked and
+/// its blob table read. Every outcome is fine but a panic.
+///
+/// Input: a mode byte, then with bit 0 set the whole file as is; else three
+/// u16 (file count, files section length, blob count), the files section,
+/// the blobs, then the meta after its owner (bit 1 clear: [`FUZZ_OWNER`] is
+/// put in front); the footer, with a matching BLAKE3, is computed.
+#[doc(hidden)]
+pub fn fuzz(data: &[u8]) {
+    let Some((&mode, rest)) = data.split_first() else {
+        return;
+    };
+    let file = if mode & 1 == 1 {
+        rest.to_vec()
+    } else {
+        fuzz_file(mode, rest)
+    };
+    thread_local! {
+        static PATH: PathBuf = std::env::temp_dir().join(format!(
+            "holdfast-fuzz-cache-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+    }
+    let path = PATH.with(|p| p.clone());
+    if std::fs::write(&path, &file).is_err() {
+        return;
+    }
+    if let Some(l) = Loaded::load(&path, &FUZZ_OWNER) {
+        if let Ok(mut c) = l.cursor() {
+            let mut n = 0u64;
+            while let Some(e) = c.next_entry() {
+                assert!(e.chunks.iter().all(|(_, p)| (*p as usize) < l.packs.len()));
+                n += 1;
+            }
+            assert!(n <= l.files);
+        }
+        if let Ok(t) = l.blobs() {
+            let mut r = t.reader();
+            let mut probes = vec![BlobId([0; 32]), BlobId([0xff; 32])];
+            while let Ok(Some(rec)) = r.next_rec() {
+                if probes.len() < 64 {
+                    let mut id = [0u8; 32];
+                    id.copy_from_slice(&rec[..32]);
+                    probes.push(BlobId(id));
+                }
+            }
+            for id in &probes {
+                let _ = t.get(id);
+            }
+        }
+    }
+    let _ = std::fs::remove_file(&path);
+}
+
+fn fuzz_file(mode: u8, rest: &[u8]) -> Vec<u8> {
+    let u = |i: usize| {
+        rest.get(i..i + 2)
+            .map_or(0, |b| u16::from_le_bytes([b[0], b[1]]))
+    };
+    let (files, files_len, blobs) = (u(0) as u64, u(2) as usize, u(4) as usize);
+    let body = rest.get(6..).unwrap_or(&[]);
+    let files_len = files_len.min(body.len());
+    let (files_sec, after) = body.split_at(files_len);
+    let blobs = blobs.min(after.len() / REC);
+    let (blobs_sec, meta_tail) = after.split_at(blobs * REC);
+    let mut meta = Vec::new();
+    if mode & 2 == 0 {
+        meta.extend_from_slice(&FUZZ_OWNER.repo_id);
+        meta.extend_from_slice(&FUZZ_OWNER.client);
+        meta.extend_from_slice(&FUZZ_OWNER.config_id.0);
+    }
+    meta.extend_from_slice(meta_tail);
+    let mut f = Vec::with_capacity(8 + body.len() + meta.len() + FOOTER as usize);
+    f.extend_from_slice(MAGIC);
+    f.extend_from_slice(files_sec);
+    f.extend_from_slice(blobs_sec);
+    let meta_off = f.len() as u64;
+    f.extend_from_slice(&meta);
+    let hash = blake3::hash(&f);
+    let mut foot = Writer::with_capacity(FOOTER as usize);
+    foot.u64(8)
+        .u64(files)
+        .u64(files_len as u64)
+        .u64(8 + files_len as u64)
+        .u64(blobs as u64)
+        .u64(meta_off)
+        .u64(meta.len() as u64)
+        .raw(hash.as_bytes())
+        .raw(MAGIC);
+    f.extend_from_slice(&foot.into_vec());
+    f
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -666,6 +769,83 @@ mod tests {
         assert!(Loaded::load(&p, &owner()).is_none());
         std::fs::write(&p, b"HFCACHE2garbage").unwrap();
         assert!(Loaded::load(&p, &owner()).is_none());
+    }
+
+    /// Random damage behind a valid hash (the fuzz target's input, made
+    /// from a real cache and mutated): every load ends in an error or a
+    /// clean stop, never a panic.
+    #[test]
+    fn damage_behind_a_valid_hash_never_panics() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = path(dir.path(), &owner());
+        let mut w = CacheWriter::create(&p);
+        let paths: [&[u8]; 5] = [b"/m/a/x", b"/m/a/y", b"/m/a.txt", b"/m/b", b"/n"];
+        for (k, q) in paths.iter().enumerate() {
+            let chunks: Vec<(BlobId, u32)> = (0..k as u8)
+                .map(|c| (BlobId([c * 16 + k as u8; 32]), c as u32 % 2))
+                .collect();
+            w.file(q, &stat(k as u64), &chunks);
+        }
+        let meta = CacheMeta {
+            last_snapshot: Some(ObjectId([4; 32])),
+            packs: vec![ObjectId([5; 32]), ObjectId([6; 32])],
+            history: vec![RunStats {
+                churn: 1,
+                changed_bytes: 2,
+            }],
+            exts: vec![b"eml".to_vec(), b"txt".to_vec()],
+        };
+        w.finish(&owner(), &meta, |out| {
+            for i in 0..40u8 {
+                out.write_all(&crate::blobset::rec(&BlobId([i * 6; 32]), i as u32 % 2))?;
+            }
+            Ok(40)
+        })
+        .unwrap();
+        let good = std::fs::read(&p).unwrap();
+        // The same file in the fuzz input format.
+        let foot = &good[good.len() - FOOTER as usize..];
+        let u = |i: usize| u64::from_le_bytes(foot[i * 8..i * 8 + 8].try_into().unwrap());
+        let (files, files_len, blobs_off, blobs, meta_off) = (u(1), u(2), u(3), u(4), u(5));
+        let mut input = vec![0u8];
+        for v in [files, files_len, blobs] {
+            input.extend_from_slice(&(v as u16).to_le_bytes());
+        }
+        input.extend_from_slice(&good[8..meta_off as usize]);
+        input.extend_from_slice(&good[meta_off as usize + 80..good.len() - FOOTER as usize]);
+        assert_eq!(blobs_off, 8 + files_len);
+        // Unmutated, the harness rebuilds the very file: it reaches the parsers.
+        assert_eq!(fuzz_file(0, &input[1..]), good);
+        let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move |n: usize| {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            (rng % n.max(1) as u64) as usize
+        };
+        for round in 0..4000 {
+            let mut b = input.clone();
+            for _ in 0..1 + next(4) {
+                let at = 1 + next(b.len() - 1);
+                match next(6) {
+                    0 => b[at] ^= 1 << next(8),
+                    1 => b[at] = 0xff,
+                    2 => b[at] = 0,
+                    3 => {
+                        b.remove(at);
+                    }
+                    4 => b.insert(at, next(256) as u8),
+                    _ => b.truncate(at),
+                }
+            }
+            if round % 7 == 0 {
+                b[0] = next(4) as u8;
+            }
+            fuzz(&b);
+        }
+        fuzz(&good);
+        fuzz(&[]);
+        fuzz(&[0]);
     }
 
     #[test]
