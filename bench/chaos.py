@@ -601,9 +601,24 @@ def clock(w, src, rounds, rng, stats):
         stats["rounds"] += 1
 
 
-def soak(w, src_root, secs, clients, rng, stats):
-    w.start_vault(["--reclaim-every-secs", "5", "--max-snapshots-per-hour", "100000",
-                   "--rate", "100000", "--burst", "100000"])
+def vault_memory(pid):
+    """The vault's RSS and its anonymous (heap) part, in KiB."""
+    out = {}
+    with open(f"/proc/{pid}/smaps_rollup") as f:
+        for line in f:
+            k, _, rest = line.partition(":")
+            if k in ("Rss", "Anonymous"):
+                out[k] = int(rest.split()[0])
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("Threads:"):
+                out["Threads"] = int(line.split()[1])
+    return out
+
+
+def soak(w, src_root, secs, clients, rng, stats, vault_env=None):
+    w.start_vault(["--reclaim-every-secs", "5", "--rate", "100000", "--burst", "100000"],
+                  env_extra=vault_env)
     lat, errors = [], []
     stop = time.time() + secs
     lock = threading.Lock()
@@ -635,13 +650,17 @@ def soak(w, src_root, secs, clients, rng, stats):
 
     rss = []
 
+    samples = []
+
     def rss_loop():
         while time.time() < stop:
             try:
-                with open(f"/proc/{w.vault.pid}/status") as f:
-                    for line in f:
-                        if line.startswith("VmRSS:"):
-                            rss.append(int(line.split()[1]) // 1024)
+                m = vault_memory(w.vault.pid)
+                with lock:
+                    done = len(lat)
+                rss.append(m["Rss"] // 1024)
+                samples.append((round(secs - (stop - time.time())), done, m["Rss"] // 1024,
+                                m["Anonymous"] // 1024, m["Threads"]))
             except OSError:
                 pass
             time.sleep(min(60, max(5, secs / 10)))
@@ -661,7 +680,18 @@ def soak(w, src_root, secs, clients, rng, stats):
         stats["p50_s"] = round(statistics.median(lat), 2)
         stats["p99_s"] = round(lat[min(len(lat) - 1, int(len(lat) * 0.99))], 2)
     stats["vault_rss_mib"] = rss
+    # (seconds, backups done, RSS MiB, anonymous MiB, threads) per sample.
+    stats["vault_samples"] = samples
     stats["rounds"] = len(lat)
+    # The same state reopened: what the live state alone takes (the log's
+    # fold, owners, sizes), without what serving left in the allocator.
+    w.kill_vault(signal.SIGTERM)
+    w.start_vault(["--reclaim-every-secs", "5"], env_extra=vault_env)
+    time.sleep(2)
+    m = vault_memory(w.vault.pid)
+    stats["vault_reopened_mib"] = m["Rss"] // 1024
+    stats["snapshots_live"] = len(json.loads(w.ok(
+        ["snapshots", "--repo", w.url, "--key", w.key("restore"), "--json"])))
     w.check("soak")
     restored, lost = w.restore_all(sample=10, rng=rng)
     stats["restored"] += restored
@@ -921,7 +951,9 @@ def run_kind(kind, args, binary, base):
         elif kind == "soak":
             n = args.soak_clients or (8 if args.quick else 100)
             w = World(binary, root, clients=n)
-            soak(w, f"{root}/src", args.soak_secs or (60 if args.quick else 600), n, rng, stats)
+            venv = dict(e.split("=", 1) for e in args.vault_env)
+            soak(w, f"{root}/src", args.soak_secs or (60 if args.quick else 600), n, rng, stats,
+                 vault_env=venv)
         else:
             w = World(binary, root)
             src = f"{root}/src"
@@ -977,7 +1009,11 @@ def report(results, args, path):
             lines += ["", f"Soak: {len(s.get('vault_rss_mib', []))} RSS samples "
                           f"{s.get('vault_rss_mib')} MiB; {s.get('backups', 0)} backups, "
                           f"{s.get('errors', 0)} errors; latency p50 {s.get('p50_s')} s, "
-                          f"p99 {s.get('p99_s')} s."]
+                          f"p99 {s.get('p99_s')} s.",
+                      "", "Soak samples (seconds, backups done, RSS MiB, anonymous MiB, "
+                          f"threads): {s.get('vault_samples')}; the same state reopened: "
+                          f"{s.get('vault_reopened_mib')} MiB with {s.get('snapshots_live')} "
+                          "live snapshots."]
         if s["kind"] == "clock":
             lines += ["", f"Clock: {s['jumps']} jumps (forward and back), {s['alerted']} alerted."]
         if s["failure"] or s["lost"]:
@@ -997,6 +1033,9 @@ def main():
     ap.add_argument("--rounds", type=int, default=0)
     ap.add_argument("--soak-secs", type=int, default=0)
     ap.add_argument("--soak-clients", type=int, default=0)
+    ap.add_argument("--vault-env", action="append", default=[], metavar="K=V",
+                    help="soak: run the vault with this in its environment (a diagnostic, "
+                         "e.g. MALLOC_ARENA_MAX=2)")
     ap.add_argument("--seed", default="1")
     ap.add_argument("--out", default="")
     ap.add_argument("--keep", action="store_true", help="keep the worlds of failed kinds")
