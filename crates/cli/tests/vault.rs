@@ -618,8 +618,8 @@ fn tampering_with_the_vaults_files_is_detected() {
 
     // The attacker owns the vault host, so it re-signs a checkpoint for the
     // shortened log with the vault key, leaving the snapshot file. The vault
-    // starts and re-adopts the still valid snapshot with a new entry: the
-    // history differs (shorter: the re-adoption logs no stored bytes), and
+    // starts and re-adopts the still valid snapshot with new entries (its
+    // stored bytes logged again, at a new time): the history differs, and
     // every client and auditor that saw the old log refuses it; the snapshot
     // itself is not lost.
     resign_log(&w, &kept);
