@@ -141,7 +141,13 @@ fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
 /// The vault's log and a checkpoint over it signed by `key` (a forgery
 /// when `key` is not the vault key the log's chain makes current).
 fn resign(w: &World, key: &str) -> Vec<Vec<u8>> {
-    let raw = std::fs::read(w.path("repo/vault/log")).unwrap();
+    resign_in(&w.path("repo"), key)
+}
+
+/// [`resign`] in the vault directory of `dir` (a repository, replica or
+/// bundle).
+fn resign_in(dir: &Path, key: &str) -> Vec<Vec<u8>> {
+    let raw = std::fs::read(dir.join("vault/log")).unwrap();
     let entries: Vec<Vec<u8>> = split_log(&raw).0.into_iter().map(|e| e.to_vec()).collect();
     let leaves: Vec<_> = entries.iter().map(|e| merkle::leaf_hash(e)).collect();
     let k = load_key(key);
@@ -152,7 +158,7 @@ fn resign(w: &World, key: &str) -> Vec<Vec<u8>> {
         holdfast_repo::now_ns(),
         k.identity().unwrap(),
     );
-    std::fs::write(w.path("repo/vault/checkpoint"), cp.encode()).unwrap();
+    std::fs::write(dir.join("vault/checkpoint"), cp.encode()).unwrap();
     entries
 }
 
@@ -373,17 +379,24 @@ fn the_vault_key_rotates_and_clients_replicas_and_readers_follow() {
     }
     let o = refused_start(&w, &new_key, &[]);
     assert_eq!(o.status.code(), Some(4), "{}", err(&o));
-    // The same forgery in a replica's copy and in a bundle.
-    let good_replica_cp = std::fs::read(replica.join("vault/checkpoint")).unwrap();
-    let forged = std::fs::read(w.path("repo/vault/checkpoint")).unwrap();
     std::fs::write(w.path("repo/vault/checkpoint"), &saved).unwrap();
-    let forged_cp = Checkpoint::decode(&forged).unwrap();
-    let replica_cp = Checkpoint::decode(&good_replica_cp).unwrap();
-    if forged_cp.size == replica_cp.size {
-        std::fs::write(replica.join("vault/checkpoint"), &forged).unwrap();
-        let o = w.run(&["audit", "--repo", &rs, "--key", &w.key("auditor")]);
-        assert_eq!(o.status.code(), Some(4), "{}", err(&o));
-        std::fs::write(replica.join("vault/checkpoint"), &good_replica_cp).unwrap();
+    // The same forgery in a replica's copy and in a bundle.
+    for (dir, spec) in [
+        (replica.clone(), rs.clone()),
+        (bundle.clone(), spec.clone()),
+    ] {
+        let good = std::fs::read(dir.join("vault/checkpoint")).unwrap();
+        resign_in(&dir, &old_key);
+        for args in [
+            vec!["verify", "--repo", &spec, "--key", &w.key("restore")],
+            vec!["audit", "--repo", &spec, "--key", &w.key("auditor")],
+        ] {
+            let o = w.run(&args);
+            assert_eq!(o.status.code(), Some(4), "{args:?}: {}", said(&o));
+            assert!(said(&o).contains("rotated-out"), "{args:?}: {}", said(&o));
+        }
+        std::fs::write(dir.join("vault/checkpoint"), &good).unwrap();
+        w.ok(&["verify", "--repo", &spec, "--key", &w.key("restore")]);
     }
     // The vault starts again on its own checkpoint.
     let _vault = start(&w, &w.repo(), &new_key, &[]);
