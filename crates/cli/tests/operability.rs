@@ -2498,6 +2498,23 @@ fn backup_from_stdin_streamed() {
             .unwrap();
         assert_eq!(o.status.code(), Some(1), "{args:?}: {}", stderr(&o));
     }
+    // Standard input left on a terminal (nothing piped): refused at once,
+    // not a snapshot of whatever gets typed.
+    if tool("script") {
+        let line = format!(
+            "{} backup --repo {repo} --key {ck} --stdin",
+            bin().display()
+        );
+        let o = Command::new("script")
+            .args(["-qec", &line, "/dev/null"])
+            .env("HOLDFAST_CACHE_DIR", w.path("cache"))
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        let out = String::from_utf8_lossy(&o.stdout);
+        assert_eq!(o.status.code(), Some(1), "{out}");
+        assert!(out.contains("standard input, which is a terminal"), "{out}");
+    }
 }
 
 /// Every file and directory under `root` with its bytes (files) and

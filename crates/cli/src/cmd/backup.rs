@@ -142,6 +142,11 @@ fn run_backup(a: Args, stats: &mut Option<crate::metrics_file::Stats>) -> Result
         // (clap's `requires` counts a flag's default as present.)
         bail!("--stdin-filename names standard input: give --stdin too");
     }
+    if a.stdin && std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+        bail!(
+            "--stdin reads standard input, which is a terminal: pipe the data in (pg_dump db | holdfast backup --stdin ...)"
+        );
+    }
     if paths.is_empty() && !a.stdin {
         bail!("nothing to back up: no path given and --files-from listed none");
     }
