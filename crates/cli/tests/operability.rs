@@ -2684,8 +2684,8 @@ fn ls_owner_target_and_subpath() {
 }
 
 /// Every --json output that names one snapshot does it with the key
-/// `"snapshot"`: backup, snapshots (beside "id"), drill (top level and
-/// in each run), stats (each client's newest), find.
+/// `"snapshot"`: backup, snapshots and retention (beside "id"), drill
+/// (top level and in each run), stats (each client's newest), find.
 #[test]
 fn json_names_the_snapshot() {
     let w = World::new();
@@ -2722,6 +2722,12 @@ fn json_names_the_snapshot() {
         !f.is_empty() && f.iter().all(|e| e["snapshot"] == id.as_str()),
         "{f:?}"
     );
+    let r: Vec<serde_json::Value> =
+        serde_json::from_str(&w.ok(&["retention", "--repo", &repo, "--key", &rk, "--json"]))
+            .unwrap();
+    assert_eq!(r.len(), 1, "{r:?}");
+    assert_eq!(r[0]["snapshot"], id.as_str(), "{r:?}");
+    assert_eq!(r[0]["id"], id.as_str(), "{r:?}");
 }
 
 /// Progress for piped runs: a slow dump piped into `backup --stdin` prints

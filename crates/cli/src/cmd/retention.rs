@@ -203,6 +203,7 @@ fn plan(repo: &Repository, now: i64) -> Result<(Vec<Row>, Retention, Vec<holdfas
 fn row_json(r: &Row) -> serde_json::Value {
     serde_json::json!({
         "id": r.id.to_hex(),
+        "snapshot": r.id.to_hex(),
         "client": r.client,
         "time": util::time(r.time_ns),
         "time_ns": r.time_ns,
