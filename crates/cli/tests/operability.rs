@@ -2255,6 +2255,12 @@ fn backup_tags_and_tag_filters() {
     assert_eq!(list(&["--tag", "db", "--tag", "nightly"]).len(), 1);
     assert_eq!(list(&["--tag", "db", "--tag", "weekly"]).len(), 0);
     assert_eq!(list(&["--tag", "nope"]).len(), 0);
+    let found: Vec<serde_json::Value> = serde_json::from_str(&w.ok(&[
+        "find", "--repo", &repo, "--key", &rk, "--json", "--tag", "weekly", "f",
+    ]))
+    .unwrap();
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0]["snapshot"], made[1]);
     // The table has a TAGS column.
     let text = w.ok(&["snapshots", "--repo", &repo, "--key", &rk]);
     let lines: Vec<&str> = text.lines().collect();
