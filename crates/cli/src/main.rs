@@ -61,7 +61,9 @@ enum Command {
     Backup(cmd::backup::Args),
     /// List snapshots (details need the restore key)
     Snapshots(cmd::snapshots::Args),
-    /// List the files in a snapshot (needs the restore key)
+    /// List the files in a snapshot (needs the restore key): type, mode,
+    /// owner (uid:gid as stored), size, mtime, path, `-> target` for a
+    /// symlink
     Ls(cmd::ls::Args),
     /// Compare two snapshots (needs the restore key)
     Diff(cmd::diff::Args),
