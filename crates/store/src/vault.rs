@@ -111,7 +111,10 @@ impl ServerCertVerifier for PinVerifier {
 pub struct VaultBackend {
     base: String,
     identity: Identity,
-    http: reqwest::blocking::Client,
+    /// The HTTPS client pinned to `expected`; rebuilt (a fresh connection
+    /// pool) whenever the pin changes, so no connection made under the old
+    /// key is reused.
+    http: Mutex<reqwest::blocking::Client>,
     config: Option<Config>,
     config_id: ObjectId,
     state_file: PathBuf,
@@ -151,6 +154,21 @@ fn unreachable(e: &(dyn std::error::Error + 'static)) -> Option<&'static str> {
     None
 }
 
+/// Bounds on what the vault may answer before it is checked: a client
+/// reads no answer whole into memory unbounded (a man in the middle could
+/// otherwise exhaust it).
+const MAX_CONFIG_ANSWER: u64 = 16 << 20;
+const MAX_CHECKPOINT_ANSWER: u64 = 64 << 10;
+const MAX_PROOF_ANSWER: u64 = 1 << 20;
+const MAX_LIST_ANSWER: u64 = 256 << 20;
+const MAX_RECORD_ANSWER: u64 = 1 << 20;
+/// One page of log entries (an entry is at most 16 MiB).
+const MAX_PAGE_ANSWER: u64 = 64 << 20;
+/// The most log entries a client reads to follow a vault key it does not
+/// know (a checkpoint signed by that key sets the size).
+const MAX_FOLLOW_ENTRIES: u64 = 1 << 32;
+const TOO_LARGE: &str = "an answer over";
+
 fn transient(e: impl std::fmt::Display) -> StoreError {
     StoreError::Transient(e.to_string())
 }
@@ -178,7 +196,7 @@ impl VaultBackend {
         let mut b = VaultBackend {
             base: url.trim_end_matches('/').to_string(),
             identity,
-            http,
+            http: Mutex::new(http),
             config: None,
             config_id,
             state_file: PathBuf::new(),
@@ -189,7 +207,15 @@ impl VaultBackend {
             provider,
             answered: std::sync::atomic::AtomicBool::new(false),
         };
-        let cfg = b.request("GET", "/v1/config", &[], None)?;
+        let cfg = b.request_via(
+            &b.http(),
+            "GET",
+            "/v1/config",
+            &[],
+            None,
+            true,
+            MAX_CONFIG_ANSWER,
+        )?;
         if ObjectId::of(&cfg) != config_id {
             // A well-formed config that does not list this key: the wrong
             // vault (a usage error), not one that altered our config.
@@ -223,7 +249,9 @@ impl VaultBackend {
         let chain = Self::read_chain(&b.keys_file, &vault_key)?;
         let tip = chain.last().map(|(k, _)| *k).unwrap_or(vault_key);
         *b.chain.lock().unwrap() = chain;
-        *expected.lock().unwrap() = Some(tip);
+        // A fresh pool: the config was fetched over a connection no key
+        // was pinned for.
+        b.repin(tip)?;
         // A held checkpoint signed by a key this chain does not reach yet
         // (the chain file lost): the log must lead there first.
         if let Some(held) = Self::read_held_checkpoint(&b.state_file, &config_id, None)?
@@ -235,7 +263,17 @@ impl VaultBackend {
                     "its signature does not verify",
                 ));
             }
-            b.follow(&held, &b.http, None)?;
+            // Over a connection pinned to the key the vault presents now:
+            // what is read is checked against the held checkpoint's root.
+            let http = match *seen.lock().unwrap() {
+                Some(k) => Self::client(
+                    &b.provider,
+                    Arc::new(Mutex::new(Some(k))),
+                    Arc::new(Mutex::new(None)),
+                )?,
+                None => b.http(),
+            };
+            b.follow(&held, Some(&http), None)?;
         }
         let presented = *seen.lock().unwrap();
         match presented {
@@ -354,7 +392,7 @@ impl VaultBackend {
     /// signature, by the key the chain makes current at its size. A
     /// signer this client does not know yet is followed through the log
     /// ([`Self::follow`]); a rotated-out key is tampering.
-    fn check_signed(&self, cp: &Checkpoint, http: &reqwest::blocking::Client) -> Result<()> {
+    fn check_signed(&self, cp: &Checkpoint) -> Result<()> {
         if cp.config_id != self.config_id.0 || cp.verify(&cp.signer).is_err() {
             return Err(StoreError::Tamper(
                 "the vault's checkpoint signature does not verify".into(),
@@ -363,7 +401,58 @@ impl VaultBackend {
         if cp.signer == self.key_at(cp.size) {
             return Ok(());
         }
-        self.follow(cp, http, None)
+        self.follow(cp, None, None)
+    }
+
+    /// The HTTPS client pinned to the chain's last key.
+    fn http(&self) -> reqwest::blocking::Client {
+        self.http.lock().unwrap().clone()
+    }
+
+    /// Pins TLS key `k`; when it changes, the client is rebuilt so that no
+    /// pooled connection made under the old pin is reused.
+    fn repin(&self, k: [u8; 32]) -> Result<()> {
+        let mut e = self.expected.lock().unwrap();
+        if *e == Some(k) {
+            return Ok(());
+        }
+        *e = Some(k);
+        drop(e);
+        let fresh = Self::client(&self.provider, self.expected.clone(), self.seen.clone())?;
+        *self.http.lock().unwrap() = fresh;
+        Ok(())
+    }
+
+    /// The verified identity records the vault serves (members of the
+    /// config's repository added by an admin), as the other readers fold
+    /// with. A record naming a config member's key is not applied.
+    fn identity_members(
+        &self,
+        http: &reqwest::blocking::Client,
+        config: &Config,
+    ) -> Result<std::collections::HashMap<[u8; 32], holdfast_core::format::Member>> {
+        let r = self.request_via(
+            http,
+            "GET",
+            "/v1/identities",
+            &[],
+            None,
+            false,
+            MAX_LIST_ANSWER,
+        )?;
+        let names: Vec<(String, u64)> = serde_json::from_slice(&r).map_err(transient)?;
+        let mut out = std::collections::HashMap::new();
+        for (name, _) in names {
+            let path = Self::object_path(Kind::Identity, &name)?;
+            let b = self.request_via(http, "GET", &path, &[], None, false, MAX_RECORD_ANSWER)?;
+            if let Ok(rec) = holdfast_core::format::IdentityRecord::decode(&b)
+                && rec.verify(config, &self.config_id).is_ok()
+                && !config.members.iter().any(|m| m.public == rec.member.public)
+            {
+                out.insert(rec.member.public, rec.member);
+            }
+        }
+        Ok(out)
     }
 
     /// Learns the vault keys up to `cp` from the log: reads entries
@@ -375,7 +464,7 @@ impl VaultBackend {
     fn follow(
         &self,
         cp: &Checkpoint,
-        http: &reqwest::blocking::Client,
+        http: Option<&reqwest::blocking::Client>,
         held: Option<&Checkpoint>,
     ) -> Result<()> {
         let Some(config) = &self.config else {
@@ -393,29 +482,67 @@ impl VaultBackend {
                 h.size, cp.size
             )));
         }
-        let entries = self.log_entries_via(http, 0, cp.size)?;
-        let leaves: Vec<merkle::Hash> = entries.iter().map(|e| merkle::leaf_hash(e)).collect();
-        if leaves.len() as u64 != cp.size || merkle::root(&leaves) != cp.root {
+        if cp.size > MAX_FOLLOW_ENTRIES {
+            return Err(StoreError::Tamper(format!(
+                "the vault's checkpoint (signed by the unfamiliar key {}) claims {} log \
+                 entries, over the {MAX_FOLLOW_ENTRIES} a client follows",
+                hex(&cp.signer[..8]),
+                cp.size
+            )));
+        }
+        // Over a connection pinned to the key that signed `cp` (never the
+        // pool of the old pin, which a new handshake would refuse).
+        let own;
+        let http = match http {
+            Some(h) => h,
+            None => {
+                own = Self::client(
+                    &self.provider,
+                    Arc::new(Mutex::new(Some(cp.signer))),
+                    Arc::new(Mutex::new(None)),
+                )?;
+                &own
+            }
+        };
+        let members = self.identity_members(http, config)?;
+        let reader = Reader {
+            now_ns: now_ns(),
+            contacts: None,
+            held: held.as_ref().map(|h| (h.size, h.time_ns)),
+        };
+        // Hashed and folded as the pages arrive: nothing of the log is kept
+        // but the tree's right edge and the fold's state.
+        let mut st = LogState::new(config, self.config_id, members);
+        let mut tree = merkle::Frontier::new();
+        let forked = |h: &Checkpoint| {
+            StoreError::Tamper(format!(
+                "the vault's log of {} entries does not extend the one of {} this client \
+                 verified: history was rewritten",
+                cp.size, h.size
+            ))
+        };
+        let check_held = |tree: &merkle::Frontier| -> Result<()> {
+            if let Some(h) = &held
+                && h.size == tree.size()
+                && tree.root() != h.root
+            {
+                return Err(forked(h));
+            }
+            Ok(())
+        };
+        check_held(&tree)?;
+        self.log_pages_via(http, 0, cp.size, &mut |e| {
+            tree.push(merkle::leaf_hash(e));
+            st.apply(e, &reader, &mut |_| None);
+            check_held(&tree)
+        })?;
+        if tree.size() != cp.size || tree.root() != cp.root {
             return Err(StoreError::Tamper(format!(
                 "the vault's log does not match its checkpoint of size {} (signed by {})",
                 cp.size,
                 hex(&cp.signer[..8])
             )));
         }
-        if let Some(h) = &held
-            && merkle::root(&leaves[..h.size as usize]) != h.root
-        {
-            return Err(StoreError::Tamper(format!(
-                "the vault's log of {} entries does not extend the one of {} this client \
-                 verified: history was rewritten",
-                cp.size, h.size
-            )));
-        }
-        let (st, _) = LogState::new(config, self.config_id, Default::default()).fold(
-            entries.iter().map(|e| e.as_slice()),
-            &Reader::at(now_ns()),
-            &mut |_| None,
-        );
         let known = self.chain.lock().unwrap().clone();
         if st.vault_keys.len() < known.len() || st.vault_keys[..known.len()] != known[..] {
             return Err(StoreError::Tamper(
@@ -423,6 +550,15 @@ impl VaultBackend {
                  rolled back to an older key"
                     .into(),
             ));
+        }
+        // A rotation whose execution entry broke a rule is never followed.
+        for (_, from) in &st.vault_keys[known.len()..] {
+            if let Some(p) = st.problems.iter().find(|p| p.index + 1 == *from) {
+                return Err(StoreError::Tamper(format!(
+                    "the vault key rotation executed at log entry {} is not valid: {}",
+                    p.index, p.what
+                )));
+            }
         }
         let want = st.vault_key_at(cp.size);
         if want != cp.signer {
@@ -447,8 +583,7 @@ impl VaultBackend {
             })?;
             *self.chain.lock().unwrap() = st.vault_keys.clone();
         }
-        *self.expected.lock().unwrap() = Some(st.vault_key());
-        Ok(())
+        self.repin(st.vault_key())
     }
 
     /// The vault presented TLS key `k`, not the one this client pinned:
@@ -478,7 +613,15 @@ impl VaultBackend {
             Arc::new(Mutex::new(None)),
         )?;
         let b = self
-            .request_via(&http, "GET", "/v1/log/checkpoint", &[], None, false)
+            .request_via(
+                &http,
+                "GET",
+                "/v1/log/checkpoint",
+                &[],
+                None,
+                false,
+                MAX_CHECKPOINT_ANSWER,
+            )
             .map_err(|e| match e {
                 StoreError::Transient(_) | StoreError::Io { .. } => e,
                 _ => mismatch(),
@@ -487,7 +630,7 @@ impl VaultBackend {
         if cp.signer != k || cp.config_id != self.config_id.0 || cp.verify(&k).is_err() {
             return Err(mismatch());
         }
-        self.follow(&cp, &http, None)?;
+        self.follow(&cp, Some(&http), None)?;
         if *self.expected.lock().unwrap() != Some(k) {
             return Err(mismatch());
         }
@@ -588,10 +731,18 @@ impl VaultBackend {
 
     /// The vault's current checkpoint, signature checked.
     fn current_checkpoint(&self) -> Result<Checkpoint> {
-        let b = self.request("GET", "/v1/log/checkpoint", &[], None)?;
+        let b = self.request_via(
+            &self.http(),
+            "GET",
+            "/v1/log/checkpoint",
+            &[],
+            None,
+            true,
+            MAX_CHECKPOINT_ANSWER,
+        )?;
         let cp =
             Checkpoint::decode(&b).map_err(|e| StoreError::Tamper(format!("checkpoint: {e}")))?;
-        self.check_signed(&cp, &self.http)?;
+        self.check_signed(&cp)?;
         Ok(cp)
     }
 
@@ -600,7 +751,15 @@ impl VaultBackend {
     pub fn sync_checkpoint(&self) -> Result<Checkpoint> {
         let held = self.held_checkpoint()?;
         let from = held.as_ref().map(|c| c.size).unwrap_or(0);
-        let r = match self.request("GET", &format!("/v1/log/proof?from={from}"), &[], None) {
+        let r = match self.request_via(
+            &self.http(),
+            "GET",
+            &format!("/v1/log/proof?from={from}"),
+            &[],
+            None,
+            true,
+            MAX_PROOF_ANSWER,
+        ) {
             Ok(r) => r,
             // No proof from the size this client holds: a log now shorter
             // than it was is a rollback, whatever the refusal says.
@@ -623,7 +782,7 @@ impl VaultBackend {
             .ok_or_else(|| StoreError::Tamper("malformed checkpoint from the vault".into()))?;
         let cp = Checkpoint::decode(&cp_bytes)
             .map_err(|e| StoreError::Tamper(format!("checkpoint: {e}")))?;
-        self.check_signed(&cp, &self.http)?;
+        self.check_signed(&cp)?;
         let proof: Vec<merkle::Hash> = j["proof"]
             .as_array()
             .map(|a| {
@@ -656,39 +815,60 @@ impl VaultBackend {
         Ok(cp)
     }
 
-    /// Log entries `[from, to)` from the vault, fetched in pages of 10 000.
+    /// Log entries `[from, to)` from the vault, fetched in pages of at most
+    /// 10 000 entries and [`MAX_PAGE_ANSWER`] bytes.
     /// The caller checks them against a verified checkpoint.
     pub fn log_entries(&self, from: usize, to: u64) -> Result<Vec<Vec<u8>>> {
-        self.log_entries_via(&self.http, from, to)
+        let mut out: Vec<Vec<u8>> = Vec::new();
+        self.log_pages_via(&self.http(), from as u64, to, &mut |e| {
+            out.push(e.to_vec());
+            Ok(())
+        })?;
+        Ok(out)
     }
 
-    fn log_entries_via(
+    /// Hands each log entry `[from, to)` to `f` as its page arrives. A page
+    /// over [`MAX_PAGE_ANSWER`] bytes is asked again for fewer entries (one
+    /// entry always fits); the vault's answer is never read unbounded.
+    fn log_pages_via(
         &self,
         http: &reqwest::blocking::Client,
-        from: usize,
+        from: u64,
         to: u64,
-    ) -> Result<Vec<Vec<u8>>> {
-        let mut out: Vec<Vec<u8>> = Vec::new();
-        while ((from + out.len()) as u64) < to {
-            let start = from + out.len();
-            let raw = self.request_via(
+        f: &mut dyn FnMut(&[u8]) -> Result<()>,
+    ) -> Result<()> {
+        let mut next = from;
+        let mut count: u64 = 10_000;
+        while next < to {
+            let want = count.min(to - next);
+            let raw = match self.request_via(
                 http,
                 "GET",
-                &format!("/v1/log/entries?start={start}&count=10000"),
+                &format!("/v1/log/entries?start={next}&count={want}"),
                 &[],
                 None,
                 false,
-            )?;
+                MAX_PAGE_ANSWER,
+            ) {
+                Ok(r) => r,
+                Err(StoreError::Tamper(m)) if m.contains(TOO_LARGE) && want > 1 => {
+                    count = (want / 8).max(1);
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             let (chunk, torn) = holdfast_core::vaultlog::split_log(&raw);
-            if chunk.is_empty() || torn != 0 {
+            if chunk.is_empty() || torn != 0 || chunk.len() as u64 > want {
                 return Err(StoreError::Tamper(
                     "the vault sent a malformed log page".into(),
                 ));
             }
-            out.extend(chunk.into_iter().map(|e| e.to_vec()));
+            for e in chunk {
+                f(e)?;
+                next += 1;
+            }
         }
-        out.truncate((to as usize).saturating_sub(from));
-        Ok(out)
+        Ok(())
     }
 
     /// One signed request; retries rate limits and transient failures.
@@ -699,7 +879,7 @@ impl VaultBackend {
         body: &[u8],
         range: Option<(u64, u64)>,
     ) -> Result<Vec<u8>> {
-        self.request_via(&self.http, method, path, body, range, true)
+        self.request_via(&self.http(), method, path, body, range, true, u64::MAX)
     }
 
     /// [`Self::request`] over `http`; `follow`: when the vault presents a
@@ -712,10 +892,11 @@ impl VaultBackend {
         body: &[u8],
         range: Option<(u64, u64)>,
         mut follow: bool,
+        limit: u64,
     ) -> Result<Vec<u8>> {
         let mut delay = Duration::from_millis(100);
         for attempt in 0.. {
-            match self.try_request(http, method, path, body, range) {
+            match self.try_request(http, method, path, body, range, limit) {
                 Err(StoreError::Tamper(m)) if follow && m.contains("TLS key mismatch") => {
                     let presented = *self.seen.lock().unwrap();
                     match presented {
@@ -759,7 +940,7 @@ impl VaultBackend {
         extra: &[(&str, &str)],
     ) -> Result<(u16, Vec<u8>)> {
         let m = reqwest::Method::from_bytes(method.as_bytes()).map_err(transient)?;
-        let mut rq = self.http.request(m, format!("{}{path}", self.base));
+        let mut rq = self.http().request(m, format!("{}{path}", self.base));
         for (k, v) in auth.headers() {
             rq = rq.header(k, v);
         }
@@ -782,6 +963,7 @@ impl VaultBackend {
         path: &str,
         body: &[u8],
         range: Option<(u64, u64)>,
+        limit: u64,
     ) -> Result<Vec<u8>> {
         let auth = Auth::sign(&self.identity, method, path, now_ns(), body).map_err(transient)?;
         let m = reqwest::Method::from_bytes(method.as_bytes()).map_err(transient)?;
@@ -822,7 +1004,27 @@ impl VaultBackend {
         self.answered
             .store(true, std::sync::atomic::Ordering::Relaxed);
         let status = resp.status().as_u16();
-        let bytes = Vec::from(resp.bytes().map_err(transient)?);
+        let too_large = || {
+            StoreError::Tamper(format!(
+                "{}: {TOO_LARGE} {limit} bytes to {method} {path}",
+                self.base
+            ))
+        };
+        if resp.content_length().is_some_and(|n| n > limit) {
+            return Err(too_large());
+        }
+        let mut bytes = Vec::new();
+        {
+            use std::io::Read;
+            let mut resp = resp;
+            (&mut resp)
+                .take(limit.saturating_add(1))
+                .read_to_end(&mut bytes)
+                .map_err(transient)?;
+        }
+        if bytes.len() as u64 > limit {
+            return Err(too_large());
+        }
         let msg = || {
             String::from_utf8_lossy(&bytes)
                 .trim()
