@@ -260,9 +260,11 @@ pub struct LogState {
 
 impl LogState {
     pub fn new(config: &Config, config_id: ObjectId, members: HashMap<[u8; 32], Member>) -> Self {
+        // The config's members always win: an identity record (one admin's
+        // signature) never changes the role or name of a config member.
         let mut members = members;
         for m in &config.members {
-            members.entry(m.public).or_insert_with(|| m.clone());
+            members.insert(m.public, m.clone());
         }
         LogState {
             config_id,
@@ -1820,6 +1822,29 @@ mod tests {
             })
         );
         assert_eq!(st.status(&p, T0 + 160 * S), Some(Status::Ready));
+    }
+
+    #[test]
+    fn an_identity_record_never_overrides_a_config_member() {
+        // An identity record (one admin's signature) naming another admin's
+        // key as a client: the config's role and name stand, so that
+        // admin's vetoes and approvals still count.
+        let f = fx(2, 0, 0);
+        let mut records = HashMap::new();
+        let victim = f.admins[1].public();
+        records.insert(
+            victim,
+            Member {
+                role: Role::Client,
+                name: "demoted".into(),
+                public: victim,
+            },
+        );
+        let st = LogState::new(&f.config, f.cid, records);
+        assert_eq!(st.members[&victim].role, Role::Admin);
+        assert_eq!(st.members[&victim].name, "admin-2");
+        assert!(st.is_active_admin(&victim));
+        assert_eq!(st.active_admins().len(), 3);
     }
 
     #[test]

@@ -135,7 +135,15 @@ pub fn pull_with_progress(
         if let Ok(rec) = IdentityRecord::decode(&b)
             && rec.verify(&config, &config_id).is_ok()
         {
-            members.insert(rec.member.public, rec.member);
+            // The config's members always win: a record naming one is
+            // refused and reported (one admin demoting another).
+            if config.members.iter().any(|m| m.public == rec.member.public) {
+                rep.problems.push(format!(
+                    "identity record {name} names a member of the config: refused, not applied"
+                ));
+            } else {
+                members.entry(rec.member.public).or_insert(rec.member);
+            }
         }
     }
     let contacts = read_contacts(dir);

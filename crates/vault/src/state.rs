@@ -372,6 +372,7 @@ impl Vault {
         }
         let mut identity_files = Vec::new();
         let mut members: HashMap<[u8; 32], Member> = HashMap::new();
+        let mut shadowing: Vec<String> = Vec::new();
         for (name, _) in store
             .list(Kind::Identity)
             .map_err(|e| VaultError::Io(e.to_string()))?
@@ -386,7 +387,13 @@ impl Vault {
                     "identity {name}: not signed by an admin, or a role one admin may not add"
                 ))
             })?;
-            members.entry(rec.member.public).or_insert(rec.member);
+            // A record naming a config member's key is refused (the config
+            // wins; one admin must not demote another), and said.
+            if config.members.iter().any(|m| m.public == rec.member.public) {
+                shadowing.push(name.clone());
+            } else {
+                members.entry(rec.member.public).or_insert(rec.member);
+            }
             identity_files
                 .push(ObjectId::from_hex(&name).map_err(|e| VaultError::Tamper(e.to_string()))?);
         }
@@ -420,6 +427,12 @@ impl Vault {
 
         let st = LogState::new(&config, config_id, members);
         let alerts = crate::alert::Alerter::new(opts.alert_cmd.clone());
+        for name in &shadowing {
+            alerts.raise(&format!(
+                "identity record {name} names a member of the config: refused, not applied \
+                 (an admin signed it; the config's role stands)"
+            ));
+        }
         let tls = crate::tls::SwapCert::new(&identity)?;
         let next = match next {
             Some(k) => {
