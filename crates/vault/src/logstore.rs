@@ -217,6 +217,24 @@ impl LogStore {
         first_signer: Option<&Identity>,
         now_ns: i64,
     ) -> Result<Self, VaultError> {
+        let own: Vec<[u8; 32]> = first_signer.iter().map(|k| k.public()).collect();
+        Self::open_holding(dir, config_id, first_signer, &own, now_ns)
+    }
+
+    /// [`Self::open`] by a vault holding the keys `own` (its `--key` and
+    /// `--next-key`): a `checkpoint.next` left by a crash is taken over the
+    /// checkpoint only if one of them signed it. One signed by another key
+    /// never replaces the last good checkpoint: it is kept aside as
+    /// evidence, or, if it matches an entry appended after the checkpoint
+    /// (a crash while the vault held that key), the start is refused
+    /// naming the key, with every file left as it is.
+    pub fn open_holding(
+        dir: &Path,
+        config_id: [u8; 32],
+        first_signer: Option<&Identity>,
+        own: &[[u8; 32]],
+        now_ns: i64,
+    ) -> Result<Self, VaultError> {
         std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
         let path = dir.join("log");
         let checkpoint_path = dir.join("checkpoint");
@@ -314,7 +332,21 @@ impl LogStore {
                 "the log does not match its signed checkpoint: entries were altered".into(),
             ));
         }
-        // A crash between the append and the rename: finish it.
+        // A crash between the append and the rename: finish it, if this
+        // vault's own key signed it.
+        if let Some(n) = &next
+            && root_next == Some(n.root)
+            && !own.contains(&n.signer)
+        {
+            return Err(VaultError::Usage(format!(
+                "checkpoint.next (the last append, size {}) is signed by the vault key {}, \
+                 which this vault was not started with: if this vault held that key, start it \
+                 with it (--key or --next-key); if it never did, someone else appended (see \
+                 docs/vault.md, \"Recovery\"); nothing was changed",
+                n.size,
+                holdfast_core::id::hex(&n.signer)
+            )));
+        }
         if let Some(n) = next
             && root_next == Some(n.root)
         {
@@ -655,6 +687,40 @@ mod tests {
                 .len(),
             4
         );
+    }
+
+    #[test]
+    fn a_checkpoint_next_by_a_key_the_vault_does_not_hold_never_replaces_the_checkpoint() {
+        let other = Identity::from_bytes([6; 32]);
+        let cp_path = |d: &tempfile::TempDir| d.path().join("checkpoint");
+        // With no entry: kept aside, the checkpoint untouched.
+        let (d, id) = setup(3);
+        let good = std::fs::read(cp_path(&d)).unwrap();
+        half_append(d.path(), &other, &entry(4), false);
+        let log = LogStore::open(d.path(), [1; 32], Some(&id), 9).unwrap();
+        assert_eq!(log.checkpoint.size, 3);
+        assert_eq!(std::fs::read(cp_path(&d)).unwrap(), good);
+        assert!(d.path().join("checkpoint.next.unused-9").exists());
+        // With the entry appended: the start is refused, every file kept.
+        let (d, id) = setup(3);
+        let good = std::fs::read(cp_path(&d)).unwrap();
+        half_append(d.path(), &other, &entry(4), true);
+        let next = std::fs::read(d.path().join("checkpoint.next")).unwrap();
+        match LogStore::open(d.path(), [1; 32], Some(&id), 9) {
+            Err(VaultError::Usage(m)) => assert!(m.contains("not started with"), "{m}"),
+            Err(e) => panic!("wrong error: {e}"),
+            Ok(_) => panic!("a foreign checkpoint.next was taken"),
+        }
+        assert_eq!(std::fs::read(cp_path(&d)).unwrap(), good);
+        assert_eq!(
+            std::fs::read(d.path().join("checkpoint.next")).unwrap(),
+            next
+        );
+        // A vault holding that key (say as --next-key) finishes the append.
+        let own = [id.public(), other.public()];
+        let log = LogStore::open_holding(d.path(), [1; 32], Some(&id), &own, 10).unwrap();
+        assert_eq!(log.checkpoint.size, 4);
+        assert_eq!(log.checkpoint.signer, other.public());
     }
 
     #[test]

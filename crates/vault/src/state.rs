@@ -402,7 +402,12 @@ impl Vault {
             .into_iter()
             .flatten()
             .find(|k| Some(k.public()) == config.vault_key());
-        let log = LogStore::open(&vdir, config_id.0, first, now_ns())?;
+        let own: Vec<[u8; 32]> = [Some(&identity), next.as_ref()]
+            .into_iter()
+            .flatten()
+            .map(|k| k.public())
+            .collect();
+        let log = LogStore::open_holding(&vdir, config_id.0, first, &own, now_ns())?;
 
         // Pack owners: pack id [32] | client [32] | size u64, appended.
         let owners_path = vdir.join("owners");
