@@ -338,7 +338,14 @@ impl VaultBackend {
             Err(e) => return Err(Self::bad_chain(path, &e.to_string())),
         };
         let text = String::from_utf8(bytes).map_err(|_| Self::bad_chain(path, "not text"))?;
-        let mut lines = text.lines();
+        // Strict: '\n' line endings (no CR), a final newline, digits only.
+        if text.contains('\r') {
+            return Err(Self::bad_chain(path, "a carriage return"));
+        }
+        let Some(body) = text.strip_suffix('\n') else {
+            return Err(Self::bad_chain(path, "no final newline"));
+        };
+        let mut lines = body.split('\n');
         if lines.next() != Some(Self::CHAIN_TAG) {
             return Err(Self::bad_chain(path, "not a chain of vault keys"));
         }
@@ -348,10 +355,16 @@ impl VaultBackend {
             let (Some(from), Some(key), None) = (p.next(), p.next(), p.next()) else {
                 return Err(Self::bad_chain(path, "a malformed line"));
             };
+            if from.is_empty() || !from.bytes().all(|c| c.is_ascii_digit()) {
+                return Err(Self::bad_chain(path, "a malformed size"));
+            }
             let from: u64 = from
                 .parse()
                 .map_err(|_| Self::bad_chain(path, "a malformed size"))?;
             let key = parse_hex32(key).map_err(|_| Self::bad_chain(path, "a malformed key"))?;
+            if chain.iter().any(|(k, _)| *k == key) {
+                return Err(Self::bad_chain(path, "a repeated key"));
+            }
             if chain.last().is_some_and(|(_, f)| *f >= from) || (chain.is_empty() && from != 0) {
                 return Err(Self::bad_chain(path, "sizes out of order"));
             }
@@ -1195,6 +1208,23 @@ mod tests {
             format!("{}\n3 {}\n", VaultBackend::CHAIN_TAG, hex(&a)),
             format!("{}\n0 {} x\n", VaultBackend::CHAIN_TAG, hex(&a)),
             "something else\n".to_string(),
+            // A sign, CRLF, no final newline, a key again, an empty line.
+            format!(
+                "{}\n0 {}\n+7 {}\n",
+                VaultBackend::CHAIN_TAG,
+                hex(&a),
+                hex(&b)
+            ),
+            format!("{}\r\n0 {}\r\n", VaultBackend::CHAIN_TAG, hex(&a)),
+            format!("{}\n0 {}\n7 {}", VaultBackend::CHAIN_TAG, hex(&a), hex(&b)),
+            format!(
+                "{}\n0 {}\n7 {}\n9 {}\n",
+                VaultBackend::CHAIN_TAG,
+                hex(&a),
+                hex(&b),
+                hex(&a)
+            ),
+            format!("{}\n0 {}\n\n", VaultBackend::CHAIN_TAG, hex(&a)),
         ];
         for text in bad {
             std::fs::write(&p, &text).unwrap();
