@@ -439,6 +439,23 @@ fn the_vault_host_alone_cannot_rotate_and_a_bad_proof_is_refused() {
     assert_eq!(o.status.code(), Some(1), "{}", err(&o));
     assert!(err(&o).contains("proof of possession"), "{}", err(&o));
     assert_eq!(err(&o).trim().lines().count(), 1, "{}", err(&o));
+    // The vault's secret key file is never taken in place of its .pub.
+    let o = w.run(&[
+        "propose",
+        "vault-key",
+        "--repo",
+        &url,
+        "--key",
+        &w.key("admin-1"),
+        &new_key,
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", err(&o));
+    assert!(
+        err(&o).contains("not a vault public key file"),
+        "{}",
+        err(&o)
+    );
+    assert_eq!(err(&o).trim().lines().count(), 1, "{}", err(&o));
     let admin = load_key(&w.key("admin-1"));
     let other = holdfast_core::crypto::Identity::from_bytes([9; 32]);
     let p = Proposal::new(

@@ -248,8 +248,9 @@ fn new_vault(a: NewArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Reads a new vault key for a rotation: its public file (`key new vault`)
-/// or the key file itself. Returns (config id, key, proof of possession).
+/// Reads a new vault key for a rotation from its public file (`key new
+/// vault`), never from the secret key file. Returns (config id, key, proof
+/// of possession).
 pub fn read_vault_pub(
     path: &std::path::Path,
 ) -> Result<(holdfast_core::ObjectId, [u8; 32], [u8; 64])> {
@@ -270,18 +271,13 @@ pub fn read_vault_pub(
             .ok_or_else(bad)?;
         return Ok((cid, key, pop));
     }
-    let k = util::load_key(path)?;
-    match (k.role, k.identity()) {
-        (holdfast_core::format::Role::Vault, Some(i)) => Ok((
-            k.config_id,
-            i.public(),
-            holdfast_core::governance::vault_key_pop(&k.config_id, i),
-        )),
-        _ => bail!(
-            "{}: neither a vault key nor its public file (`key new vault`)",
-            path.display()
-        ),
-    }
+    // Never the secret key file: only the public file is handled by the
+    // admins who propose.
+    bail!(
+        "{}: not a vault public key file: give the .pub file `holdfast key new vault` wrote \
+         (never the vault's secret key file)",
+        path.display()
+    )
 }
 
 /// The first line of an admin's public key file (`key new admin`).
