@@ -178,8 +178,11 @@ fn messages(home: &Path) -> Vec<(String, String, [u8; 32], i64, i64, String)> {
 fn mail_restore_of_100k_messages_stays_bounded_and_touches_nothing_live() {
     let w = World::new();
     w.init();
+    let t0 = std::time::Instant::now();
+    let phase = |what: &str| eprintln!("{:7.1} s  {what}", t0.elapsed().as_secs_f64());
     let src = w.path("mail");
     make_spool(&src);
+    phase("spool made");
     let (repo, client) = (w.repo(), w.key("client"));
     let s = src.display().to_string();
     let o = w.run(&["backup", "--repo", &repo, "--key", &client, "--json", &s]);
@@ -188,6 +191,7 @@ fn mail_restore_of_100k_messages_stays_bounded_and_touches_nothing_live() {
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     let snap = v[0]["snapshot"].as_str().unwrap().to_string();
     let key = w.key("restore");
+    phase("backed up");
 
     let target = w.path("live");
     make_live(&target);
@@ -263,6 +267,7 @@ fn mail_restore_of_100k_messages_stays_bounded_and_touches_nothing_live() {
         "whole spool {kib} KiB vs one mailbox {one_kib} KiB"
     );
 
+    phase("restored");
     // Nothing live changed: same paths, inodes, bytes and times.
     let after = manifest(&target);
     for (p, m) in &before {
@@ -321,4 +326,5 @@ fn mail_restore_of_100k_messages_stays_bounded_and_touches_nothing_live() {
             }
         }
     }
+    phase("checked");
 }

@@ -1656,8 +1656,13 @@ fn restore_folder(
                 match read_file(reader, c) {
                     Ok(data) => {
                         let mtime = filetime::FileTime::from_unix_time(c.mtime_s, c.mtime_ns);
-                        let tmp = write_tmp(&dir.join("tmp"), &ctx.host, &data, mtime, owner, true)
+                        let tmp_dir = dir.join("tmp");
+                        let tmp = write_tmp(&tmp_dir, &ctx.host, &data, mtime, owner, false)
                             .map_err(ioe(dir))?;
+                        if let Err(e) = make_durable(ctx, &tmp_dir, &[&tmp]) {
+                            let _ = std::fs::remove_file(&tmp);
+                            return Err(io_err(&tmp_dir, e));
+                        }
                         match place(&tmp, &to) {
                             Ok(()) => r.control_files += 1,
                             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
@@ -1672,6 +1677,9 @@ fn restore_folder(
     if keep_uids && !dry {
         // Control files first, then the staged messages: Dovecot sees the
         // uidlist and the files it names together, as close as renames go.
+        // The control files are made durable together, like a batch.
+        let tmp_dir = dir.join("tmp");
+        let mut ctl: Vec<(PathBuf, PathBuf, bool)> = Vec::new();
         for c in &f.control {
             let to = dir.join(OsStr::from_bytes(&c.name));
             if std::fs::symlink_metadata(&to).is_ok() {
@@ -1685,12 +1693,28 @@ fn restore_folder(
                 }
             };
             let mtime = filetime::FileTime::from_unix_time(c.mtime_s, c.mtime_ns);
-            let tmp = write_tmp(&dir.join("tmp"), &ctx.host, &data, mtime, owner, true)
-                .map_err(ioe(dir))?;
+            match write_tmp(&tmp_dir, &ctx.host, &data, mtime, owner, false) {
+                Ok(tmp) => ctl.push((tmp, to, c.name == b"dovecot-uidlist")),
+                Err(e) => {
+                    for (t, _, _) in &ctl {
+                        let _ = std::fs::remove_file(t);
+                    }
+                    return Err(io_err(&tmp_dir, e));
+                }
+            }
+        }
+        let tmps: Vec<&Path> = ctl.iter().map(|(t, _, _)| t.as_path()).collect();
+        if let Err(e) = make_durable(ctx, &tmp_dir, &tmps) {
+            for (t, _, _) in &ctl {
+                let _ = std::fs::remove_file(t);
+            }
+            return Err(io_err(&tmp_dir, e));
+        }
+        for (tmp, to, uidlist) in ctl {
             match place(&tmp, &to) {
                 Ok(()) => {
                     r.control_files += 1;
-                    if c.name == b"dovecot-uidlist" {
+                    if uidlist {
                         r.folders_uids_kept += 1;
                     }
                 }
