@@ -1,18 +1,26 @@
 #!/usr/bin/env python3
 """Mail restore figures (issue 9), on a generated spool.
 
-    python3 bench/mail_restore.py [--mailboxes 1000] [--messages 300000] [--bin target/release/holdfast]
+    python3 bench/mail_restore.py [--mailboxes 1000] [--messages 300000] [--reps 3]
+                                  [--bin target/release/holdfast] [--no-restic] [--no-shm]
 
 Makes a spool of MAILBOXES Maildir++ mailboxes holding MESSAGES small
 messages in all (INBOX, Sent, Archive; distinct mtimes), backs it up into a
-local repository, then measures with the real binary:
+local repository (and into a restic repository), then measures with the
+real binaries:
 
 * one mailbox restored out of the spool (`mail restore` of one Maildir):
   seconds, bytes read (the command's report) and that mailbox's stored size
   (its bytes on disk, an upper bound of what it occupies in packs);
-* a plain `restore` of the whole spool vs `mail restore` of it (ratio, the
-  target is <= 1.3), and the time until every mailbox's INBOX was complete
-  (`all_inboxes_seconds`; newest first, so its newest 100 came before);
+* the whole spool, REPS times in alternating order, each into a fresh
+  directory, on this disk and (unless --no-shm) into /dev/shm: plain
+  `restore` into an empty directory, `mail restore` into live mailboxes
+  (every mailbox exists and received 3 messages since, with its own
+  dovecot-uidlist, so every message is delivered under a fresh name), and
+  `restic restore`; wall time and peak RSS (wait4), medians. The target
+  for `mail restore` is <= 1.3x plain `restore` and < restic;
+* the time until every mailbox's INBOX was complete (`all_inboxes_seconds`;
+  newest first, so its newest 100 came before);
 * a second `mail restore` over the result (writes 0);
 * `drill --sample 10`.
 
@@ -66,6 +74,36 @@ def du(path):
     return total
 
 
+def measured(cmd, env, ok=(0,)):
+    """Runs cmd; returns (seconds, peak RSS MiB from wait4, stdout)."""
+    t0 = time.monotonic()
+    p = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    out = p.stdout.read()
+    err = p.stderr.read()
+    _, status, ru = os.wait4(p.pid, 0)
+    p.returncode = os.waitstatus_to_exitcode(status)
+    dt = time.monotonic() - t0
+    if p.returncode not in ok:
+        sys.exit(f"failed ({p.returncode}): {' '.join(cmd)}\n{err.decode(errors='replace')[-3000:]}")
+    return dt, ru.ru_maxrss / 1024.0, out
+
+
+def make_live(spool, target, seed=2):
+    """Every mailbox of the spool, live: a new uidlist and 3 messages since."""
+    rnd = random.Random(seed)
+    for u in sorted(os.listdir(spool)):
+        home = os.path.join(target, u)
+        for s_ in ["cur", "new", "tmp"]:
+            os.makedirs(os.path.join(home, s_), exist_ok=True)
+        with open(os.path.join(home, "dovecot-uidlist"), "wb") as f:
+            f.write(b"3 V1700000000 N4\n")
+        for i in range(3):
+            msg = b"From: new@example.org\nSubject: since %d\n\n%d\n" % (i, rnd.randrange(1 << 30))
+            sub, info = ("new", "") if i == 0 else ("cur", ":2,S")
+            with open(os.path.join(home, sub, f"1700000000.M{i}.live,S={len(msg)}{info}"), "wb") as f:
+                f.write(msg)
+
+
 def hf(bin_, env, *args, json_out=False):
     t = time.monotonic()
     p = subprocess.run([bin_, *args], env=env, capture_output=True)
@@ -75,29 +113,70 @@ def hf(bin_, env, *args, json_out=False):
     return dt, (json.loads(p.stdout) if json_out else p.stdout.decode())
 
 
+def fresh(base, tag):
+    os.makedirs(base, exist_ok=True)
+    return os.path.join(base, f"{tag}-{time.monotonic_ns()}")
+
+
+def done(out):
+    """Restores into /dev/shm are removed at once (memory); on disk they stay
+    until the end: a mass deletion just before slows inode creation."""
+    if out.startswith("/dev/shm/"):
+        shutil.rmtree(out)
+
+
+def med(xs):
+    xs = sorted(xs)
+    return xs[len(xs) // 2]
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--mailboxes", type=int, default=1000)
     ap.add_argument("--messages", type=int, default=300_000)
+    ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--bin", default=os.path.join(ROOT, "target", "release", "holdfast"))
     ap.add_argument("--work", default=os.path.join(ROOT, "bench", "work-mail"))
     ap.add_argument("--maildir-py", help="make the spool with this generator (maildir.py make DIR) instead")
+    ap.add_argument("--no-restic", action="store_true")
+    ap.add_argument("--no-shm", action="store_true")
+    ap.add_argument("--spool", help="use this spool (made by an earlier run) instead of making one")
+    ap.add_argument("--reuse", help="the --work of an earlier run on the same spool: its repositories")
     a = ap.parse_args()
     shutil.rmtree(a.work, ignore_errors=True)
     os.makedirs(a.work)
     spool = os.path.join(a.work, "mail")
     t = time.monotonic()
-    if a.maildir_py:
+    if a.spool:
+        os.symlink(os.path.abspath(a.spool), spool)
+        spool = os.path.realpath(spool)
+    elif a.maildir_py:
         subprocess.run([sys.executable, a.maildir_py, "make", spool], check=True)
     else:
         make_spool(spool, a.mailboxes, a.messages)
-    print(f"spool made in {time.monotonic() - t:.1f} s: {du(spool) / 1e6:.1f} MB", file=sys.stderr)
+    top = os.path.basename(spool)  # the spool's name in the snapshot
+    nfiles = sum(len(fs) for _, _, fs in os.walk(spool))
+    nmsgs = sum(len(fs) for d, _, fs in os.walk(spool) if os.path.basename(d) in ("cur", "new"))
+    print(f"spool made in {time.monotonic() - t:.1f} s: {nfiles} files, {du(spool) / 1e6:.1f} MB",
+          file=sys.stderr)
     env = dict(os.environ, HOLDFAST_PASSPHRASE=PASS, HOLDFAST_CACHE_DIR=os.path.join(a.work, "cache"))
     repo, keys = os.path.join(a.work, "repo"), os.path.join(a.work, "keys")
     rk = os.path.join(keys, "restore.key")
-    hf(a.bin, env, "init", repo, "--keys", keys)
-    tb, _ = hf(a.bin, env, "backup", "--repo", repo, "--key", os.path.join(keys, "client.key"), spool)
-    rows = [("backup", f"{tb:.2f} s", "")]
+    renv = dict(os.environ, RESTIC_PASSWORD=PASS, RESTIC_CACHE_DIR=os.path.join(a.work, "restic-cache"))
+    rrepo = os.path.join(a.work, "restic")
+    rows = []
+    if a.reuse:
+        for d in ["repo", "keys", "restic", "cache", "restic-cache"]:
+            os.symlink(os.path.join(os.path.abspath(a.reuse), d), os.path.join(a.work, d))
+    else:
+        hf(a.bin, env, "init", repo, "--keys", keys)
+        tb, _ = hf(a.bin, env, "backup", "--repo", repo, "--key", os.path.join(keys, "client.key"), spool)
+        rows = [("backup", f"{tb:.2f} s", "")]
+    if not a.no_restic and not a.reuse:
+        subprocess.run(["restic", "init", "-q", "--repo", rrepo], env=renv, check=True,
+                       stdout=subprocess.DEVNULL)
+        trb, _, _ = measured(["restic", "backup", "-q", "--repo", rrepo, spool], renv)
+        rows.append(("restic backup", f"{trb:.2f} s", ""))
 
     boxes = sorted(d for d in os.listdir(spool) if os.path.isdir(os.path.join(spool, d)))
     one = os.path.join(spool, boxes[len(boxes) // 2])
@@ -107,23 +186,77 @@ def main():
                  f"{r1['written']} msgs, read {r1['bytes_read'] / 1e6:.2f} MB, mailbox on disk {du(one) / 1e6:.2f} MB, "
                  f"repository {du(repo) / 1e6:.1f} MB"))
 
-    tp, _ = hf(a.bin, env, "restore", "--repo", repo, "--key", rk, "latest", os.path.join(a.work, "plain"))
-    rows.append(("whole spool: restore", f"{tp:.2f} s", ""))
-    tm, rm = hf(a.bin, env, "mail", "restore", "--repo", repo, "--key", rk, "latest", "mail",
-                os.path.join(a.work, "merged"), "--json", json_out=True)
-    rows.append(("whole spool: mail restore", f"{tm:.2f} s",
-                 f"ratio {tm / tp:.2f} (target <= 1.3); first INBOX {rm['first_inbox_seconds']:.2f} s, "
-                 f"every INBOX {rm['all_inboxes_seconds']:.2f} s; {rm['written']} msgs"))
-    t2, r2 = hf(a.bin, env, "mail", "restore", "--repo", repo, "--key", rk, "latest", "mail",
-                os.path.join(a.work, "merged"), "--json", json_out=True)
-    rows.append(("second mail restore", f"{t2:.2f} s", f"{r2['written']} written, {r2['skipped']} skipped"))
+    def plain(base):
+        out = fresh(base, "plain")
+        dt, rss, _ = measured([a.bin, "restore", "--repo", repo, "--key", rk, "latest", out], env)
+        done(out)
+        return dt, rss, None
+
+    def mail(base):
+        out = fresh(base, "live")
+        make_live(spool, out)
+        dt, rss, o = measured([a.bin, "mail", "restore", "--repo", repo, "--key", rk, "latest", top,
+                               out, "--json"], env)
+        r = json.loads(o)
+        assert r["written"] == nmsgs and not r["errors"] and not r["damaged"], r
+        done(out)
+        return dt, rss, r
+
+    def restic(base):
+        out = fresh(base, "restic")
+        dt, rss, _ = measured(["restic", "restore", "-q", "--repo", rrepo, "latest", "--target", out], renv)
+        done(out)
+        return dt, rss, None
+
+    tools = [("restore", plain), ("mail restore (live)", mail)]
+    if not a.no_restic:
+        tools.append(("restic restore", restic))
+    places = [("disk", os.path.join(a.work, "out"))]
+    if not a.no_shm and shutil.disk_usage("/dev/shm").free > 4 * du(spool) + 4096 * nfiles:
+        places.append(("/dev/shm", "/dev/shm/hf-mail-bench"))
+    # The first restore builds the on-disk pack index (cold): not measured.
+    hf(a.bin, env, "restore", "--repo", repo, "--key", rk, "latest", fresh(places[0][1], "warm"))
+    res = {}
+    for place, base in places:
+        for i in range(a.reps):
+            order = tools if i % 2 == 0 else tools[::-1]
+            for name, f in order:
+                dt, rss, r = f(base)
+                res.setdefault((place, name), []).append((dt, rss, r))
+                print(f"{place} {name} #{i}: {dt:.2f} s, {rss:.1f} MiB", file=sys.stderr)
+        if base.startswith("/dev/shm/"):
+            shutil.rmtree(base, ignore_errors=True)
+    for place, _ in places:
+        tp = med([x[0] for x in res[(place, "restore")]])
+        for name, _ in tools:
+            xs = res[(place, name)]
+            dt, rss = med([x[0] for x in xs]), med([x[1] for x in xs])
+            note = f"peak RSS {rss:.1f} MiB; runs {', '.join(f'{x[0]:.1f}' for x in xs)} s"
+            if name != "restore":
+                note += f"; {dt / tp:.2f}x plain restore"
+            if name.startswith("mail"):
+                rm = xs[[x[0] for x in xs].index(dt)][2]
+                note += (f"; first INBOX {rm['first_inbox_seconds']:.2f} s, every INBOX "
+                         f"{rm['all_inboxes_seconds']:.2f} s; {rm['written']} msgs, {rm['syncs']} syncfs")
+                if not a.no_restic:
+                    tr = med([x[0] for x in res[(place, "restic restore")]])
+                    note += f"; {dt / tr:.2f}x restic"
+            rows.append((f"whole spool into {place}: {name} (median of {len(xs)})", f"{dt:.2f} s", note))
+
+    merged = os.path.join(a.work, "merged")
+    tm, rm = hf(a.bin, env, "mail", "restore", "--repo", repo, "--key", rk, "latest", top,
+                merged, "--json", json_out=True)
+    t2, r2 = hf(a.bin, env, "mail", "restore", "--repo", repo, "--key", rk, "latest", top,
+                merged, "--json", json_out=True)
+    rows.append(("second mail restore over a full one", f"{t2:.2f} s",
+                 f"{r2['written']} written, {r2['skipped']} skipped"))
     td, rd = hf(a.bin, env, "drill", "--repo", repo, "--key", rk, "--sample", "10", "--json",
                 "--history", os.path.join(a.work, "drill.jsonl"), json_out=True)
     run = rd["run"]
     rows.append(("drill --sample 10", f"{td:.2f} s",
                  f"{run['mb_per_s']:.1f} MB/s, {run['files_per_s']:.0f} files/s, "
                  f"projected full {run['projected_full_seconds']:.1f} s"))
-    print(f"| {len(boxes)} mailboxes | time | notes |\n|---|---|---|")
+    print(f"| {len(boxes)} mailboxes, {nfiles} files | time | notes |\n|---|---|---|")
     for r in rows:
         print(f"| {r[0]} | {r[1]} | {r[2]} |")
 
