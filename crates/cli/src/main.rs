@@ -51,6 +51,11 @@ struct Cli {
         value_name = "SECS"
     )]
     progress_interval: Option<u64>,
+    /// Start from this chain of vault keys: a `….vaultkeys` file copied
+    /// from the state directory of a reader that synced after a vault key
+    /// rotation (a new or reinstalled reader then refuses the old key)
+    #[arg(long, global = true, env = "HOLDFAST_VAULT_KEYS", value_name = "FILE")]
+    vault_keys: Option<std::path::PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -203,6 +208,7 @@ fn main() -> ExitCode {
     };
     util::set_passphrase_file(cli.passphrase_file);
     util::set_progress_interval(cli.progress_interval);
+    holdfast_store::VaultBackend::seed_vault_keys(cli.vault_keys);
     let r = match cli.command {
         Command::Init(a) => cmd::init::run(a),
         Command::Backup(a) => cmd::backup::run(a),

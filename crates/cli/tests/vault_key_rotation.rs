@@ -360,6 +360,111 @@ fn the_vault_key_rotates_and_clients_replicas_and_readers_follow() {
     assert!(err(&o).contains("rotated-out"), "{}", err(&o));
     let o = pull(&impostor.url);
     assert_eq!(o.status.code(), Some(4), "{}", err(&o));
+    // A reader with no state (a new or reinstalled machine, a DR host)
+    // trusts the config's key: the impostor's old log passes. Given the
+    // chain of a reader that synced (--vault-keys), it refuses the old key.
+    let synced = w.path("synced.vaultkeys");
+    std::fs::copy(&chains[0], &synced).unwrap();
+    let restore_key = w.key("restore");
+    let fresh = |cache: &str, extra: &[&str]| {
+        let mut args = vec!["snapshots", "--repo", &impostor.url, "--key", &restore_key];
+        args.extend_from_slice(extra);
+        w.cmd(&args)
+            .env("HOLDFAST_CACHE_DIR", w.path(cache))
+            .output()
+            .unwrap()
+    };
+    let o = fresh("fresh-1", &[]);
+    assert!(o.status.success(), "{}", said(&o));
+    let o = fresh("fresh-2", &["--vault-keys", synced.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(4), "{}", said(&o));
+    assert!(said(&o).contains("rotated-out"), "{}", said(&o));
+    // The same seed against the real vault: accepted, and kept.
+    let o = w
+        .cmd(&[
+            "snapshots",
+            "--repo",
+            &url,
+            "--key",
+            &restore_key,
+            "--vault-keys",
+            synced.to_str().unwrap(),
+        ])
+        .env("HOLDFAST_CACHE_DIR", w.path("fresh-3"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", said(&o));
+    // A seed of another chain, or damaged: one line, not a first contact.
+    std::fs::write(w.path("bad.vaultkeys"), "holdfast-vault-keys-v1\n+0 00\n").unwrap();
+    let bad = w.path("bad.vaultkeys");
+    let o = fresh("fresh-4", &["--vault-keys", bad.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1), "{}", said(&o));
+    assert!(said(&o).contains("--vault-keys"), "{}", said(&o));
+    // The impostor grows its old log past the rotation's size (a fresh
+    // client backs up to it), a fresh replica copies it: read offline, the
+    // fork passes without the chain and is tampering with it.
+    let text = std::fs::read_to_string(&synced).unwrap();
+    let rotated_at: u64 = text
+        .lines()
+        .nth(2)
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let size_of = |d: &Path| {
+        Checkpoint::decode(&std::fs::read(d.join("vault/checkpoint")).unwrap())
+            .unwrap()
+            .size
+    };
+    let mut day = 100;
+    while size_of(&stale) < rotated_at {
+        day += 1;
+        mail_day(&src, day);
+        let o = w
+            .cmd(&[
+                "backup",
+                "--repo",
+                &impostor.url,
+                "--key",
+                &w.key("client"),
+                src.to_str().unwrap(),
+            ])
+            .env("HOLDFAST_CACHE_DIR", w.path("fresh-b"))
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", said(&o));
+    }
+    let forked = w.path("forked-replica");
+    let o = w
+        .cmd(&[
+            "replica",
+            "pull",
+            "--from",
+            &impostor.url,
+            "--key",
+            &w.key("replica"),
+            "--into",
+            forked.to_str().unwrap(),
+        ])
+        .env("HOLDFAST_CACHE_DIR", w.path("fresh-r"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", said(&o));
+    let fs = forked.display().to_string();
+    w.ok(&["verify", "--repo", &fs, "--key", &restore_key]);
+    let o = w.run(&[
+        "verify",
+        "--repo",
+        &fs,
+        "--key",
+        &restore_key,
+        "--vault-keys",
+        synced.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(4), "{}", said(&o));
+    assert!(said(&o).contains("--vault-keys"), "{}", said(&o));
     impostor.stop();
 
     // The old key signs a checkpoint over the real log after the rotation:

@@ -104,6 +104,28 @@ pub fn fold(
             holdfast_core::id::hex(&want[..8])
         ));
     }
+    // The chain a reader that synced after a rotation gave (--vault-keys):
+    // a checkpoint above a rotation it names must be signed by its key (a
+    // log forked before the rotation and signed by the old key is refused).
+    if let Some(vk) = repo.config.vault_key() {
+        match holdfast_store::VaultBackend::seed_chain(&vk) {
+            Ok(Some(seed)) => {
+                let given = holdfast_store::VaultBackend::chain_key_at(&seed, checkpoint.size);
+                if checkpoint.signer != given {
+                    problems.push(format!(
+                        "the log checkpoint (size {}) is signed by {}, but the chain given \
+                         with --vault-keys makes {} the vault key at that size: a \
+                         rotated-out key or a log forked before the rotation",
+                        checkpoint.size,
+                        holdfast_core::id::hex(&checkpoint.signer[..8]),
+                        holdfast_core::id::hex(&given[..8])
+                    ));
+                }
+            }
+            Ok(None) => {}
+            Err(e) => problems.push(e.to_string()),
+        }
+    }
     problems.extend(state.problems.iter().map(|p| p.to_string()));
     let mut state = state;
     let disputed = confirm_flags(repo, &mut state, &mut problems);

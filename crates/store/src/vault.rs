@@ -169,6 +169,11 @@ const MAX_PAGE_ANSWER: u64 = 64 << 20;
 const MAX_FOLLOW_ENTRIES: u64 = 1 << 32;
 const TOO_LARGE: &str = "an answer over";
 
+/// A chain of vault keys every connection of this process starts from
+/// (`--vault-keys FILE`: a `….vaultkeys` copied from a reader that synced
+/// after a rotation). See [`VaultBackend::seed_vault_keys`].
+static SEED_CHAIN: Mutex<Option<PathBuf>> = Mutex::new(None);
+
 fn transient(e: impl std::fmt::Display) -> StoreError {
     StoreError::Transient(e.to_string())
 }
@@ -246,7 +251,11 @@ impl VaultBackend {
         b.keys_file = Self::keys_path(&b.state_file);
         // What a client with no state trusts: the config's key, then the
         // chain of rotations the log leads it along.
-        let chain = Self::read_chain(&b.keys_file, &vault_key)?;
+        let mut chain = Self::read_chain(&b.keys_file, &vault_key)?;
+        let seed = SEED_CHAIN.lock().unwrap().clone();
+        if let Some(seed) = seed {
+            chain = b.seeded(&seed, &vault_key, chain)?;
+        }
         let tip = chain.last().map(|(k, _)| *k).unwrap_or(vault_key);
         *b.chain.lock().unwrap() = chain;
         // A fresh pool: the config was fetched over a connection no key
@@ -319,6 +328,53 @@ impl VaultBackend {
             .map_err(transient)
     }
 
+    /// Seeds the chain of vault keys this process knows with the file at
+    /// `path` (format.md §12.1): a reader with no state of its own (new,
+    /// reinstalled, a disaster-recovery host) then refuses a checkpoint or TLS
+    /// key of a rotated-out key, as a reader that saw the rotation does. The
+    /// file must start at the config's vault key and agree with the chain the
+    /// reader kept (one extends the other); the longer one is kept.
+    pub fn seed_vault_keys(path: Option<PathBuf>) {
+        *SEED_CHAIN.lock().unwrap() = path;
+    }
+
+    /// The chain given with `--vault-keys` (see [`Self::seed_vault_keys`]),
+    /// read for the repository whose config names `config_key`; `None`
+    /// without one. For readers of a replica or bundle directory.
+    pub fn seed_chain(config_key: &[u8; 32]) -> Result<Option<Vec<([u8; 32], u64)>>> {
+        let Some(seed) = SEED_CHAIN.lock().unwrap().clone() else {
+            return Ok(None);
+        };
+        Self::read_seed(&seed, config_key).map(Some)
+    }
+
+    fn read_seed(seed: &Path, config_key: &[u8; 32]) -> Result<Vec<([u8; 32], u64)>> {
+        if !seed.is_file() {
+            return Err(StoreError::LocalState(format!(
+                "{}: --vault-keys: no such file",
+                seed.display()
+            )));
+        }
+        Self::read_chain(seed, config_key).map_err(|e| match e {
+            StoreError::LocalState(_) => StoreError::LocalState(format!(
+                "{}: --vault-keys: not a chain of this repository's vault keys (a \
+                 ….vaultkeys file from a reader's state directory, starting at the config's \
+                 vault key)",
+                seed.display()
+            )),
+            e => e,
+        })
+    }
+
+    /// The key `chain` makes current at checkpoint size `size`.
+    pub fn chain_key_at(chain: &[([u8; 32], u64)], size: u64) -> [u8; 32] {
+        chain
+            .iter()
+            .rev()
+            .find(|(_, f)| *f <= size)
+            .map_or([0; 32], |(k, _)| *k)
+    }
+
     /// Where the chain of vault keys is kept, next to the checkpoint.
     pub fn keys_path(checkpoint: &Path) -> PathBuf {
         checkpoint.with_extension("vaultkeys")
@@ -377,6 +433,44 @@ impl VaultBackend {
             ));
         }
         Ok(chain)
+    }
+
+    /// Keeps `chain` next to the checkpoint (crash-safe, private).
+    fn write_chain(&self, chain: &[([u8; 32], u64)]) -> Result<()> {
+        let mut text = format!("{}\n", Self::CHAIN_TAG);
+        for (k, f) in chain {
+            text.push_str(&format!("{f} {}\n", hex(k)));
+        }
+        crate::write_private(&self.keys_file, text.as_bytes()).map_err(|e| StoreError::Io {
+            path: self.keys_file.display().to_string(),
+            source: e,
+        })
+    }
+
+    /// The chain this reader kept, merged with the `--vault-keys` file at
+    /// `seed`: one must extend the other; the longer is kept (and written
+    /// when it is the seed's).
+    fn seeded(
+        &self,
+        seed: &Path,
+        config_key: &[u8; 32],
+        kept: Vec<([u8; 32], u64)>,
+    ) -> Result<Vec<([u8; 32], u64)>> {
+        let given = Self::read_seed(seed, config_key)?;
+        let n = kept.len().min(given.len());
+        if kept[..n] != given[..n] {
+            return Err(StoreError::Tamper(format!(
+                "{}: --vault-keys names a chain of vault keys other than the one this key \
+                 verified ({}): one of them is not this repository's",
+                seed.display(),
+                self.keys_file.display()
+            )));
+        }
+        if given.len() > kept.len() {
+            self.write_chain(&given)?;
+            return Ok(given);
+        }
+        Ok(kept)
     }
 
     fn bad_chain(path: &Path, why: &str) -> StoreError {
@@ -586,14 +680,7 @@ impl VaultBackend {
             )));
         }
         if st.vault_keys != known {
-            let mut text = format!("{}\n", Self::CHAIN_TAG);
-            for (k, f) in &st.vault_keys {
-                text.push_str(&format!("{f} {}\n", hex(k)));
-            }
-            crate::write_private(&self.keys_file, text.as_bytes()).map_err(|e| StoreError::Io {
-                path: self.keys_file.display().to_string(),
-                source: e,
-            })?;
+            self.write_chain(&st.vault_keys)?;
             *self.chain.lock().unwrap() = st.vault_keys.clone();
         }
         self.repin(st.vault_key())
