@@ -172,6 +172,10 @@ const TOO_LARGE: &str = "an answer over";
 /// A chain of vault keys every connection of this process starts from
 /// (`--vault-keys FILE`: a `….vaultkeys` copied from a reader that synced
 /// after a rotation). See [`VaultBackend::seed_vault_keys`].
+/// A chain of vault keys, oldest first: (key, smallest checkpoint size it
+/// signs).
+pub type VaultChain = Vec<([u8; 32], u64)>;
+
 static SEED_CHAIN: Mutex<Option<PathBuf>> = Mutex::new(None);
 
 fn transient(e: impl std::fmt::Display) -> StoreError {
@@ -341,7 +345,7 @@ impl VaultBackend {
     /// The chain given with `--vault-keys` (see [`Self::seed_vault_keys`]),
     /// read for the repository whose config names `config_key`; `None`
     /// without one. For readers of a replica or bundle directory.
-    pub fn seed_chain(config_key: &[u8; 32]) -> Result<Option<Vec<([u8; 32], u64)>>> {
+    pub fn seed_chain(config_key: &[u8; 32]) -> Result<Option<VaultChain>> {
         let Some(seed) = SEED_CHAIN.lock().unwrap().clone() else {
             return Ok(None);
         };
@@ -984,6 +988,7 @@ impl VaultBackend {
 
     /// [`Self::request`] over `http`; `follow`: when the vault presents a
     /// TLS key other than the pinned one, follow the log to it (once).
+    #[allow(clippy::too_many_arguments)] // the request's parts, as `try_request` takes them
     fn request_via(
         &self,
         http: &reqwest::blocking::Client,
