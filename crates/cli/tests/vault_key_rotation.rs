@@ -648,3 +648,85 @@ fn the_vault_host_alone_cannot_rotate_and_a_bad_proof_is_refused() {
     assert_eq!(o.status.code(), Some(4), "{}", said(&o));
     assert!(said(&o).contains("without a quorum"), "{}", said(&o));
 }
+
+#[test]
+fn a_session_open_across_the_rotation_goes_on() {
+    // One client session (a long backup, a mount) connected before the
+    // rotation runs and used after it: it follows the new key, over a new
+    // connection pool, with no error.
+    let w = World::new();
+    let keys = w.path("keys").display().to_string();
+    w.ok(&["init", &w.repo(), "--keys", &keys, "--delay-secs", "1"]);
+    let old_key = w.key("vault");
+    let old = public_of(&old_key);
+    let (new_key, new_pub) = new_vault_key(&w, "vault-2.key");
+    let new = public_of(&new_key);
+    let vault = start(&w, &w.repo(), &old_key, &["--next-key", &new_key]);
+    let url = vault.url.clone();
+    let src = w.path("mail");
+    make_maildir(&src, 1, 6, 23);
+    backup_via(&w, &url, &w.key("client"), &src);
+    let session = raw(&w, &url, &w.key("client"));
+    let before = session.sync_checkpoint().unwrap();
+    assert_eq!(before.signer, old);
+
+    w.ok(&[
+        "propose",
+        "vault-key",
+        "--repo",
+        &url,
+        "--key",
+        &w.key("admin-1"),
+        &new_pub,
+    ]);
+    let pid = proposals(&w, &url)
+        .iter()
+        .find(|p| p["action"].as_str().unwrap_or("").contains("new vault key"))
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    w.ok(&[
+        "approve",
+        "--repo",
+        &url,
+        "--key",
+        &w.key("admin-2"),
+        &pid[..12],
+    ]);
+    wait_for("the rotation to run", || {
+        vault.stderr().contains("EXECUTED")
+    });
+    assert!(tls_key_is(&url, &new));
+
+    // At once (a pooled connection of the old key may still be open) and
+    // after the pool's idle time (new handshakes, which see the new key).
+    let cp = session.sync_checkpoint().unwrap();
+    assert_eq!(cp.signer, new);
+    std::thread::sleep(Duration::from_secs(6));
+    let cp = session.sync_checkpoint().unwrap();
+    assert_eq!(cp.signer, new);
+    assert_eq!(
+        session.log_entries(0, cp.size).unwrap().len() as u64,
+        cp.size
+    );
+    use holdfast_store::Backend;
+    assert!(
+        !session
+            .list(holdfast_store::Kind::Snapshot)
+            .unwrap()
+            .is_empty()
+    );
+    // The session's kept chain names the new key.
+    let chain = std::fs::read_to_string(holdfast_store::VaultBackend::keys_path(
+        &holdfast_store::VaultBackend::checkpoint_path(
+            &w.path("raw-state").join(w.key("client").replace('/', "_")),
+            &load_key(&w.key("client")).config_id,
+            &load_key(&w.key("client")).identity().unwrap().public(),
+        ),
+    ))
+    .unwrap();
+    assert!(chain.contains(&holdfast_core::id::hex(&new)), "{chain}");
+    mail_day(&src, 3);
+    backup_via(&w, &url, &w.key("client"), &src);
+}
