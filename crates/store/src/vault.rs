@@ -160,7 +160,9 @@ fn unreachable(e: &(dyn std::error::Error + 'static)) -> Option<&'static str> {
 const MAX_CONFIG_ANSWER: u64 = 16 << 20;
 const MAX_CHECKPOINT_ANSWER: u64 = 64 << 10;
 const MAX_PROOF_ANSWER: u64 = 1 << 20;
-const MAX_LIST_ANSWER: u64 = 256 << 20;
+const MAX_LIST_ANSWER: u64 = 16 << 20;
+/// The most identity records a client reads to follow a vault key.
+const MAX_FOLLOW_IDENTITIES: usize = 100_000;
 const MAX_RECORD_ANSWER: u64 = 1 << 20;
 /// One page of log entries (an entry is at most 16 MiB).
 const MAX_PAGE_ANSWER: u64 = 64 << 20;
@@ -552,6 +554,13 @@ impl VaultBackend {
             MAX_LIST_ANSWER,
         )?;
         let names: Vec<(String, u64)> = serde_json::from_slice(&r).map_err(transient)?;
+        if names.len() > MAX_FOLLOW_IDENTITIES {
+            return Err(StoreError::Tamper(format!(
+                "the vault lists {} identity records, over the {MAX_FOLLOW_IDENTITIES} a client \
+                 reads to follow a vault key",
+                names.len()
+            )));
+        }
         let mut out = std::collections::HashMap::new();
         for (name, _) in names {
             let path = Self::object_path(Kind::Identity, &name)?;
