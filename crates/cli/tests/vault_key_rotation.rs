@@ -465,6 +465,30 @@ fn the_vault_key_rotates_and_clients_replicas_and_readers_follow() {
     ]);
     assert_eq!(o.status.code(), Some(4), "{}", said(&o));
     assert!(said(&o).contains("--vault-keys"), "{}", said(&o));
+    // And in a bundle exported from it.
+    let fb = w.path("forked-bundle").display().to_string();
+    w.ok(&[
+        "export",
+        "--repo",
+        &fs,
+        "--key",
+        &w.key("replica"),
+        "--to",
+        &fb,
+    ]);
+    let fspec = format!("bundle:{fb}");
+    w.ok(&["verify", "--repo", &fspec, "--key", &restore_key]);
+    let o = w.run(&[
+        "audit",
+        "--repo",
+        &fspec,
+        "--key",
+        &w.key("auditor"),
+        "--vault-keys",
+        synced.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(4), "{}", said(&o));
+    assert!(said(&o).contains("--vault-keys"), "{}", said(&o));
     impostor.stop();
 
     // The old key signs a checkpoint over the real log after the rotation:
