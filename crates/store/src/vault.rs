@@ -1009,13 +1009,18 @@ impl VaultBackend {
         limit: u64,
     ) -> Result<Vec<u8>> {
         let mut delay = Duration::from_millis(100);
+        // After following a new key: the client rebuilt for it (no pooled
+        // connection of the old pin is reused).
+        let mut repinned: Option<reqwest::blocking::Client> = None;
         for attempt in 0.. {
+            let http = repinned.as_ref().unwrap_or(http);
             match self.try_request(http, method, path, body, range, limit) {
                 Err(StoreError::Tamper(m)) if follow && m.contains("TLS key mismatch") => {
                     let presented = *self.seen.lock().unwrap();
                     match presented {
                         Some(k) if Some(k) != *self.expected.lock().unwrap() => {
                             self.follow_tls(k)?;
+                            repinned = Some(self.http());
                             follow = false;
                         }
                         _ => return Err(StoreError::Tamper(m)),
