@@ -754,3 +754,113 @@ fn a_session_open_across_the_rotation_goes_on() {
     mail_day(&src, 3);
     backup_via(&w, &url, &w.key("client"), &src);
 }
+
+/// What a man in the middle with no key of the repository answers: the
+/// real config, under a TLS key of its own, a checkpoint that key signs,
+/// and log pages of `page` (a declared length, or a stream of bytes).
+enum Page {
+    Declared(u64),
+    Streamed(u64),
+}
+
+fn hostile_peer(config: Vec<u8>, cid: [u8; 32], size: u64, page: Page) -> String {
+    use std::io::{Read, Write};
+    let fresh = holdfast_core::crypto::Identity::from_bytes([77; 32]);
+    let certs = holdfast_vault::tls::SwapCert::new(&fresh).unwrap();
+    let tls = holdfast_vault::tls::server_config(certs).unwrap();
+    let cp = Checkpoint::sign(cid, size, [5; 32], holdfast_repo::now_ns(), &fresh).encode();
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("https://{}", l.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(s) = s else { continue };
+            let Ok(conn) = rustls::ServerConnection::new(tls.clone()) else {
+                continue;
+            };
+            let mut t = rustls::StreamOwned::new(conn, s);
+            let mut head = Vec::new();
+            let mut b = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") && head.len() < 65536 {
+                match t.read(&mut b) {
+                    Ok(1) => head.push(b[0]),
+                    _ => break,
+                }
+            }
+            let line = String::from_utf8_lossy(&head)
+                .lines()
+                .next()
+                .unwrap_or("")
+                .to_string();
+            let path = line.split(' ').nth(1).unwrap_or("").to_string();
+            let ok = |t: &mut rustls::StreamOwned<_, _>, body: &[u8]| {
+                let _ = t.write_all(
+                    format!(
+                        "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                        body.len()
+                    )
+                    .as_bytes(),
+                );
+                let _ = t.write_all(body);
+                let _ = t.flush();
+            };
+            if path == "/v1/config" {
+                ok(&mut t, &config);
+            } else if path == "/v1/log/checkpoint" {
+                ok(&mut t, &cp);
+            } else if path == "/v1/identities" {
+                ok(&mut t, b"[]");
+            } else if path.starts_with("/v1/log/entries") {
+                match page {
+                    Page::Declared(n) => {
+                        let _ = t.write_all(
+                            format!(
+                                "HTTP/1.1 200 OK\r\ncontent-length: {n}\r\nconnection: close\r\n\r\n"
+                            )
+                            .as_bytes(),
+                        );
+                        let _ = t.flush();
+                    }
+                    Page::Streamed(n) => {
+                        let _ = t.write_all(b"HTTP/1.1 200 OK\r\nconnection: close\r\n\r\n");
+                        let chunk = vec![0u8; 1 << 20];
+                        for _ in 0..n >> 20 {
+                            if t.write_all(&chunk).is_err() {
+                                break;
+                            }
+                        }
+                        let _ = t.flush();
+                    }
+                }
+            } else {
+                ok(&mut t, b"");
+            }
+            t.conn.send_close_notify();
+            let _ = t.flush();
+        }
+    });
+    url
+}
+
+#[test]
+fn a_man_in_the_middle_with_a_fresh_key_cannot_make_a_client_read_the_log_unbounded() {
+    let w = World::new();
+    w.init();
+    let config = std::fs::read(w.path("repo/config")).unwrap();
+    let cid = load_key(&w.key("restore")).config_id.0;
+    let restore = w.key("restore");
+    let cases = [
+        (1u64 << 40, Page::Declared(10), "log entries"),
+        (5, Page::Declared(1 << 30), "an answer over"),
+        (5, Page::Streamed(80 << 20), "an answer over"),
+    ];
+    for (i, (size, page, said_what)) in cases.into_iter().enumerate() {
+        let url = hostile_peer(config.clone(), cid, size, page);
+        let o = w
+            .cmd(&["snapshots", "--repo", &url, "--key", &restore])
+            .env("HOLDFAST_CACHE_DIR", w.path(&format!("mitm-{i}")))
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(4), "case {i}: {}", said(&o));
+        assert!(said(&o).contains(said_what), "case {i}: {}", said(&o));
+    }
+}
