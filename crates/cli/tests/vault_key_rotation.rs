@@ -864,3 +864,83 @@ fn a_man_in_the_middle_with_a_fresh_key_cannot_make_a_client_read_the_log_unboun
         assert!(said(&o).contains(said_what), "case {i}: {}", said(&o));
     }
 }
+
+#[test]
+fn an_identity_record_naming_an_admin_as_a_client_is_refused_and_the_admin_keeps_its_veto() {
+    // One admin signs a record that names another admin's key with the
+    // client role; the vault host places it in the repository. The config
+    // wins: the vault alerts and ignores it, the second admin's veto still
+    // stops a proposal, and a replica reports the record.
+    let w = World::new();
+    let keys = w.path("keys").display().to_string();
+    w.ok(&["init", &w.repo(), "--keys", &keys, "--delay-secs", "1"]);
+    let a1 = load_key(&w.key("admin-1"));
+    let a2 = load_key(&w.key("admin-2"));
+    let rec = holdfast_core::format::IdentityRecord::new(
+        a1.config_id,
+        holdfast_core::format::Member {
+            role: holdfast_core::format::Role::Client,
+            name: "demoted".into(),
+            public: a2.identity().unwrap().public(),
+        },
+        a1.identity().unwrap(),
+        holdfast_repo::now_ns(),
+    )
+    .encode();
+    let id = holdfast_core::ObjectId::of(&rec).to_hex();
+    std::fs::write(w.path("repo/identities").join(&id), &rec).unwrap();
+    let vault = start(&w, &w.repo(), &w.key("vault"), &[]);
+    let url = vault.url.clone();
+    wait_for("the alert on the record", || {
+        vault.stderr().contains("names a member of the config")
+    });
+    let (_, new_pub) = new_vault_key(&w, "vault-2.key");
+    w.ok(&[
+        "propose",
+        "vault-key",
+        "--repo",
+        &url,
+        "--key",
+        &w.key("admin-1"),
+        &new_pub,
+    ]);
+    let pid = proposals(&w, &url)
+        .iter()
+        .find(|p| p["action"].as_str().unwrap_or("").contains("new vault key"))
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    w.ok(&[
+        "veto",
+        "--repo",
+        &url,
+        "--key",
+        &w.key("admin-2"),
+        &pid[..12],
+    ]);
+    let p = proposals(&w, &url);
+    let prop = p.iter().find(|p| p["id"].as_str() == Some(&pid)).unwrap();
+    assert!(
+        prop["vetoed_by"]
+            .as_str()
+            .is_some_and(|by| by.contains("admin-2")),
+        "admin-2's veto did not count: {prop}"
+    );
+    let replica = w.path("replica");
+    let o = w.run(&[
+        "replica",
+        "pull",
+        "--from",
+        &url,
+        "--key",
+        &w.key("replica"),
+        "--into",
+        replica.to_str().unwrap(),
+    ]);
+    assert!(
+        said(&o).contains("names a member of the config"),
+        "{}",
+        said(&o)
+    );
+}
