@@ -327,6 +327,12 @@ pub struct Detector {
     new_exts: BTreeMap<Vec<u8>, Tally>,
     /// Of those, files that are not messages.
     new_exts_other: HashMap<Vec<u8>, u64>,
+    /// Of those, bare `time.unique.host` names (new/ mail without an info
+    /// part or fields), whose last label may be a delivery host never seen
+    /// before (a new MX): they count only as far as mail was deleted for
+    /// good in the same run, as a rename that encrypts leaves the original
+    /// gone, and a new host's deliveries delete nothing.
+    new_exts_bare: HashMap<Vec<u8>, u64>,
     /// Host labels of this run's message names: a message's name ending in
     /// one is not a new extension.
     hosts: HashSet<Vec<u8>>,
@@ -363,6 +369,7 @@ impl Detector {
             not_mail: Tally::default(),
             new_exts: BTreeMap::new(),
             new_exts_other: HashMap::new(),
+            new_exts_bare: HashMap::new(),
             hosts: HashSet::new(),
             thresholds: Thresholds::default(),
             churn: 0,
@@ -445,6 +452,8 @@ impl Detector {
             self.new_exts.entry(e.to_vec()).or_default().hit(path);
             if !is_message(path) {
                 *self.new_exts_other.entry(e.to_vec()).or_default() += 1;
+            } else if !file_name(path).iter().any(|&b| b == b':' || b == b',') {
+                *self.new_exts_bare.entry(e.to_vec()).or_default() += 1;
             }
         }
     }
@@ -684,6 +693,10 @@ impl Detector {
             if self.hosts.contains(&ext) {
                 // Messages named after the host: only the other files count.
                 tally.count = self.new_exts_other.get(&ext).copied().unwrap_or(0);
+            } else if let Some(&bare) = self.new_exts_bare.get(&ext) {
+                // New mail named after a host not seen yet counts only
+                // against mail deleted for good in this run.
+                tally.count = tally.count - bare + bare.min(deleted.count);
             }
             if tally.count > at(Signal::NEW_EXTENSION) {
                 // The extension is a few letters the data chose; it is not a
@@ -1274,15 +1287,32 @@ mod tests {
             );
         }
         assert!(run(&prev, &cur, &HashMap::new(), &[]).findings.is_empty());
-        // ... but not what was appended to such a name.
+        // A delivery host never seen before (a new MX): its mail's names end
+        // in a label no earlier name had, and no mail is gone: not counted.
+        let mut fresh = prev.clone();
         for k in 0..25u8 {
-            cur.insert(
-                format!("/spool/u0/new/1700000001.M{k}.mail.example.com.crypt").into_bytes(),
+            fresh.insert(
+                format!("/spool/u0/new/1700000000.M{k}P9.mx9").into_bytes(),
+                file(2000, 100 + k),
+            );
+        }
+        assert!(
+            run(&prev, &fresh, &HashMap::new(), &[]).findings.is_empty(),
+            "{:?}",
+            run(&prev, &fresh, &HashMap::new(), &[]).findings
+        );
+        // ... but what was appended to such names, the originals gone for
+        // good (encrypted under a new name), counts.
+        let mut crypt = fresh.clone();
+        for k in 0..25u8 {
+            crypt.remove(format!("/spool/u0/new/1700000000.M{k}P9.mx9").as_bytes());
+            crypt.insert(
+                format!("/spool/u0/new/1700000000.M{k}P9.mx9.crypt").into_bytes(),
                 file(2000, 150 + k),
             );
         }
         assert_eq!(
-            signals(&run(&prev, &cur, &HashMap::new(), &[])),
+            signals(&run(&fresh, &crypt, &HashMap::new(), &[])),
             vec!["new_extension"]
         );
     }
