@@ -157,7 +157,9 @@ fn morning_after_with_dovecot() {
     let users = ["alice", "bob", "carol"];
     let dv = Dovecot::start(&w.path("dc"), &users);
     let spool = dv.spool();
-    make_spool(&spool, &users, 30, 7);
+    // INBOX holds more than the first pass's 100 messages: it is restored
+    // in two walks over the spool, under fresh names each time.
+    make_spool(&spool, &users, 130, 7);
     dv.chown(&spool);
     // Dovecot indexes the mailboxes and keeps flags and keywords: keyword
     // letters in the backup are $Important=a, Junk=b.
@@ -253,6 +255,7 @@ fn morning_after_with_dovecot() {
     assert_eq!(rep["written"], total as u64, "{rep}");
     assert_eq!(rep["mailboxes"], 3);
     assert!(rep["bytes_read"].as_u64().unwrap() > 0);
+    first_pass_reported(&rep);
 
     // Nothing live changed: same paths, inodes and bytes.
     let now = manifest(&spool);
@@ -327,6 +330,18 @@ fn morning_after_with_dovecot() {
     assert_eq!(again["skipped"], total as u64, "{again}");
 }
 
+/// `mail restore` of a spool reports when every mailbox had its newest
+/// 100 INBOX messages (the first pass), no later than the whole run.
+fn first_pass_reported(rep: &serde_json::Value) {
+    let first = rep["inbox_newest_done_secs"]
+        .as_f64()
+        .unwrap_or_else(|| panic!("no inbox_newest_done_secs: {rep}"));
+    let all = rep["seconds"].as_f64().unwrap();
+    assert!(first > 0.0 && first <= all, "{rep}");
+    let every_inbox = rep["all_inboxes_seconds"].as_f64().unwrap();
+    assert!(every_inbox <= all, "{rep}");
+}
+
 /// Disaster restore into an empty target: UIDVALIDITY and every UID →
 /// message mapping are what IMAP showed before the wipe.
 #[test]
@@ -339,7 +354,9 @@ fn disaster_restore_keeps_uids_with_dovecot() {
     let users = ["dave", "erin"];
     let dv = Dovecot::start(&w.path("dc"), &users);
     let spool = dv.spool();
-    make_spool(&spool, &users, 20, 11);
+    // INBOX over the first pass's 100: its newest 100 come back in the
+    // first walk under their own names, the uidlist with the rest.
+    make_spool(&spool, &users, 130, 11);
     dv.chown(&spool);
     let mut before = BTreeMap::new();
     for u in users {
@@ -361,10 +378,66 @@ fn disaster_restore_keeps_uids_with_dovecot() {
         .as_str()
         .unwrap()
         .to_string();
+    // The snapshot's INBOX files, newest first (the first pass takes the
+    // first 100 of each), and every other message file.
+    let mut first: Vec<PathBuf> = Vec::new();
+    let mut rest: Vec<PathBuf> = Vec::new();
+    for u in users {
+        let home = spool.join(u);
+        let mut inbox: Vec<(i64, PathBuf)> = files(&home)
+            .into_iter()
+            .filter_map(|p| {
+                let rel = p.strip_prefix(&home).unwrap().to_path_buf();
+                let top = rel.components().next()?.as_os_str().to_owned();
+                if top == "cur" || top == "new" {
+                    Some((std::fs::metadata(&p).unwrap().mtime(), rel))
+                } else {
+                    let msg = rel.components().count() == 3
+                        && rel
+                            .components()
+                            .nth(1)
+                            .is_some_and(|c| c.as_os_str() == "cur" || c.as_os_str() == "new");
+                    if msg {
+                        rest.push(Path::new(u).join(rel));
+                    }
+                    None
+                }
+            })
+            .collect();
+        assert_eq!(inbox.len(), 130 - 1, "{u}: INBOX less the expunged one");
+        inbox.sort_by_key(|(t, _)| std::cmp::Reverse(*t));
+        for (i, (_, rel)) in inbox.into_iter().enumerate() {
+            if i < 100 { &mut first } else { &mut rest }.push(Path::new(u).join(rel));
+        }
+    }
     std::fs::remove_dir_all(&spool).unwrap();
-    let rep = mail_restore(&w, &w.repo(), &snap, "mail", &spool, &[]);
+    // One mailbox at a time (--parallel 1): without a first pass over
+    // the spool, dave's other folders would be placed before erin's INBOX.
+    let rep = mail_restore(&w, &w.repo(), &snap, "mail", &spool, &["--parallel", "1"]);
     assert!(rep["control_files"].as_u64().unwrap() >= 6, "{rep}");
     assert_eq!(rep["folders_uids_kept"], 6, "{rep}");
+    first_pass_reported(&rep);
+    // Placing a file (a rename) sets its ctime: every mailbox's newest
+    // 100 INBOX messages were in place before any other message.
+    let ctime = |rel: &PathBuf| {
+        let p = spool.join(rel);
+        // Dovecot has not run since: names and places are the snapshot's.
+        let md = std::fs::metadata(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+        (md.ctime(), md.ctime_nsec())
+    };
+    let last_first = first.iter().map(ctime).max().unwrap();
+    let (early, t) = rest
+        .iter()
+        .map(|p| (p, ctime(p)))
+        .min_by_key(|x| x.1)
+        .unwrap();
+    assert!(
+        last_first <= t,
+        "{} placed before the first pass ended",
+        early.display()
+    );
+    assert_eq!(first.len(), 200);
+    assert!(rest.len() > 200);
     for u in users {
         let mut c = dv.imap(u);
         for f in FOLDERS {
@@ -473,6 +546,8 @@ fn mail_options_on_real_directories() {
         .sum();
     let single = mail_restore(&w, &repo, &first, &abs, &target.join("user3"), &[]);
     assert_eq!(single["written"], 80);
+    // One mailbox is restored in one pass: no first pass to report.
+    assert!(single["inbox_newest_done_secs"].is_null(), "{single}");
     let read = single["bytes_read"].as_u64().unwrap();
     assert!(
         read > 0 && read < stored / 3,

@@ -241,11 +241,20 @@ fn mail_restore_of_100k_messages_stays_bounded_and_touches_nothing_live() {
     );
     let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     eprintln!(
-        "mail restore of {} messages: {secs:.1} s, peak RSS {:.1} MiB, {} syncfs",
+        "mail restore of {} messages: {secs:.1} s, peak RSS {:.1} MiB, {} syncfs, every mailbox's newest 100 INBOX messages after {} s",
         MAILBOXES * PER_BOX,
         kib as f64 / 1024.0,
-        r["syncs"]
+        r["syncs"],
+        r["inbox_newest_done_secs"]
     );
+    // The first pass (every INBOX's newest 100) ends before the whole
+    // run, and before the last INBOX (400 messages each) is complete.
+    let first = r["inbox_newest_done_secs"].as_f64().unwrap();
+    assert!(
+        first > 0.0 && first <= r["seconds"].as_f64().unwrap(),
+        "{r}"
+    );
+    assert!(first <= r["all_inboxes_seconds"].as_f64().unwrap(), "{r}");
     assert_eq!(r["snapshot"], snap.as_str());
     assert_eq!(r["mailboxes"], MAILBOXES as u64, "{r}");
     assert_eq!(r["messages"], (MAILBOXES * PER_BOX) as u64, "{r}");

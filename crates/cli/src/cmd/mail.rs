@@ -281,6 +281,7 @@ pub fn report_json(r: &MailReport) -> serde_json::Value {
         "keywords_dropped": r.keywords_dropped,
         "damaged": r.damaged, "errors": r.errors, "bytes_read": r.bytes_read,
         "first_inbox_seconds": r.first_inbox_s, "all_inboxes_seconds": r.all_inboxes_s,
+        "inbox_newest_done_secs": r.inbox_newest_s,
         "seconds": r.seconds, "syncs": r.syncs,
     })
 }
@@ -334,6 +335,13 @@ fn restore(a: RestoreArgs) -> Result<ExitCode> {
         for (k, n) in &r.keywords_dropped {
             util::out(format!(
                 "keyword {k:?} dropped from {n} message(s): the live folder's dovecot-keywords lacks it"
+            ));
+        }
+        if let Some(t) = r.inbox_newest_s {
+            util::out(format!(
+                "every mailbox had its newest {} INBOX messages after {t:.1} s (all done after {:.1} s)",
+                mail::FIRST_PASS,
+                r.seconds
             ));
         }
     }

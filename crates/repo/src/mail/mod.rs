@@ -454,6 +454,18 @@ impl Opened {
         path: &str,
         f: &mut dyn FnMut(Walked),
     ) -> Result<()> {
+        let (tree, at) = self.resolve(reader, path)?;
+        find(reader, &tree, at, 0, f);
+        Ok(())
+    }
+
+    /// True when `path` is itself a Maildir (one mailbox, not a spool).
+    pub fn is_mailbox(&self, reader: &BlobReader, path: &str) -> Result<bool> {
+        Ok(is_maildir(&self.resolve(reader, path)?.0))
+    }
+
+    /// The directory `path` names: its tree, and where it is.
+    fn resolve(&self, reader: &BlobReader, path: &str) -> Result<(Tree, BoxRef)> {
         let parts = crate::repo::tree_path(&self.body, path)?;
         let mut id = self.body.root;
         let mut tree = reader.tree(&id)?;
@@ -478,8 +490,7 @@ impl Opened {
             node,
             tree: id,
         };
-        find(reader, &tree, at, 0, f);
-        Ok(())
+        Ok((tree, at))
     }
 
     /// Every Maildir at or under `path`, read whole (all their message
@@ -770,6 +781,10 @@ pub struct MailReport {
     /// Seconds from the start until the first / every INBOX was complete.
     pub first_inbox_s: Option<f64>,
     pub all_inboxes_s: Option<f64>,
+    /// Seconds from the start until every mailbox of a spool had its
+    /// newest [`FIRST_PASS`] INBOX messages (the first pass; None for one
+    /// mailbox, which is restored in one pass).
+    pub inbox_newest_s: Option<f64>,
     pub seconds: f64,
     /// `syncfs` calls that made the written batches durable.
     pub syncs: u64,
@@ -1133,9 +1148,39 @@ fn target_rel(mb: &Mailbox, f: &Folder, into: Option<&str>) -> Vec<u8> {
     }
 }
 
+/// How many of each INBOX's newest messages the first pass over a spool
+/// restores in every mailbox before anything else.
+pub const FIRST_PASS: usize = 100;
+
+/// Which messages of a mailbox a walk over the spool restores.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Pass {
+    /// Everything: INBOX first, then the other folders.
+    All,
+    /// The newest [`FIRST_PASS`] messages of INBOX only.
+    InboxNewest,
+    /// What [`Pass::InboxNewest`] left: the rest of INBOX, the other folders.
+    Rest,
+}
+
+impl Pass {
+    /// The part of folder `f` (its messages sorted newest first) this
+    /// pass restores, or None when it restores nothing of it.
+    fn range(self, f: &Folder) -> Option<std::ops::Range<usize>> {
+        let n = f.msgs.len();
+        match (self, f.is_inbox()) {
+            (Pass::All, _) | (Pass::Rest, false) => Some(0..n),
+            (Pass::InboxNewest, true) => Some(0..n.min(FIRST_PASS)),
+            (Pass::InboxNewest, false) => None,
+            (Pass::Rest, true) => (n > FIRST_PASS).then_some(FIRST_PASS..n),
+        }
+    }
+}
+
 struct Ctx<'a> {
     reader: &'a BlobReader<'a>,
     opts: &'a MailRestoreOptions,
+    pass: Pass,
     progress: &'a MailProgress,
     host: String,
     start: Instant,
@@ -1174,25 +1219,61 @@ pub fn restore(
     }
     // The path must be there before anything is written.
     crate::repo::tree_path(&snap.body, path)?;
+    // A spool is walked twice: first every mailbox's newest INBOX
+    // messages, then the rest. Each walk reads the trees again and holds
+    // only the mailboxes being worked on; nothing is kept in between.
+    let passes: &[Pass] = if snap.is_mailbox(&reader, path)? {
+        &[Pass::All]
+    } else {
+        &[Pass::InboxNewest, Pass::Rest]
+    };
     let mut found = 0u64;
-    let mut walk_errors = Vec::new();
-    let mut walked = Ok(());
-    let mut r = run_boxes(snap, &reader, opts, progress, |send| {
-        walked = snap.walk_mailboxes(&reader, path, &mut |b| match b {
-            Ok(b) => {
-                found += 1;
-                match b.load(&reader) {
-                    Ok(mut mb) => {
-                        keep_folders(&mut mb, &opts.folders);
-                        send(mb);
+    let mut walk_errors: Vec<(String, Error)> = Vec::new();
+    let mut r = MailReport::default();
+    for (i, &pass) in passes.iter().enumerate() {
+        let mut found_now = 0u64;
+        let mut errors_now = Vec::new();
+        let mut walked = Ok(());
+        let p = run_boxes(snap, &reader, opts, progress, pass, start, |send| {
+            walked = snap.walk_mailboxes(&reader, path, &mut |b| match b {
+                Ok(b) => {
+                    found_now += 1;
+                    match b.load(&reader) {
+                        Ok(mut mb) => {
+                            keep_folders(&mut mb, &opts.folders);
+                            send(mb);
+                        }
+                        Err(e) => errors_now.push((b.path, e)),
                     }
-                    Err(e) => walk_errors.push((b.path, e)),
                 }
+                Err(pe) => errors_now.push(pe),
+            });
+        })?;
+        walked?;
+        found = found.max(found_now);
+        // A tree that failed the first walk fails the second: noted once.
+        for (path, e) in errors_now {
+            if !walk_errors.iter().any(|(p, _)| *p == path) {
+                walk_errors.push((path, e));
             }
-            Err(pe) => walk_errors.push(pe),
-        });
-    })?;
-    walked?;
+        }
+        if i == 0 {
+            r = p;
+        } else {
+            r.mailboxes = r.mailboxes.max(p.mailboxes);
+            r.first_inbox_s = r.first_inbox_s.or(p.first_inbox_s);
+            r.all_inboxes_s = p.all_inboxes_s.or(r.all_inboxes_s);
+            r.syncs += p.syncs;
+            r.bytes_read = p.bytes_read;
+            r.merge(p);
+        }
+        if pass == Pass::InboxNewest {
+            r.inbox_newest_s = Some(start.elapsed().as_secs_f64());
+        }
+        if found == 0 {
+            break; // no Maildir: said below
+        }
+    }
     for (p, e) in &walk_errors {
         report.note(p, e);
     }
@@ -1227,29 +1308,41 @@ pub fn restore_boxes(
     opts: &MailRestoreOptions,
     progress: &MailProgress,
 ) -> Result<MailReport> {
-    run_boxes(snap, reader, opts, progress, |send| {
-        for mb in boxes {
-            send(mb.clone());
-        }
-    })
+    run_boxes(
+        snap,
+        reader,
+        opts,
+        progress,
+        Pass::All,
+        Instant::now(),
+        |send| {
+            for mb in boxes {
+                send(mb.clone());
+            }
+        },
+    )
 }
 
 /// Restores the mailboxes `feed` hands over, `opts.parallel` at once:
 /// `feed` runs on this thread while workers take the mailboxes in order
 /// (neighbours in the snapshot, mostly in the same packs) through a
-/// short queue.
+/// short queue. Times are counted from `start`; the mailbox and message
+/// totals are counted in the first walk (`pass` All or InboxNewest),
+/// mailboxes done in the last (All or Rest).
 fn run_boxes(
     snap: &Opened,
     reader: &BlobReader,
     opts: &MailRestoreOptions,
     progress: &MailProgress,
+    pass: Pass,
+    start: Instant,
     feed: impl FnOnce(&mut dyn FnMut(Mailbox)),
 ) -> Result<MailReport> {
-    let start = Instant::now();
     let mut report = MailReport::default();
     let ctx = Ctx {
         reader,
         opts,
+        pass,
         progress,
         host: hostname(),
         start,
@@ -1273,17 +1366,21 @@ fn run_boxes(
                     let Ok(mb) = next else { break };
                     let r = restore_mailbox(&ctx, &mb);
                     drop(mb);
-                    progress.mailboxes_done.fetch_add(1, Ordering::Relaxed);
+                    if pass != Pass::InboxNewest {
+                        progress.mailboxes_done.fetch_add(1, Ordering::Relaxed);
+                    }
                     parts.lock().unwrap_or_else(|p| p.into_inner()).push(r);
                 }
             });
         }
         feed(&mut |mb: Mailbox| {
             count += 1;
-            progress.mailboxes_total.fetch_add(1, Ordering::Relaxed);
-            progress
-                .messages_total
-                .fetch_add(mb.messages(), Ordering::Relaxed);
+            if pass != Pass::Rest {
+                progress.mailboxes_total.fetch_add(1, Ordering::Relaxed);
+                progress
+                    .messages_total
+                    .fetch_add(mb.messages(), Ordering::Relaxed);
+            }
             // The workers only stop early by panicking; nothing to do then.
             let _ = send.send(mb);
         });
@@ -1324,17 +1421,25 @@ fn restore_mailbox(ctx: &Ctx, mb: &Mailbox) -> MailReport {
                 .map(|n| (n.uid, n.gid))
         });
     for f in &mb.folders {
+        let Some(range) = ctx.pass.range(f) else {
+            continue;
+        };
         let rel = target_rel(mb, f, ctx.opts.into_folder.as_deref());
         let dir = if rel.is_empty() {
             root.clone()
         } else {
             root.join(OsStr::from_bytes(&rel))
         };
-        if let Err(e) = restore_folder(ctx, mb, f, &dir, owner, &mut r) {
+        // The folder is counted in the walk that starts it, and complete
+        // in the walk that reaches its oldest message.
+        let complete = range.end == f.msgs.len();
+        if range.start == 0 {
+            r.folders += 1;
+        }
+        if let Err(e) = restore_folder(ctx, mb, f, range, &dir, owner, &mut r) {
             r.note(&format!("{} {}", mb.path, f.name), &e);
         }
-        r.folders += 1;
-        if f.is_inbox() {
+        if f.is_inbox() && complete {
             let t = ctx.start.elapsed().as_secs_f64();
             let mut fi = ctx.first_inbox.lock().unwrap_or_else(|p| p.into_inner());
             if fi.0.is_none_or(|x| t < x) {
@@ -1422,14 +1527,23 @@ fn flush(
     }
 }
 
+/// Restores the messages `range` of folder `f` (sorted newest first)
+/// into `dir`. A disaster restore (no live uidlist) places the snapshot's
+/// control files only with the part that ends the folder: until then the
+/// messages already placed keep their snapshot names and no uidlist
+/// names messages not there yet (Dovecot would expunge them, then
+/// renumber them as "reappeared"). If Dovecot makes its own uidlist in
+/// between, the rest is merged under fresh names like any live folder.
 fn restore_folder(
     ctx: &Ctx,
     mb: &Mailbox,
     f: &Folder,
+    range: std::ops::Range<usize>,
     dir: &Path,
     owner: Option<(u32, u32)>,
     r: &mut MailReport,
 ) -> Result<()> {
+    let ends_folder = range.end == f.msgs.len();
     let reader = ctx.reader;
     let dry = ctx.opts.dry_run;
     let ioe = |p: &Path| {
@@ -1554,7 +1668,10 @@ fn restore_folder(
     }
 
     let mut msgs: Vec<&Msg> = f.msgs.iter().collect();
+    // Stable: the same snapshot folder sorts the same way in every walk,
+    // so the walks share out its messages exactly.
     msgs.sort_by_key(|m| std::cmp::Reverse(m.mtime_ns()));
+    let msgs = msgs.get(range).unwrap_or_default().to_vec();
     let mut staged: Vec<(PathBuf, PathBuf)> = Vec::new();
     let mut pending: Vec<Pending> = Vec::new();
     // What the live folder holds by name needs no reading.
@@ -1674,7 +1791,17 @@ fn restore_folder(
             }
         }
     }
-    if keep_uids && !dry {
+    if keep_uids && !dry && !ends_folder {
+        // More of this folder comes in a later walk: its messages go in
+        // now under their own names, the control files with the last.
+        for (tmp, to) in staged.drain(..) {
+            if let Err(e) = place(&tmp, &to) {
+                r.written -= 1;
+                r.errors.push(format!("{}: {e}", to.display()));
+            }
+        }
+    }
+    if keep_uids && !dry && ends_folder {
         // Control files first, then the staged messages: Dovecot sees the
         // uidlist and the files it names together, as close as renames go.
         // The control files are made durable together, like a batch.
@@ -1861,4 +1988,66 @@ fn export_mailbox(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn folder(rel: &[u8], n: usize) -> Folder {
+        let msgs = (0..n)
+            .map(|i| Msg {
+                name: format!("{i}.M1P1.h").into_bytes(),
+                node: Node {
+                    name: format!("{i}.M1P1.h").into_bytes(),
+                    mode: 0o100600,
+                    uid: 0,
+                    gid: 0,
+                    mtime_s: i as i64,
+                    mtime_ns: 0,
+                    kind: NodeKind::File {
+                        size: 1,
+                        chunks: Vec::new(),
+                    },
+                },
+                in_new: false,
+            })
+            .collect();
+        Folder {
+            name: "x".into(),
+            rel: rel.to_vec(),
+            msgs,
+            control: Vec::new(),
+            node: None,
+        }
+    }
+
+    /// The two walks over a spool share out every folder exactly: each
+    /// message in one of them, INBOX's newest 100 in the first.
+    #[test]
+    fn passes_share_out_each_folder_once() {
+        for n in [0, 1, 99, 100, 101, 250] {
+            for rel in [&b""[..], b".Sent"] {
+                let f = folder(rel, n);
+                let all = Pass::All.range(&f).unwrap();
+                assert_eq!(all, 0..n);
+                let first = Pass::InboxNewest.range(&f);
+                let rest = Pass::Rest.range(&f);
+                let mut seen = vec![0u8; n];
+                for r in [first.clone(), rest.clone()].into_iter().flatten() {
+                    for i in r {
+                        seen[i] += 1;
+                    }
+                }
+                assert!(seen.iter().all(|&c| c == 1), "n {n} rel {rel:?}");
+                if f.is_inbox() {
+                    assert_eq!(first, Some(0..n.min(FIRST_PASS)));
+                    // An INBOX the first walk finished is not visited again.
+                    assert_eq!(rest.is_none(), n <= FIRST_PASS);
+                } else {
+                    assert_eq!(first, None);
+                }
+            }
+        }
+    }
 }
