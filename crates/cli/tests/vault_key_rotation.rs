@@ -33,53 +33,9 @@ fn said(o: &Output) -> String {
 /// A vault over `repo` with `key` (and maybe `--next-key`), like
 /// `World::start_vault` but with a key of the test's choosing.
 fn start(w: &World, repo: &str, key: &str, extra: &[&str]) -> VaultProc {
-    let stderr_path = w.path(&format!(
-        "vault-{}.err",
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-    ));
-    let mut c = Command::new(bin());
-    c.args([
-        "vault",
-        "serve",
-        "--repo",
-        repo,
-        "--key",
-        key,
-        "--listen",
-        "127.0.0.1:0",
-        "--reclaim-every-secs",
-        "1",
-    ])
-    .args(extra)
-    .env("HOLDFAST_PASSPHRASE", PASS)
-    .stdout(std::process::Stdio::piped())
-    .stderr(std::fs::File::create(&stderr_path).unwrap());
-    let mut child = c.spawn().unwrap();
-    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    std::io::BufRead::read_line(&mut out, &mut line).unwrap();
-    let url = line
-        .split_whitespace()
-        .find(|w| w.starts_with("https://"))
-        .unwrap_or_else(|| {
-            panic!(
-                "vault did not start: {line} {}",
-                std::fs::read_to_string(&stderr_path).unwrap_or_default()
-            )
-        })
-        .to_string();
-    std::thread::spawn(move || {
-        let mut sink = Vec::new();
-        let _ = std::io::Read::read_to_end(&mut out, &mut sink);
-    });
-    VaultProc {
-        child,
-        url,
-        stderr_path,
-    }
+    let mut args = vec!["--reclaim-every-secs", "1"];
+    args.extend_from_slice(extra);
+    w.start_vault_key(repo, key, &args, &[])
 }
 
 /// `vault serve` that must refuse to start: its output.

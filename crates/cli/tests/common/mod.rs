@@ -302,6 +302,17 @@ impl World {
 
     /// A vault with extra environment (e.g. libfaketime for a jumped clock).
     pub fn start_vault_env(&self, repo: &str, extra: &[&str], env: &[(&str, &str)]) -> VaultProc {
+        self.start_vault_key(repo, &self.key("vault"), extra, env)
+    }
+
+    /// A vault serving with the key file `key` (e.g. a rotated vault key).
+    pub fn start_vault_key(
+        &self,
+        repo: &str,
+        key: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> VaultProc {
         let stderr_path = self.path(&format!(
             "vault-{}.err",
             std::time::SystemTime::now()
@@ -316,7 +327,7 @@ impl World {
             "--repo",
             repo,
             "--key",
-            &self.key("vault"),
+            key,
             "--listen",
             "127.0.0.1:0",
         ])
