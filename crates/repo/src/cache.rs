@@ -825,19 +825,7 @@ mod tests {
         };
         for round in 0..4000 {
             let mut b = input.clone();
-            for _ in 0..1 + next(4) {
-                let at = 1 + next(b.len() - 1);
-                match next(6) {
-                    0 => b[at] ^= 1 << next(8),
-                    1 => b[at] = 0xff,
-                    2 => b[at] = 0,
-                    3 => {
-                        b.remove(at);
-                    }
-                    4 => b.insert(at, next(256) as u8),
-                    _ => b.truncate(at),
-                }
-            }
+            crate::mutate::damage(&mut b, &mut next);
             if round % 7 == 0 {
                 b[0] = next(4) as u8;
             }

@@ -15,6 +15,8 @@ pub mod keys;
 pub mod logview;
 pub mod mail;
 pub mod mount;
+#[cfg(test)]
+mod mutate;
 pub mod packindex;
 pub mod replica;
 pub mod repo;
