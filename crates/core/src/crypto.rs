@@ -113,6 +113,14 @@ impl RepoSecret {
     pub fn public(&self) -> [u8; 32] {
         x25519_public(&self.current)
     }
+    /// This secret narrowed to the one epoch whose public key is
+    /// `public`, if it holds that epoch.
+    pub fn only(&self, public: &[u8; 32]) -> Option<RepoSecret> {
+        std::iter::once(&self.current)
+            .chain(&self.older)
+            .find(|s| x25519_public(s) == *public)
+            .map(|s| RepoSecret::from_bytes(*s))
+    }
     /// Every public key this secret opens sessions for, current first.
     pub fn publics(&self) -> Vec<[u8; 32]> {
         std::iter::once(&self.current)

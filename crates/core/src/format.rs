@@ -19,6 +19,9 @@ pub const SNAPSHOT_VERSION_FINDINGS: u32 = 2;
 /// Snapshot record version 3: version 2 plus how the client judged it
 /// (§9.1: compared or not, baseline runs, thresholds).
 pub const SNAPSHOT_VERSION_JUDGED: u32 = 3;
+/// Snapshot record version 4: version 3 plus the restore key epoch (its
+/// X25519 public key) the session was sealed to (§9, §11.2).
+pub const SNAPSHOT_VERSION_EPOCH: u32 = 4;
 /// Most thresholds one snapshot records.
 pub const MAX_JUDGED_THRESHOLDS: usize = 16;
 /// Most findings one snapshot may carry, and the longest detail text.
@@ -246,56 +249,138 @@ impl Config {
 
 // ---------------------------------------------------------------- identity
 
+/// Identity record version 2: a client key's successor (docs/format.md
+/// §4.3), signed by its predecessor as well as by an admin.
+pub const IDENTITY_VERSION_SUCCESSOR: u32 = 2;
+/// The context of a predecessor's signature over its successor's record.
+pub const SIG_SUCCESSION: &str = "holdfast succession v1";
+
+/// The key a successor record replaces, and its signature over the record
+/// (every byte before the signature, context [`SIG_SUCCESSION`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Predecessor {
+    pub public: [u8; 32],
+    pub signature: [u8; 64],
+}
+
 /// An identity added after init (`holdfast key new`), signed by an admin
-/// listed in the config. Stored as `identities/<object id>`.
+/// listed in the config; or (version 2) a client key's successor, signed by
+/// the key it replaces too (`holdfast key rotate client`). Stored as
+/// `identities/<object id>`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct IdentityRecord {
     pub config_id: ObjectId,
     pub member: Member,
     pub admin: [u8; 32],
     pub time_ns: i64,
+    /// Version 2 only: the client key this one succeeds.
+    pub predecessor: Option<Predecessor>,
     pub signature: [u8; 64],
 }
 
 impl IdentityRecord {
-    fn signed_part(
+    /// The bytes the predecessor signs: everything up to and including
+    /// its key (version 2).
+    fn head(
         config_id: &ObjectId,
         member: &Member,
         admin: &[u8; 32],
         time_ns: i64,
-    ) -> Vec<u8> {
+        predecessor: Option<&[u8; 32]>,
+    ) -> Writer {
         let mut w = Writer::new();
-        w.raw(IDENTITY_MAGIC).u32(FORMAT_VERSION).raw(&config_id.0);
+        w.raw(IDENTITY_MAGIC)
+            .u32(if predecessor.is_some() {
+                IDENTITY_VERSION_SUCCESSOR
+            } else {
+                FORMAT_VERSION
+            })
+            .raw(&config_id.0);
         w.u8(member.role as u8)
             .bytes(member.name.as_bytes())
             .raw(&member.public);
         w.raw(admin).i64(time_ns);
+        if let Some(p) = predecessor {
+            w.raw(p);
+        }
+        w
+    }
+
+    /// The bytes the admin signs: all before the admin's signature.
+    fn signed_part(&self) -> Vec<u8> {
+        let mut w = Self::head(
+            &self.config_id,
+            &self.member,
+            &self.admin,
+            self.time_ns,
+            self.predecessor.as_ref().map(|p| &p.public),
+        );
+        if let Some(p) = &self.predecessor {
+            w.raw(&p.signature);
+        }
         w.into_vec()
     }
 
     pub fn new(config_id: ObjectId, member: Member, admin: &Identity, time_ns: i64) -> Self {
-        let admin_pub = admin.public();
-        let msg = Self::signed_part(&config_id, &member, &admin_pub, time_ns);
-        IdentityRecord {
-            signature: admin.sign(SIG_IDENTITY, &msg),
+        let mut rec = IdentityRecord {
+            signature: [0; 64],
             config_id,
             member,
-            admin: admin_pub,
+            admin: admin.public(),
             time_ns,
-        }
+            predecessor: None,
+        };
+        rec.signature = admin.sign(SIG_IDENTITY, &rec.signed_part());
+        rec
+    }
+
+    /// A successor record (version 2): `successor` becomes the client
+    /// `predecessor` was, under the same name; signed first by the
+    /// predecessor, then by the admin.
+    pub fn successor(
+        config_id: ObjectId,
+        name: &str,
+        successor: [u8; 32],
+        predecessor: &Identity,
+        admin: &Identity,
+        time_ns: i64,
+    ) -> Self {
+        let member = Member {
+            role: Role::Client,
+            name: name.into(),
+            public: successor,
+        };
+        let pred = predecessor.public();
+        let head = Self::head(&config_id, &member, &admin.public(), time_ns, Some(&pred));
+        let mut rec = IdentityRecord {
+            config_id,
+            member,
+            admin: admin.public(),
+            time_ns,
+            predecessor: Some(Predecessor {
+                public: pred,
+                signature: predecessor.sign(SIG_SUCCESSION, &head.into_vec()),
+            }),
+            signature: [0; 64],
+        };
+        rec.signature = admin.sign(SIG_IDENTITY, &rec.signed_part());
+        rec
     }
 
     pub fn encode(&self) -> Vec<u8> {
-        let mut v = Self::signed_part(&self.config_id, &self.member, &self.admin, self.time_ns);
+        let mut v = self.signed_part();
         v.extend_from_slice(&self.signature);
         v
     }
 
+    /// Decodes a record of version 1 or 2. A version 2 record must name a
+    /// client, a predecessor other than itself, and carry the
+    /// predecessor's valid signature: one that does not, does not decode.
     pub fn decode(b: &[u8]) -> Result<Self, DecodeError> {
         let mut r = Reader::new(b);
         r.magic(IDENTITY_MAGIC, "identity record")?;
         let version = r.u32()?;
-        if version != FORMAT_VERSION {
+        if version != FORMAT_VERSION && version != IDENTITY_VERSION_SUCCESSOR {
             return Err(DecodeError::Version {
                 what: "identity record",
                 version,
@@ -309,6 +394,22 @@ impl IdentityRecord {
         };
         let admin = r.array()?;
         let time_ns = r.i64()?;
+        let predecessor = if version == IDENTITY_VERSION_SUCCESSOR {
+            let public: [u8; 32] = r.array()?;
+            let signature: [u8; 64] = r.array()?;
+            if member.role != Role::Client {
+                return Err(DecodeError::Invalid("a successor that is not a client"));
+            }
+            if public == member.public {
+                return Err(DecodeError::Invalid("a key that succeeds itself"));
+            }
+            let head = Self::head(&config_id, &member, &admin, time_ns, Some(&public));
+            crypto::verify(&public, SIG_SUCCESSION, &head.into_vec(), &signature)
+                .map_err(|_| DecodeError::Invalid("predecessor's signature"))?;
+            Some(Predecessor { public, signature })
+        } else {
+            None
+        };
         let signature = r.array()?;
         r.finish()?;
         Ok(IdentityRecord {
@@ -316,6 +417,7 @@ impl IdentityRecord {
             member,
             admin,
             time_ns,
+            predecessor,
             signature,
         })
     }
@@ -323,7 +425,9 @@ impl IdentityRecord {
     /// Checks the signature, that the signer is an admin of `config`, and
     /// that the new identity is a client, replica or auditor: one admin's
     /// signature can never create an admin (that would defeat the quorum),
-    /// a restore key or a vault key.
+    /// a restore key or a vault key. (A successor's predecessor signature
+    /// was checked by [`IdentityRecord::decode`]; whether its predecessor
+    /// is a live client is the log fold's question.)
     pub fn verify(&self, config: &Config, config_id: &ObjectId) -> Result<(), CryptoError> {
         if !matches!(
             self.member.role,
@@ -338,8 +442,22 @@ impl IdentityRecord {
         {
             return Err(CryptoError::BadSignature);
         }
-        let msg = Self::signed_part(&self.config_id, &self.member, &self.admin, self.time_ns);
-        crypto::verify(&self.admin, SIG_IDENTITY, &msg, &self.signature)
+        if let Some(p) = &self.predecessor {
+            let head = Self::head(
+                &self.config_id,
+                &self.member,
+                &self.admin,
+                self.time_ns,
+                Some(&p.public),
+            );
+            crypto::verify(&p.public, SIG_SUCCESSION, &head.into_vec(), &p.signature)?;
+        }
+        crypto::verify(
+            &self.admin,
+            SIG_IDENTITY,
+            &self.signed_part(),
+            &self.signature,
+        )
     }
 }
 
@@ -1044,6 +1162,11 @@ pub struct Snapshot {
     pub findings: Option<Vec<Finding>>,
     /// How the client judged it (record version 3); `None` before.
     pub judgement: Option<Judgement>,
+    /// The restore key epoch's public key its session was sealed to
+    /// (record version 4); `None` before. The client's signed claim: the
+    /// vault checks it is the log's current epoch, a restore key holder
+    /// that the body opens with that epoch's secret.
+    pub restore_epoch: Option<[u8; 32]>,
     /// nonce || ciphertext || tag of the [`SnapshotBody`].
     pub sealed_body: Vec<u8>,
     pub signature: [u8; 64],
@@ -1054,14 +1177,25 @@ impl Snapshot {
         h: &SnapshotHeader,
         findings: Option<&[Finding]>,
         judgement: Option<&Judgement>,
+        epoch: Option<&[u8; 32]>,
         sealed_body: &[u8],
     ) -> Vec<u8> {
-        let mut w = Writer::with_capacity(200 + h.packs.len() * 32 + sealed_body.len());
-        w.raw(SNAPSHOT_MAGIC).u32(match (findings, judgement) {
-            (_, Some(_)) => SNAPSHOT_VERSION_JUDGED,
-            (Some(_), None) => SNAPSHOT_VERSION_FINDINGS,
-            (None, None) => FORMAT_VERSION,
-        });
+        let mut w = Writer::with_capacity(240 + h.packs.len() * 32 + sealed_body.len());
+        // Version 4 always carries a judgement (one that says nothing was
+        // compared when the caller gave none).
+        let none = Judgement {
+            checked: Checked::NoBaseline,
+            runs: 0,
+            thresholds: Vec::new(),
+        };
+        let judgement = judgement.or(epoch.map(|_| &none));
+        w.raw(SNAPSHOT_MAGIC)
+            .u32(match (findings, judgement, epoch) {
+                (_, _, Some(_)) => SNAPSHOT_VERSION_EPOCH,
+                (_, Some(_), None) => SNAPSHOT_VERSION_JUDGED,
+                (Some(_), None, None) => SNAPSHOT_VERSION_FINDINGS,
+                (None, None, None) => FORMAT_VERSION,
+            });
         w.raw(&h.config_id.0).raw(&h.client).i64(h.time_ns);
         match &h.parent {
             Some(p) => w.u8(1).raw(&p.0),
@@ -1077,6 +1211,9 @@ impl Snapshot {
         }
         if let Some(j) = judgement {
             j.encode(&mut w);
+        }
+        if let Some(e) = epoch {
+            w.raw(e);
         }
         w.bytes(sealed_body);
         w.into_vec()
@@ -1109,7 +1246,7 @@ impl Snapshot {
         key: &SessionKey,
         client: &Identity,
     ) -> Result<(ObjectId, Vec<u8>), CryptoError> {
-        Self::create_signed(header, findings, None, body, key, client)
+        Self::create_signed(header, findings, None, None, body, key, client)
     }
 
     /// As [`Snapshot::create_with_findings`], also recording how the client
@@ -1122,20 +1259,43 @@ impl Snapshot {
         key: &SessionKey,
         client: &Identity,
     ) -> Result<(ObjectId, Vec<u8>), CryptoError> {
-        Self::create_signed(header, findings, Some(judgement), body, key, client)
+        Self::create_signed(header, findings, Some(judgement), None, body, key, client)
+    }
+
+    /// As [`Snapshot::create_judged`], also naming the restore key epoch
+    /// (its public key) the session was sealed to (a version 4 record).
+    pub fn create_sealed_to(
+        header: SnapshotHeader,
+        findings: &[Finding],
+        judgement: &Judgement,
+        epoch: &[u8; 32],
+        body: &SnapshotBody,
+        key: &SessionKey,
+        client: &Identity,
+    ) -> Result<(ObjectId, Vec<u8>), CryptoError> {
+        Self::create_signed(
+            header,
+            findings,
+            Some(judgement),
+            Some(epoch),
+            body,
+            key,
+            client,
+        )
     }
 
     fn create_signed(
         header: SnapshotHeader,
         findings: &[Finding],
         judgement: Option<&Judgement>,
+        epoch: Option<&[u8; 32]>,
         body: &SnapshotBody,
         key: &SessionKey,
         client: &Identity,
     ) -> Result<(ObjectId, Vec<u8>), CryptoError> {
         let findings = &findings[..findings.len().min(MAX_FINDINGS)];
         let sealed = key.seal(&Self::body_aad(&header), body.encode())?;
-        let mut bytes = Self::signed_part(&header, Some(findings), judgement, &sealed);
+        let mut bytes = Self::signed_part(&header, Some(findings), judgement, epoch, &sealed);
         let sig = client.sign(SIG_SNAPSHOT, &bytes);
         bytes.extend_from_slice(&sig);
         Ok((ObjectId::of(&bytes), bytes))
@@ -1149,6 +1309,7 @@ impl Snapshot {
             &self.header,
             self.findings.as_deref(),
             self.judgement.as_ref(),
+            self.restore_epoch.as_ref(),
             &self.sealed_body,
         );
         let sig = client.sign(SIG_SNAPSHOT, &bytes);
@@ -1165,7 +1326,7 @@ impl Snapshot {
         let mut r = Reader::new(signed);
         r.magic(SNAPSHOT_MAGIC, "snapshot")?;
         let version = r.u32()?;
-        if !(FORMAT_VERSION..=SNAPSHOT_VERSION_JUDGED).contains(&version) {
+        if !(FORMAT_VERSION..=SNAPSHOT_VERSION_EPOCH).contains(&version) {
             return Err(DecodeError::Version {
                 what: "snapshot",
                 version,
@@ -1195,8 +1356,13 @@ impl Snapshot {
         } else {
             None
         };
-        let judgement = if version == SNAPSHOT_VERSION_JUDGED {
+        let judgement = if version >= SNAPSHOT_VERSION_JUDGED {
             Some(Judgement::decode(&mut r)?)
+        } else {
+            None
+        };
+        let restore_epoch = if version >= SNAPSHOT_VERSION_EPOCH {
+            Some(r.array()?)
         } else {
             None
         };
@@ -1216,6 +1382,7 @@ impl Snapshot {
             },
             findings,
             judgement,
+            restore_epoch,
             sealed_body,
             signature,
         })
@@ -1223,6 +1390,23 @@ impl Snapshot {
 
     /// Decrypts the body with the repository secret.
     pub fn open_body(&self, secret: &crypto::RepoSecret) -> Result<SnapshotBody, SnapshotError> {
+        // A record that names its epoch (version 4) must open with that
+        // epoch's secret alone; one that opens only with another is
+        // mislabelled (a client key sealing to an older, maybe leaked, key
+        // while claiming the current one).
+        if let Some(e) = &self.restore_epoch {
+            let named = secret.only(e).map(|one| self.open_with(&one));
+            return match named {
+                Some(Ok(b)) => Ok(b),
+                _ if self.open_with(secret).is_ok() => Err(SnapshotError::Epoch),
+                Some(Err(x)) => Err(x),
+                None => Err(SnapshotError::Body),
+            };
+        }
+        self.open_with(secret)
+    }
+
+    fn open_with(&self, secret: &crypto::RepoSecret) -> Result<SnapshotBody, SnapshotError> {
         let key = secret
             .open_session(&self.header.epk)
             .map_err(|_| SnapshotError::Body)?;
@@ -1241,6 +1425,11 @@ pub enum SnapshotError {
     Signature,
     #[error("snapshot body fails authentication (tampered, or wrong restore key)")]
     Body,
+    #[error(
+        "snapshot body is sealed to another restore key epoch than the one it names \
+         (a client key sealing to an older key: tampered)"
+    )]
+    Epoch,
 }
 
 #[cfg(test)]
@@ -1494,9 +1683,9 @@ mod tests {
         assert_eq!(back.findings, None);
         assert_eq!(back.header, header);
         assert_eq!(back.resign(&client), old);
-        // Version 4 is refused.
+        // Version 5 is refused.
         let mut v4 = bytes.clone();
-        v4[8] = 4;
+        v4[8] = 5;
         assert!(matches!(
             Snapshot::decode(&v4),
             Err(SnapshotError::Decode(DecodeError::Version { .. }))
@@ -1608,5 +1797,141 @@ mod tests {
         ] {
             assert!(Tree::decode(&Tree { nodes: bad }.encode()).is_err());
         }
+    }
+
+    #[test]
+    fn successor_record_round_trip_and_refusals() {
+        // sample_config's keys are constants: give it real ones.
+        let admin = Identity::generate().unwrap();
+        let old = Identity::generate().unwrap();
+        let new = Identity::generate().unwrap();
+        let mut config = sample_config();
+        config.members[0].public = admin.public();
+        config.members[1].public = old.public();
+        let cid2 = ObjectId::of(&config.encode());
+        let rec = IdentityRecord::successor(cid2, "mx1", new.public(), &old, &admin, 7);
+        let bytes = rec.encode();
+        assert_eq!(&bytes[8..12], &IDENTITY_VERSION_SUCCESSOR.to_le_bytes());
+        let back = IdentityRecord::decode(&bytes).unwrap();
+        assert_eq!(back, rec);
+        assert_eq!(back.predecessor.as_ref().unwrap().public, old.public());
+        back.verify(&config, &cid2).unwrap();
+        // Every truncation, and a byte more, is refused.
+        for cut in 0..bytes.len() {
+            assert!(
+                IdentityRecord::decode(&bytes[..cut]).is_err(),
+                "cut at {cut}"
+            );
+        }
+        let mut long = bytes.clone();
+        long.push(0);
+        assert!(IdentityRecord::decode(&long).is_err());
+        // A flipped bit anywhere before the admin's signature breaks the
+        // predecessor's signature (does not decode) or the admin's.
+        for i in 12..bytes.len() - 64 {
+            let mut bad = bytes.clone();
+            bad[i] ^= 1;
+            let ok = IdentityRecord::decode(&bad)
+                .ok()
+                .is_some_and(|r| r.verify(&config, &cid2).is_ok());
+            assert!(!ok, "flip at {i} accepted");
+        }
+        // The predecessor's signature is over the record: signed by
+        // another key (an attacker naming a victim as predecessor), it
+        // does not decode.
+        let thief = Identity::generate().unwrap();
+        let mut forged = IdentityRecord::successor(cid2, "mx1", new.public(), &thief, &admin, 7);
+        forged.predecessor.as_mut().unwrap().public = old.public();
+        forged.signature = admin.sign(SIG_IDENTITY, &forged.signed_part());
+        assert_eq!(
+            IdentityRecord::decode(&forged.encode()),
+            Err(DecodeError::Invalid("predecessor's signature"))
+        );
+        // A key succeeding itself, and a successor that is not a client.
+        let me = IdentityRecord::successor(cid2, "mx1", old.public(), &old, &admin, 7);
+        assert!(IdentityRecord::decode(&me.encode()).is_err());
+        let mut replica = rec.clone();
+        replica.member.role = Role::Replica;
+        let head = IdentityRecord::head(
+            &cid2,
+            &replica.member,
+            &admin.public(),
+            7,
+            Some(&old.public()),
+        );
+        replica.predecessor.as_mut().unwrap().signature =
+            old.sign(SIG_SUCCESSION, &head.into_vec());
+        replica.signature = admin.sign(SIG_IDENTITY, &replica.signed_part());
+        assert!(IdentityRecord::decode(&replica.encode()).is_err());
+        // Version 1 records are unchanged, byte for byte.
+        let v1 = IdentityRecord::new(cid2, config.members[1].clone(), &admin, 7);
+        let b1 = v1.encode();
+        assert_eq!(&b1[8..12], &FORMAT_VERSION.to_le_bytes());
+        assert_eq!(b1.len(), 8 + 4 + 32 + 1 + 4 + 3 + 32 + 32 + 8 + 64);
+        assert_eq!(IdentityRecord::decode(&b1).unwrap(), v1);
+        let mut v3 = b1.clone();
+        v3[8] = 3;
+        assert!(IdentityRecord::decode(&v3).is_err());
+    }
+
+    #[test]
+    fn snapshot_epoch_v4() {
+        let old = RepoSecret::generate().unwrap();
+        let newer = RepoSecret::generate().unwrap();
+        let both = RepoSecret::with_older(*newer.as_bytes(), vec![*old.as_bytes()]);
+        let client = Identity::generate().unwrap();
+        let j = Judgement {
+            checked: Checked::Compared,
+            runs: 2,
+            thresholds: vec![(1, 1)],
+        };
+        let make = |sealed_to: &RepoSecret, names: [u8; 32]| {
+            let (epk, key) = seal_session(&sealed_to.public()).unwrap();
+            let header = SnapshotHeader {
+                config_id: ObjectId([9; 32]),
+                client: client.public(),
+                time_ns: 1,
+                parent: None,
+                packs: vec![ObjectId([1; 32])],
+                epk,
+            };
+            let body = SnapshotBody {
+                hostname: "mx1".into(),
+                ..Default::default()
+            };
+            Snapshot::create_sealed_to(header, &[], &j, &names, &body, &key, &client)
+                .unwrap()
+                .1
+        };
+        let bytes = make(&newer, newer.public());
+        assert_eq!(&bytes[8..12], &SNAPSHOT_VERSION_EPOCH.to_le_bytes());
+        let s = Snapshot::decode(&bytes).unwrap();
+        assert_eq!(s.restore_epoch, Some(newer.public()));
+        assert_eq!(s.judgement.as_ref(), Some(&j));
+        assert_eq!(s.resign(&client), bytes);
+        assert_eq!(s.open_body(&both).unwrap().hostname, "mx1");
+        assert_eq!(s.open_body(&newer).unwrap().hostname, "mx1");
+        assert_eq!(s.open_body(&old), Err(SnapshotError::Body));
+        // The epoch is signed.
+        let at = bytes.windows(32).position(|w| w == newer.public()).unwrap();
+        let mut bad = bytes.clone();
+        bad[at] ^= 1;
+        assert_eq!(Snapshot::decode(&bad), Err(SnapshotError::Signature));
+        // Sealed to the old epoch while naming the new one: both the new
+        // key and the old one say so.
+        let lie = Snapshot::decode(&make(&old, newer.public())).unwrap();
+        assert_eq!(lie.open_body(&both), Err(SnapshotError::Epoch));
+        assert_eq!(lie.open_body(&old), Err(SnapshotError::Epoch));
+        // Every truncation is refused.
+        for cut in 0..bytes.len() {
+            assert!(Snapshot::decode(&bytes[..cut]).is_err(), "cut at {cut}");
+        }
+        // A version 3 record still decodes, without an epoch.
+        let mut v3 = s.clone();
+        v3.restore_epoch = None;
+        let b3 = v3.resign(&client);
+        assert_eq!(&b3[8..12], &SNAPSHOT_VERSION_JUDGED.to_le_bytes());
+        assert_eq!(Snapshot::decode(&b3).unwrap().restore_epoch, None);
+        assert_eq!(b3.len() + 32, bytes.len());
     }
 }

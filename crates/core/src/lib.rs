@@ -28,6 +28,13 @@ pub use id::{BlobId, ObjectId};
 pub fn decode_any(data: &[u8]) {
     let _ = format::Config::decode(data);
     let _ = format::IdentityRecord::decode(data);
+    // The same bytes as a successor record (version 2) of a client key.
+    if data.len() >= 12 {
+        let mut v2 = data.to_vec();
+        v2[..8].copy_from_slice(format::IDENTITY_MAGIC);
+        v2[8..12].copy_from_slice(&format::IDENTITY_VERSION_SUCCESSOR.to_le_bytes());
+        let _ = format::IdentityRecord::decode(&v2);
+    }
     let _ = format::Tree::decode(data);
     let _ = format::SnapshotBody::decode(data);
     let _ = format::Snapshot::decode(data);

@@ -256,6 +256,16 @@ pub struct LogState {
     /// Each client's recent commit times (the last two hours), to recount a
     /// burst the vault flags.
     recent_adds: HashMap<[u8; 32], std::collections::VecDeque<i64>>,
+    /// Client key successions the caller read (verified records, format.md
+    /// §4.3): record id → (predecessor, successor). Applied when the log
+    /// adds the record (kind 7).
+    successions: HashMap<ObjectId, ([u8; 32], [u8; 32])>,
+    /// Successor keys whose record the log has not (validly) added yet:
+    /// not active.
+    pending: HashSet<[u8; 32]>,
+    /// Each successor key that joined → the first key of its client (what
+    /// every per-client rule counts by: one client across its keys).
+    lineage: HashMap<[u8; 32], [u8; 32]>,
 }
 
 impl LogState {
@@ -286,7 +296,93 @@ impl LogState {
             recent_adds: HashMap::new(),
             recent_snaps: HashMap::new(),
             thresholds: BTreeMap::new(),
+            successions: HashMap::new(),
+            pending: HashSet::new(),
+            lineage: HashMap::new(),
         }
+    }
+
+    /// Tells the fold about an identity record the caller read and
+    /// verified (stored as `identities/<id>`): a successor record (version
+    /// 2) takes effect where the log adds it. Call before folding.
+    pub fn register_record(&mut self, id: ObjectId, rec: &crate::format::IdentityRecord) {
+        if let Some(p) = &rec.predecessor
+            && !self.successions.contains_key(&id)
+        {
+            self.successions.insert(id, (p.public, rec.member.public));
+            self.pending.insert(rec.member.public);
+        }
+    }
+
+    /// Whether the caller registered record `id` as a succession.
+    pub fn registered(&self, id: &ObjectId) -> bool {
+        self.successions.contains_key(id)
+    }
+
+    /// The client a key belongs to: the first key of its succession chain
+    /// (itself, for a key that succeeds none). Per-client rules (baselines,
+    /// bursts, the last snapshots kept, retention slots) count by it.
+    pub fn client_of(&self, key: &[u8; 32]) -> [u8; 32] {
+        self.lineage.get(key).copied().unwrap_or(*key)
+    }
+
+    /// The key that succeeded `key`, if one joined.
+    pub fn successor_of(&self, key: &[u8; 32]) -> Option<[u8; 32]> {
+        self.successions
+            .values()
+            .find(|(p, s)| p == key && self.lineage.contains_key(s))
+            .map(|(_, s)| *s)
+    }
+
+    /// Why the succession in record `id` (registered) may not join now.
+    pub fn succession_refused(&self, id: &ObjectId) -> Option<String> {
+        let (pred, succ) = self.successions.get(id)?;
+        let name = self.members.get(succ).map_or("", |m| m.name.as_str());
+        self.succession_problem(id, pred, succ, name)
+    }
+
+    /// Why record `id`, making `succ` the successor of `pred` under
+    /// `name`, may not join now, if it may not: the predecessor must be an
+    /// active client of that name, the successor a key never seen before.
+    /// The vault asks before it stores and logs the record; every reader's
+    /// fold asks where the log adds it.
+    pub fn succession_problem(
+        &self,
+        id: &ObjectId,
+        pred: &[u8; 32],
+        succ: &[u8; 32],
+        name: &str,
+    ) -> Option<String> {
+        if self.identities.contains(id) {
+            return Some("this succession was already logged".into());
+        }
+        if !self.is_client(pred) {
+            return Some(
+                "its predecessor is not an active client (revoked, removed, already \
+                 succeeded, or not a client)"
+                    .into(),
+            );
+        }
+        if self.members.get(pred).is_none_or(|m| m.name != name) {
+            return Some("the successor does not keep its predecessor's name".into());
+        }
+        let other_member = self
+            .members
+            .get(succ)
+            .is_some_and(|m| m.role != Role::Client || m.name != name);
+        if other_member
+            || self.removed.contains(succ)
+            || self.lineage.contains_key(succ)
+            || self.vault_keys.iter().any(|(k, _)| k == succ)
+            || self.restore_publics.contains(succ)
+            || self.successions.iter().any(|(i, (p, s))| {
+                i != id && (p == succ || (s == succ && self.identities.contains(i)))
+            })
+            || self.snapshots.values().any(|s| &s.client == succ)
+        {
+            return Some("the successor key is not new (it is or was another key)".into());
+        }
+        None
     }
 
     /// Folds a whole log. `packs_of` reads a snapshot's pack list (`None`
@@ -408,8 +504,12 @@ impl LogState {
             .collect()
     }
 
-    fn is_client(&self, k: &[u8; 32]) -> bool {
-        !self.removed.contains(k) && self.members.get(k).is_some_and(|m| m.role == Role::Client)
+    /// An active client key: a client, not revoked, removed or succeeded,
+    /// and (a successor) its record joined the log.
+    pub fn is_client(&self, k: &[u8; 32]) -> bool {
+        !self.removed.contains(k)
+            && !self.pending.contains(k)
+            && self.members.get(k).is_some_and(|m| m.role == Role::Client)
     }
 
     /// Live snapshots whose pack lists the reader could not read: while any
@@ -432,7 +532,7 @@ impl LogState {
     pub fn last_of_each_client(&self) -> HashSet<ObjectId> {
         let mut newest: HashMap<[u8; 32], Vec<(i64, ObjectId)>> = HashMap::new();
         for (id, s) in &self.snapshots {
-            let v = newest.entry(s.client).or_default();
+            let v = newest.entry(self.client_of(&s.client)).or_default();
             v.push((s.added_ns, *id));
             if v.len() > KEEP_LAST {
                 v.sort_unstable_by(|a, b| b.cmp(a));
@@ -582,7 +682,8 @@ impl LogState {
                     );
                     lock = min_lock;
                 }
-                let recent = self.recent_adds.entry(client).or_default();
+                let who = self.client_of(&client);
+                let recent = self.recent_adds.entry(who).or_default();
                 while recent
                     .front()
                     .is_some_and(|x| *x < t.saturating_sub(2 * HOUR_NS))
@@ -598,7 +699,7 @@ impl LogState {
                     .count() as u64;
                 let limit = self.threshold(65).unwrap_or(BURST_PER_HOUR as u32) as u64;
                 let flags = if n > limit { vec![(65, n)] } else { Vec::new() };
-                let order = self.recent_snaps.entry(client).or_default();
+                let order = self.recent_snaps.entry(who).or_default();
                 if order.len() >= RECENT_SNAPS {
                     order.pop_front();
                 }
@@ -737,6 +838,24 @@ impl LogState {
                 self.reclaim(index, t, snapshots, packs, reader)
             }
             Event::IdentityAdded { record } => {
+                if let Some((pred, succ)) = self.successions.get(&record).copied() {
+                    if let Some(why) = self.succession_refused(&record) {
+                        self.problem(
+                            index,
+                            format!(
+                                "adds the succession of client key {}: {why}; not applied",
+                                crate::id::hex(&pred[..4])
+                            ),
+                        );
+                    } else {
+                        // The predecessor is revoked at once; the successor
+                        // is the same client from here on.
+                        self.removed.insert(pred);
+                        self.pending.remove(&succ);
+                        let first = self.client_of(&pred);
+                        self.lineage.insert(succ, first);
+                    }
+                }
                 self.identities.insert(record);
                 Vec::new()
             }
@@ -966,7 +1085,7 @@ impl LogState {
             );
             return;
         }
-        let (client, added, at) = (me.client, me.added_ns, me.index);
+        let (client, added, at) = (self.client_of(&me.client), me.added_ns, me.index);
         let mut base = Vec::new();
         if let Some(order) = self.recent_snaps.get(&client) {
             let earlier = order
@@ -1969,5 +2088,84 @@ mod tests {
             "{:?}",
             st.problems
         );
+    }
+
+    /// Issue 13: a client key's successor joins where the log adds its
+    /// record; the predecessor is revoked there, the successor is the same
+    /// client for the per-client rules; a second succession of the same
+    /// key, or one the caller did not verify, is not applied.
+    #[test]
+    fn a_client_key_succession_joins_where_the_log_adds_it() {
+        use crate::format::IdentityRecord;
+        let mut f = fx(2, 3600, 3600);
+        let old = f.client.public();
+        let new = Identity::from_bytes([20; 32]);
+        let rec = IdentityRecord::successor(f.cid, "mx1", new.public(), &f.client, &f.admins[0], 1);
+        let rid = ObjectId::of(&rec.encode());
+        let other = Identity::from_bytes([21; 32]);
+        let again =
+            IdentityRecord::successor(f.cid, "mx1", other.public(), &f.client, &f.admins[0], 2);
+        let aid = ObjectId::of(&again.encode());
+        for i in 0..3u8 {
+            f.add(T0 + i as i64 * S, i, T0 + i as i64 * S + H);
+        }
+        f.push(T0 + 10 * S, Event::IdentityAdded { record: rid });
+        f.add(T0 + 11 * S, 3, T0 + 11 * S + H); // by the old key: refused
+        let add_by = |f: &mut Fx, t: i64, n: u8, k: [u8; 32]| {
+            f.packs.insert(sid(n), vec![ObjectId([100 + n; 32])]);
+            f.push(
+                t,
+                Event::SnapshotAdded {
+                    snapshot: sid(n),
+                    client: k,
+                    lock_until_ns: t + H,
+                },
+            );
+        };
+        // The successor before its record joined would have been refused;
+        // after it, accepted.
+        add_by(&mut f, T0 + 12 * S, 4, new.public());
+        f.push(T0 + 13 * S, Event::IdentityAdded { record: aid });
+        add_by(&mut f, T0 + 14 * S, 5, other.public());
+        let run = |f: &Fx, recs: &[(ObjectId, &IdentityRecord)]| {
+            let mut st0 = LogState::new(&f.config, f.cid, HashMap::new());
+            for (id, r) in recs {
+                st0.members.insert(r.member.public, r.member.clone());
+                st0.register_record(*id, r);
+            }
+            let packs = f.packs.clone();
+            st0.fold(
+                f.log.iter().map(|v| v.as_slice()),
+                &Reader::at(T0 + H),
+                &mut |id| packs.get(id).cloned(),
+            )
+            .0
+        };
+        let st = run(&f, &[(rid, &rec), (aid, &again)]);
+        assert!(st.removed.contains(&old));
+        assert!(st.is_client(&new.public()));
+        assert!(!st.is_client(&other.public()));
+        assert_eq!(st.client_of(&new.public()), old);
+        assert_eq!(st.successor_of(&old), Some(new.public()));
+        let what: Vec<_> = st
+            .problems
+            .iter()
+            .map(|p| (p.index, p.what.clone()))
+            .collect();
+        assert_eq!(what.len(), 3, "{what:?}");
+        assert_eq!(what[0].0, 4);
+        assert!(what[0].1.contains("not an active client"));
+        assert!(what[1].1.contains("succession") && what[1].1.contains("not applied"));
+        assert!(what[2].1.contains("not an active client"));
+        assert!(!st.snapshots.contains_key(&sid(3)));
+        assert!(st.snapshots.contains_key(&sid(4)));
+        // One client across its keys: its last 3 are 4, 2 and 1.
+        let last = st.last_of_each_client();
+        assert_eq!(last.len(), 3);
+        assert!(last.contains(&sid(4)) && !last.contains(&sid(0)));
+        // A reader that was not told of the record: the old key stays
+        // active; the successor's snapshot is then a plain client's.
+        let st = run(&f, &[]);
+        assert!(!st.removed.contains(&old));
     }
 }
