@@ -16,13 +16,6 @@ fn now_ns() -> i64 {
     holdfast_repo::now_ns()
 }
 
-fn init_with(w: &World, extra: &[&str]) {
-    let (repo, keys) = (w.repo(), w.path("keys").display().to_string());
-    let mut args = vec!["init", repo.as_str(), "--keys", keys.as_str()];
-    args.extend_from_slice(extra);
-    w.ok(&args);
-}
-
 /// Appends `entries` to the vault's log and, holding the vault key, signs a
 /// checkpoint over the whole log: what root on the vault host can do.
 fn append_signed(w: &World, new: &[Entry]) {
@@ -69,7 +62,7 @@ fn snap_id(hex: &str) -> holdfast_core::ObjectId {
 #[test]
 fn forged_log_entries_delete_nothing_and_are_reported_everywhere() {
     let w = World::new();
-    init_with(&w, &["--keep-within-secs", "86400", "--grace-secs", "0"]);
+    w.init_with(&["--keep-within-secs", "86400", "--grace-secs", "0"]);
     let mut vault = w.start_vault(&["--reclaim-every-secs", "1"]);
     let url = vault.url.clone();
     let src = w.path("mail");
@@ -155,7 +148,7 @@ fn forged_log_entries_delete_nothing_and_are_reported_everywhere() {
 #[test]
 fn forged_flags_cannot_choose_what_latest_restores() {
     let w = World::new();
-    init_with(&w, &[]);
+    w.init_with(&[]);
     let mut vault = w.start_vault(&[]);
     let url = vault.url.clone();
     let src = w.path("mail");
@@ -220,7 +213,7 @@ fn forged_flags_cannot_choose_what_latest_restores() {
 #[test]
 fn a_hidden_snapshot_or_false_stored_bytes_are_caught() {
     let w = World::new();
-    init_with(&w, &[]);
+    w.init_with(&[]);
     let mut vault = w.start_vault(&[]);
     let url = vault.url.clone();
     let src = w.path("mail");
@@ -286,7 +279,7 @@ fn a_hidden_snapshot_or_false_stored_bytes_are_caught() {
 #[test]
 fn entries_appended_without_the_key_stop_the_vault() {
     let w = World::new();
-    init_with(&w, &[]);
+    w.init_with(&[]);
     let mut vault = w.start_vault(&[]);
     let src = w.path("mail");
     make_maildir(&src, 1, 5, 82);
@@ -321,7 +314,7 @@ fn entries_appended_without_the_key_stop_the_vault() {
 #[test]
 fn a_client_cannot_choose_latest_with_its_clock() {
     let w = World::new();
-    init_with(&w, &[]);
+    w.init_with(&[]);
     let vault = w.start_vault(&[]);
     let url = vault.url.clone();
     let src = w.path("mail");
@@ -360,7 +353,7 @@ fn a_client_cannot_choose_latest_with_its_clock() {
 #[test]
 fn a_vault_adopts_a_directory_repository_and_deletes_nothing() {
     let w = World::new();
-    init_with(&w, &["--keep-within-secs", "1", "--grace-secs", "0"]);
+    w.init_with(&["--keep-within-secs", "1", "--grace-secs", "0"]);
     let src = w.path("mail");
     make_maildir(&src, 2, 8, 84);
     let mut ids = Vec::new();
@@ -401,7 +394,7 @@ fn a_vault_adopts_a_directory_repository_and_deletes_nothing() {
 #[test]
 fn a_second_vault_on_the_same_state_refuses_to_start() {
     let w = World::new();
-    init_with(&w, &[]);
+    w.init_with(&[]);
     let mut vault = w.start_vault(&[]);
     let o = serve_once(&w);
     assert_eq!(code(&o), Some(1), "{}", err(&o));
@@ -414,7 +407,7 @@ fn a_second_vault_on_the_same_state_refuses_to_start() {
 #[test]
 fn a_damaged_snapshot_stops_pack_reclaim() {
     let w = World::new();
-    init_with(&w, &["--keep-within-secs", "86400", "--grace-secs", "0"]);
+    w.init_with(&["--keep-within-secs", "86400", "--grace-secs", "0"]);
     let mut vault = w.start_vault(&[]);
     let src = w.path("mail");
     make_maildir(&src, 2, 10, 85);
@@ -444,7 +437,7 @@ fn a_damaged_snapshot_stops_pack_reclaim() {
 #[test]
 fn a_full_state_disk_fails_appends_cleanly_and_loses_nothing() {
     let w = World::new();
-    init_with(&w, &[]);
+    w.init_with(&[]);
     let mnt = w.path("state-disk");
     let Some(_guard) = small_tmpfs(&mnt, "256k") else {
         eprintln!("cannot mount a small tmpfs here (not root?): test skipped");
@@ -502,7 +495,7 @@ fn a_full_state_disk_fails_appends_cleanly_and_loses_nothing() {
 #[test]
 fn a_missing_pack_stops_one_snapshot_not_the_replica() {
     let w = World::new();
-    init_with(&w, &[]);
+    w.init_with(&[]);
     let mut vault = w.start_vault(&[]);
     let url = vault.url.clone();
     let src = w.path("mail");
@@ -547,7 +540,7 @@ fn a_missing_pack_stops_one_snapshot_not_the_replica() {
 #[test]
 fn latest_is_per_client() {
     let w = World::new();
-    init_with(&w, &[]);
+    w.init_with(&[]);
     let mut vault = w.start_vault(&[]);
     let url = vault.url.clone();
     let mx2 = w.path("keys/mx2.key").display().to_string();
@@ -615,7 +608,7 @@ fn latest_is_per_client() {
 #[test]
 fn status_catches_a_vault_showing_two_histories() {
     let w = World::new();
-    init_with(&w, &[]);
+    w.init_with(&[]);
     let src = w.path("mail");
     make_maildir(&src, 1, 6, 90);
     let mut vault = w.start_vault(&[]);
@@ -694,8 +687,8 @@ fn status_catches_a_vault_showing_two_histories() {
 #[test]
 fn a_key_for_another_vault_is_a_usage_error() {
     let (w, other) = (World::new(), World::new());
-    init_with(&w, &[]);
-    init_with(&other, &[]);
+    w.init_with(&[]);
+    other.init_with(&[]);
     let mut vault = other.start_vault(&[]);
     let o = w.run(&["snapshots", "--repo", &vault.url, "--key", &w.key("client")]);
     assert_eq!(code(&o), Some(1), "{}", err(&o));

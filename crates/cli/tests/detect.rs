@@ -11,13 +11,6 @@ use std::path::Path;
 use common::*;
 
 #[allow(dead_code)] // used by the vault tests below
-fn init_with(w: &World, extra: &[&str]) {
-    let (repo, keys) = (w.repo(), w.path("keys").display().to_string());
-    let mut args = vec!["init", repo.as_str(), "--keys", keys.as_str()];
-    args.extend_from_slice(extra);
-    w.ok(&args);
-}
-
 /// Runs `backup --json` and returns (exit code, report, stderr).
 fn backup(w: &World, repo: &str, src: &Path) -> (i32, serde_json::Value, String) {
     let o = w.run(&[
@@ -431,23 +424,7 @@ fn stolen_key_empty_snapshot_is_flagged_by_the_vault_and_the_healthy_one_held() 
 #[test]
 fn last_healthy_snapshot_survives_a_burst_past_its_original_lock() {
     let w = World::new();
-    init_with(
-        &w,
-        &[
-            "--keep-within-secs",
-            "2",
-            "--keep-daily",
-            "0",
-            "--keep-weekly",
-            "0",
-            "--keep-monthly",
-            "0",
-            "--keep-yearly",
-            "0",
-            "--grace-secs",
-            "0",
-        ],
-    );
+    w.init_with(&short_retention("2"));
     let v = w.start_vault(&["--reclaim-every-secs", "1"]);
     let url = v.url.clone();
     let src = w.path("mail");
@@ -565,7 +542,7 @@ fn pending(w: &World, url: &str, what: &str) -> String {
 #[test]
 fn the_quorum_lifts_a_false_alarm_and_raises_thresholds_in_small_steps() {
     let w = World::new();
-    init_with(&w, &["--delay-secs", "1"]);
+    w.init_with(&["--delay-secs", "1"]);
     let v = w.start_vault(&[]);
     let url = v.url.clone();
     let src = w.path("mail");
@@ -711,7 +688,7 @@ fn rename_to(src: &Path, n: usize, ext: &str) {
 #[test]
 fn a_quorum_raised_client_threshold_lets_a_borderline_case_pass_one_admin_cannot() {
     let w = World::new();
-    init_with(&w, &["--delay-secs", "1"]);
+    w.init_with(&["--delay-secs", "1"]);
     let v = w.start_vault(&[]);
     let url = v.url.clone();
     let src = w.path("mail");

@@ -19,27 +19,6 @@ fn now_secs() -> i64 {
         .as_secs() as i64
 }
 
-fn init_with(w: &World, extra: &[&str]) {
-    let (repo, keys) = (w.repo(), w.path("keys").display().to_string());
-    let mut args = vec!["init", repo.as_str(), "--keys", keys.as_str()];
-    args.extend_from_slice(extra);
-    w.ok(&args);
-}
-
-fn backup_via(w: &World, url: &str, key: &str, src: &Path) -> String {
-    let out = w.ok(&[
-        "backup",
-        "--repo",
-        url,
-        "--key",
-        key,
-        "--json",
-        src.to_str().unwrap(),
-    ]);
-    let j: serde_json::Value = serde_json::from_str(&out).unwrap();
-    j[0]["snapshot"].as_str().unwrap().to_string()
-}
-
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -141,10 +120,7 @@ fn tool(name: &str) -> bool {
 #[test]
 fn vault_metrics_and_dashboard() {
     let w = World::new();
-    init_with(
-        &w,
-        &["--client", "mx1", "--client", "mx2", "--client", "mx3"],
-    );
+    w.init_with(&["--client", "mx1", "--client", "mx2", "--client", "mx3"]);
     let port = free_port();
     let addr = format!("127.0.0.1:{port}");
     let t0 = now_secs();
@@ -416,7 +392,7 @@ impl OutputWithStdin for Command {
 #[test]
 fn vault_http_address_is_checked_before_start() {
     let w = World::new();
-    init_with(&w, &[]);
+    w.init_with(&[]);
     let o = w.run(&[
         "vault",
         "serve",
@@ -441,7 +417,7 @@ fn vault_http_address_is_checked_before_start() {
 #[test]
 fn backup_metrics_file_never_moves_success_on_failure() {
     let w = World::new();
-    init_with(&w, &["--client", "mx1"]);
+    w.init_with(&["--client", "mx1"]);
     let src = w.path("data");
     make_maildir(&src, 1, 5, 3);
     let dir = w.path("textfile");
@@ -654,7 +630,7 @@ fn stderr(o: &std::process::Output) -> String {
 #[test]
 fn env_vars_and_passphrase_sources() {
     let w = World::new();
-    init_with(&w, &[]);
+    w.init_with(&[]);
     let src = w.path("data");
     make_maildir(&src, 1, 3, 5);
     let o = w
@@ -739,7 +715,7 @@ fn env_vars_and_passphrase_sources() {
 fn init_clients_and_all_or_nothing() {
     let w = World::new();
     let keys = w.path("keys");
-    init_with(&w, &["--client", "mx1,mx2", "--client", "mx3"]);
+    w.init_with(&["--client", "mx1,mx2", "--client", "mx3"]);
     for f in ["client.key", "client-mx2.key", "client-mx3.key"] {
         assert!(keys.join(f).exists(), "{f}");
     }
@@ -834,7 +810,7 @@ fn is_rfc3339(s: &str) -> bool {
 #[test]
 fn governance_output_is_for_people() {
     let w = World::new();
-    init_with(&w, &["--delay-secs", "3600"]);
+    w.init_with(&["--delay-secs", "3600"]);
     let vault = w.start_vault(&[]);
     let url = vault.url.clone();
     let src = w.path("data");
@@ -942,7 +918,7 @@ fn governance_output_is_for_people() {
 #[test]
 fn a_vault_that_is_not_running_is_said_at_once() {
     let w = World::new();
-    init_with(&w, &[]);
+    w.init_with(&[]);
     let url = format!("https://127.0.0.1:{}", free_port());
     let src = w.path("data");
     std::fs::create_dir(&src).unwrap();
@@ -1003,7 +979,7 @@ fn shell_completions() {
 #[test]
 fn stats_per_client() {
     let w = World::new();
-    init_with(&w, &["--client", "mx1,mx2"]);
+    w.init_with(&["--client", "mx1,mx2"]);
     let src = w.path("data");
     make_maildir(&src, 2, 10, 11);
     let (repo, keys) = (w.repo(), w.path("keys"));
@@ -1108,7 +1084,7 @@ fn prometheus_alert_rules() {
 #[test]
 fn vault_metrics_show_flagged_snapshots() {
     let w = World::new();
-    init_with(&w, &["--client", "mx1"]);
+    w.init_with(&["--client", "mx1"]);
     let port = free_port();
     let addr = format!("127.0.0.1:{port}");
     let vault = w.start_vault(&["--http", &port.to_string()]);
@@ -1185,7 +1161,7 @@ fn dashboard_in_headless_chromium() {
         return;
     }
     let w = World::new();
-    init_with(&w, &["--client", "mx1,mx2,mx3"]);
+    w.init_with(&["--client", "mx1,mx2,mx3"]);
     let port = free_port();
     let vault = w.start_vault(&["--http", &format!("127.0.0.1:{port}")]);
     let src = w.path("mail");
@@ -1257,7 +1233,7 @@ fn dashboard_in_headless_chromium() {
 #[test]
 fn progress_lines_when_piped() {
     let w = World::new();
-    init_with(&w, &[]);
+    w.init_with(&[]);
     let src = w.path("data");
     make_maildir(&src, 2, 20, 17);
     let args = [
@@ -1396,7 +1372,7 @@ fn init_gives_each_admin_its_own_passphrase() {
 #[test]
 fn key_passwd_changes_one_key() {
     let w = World::new();
-    init_with(&w, &[]);
+    w.init_with(&[]);
     let keys = w.path("keys");
     let admin = w.key("admin-1");
     let before = std::fs::read(&admin).unwrap();
@@ -1507,7 +1483,7 @@ fn key_passwd_changes_one_key() {
 #[test]
 fn backup_lists_and_missing_paths() {
     let w = World::new();
-    init_with(&w, &[]);
+    w.init_with(&[]);
     let (a, b) = (w.path("a"), w.path("b"));
     std::fs::create_dir_all(&a).unwrap();
     std::fs::create_dir_all(&b).unwrap();
@@ -1590,7 +1566,7 @@ fn backup_lists_and_missing_paths() {
 #[test]
 fn snapshots_header_and_filters() {
     let w = World::new();
-    init_with(&w, &["--client", "mx1,mx2"]);
+    w.init_with(&["--client", "mx1,mx2"]);
     let (a, b) = (w.path("spool"), w.path("home"));
     make_maildir(&a, 1, 2, 3);
     make_maildir(&b, 1, 2, 4);
@@ -1677,23 +1653,7 @@ fn count_files(dir: &Path) -> usize {
 #[test]
 fn retention_dry_run_and_prune_of_a_plain_directory() {
     let w = World::new();
-    init_with(
-        &w,
-        &[
-            "--keep-within-secs",
-            "1",
-            "--keep-daily",
-            "0",
-            "--keep-weekly",
-            "0",
-            "--keep-monthly",
-            "0",
-            "--keep-yearly",
-            "0",
-            "--grace-secs",
-            "0",
-        ],
-    );
+    w.init_with(&short_retention("1"));
     let src = w.path("data");
     std::fs::create_dir_all(&src).unwrap();
     let mut rng = Rng(77);
@@ -1976,7 +1936,7 @@ fn admin_keys_made_apart_from_init() {
 #[test]
 fn a_lone_incremental_bundle_names_its_base() {
     let w = World::new();
-    init_with(&w, &[]);
+    w.init_with(&[]);
     let src = w.path("data");
     make_maildir(&src, 1, 3, 8);
     w.backup(&[&src]);
@@ -2065,7 +2025,7 @@ fn replica_pull_progress() {
 #[test]
 fn find_across_snapshots() {
     let w = World::new();
-    init_with(&w, &["--client", "mx1,mx2"]);
+    w.init_with(&["--client", "mx1,mx2"]);
     let src = w.path("data");
     std::fs::create_dir_all(src.join("docs")).unwrap();
     std::fs::write(src.join("docs/Invoice-2026.pdf"), "one").unwrap();
@@ -2110,23 +2070,7 @@ fn find_across_snapshots() {
 #[test]
 fn prune_holds_anomaly_evidence() {
     let w = World::new();
-    init_with(
-        &w,
-        &[
-            "--keep-within-secs",
-            "1",
-            "--keep-daily",
-            "0",
-            "--keep-weekly",
-            "0",
-            "--keep-monthly",
-            "0",
-            "--keep-yearly",
-            "0",
-            "--grace-secs",
-            "0",
-        ],
-    );
+    w.init_with(&short_retention("1"));
     let src = w.path("spool");
     make_maildir(&src, 4, 9, 41);
     let (repo, ck) = (w.repo(), w.key("client"));
@@ -2212,7 +2156,7 @@ fn ids_by_time(list: &[serde_json::Value]) -> Vec<String> {
 #[test]
 fn backup_tags_and_tag_filters() {
     let w = World::new();
-    init_with(&w, &[]);
+    w.init_with(&[]);
     let src = w.path("src");
     std::fs::create_dir_all(&src).unwrap();
     let (repo, ck, rk) = (w.repo(), w.key("client"), w.key("restore"));
@@ -2378,7 +2322,7 @@ sys.exit(os.waitstatus_to_exitcode(st) & 255)\n";
 #[test]
 fn backup_from_stdin_streamed() {
     let w = World::new();
-    init_with(&w, &[]);
+    w.init_with(&[]);
     let (repo, ck, rk) = (w.repo(), w.key("client"), w.key("restore"));
     let src = w.path("files");
     make_maildir(&src, 2, 10, 5);
@@ -2555,7 +2499,7 @@ fn snapshot_tree(root: &Path) -> std::collections::BTreeMap<std::path::PathBuf, 
 #[test]
 fn backup_dry_run_writes_nothing() {
     let w = World::new();
-    init_with(&w, &[]);
+    w.init_with(&[]);
     let (repo, ck) = (w.repo(), w.key("client"));
     let src = w.path("src");
     make_maildir(&src, 2, 20, 9);
@@ -2631,7 +2575,7 @@ fn backup_dry_run_writes_nothing() {
 fn ls_owner_target_and_subpath() {
     use std::os::unix::fs::MetadataExt;
     let w = World::new();
-    init_with(&w, &[]);
+    w.init_with(&[]);
     let (repo, rk) = (w.repo(), w.key("restore"));
     let src = w.path("data");
     std::fs::create_dir_all(src.join("sub/deeper")).unwrap();
@@ -2695,7 +2639,7 @@ fn ls_owner_target_and_subpath() {
 #[test]
 fn json_names_the_snapshot() {
     let w = World::new();
-    init_with(&w, &[]);
+    w.init_with(&[]);
     let (repo, rk) = (w.repo(), w.key("restore"));
     let src = w.path("src");
     make_maildir(&src, 2, 5, 3);
@@ -2743,7 +2687,7 @@ fn json_names_the_snapshot() {
 #[test]
 fn progress_moves_during_piped_runs() {
     let w = World::new();
-    init_with(&w, &[]);
+    w.init_with(&[]);
     let (repo, rk) = (w.repo(), w.key("restore"));
     // 6 MiB over about 3 s, a line every second.
     let (o, _) = backup_stdin(

@@ -18,13 +18,6 @@ fn now_ns() -> i64 {
     holdfast_repo::now_ns()
 }
 
-fn init_with(w: &World, extra: &[&str]) {
-    let (repo, keys) = (w.repo(), w.path("keys").display().to_string());
-    let mut args = vec!["init", repo.as_str(), "--keys", keys.as_str()];
-    args.extend_from_slice(extra);
-    w.ok(&args);
-}
-
 struct Tally {
     tried: u32,
     refused: u32,
@@ -65,7 +58,7 @@ fn send(
 #[test]
 fn stolen_client_key_cannot_destroy_read_or_forge() {
     let w = World::new();
-    init_with(&w, &["--client", "mx1", "--client", "mx2"]);
+    w.init_with(&["--client", "mx1", "--client", "mx2"]);
     let vault = w.start_vault(&[]);
     let url = vault.url.clone();
     let (a, b) = (w.path("mail-a"), w.path("mail-b"));
@@ -407,18 +400,6 @@ fn resign_log(w: &World, kept: &[Vec<u8>]) {
     sign_log(w, kept);
 }
 
-fn proposals(w: &World, url: &str) -> Vec<serde_json::Value> {
-    serde_json::from_str(&w.ok(&[
-        "proposals",
-        "--repo",
-        url,
-        "--key",
-        &w.key("auditor"),
-        "--json",
-    ]))
-    .unwrap()
-}
-
 fn snapshot_ids(w: &World, url: &str) -> Vec<String> {
     let s: Vec<serde_json::Value> = serde_json::from_str(&w.ok(&[
         "snapshots",
@@ -437,7 +418,7 @@ fn snapshot_ids(w: &World, url: &str) -> Vec<String> {
 #[test]
 fn one_admin_key_alone_cannot_destroy_quorum_delay_and_veto_work() {
     let w = World::new();
-    init_with(&w, &["--delay-secs", "2"]);
+    w.init_with(&["--delay-secs", "2"]);
     let alerts = w.path("alerts.txt");
     let cmd = format!("echo \"$HOLDFAST_ALERT\" >> {}", alerts.display());
     let vault = w.start_vault(&["--alert-cmd", &cmd]);
@@ -451,7 +432,7 @@ fn one_admin_key_alone_cannot_destroy_quorum_delay_and_veto_work() {
 
     // The stolen admin-1 key: propose, approve itself twice, try to shorten.
     w.ok(&["propose", "--repo", &url, "--key", &a1, "delete", &s1[..12]]);
-    let p = proposals(&w, &url);
+    let p = w.proposals(&url);
     let pid = p[0]["id"].as_str().unwrap().to_string();
     // Approving its own proposal again is refused, and counts for nothing.
     for _ in 0..2 {
@@ -492,7 +473,7 @@ fn one_admin_key_alone_cannot_destroy_quorum_delay_and_veto_work() {
     ]);
     assert!(!o.status.success(), "a client key proposed");
     std::thread::sleep(Duration::from_secs(3));
-    let p = proposals(&w, &url);
+    let p = w.proposals(&url);
     assert!(
         p.iter()
             .all(|x| x["status"].as_str().unwrap().starts_with("Pending")),
@@ -505,13 +486,13 @@ fn one_admin_key_alone_cannot_destroy_quorum_delay_and_veto_work() {
     w.ok(&["veto", "--repo", &url, "--key", &a3, &pid[..12]]);
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(snapshot_ids(&w, &url).len(), 2, "a vetoed proposal ran");
-    let p = proposals(&w, &url);
+    let p = w.proposals(&url);
     assert!(p.iter().any(|x| x["id"] == pid.as_str() && x["status"].as_str().unwrap().starts_with("Vetoed")));
 
     // A new proposal with quorum and no veto runs after the delay, and
     // deletes exactly what it named.
     w.ok(&["propose", "--repo", &url, "--key", &a1, "delete", &s1[..12]]);
-    let p = proposals(&w, &url);
+    let p = w.proposals(&url);
     let pid2 = p
         .iter()
         .find(|x| {
@@ -568,7 +549,7 @@ fn one_admin_key_alone_cannot_destroy_quorum_delay_and_veto_work() {
 #[test]
 fn tampering_with_the_vaults_files_is_detected() {
     let w = World::new();
-    init_with(&w, &[]);
+    w.init_with(&[]);
     let mut vault = w.start_vault(&[]);
     let url = vault.url.clone();
     let src = w.path("mail");
@@ -667,7 +648,7 @@ fn tampering_with_the_vaults_files_is_detected() {
 #[test]
 fn quota_stops_one_client_not_the_others() {
     let w = World::new();
-    init_with(&w, &["--client", "mx1", "--client", "mx2"]);
+    w.init_with(&["--client", "mx1", "--client", "mx2"]);
     let vault = w.start_vault(&["--quota-mib", "2"]);
     let big = w.path("big");
     std::fs::create_dir_all(&big).unwrap();
@@ -699,23 +680,7 @@ fn quota_stops_one_client_not_the_others() {
 #[test]
 fn expired_snapshots_are_reclaimed_locked_ones_kept() {
     let w = World::new();
-    init_with(
-        &w,
-        &[
-            "--keep-within-secs",
-            "3",
-            "--keep-daily",
-            "0",
-            "--keep-weekly",
-            "0",
-            "--keep-monthly",
-            "0",
-            "--keep-yearly",
-            "0",
-            "--grace-secs",
-            "0",
-        ],
-    );
+    w.init_with(&short_retention("3"));
     let vault = w.start_vault(&["--reclaim-every-secs", "1"]);
     let url = vault.url.clone();
     let src = w.path("mail");
@@ -765,7 +730,7 @@ fn expired_snapshots_are_reclaimed_locked_ones_kept() {
 #[test]
 fn rate_limit_refuses_bursts() {
     let w = World::new();
-    init_with(&w, &[]);
+    w.init_with(&[]);
     let vault = w.start_vault(&["--rate", "1", "--burst", "5"]);
     let c = raw(&w, &vault.url, &w.key("client"));
     let codes: Vec<u16> = (0..20)
@@ -786,7 +751,7 @@ fn load_twenty_concurrent_clients() {
         args.push("--client");
         args.push(n);
     }
-    init_with(&w, &args);
+    w.init_with(&args);
     let vault = w.start_vault(&[]);
     let url = vault.url.clone();
     let start = std::time::Instant::now();
@@ -870,25 +835,22 @@ fn pull(w: &World, url: &str, into: &Path) -> serde_json::Value {
 #[test]
 fn replica_follows_the_log_and_refuses_a_rolled_back_vault() {
     let w = World::new();
-    init_with(
-        &w,
-        &[
-            "--delay-secs",
-            "1",
-            "--keep-within-secs",
-            "4",
-            "--keep-daily",
-            "0",
-            "--keep-weekly",
-            "0",
-            "--keep-monthly",
-            "0",
-            "--keep-yearly",
-            "0",
-            "--grace-secs",
-            "0",
-        ],
-    );
+    w.init_with(&[
+        "--delay-secs",
+        "1",
+        "--keep-within-secs",
+        "4",
+        "--keep-daily",
+        "0",
+        "--keep-weekly",
+        "0",
+        "--keep-monthly",
+        "0",
+        "--keep-yearly",
+        "0",
+        "--grace-secs",
+        "0",
+    ]);
     let mut vault = w.start_vault(&["--reclaim-every-secs", "1"]);
     let url = vault.url.clone();
     let src = w.path("mail");
@@ -975,7 +937,7 @@ fn replica_follows_the_log_and_refuses_a_rolled_back_vault() {
         "delete",
         &s1[..12],
     ]);
-    let pid = proposals(&w, &url)[0]["id"].as_str().unwrap().to_string();
+    let pid = w.proposals(&url)[0]["id"].as_str().unwrap().to_string();
     w.ok(&[
         "approve",
         "--repo",
@@ -1035,7 +997,7 @@ fn replica_follows_the_log_and_refuses_a_rolled_back_vault() {
 #[test]
 fn bundles_restore_alone_and_report_damage() {
     let w = World::new();
-    init_with(&w, &[]);
+    w.init_with(&[]);
     let mut vault = w.start_vault(&[]);
     let url = vault.url.clone();
     let src = w.path("mail");
@@ -1147,7 +1109,7 @@ fn bundles_restore_alone_and_report_damage() {
 #[test]
 fn admins_add_clients_through_the_vault_and_it_is_logged() {
     let w = World::new();
-    init_with(&w, &[]);
+    w.init_with(&[]);
     let vault = w.start_vault(&[]);
     let url = vault.url.clone();
     let new_key = w.path("keys/client-mx9.key").display().to_string();
@@ -1226,7 +1188,7 @@ fn admins_add_clients_through_the_vault_and_it_is_logged() {
 #[test]
 fn kill_9_of_the_vault_during_backups_loses_nothing() {
     let w = World::new();
-    init_with(&w, &[]);
+    w.init_with(&[]);
     let src = w.path("mail");
     make_maildir(&src, 3, 20, 111);
     let big = src.join("big");

@@ -72,28 +72,6 @@ fn public_of(path: &str) -> [u8; 32] {
     load_key(path).identity().unwrap().public()
 }
 
-fn proposals(w: &World, url: &str) -> Vec<serde_json::Value> {
-    serde_json::from_str(&w.ok(&[
-        "proposals",
-        "--repo",
-        url,
-        "--key",
-        &w.key("auditor"),
-        "--json",
-    ]))
-    .unwrap()
-}
-
-fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
-    for _ in 0..100 {
-        if f() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    panic!("timed out waiting for {what}");
-}
-
 /// The vault's log and a checkpoint over it signed by `key` (a forgery
 /// when `key` is not the vault key the log's chain makes current).
 fn resign(w: &World, key: &str) -> Vec<Vec<u8>> {
@@ -192,7 +170,7 @@ fn the_vault_key_rotates_and_clients_replicas_and_readers_follow() {
         &new_pub,
     ]);
     assert!(o.contains("submitted"), "{o}");
-    let p = proposals(&w, &url);
+    let p = w.proposals(&url);
     let fp = holdfast_core::id::hex(&new);
     let prop = p
         .iter()
@@ -575,7 +553,8 @@ fn the_vault_host_alone_cannot_rotate_and_a_bad_proof_is_refused() {
         &w.key("admin-1"),
         &new_pub,
     ]);
-    let pid = proposals(&w, &url)
+    let pid = w
+        .proposals(&url)
         .iter()
         .find(|p| p["action"].as_str().unwrap_or("").contains("new vault key"))
         .unwrap()["id"]
@@ -659,7 +638,8 @@ fn a_session_open_across_the_rotation_goes_on() {
         &w.key("admin-1"),
         &new_pub,
     ]);
-    let pid = proposals(&w, &url)
+    let pid = w
+        .proposals(&url)
         .iter()
         .find(|p| p["action"].as_str().unwrap_or("").contains("new vault key"))
         .unwrap()["id"]
@@ -860,7 +840,8 @@ fn an_identity_record_naming_an_admin_as_a_client_is_refused_and_the_admin_keeps
         &w.key("admin-1"),
         &new_pub,
     ]);
-    let pid = proposals(&w, &url)
+    let pid = w
+        .proposals(&url)
         .iter()
         .find(|p| p["action"].as_str().unwrap_or("").contains("new vault key"))
         .unwrap()["id"]
@@ -875,7 +856,7 @@ fn an_identity_record_naming_an_admin_as_a_client_is_refused_and_the_admin_keeps
         &w.key("admin-2"),
         &pid[..12],
     ]);
-    let p = proposals(&w, &url);
+    let p = w.proposals(&url);
     let prop = p.iter().find(|p| p["id"].as_str() == Some(&pid)).unwrap();
     assert!(
         prop["vetoed_by"]

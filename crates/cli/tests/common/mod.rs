@@ -64,6 +64,26 @@ impl World {
         let keys = self.path("keys").display().to_string();
         self.ok(&["init", &self.repo(), "--keys", &keys]);
     }
+    /// `init` with extra options (retention, quorum, delays...).
+    pub fn init_with(&self, extra: &[&str]) {
+        let (repo, keys) = (self.repo(), self.path("keys").display().to_string());
+        let mut args = vec!["init", repo.as_str(), "--keys", keys.as_str()];
+        args.extend_from_slice(extra);
+        self.ok(&args);
+    }
+    /// The quorum's open and past proposals at `url`, as `proposals --json`
+    /// shows them to the auditor.
+    pub fn proposals(&self, url: &str) -> Vec<serde_json::Value> {
+        serde_json::from_str(&self.ok(&[
+            "proposals",
+            "--repo",
+            url,
+            "--key",
+            &self.key("auditor"),
+            "--json",
+        ]))
+        .unwrap()
+    }
     pub fn backup(&self, paths: &[&Path]) -> serde_json::Value {
         let repo = self.repo();
         let key = self.key("client");
@@ -798,4 +818,36 @@ pub fn serve_once(w: &World) -> Output {
         "--listen",
         "127.0.0.1:0",
     ])
+}
+
+/// `init` options that keep snapshots only `keep_within_secs` seconds: no
+/// daily, weekly, monthly or yearly slots and no grace for packs, so that
+/// reclaims can be watched within a test.
+pub fn short_retention(keep_within_secs: &str) -> Vec<&str> {
+    vec![
+        "--keep-within-secs",
+        keep_within_secs,
+        "--keep-daily",
+        "0",
+        "--keep-weekly",
+        "0",
+        "--keep-monthly",
+        "0",
+        "--keep-yearly",
+        "0",
+        "--grace-secs",
+        "0",
+    ]
+}
+
+/// Polls `f` every 200 ms for up to 20 s; panics naming `what` if it never
+/// holds.
+pub fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
+    for _ in 0..100 {
+        if f() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    panic!("timed out waiting for {what}");
 }
