@@ -161,7 +161,7 @@ pub fn put_pack(
         if v.owns(who, id) {
             return Ok(());
         }
-        let used = v.usage.get(who).copied().unwrap_or(0);
+        let used = v.usage_of(who);
         let reserved = v.flight.reserved.get(who).copied().unwrap_or(0);
         if used.saturating_add(reserved).saturating_add(len) > v.opts.quota_bytes {
             v.alert(&format!("client {} hit its storage quota", short(who)));
@@ -239,7 +239,8 @@ pub fn put_snapshot(
         }
         let in_flight = v.flight.commits.get(who).copied().unwrap_or(0);
         let max = v.opts.max_snapshots_per_hour;
-        let recent = v.recent.entry(*who).or_default();
+        let client = v.st.client_of(who);
+        let recent = v.recent.entry(client).or_default();
         while recent.front().is_some_and(|t| *t < now - 3600 * NS) {
             recent.pop_front();
         }
@@ -283,7 +284,8 @@ pub fn put_snapshot(
     let lock = v.lock_for(now);
     v.observe_storage_clock(id, now);
     let m = v.commit_snapshot(who, id, &snap.header.packs, now, lock)?;
-    v.recent.entry(*who).or_default().push_back(now);
+    let client = v.st.client_of(who);
+    v.recent.entry(client).or_default().push_back(now);
     v.judge(who, id, &snap);
     Ok(v.meta(id).unwrap_or(m))
 }
@@ -291,7 +293,14 @@ pub fn put_snapshot(
 impl Vault {
     /// True if `who` uploaded this pack (it is in `who`'s namespace).
     pub(crate) fn owns(&self, who: &[u8; 32], id: &ObjectId) -> bool {
-        self.owners.get(id).is_some_and(|o| o.contains(who))
+        // A client's keys share its namespace (a successor key reads and
+        // references what its predecessors uploaded).
+        self.owners.get(id).is_some_and(|o| {
+            o.contains(who) || {
+                let first = self.st.client_of(who);
+                o.iter().any(|k| self.st.client_of(k) == first)
+            }
+        })
     }
 
     /// A snapshot already committed (the same answer again, to its own

@@ -371,6 +371,7 @@ impl Vault {
             ));
         }
         let mut identity_files = Vec::new();
+        let mut records: Vec<(ObjectId, IdentityRecord)> = Vec::new();
         let mut members: HashMap<[u8; 32], Member> = HashMap::new();
         let mut shadowing: Vec<String> = Vec::new();
         for (name, _) in store
@@ -392,7 +393,12 @@ impl Vault {
             if config.members.iter().any(|m| m.public == rec.member.public) {
                 shadowing.push(name.clone());
             } else {
-                members.entry(rec.member.public).or_insert(rec.member);
+                members
+                    .entry(rec.member.public)
+                    .or_insert(rec.member.clone());
+                if let Ok(id) = ObjectId::from_hex(&name) {
+                    records.push((id, rec));
+                }
             }
             identity_files
                 .push(ObjectId::from_hex(&name).map_err(|e| VaultError::Tamper(e.to_string()))?);
@@ -430,7 +436,10 @@ impl Vault {
             .open(&owners_path)
             .map_err(|e| VaultError::Io(format!("{}: {e}", owners_path.display())))?;
 
-        let st = LogState::new(&config, config_id, members);
+        let mut st = LogState::new(&config, config_id, members);
+        for (id, rec) in &records {
+            st.register_record(*id, rec);
+        }
         let alerts = crate::alert::Alerter::new(opts.alert_cmd.clone());
         for name in &shadowing {
             alerts.raise(&format!(
@@ -1167,10 +1176,12 @@ impl Vault {
         match (role, kind) {
             (Role::Restore | Role::Replica, Kind::Pack | Kind::Snapshot) => true,
             (Role::Auditor | Role::Admin, Kind::Snapshot) => true,
-            (Role::Client, Kind::Pack) => self.owners.get(id).is_some_and(|o| o.contains(who)),
-            (Role::Client, Kind::Snapshot) => {
-                self.st.snapshots.get(id).is_some_and(|s| &s.client == who)
-            }
+            (Role::Client, Kind::Pack) => self.owns(who, id),
+            (Role::Client, Kind::Snapshot) => self
+                .st
+                .snapshots
+                .get(id)
+                .is_some_and(|s| self.st.client_of(&s.client) == self.st.client_of(who)),
             (_, Kind::Config | Kind::Identity) => true,
             _ => false,
         }
@@ -1273,7 +1284,11 @@ impl Vault {
             .st
             .snapshots
             .iter()
-            .filter(|(i, s)| s.client == *who && *i != id && s.added_ns <= now)
+            .filter(|(i, s)| {
+                self.st.client_of(&s.client) == self.st.client_of(who)
+                    && *i != id
+                    && s.added_ns <= now
+            })
             .collect();
         earlier.sort_by_key(|(i, s)| std::cmp::Reverse((s.added_ns, **i)));
         let healthy: Option<ObjectId> = earlier
@@ -1386,7 +1401,11 @@ impl Vault {
     fn check_silent(&mut self, now: i64) {
         let mut last: HashMap<[u8; 32], (i64, ObjectId)> = HashMap::new();
         for (id, s) in &self.st.snapshots {
-            let e = last.entry(s.client).or_insert((s.added_ns, *id));
+            // By client, across its keys: a key that was succeeded is not
+            // a silent client; its successor may be.
+            let e = last
+                .entry(self.current_key(&s.client))
+                .or_insert((s.added_ns, *id));
             if (s.added_ns, *id) > *e {
                 *e = (s.added_ns, *id);
             }
@@ -1418,19 +1437,39 @@ impl Vault {
                 "a client may only write snapshots it signed itself",
             ));
         }
-        match self.st.members.get(who) {
-            Some(m) if m.role == Role::Client && !self.st.removed.contains(who) => {}
-            _ => {
-                return Err(ApiError::forbidden(
-                    "not signed by a client of this repository",
-                ));
-            }
+        if !self.st.is_client(who) {
+            return Err(ApiError::forbidden(
+                "not signed by a client of this repository",
+            ));
         }
         if snap.header.config_id != self.config_id {
             return Err(ApiError::bad("snapshot is for another repository"));
         }
+        // The restore key epoch it names must be the log's current one;
+        // once a rotation ran, a snapshot that names none is refused too
+        // (format.md §11.2).
+        let current = self.st.restore_publics.last().copied();
+        let rotated = self.st.restore_publics.len() > 1;
+        match (snap.restore_epoch, current) {
+            (Some(e), Some(c)) if e == c => {}
+            (None, _) if !rotated => {}
+            (e, _) => {
+                let named = match e {
+                    Some(e) => match self.st.restore_publics.iter().position(|k| *k == e) {
+                        Some(i) => format!("restore key epoch {i}"),
+                        None => "a key that is no restore key epoch".into(),
+                    },
+                    None => "no restore key epoch".into(),
+                };
+                return Err(ApiError::bad(format!(
+                    "snapshot sealed to {named}, not the current epoch {} (the restore key was \
+                     rotated: run the backup again, with this version or later)",
+                    self.st.restore_publics.len() - 1
+                )));
+            }
+        }
         for p in &snap.header.packs {
-            if !self.owners.get(p).is_some_and(|o| o.contains(who)) {
+            if !self.owns(who, p) {
                 return Err(ApiError::new(
                     409,
                     format!(
@@ -1485,6 +1524,9 @@ impl Vault {
         if self.st.identities.contains(&id) {
             return Ok(id);
         }
+        if let Some(p) = &rec.predecessor {
+            return self.add_successor(admin, id, body, &rec, p.public);
+        }
         if self.st.members.contains_key(&rec.member.public)
             || self.st.members.values().any(|m| m.name == rec.member.name)
         {
@@ -1505,6 +1547,74 @@ impl Vault {
             role.name()
         ));
         Ok(id)
+    }
+
+    /// A client key's successor (identity record version 2, its
+    /// predecessor's signature checked by decoding): the predecessor must
+    /// be an active client, the successor a new key under its name. Stored,
+    /// then logged: the log's entry revokes the predecessor (the fold), and
+    /// from it on the successor is the same client.
+    fn add_successor(
+        &mut self,
+        admin: &[u8; 32],
+        id: ObjectId,
+        body: &[u8],
+        rec: &IdentityRecord,
+        pred: [u8; 32],
+    ) -> Result<ObjectId, ApiError> {
+        let succ = rec.member.public;
+        // The same record again, stored but not logged (a crash between
+        // the two): logged now.
+        let retry = self.st.registered(&id) && self.st.members.get(&succ) == Some(&rec.member);
+        if self.st.members.contains_key(&succ) && !retry {
+            return Err(ApiError::new(
+                409,
+                "succession refused: the successor key is not new (it is another identity's)",
+            ));
+        }
+        if let Some(why) = self
+            .st
+            .succession_problem(&id, &pred, &succ, &rec.member.name)
+        {
+            return Err(ApiError::new(409, format!("succession refused: {why}")));
+        }
+        self.store
+            .put(Kind::Identity, &id.to_hex(), body)
+            .map_err(ApiError::store)?;
+        self.st.members.insert(succ, rec.member.clone());
+        self.st.register_record(id, rec);
+        self.log(Event::IdentityAdded { record: id })?;
+        self.alert(&format!(
+            "admin {} gave client {:?} a new key {} succeeding {} (revoked from now on)",
+            short(admin),
+            rec.member.name,
+            short(&succ),
+            short(&pred)
+        ));
+        Ok(id)
+    }
+
+    /// Pack bytes stored for a client across its keys (what its quota
+    /// counts).
+    pub(crate) fn usage_of(&self, who: &[u8; 32]) -> u64 {
+        let first = self.st.client_of(who);
+        self.usage
+            .iter()
+            .filter(|(k, _)| *k == who || self.st.client_of(k) == first)
+            .map(|(_, n)| *n)
+            .sum()
+    }
+
+    /// The key a client uses now: `key`, or the last successor of it.
+    fn current_key(&self, key: &[u8; 32]) -> [u8; 32] {
+        let mut k = *key;
+        for _ in 0..64 {
+            match self.st.successor_of(&k) {
+                Some(s) => k = s,
+                None => break,
+            }
+        }
+        k
     }
 
     /// Raises a snapshot's lock (in storage first, then in the log). `by`
@@ -1809,12 +1919,15 @@ impl Vault {
         // One pass groups every live snapshot by client.
         let mut by_client: HashMap<[u8; 32], Vec<Candidate<ObjectId>>> = HashMap::new();
         for (id, s) in &self.st.snapshots {
-            by_client.entry(s.client).or_default().push(Candidate {
-                id: *id,
-                time_ns: s.added_ns,
-                bytes: self.referenced_bytes(s.packs.as_ref()),
-                flagged: !s.flags.is_empty(),
-            });
+            by_client
+                .entry(self.st.client_of(&s.client))
+                .or_default()
+                .push(Candidate {
+                    id: *id,
+                    time_ns: s.added_ns,
+                    bytes: self.referenced_bytes(s.packs.as_ref()),
+                    flagged: !s.flags.is_empty(),
+                });
         }
         let mut raises = Vec::new();
         for cands in by_client.values() {
