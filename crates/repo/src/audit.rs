@@ -62,7 +62,20 @@ pub fn audit(repo: &Repository) -> Result<AuditReport> {
         })
         .count() as u64;
     r.live = st.snapshots.len() as u64;
-    r.revoked = st.removed.iter().map(|k| repo.member_name(k)).collect();
+    // A key its client replaced (`key rotate client`) says by which.
+    r.revoked = st
+        .removed
+        .iter()
+        .map(|k| match st.successor_of(k) {
+            Some(s) => format!(
+                "{} (key {} replaced by key {})",
+                repo.member_name(k),
+                holdfast_core::id::hex(&k[..4]),
+                holdfast_core::id::hex(&s[..4])
+            ),
+            None => repo.member_name(k),
+        })
+        .collect();
     r.deletions = st
         .gone
         .values()

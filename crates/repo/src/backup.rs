@@ -361,9 +361,13 @@ fn rebuild_known(
     scratch: &Path,
 ) -> Result<(Vec<ObjectId>, Table, Option<ObjectId>)> {
     let (snaps, _) = repo.snapshots()?;
+    // This client's snapshots under its earlier keys count too (a key's
+    // successor, format.md §4.3).
+    let mut keys = repo.predecessors(client);
+    keys.push(*client);
     let mut packs: Vec<ObjectId> = snaps
         .iter()
-        .filter(|(_, s)| &s.header.client == client)
+        .filter(|(_, s)| keys.contains(&s.header.client))
         .flat_map(|(_, s)| s.header.packs.iter().copied())
         .filter(|p| existing.contains(p))
         .collect();
@@ -372,7 +376,7 @@ fn rebuild_known(
     let last = snaps
         .iter()
         .rev()
-        .find(|(_, s)| &s.header.client == client)
+        .find(|(_, s)| keys.contains(&s.header.client))
         .map(|(id, _)| *id);
     drop(snaps);
     let mut tb = TableBuilder::new(scratch);
@@ -1051,23 +1055,38 @@ pub fn backup(
     };
     let scratch = opts.cache_dir.as_path();
     holdfast_store::create_private_dir(scratch).map_err(|e| io_err(scratch, e))?;
-    let mut cache_path = cache::path(scratch, &owner);
-    if let Some(name) = &opts.stdin {
-        // A dump has its own cache per name: the file backups' cache (and
-        // their comparison) is left as it was, and tonight's dump is
-        // compared with last night's.
-        let tag = id_key.blob_id(format!("stdin\0{name}").as_bytes());
-        let mut n = cache_path.into_os_string();
-        n.push(format!(".stdin-{}", holdfast_core::id::hex(&tag.0[..8])));
-        cache_path = PathBuf::from(n);
-    }
+    let path_of = |owner: &Owner| {
+        let mut cache_path = cache::path(scratch, owner);
+        if let Some(name) = &opts.stdin {
+            // A dump has its own cache per name: the file backups' cache
+            // (and their comparison) is left as it was, and tonight's dump
+            // is compared with last night's.
+            let tag = id_key.blob_id(format!("stdin\0{name}").as_bytes());
+            let mut n = cache_path.into_os_string();
+            n.push(format!(".stdin-{}", holdfast_core::id::hex(&tag.0[..8])));
+            cache_path = PathBuf::from(n);
+        }
+        cache_path
+    };
+    let cache_path = path_of(&owner);
     let existing: HashSet<ObjectId> = repo
         .backend
         .list(Kind::Pack)?
         .into_iter()
         .filter_map(|(n, _)| ObjectId::from_hex(&n).ok())
         .collect();
-    let loaded = Loaded::load(&cache_path, &owner);
+    // A new key that succeeds an old one (`key rotate client`) carries on
+    // its predecessor's cache: its baseline and its known blobs.
+    let loaded = Loaded::load(&cache_path, &owner).or_else(|| {
+        repo.predecessors(&me).into_iter().find_map(|p| {
+            let theirs = Owner {
+                repo_id: owner.repo_id,
+                client: p,
+                config_id: owner.config_id,
+            };
+            Loaded::load(&path_of(&theirs), &theirs)
+        })
+    });
     let history = loaded
         .as_ref()
         .map(|l| l.history.clone())
@@ -1136,7 +1155,8 @@ pub fn backup(
     });
 
     // 3. Upload: a writer thread stores finished packs.
-    let (epk, session) = crypto::seal_session(&repo.sealing_public())?;
+    let sealed_to = repo.sealing_public();
+    let (epk, session) = crypto::seal_session(&sealed_to)?;
     let failed = AtomicBool::new(false);
     let (tx, rx) = sync_channel::<(PackBuilder, u32)>(0);
     let (spare_tx, spare_rx) = sync_channel::<Vec<u8>>(2);
@@ -1339,18 +1359,19 @@ pub fn backup(
         tags: opts.tags.clone(),
     };
     let anomalies = &outcome.findings;
-    let committed =
-        Snapshot::create_judged(header, anomalies, &judgement, &body, &session, identity)
+    let committed = Snapshot::create_sealed_to(
+        header, anomalies, &judgement, &sealed_to, &body, &session, identity,
+    )
+    .map_err(Error::from)
+    .and_then(|(id, bytes)| {
+        if opts.dry_run {
+            return Ok(id);
+        }
+        repo.backend
+            .put(Kind::Snapshot, &id.to_hex(), &bytes)
+            .map(|()| id)
             .map_err(Error::from)
-            .and_then(|(id, bytes)| {
-                if opts.dry_run {
-                    return Ok(id);
-                }
-                repo.backend
-                    .put(Kind::Snapshot, &id.to_hex(), &bytes)
-                    .map(|()| id)
-                    .map_err(Error::from)
-            });
+    });
     let snap_id = match committed {
         Ok(id) => id,
         Err(e) => return fail(cache_writer, e),

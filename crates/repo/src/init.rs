@@ -304,3 +304,79 @@ pub fn new_client(
         .put(Kind::Identity, &ObjectId::of(&bytes).to_hex(), &bytes)?;
     Ok(())
 }
+
+/// `holdfast key rotate client`: a new key for the client whose key is
+/// `old`, as a successor record (format.md §4.3) signed by `old` and by the
+/// admin `admin`. The new key file (same name, same id key, so
+/// deduplication goes on) is written to `out` first, then the record is
+/// stored (through a vault: the vault checks it and logs it, which revokes
+/// `old` at once). Returns the new key's public half.
+pub fn rotate_client(
+    repo: &crate::Repository,
+    old: &Key,
+    admin: &Key,
+    out: &Path,
+) -> Result<[u8; 32]> {
+    let Secret::Client {
+        id_key,
+        repo_public,
+        identity: old_id,
+    } = &old.secret
+    else {
+        return Err(Error::Usage(
+            "--key must be the client key to replace".into(),
+        ));
+    };
+    if old.config_id != repo.config_id || admin.config_id != repo.config_id {
+        return Err(Error::Usage(
+            "--key and --admin-key must belong to this repository".into(),
+        ));
+    }
+    let admin_id = match (admin.role, admin.identity()) {
+        (Role::Admin, Some(i)) => i,
+        _ => return Err(Error::Usage("--admin-key must be an admin key".into())),
+    };
+    let pred = old_id.public();
+    let name = match repo.members.get(&pred) {
+        Some(m) if m.role == Role::Client => m.name.clone(),
+        _ => {
+            return Err(Error::Usage(
+                "--key is not a client identity of this repository".into(),
+            ));
+        }
+    };
+    if let Some(l) = &repo.log
+        && !l.state.is_client(&pred)
+    {
+        return Err(Error::Usage(format!(
+            "client {name:?}: this key was revoked or already replaced (see `holdfast audit`)"
+        )));
+    }
+    if out.exists() {
+        return Err(Error::Usage(format!(
+            "{} exists; a key is never written over a file",
+            out.display()
+        )));
+    }
+    let new = Identity::generate()?;
+    let public = new.public();
+    let rec = IdentityRecord::successor(repo.config_id, &name, public, old_id, admin_id, now_ns());
+    let kf = KeyFile::seal(
+        Role::Client,
+        &name,
+        repo.config_id,
+        &Secret::Client {
+            id_key: id_key.clone(),
+            repo_public: *repo_public,
+            identity: new,
+        },
+        None,
+    )?;
+    // The key first: once the record joins, the old key is revoked, and
+    // this file is the client's only key.
+    write_key_file(out, &kf)?;
+    let bytes = rec.encode();
+    repo.backend
+        .put(Kind::Identity, &ObjectId::of(&bytes).to_hex(), &bytes)?;
+    Ok(public)
+}

@@ -38,7 +38,7 @@ impl LogView {
 /// by executed, quorum-approved proposals.
 pub fn vault_key_at(repo: &Repository, entries: &[Vec<u8>], size: u64) -> [u8; 32] {
     let n = (size as usize).min(entries.len());
-    let (st, _) = LogState::new(&repo.config, repo.config_id, repo.members.clone()).fold(
+    let (st, _) = repo.log_state().fold(
         entries[..n].iter().map(|e| e.as_slice()),
         &Reader::at(crate::now_ns()),
         &mut |_| None,
@@ -84,7 +84,7 @@ pub fn fold(
         }
         repo.load_snapshot(id).ok().map(|s| s.header.packs)
     };
-    let (state, _) = LogState::new(&repo.config, repo.config_id, repo.members.clone()).fold(
+    let (state, _) = repo.log_state().fold(
         entries[..n].iter().map(|e| e.as_slice()),
         reader,
         &mut packs_of,

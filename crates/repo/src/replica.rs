@@ -130,6 +130,7 @@ pub fn pull_with_progress(
     // Every entry through the one validating fold, on this replica's clock,
     // counting deletion delays from when this replica first saw them.
     let mut members = std::collections::HashMap::new();
+    let mut records = Vec::new();
     for (name, _) in local.list(Kind::Identity)? {
         let b = local.get(Kind::Identity, &name)?;
         if let Ok(rec) = IdentityRecord::decode(&b)
@@ -142,7 +143,12 @@ pub fn pull_with_progress(
                     "identity record {name} names a member of the config: refused, not applied"
                 ));
             } else {
-                members.entry(rec.member.public).or_insert(rec.member);
+                members
+                    .entry(rec.member.public)
+                    .or_insert(rec.member.clone());
+                if let Ok(id) = ObjectId::from_hex(&name) {
+                    records.push((id, rec));
+                }
             }
         }
     }
@@ -158,11 +164,11 @@ pub fn pull_with_progress(
         let b = local.get(Kind::Snapshot, &id.to_hex()).ok()?;
         Snapshot::decode(&b).ok().map(|s| s.header.packs)
     };
-    let (st, effects) = LogState::new(&config, config_id, members).fold(
-        entries.iter().map(|e| e.as_slice()),
-        &reader,
-        &mut packs_of,
-    );
+    let mut st = LogState::new(&config, config_id, members);
+    for (id, rec) in &records {
+        st.register_record(*id, rec);
+    }
+    let (st, effects) = st.fold(entries.iter().map(|e| e.as_slice()), &reader, &mut packs_of);
     rep.problems.extend(
         st.problems
             .iter()

@@ -20,6 +20,9 @@ pub struct Repository {
     pub config_id: ObjectId,
     /// Every identity: from the config, plus admin-signed identity records.
     pub members: HashMap<[u8; 32], Member>,
+    /// The verified identity records (id, record): the log's fold learns
+    /// client key successions from them.
+    pub records: Vec<(ObjectId, IdentityRecord)>,
     /// The vault's log, folded, when the repository has one (a vault, a
     /// replica, a bundle): it orders snapshots by the vault's time.
     pub log: Option<crate::logview::LogView>,
@@ -56,6 +59,7 @@ impl Repository {
             .iter()
             .map(|m| (m.public, m.clone()))
             .collect();
+        let mut records = Vec::new();
         for (name, _) in backend.list(Kind::Identity)? {
             let rec = backend.get(Kind::Identity, &name)?;
             let rec = IdentityRecord::decode(&rec)
@@ -65,15 +69,61 @@ impl Repository {
                     "identity {name}: not signed by an admin, or a role one admin may not add"
                 ))
             })?;
-            members.entry(rec.member.public).or_insert(rec.member);
+            members
+                .entry(rec.member.public)
+                .or_insert(rec.member.clone());
+            if !config.members.iter().any(|m| m.public == rec.member.public)
+                && let Ok(id) = ObjectId::from_hex(&name)
+            {
+                records.push((id, rec));
+            }
         }
         Ok(Repository {
             backend,
             config,
             config_id,
             members,
+            records,
             log: None,
         })
+    }
+
+    /// The log fold over this repository's identities: the config's
+    /// members, the records' identities and their successions.
+    pub fn log_state(&self) -> holdfast_core::logstate::LogState {
+        let mut st = holdfast_core::logstate::LogState::new(
+            &self.config,
+            self.config_id,
+            self.members.clone(),
+        );
+        for (id, rec) in &self.records {
+            st.register_record(*id, rec);
+        }
+        st
+    }
+
+    /// The keys `key` succeeds, newest first, by the successor records
+    /// (each signed by the key it replaces): a new key carries on its
+    /// predecessors' cache and history.
+    pub fn predecessors(&self, key: &[u8; 32]) -> Vec<[u8; 32]> {
+        let mut out = Vec::new();
+        let mut k = *key;
+        while out.len() < 64 {
+            let Some(p) = self
+                .records
+                .iter()
+                .filter(|(_, r)| r.member.public == k)
+                .find_map(|(_, r)| r.predecessor.as_ref().map(|p| p.public))
+            else {
+                break;
+            };
+            if p == *key || out.contains(&p) {
+                break;
+            }
+            out.push(p);
+            k = p;
+        }
+        out
     }
 
     /// Reads the vault's log through the validating fold, on this reader's
@@ -113,6 +163,15 @@ impl Repository {
             .unwrap_or(self.config.repo_public)
     }
 
+    /// The index of a restore key epoch (0: the config's key; then each
+    /// rotation the log executed), if this reader knows it.
+    pub fn epoch_index(&self, public: &[u8; 32]) -> Option<usize> {
+        match &self.log {
+            Some(l) => l.state.restore_publics.iter().position(|k| k == public),
+            None => (*public == self.config.repo_public).then_some(0),
+        }
+    }
+
     /// Decrypts a snapshot's body. A body that does not open with a restore
     /// key lacking an epoch the log rotated to, for a snapshot made after
     /// that rotation, is a usage error (the old key, by design); any other
@@ -125,6 +184,9 @@ impl Repository {
     ) -> Result<holdfast_core::format::SnapshotBody> {
         snap.open_body(secret)
             .map_err(|e| match self.stale_restore_key(secret) {
+                _ if e == holdfast_core::format::SnapshotError::Epoch => {
+                    Error::Tamper(format!("snapshot {}: {e}", id.short()))
+                }
                 Some(t) if self.order_time(id, snap) >= t => Error::Usage(format!(
                     "snapshot {} was sealed after the restore key rotation of {}: this restore key \
                  is older; use the newest one",
@@ -254,12 +316,14 @@ impl Repository {
         let (Some(log), Some((_, first))) = (&self.log, all.first()) else {
             return Ok(());
         };
-        let client = first.header.client;
+        // The client across its keys (a successor's history holds its
+        // predecessors' snapshots).
+        let client = log.state.client_of(&first.header.client);
         let unserved: Vec<String> = log
             .state
             .snapshots
             .iter()
-            .filter(|(id, s)| s.client == client && !served.contains(id))
+            .filter(|(id, s)| log.state.client_of(&s.client) == client && !served.contains(id))
             .map(|(id, _)| id.short())
             .collect();
         if !unserved.is_empty() {

@@ -25,6 +25,9 @@ pub struct SnapshotInfo {
     pub judgement: Option<holdfast_core::format::Judgement>,
     /// Only with the restore key.
     pub body: Option<SnapshotBody>,
+    /// The restore key epoch it names (record version 4): its public key,
+    /// and its index (0 the config's) where this reader knows it.
+    pub restore_epoch: Option<([u8; 32], Option<usize>)>,
 }
 
 /// Every snapshot; with the restore key, its encrypted details too.
@@ -52,6 +55,7 @@ pub fn list(repo: &Repository, key: &Key) -> Result<(Vec<SnapshotInfo>, Vec<Erro
             packs: s.header.packs.len(),
             findings: s.findings.clone(),
             judgement: s.judgement.clone(),
+            restore_epoch: s.restore_epoch.map(|e| (e, repo.epoch_index(&e))),
             body,
         });
     }

@@ -17,15 +17,20 @@ pub enum KeyCommand {
     Split(SplitArgs),
     /// Rebuild the restore key from M shares into a new key file
     Combine(CombineArgs),
-    /// Start a new restore key epoch: write a new restore key (which also
-    /// holds every earlier epoch's secret, so it reads everything) and
-    /// propose it to the admins. Once a quorum approved it and the delay
-    /// passed, clients seal new data to it; the old key (and its shares)
-    /// reads nothing written after. Deduplication goes on across it.
+    /// `restore`: start a new restore key epoch: write a new restore key
+    /// (which also holds every earlier epoch's secret, so it reads
+    /// everything) and propose it to the admins. Once a quorum approved it
+    /// and the delay passed, clients seal new data to it; the old key (and
+    /// its shares) reads nothing written after. Deduplication goes on
+    /// across it. `client`: give a client a new key (--key: its current
+    /// key; --admin-key: an admin, who signs with it): the new key is the
+    /// same client (name, history, detection baseline, cache), the old one
+    /// is revoked the moment the vault logs it.
     Rotate(RotateArgs),
     /// Revoke a client identity through the vault, at once and for good
     /// (one admin; logged and alerted). Issue the server a new identity
-    /// with `key new client OTHER-NAME`. Admins, replicas and auditors are
+    /// with `key new client OTHER-NAME` (or, for a key that is still
+    /// yours, `key rotate client`). Admins, replicas and auditors are
     /// removed by a quorum proposal instead (`propose remove`).
     Revoke(RevokeArgs),
     /// Change the passphrase of a restore or admin key file (replaced
@@ -50,18 +55,23 @@ pub struct PasswdArgs {
 
 #[derive(clap::Args)]
 pub struct RotateArgs {
-    /// What to rotate (only `restore`)
+    /// What to rotate: `restore` or `client`
     pub what: String,
-    /// The vault (https://…)
+    /// The vault (https://…), or for `client` also a directory
     #[arg(long)]
     pub repo: String,
-    /// An admin key (signs the proposal)
+    /// `restore`: an admin key (signs the proposal). `client`: the
+    /// client's current key (signs its successor)
     #[arg(long)]
     pub key: PathBuf,
-    /// The current restore key (or repeat --restore-key with M shares)
-    #[arg(long = "restore-key", required = true)]
+    /// `restore`: the current restore key (or repeat --restore-key with M
+    /// shares)
+    #[arg(long = "restore-key")]
     pub restore_key: Vec<PathBuf>,
-    /// Where to write the new restore key (asks for its passphrase)
+    /// `client`: an admin key, which signs the new key's record
+    #[arg(long)]
+    pub admin_key: Option<PathBuf>,
+    /// Where to write the new key (a restore key asks for its passphrase)
     #[arg(long)]
     pub out: PathBuf,
 }
@@ -638,11 +648,14 @@ fn rotate(a: RotateArgs) -> Result<ExitCode> {
     use holdfast_core::format::Role;
     use holdfast_core::governance::{Action, Proposal};
     use holdfast_core::keyfile::{KeyFile, Secret};
+    if a.what == "client" {
+        return rotate_client(a);
+    }
     if a.what != "restore" {
-        bail!(
-            "only the restore key is rotated this way (got {:?}); client keys are revoked and issued anew",
-            a.what
-        );
+        bail!("rotate what: `restore` or `client` (got {:?})", a.what);
+    }
+    if a.restore_key.is_empty() {
+        bail!("key rotate restore needs --restore-key (the current restore key, or M shares)");
     }
     let (vault, repo, admin) = admin_through_vault(
         &a.repo,
@@ -721,6 +734,60 @@ fn rotate(a: RotateArgs) -> Result<ExitCode> {
         j["id"].as_str().unwrap_or("?"),
         repo.config.quorum,
         repo.config.delay_secs
+    ));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `key rotate client`: a successor key for a client (format.md §4.3).
+fn rotate_client(a: RotateArgs) -> Result<ExitCode> {
+    let Some(admin_key) = &a.admin_key else {
+        bail!("key rotate client needs --admin-key (an admin signs the new key's record)");
+    };
+    if !a.restore_key.is_empty() {
+        bail!("key rotate client takes no --restore-key");
+    }
+    let old = util::load_key(&a.key)?;
+    // Through a vault, the admin signs the request that adds the record;
+    // on a directory, the record is simply written.
+    let (repo, admin) = if a.repo.starts_with("https://") {
+        let (_, repo, admin) = util::open_vault(&a.repo, admin_key)?;
+        (repo, admin)
+    } else {
+        let (repo, _) = util::open(&a.repo, &a.key)?;
+        (repo, util::load_key(admin_key)?)
+    };
+    let old_public = old
+        .identity()
+        .map(|i| i.public())
+        .ok_or_else(|| anyhow::anyhow!("{}: not a client key", a.key.display()))?;
+    let public = holdfast_repo::init::rotate_client(&repo, &old, &admin, &a.out)?;
+    // The new key carries on the checkpoint the old one held (and its
+    // chain of vault keys): no first contact, no rollback window.
+    let dir = util::checkpoint_dir();
+    let from = holdfast_store::VaultBackend::checkpoint_path(&dir, &repo.config_id, &old_public);
+    let to = holdfast_store::VaultBackend::checkpoint_path(&dir, &repo.config_id, &public);
+    // The chain first: it is written before the checkpoint it explains.
+    for (f, t) in [
+        (
+            holdfast_store::VaultBackend::keys_path(&from),
+            holdfast_store::VaultBackend::keys_path(&to),
+        ),
+        (from, to),
+    ] {
+        if t.exists() {
+            continue;
+        }
+        if let Ok(b) = holdfast_store::read_regular(&f, 1 << 20) {
+            holdfast_repo::keys::write_secret_file(&t, &b)?;
+        }
+    }
+    util::out(format!(
+        "client {} has a new key {} in {}; the old key {} is revoked from now on: put the new \
+         key on the server in its place (its cache and history carry over)",
+        old.name,
+        holdfast_core::id::hex(&public[..8]),
+        a.out.display(),
+        holdfast_core::id::hex(&old_public[..8]),
     ));
     Ok(ExitCode::SUCCESS)
 }

@@ -149,6 +149,18 @@ pub fn run(a: Args) -> Result<ExitCode> {
                         .map(|(c, v)| (signal(*c).to_string(), serde_json::Value::from(*v)))
                         .collect::<serde_json::Map<_, _>>()),
                 });
+                // The restore key epoch its session was sealed to, as the
+                // (signed) record names it: null before record version 4,
+                // or when this reader does not know the key.
+                o["restore_epoch"] = s
+                    .restore_epoch
+                    .and_then(|(_, i)| i)
+                    .map_or(serde_json::Value::Null, |i| i.into());
+                o["restore_epoch_key"] = s
+                    .restore_epoch
+                    .map_or(serde_json::Value::Null, |(k, _)| {
+                        holdfast_core::id::hex(&k).into()
+                    });
                 if let Some((t, l)) = lock_of(&s.id) {
                     o["vault_time"] = util::time(t).into();
                     o["vault_time_ns"] = t.into();

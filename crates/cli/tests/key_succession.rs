@@ -1,0 +1,314 @@
+//! Issue 13, keys: a client key's successor (`key rotate client`), and
+//! snapshots that name the restore key epoch they were sealed to. The real
+//! binary and a real vault on 127.0.0.1.
+
+mod common;
+
+use common::*;
+use holdfast_core::crypto::{Identity, seal_session};
+use holdfast_core::format::{
+    Checked, IdentityRecord, Judgement, Snapshot, SnapshotBody, SnapshotHeader,
+};
+use holdfast_core::request::Auth;
+use holdfast_core::{BlobId, ObjectId};
+use holdfast_store::{Backend, Kind, VaultBackend};
+
+/// A signed request as the holder of `v`'s key: (status, body).
+fn send(v: &VaultBackend, method: &str, path: &str, body: &[u8]) -> (u16, String) {
+    let auth = Auth::sign(v.identity(), method, path, holdfast_repo::now_ns(), body).unwrap();
+    let (code, b) = v.send(method, path, body, &auth).unwrap();
+    (code, String::from_utf8_lossy(&b).into_owned())
+}
+
+fn put_identity(v: &VaultBackend, rec: &IdentityRecord) -> (u16, String) {
+    send(v, "POST", "/v1/identities", &rec.encode())
+}
+
+fn snapshots_json(w: &World, url: &str, extra: &[&str]) -> Vec<serde_json::Value> {
+    let restore = w.key("restore");
+    let mut args = vec!["snapshots", "--repo", url, "--key", &restore, "--json"];
+    args.extend_from_slice(extra);
+    serde_json::from_str(&w.ok(&args)).unwrap()
+}
+
+/// A client's key is replaced through the vault: the old key is refused
+/// from then on, the new one is the same client (history, detection
+/// baseline, namespace, cache: an unchanged tree stores next to nothing),
+/// the audit says which key replaced which, and forged successions are
+/// refused.
+#[test]
+fn a_client_key_succession_keeps_the_client_and_revokes_the_old_key() {
+    let w = World::new();
+    w.init();
+    let vault = w.start_vault(&[]);
+    let url = vault.url.clone();
+    let src = w.path("mail");
+    make_maildir(&src, 2, 12, 131);
+    let old = w.key("client");
+    let s1 = backup_via(&w, &url, &old, &src);
+    mail_day(&src, 5);
+    let s2 = backup_via(&w, &url, &old, &src);
+    let new = w.path("client-2.key").display().to_string();
+    let out = w.ok(&[
+        "key",
+        "rotate",
+        "client",
+        "--repo",
+        &url,
+        "--key",
+        &old,
+        "--admin-key",
+        &w.key("admin-1"),
+        "--out",
+        &new,
+    ]);
+    assert!(out.contains("new key"), "{out}");
+
+    // The old key's next request is refused.
+    let o = w.run(&[
+        "backup",
+        "--repo",
+        &url,
+        "--key",
+        &old,
+        src.to_str().unwrap(),
+    ]);
+    assert!(!o.status.success());
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(e.contains("revoked"), "{e}");
+    assert_eq!(e.trim().lines().count(), 1, "{e}");
+
+    // The new key: the same client, compared with its predecessor's last
+    // snapshot; the unchanged tree deduplicates against the old key's packs.
+    let j = backup_json(&w, &url, &new, &src);
+    println!(
+        "first backup of an unchanged tree after the succession: new_bytes {} stored_bytes {} \
+         packs_written {}",
+        j["new_bytes"], j["stored_bytes"], j["packs_written"]
+    );
+    assert_eq!(j["checked"], "compared", "{j}");
+    assert!(j["new_bytes"].as_u64().unwrap() < 64 << 10, "{j}");
+    let s3 = j["snapshot"].as_str().unwrap().to_string();
+
+    // Its history under one name: both keys' snapshots.
+    let listed = snapshots_json(&w, &url, &["--client", "client"]);
+    let ids: Vec<&str> = listed.iter().map(|s| s["id"].as_str().unwrap()).collect();
+    for s in [&s1, &s2, &s3] {
+        assert!(ids.contains(&s.as_str()), "{s} missing from {ids:?}");
+    }
+    assert!(listed.iter().all(|s| s["client"] == "client"));
+    // The new key's first snapshot follows the old key's last.
+    let s3_row = listed.iter().find(|s| s["id"] == s3.as_str()).unwrap();
+    assert_eq!(s3_row["parent"], s2.as_str(), "{s3_row}");
+    // Old snapshots still verify and restore.
+    w.ok(&[
+        "verify",
+        "--repo",
+        &url,
+        "--key",
+        &w.key("restore"),
+        "--read-data",
+    ]);
+    let t = w.path("out-1");
+    restore_via(&w, &url, &s1[..12], &t);
+
+    // The audit shows the succession, and no problem.
+    let audit = w.ok(&["audit", "--repo", &url, "--key", &w.key("auditor")]);
+    assert!(audit.contains("replaced by key"), "{audit}");
+    assert!(audit.contains("0 problem(s)"), "{audit}");
+
+    // Forged successions, sent by an admin: each refused, nothing logged.
+    let admin = load_key(&w.key("admin-1"));
+    let admin_id = admin.identity().unwrap();
+    let cid = admin.config_id;
+    let old_key = load_key(&old);
+    let new_key = load_key(&new);
+    let av = raw(&w, &url, &w.key("admin-1"));
+    let now = holdfast_repo::now_ns();
+    // 1. A bad predecessor signature: a thief names the live key.
+    let thief = Identity::generate().unwrap();
+    let fresh = Identity::generate().unwrap();
+    let mut forged =
+        IdentityRecord::successor(cid, "client", fresh.public(), &thief, admin_id, now);
+    forged.predecessor.as_mut().unwrap().public = new_key.identity().unwrap().public();
+    let (code, msg) = put_identity(&av, &forged);
+    assert_eq!(code, 400, "{msg}");
+    // 2. The predecessor is revoked (already succeeded).
+    let again = IdentityRecord::successor(
+        cid,
+        "client",
+        fresh.public(),
+        old_key.identity().unwrap(),
+        admin_id,
+        now,
+    );
+    let (code, msg) = put_identity(&av, &again);
+    assert_eq!(code, 409, "{msg}");
+    assert!(msg.contains("not an active client"), "{msg}");
+    // 3. The successor key is reused: the old key, or an admin's.
+    for reused in [old_key.identity().unwrap().public(), admin_id.public()] {
+        let rec = IdentityRecord::successor(
+            cid,
+            "client",
+            reused,
+            new_key.identity().unwrap(),
+            admin_id,
+            now,
+        );
+        let (code, msg) = put_identity(&av, &rec);
+        assert_eq!(code, 409, "{msg}");
+        assert!(msg.contains("not new"), "{msg}");
+    }
+    // 4. A client key cannot sign a succession alone (no admin).
+    let cv = raw(&w, &url, &new);
+    let rec = IdentityRecord::successor(
+        cid,
+        "client",
+        fresh.public(),
+        new_key.identity().unwrap(),
+        new_key.identity().unwrap(),
+        now,
+    );
+    let (code, msg) = put_identity(&cv, &rec);
+    assert!(code == 400 || code == 403, "{code} {msg}");
+    // Nothing of that joined: the new key still works, the audit is clean.
+    mail_day(&src, 6);
+    backup_via(&w, &url, &new, &src);
+    let audit = w.ok(&["audit", "--repo", &url, "--key", &w.key("auditor")]);
+    assert!(audit.contains("0 problem(s)"), "{audit}");
+}
+
+/// After a restore key rotation ran, the vault refuses a snapshot sealed
+/// to the old epoch (a client that did not follow, or a stolen client key
+/// sealing to a leaked key), and one that names no epoch; every snapshot
+/// names its epoch in `snapshots --json`; one that lies about its epoch
+/// (sealed to the old key, naming the new) is caught by the restore key.
+#[test]
+fn after_a_restore_key_rotation_the_vault_refuses_the_old_epoch() {
+    let w = World::new();
+    let keys = w.path("keys").display().to_string();
+    w.ok(&["init", &w.repo(), "--keys", &keys, "--delay-secs", "1"]);
+    let vault = w.start_vault(&[]);
+    let url = vault.url.clone();
+    let src = w.path("mail");
+    make_maildir(&src, 1, 6, 77);
+    let before = backup_via(&w, &url, &w.key("client"), &src);
+    let new_restore = w.path("restore-2.key").display().to_string();
+    w.ok(&[
+        "key",
+        "rotate",
+        "restore",
+        "--repo",
+        &url,
+        "--key",
+        &w.key("admin-1"),
+        "--restore-key",
+        &w.key("restore"),
+        "--out",
+        &new_restore,
+    ]);
+    let props: Vec<serde_json::Value> = serde_json::from_str(&w.ok(&[
+        "proposals",
+        "--repo",
+        &url,
+        "--key",
+        &w.key("auditor"),
+        "--json",
+    ]))
+    .unwrap();
+    let pid = props[0]["id"].as_str().unwrap().to_string();
+    w.ok(&[
+        "approve",
+        "--repo",
+        &url,
+        "--key",
+        &w.key("admin-2"),
+        &pid[..12],
+    ]);
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let after = backup_via(&w, &url, &w.key("client"), &src);
+
+    // Each snapshot names its epoch.
+    let restore = new_restore.clone();
+    let listed: Vec<serde_json::Value> =
+        serde_json::from_str(&w.ok(&["snapshots", "--repo", &url, "--key", &restore, "--json"]))
+            .unwrap();
+    let epoch_of =
+        |id: &str| listed.iter().find(|s| s["id"] == id).unwrap()["restore_epoch"].clone();
+    assert_eq!(epoch_of(&before), 0);
+    assert_eq!(epoch_of(&after), 1);
+
+    // A client key forced to seal to the old epoch.
+    let client = load_key(&w.key("client"));
+    let me = client.identity().unwrap();
+    let cv = raw(&w, &url, &w.key("client"));
+    let prior = Snapshot::decode(&cv.get(Kind::Snapshot, &after).unwrap()).unwrap();
+    let old_pub = load_key(&w.key("restore")).repo_secret().unwrap().public();
+    let new_pub = load_key(&new_restore).repo_secret().unwrap().public();
+    assert_ne!(old_pub, new_pub);
+    let make = |sealed_to: &[u8; 32], names: Option<&[u8; 32]>| {
+        let (epk, session) = seal_session(sealed_to).unwrap();
+        let header = SnapshotHeader {
+            config_id: client.config_id,
+            client: me.public(),
+            time_ns: holdfast_repo::now_ns(),
+            parent: Some(ObjectId::from_hex(&after).unwrap()),
+            packs: prior.header.packs.clone(),
+            epk,
+        };
+        let body = SnapshotBody {
+            root: BlobId([0; 32]),
+            hostname: "forced".into(),
+            ..Default::default()
+        };
+        let j = Judgement {
+            checked: Checked::NoBaseline,
+            runs: 0,
+            thresholds: vec![],
+        };
+        match names {
+            Some(e) => Snapshot::create_sealed_to(header, &[], &j, e, &body, &session, me).unwrap(),
+            None => Snapshot::create_judged(header, &[], &j, &body, &session, me).unwrap(),
+        }
+    };
+    let put = |(id, bytes): (ObjectId, Vec<u8>)| {
+        send(
+            &cv,
+            "PUT",
+            &format!("/v1/objects/snapshots/{}", id.to_hex()),
+            &bytes,
+        )
+    };
+    let (code, msg) = put(make(&old_pub, Some(&old_pub)));
+    assert_eq!(code, 400, "{msg}");
+    assert!(
+        msg.contains("epoch 0") && msg.contains("current epoch 1"),
+        "{msg}"
+    );
+    assert_eq!(msg.trim().lines().count(), 1, "{msg}");
+    let (code, msg) = put(make(&old_pub, None));
+    assert_eq!(code, 400, "{msg}");
+    assert!(msg.contains("no restore key epoch"), "{msg}");
+    // Sealed to the old key but naming the new one: the vault cannot tell
+    // (it has no key), every restore key holder can.
+    let (lie, lie_bytes) = make(&old_pub, Some(&new_pub));
+    let (code, msg) = put((lie, lie_bytes));
+    assert!(code < 300, "{code} {msg}");
+    // (The old key's view of such a record: the unit test
+    // format::tests::snapshot_epoch_v4.)
+    let o = w.run(&[
+        "verify",
+        "--repo",
+        &url,
+        "--key",
+        &new_restore,
+        "--read-data",
+    ]);
+    let e = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(o.status.code(), Some(4), "{e}");
+    assert!(e.contains("another restore key epoch"), "{e}");
+}
