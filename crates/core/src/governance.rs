@@ -119,7 +119,19 @@ pub enum Action {
     /// presents TLS with it. `pop` is the new key's signature over
     /// [`vault_key_message`]: a proposal without a valid one does not decode.
     RotateVaultKey { key: [u8; 32], pop: [u8; 64] },
+    /// Acknowledge the vault's clock after a hold (log kind 12): the
+    /// quorum says the time the vault now dates entries with is right (the
+    /// vault really was down that long, or its clock was fixed). No
+    /// payload: it lifts every hold logged before its `Proposed` entry,
+    /// none logged after. The proposer's clock (`time_ns`, signed) is the
+    /// witness: it must be within [`ACK_CLOCK_SKEW_NS`] of the time of the
+    /// `Proposed` entry, or the proposal is refused.
+    AckClock,
 }
+
+/// How far an `AckClock` proposer's clock may be from the vault's (the
+/// time of its `Proposed` entry).
+pub const ACK_CLOCK_SKEW_NS: i64 = 15 * 60 * 1_000_000_000;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Proposal {
@@ -165,6 +177,9 @@ fn encode_action(w: &mut Writer, a: &Action) {
         }
         Action::RotateVaultKey { key, pop } => {
             w.u8(7).raw(key).raw(pop);
+        }
+        Action::AckClock => {
+            w.u8(8);
         }
     }
 }
@@ -256,6 +271,7 @@ impl Proposal {
                 key: r.array()?,
                 pop: r.array()?,
             },
+            8 => Action::AckClock,
             _ => return Err(DecodeError::Invalid("proposal action")),
         };
         if let Action::RotateVaultKey { key, pop } = &action
@@ -433,6 +449,7 @@ mod tests {
                     pop: vault_key_pop(&cid, &k),
                 }
             },
+            Action::AckClock,
         ] {
             let p = Proposal::new(cid, action, &a[0], 1).unwrap();
             assert_eq!(Proposal::decode(&p.encode()).unwrap(), p);
@@ -465,6 +482,31 @@ mod tests {
             5,
             &sig
         ));
+    }
+
+    #[test]
+    fn a_clock_acknowledgement_has_no_payload_and_malformed_ones_are_errors() {
+        let a = admins();
+        let p = Proposal::new(ObjectId([4; 32]), Action::AckClock, &a[0], 77).unwrap();
+        let b = p.encode();
+        assert_eq!(Proposal::decode(&b).unwrap(), p);
+        // magic, config id, then the action: tag 8 and nothing more.
+        assert_eq!(b[40], 8);
+        assert_eq!(b.len(), 8 + 32 + 1 + 32 + 8 + 16 + 64);
+        for n in 0..b.len() {
+            assert!(Proposal::decode(&b[..n]).is_err(), "truncated at {n}");
+        }
+        // A byte of payload shifts the rest: the signature no longer checks.
+        let mut extra = b.clone();
+        extra.insert(41, 0);
+        assert!(Proposal::decode(&extra).is_err());
+        let mut unknown = b.clone();
+        unknown[40] = 9;
+        assert!(Proposal::decode(&unknown).is_err());
+        // Its time is signed like every proposal's.
+        let mut later = b.clone();
+        later[41 + 32] ^= 1;
+        assert!(Proposal::decode(&later).is_err());
     }
 
     #[test]

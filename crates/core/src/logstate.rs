@@ -25,7 +25,13 @@
 //!   that would leave fewer admins than the quorum is refused;
 //! * a reader that has seen the log before counts the delay of a deletion
 //!   from when *it* first saw the quorum, on its own clock, and keeps the
-//!   data until then.
+//!   data until then;
+//! * from a clock hold (kind 12: the vault started with its clock far past
+//!   the log) until an executed `AckClock` proposed after it, no deletion:
+//!   a reclaim, or an execution that deletes or shortens retention
+//!   ([`LogState::deletes`]), is refused; an `AckClock` proposal whose
+//!   proposer's clock is more than [`ACK_CLOCK_SKEW_NS`] from its entry's
+//!   time is refused.
 //!
 //! An entry that breaks a rule is reported as a [`Problem`] (tampering) and
 //! its destructive part is not applied: damage is never a reason to delete.
@@ -37,7 +43,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use crate::format::{Config, Member, Retention, Role};
-use crate::governance::{Action, Proposal, Status, Vote, VoteKind};
+use crate::governance::{ACK_CLOCK_SKEW_NS, Action, Proposal, Status, Vote, VoteKind};
 use crate::id::ObjectId;
 use crate::vaultlog::{Entry, Event};
 
@@ -128,6 +134,10 @@ pub struct Snap {
     pub lifted: bool,
     /// The stored bytes it references, as the log says (kind 11).
     pub stored_bytes: Option<u64>,
+    /// The restore key epoch current when it was added (an index into
+    /// [`LogState::restore_publics`]): a snapshot added after a rotation
+    /// ran must name that epoch (format.md §11.2).
+    pub epoch: usize,
 }
 
 /// Most flags kept per snapshot (a log cannot grow a reader's memory).
@@ -188,6 +198,17 @@ const RECENT_MAX: usize = 4096;
 /// Snapshots kept per client as shrink baselines (newest first, live ones
 /// only count): the previous one, and the last unflagged one among them.
 const RECENT_SNAPS: usize = 64;
+
+/// A clock hold in force (log kind 12), until an executed `AckClock`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClockHold {
+    /// The first hold entry since the last acknowledgement.
+    pub first: u64,
+    /// The newest: an acknowledgement must be proposed after it.
+    pub last: u64,
+    /// The gap the newest one logged (ns).
+    pub gap_ns: i64,
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum GoneHow {
@@ -266,6 +287,8 @@ pub struct LogState {
     /// Each successor key that joined → the first key of its client (what
     /// every per-client rule counts by: one client across its keys).
     lineage: HashMap<[u8; 32], [u8; 32]>,
+    /// The clock hold in force, if any (see [`LogState::clock_held`]).
+    clock_hold: Option<ClockHold>,
 }
 
 impl LogState {
@@ -299,6 +322,7 @@ impl LogState {
             successions: HashMap::new(),
             pending: HashSet::new(),
             lineage: HashMap::new(),
+            clock_hold: None,
         }
     }
 
@@ -424,6 +448,76 @@ impl LogState {
             .get(&signal)
             .copied()
             .or_else(|| default_threshold(signal))
+    }
+
+    /// The clock hold in force: from a kind-12 entry until an executed
+    /// `AckClock` proposed after it, no deletion may happen.
+    pub fn clock_held(&self) -> Option<ClockHold> {
+        self.clock_hold
+    }
+
+    /// Whether executing `action` now would delete data or bring a deletion
+    /// forward: an early deletion, or a retention policy lower than the one
+    /// in force in any of its numbers. Held while the clock is.
+    pub fn deletes(&self, action: &Action) -> bool {
+        match action {
+            Action::DeleteSnapshots(_) => true,
+            Action::SetRetention(r) => {
+                let now = &self.retention;
+                r.keep_within_secs < now.keep_within_secs
+                    || r.daily < now.daily
+                    || r.weekly < now.weekly
+                    || r.monthly < now.monthly
+                    || r.yearly < now.yearly
+            }
+            _ => false,
+        }
+    }
+
+    /// Whether proposal `id` may run now, by every rule that depends on the
+    /// state (quorum, delay and vetoes aside): [`Self::action_allowed`] and
+    /// the clock hold. The vault asks before it logs an execution; every
+    /// reader's fold when it meets one.
+    pub fn execution_allowed(&self, id: &ObjectId) -> Result<(), String> {
+        let Some(p) = self.proposals.get(id) else {
+            return Err("no such proposal".into());
+        };
+        self.action_allowed(&p.proposal.action)?;
+        let hold = self.clock_hold;
+        match (&p.proposal.action, hold) {
+            (Action::AckClock, None) => {
+                Err("the vault's clock is not held: nothing to acknowledge".into())
+            }
+            (Action::AckClock, Some(h)) if p.index < h.last => Err(format!(
+                "it was proposed before the clock hold at log entry {}, which it cannot have \
+                 acknowledged (propose a new one)",
+                h.last
+            )),
+            (a, Some(h)) if self.deletes(a) => Err(format!(
+                "the vault's clock is held (log entry {}: {} h past the log at a start) until \
+                 an admin quorum acknowledges it (`holdfast propose ack-clock`)",
+                h.last,
+                h.gap_ns / (3600 * NS)
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// Why an `AckClock` proposal dated `proposer_ns` by its proposer may
+    /// not enter a log at `vault_ns`: the two clocks disagree by more than
+    /// [`ACK_CLOCK_SKEW_NS`], so the quorum would acknowledge a clock its
+    /// own clocks contradict.
+    pub fn ack_clock_skew(proposer_ns: i64, vault_ns: i64) -> Option<String> {
+        let d = proposer_ns.saturating_sub(vault_ns);
+        (d.saturating_abs() > ACK_CLOCK_SKEW_NS).then(|| {
+            format!(
+                "the proposer's clock is {} min {} the vault's (at most {} min): one of them is \
+                 wrong; fix it before acknowledging the vault's clock",
+                d.saturating_abs() / (60 * NS),
+                if d > 0 { "ahead of" } else { "behind" },
+                ACK_CLOCK_SKEW_NS / (60 * NS)
+            )
+        })
     }
 
     /// Whether `action` may run now, by the rules that depend on the state
@@ -722,6 +816,7 @@ impl LogState {
                         flags,
                         lifted: false,
                         stored_bytes: None,
+                        epoch: self.restore_publics.len().saturating_sub(1),
                     },
                 );
                 Vec::new()
@@ -766,6 +861,15 @@ impl LogState {
                 let id = p.id();
                 if self.proposals.contains_key(&id) {
                     self.problem(index, "the same proposal twice");
+                    return Vec::new();
+                }
+                if p.action == Action::AckClock
+                    && let Some(why) = Self::ack_clock_skew(p.time_ns, t)
+                {
+                    self.problem(
+                        index,
+                        format!("a clock acknowledgement refused: {why}; not applied"),
+                    );
                     return Vec::new();
                 }
                 let proposer = p.proposer;
@@ -833,6 +937,17 @@ impl LogState {
             Event::Reclaimed { snapshots, packs } => {
                 if !time_ok {
                     self.problem(index, "a reclaim with an untrustworthy time: not applied");
+                    return Vec::new();
+                }
+                if let Some(h) = self.clock_hold {
+                    self.problem(
+                        index,
+                        format!(
+                            "a reclaim while the vault's clock is held (log entry {}) and no \
+                             admin quorum acknowledged it: not applied",
+                            h.last
+                        ),
+                    );
                     return Vec::new();
                 }
                 self.reclaim(index, t, snapshots, packs, reader)
@@ -924,6 +1039,15 @@ impl LogState {
                 self.stored(index, snapshot, bytes);
                 Vec::new()
             }
+            Event::ClockHeld { gap_ns } => {
+                // Applied whatever its time: it only stops deletions.
+                self.clock_hold = Some(ClockHold {
+                    first: self.clock_hold.map_or(index, |h| h.first),
+                    last: index,
+                    gap_ns,
+                });
+                Vec::new()
+            }
             Event::ClientRevoked {
                 client,
                 admin,
@@ -988,7 +1112,7 @@ impl LogState {
             return refuse(self, "before its delay window passed");
         }
         let action = p.proposal.action.clone();
-        if let Err(why) = self.action_allowed(&action) {
+        if let Err(why) = self.execution_allowed(&id) {
             return refuse(self, &format!("that may not run: {why}"));
         }
         // Valid. This reader applies an erasure only once the delay has also
@@ -1055,6 +1179,10 @@ impl LogState {
             }
             Action::RotateVaultKey { key, .. } => {
                 self.vault_keys.push((key, index.saturating_add(1)));
+            }
+            Action::AckClock => {
+                // execution_allowed: proposed after the newest hold.
+                self.clock_hold = None;
             }
         }
         out
@@ -2167,5 +2295,152 @@ mod tests {
         // active; the successor's snapshot is then a plain client's.
         let st = run(&f, &[]);
         assert!(!st.removed.contains(&old));
+    }
+
+    /// Five snapshots with short locks, then a clock hold: what a vault
+    /// restarted on a jumped clock logs.
+    fn held(f: &mut Fx) {
+        for i in 0..5u8 {
+            f.add(T0 + i as i64 * S, i, T0 + i as i64 * S + H);
+        }
+        f.push(T0 + 30 * H, Event::ClockHeld { gap_ns: 30 * H });
+    }
+
+    fn reclaim_two(f: &mut Fx, t: i64) {
+        f.push(
+            t,
+            Event::Reclaimed {
+                snapshots: vec![sid(0), sid(1)],
+                packs: vec![],
+            },
+        );
+    }
+
+    #[test]
+    fn no_reclaim_while_the_clock_is_held_until_a_quorum_acknowledges_it() {
+        let mut f = fx(2, 60, 3600);
+        held(&mut f);
+        // A reclaim after the hold, without an acknowledgement: tampering,
+        // and nothing is deleted (a reader exits 4 on any problem).
+        reclaim_two(&mut f, T0 + 31 * H);
+        let (st, eff) = f.run(&Reader::at(T0 + 40 * H));
+        assert!(eff.is_empty(), "{eff:?}");
+        assert_eq!(st.problems.len(), 1, "{:?}", st.problems);
+        assert!(
+            st.problems[0].what.contains("clock is held"),
+            "{:?}",
+            st.problems
+        );
+        assert_eq!(st.problems[0].index, 6);
+        assert_eq!(st.snapshots.len(), 5);
+        assert_eq!(st.clock_held().map(|h| h.last), Some(5));
+        // The acknowledgement: proposed (its proposer's clock agrees),
+        // approved, run after the delay; then the reclaim is valid.
+        f.log.pop();
+        let ack = f.propose(T0 + 31 * H, Action::AckClock, 0);
+        f.vote(T0 + 31 * H + S, ack, VoteKind::Approve, 1);
+        let (st, _) = f.run(&Reader::at(T0 + 40 * H));
+        assert_eq!(st.execution_allowed(&ack), Ok(()));
+        assert!(st.clock_held().is_some());
+        f.push(T0 + 31 * H + 61 * S, Event::Executed { proposal: ack });
+        reclaim_two(&mut f, T0 + 32 * H);
+        let (st, eff) = f.run(&Reader::at(T0 + 40 * H));
+        assert!(st.problems.is_empty(), "{:?}", st.problems);
+        assert!(st.clock_held().is_none());
+        assert_eq!(st.snapshots.len(), 3);
+        assert!(eff.contains(&Effect::ReclaimSnapshot(sid(0))));
+        // A second hold after the acknowledgement holds again.
+        f.push(T0 + 60 * H, Event::ClockHeld { gap_ns: 20 * H });
+        f.push(
+            T0 + 61 * H,
+            Event::Reclaimed {
+                snapshots: vec![sid(2)],
+                packs: vec![],
+            },
+        );
+        let (st, _) = f.run(&Reader::at(T0 + 70 * H));
+        assert_eq!(st.problems.len(), 1, "{:?}", st.problems);
+        assert!(st.snapshots.contains_key(&sid(2)));
+    }
+
+    #[test]
+    fn deleting_executions_wait_for_the_acknowledgement_and_others_run() {
+        let mut f = fx(2, 60, 3600);
+        held(&mut f);
+        let erase = f.propose(T0 + 30 * H + S, Action::DeleteSnapshots(vec![sid(0)]), 0);
+        f.vote(T0 + 30 * H + 2 * S, erase, VoteKind::Approve, 1);
+        let mut shorter = f.config.retention.clone();
+        shorter.keep_within_secs -= 1;
+        let mut longer = f.config.retention.clone();
+        longer.daily += 7;
+        let short = f.propose(T0 + 30 * H + 3 * S, Action::SetRetention(shorter), 0);
+        f.vote(T0 + 30 * H + 4 * S, short, VoteKind::Approve, 1);
+        let long = f.propose(T0 + 30 * H + 5 * S, Action::SetRetention(longer.clone()), 0);
+        f.vote(T0 + 30 * H + 6 * S, long, VoteKind::Approve, 1);
+        let (st, _) = f.run(&Reader::at(T0 + 40 * H));
+        for p in [erase, short] {
+            let e = st.execution_allowed(&p).unwrap_err();
+            assert!(e.contains("ack-clock"), "{e}");
+        }
+        assert_eq!(st.execution_allowed(&long), Ok(()));
+        f.push(T0 + 31 * H, Event::Executed { proposal: erase });
+        f.push(T0 + 31 * H + S, Event::Executed { proposal: short });
+        f.push(T0 + 31 * H + 2 * S, Event::Executed { proposal: long });
+        let (st, eff) = f.run(&Reader::at(T0 + 40 * H));
+        assert!(eff.is_empty(), "{eff:?}");
+        assert_eq!(st.problems.len(), 2, "{:?}", st.problems);
+        assert!(st.problems.iter().all(|p| p.what.contains("clock is held")));
+        assert!(st.snapshots.contains_key(&sid(0)));
+        assert_eq!(st.retention, longer, "a longer policy is not a deletion");
+    }
+
+    #[test]
+    fn an_acknowledgement_needs_agreeing_clocks_and_to_follow_the_hold() {
+        let mut f = fx(2, 60, 3600);
+        // Without a hold there is nothing to acknowledge.
+        let early = f.propose(T0 - H, Action::AckClock, 0);
+        f.vote(T0 - H + S, early, VoteKind::Approve, 1);
+        held(&mut f);
+        let (st, _) = f.run(&Reader::at(T0 + 40 * H));
+        let e = st.execution_allowed(&early).unwrap_err();
+        assert!(e.contains("before the clock hold"), "{e}");
+        // Proposed by a clock 20 min off the vault's: refused at its entry.
+        let t = T0 + 31 * H;
+        let off = Proposal::new(f.cid, Action::AckClock, &f.admins[0], t - 20 * 60 * S).unwrap();
+        f.push(
+            t,
+            Event::Proposed {
+                proposal: off.encode(),
+            },
+        );
+        f.vote(t + S, off.id(), VoteKind::Approve, 1);
+        f.push(t + 2 * H, Event::Executed { proposal: early });
+        let (st, _) = f.run(&Reader::at(T0 + 40 * H));
+        assert!(!st.proposals.contains_key(&off.id()));
+        let w: Vec<&str> = st.problems.iter().map(|p| p.what.as_str()).collect();
+        assert_eq!(w.len(), 3, "{w:?}");
+        assert!(w[0].contains("20 min behind"), "{w:?}");
+        assert!(w[1].contains("unknown proposal"), "{w:?}");
+        assert!(w[2].contains("before the clock hold"), "{w:?}");
+        assert!(st.clock_held().is_some());
+        // 14 min off is within the bound.
+        let ok = Proposal::new(
+            f.cid,
+            Action::AckClock,
+            &f.admins[0],
+            t + 3 * H + 14 * 60 * S,
+        )
+        .unwrap();
+        assert!(LogState::ack_clock_skew(ok.time_ns, t + 3 * H).is_none());
+        // No hold at all: an acknowledgement may not run.
+        let mut g = fx(2, 60, 3600);
+        let lone = g.propose(T0, Action::AckClock, 0);
+        g.vote(T0 + S, lone, VoteKind::Approve, 1);
+        let (st, _) = g.run(&Reader::at(T0 + H));
+        assert!(
+            st.execution_allowed(&lone)
+                .unwrap_err()
+                .contains("not held")
+        );
     }
 }

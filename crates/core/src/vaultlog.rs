@@ -64,6 +64,13 @@ pub enum Event {
     /// replica checks it against the packs it holds. Every reader's fold
     /// judges a shrink from these numbers.
     Stored { snapshot: ObjectId, bytes: u64 },
+    /// The vault started with its wall clock `gap_ns` past the log's last
+    /// entry, beyond its hold bound (kind 12): a jumped clock, or a vault
+    /// down that long. From this entry on, every reader's fold refuses a
+    /// deletion (a reclaim, or an execution that deletes or shortens
+    /// retention) until an executed `AckClock` proposed after it. It only
+    /// stops deletions, so the vault host gains nothing by forging one.
+    ClockHeld { gap_ns: i64 },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -147,6 +154,9 @@ impl Entry {
             Event::Stored { snapshot, bytes } => {
                 w.u8(11).raw(&snapshot.0).u64(*bytes);
             }
+            Event::ClockHeld { gap_ns } => {
+                w.u8(12).i64(*gap_ns);
+            }
         }
         w.into_vec()
     }
@@ -207,6 +217,7 @@ impl Entry {
                 snapshot: ObjectId(r.array()?),
                 bytes: r.u64()?,
             },
+            12 => Event::ClockHeld { gap_ns: r.i64()? },
             _ => return Err(DecodeError::Invalid("log entry kind")),
         };
         r.finish()?;
@@ -286,9 +297,32 @@ mod tests {
                 snapshot: ObjectId([14; 32]),
                 bytes: 1 << 40,
             },
+            Event::ClockHeld { gap_ns: 86_400 },
+            Event::ClockHeld { gap_ns: i64::MIN },
         ] {
             let e = Entry { time_ns: -4, event };
             assert_eq!(Entry::decode(&e.encode()).unwrap(), e);
         }
+    }
+
+    #[test]
+    fn a_clock_hold_entry_is_exact_and_malformed_ones_are_errors() {
+        let e = Entry {
+            time_ns: 5,
+            event: Event::ClockHeld { gap_ns: 7 * 3600 },
+        };
+        let b = e.encode();
+        // version, time, kind 12, gap: nothing else.
+        assert_eq!(b.len(), 1 + 8 + 1 + 8);
+        assert_eq!(b[9], 12);
+        for n in 0..b.len() {
+            assert!(Entry::decode(&b[..n]).is_err(), "truncated at {n}");
+        }
+        let mut long = b.clone();
+        long.push(0);
+        assert!(Entry::decode(&long).is_err(), "a trailing byte");
+        let mut unknown = b.clone();
+        unknown[9] = 13;
+        assert!(Entry::decode(&unknown).is_err(), "kind 13 is not defined");
     }
 }

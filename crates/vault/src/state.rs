@@ -54,6 +54,10 @@ pub struct Options {
     /// start (a vault down longer than this runs behind until restarted
     /// within the bound; a clock that jumped further is not believed).
     pub max_clock_gap_secs: u64,
+    /// A wall clock more than this past the log's last entry at start is
+    /// held: the vault logs a clock hold (kind 12) and no deletion happens
+    /// until an admin quorum acknowledges the clock (`AckClock`).
+    pub clock_hold_after_secs: u64,
 }
 
 impl Default for Options {
@@ -65,6 +69,7 @@ impl Default for Options {
             alert_cmd: None,
             max_snapshots_per_hour: 120,
             max_clock_gap_secs: 7 * 86_400,
+            clock_hold_after_secs: 6 * 3600,
         }
     }
 }
@@ -115,6 +120,8 @@ const STORAGE_SKEW_NS: i64 = 600 * NS;
 pub struct Clock {
     base_ns: i64,
     start: Instant,
+    /// The log's last entry at start (`i64::MIN` for an empty log).
+    last_ns: i64,
     /// At start: how far the wall clock was past the log's last entry.
     pub start_gap_ns: i64,
     /// At start: the wall clock was not believed (gap beyond the bound).
@@ -137,6 +144,7 @@ impl Clock {
         Clock {
             base_ns,
             start: Instant::now(),
+            last_ns: last_entry_ns,
             start_gap_ns: gap,
             disbelieved,
         }
@@ -157,6 +165,31 @@ impl Clock {
     pub fn wall_ahead_ns(&self) -> i64 {
         now_ns().saturating_sub(self.ceiling())
     }
+
+    /// The time deletions are judged on, by this clock alone. A gap at
+    /// start under the hold bound `hold_ns` was believed for dating, but
+    /// is credited to deletions only as fast as the vault has been up
+    /// ([`credited`]): a spoofed +5 h at a restart needs 5 h of uptime to
+    /// reclaim anything. A larger gap was held (kind 12: nothing is
+    /// deleted until the quorum acknowledges it) or not believed at all.
+    pub fn for_deletion(&self, hold_ns: i64) -> i64 {
+        let now = self.now();
+        if self.last_ns == i64::MIN || self.disbelieved || self.start_gap_ns > hold_ns {
+            return now;
+        }
+        let up = self.start.elapsed().as_nanos().min(i64::MAX as u128) as i64;
+        credited(now, self.last_ns, self.start_gap_ns, up)
+    }
+}
+
+/// `min(now, last + up + min(gap, up))`: a believed gap of `gap` past the
+/// log's last entry (`last`) at start counts for deletions only once the
+/// vault has been up that long (`up`).
+pub fn credited(now: i64, last: i64, gap: i64, up: i64) -> i64 {
+    now.min(
+        last.saturating_add(up)
+            .saturating_add(gap.clamp(0, up.max(0))),
+    )
 }
 
 pub struct Vault {
@@ -223,6 +256,12 @@ pub struct Vault {
     dated_after_ns: i64,
     /// Why the vault takes no writes (its log runs far ahead of its clock).
     frozen: Option<String>,
+    /// A clock hold this vault could not log at start (a full disk): it
+    /// deletes nothing until restarted.
+    hold_unlogged: Option<String>,
+    /// The clock hold (its newest entry) already alerted as stopping
+    /// reclaims: one alert per hold.
+    hold_alerted: Option<u64>,
     /// Exclusive lock on the state directory: one vault per state.
     _lock: File,
 }
@@ -485,6 +524,8 @@ impl Vault {
             storage_time: None,
             dated_after_ns: i64::MIN,
             frozen: None,
+            hold_unlogged: None,
+            hold_alerted: None,
             silent: HashSet::new(),
             _lock: lock,
         };
@@ -537,6 +578,7 @@ impl Vault {
         );
         v.check_clock();
         v.report_start_gap();
+        v.hold_clock_at_start();
         // One listing of the snapshots serves every check at start (on S3
         // each listing is a paginated walk over every version).
         let present: HashSet<String> = v
@@ -773,7 +815,7 @@ impl Vault {
     /// later than that clock allows. None on such storage until its clock
     /// has been read once since start (at the first snapshot committed).
     pub fn deletion_now(&self) -> Option<i64> {
-        let mine = self.clock.now();
+        let mine = self.clock.for_deletion(self.hold_ns());
         if !self.store.locks_enforced() {
             return Some(mine);
         }
@@ -782,6 +824,58 @@ impl Vault {
             .saturating_add(at.elapsed().as_nanos().min(i64::MAX as u128) as i64)
             .saturating_add(STORAGE_SKEW_NS);
         Some(mine.min(theirs))
+    }
+
+    fn hold_ns(&self) -> i64 {
+        (self
+            .opts
+            .clock_hold_after_secs
+            .min(i64::MAX as u64 / (2 * NS as u64)) as i64)
+            * NS
+    }
+
+    /// At start, a wall clock more than `--clock-hold-after-secs` past the
+    /// log's last entry is held: logged (kind 12, so the hold survives a
+    /// restart and every reader's fold enforces it) and alerted once.
+    fn hold_clock_at_start(&mut self) {
+        if self.clock.last_ns == i64::MIN
+            || self.clock.start_gap_ns <= self.hold_ns()
+            || self.frozen.is_some()
+        {
+            return;
+        }
+        let gap_ns = self.clock.start_gap_ns;
+        let h = gap_ns / (3600 * NS);
+        match self.log(Event::ClockHeld { gap_ns }) {
+            Ok(()) => {
+                self.hold_alerted = self.st.clock_held().map(|c| c.last);
+                self.alert(&format!(
+                    "CLOCK HELD: the system clock was {h} h past the log's last entry at start                      (beyond --clock-hold-after-secs): logged as a clock hold; no reclaim and no                      deleting execution until an admin quorum acknowledges the clock. If the                      vault really was down that long (or the clock is now right), run                      `holdfast propose ack-clock` and approve it; if not, fix the clock first"
+                ));
+            }
+            Err(e) => {
+                let why = format!(
+                    "the clock was {h} h past the log at start and the hold could not be                      logged ({}): nothing is deleted until the vault is restarted",
+                    e.msg
+                );
+                self.alert(&format!("CLOCK HELD: {why}"));
+                self.hold_unlogged = Some(why);
+            }
+        }
+    }
+
+    /// Why no deletion may happen now (a clock hold), if so.
+    pub fn clock_hold_reason(&self) -> Option<String> {
+        if let Some(why) = &self.hold_unlogged {
+            return Some(why.clone());
+        }
+        self.st.clock_held().map(|h| {
+            format!(
+                "the vault's clock is held (log entry {}: {} h past the log at a start) until                  an admin quorum acknowledges it: run `holdfast propose ack-clock` (with a right                  clock) and approve it",
+                h.last,
+                h.gap_ns / (3600 * NS)
+            )
+        })
     }
 
     /// Alerts once at start on a clock that moved far while the vault was
@@ -795,11 +889,11 @@ impl Vault {
                  (reclaims wait). If the vault really was down that long, restart it with a \
                  larger --max-clock-gap-secs"
             ));
-        } else if self.clock.start_gap_ns > 6 * 3600 * NS {
+        } else if self.clock.start_gap_ns > self.hold_ns() {
             self.alert(&format!(
-                "CLOCK: the system clock is {h} h past the log's last entry; believed (within \
-                 --max-clock-gap-secs). If the vault was not down that long, the clock jumped: \
-                 readers will report entries dated after their clocks"
+                "CLOCK: the system clock is {h} h past the log's last entry; believed for dating \
+                 (within --max-clock-gap-secs), held for deletions. If the vault was not down \
+                 that long, the clock jumped: readers will report entries dated after their clocks"
             ));
         }
     }
@@ -1704,6 +1798,21 @@ impl Vault {
             Action::SetThreshold { .. } | Action::RotateVaultKey { .. } => {
                 self.st.action_allowed(&p.action).map_err(ApiError::bad)?;
             }
+            Action::AckClock => {
+                if self.st.clock_held().is_none() {
+                    return Err(ApiError::bad(
+                        "the vault's clock is not held: nothing to acknowledge",
+                    ));
+                }
+                // The proposer's signed clock is the witness, against the
+                // time this proposal's entry will bear (what every reader's
+                // fold compares it with).
+                if let Some(why) = LogState::ack_clock_skew(p.time_ns, self.stamp()) {
+                    return Err(ApiError::bad(format!(
+                        "clock acknowledgement refused: {why}"
+                    )));
+                }
+            }
             Action::RotateRestoreKey(k) => {
                 if !holdfast_core::crypto::usable_public(k) {
                     return Err(ApiError::bad(
@@ -1822,7 +1931,11 @@ impl Vault {
             let action = self.st.proposals[id].proposal.action.clone();
             // The fold would refuse the execution (and this vault would log
             // it again on every tick): say so once and leave it pending.
-            if let Err(why) = self.st.action_allowed(&action) {
+            let allowed = match &self.hold_unlogged {
+                Some(why) if self.st.deletes(&action) => Err(why.clone()),
+                _ => self.st.execution_allowed(id),
+            };
+            if let Err(why) = allowed {
                 if self.unrunnable.insert(*id) {
                     self.alert(&format!("proposal {} cannot run: {why}", id.short()));
                 }
@@ -1978,6 +2091,14 @@ impl Vault {
         };
         self.assign_slots(now);
         self.check_silent(now);
+        if let Some(why) = self.clock_hold_reason() {
+            let at = self.st.clock_held().map_or(u64::MAX, |h| h.last);
+            if self.hold_alerted != Some(at) {
+                self.hold_alerted = Some(at);
+                self.alert(&format!("CLOCK HELD: not reclaiming: {why}"));
+            }
+            return Ok((0, 0));
+        }
         self.retry_pending(now);
         let last = self.st.last_of_each_client();
         let expired: Vec<ObjectId> = self
@@ -2180,6 +2301,9 @@ pub fn describe(a: &Action) -> String {
             "a new vault key {} (check the whole fingerprint with the vault's operator)",
             holdfast_core::id::hex(key)
         ),
+        Action::AckClock => {
+            "acknowledging the vault's clock after a hold (deletions resume)".to_string()
+        }
     }
 }
 
@@ -2191,5 +2315,43 @@ impl ApiError {
             StoreError::BadName(_) => ApiError::bad(e.to_string()),
             _ => ApiError::internal(e.to_string()),
         }
+    }
+}
+
+#[cfg(test)]
+mod clock_tests {
+    use super::{NS, credited};
+
+    const H: i64 = 3600 * NS;
+    const LAST: i64 = 1_800_000_000 * NS;
+
+    #[test]
+    fn a_believed_gap_counts_for_deletions_only_as_fast_as_uptime() {
+        // Restarted with the clock 2 h past the log's last entry.
+        let gap = 2 * H;
+        let wall = |up: i64| LAST + gap + up;
+        // At start, deletions are judged at the log's last entry, not 2 h on.
+        assert_eq!(credited(wall(0), LAST, gap, 0), LAST);
+        // After 1 h up: 1 h of uptime plus 1 h of the gap.
+        assert_eq!(credited(wall(H), LAST, gap, H), LAST + 2 * H);
+        assert!(credited(wall(H), LAST, gap, H) < wall(H));
+        // After about 2 h up, the whole gap is credited: the wall clock.
+        assert_eq!(credited(wall(2 * H), LAST, gap, 2 * H), wall(2 * H));
+        assert_eq!(credited(wall(5 * H), LAST, gap, 5 * H), wall(5 * H));
+        // A lock ending 90 min after the last entry waits 45 min of uptime,
+        // not 0 as the wall clock alone would say.
+        let lock = LAST + 90 * 60 * NS;
+        let first = (0..=3 * 60)
+            .map(|m| m * 60 * NS)
+            .find(|up| credited(wall(*up), LAST, gap, *up) >= lock)
+            .unwrap();
+        assert_eq!(first, 45 * 60 * NS);
+        // No gap, or a clock behind the log: the wall clock as before.
+        assert_eq!(credited(LAST + H, LAST, 0, H), LAST + H);
+        assert_eq!(credited(LAST - H, LAST, -2 * H, H), LAST - H);
+        // Never past the wall clock, and no overflow at the extremes.
+        assert_eq!(credited(LAST, LAST, gap, 10 * H), LAST);
+        let _ = credited(i64::MAX, i64::MAX, i64::MAX, i64::MAX);
+        let _ = credited(i64::MIN, i64::MIN, i64::MIN, 0);
     }
 }

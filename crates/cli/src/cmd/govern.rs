@@ -66,6 +66,21 @@ pub enum What {
         /// FILE.pub from `key new vault` (or the new vault key file)
         new_key: PathBuf,
     },
+    /// Acknowledge the vault's clock after a "CLOCK HELD" alert, so that
+    /// reclaims and deletions resume. The vault holds its clock when it
+    /// starts with the clock far past its log's last entry (beyond
+    /// --clock-hold-after-secs, 6 h by default): a clock that jumped (a
+    /// spoofed NTP answer, a bad RTC) or a vault that really was down that
+    /// long. First check the vault host's clock against a clock you trust
+    /// (`date -u`). Run this only if the vault really was down that long or
+    /// its clock is right again; this machine's clock must be right too:
+    /// the proposal carries it, and the vault (and every reader) refuses
+    /// it when it is more than 15 min from the vault's. If the vault's
+    /// clock is wrong, fix it and restart the vault instead: its log keeps
+    /// the jumped dates, and the acknowledgement is accepted once the
+    /// clocks agree. Then approve (`holdfast approve`) with a quorum; it
+    /// runs after the usual delay and can be vetoed like any proposal
+    AckClock,
 }
 
 #[derive(clap::Args)]
@@ -214,6 +229,14 @@ pub fn propose(a: ProposeArgs) -> Result<ExitCode> {
             }
             Action::RotateVaultKey { key, pop }
         }
+        What::AckClock => {
+            if let Some(l) = repo.log.as_ref()
+                && l.state.clock_held().is_none()
+            {
+                bail!("the vault's log holds no clock hold: nothing to acknowledge");
+            }
+            Action::AckClock
+        }
     };
     let p = Proposal::new(repo.config_id, action, id, now_ns())?;
     let r = vault.request("POST", "/v1/proposals", &p.encode(), None)?;
@@ -336,6 +359,16 @@ fn render(repo: &holdfast_repo::Repository, a: &Action) -> String {
             "a new vault key {} (check the whole fingerprint with the vault's operator)",
             holdfast_core::id::hex(key)
         ),
+        Action::AckClock => match state.and_then(|s| s.clock_held()) {
+            Some(h) => format!(
+                "acknowledging the vault's clock after the hold at log entry {} ({} h past \
+                 the log at a start); deletions resume. Check the vault's clock (`date -u` on \
+                 its host) against yours first",
+                h.last,
+                h.gap_ns / 3_600_000_000_000
+            ),
+            None => "acknowledging the vault's clock (no hold in the log now)".to_string(),
+        },
     }
 }
 

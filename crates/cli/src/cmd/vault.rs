@@ -71,6 +71,13 @@ pub struct ServeArgs {
     /// anchored time)
     #[arg(long, default_value_t = 7 * 86_400)]
     pub max_clock_gap_secs: u64,
+    /// How far (seconds) the clock may be ahead of the log's last entry at
+    /// start before the vault holds it: it logs a clock hold and deletes
+    /// nothing (no reclaim, no early deletion) until an admin quorum runs
+    /// `holdfast propose ack-clock`. Smaller gaps count for deletions only
+    /// as fast as the vault has been up
+    #[arg(long, default_value_t = 6 * 3600)]
+    pub clock_hold_after_secs: u64,
     /// Serve GET /metrics (Prometheus text) and GET / (a read-only
     /// dashboard) over plain HTTP on ADDR: a port alone binds 127.0.0.1
     /// (e.g. 9464 or 127.0.0.1:9464); nothing else is reachable there
@@ -181,6 +188,7 @@ pub fn run(c: VaultCommand) -> Result<ExitCode> {
             alert_cmd: a.alert_cmd,
             max_snapshots_per_hour: a.max_snapshots_per_hour.max(1),
             max_clock_gap_secs: a.max_clock_gap_secs,
+            clock_hold_after_secs: a.clock_hold_after_secs,
         },
         max_connections: a.max_connections.max(1),
         body_budget_mib: a.body_budget_mib,
