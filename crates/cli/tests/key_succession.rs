@@ -10,6 +10,7 @@ use holdfast_core::format::{
     Checked, IdentityRecord, Judgement, Snapshot, SnapshotBody, SnapshotHeader,
 };
 use holdfast_core::request::Auth;
+use holdfast_core::vaultlog::{Entry, Event, frame, split_log};
 use holdfast_core::{BlobId, ObjectId};
 use holdfast_store::{Backend, Kind, VaultBackend};
 
@@ -311,4 +312,40 @@ fn after_a_restore_key_rotation_the_vault_refuses_the_old_epoch() {
     );
     assert_eq!(o.status.code(), Some(4), "{e}");
     assert!(e.contains("another restore key epoch"), "{e}");
+
+    // The vault host (root, holding the vault key) slips one in: sealed to
+    // the old epoch and naming it, stored and logged behind the vault's
+    // back. Every reader's audit catches it.
+    let mut vault = vault;
+    vault.stop();
+    let (sid, sbytes) = make(&old_pub, Some(&old_pub));
+    std::fs::write(w.path("repo/snapshots").join(sid.to_hex()), &sbytes).unwrap();
+    let log = w.path("repo/vault/log");
+    let mut raw = std::fs::read(&log).unwrap();
+    let entries: Vec<Vec<u8>> = split_log(&raw).0.into_iter().map(|e| e.to_vec()).collect();
+    let last = Entry::decode(entries.last().unwrap()).unwrap().time_ns;
+    let t = last.max(holdfast_repo::now_ns() - 1_000_000_000) + 1;
+    let forged = Entry {
+        time_ns: t,
+        event: Event::SnapshotAdded {
+            snapshot: sid,
+            client: me.public(),
+            lock_until_ns: t + 400 * 86_400 * 1_000_000_000,
+        },
+    };
+    frame(&forged.encode(), &mut raw);
+    std::fs::write(&log, &raw).unwrap();
+    let entries: Vec<Vec<u8>> = split_log(&raw).0.into_iter().map(|e| e.to_vec()).collect();
+    sign_log(&w, &entries);
+    let o = w.run(&["audit", "--repo", &w.repo(), "--key", &w.key("auditor")]);
+    let e = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(o.status.code(), Some(4), "{e}");
+    assert!(
+        e.contains("restore key epoch 1 was current but names epoch 0"),
+        "{e}"
+    );
 }

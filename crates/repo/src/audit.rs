@@ -115,6 +115,26 @@ pub fn audit(repo: &Repository) -> Result<AuditReport> {
                         "snapshot {id} is signed by another client than the log says"
                     ));
                 }
+                // Added after a restore key rotation ran: it must name the
+                // epoch then current (format.md §11.2), which the vault
+                // checks; a vault host that let one through is caught here.
+                if snap.epoch > 0 {
+                    let want = st.restore_publics.get(snap.epoch);
+                    if s.restore_epoch.as_ref() != want {
+                        let named = match s.restore_epoch {
+                            Some(e) => match st.restore_publics.iter().position(|k| *k == e) {
+                                Some(i) => format!("epoch {i}"),
+                                None => "a key that is no restore key epoch".into(),
+                            },
+                            None => "no epoch".into(),
+                        };
+                        r.problems.push(format!(
+                            "snapshot {id} was added while restore key epoch {} was current but \
+                             names {named}: the vault should have refused it",
+                            snap.epoch
+                        ));
+                    }
+                }
                 if let Some(packs) = &packs {
                     for p in &s.header.packs {
                         if !packs.contains(p) {
