@@ -172,6 +172,31 @@ fn a_client_key_succession_keeps_the_client_and_revokes_the_old_key() {
     );
     let (code, msg) = put_identity(&cv, &rec);
     assert!(code == 400 || code == 403, "{code} {msg}");
+    // A replica folds the succession as the vault did: no problem, both
+    // keys' snapshots copied, and its own audit is clean.
+    let rep = w.path("replica");
+    let o = w.run(&[
+        "replica",
+        "pull",
+        "--from",
+        &url,
+        "--key",
+        &w.key("replica"),
+        "--into",
+        rep.to_str().unwrap(),
+    ]);
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{e}");
+    assert!(!e.contains("TAMPERING"), "{e}");
+    let rep_audit = w.ok(&[
+        "audit",
+        "--repo",
+        rep.to_str().unwrap(),
+        "--key",
+        &w.key("auditor"),
+    ]);
+    assert!(rep_audit.contains("0 problem(s)"), "{rep_audit}");
+    assert!(rep_audit.contains("replaced by key"), "{rep_audit}");
     // Nothing of that joined: the new key still works, the audit is clean.
     mail_day(&src, 6);
     backup_via(&w, &url, &new, &src);
