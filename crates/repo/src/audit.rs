@@ -28,6 +28,9 @@ pub struct AuditReport {
     pub packs_checked: bool,
     /// Identities revoked or removed, by name.
     pub revoked: Vec<String>,
+    /// A clock hold in force (log kind 12): its newest entry and the gap it
+    /// logged (seconds). No deletion until an admin quorum acknowledges it.
+    pub clock_held: Option<(u64, i64)>,
     pub problems: Vec<String>,
 }
 
@@ -62,6 +65,7 @@ pub fn audit(repo: &Repository) -> Result<AuditReport> {
         })
         .count() as u64;
     r.live = st.snapshots.len() as u64;
+    r.clock_held = st.clock_held().map(|h| (h.last, h.gap_ns / 1_000_000_000));
     // A key its client replaced (`key rotate client`) says by which.
     r.revoked = st
         .removed
