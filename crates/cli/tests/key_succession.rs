@@ -374,3 +374,49 @@ fn after_a_restore_key_rotation_the_vault_refuses_the_old_epoch() {
         "{e}"
     );
 }
+
+/// On a plain directory (no vault, no log) the successor record is simply
+/// written: the new key is the same client (cache, baseline, history);
+/// without a log nothing orders the old key's later snapshots, so a
+/// directory has no revocation (format.md §4.3).
+#[test]
+fn a_client_key_succession_on_a_directory() {
+    let w = World::new();
+    w.init();
+    let src = w.path("mail");
+    make_maildir(&src, 1, 8, 17);
+    let s1 = w.backup(&[&src])["snapshot"].as_str().unwrap().to_string();
+    let new = w.path("client-2.key").display().to_string();
+    w.ok(&[
+        "key",
+        "rotate",
+        "client",
+        "--repo",
+        &w.repo(),
+        "--key",
+        &w.key("client"),
+        "--admin-key",
+        &w.key("admin-1"),
+        "--out",
+        &new,
+    ]);
+    // Refused: the same --out again, and no admin key.
+    let o = w.run(&[
+        "key",
+        "rotate",
+        "client",
+        "--repo",
+        &w.repo(),
+        "--key",
+        &w.key("client"),
+        "--out",
+        &new,
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    let j = backup_json(&w, &w.repo(), &new, &src);
+    assert_eq!(j["checked"], "compared", "{j}");
+    assert_eq!(j["new_bytes"], 0, "{j}");
+    let listed = snapshots_json(&w, &w.repo(), &["--client", "client"]);
+    assert_eq!(listed.len(), 2);
+    assert_eq!(listed[1]["parent"], s1.as_str());
+}
