@@ -202,6 +202,24 @@ fn a_client_key_succession_keeps_the_client_and_revokes_the_old_key() {
     backup_via(&w, &url, &new, &src);
     let audit = w.ok(&["audit", "--repo", &url, "--key", &w.key("auditor")]);
     assert!(audit.contains("0 problem(s)"), "{audit}");
+    // A restarted vault replays the succession from its log and records.
+    let mut vault = vault;
+    vault.stop();
+    let vault = w.start_vault(&[]);
+    let url = vault.url.clone();
+    mail_day(&src, 7);
+    let j = backup_json(&w, &url, &new, &src);
+    assert_eq!(j["checked"], "compared", "{j}");
+    let o = w.run(&[
+        "backup",
+        "--repo",
+        &url,
+        "--key",
+        &old,
+        src.to_str().unwrap(),
+    ]);
+    assert!(!o.status.success());
+    assert!(!vault.stderr().contains("TAMPERING"), "{}", vault.stderr());
 }
 
 /// After a restore key rotation ran, the vault refuses a snapshot sealed
