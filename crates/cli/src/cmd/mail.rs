@@ -349,6 +349,13 @@ fn restore(a: RestoreArgs) -> Result<ExitCode> {
 }
 
 fn finish(damaged: &[String], errors: &[String], id: &ObjectId) -> Result<ExitCode> {
+    if let [e] = errors
+        && damaged.is_empty()
+    {
+        // One failure (a full disk stops the restore at once): one line.
+        eprintln!("holdfast: incomplete (not repository damage): {e}");
+        return Ok(ExitCode::from(util::EXIT_PARTIAL));
+    }
     for e in damaged {
         eprintln!("damaged: {e}");
     }

@@ -788,6 +788,9 @@ pub struct MailReport {
     pub seconds: f64,
     /// `syncfs` calls that made the written batches durable.
     pub syncs: u64,
+    /// The target's file system was full (ENOSPC, EDQUOT): the restore
+    /// stopped there (the first such error). Said once in `errors`.
+    pub full: Option<String>,
 }
 
 impl MailReport {
@@ -814,7 +817,15 @@ impl MailReport {
         }
         self.damaged.extend(o.damaged);
         self.errors.extend(o.errors);
+        self.full = self.full.take().or(o.full);
     }
+}
+
+/// A full file system or an exhausted quota: nothing more can be written
+/// there, so the restore stops rather than fail every message alike.
+fn is_full(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::StorageFull
+        || matches!(e.raw_os_error(), Some(c) if c == nix::errno::Errno::ENOSPC as i32 || c == nix::errno::Errno::EDQUOT as i32)
 }
 
 /// What a live folder holds, read once (names and sizes) and lazily
@@ -1190,6 +1201,24 @@ struct Ctx<'a> {
     writers: rayon::ThreadPool,
     /// Makes each batch durable before it is placed.
     sync: Syncer,
+    /// Set by the first write that found the target full: every worker
+    /// stops at its next batch, folder or mailbox.
+    full: std::sync::OnceLock<String>,
+}
+
+impl Ctx<'_> {
+    /// True (and the restore stops) when `e` says the target is full.
+    fn full(&self, e: &std::io::Error) -> bool {
+        if is_full(e) {
+            let _ = self.full.set(e.to_string());
+            true
+        } else {
+            false
+        }
+    }
+    fn stopped(&self) -> bool {
+        self.full.get().is_some()
+    }
 }
 
 /// Restores the Maildirs at or under `path` of snapshot `snap` into
@@ -1270,9 +1299,16 @@ pub fn restore(
         if pass == Pass::InboxNewest {
             r.inbox_newest_s = Some(start.elapsed().as_secs_f64());
         }
-        if found == 0 {
-            break; // no Maildir: said below
+        if found == 0 || r.full.is_some() {
+            break; // no Maildir: said below; a full target: said below
         }
+    }
+    if let Some(e) = &r.full {
+        r.errors.push(format!(
+            "{}: {e}: stopped; the {} messages placed are whole and durable, nothing partial is in cur/ or new/ (at most files in tmp/, which Dovecot cleans); free space and run the same command again: it writes only what is missing",
+            opts.target.display(),
+            r.written
+        ));
     }
     for (p, e) in &walk_errors {
         report.note(p, e);
@@ -1352,6 +1388,7 @@ fn run_boxes(
             .build()
             .map_err(|e| Error::Usage(format!("threads: {e}")))?,
         sync: Syncer::default(),
+        full: std::sync::OnceLock::new(),
     };
     let workers = opts.parallel.max(1);
     let (send, recv) = std::sync::mpsc::sync_channel::<Mailbox>(workers);
@@ -1381,6 +1418,9 @@ fn run_boxes(
                     .messages_total
                     .fetch_add(mb.messages(), Ordering::Relaxed);
             }
+            if ctx.stopped() {
+                return; // the target is full: the rest is not tried
+            }
             // The workers only stop early by panicking; nothing to do then.
             let _ = send.send(mb);
         });
@@ -1394,6 +1434,7 @@ fn run_boxes(
     (report.first_inbox_s, report.all_inboxes_s) =
         *ctx.first_inbox.lock().unwrap_or_else(|p| p.into_inner());
     report.syncs = ctx.sync.calls();
+    report.full = ctx.full.into_inner();
     report.bytes_read = snap.bytes_read();
     report.seconds = start.elapsed().as_secs_f64();
     if !report.damaged.is_empty() {
@@ -1421,6 +1462,9 @@ fn restore_mailbox(ctx: &Ctx, mb: &Mailbox) -> MailReport {
                 .map(|n| (n.uid, n.gid))
         });
     for f in &mb.folders {
+        if ctx.stopped() {
+            break;
+        }
         let Some(range) = ctx.pass.range(f) else {
             continue;
         };
@@ -1436,8 +1480,10 @@ fn restore_mailbox(ctx: &Ctx, mb: &Mailbox) -> MailReport {
         if range.start == 0 {
             r.folders += 1;
         }
-        if let Err(e) = restore_folder(ctx, mb, f, range, &dir, owner, &mut r) {
-            r.note(&format!("{} {}", mb.path, f.name), &e);
+        match restore_folder(ctx, mb, f, range, &dir, owner, &mut r) {
+            Err(Error::Io { source, .. }) if ctx.full(&source) => break,
+            Err(e) => r.note(&format!("{} {}", mb.path, f.name), &e),
+            Ok(()) => {}
         }
         if f.is_inbox() && complete {
             let t = ctx.start.elapsed().as_secs_f64();
@@ -1510,17 +1556,20 @@ fn flush(
         }
     }
     for ((data, _, to), tmp) in pending.drain(..).zip(written) {
-        let fail = |r: &mut MailReport, what: String| {
+        // Not written: counted off; a full target is said once, at the end.
+        let fail = |r: &mut MailReport, at: &Path, e: std::io::Error| {
             r.written -= 1;
             r.bytes_written -= data.len() as u64;
-            r.errors.push(what);
+            if !ctx.full(&e) {
+                r.errors.push(format!("{}: {e}", at.display()));
+            }
         };
         match tmp {
-            Err(e) => fail(r, format!("{}: {e}", tmp_dir.display())),
+            Err(e) => fail(r, &tmp_dir, e),
             Ok(tmp) if keep_uids => staged.push((tmp, to)),
             Ok(tmp) => {
                 if let Err(e) = place(&tmp, &to) {
-                    fail(r, format!("{}: {e}", to.display()));
+                    fail(r, &to, e);
                 }
             }
         }
@@ -1686,7 +1735,9 @@ fn restore_folder(
         }
     }
     let mut batches = Batches::new(reader, &todo);
-    while let Some(batch) = batches.next_batch() {
+    while !ctx.stopped()
+        && let Some(batch) = batches.next_batch()
+    {
         for (m, data) in batch {
             r.messages += 1;
             ctx.progress.messages_done.fetch_add(1, Ordering::Relaxed);
@@ -1764,6 +1815,18 @@ fn restore_folder(
         // One batch read, written and made durable together.
         flush(ctx, dir, owner, keep_uids, &mut pending, &mut staged, r);
     }
+    if ctx.stopped() {
+        // The target is full: what is staged is not placed (a disaster
+        // folder's uidlist could not follow it); the next run writes it.
+        for (tmp, _) in staged {
+            r.written -= 1;
+            if let Ok(m) = std::fs::symlink_metadata(&tmp) {
+                r.bytes_written = r.bytes_written.saturating_sub(m.len());
+            }
+            let _ = std::fs::remove_file(tmp);
+        }
+        return Ok(());
+    }
     if !keep_uids && !dry && f.is_inbox() && ctx.opts.into_folder.is_none() {
         // A live mailbox without `subscriptions` gets the snapshot's (a
         // new file; an existing one is never rewritten).
@@ -1797,7 +1860,9 @@ fn restore_folder(
         for (tmp, to) in staged.drain(..) {
             if let Err(e) = place(&tmp, &to) {
                 r.written -= 1;
-                r.errors.push(format!("{}: {e}", to.display()));
+                if !ctx.full(&e) {
+                    r.errors.push(format!("{}: {e}", to.display()));
+                }
             }
         }
     }
@@ -1853,7 +1918,9 @@ fn restore_folder(
         for (tmp, to) in staged {
             if let Err(e) = place(&tmp, &to) {
                 r.written -= 1;
-                r.errors.push(format!("{}: {e}", to.display()));
+                if !ctx.full(&e) {
+                    r.errors.push(format!("{}: {e}", to.display()));
+                }
             }
         }
     }
