@@ -41,7 +41,7 @@ fn snapshots_json(w: &World, url: &str, extra: &[&str]) -> Vec<serde_json::Value
 fn a_client_key_succession_keeps_the_client_and_revokes_the_old_key() {
     let w = World::new();
     w.init();
-    let vault = w.start_vault(&[]);
+    let mut vault = w.start_vault(&[]);
     let url = vault.url.clone();
     let src = w.path("mail");
     make_maildir(&src, 2, 12, 131);
@@ -203,7 +203,6 @@ fn a_client_key_succession_keeps_the_client_and_revokes_the_old_key() {
     let audit = w.ok(&["audit", "--repo", &url, "--key", &w.key("auditor")]);
     assert!(audit.contains("0 problem(s)"), "{audit}");
     // A restarted vault replays the succession from its log and records.
-    let mut vault = vault;
     vault.stop();
     let vault = w.start_vault(&[]);
     let url = vault.url.clone();
@@ -232,7 +231,7 @@ fn after_a_restore_key_rotation_the_vault_refuses_the_old_epoch() {
     let w = World::new();
     let keys = w.path("keys").display().to_string();
     w.ok(&["init", &w.repo(), "--keys", &keys, "--delay-secs", "1"]);
-    let vault = w.start_vault(&[]);
+    let mut vault = w.start_vault(&[]);
     let url = vault.url.clone();
     let src = w.path("mail");
     make_maildir(&src, 1, 6, 77);
@@ -359,7 +358,6 @@ fn after_a_restore_key_rotation_the_vault_refuses_the_old_epoch() {
     // The vault host (root, holding the vault key) slips one in: sealed to
     // the old epoch and naming it, stored and logged behind the vault's
     // back. Every reader's audit catches it.
-    let mut vault = vault;
     vault.stop();
     let (sid, sbytes) = make(&old_pub, Some(&old_pub));
     std::fs::write(w.path("repo/snapshots").join(sid.to_hex()), &sbytes).unwrap();
