@@ -426,6 +426,21 @@ fn a_rotated_restore_key_reads_everything_and_the_old_one_only_the_past() {
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         assert_eq!(&digest(&t.join("mail")), d);
     }
+    // Each snapshot names the epoch it was sealed to: the ones the old key
+    // cannot open name the new one.
+    let listed: Vec<serde_json::Value> = serde_json::from_str(&w.ok(&[
+        "snapshots",
+        "--repo",
+        &url,
+        "--key",
+        &new_key.display().to_string(),
+        "--json",
+    ]))
+    .unwrap();
+    for (snap, epoch) in [(&before, 0), (&pending, 0), (&unchanged, 1), (&after, 1)] {
+        let row = listed.iter().find(|s| s["id"] == snap.as_str()).unwrap();
+        assert_eq!(row["restore_epoch"], epoch, "{row}");
+    }
     for snap in [&unchanged, &after] {
         let (o, _) = restore(&old, snap, &format!("old-{}", &snap[..6]));
         assert_eq!(
