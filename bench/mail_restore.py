@@ -3,6 +3,7 @@
 
     python3 bench/mail_restore.py [--mailboxes 1000] [--messages 300000] [--reps 3]
                                   [--bin target/release/holdfast] [--no-restic] [--no-shm]
+                                  [--corpus generated|maildir] [--size-mb M] [--rm-after]
 
 Makes a spool of MAILBOXES Maildir++ mailboxes holding MESSAGES small
 messages in all (INBOX, Sent, Archive; distinct mtimes), backs it up into a
@@ -25,8 +26,23 @@ real binaries:
 * a second `mail restore` over the result (writes 0);
 * `drill --sample 10`.
 
-Prints a Markdown table; nothing is timed in CI. Use --maildir-py to run on
-the shared corpus generator instead (`maildir.py make DIR`).
+Prints a Markdown table; nothing is timed in CI.
+
+`--corpus maildir` makes the spool with the shared corpus generator
+(`maildir.py make DIR --users MAILBOXES --size-mb M --seed 1`; the script
+is --maildir-py, by default ../shared/bench/maildir.py beside this
+repository): MAILBOXES users `uNNNNN/Maildir` with five folders, skewed
+mailbox sizes, text and base64 attachments, shared popular attachments.
+Its mailboxes are found as the directories holding cur/ (not `.Folder`s).
+
+Disk use: on disk, every whole-spool restore is kept until the end (a mass
+deletion just before a run slows inode creation), so a run needs the spool,
+the repositories and 2 x REPS + 3 copies of the spool. `--rm-after` removes
+each restore as soon as it is measured (then syncs, outside the timing), so
+at most two copies exist besides the spool and the repositories: use it
+(with --no-restic --no-shm) for the growth runs, e.g. at 1,000,000
+messages. The space needed is estimated after the spool is made and the
+run stops there if the disk lacks it.
 """
 
 import argparse
@@ -67,6 +83,17 @@ def make_spool(root, mailboxes, messages, seed=1):
             os.utime(p, (t, t))
 
 
+def mailbox_dirs(spool):
+    """The Maildirs under spool (directories holding cur/ and new/, not a
+    Maildir++ `.Folder`), relative, sorted."""
+    out = []
+    for d, dirs, _ in os.walk(spool):
+        if "cur" in dirs and "new" in dirs and not os.path.basename(d).startswith("."):
+            out.append(os.path.relpath(d, spool))
+        dirs[:] = [x for x in dirs if x not in ("cur", "new", "tmp") and not x.startswith(".")]
+    return sorted(out)
+
+
 def du(path):
     total = 0
     for d, _, fs in os.walk(path):
@@ -89,10 +116,11 @@ def measured(cmd, env, ok=(0,)):
     return dt, ru.ru_maxrss / 1024.0, out
 
 
-def make_live(spool, target, seed=2):
-    """Every mailbox of the spool, live: a new uidlist and 3 messages since."""
+def make_live(boxes, target, seed=2):
+    """Every mailbox of the spool (`boxes`, relative), live: a new uidlist
+    and 3 messages since."""
     rnd = random.Random(seed)
-    for u in sorted(os.listdir(spool)):
+    for u in boxes:
         home = os.path.join(target, u)
         for s_ in ["cur", "new", "tmp"]:
             os.makedirs(os.path.join(home, s_), exist_ok=True)
@@ -119,11 +147,19 @@ def fresh(base, tag):
     return os.path.join(base, f"{tag}-{time.monotonic_ns()}")
 
 
+RM_AFTER = False
+
+
 def done(out):
     """Restores into /dev/shm are removed at once (memory); on disk they stay
-    until the end: a mass deletion just before slows inode creation."""
+    until the end (a mass deletion just before slows inode creation) unless
+    --rm-after: then they go at once too, and the deletion is synced before
+    the next run."""
     if out.startswith("/dev/shm/"):
         shutil.rmtree(out)
+    elif RM_AFTER:
+        shutil.rmtree(out)
+        os.sync()
 
 
 def med(xs):
@@ -133,17 +169,28 @@ def med(xs):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--mailboxes", type=int, default=1000)
+    ap.add_argument("--mailboxes", type=int, default=None,
+                    help="mailboxes (generated: 1000; maildir: its --users, 200)")
     ap.add_argument("--messages", type=int, default=300_000)
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--bin", default=os.path.join(ROOT, "target", "release", "holdfast"))
     ap.add_argument("--work", default=os.path.join(ROOT, "bench", "work-mail"))
-    ap.add_argument("--maildir-py", help="make the spool with this generator (maildir.py make DIR) instead")
+    ap.add_argument("--corpus", choices=["generated", "maildir"], default="generated",
+                    help="generated: this script's spool (--mailboxes, --messages); maildir: "
+                         "the shared maildir.py corpus (--mailboxes users, --size-mb)")
+    ap.add_argument("--maildir-py", default=os.path.join(os.path.dirname(ROOT), "shared", "bench",
+                                                         "maildir.py"),
+                    help="the corpus generator for --corpus maildir")
+    ap.add_argument("--size-mb", type=int, default=500, help="--corpus maildir: its size")
+    ap.add_argument("--rm-after", action="store_true",
+                    help="remove each restore once measured (bounded disk use)")
     ap.add_argument("--no-restic", action="store_true")
     ap.add_argument("--no-shm", action="store_true")
     ap.add_argument("--spool", help="use this spool (made by an earlier run) instead of making one")
     ap.add_argument("--reuse", help="the --work of an earlier run on the same spool: its repositories")
     a = ap.parse_args()
+    global RM_AFTER
+    RM_AFTER = a.rm_after
     shutil.rmtree(a.work, ignore_errors=True)
     os.makedirs(a.work)
     spool = os.path.join(a.work, "mail")
@@ -151,15 +198,30 @@ def main():
     if a.spool:
         os.symlink(os.path.abspath(a.spool), spool)
         spool = os.path.realpath(spool)
-    elif a.maildir_py:
-        subprocess.run([sys.executable, a.maildir_py, "make", spool], check=True)
+    elif a.corpus == "maildir":
+        if not os.path.isfile(a.maildir_py):
+            sys.exit(f"{a.maildir_py}: no such file (--maildir-py)")
+        subprocess.run([sys.executable, a.maildir_py, "make", spool, "--users",
+                        str(a.mailboxes or 200), "--size-mb", str(a.size_mb), "--seed", "1"],
+                       check=True, stdout=sys.stderr)
     else:
-        make_spool(spool, a.mailboxes, a.messages)
+        make_spool(spool, a.mailboxes or 1000, a.messages)
     top = os.path.basename(spool)  # the spool's name in the snapshot
     nfiles = sum(len(fs) for _, _, fs in os.walk(spool))
     nmsgs = sum(len(fs) for d, _, fs in os.walk(spool) if os.path.basename(d) in ("cur", "new"))
-    print(f"spool made in {time.monotonic() - t:.1f} s: {nfiles} files, {du(spool) / 1e6:.1f} MB",
+    spool_bytes = du(spool)
+    print(f"spool made in {time.monotonic() - t:.1f} s: {nfiles} files, {nmsgs} messages, "
+          f"{spool_bytes / 1e6:.1f} MB", file=sys.stderr)
+    # One copy on disk: its bytes in 4 KiB blocks plus directories.
+    copy = 4096 * nfiles + spool_bytes
+    copies = 3 if a.rm_after else 2 * a.reps + 3
+    need = copies * copy + (0 if a.reuse else 2 * spool_bytes)  # + repositories
+    free = shutil.disk_usage(a.work).free
+    print(f"disk: about {need / 1e9:.1f} GB needed ({copies} restores of {copy / 1e9:.2f} GB"
+          f"{'' if a.rm_after else '; --rm-after needs 3'}), {free / 1e9:.1f} GB free",
           file=sys.stderr)
+    if need > free:
+        sys.exit("not enough free disk for this run" + ("" if a.rm_after else ": try --rm-after"))
     env = dict(os.environ, HOLDFAST_PASSPHRASE=PASS, HOLDFAST_CACHE_DIR=os.path.join(a.work, "cache"))
     repo, keys = os.path.join(a.work, "repo"), os.path.join(a.work, "keys")
     rk = os.path.join(keys, "restore.key")
@@ -179,7 +241,7 @@ def main():
         trb, _, _ = measured(["restic", "backup", "-q", "--repo", rrepo, spool], renv)
         rows.append(("restic backup", f"{trb:.2f} s", ""))
 
-    boxes = sorted(d for d in os.listdir(spool) if os.path.isdir(os.path.join(spool, d)))
+    boxes = mailbox_dirs(spool)
     one = os.path.join(spool, boxes[len(boxes) // 2])
     t1, r1 = hf(a.bin, env, "mail", "restore", "--repo", repo, "--key", rk, "latest", one,
                 os.path.join(a.work, "one"), "--json", json_out=True)
@@ -195,7 +257,7 @@ def main():
 
     def mail(base):
         out = fresh(base, "live")
-        make_live(spool, out)
+        make_live(boxes, out)
         dt, rss, o = measured([a.bin, "mail", "restore", "--repo", repo, "--key", rk, "latest", top,
                                out, "--json"], env)
         r = json.loads(o)
@@ -216,7 +278,9 @@ def main():
     if not a.no_shm and shutil.disk_usage("/dev/shm").free > 4 * du(spool) + 4096 * nfiles:
         places.append(("/dev/shm", "/dev/shm/hf-mail-bench"))
     # The first restore builds the on-disk pack index (cold): not measured.
-    hf(a.bin, env, "restore", "--repo", repo, "--key", rk, "latest", fresh(places[0][1], "warm"))
+    warm = fresh(places[0][1], "warm")
+    hf(a.bin, env, "restore", "--repo", repo, "--key", rk, "latest", warm)
+    done(warm)
     res = {}
     for place, base in places:
         for i in range(a.reps):
@@ -254,13 +318,15 @@ def main():
                 merged, "--json", json_out=True)
     rows.append(("second mail restore over a full one", f"{t2:.2f} s",
                  f"{r2['written']} written, {r2['skipped']} skipped"))
+    done(merged)
     td, rd = hf(a.bin, env, "drill", "--repo", repo, "--key", rk, "--sample", "10", "--json",
                 "--history", os.path.join(a.work, "drill.jsonl"), json_out=True)
     run = rd["run"]
     rows.append(("drill --sample 10", f"{td:.2f} s",
                  f"{run['mb_per_s']:.1f} MB/s, {run['files_per_s']:.0f} files/s, "
                  f"projected full {run['projected_full_seconds']:.1f} s"))
-    print(f"| {len(boxes)} mailboxes, {nfiles} files | time | notes |\n|---|---|---|")
+    print(f"| {len(boxes)} mailboxes ({a.corpus}), {nmsgs} messages, {nfiles} files, "
+          f"{spool_bytes / 1e6:.0f} MB | time | notes |\n|---|---|---|")
     for r in rows:
         print(f"| {r[0]} | {r[1]} | {r[2]} |")
 
