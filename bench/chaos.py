@@ -12,6 +12,9 @@ Fault kinds (each its own world: repository, keys, vault on 127.0.0.1):
                  mid-log-append, mid-reclaim: whatever it was doing), restart
   crash-replica  kill -9 of `replica pull`, then a clean pull
   crash-export   kill -9 of `export`, then a clean export that verifies
+  crash-mail     kill -9 of `mail restore` into live mailboxes (a spool, one
+                 mailbox, --into-folder): live files untouched, nothing partial
+                 or twice in cur/new; a rerun completes exactly, a third writes 0
   net-drop       a loopback proxy cuts connections after a random byte count
   net-slow       the proxy delays every chunk (a slow link)
   disk-full      the vault's repository on a small tmpfs filled to the brim,
@@ -553,14 +556,46 @@ def disk_full(w, src, rounds, rng, stats):
         umount(mnt)
 
 
+CLOCK_INIT = ["--delay-secs", "1"]
+
+
+def clock_audit(w):
+    p = w.run(["audit", "--repo", w.url, "--key", w.key("auditor"), "--json"])
+    if p.returncode != 0:
+        raise Failure(f"audit exit {p.returncode}: {p.stderr.decode(errors='replace')[-400:]}")
+    return json.loads(p.stdout)[0]
+
+
+def clock_ack(w, what):
+    """The acknowledgement ceremony on a held vault: admin-1 proposes
+    ack-clock, admin-2 approves, and after the delay (1 s) the hold is gone
+    from the log and the vault said it executed."""
+    before = len(w.vault_stderr())
+    out = w.ok(["propose", "ack-clock", "--repo", w.url, "--key", w.key("admin-1")])
+    pid = out.split()[1]
+    w.ok(["approve", "--repo", w.url, "--key", w.key("admin-2"), pid])
+    for _ in range(100):
+        if clock_audit(w)["clock_held"] is None:
+            break
+        time.sleep(0.2)
+    else:
+        raise Failure(f"after {what}: the acknowledged hold is still in force")
+    if "EXECUTED proposal" not in w.vault_stderr()[before:]:
+        raise Failure(f"after {what}: the vault did not say it executed the acknowledgement")
+
+
 def clock(w, src, rounds, rng, stats):
     """The vault restarted on a jumped clock (a bad RTC, a spoofed NTP
     answer), reclaiming every second, with a client whose own clock is hours
     off; then restarted on the right clock. No snapshot may be lost and
-    every jump must be alerted. A jump within --max-clock-gap-secs (+1 day)
+    every jump must be alerted. A forward jump beyond the hold bound (6 h)
+    must leave a clock hold in the log that survives the restart and stops
+    reclaims, until the quorum acknowledges it (`propose ack-clock`,
+    approval, 1 s delay): each such round runs that ceremony; a backward
+    jump must leave no hold. A jump within --max-clock-gap-secs (+1 day)
     is believed: the vault then dates entries a day ahead, and every reader
     with a right clock reports them; that round is the last, and the final
-    checks run as a reader a day later."""
+    checks (and its acknowledgement) run as a reader a day later."""
     reclaim = ["--reclaim-every-secs", "1"]
     w.start_vault(reclaim)
     w.backup(src)
@@ -598,6 +633,23 @@ def clock(w, src, rounds, rng, stats):
             w.start_vault(reclaim)
         w.backup(src)
         w.check(f"clock {jump}, client {skew}")
+        # The hold: in the log for a forward jump past 6 h (and across the
+        # restart), none for the others; the ceremony lifts it.
+        what = f"clock {jump}"
+        held = clock_audit(w)["clock_held"]
+        if jump in ("+3650d", "+30d", "+1d"):
+            if held is None:
+                raise Failure(f"after {what}: no clock hold in the log")
+            if "CLOCK HELD" not in w.vault_stderr()[before:]:
+                raise Failure(f"after {what}: the hold was not alerted")
+            if "reclaimed" in w.vault_stderr()[before:]:
+                raise Failure(f"after {what}: reclaimed while the clock was held")
+            stats["held"] = stats.get("held", 0) + 1
+            clock_ack(w, what)
+            stats["acknowledged"] = stats.get("acknowledged", 0) + 1
+            w.check(f"{what}, acknowledged")
+        elif held is not None:
+            raise Failure(f"after {what}: a clock hold without a forward jump: {held}")
         stats["rounds"] += 1
 
 
@@ -920,9 +972,182 @@ def s3_kill(w, ceph, src, rounds, rng, stats):
         stats["rounds"] += 1
 
 
+# --------------------------------------------------------------- mail restore
+
+def sha(p):
+    with open(p, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def mail_files(root):
+    """Every file under root: path -> (inode, size, mtime_ns, sha256)."""
+    out = {}
+    for d, _, fs in os.walk(root):
+        for f in fs:
+            p = os.path.join(d, f)
+            st = os.lstat(p)
+            out[p] = (st.st_ino, st.st_size, st.st_mtime_ns, sha(p))
+    return out
+
+
+def make_mail_spool(root, users, msgs, rng):
+    """Maildir++ mailboxes u*/Maildir (INBOX, .Sent, .Archive) with cur/ and
+    new/ messages (distinct bytes, Dovecot-style names, old mtimes), a
+    dovecot-uidlist and dovecot-keywords in INBOX, subscriptions."""
+    n = 0
+    for u in range(users):
+        home = f"{root}/u{u}/Maildir"
+        for folder in ("", ".Sent", ".Archive"):
+            for sub in ("cur", "new", "tmp"):
+                os.makedirs(f"{home}/{folder}/{sub}", exist_ok=True)
+        with open(f"{home}/subscriptions", "wb") as f:
+            f.write(b"Sent\nArchive\n")
+        with open(f"{home}/dovecot-keywords", "wb") as f:
+            f.write(b"0 $Important\n1 Junk\n")
+        uids = []
+        for m in range(msgs):
+            folder = rng.choice(("", "", "", ".Sent", ".Archive"))
+            data = message(rng, n)
+            n += 1
+            t = 1_600_000_000 + m * 977 + u
+            base = f"{t}.M{m}P{u}.mx1,S={len(data)}"
+            if rng.random() < 0.1:
+                p = f"{home}/{folder}/new/{base}"
+            else:
+                p = f"{home}/{folder}/cur/{base}:2,{rng.choice(('S', 'RS', 'Sa', 'FSb', ''))}"
+            with open(p, "wb") as f:
+                f.write(data)
+            os.utime(p, (t, t))
+            if folder == "":
+                uids.append(base)
+        with open(f"{home}/dovecot-uidlist", "w") as f:
+            f.write(f"3 V1600000000 N{len(uids) + 1}\n")
+            for i, b in enumerate(uids):
+                f.write(f"{i + 1} :{b}\n")
+
+
+def make_live_mail(spool, target, rng):
+    """Live mailboxes for every mailbox of the spool: INBOX with its own
+    dovecot-uidlist, 3 messages since and a delivery in flight in tmp/;
+    .Sent live with a uidlist in some (the rest come back as a disaster
+    restore: control files and original names)."""
+    for u in sorted(os.listdir(spool)):
+        home = f"{target}/{u}/Maildir"
+        folders = [""] + ([".Sent"] if rng.random() < 0.5 else [])
+        for folder in folders:
+            for sub in ("cur", "new", "tmp"):
+                os.makedirs(f"{home}/{folder}/{sub}", exist_ok=True)
+            with open(f"{home}/{folder}/dovecot-uidlist", "wb") as f:
+                f.write(b"3 V1700000000 N4\n")
+            for i in range(3):
+                data = f"From: new@example.org\nSubject: since {i}\n\n{u}{folder} {rng.random()}\n".encode()
+                sub, info = ("new", "") if i == 0 else ("cur", ":2,S")
+                with open(f"{home}/{folder}/{sub}/1700000000.M{i}.live,S={len(data)}{info}", "wb") as f:
+                    f.write(data)
+        with open(f"{home}/tmp/1700000001.M9.live", "wb") as f:
+            f.write(b"From: half@example.org\n\npartly deliv")
+
+
+def mail_check(target, before, want, allowed, complete):
+    """The invariants after a killed (or complete) `mail restore`: (a) every
+    file there before is untouched (path, inode, size, mtime, bytes); (b) no
+    message twice in cur/+new/ of a folder (by content); (c) every new file
+    in cur/ or new/ is a whole message of the snapshot; (d) anything else
+    new is in tmp/, a snapshot control file byte for byte, or the empty
+    `maildirfolder` marker of a folder it made. With
+    `complete`, every message in `want` (sha -> count) is there exactly
+    once. Returns the problems."""
+    now = mail_files(target)
+    bad = []
+    for p, v in before.items():
+        if now.get(p) != v:
+            bad.append(f"(a) live file changed or gone: {p}")
+    folders = {}
+    seen = {}
+    for p, (_, _, _, h) in now.items():
+        sub = os.path.basename(os.path.dirname(p))
+        if sub in ("cur", "new"):
+            folders.setdefault(os.path.dirname(os.path.dirname(p)), []).append(h)
+        if p in before:
+            continue
+        if sub in ("cur", "new"):
+            if h not in want:
+                bad.append(f"(c) not a whole snapshot message: {p}")
+            seen[h] = seen.get(h, 0) + 1
+        elif sub != "tmp" and h not in allowed and not (
+                os.path.basename(p) == "maildirfolder" and now[p][1] == 0):
+            bad.append(f"(d) a leftover outside tmp/: {p}")
+    for d, hs in folders.items():
+        if len(hs) != len(set(hs)):
+            bad.append(f"(b) a message twice in {d}")
+    if complete:
+        missing = [h for h in want if seen.get(h, 0) != 1]
+        if missing:
+            bad.append(f"{len(missing)} snapshot messages not there exactly once")
+    return bad
+
+
+def crash_mail(w, src, rounds, rng, stats):
+    """kill -9 of `mail restore` (a whole spool, one mailbox, or
+    --into-folder) into live mailboxes at a random moment; the invariants;
+    then a rerun completes exactly and a third run writes 0."""
+    w.start_vault()
+    spool = f"{w.root}/mailsrc"
+    make_mail_spool(spool, 5, 200, rng)
+    snap = w.backup(spool)
+    allowed = {sha(os.path.join(d, f)) for d, _, fs in os.walk(spool) for f in fs}
+    msgs_of = {}
+    for d, _, fs in os.walk(spool):
+        if os.path.basename(d) in ("cur", "new"):
+            box = os.path.relpath(d, spool).split("/Maildir")[0]
+            for f in fs:
+                msgs_of.setdefault(box, set()).add(sha(os.path.join(d, f)))
+    boxes = sorted(msgs_of)
+    last = 1.0
+    stats.setdefault("mid_placement", 0)
+    stats.setdefault("invariant_failures", 0)
+    for r in range(rounds):
+        target = f"{w.root}/live-{r}"
+        make_live_mail(spool, target, rng)
+        mode = rng.choice(("spool", "spool", "box", "into-spool", "into-box"))
+        if mode.endswith("box"):
+            box = rng.choice(boxes)
+            path, to, want = f"mailsrc/{box}/Maildir", f"{target}/{box}/Maildir", msgs_of[box]
+        else:
+            path, to = "mailsrc", target
+            want = set().union(*msgs_of.values())
+        args = ["mail", "restore", "--repo", w.url, "--key", w.key("restore"), snap[:16],
+                path, to, "--json", "--parallel", str(rng.choice((1, 2, 8)))]
+        if mode.startswith("into"):
+            args += ["--into-folder", "Recovered"]
+        before = mail_files(target)
+        landed = kill_at_random(w, args, rng, last * 1.1, "cache-mail")
+        stats["kills"] += landed
+        placed = sum(1 for p in mail_files(target) if p not in before
+                     and os.path.basename(os.path.dirname(p)) in ("cur", "new"))
+        stats["mid_placement"] += landed and 0 < placed < len(want)
+        bad = mail_check(target, before, want, allowed, complete=False)
+        t0 = time.time()
+        rep = json.loads(w.ok(args, cache="cache-mail"))
+        last = time.time() - t0
+        bad += mail_check(target, before, want, allowed, complete=True)
+        if rep["errors"] or rep["damaged"]:
+            bad.append(f"rerun reported {rep['errors']} {rep['damaged']}")
+        third = json.loads(w.ok(args, cache="cache-mail"))
+        if third["written"] != 0:
+            bad.append(f"third run wrote {third['written']}")
+        bad += mail_check(target, before, want, allowed, complete=True)
+        if bad:
+            stats["invariant_failures"] += 1
+            raise Failure(f"mail restore kill round {r} ({mode}, {placed} placed before "
+                          f"the kill): " + "; ".join(bad[:5]))
+        shutil.rmtree(target)
+        stats["rounds"] += 1
+
+
 # --------------------------------------------------------------- driver
 
-KINDS = ["crash-client", "crash-vault", "crash-replica", "crash-export",
+KINDS = ["crash-client", "crash-vault", "crash-replica", "crash-export", "crash-mail",
          "net-drop", "net-slow", "disk-full", "clock", "soak"]
 S3_KINDS = ["s3-faults", "s3-kill"]
 
@@ -955,7 +1180,7 @@ def run_kind(kind, args, binary, base):
             soak(w, f"{root}/src", args.soak_secs or (60 if args.quick else 600), n, rng, stats,
                  vault_env=venv)
         else:
-            w = World(binary, root)
+            w = World(binary, root, init_args=CLOCK_INIT if kind == "clock" else ())
             src = f"{root}/src"
             make_spool(src, 4, 40, 1)
             {
@@ -963,6 +1188,7 @@ def run_kind(kind, args, binary, base):
                 "crash-vault": lambda: crash_vault(w, src, rounds, rng, stats),
                 "crash-replica": lambda: crash_replica(w, src, rounds, rng, stats),
                 "crash-export": lambda: crash_export(w, src, max(3, rounds // 2), rng, stats),
+                "crash-mail": lambda: crash_mail(w, src, rounds, rng, stats),
                 "net-drop": lambda: net(w, src, rounds, rng, stats, 0.6, 0.0),
                 "net-slow": lambda: net(w, src, max(3, rounds // 2), rng, stats, 0.0, 0.02),
                 "disk-full": lambda: disk_full(w, src, max(3, rounds // 2), rng, stats),
@@ -1015,7 +1241,9 @@ def report(results, args, path):
                           f"{s.get('vault_reopened_mib')} MiB with {s.get('snapshots_live')} "
                           "live snapshots."]
         if s["kind"] == "clock":
-            lines += ["", f"Clock: {s['jumps']} jumps (forward and back), {s['alerted']} alerted."]
+            lines += ["", f"Clock: {s['jumps']} jumps (forward and back), {s['alerted']} alerted, "
+                          f"{s.get('held', 0)} held until the quorum acknowledged the clock "
+                          f"({s.get('acknowledged', 0)} acknowledgements)."]
         if s["failure"] or s["lost"]:
             lines += ["", f"**{s['kind']}**: {s['failure'] or ''} lost: {s['lost']}"]
     text = "\n".join(lines) + "\n"
