@@ -219,6 +219,26 @@ fn a_client_key_succession_keeps_the_client_and_revokes_the_old_key() {
     ]);
     assert!(!o.status.success());
     assert!(!vault.stderr().contains("TAMPERING"), "{}", vault.stderr());
+    // Revoking the client by name revokes its live key.
+    w.ok(&[
+        "key",
+        "revoke",
+        "client",
+        "client",
+        "--repo",
+        &url,
+        "--key",
+        &w.key("admin-1"),
+    ]);
+    let o = w.run(&[
+        "backup",
+        "--repo",
+        &url,
+        "--key",
+        &new,
+        src.to_str().unwrap(),
+    ]);
+    assert!(!o.status.success());
 }
 
 /// After a restore key rotation ran, the vault refuses a snapshot sealed

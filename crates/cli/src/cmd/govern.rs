@@ -174,10 +174,17 @@ pub fn propose(a: ProposeArgs) -> Result<ExitCode> {
             })
         }
         What::RemoveIdentity { name } => {
+            // A client's replaced keys share its name: the live one is meant.
+            let live = |k: &[u8; 32]| {
+                repo.log
+                    .as_ref()
+                    .is_none_or(|l| !l.state.removed.contains(k))
+            };
             let m = repo
                 .members
                 .values()
-                .find(|m| m.name == name)
+                .filter(|m| m.name == name)
+                .min_by_key(|m| !live(&m.public))
                 .ok_or_else(|| anyhow!("no identity named {name:?}"))?;
             Action::RemoveIdentity(m.public)
         }

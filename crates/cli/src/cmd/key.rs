@@ -596,10 +596,14 @@ fn revoke(a: RevokeArgs) -> Result<ExitCode> {
         "revocation goes through the vault (--repo https://…): a directory has nobody to refuse the key",
         "revoking",
     )?;
+    // A client that changed keys (`key rotate client`) has its old keys
+    // under the same name, revoked: the active one is meant.
+    let active = |k: &[u8; 32]| repo.log.as_ref().is_none_or(|l| l.state.is_client(k));
     let Some((public, _)) = repo
         .members
         .iter()
-        .find(|(_, m)| m.role == Role::Client && m.name == a.name)
+        .filter(|(_, m)| m.role == Role::Client && m.name == a.name)
+        .min_by_key(|(k, _)| !active(k))
     else {
         bail!("no client named {:?} in this repository", a.name);
     };
