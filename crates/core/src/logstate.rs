@@ -2443,4 +2443,31 @@ mod tests {
                 .contains("not held")
         );
     }
+
+    #[test]
+    fn the_fuzz_fold_reaches_clock_holds() {
+        // What `fold_any` (the decode fuzz target) is given: a hold, a
+        // reclaim under it, and a malformed hold; then every prefix.
+        let mut data = Vec::new();
+        for e in [
+            Entry {
+                time_ns: -10,
+                event: Event::ClockHeld { gap_ns: i64::MAX },
+            },
+            Entry {
+                time_ns: -9,
+                event: Event::Reclaimed {
+                    snapshots: vec![sid(1)],
+                    packs: vec![sid(2)],
+                },
+            },
+        ] {
+            crate::vaultlog::frame(&e.encode(), &mut data);
+        }
+        crate::vaultlog::frame(&[1, 0, 0, 0, 0, 0, 0, 0, 0, 12, 1], &mut data);
+        for n in 0..=data.len() {
+            fold_any(&data[..n]);
+        }
+        crate::decode_any(&data[4..]);
+    }
 }
