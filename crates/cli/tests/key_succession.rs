@@ -64,6 +64,15 @@ fn a_client_key_succession_keeps_the_client_and_revokes_the_old_key() {
         &new,
     ]);
     assert!(out.contains("new key"), "{out}");
+    // The new key holds the old one's checkpoint: no first contact.
+    let new_pub = load_key(&new).identity().unwrap().public();
+    let held = std::fs::read_dir(w.path("cache/checkpoints"))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect::<Vec<_>>();
+    let tag = format!("{}.checkpoint", holdfast_core::id::hex(&new_pub[..8]));
+    assert!(held.iter().any(|n| n.ends_with(&tag)), "{held:?}");
 
     // The old key's next request is refused.
     let o = w.run(&[
