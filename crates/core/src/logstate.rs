@@ -403,6 +403,7 @@ impl LogState {
                 i != id && (p == succ || (s == succ && self.identities.contains(i)))
             })
             || self.snapshots.values().any(|s| &s.client == succ)
+            || self.gone.values().any(|g| &g.client == succ)
         {
             return Some("the successor key is not new (it is or was another key)".into());
         }
