@@ -243,3 +243,60 @@ fn an_acknowledgement_from_a_clock_15_minutes_off_the_vaults_is_refused() {
     assert_eq!(a[0]["problems"].as_array().unwrap().len(), 0, "{a}");
     assert!(a[0]["clock_held"].is_object(), "{a}");
 }
+
+/// Restarts on a clock spoofed a little more each time (each gap under the
+/// 6 h bound, entries dated on the believed clock in between) add up: the
+/// vault measures each start's gap from the time deletions were credited
+/// up to (`state/clock`), not from the last entry, so the second start is
+/// held.
+#[test]
+fn restarts_on_a_clock_spoofed_a_little_more_each_time_add_up_to_a_hold() {
+    let w = World::new();
+    let mut opts = short_retention("3600");
+    opts.extend(["--delay-secs", "1"]);
+    w.init_with(&opts);
+    let reclaim = ["--reclaim-every-secs", "1"];
+    let mut vault = w.start_vault(&reclaim);
+    let src = w.path("mail");
+    make_maildir(&src, 1, 4, 73);
+    backup_via(&w, &vault.url, &w.key("client"), &src);
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    vault.stop();
+    assert_eq!(
+        std::fs::read(w.path("repo/vault/clock")).unwrap().len(),
+        8,
+        "the credited time is recorded in the state directory"
+    );
+
+    // +5 h: under the bound, not held; a backup is dated 5 h ahead.
+    let mut vault = w.start_vault_env(&w.repo(), &reclaim, &jumped("+5h"));
+    mail_day(&src, 74);
+    let o = on(
+        &w,
+        "+5h",
+        &[
+            "backup",
+            "--repo",
+            &vault.url,
+            "--key",
+            &w.key("client"),
+            src.to_str().unwrap(),
+        ],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    vault.stop();
+    assert!(!vault.stderr().contains("CLOCK HELD"), "{}", vault.stderr());
+
+    // +10 h: 5 h past the last entry, but 10 h past what deletions were
+    // credited: held.
+    let vault = w.start_vault_env(&w.repo(), &reclaim, &jumped("+10h"));
+    wait_for("the hold of the second spoofed start", || {
+        vault.stderr().contains("CLOCK HELD")
+    });
+    let a = audit(&w, "+10h", &vault.url);
+    assert!(
+        a["clock_held"]["gap_secs"].as_i64().unwrap() >= 10 * 3600 - 120,
+        "{a}"
+    );
+}

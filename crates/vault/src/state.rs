@@ -122,6 +122,14 @@ pub struct Clock {
     start: Instant,
     /// The log's last entry at start (`i64::MIN` for an empty log).
     last_ns: i64,
+    /// What deletions count from: the time deletions had been credited up
+    /// to when this vault last ran (`state/clock`), else the log's last
+    /// entry. Entries are dated on a believed wall clock, so a spoofed
+    /// gap would otherwise carry into the next start's anchor.
+    anchor_ns: i64,
+    /// At start: how far the wall clock was past [`Clock::anchor_ns`]: what
+    /// the hold bound and the uptime credit judge.
+    pub hold_gap_ns: i64,
     /// At start: how far the wall clock was past the log's last entry.
     pub start_gap_ns: i64,
     /// At start: the wall clock was not believed (gap beyond the bound).
@@ -129,8 +137,15 @@ pub struct Clock {
 }
 
 impl Clock {
-    pub fn new(last_entry_ns: i64, max_gap_ns: i64) -> Self {
+    /// `credited_before`: the time deletions were credited up to when the
+    /// vault last ran (`state/clock`), if known.
+    pub fn new(last_entry_ns: i64, max_gap_ns: i64, credited_before: Option<i64>) -> Self {
         let wall = now_ns();
+        let anchor_ns = match credited_before {
+            _ if last_entry_ns == i64::MIN => i64::MIN,
+            Some(c) => c,
+            None => last_entry_ns,
+        };
         let (base_ns, gap, disbelieved) = if last_entry_ns == i64::MIN {
             (wall, 0, false)
         } else {
@@ -145,6 +160,12 @@ impl Clock {
             base_ns,
             start: Instant::now(),
             last_ns: last_entry_ns,
+            anchor_ns,
+            hold_gap_ns: if anchor_ns == i64::MIN {
+                0
+            } else {
+                wall.saturating_sub(anchor_ns)
+            },
             start_gap_ns: gap,
             disbelieved,
         }
@@ -174,11 +195,11 @@ impl Clock {
     /// deleted until the quorum acknowledges it) or not believed at all.
     pub fn for_deletion(&self, hold_ns: i64) -> i64 {
         let now = self.now();
-        if self.last_ns == i64::MIN || self.disbelieved || self.start_gap_ns > hold_ns {
+        if self.anchor_ns == i64::MIN || self.disbelieved || self.hold_gap_ns > hold_ns {
             return now;
         }
         let up = self.start.elapsed().as_nanos().min(i64::MAX as u128) as i64;
-        credited(now, self.last_ns, self.start_gap_ns, up)
+        credited(now, self.anchor_ns, self.hold_gap_ns, up)
     }
 }
 
@@ -262,6 +283,10 @@ pub struct Vault {
     /// The clock hold (its newest entry) already alerted as stopping
     /// reclaims: one alert per hold.
     hold_alerted: Option<u64>,
+    /// When `state/clock` was last written by this process.
+    credit_saved: Option<Instant>,
+    /// The highest value `state/clock` held or was given: never lowered.
+    credit_floor: i64,
     /// Exclusive lock on the state directory: one vault per state.
     _lock: File,
 }
@@ -511,7 +536,7 @@ impl Vault {
             gate: Mutex::new(crate::gate::RequestGate::default()),
             flight: Default::default(),
             alerts,
-            clock: Clock::new(i64::MIN, 0),
+            clock: Clock::new(i64::MIN, 0, None),
             opts,
             retained: HashMap::new(),
             pending: BTreeMap::new(),
@@ -526,6 +551,8 @@ impl Vault {
             frozen: None,
             hold_unlogged: None,
             hold_alerted: None,
+            credit_saved: None,
+            credit_floor: i64::MIN,
             silent: HashSet::new(),
             _lock: lock,
         };
@@ -569,12 +596,15 @@ impl Vault {
             v.alert(&format!("CLOCK or TAMPERING: {why}"));
             v.frozen = Some(why);
         }
+        let credited_before = v.read_credit();
+        v.credit_floor = credited_before.unwrap_or(i64::MIN);
         v.clock = Clock::new(
             v.dated_after_ns,
             (v.opts
                 .max_clock_gap_secs
                 .min(i64::MAX as u64 / (2 * NS as u64)) as i64)
                 * NS,
+            credited_before,
         );
         v.check_clock();
         v.report_start_gap();
@@ -839,12 +869,12 @@ impl Vault {
     /// restart and every reader's fold enforces it) and alerted once.
     fn hold_clock_at_start(&mut self) {
         if self.clock.last_ns == i64::MIN
-            || self.clock.start_gap_ns <= self.hold_ns()
+            || self.clock.hold_gap_ns <= self.hold_ns()
             || self.frozen.is_some()
         {
             return;
         }
-        let gap_ns = self.clock.start_gap_ns;
+        let gap_ns = self.clock.hold_gap_ns;
         let h = gap_ns / (3600 * NS);
         match self.log(Event::ClockHeld { gap_ns }) {
             Ok(()) => {
@@ -861,6 +891,49 @@ impl Vault {
                 self.alert(&format!("CLOCK HELD: {why}"));
                 self.hold_unlogged = Some(why);
             }
+        }
+    }
+
+    /// The time deletions were credited up to when this vault last ran
+    /// (`state/clock`, 8 bytes LE); `None` when absent or malformed.
+    fn read_credit(&self) -> Option<i64> {
+        let path = self.state_dir.join("clock");
+        match std::fs::read(&path) {
+            Ok(b) => match <[u8; 8]>::try_from(b.as_slice()) {
+                Ok(a) => Some(i64::from_le_bytes(a)),
+                Err(_) => {
+                    self.alert(&format!(
+                        "CLOCK: {} is not 8 bytes: ignored (deletions count from the log's \
+                         last entry)",
+                        path.display()
+                    ));
+                    None
+                }
+            },
+            Err(_) => None,
+        }
+    }
+
+    /// Records (crash-safe, at most once a minute unless `force`) the time
+    /// deletions are credited up to, never lower than before: the next
+    /// start measures its gap from it, so restarts on a clock spoofed a
+    /// little more each time add up to a hold instead of a free advance.
+    pub fn save_credit(&mut self, force: bool) {
+        if self
+            .credit_saved
+            .is_some_and(|at| !force && at.elapsed() < std::time::Duration::from_secs(60))
+        {
+            return;
+        }
+        self.credit_saved = Some(Instant::now());
+        let v = self
+            .clock
+            .for_deletion(self.hold_ns())
+            .max(self.credit_floor);
+        let path = self.state_dir.join("clock");
+        match holdfast_store::write_private(&path, &v.to_le_bytes()) {
+            Ok(()) => self.credit_floor = v,
+            Err(e) => self.alert(&format!("CLOCK: recording {} failed: {e}", path.display())),
         }
     }
 
@@ -1912,6 +1985,7 @@ impl Vault {
     /// Executes every proposal that is ready on the anchored clock. Returns
     /// how many ran.
     pub fn execute_ready(&mut self) -> usize {
+        self.save_credit(false);
         if self.frozen.is_some() {
             return 0;
         }
@@ -2083,6 +2157,7 @@ impl Vault {
         packs_stored: Result<Vec<(String, Option<i64>)>, ApiError>,
     ) -> Result<(usize, usize), ApiError> {
         self.check_clock();
+        self.save_credit(true);
         if self.frozen.is_some() {
             return Ok((0, 0));
         }
