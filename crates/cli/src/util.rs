@@ -12,6 +12,7 @@ use anyhow::{Result, anyhow, bail};
 use holdfast_core::merkle::Checkpoint;
 use holdfast_core::vaultlog::split_log;
 use holdfast_repo::keys::Key;
+use holdfast_repo::logview::LogEntries;
 use holdfast_repo::{Backend, Progress, Repository};
 use holdfast_store::{BundleSet, Kind, LocalDir, S3Store, StoreError, VaultBackend, read_regular};
 use zeroize::Zeroizing;
@@ -294,22 +295,52 @@ pub fn check_logged(
     snapshot: &holdfast_core::ObjectId,
 ) -> Result<()> {
     use holdfast_core::vaultlog::{Entry, Event};
-    let v = connect_vault(url, key)?;
-    let from = repo.log.as_ref().map_or(0, |l| l.entries.len());
+    // The connection the command opened the vault with, if it did.
+    let opened = OPENED_VAULT
+        .lock()
+        .unwrap()
+        .as_ref()
+        .filter(|(u, _)| u == url)
+        .map(|(_, v)| v.clone());
+    let v = match opened {
+        Some(v) => v,
+        None => Arc::new(connect_vault(url, key)?),
+    };
     let cp = v.sync_checkpoint()?;
     let me = key.identity().map(|i| i.public());
-    let found = v
-        .log_entries(from, cp.size)?
-        .iter()
-        .filter_map(|e| Entry::decode(e).ok())
-        .find_map(|e| match e.event {
-            Event::SnapshotAdded {
+    let mut found = None;
+    let mut look = |e: &[u8]| {
+        if found.is_some() {
+            return;
+        }
+        if let Ok(e) = Entry::decode(e)
+            && let Event::SnapshotAdded {
                 snapshot: s,
                 client,
                 ..
-            } if s == *snapshot && Some(client) == me => Some(e.time_ns),
-            _ => None,
-        });
+            } = e.event
+            && s == *snapshot
+            && Some(client) == me
+        {
+            found = Some(e.time_ns);
+        }
+    };
+    // Only the entries after those the command read: appended to the
+    // client's copy of the log (checked against the new checkpoint's root),
+    // or fetched.
+    match repo.log.as_ref().map(|l| &l.entries) {
+        Some(LogEntries::File(lf)) if lf.verified() => {
+            let mut lf = lf.clone();
+            let n = lf.extend(&v, &cp, &mut look)?;
+            debug_logcache(lf.len() - n, n, None);
+        }
+        entries => {
+            let from = entries.map_or(0, |e| e.len());
+            for e in v.log_entries(from, cp.size)? {
+                look(&e);
+            }
+        }
+    }
     let now = holdfast_repo::now_ns();
     const NS: i64 = 1_000_000_000;
     match found {
@@ -399,7 +430,7 @@ pub static LOG_TAMPERED: AtomicBool = AtomicBool::new(false);
 
 /// Folds the vault's log into `r` (so `latest` and every listing use the
 /// vault's time) and reports what the fold found, once.
-fn attach_log(r: &mut Repository, entries: Vec<Vec<u8>>, cp: &Checkpoint) {
+fn attach_log(r: &mut Repository, entries: impl Into<LogEntries>, cp: &Checkpoint) {
     r.attach_log(entries, cp);
     let problems = r.log_problems();
     if !problems.is_empty() {
@@ -471,9 +502,40 @@ pub fn open_vault(repo: &str, key: &Path) -> Result<(Arc<VaultBackend>, Reposito
     let v = Arc::new(connect_vault(repo, &key)?);
     let mut r = Repository::open(v.clone(), &key)?;
     let cp = v.sync_checkpoint()?;
-    let entries = v.log_entries(0, cp.size)?;
-    attach_log(&mut r, entries, &cp);
+    // The client's verified copy of the log: only entries after it are
+    // fetched; the fold streams it from its file.
+    let dir = log_cache_dir(&key, &v);
+    let (lf, got) = holdfast_repo::logcache::sync(&dir, &v, &cp)?;
+    debug_logcache(got.cached, got.fetched, Some(got.fetched_bytes));
+    attach_log(&mut r, lf, &cp);
+    *OPENED_VAULT.lock().unwrap() = Some((repo.to_string(), v.clone()));
     Ok((v, r, key))
+}
+
+/// The vault this process opened (`open_vault`), for `check_logged` to
+/// reuse its connection.
+static OPENED_VAULT: std::sync::Mutex<Option<(String, Arc<VaultBackend>)>> =
+    std::sync::Mutex::new(None);
+
+/// Where the client keeps its copy of a vault's log: one per repository
+/// (config id) and client key, in the cache directory.
+fn log_cache_dir(key: &Key, v: &VaultBackend) -> PathBuf {
+    cache_dir(None).join("vault-log").join(format!(
+        "{}-{}",
+        &key.config_id.to_hex()[..16],
+        holdfast_core::id::hex(&v.identity().public()[..8])
+    ))
+}
+
+/// With `HOLDFAST_DEBUG_LOGCACHE` set: how many log entries came from the
+/// client's copy and how many from the vault (one line on stderr).
+fn debug_logcache(cached: u64, fetched: u64, bytes: Option<u64>) {
+    if std::env::var_os("HOLDFAST_DEBUG_LOGCACHE").is_some() {
+        eprintln!(
+            "holdfast: log cache: {cached} entries cached, {fetched} fetched{}",
+            bytes.map_or(String::new(), |b| format!(" ({b} bytes)"))
+        );
+    }
 }
 
 /// `--repo` and `--key` of every command (options, not positionals) take

@@ -44,6 +44,8 @@ pub fn audit(repo: &Repository) -> Result<AuditReport> {
             repo.backend.location()
         )));
     };
+    // Read again from where the open read them (the client's copy of a
+    // vault's log is streamed from its file, not held in memory).
     let entries = &log.entries;
     let view = crate::logview::fold(
         repo,
@@ -55,15 +57,20 @@ pub fn audit(repo: &Repository) -> Result<AuditReport> {
     r.problems.extend(view.problems.iter().cloned());
     let st = &view.state;
     r.entries = entries.len() as u64;
-    r.snapshots_logged = entries
-        .iter()
-        .filter(|e| {
-            matches!(
+    entries
+        .for_each(&mut |_, e| {
+            if matches!(
                 Entry::decode(e).map(|e| e.event),
                 Ok(Event::SnapshotAdded { .. })
-            )
+            ) {
+                r.snapshots_logged += 1;
+            }
+            std::ops::ControlFlow::Continue(())
         })
-        .count() as u64;
+        .map_err(|e| crate::Error::Io {
+            path: "the client's copy of the vault's log".into(),
+            source: e,
+        })?;
     r.live = st.snapshots.len() as u64;
     r.clock_held = st.clock_held().map(|h| (h.last, h.gap_ns / 1_000_000_000));
     // A key its client replaced (`key rotate client`) says by which.

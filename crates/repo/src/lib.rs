@@ -12,6 +12,7 @@ pub mod drill;
 pub mod index;
 pub mod init;
 pub mod keys;
+pub mod logcache;
 pub mod logview;
 pub mod mail;
 pub mod mount;

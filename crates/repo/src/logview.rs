@@ -3,17 +3,105 @@
 //! on this reader's clock. Clients, the audit and the replica all read the
 //! log this way.
 
+use std::ops::ControlFlow;
+
 use holdfast_core::ObjectId;
 use holdfast_core::logstate::{LogState, Reader};
-use holdfast_core::merkle::{self, Checkpoint};
+use holdfast_core::merkle::{self, Checkpoint, Frontier};
 
 use crate::Repository;
+use crate::logcache::LogFile;
+
+/// The entries a reader folded: in memory (a vault, replica or bundle
+/// directory's log), or the client's verified copy of a vault's log, read
+/// from its file each time they are needed (memory does not grow with it).
+#[derive(Clone, Debug)]
+pub enum LogEntries {
+    Memory(Vec<Vec<u8>>),
+    File(LogFile),
+}
+
+impl From<Vec<Vec<u8>>> for LogEntries {
+    fn from(v: Vec<Vec<u8>>) -> Self {
+        LogEntries::Memory(v)
+    }
+}
+
+impl From<LogFile> for LogEntries {
+    fn from(f: LogFile) -> Self {
+        LogEntries::File(f)
+    }
+}
+
+impl LogEntries {
+    pub fn len(&self) -> usize {
+        match self {
+            LogEntries::Memory(v) => v.len(),
+            LogEntries::File(f) => f.len() as usize,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Hands each entry, in order, to `f` until it breaks.
+    pub fn for_each(
+        &self,
+        f: &mut dyn FnMut(u64, &[u8]) -> ControlFlow<()>,
+    ) -> std::io::Result<()> {
+        match self {
+            LogEntries::Memory(v) => {
+                for (i, e) in v.iter().enumerate() {
+                    if f(i as u64, e).is_break() {
+                        break;
+                    }
+                }
+                Ok(())
+            }
+            LogEntries::File(lf) => lf.for_each(f),
+        }
+    }
+
+    /// Every entry in memory (export writes them into a bundle).
+    pub fn to_vec(&self) -> std::io::Result<Vec<Vec<u8>>> {
+        match self {
+            LogEntries::Memory(v) => Ok(v.clone()),
+            LogEntries::File(lf) => {
+                let mut out = Vec::with_capacity(lf.len() as usize);
+                lf.for_each(&mut |_, e| {
+                    out.push(e.to_vec());
+                    ControlFlow::Continue(())
+                })?;
+                Ok(out)
+            }
+        }
+    }
+
+    /// The Merkle root of the first `n` entries, if there are that many.
+    pub fn root_at(&self, n: u64) -> std::io::Result<Option<merkle::Hash>> {
+        let mut tree = Frontier::new();
+        let mut at = (n == 0).then(|| tree.root());
+        if n > 0 {
+            self.for_each(&mut |_, e| {
+                tree.push(merkle::leaf_hash(e));
+                if tree.size() == n {
+                    at = Some(tree.root());
+                    return ControlFlow::Break(());
+                }
+                ControlFlow::Continue(())
+            })?;
+        }
+        Ok(at)
+    }
+}
 
 /// The folded log, and everything wrong with it (each one tampering).
 pub struct LogView {
     pub state: LogState,
-    /// The encoded entries as read (audit and export use them).
-    pub entries: Vec<Vec<u8>>,
+    /// The encoded entries as read (audit, export and witness comparisons
+    /// read them again).
+    pub entries: LogEntries,
     pub checkpoint: Checkpoint,
     pub problems: Vec<String>,
     /// Snapshots whose vault flags this reader could not bear out or
@@ -53,42 +141,68 @@ pub fn vault_key_at(repo: &Repository, entries: &[Vec<u8>], size: u64) -> [u8; 3
 /// pack lists (`None` skips the checks that need them).
 pub fn fold(
     repo: &Repository,
-    entries: Vec<Vec<u8>>,
+    entries: impl Into<LogEntries>,
     checkpoint: &Checkpoint,
     reader: &Reader,
     read_packs: bool,
 ) -> LogView {
+    let entries = entries.into();
     let mut problems = Vec::new();
     if checkpoint.verify(&checkpoint.signer).is_err() || checkpoint.config_id != repo.config_id.0 {
         problems.push("the log checkpoint is not signed by this repository's vault key".into());
     }
-    let leaves: Vec<_> = entries.iter().map(|e| merkle::leaf_hash(e)).collect();
-    if (leaves.len() as u64) < checkpoint.size {
-        problems.push(format!(
-            "the log has {} entries but the signed checkpoint says {}: truncated",
-            leaves.len(),
-            checkpoint.size
-        ));
-    } else if merkle::root(&leaves[..checkpoint.size as usize]) != checkpoint.root {
-        problems.push("the log does not match its signed checkpoint: entries altered".into());
-    } else if leaves.len() as u64 > checkpoint.size {
-        problems.push(format!(
-            "{} log entries after the signed checkpoint: not signed by the vault",
-            leaves.len() as u64 - checkpoint.size
-        ));
-    }
-    let n = (checkpoint.size as usize).min(entries.len());
     let mut packs_of = |id: &ObjectId| {
         if !read_packs {
             return None;
         }
         repo.load_snapshot(id).ok().map(|s| s.header.packs)
     };
-    let (state, _) = repo.log_state().fold(
-        entries[..n].iter().map(|e| e.as_slice()),
-        reader,
-        &mut packs_of,
-    );
+    // One pass, entry by entry: hashed into the tree's right edge (the
+    // root at the checkpoint's size kept), and the first `size` folded.
+    // A copy of the log this process just hashed to this checkpoint's root
+    // (and holds locked, see logcache.rs) is not hashed a second time.
+    let hashed = match &entries {
+        LogEntries::File(lf) if lf.verified() && lf.len() == checkpoint.size => Some(lf.root()),
+        _ => None,
+    };
+    let mut state = repo.log_state();
+    let mut tree = Frontier::new();
+    let mut root_at = (checkpoint.size == 0).then(|| tree.root());
+    let mut len = 0u64;
+    let read = entries.for_each(&mut |i, e| {
+        len = i + 1;
+        if hashed.is_none() {
+            tree.push(merkle::leaf_hash(e));
+            if tree.size() == checkpoint.size {
+                root_at = Some(tree.root());
+            }
+        }
+        if i < checkpoint.size {
+            state.apply(e, reader, &mut packs_of);
+        }
+        ControlFlow::Continue(())
+    });
+    if let Err(e) = read {
+        problems.push(format!(
+            "the client's copy of the log could not be read: {e}"
+        ));
+    }
+    if hashed.is_some() {
+        root_at = hashed;
+    }
+    if len < checkpoint.size {
+        problems.push(format!(
+            "the log has {len} entries but the signed checkpoint says {}: truncated",
+            checkpoint.size
+        ));
+    } else if root_at != Some(checkpoint.root) {
+        problems.push("the log does not match its signed checkpoint: entries altered".into());
+    } else if len > checkpoint.size {
+        problems.push(format!(
+            "{} log entries after the signed checkpoint: not signed by the vault",
+            len - checkpoint.size
+        ));
+    }
     let want = state.vault_key_at(checkpoint.size);
     if checkpoint.signer != want {
         let old = state
@@ -225,16 +339,17 @@ pub fn compare_witness(
     if !signed {
         problem = Some("its checkpoint is not signed by this repository's vault".to_string());
     }
-    let n = witness.size as usize;
-    let consistent = if n <= view.entries.len() {
-        let leaves: Vec<_> = view.entries[..n]
-            .iter()
-            .map(|e| merkle::leaf_hash(e))
-            .collect();
-        merkle::root(&leaves) == witness.root
-    } else {
+    let n = witness.size;
+    let consistent = match view.entries.root_at(n) {
+        Ok(Some(root)) => root == witness.root,
         // The witness saw more than this reader: not a fork by itself.
-        true
+        Ok(None) => true,
+        Err(e) => {
+            problem = Some(format!(
+                "the client's copy of the log could not be read: {e}"
+            ));
+            true
+        }
     };
     if signed && !consistent {
         problem = Some(format!(

@@ -130,7 +130,7 @@ impl Repository {
     /// clock; from then on snapshots are ordered by the vault's time.
     pub fn attach_log(
         &mut self,
-        entries: Vec<Vec<u8>>,
+        entries: impl Into<crate::logview::LogEntries>,
         checkpoint: &holdfast_core::merkle::Checkpoint,
     ) {
         let reader = holdfast_core::logstate::Reader::at(crate::now_ns());

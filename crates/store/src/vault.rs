@@ -940,6 +940,17 @@ impl VaultBackend {
         Ok(out)
     }
 
+    /// Hands each log entry `[from, to)` to `f` as its page arrives (nothing
+    /// kept); the caller checks them against a verified checkpoint.
+    pub fn log_pages(
+        &self,
+        from: u64,
+        to: u64,
+        f: &mut dyn FnMut(&[u8]) -> Result<()>,
+    ) -> Result<()> {
+        self.log_pages_via(&self.http(), from, to, f)
+    }
+
     /// Hands each log entry `[from, to)` to `f` as its page arrives. A page
     /// over [`MAX_PAGE_ANSWER`] bytes is asked again for fewer entries (one
     /// entry always fits); the vault's answer is never read unbounded.

@@ -22,10 +22,13 @@ pub struct Args {
 
 pub fn run(a: Args) -> Result<ExitCode> {
     let (repo, _) = util::open(&a.repo, &a.key)?;
-    let log_ref = repo
-        .log
-        .as_ref()
-        .map(|l| (l.entries.as_slice(), &l.checkpoint));
+    // The bundle carries the whole log: read into memory here only (every
+    // other command streams the client's copy).
+    let log = match &repo.log {
+        Some(l) => Some((l.entries.to_vec()?, &l.checkpoint)),
+        None => None,
+    };
+    let log_ref = log.as_ref().map(|(e, cp)| (e.as_slice(), *cp));
     let r = util::with_progress("export", |_| {
         holdfast_repo::bundle::export(&repo, log_ref, &a.to, &a.since)
     })?;
