@@ -22,10 +22,12 @@ use holdfast_core::ObjectId;
 mod bundle;
 mod local;
 mod s3;
+mod staged;
 mod vault;
 pub use bundle::BundleSet;
 pub use local::{LocalDir, create_private_dir, fsync_dir, read_regular, write_private};
 pub use s3::{S3Settings, S3Store};
+pub use staged::{STAGE_SUFFIX, Staged, clean_staging};
 
 pub use vault::VaultBackend;
 
@@ -189,6 +191,34 @@ pub trait ObjectStore: Backend {
     fn locked_until_ns(&self, kind: Kind, name: &str) -> Result<Option<i64>>;
     /// True where the storage itself refuses early deletion.
     fn locks_enforced(&self) -> bool;
+
+    /// Starts an object that is written as its bytes arrive and stays
+    /// invisible until [`ObjectStore::commit_staged`] (see [`Staged`]).
+    /// `spool` is a directory the caller owns, for a store that cannot
+    /// stage inside itself (S3 spools there). The default stages in
+    /// memory, so a store that does nothing here keeps working.
+    fn stage(&self, kind: Kind, _spool: &std::path::Path) -> Result<Staged> {
+        Ok(Staged::in_memory(kind))
+    }
+
+    /// Makes a staged object visible under `name` as
+    /// [`ObjectStore::put_retained`] would: the bytes must hash to `name`
+    /// (else [`StoreError::Corrupt`] and nothing is visible), durable
+    /// before it returns, idempotent (an existing object stays as it is,
+    /// its lock raised). The default reads the staged bytes and puts them.
+    fn commit_staged(&self, staged: Staged, name: &str, until_ns: i64) -> Result<()> {
+        staged.check_name(name)?;
+        let kind = staged.kind;
+        let data = staged.into_bytes()?;
+        self.put_retained(kind, name, &data, until_ns)
+    }
+
+    /// Removes the staging files a crash left inside the store (never a
+    /// visible object); only for the one process that stages there, at
+    /// its start. The default has none.
+    fn clean_staged(&self) -> Result<usize> {
+        Ok(0)
+    }
 }
 
 /// Checks a name: `config` for the config, else 64 lowercase hex digits.

@@ -531,6 +531,52 @@ impl crate::ObjectStore for LocalDir {
     fn locks_enforced(&self) -> bool {
         false
     }
+
+    /// Staged in `tmp/<random>.stage` (the store's own file system, so the
+    /// commit is a hard link), whatever `spool` says.
+    fn stage(&self, kind: Kind, _spool: &Path) -> Result<crate::Staged> {
+        if self.tmp_dir()?.is_none() {
+            let dir = self.root.join("tmp");
+            return Err(io_err(
+                &dir,
+                std::io::Error::new(ErrorKind::NotFound, "the repository has no tmp/"),
+            ));
+        }
+        crate::Staged::in_file(kind, &self.root.join("tmp"), false)
+    }
+
+    /// As [`Backend::put`] from there: the staging file fsynced, hard-linked
+    /// into place (never over an existing object: that one stays), its
+    /// directory fsynced; the staging name goes when `staged` is dropped.
+    fn commit_staged(&self, mut staged: crate::Staged, name: &str, _until_ns: i64) -> Result<()> {
+        staged.check_name(name)?;
+        let kind = staged.kind;
+        let dest = self.path_of(kind, name);
+        if fs::symlink_metadata(&dest).is_ok() {
+            return Ok(());
+        }
+        let Some((file, tmp, _)) = staged.file() else {
+            let data = staged.into_bytes()?;
+            return self.put(kind, name, &data);
+        };
+        file.sync_all().map_err(|e| io_err(tmp, e))?;
+        match fs::hard_link(tmp, &dest) {
+            Ok(()) => {}
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => return Ok(()),
+            Err(e) => return Err(io_err(&dest, e)),
+        }
+        drop(staged);
+        let dir = dest.parent().expect("object path has a parent");
+        fsync_dir(dir).map_err(|e| io_err(dir, e))
+    }
+
+    /// The `*.stage` files in `tmp/` (a real directory only).
+    fn clean_staged(&self) -> Result<usize> {
+        if self.tmp_dir()?.is_none() {
+            return Ok(0);
+        }
+        crate::clean_staging(&self.root.join("tmp"))
+    }
 }
 
 #[cfg(test)]

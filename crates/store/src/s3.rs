@@ -504,12 +504,34 @@ impl S3Store {
     fn put_inner(&self, kind: Kind, name: &str, data: &[u8], until_ns: Option<i64>) -> Result<()> {
         check_name(kind, name)?;
         check_content(kind, name, data)?;
+        let md5 = content_md5(data);
+        self.put_body(
+            kind,
+            name,
+            PutBody::Bytes(data.to_vec()),
+            data.len() as u64,
+            md5,
+            until_ns,
+        )
+    }
+
+    /// The write of [`Self::put_inner`], from bytes or a (spool) file whose
+    /// content id the caller checked.
+    fn put_body(
+        &self,
+        kind: Kind,
+        name: &str,
+        body: PutBody,
+        len: u64,
+        md5: String,
+        until_ns: Option<i64>,
+    ) -> Result<()> {
         // Never overwrite: an existing object with the same bytes (by id)
         // is left alone. Anything else under the key is not ours and a new
         // version is added over it (older versions stay).
         if kind != Kind::Config {
             if let Ok(v) = self.resolve(kind, name)
-                && v.size == data.len() as u64
+                && v.size == len
             {
                 if let Some(until) = until_ns {
                     self.retain(kind, name, until)?;
@@ -521,15 +543,21 @@ impl S3Store {
             return Ok(());
         }
         let (c, b, k, n) = self.at(kind, name);
-        let body = data.to_vec();
-        let md5 = content_md5(data);
         let vid = self.run(async move {
+            let body = match body {
+                PutBody::Bytes(v) => ByteStream::from(v),
+                // Streamed from the file: the body is never whole in memory.
+                PutBody::File(p) => ByteStream::from_path(&p)
+                    .await
+                    .map_err(|e| StoreError::Transient(format!("spool file: {e}")))?,
+            };
             let mut req = c
                 .put_object()
                 .bucket(&b)
                 .key(&k)
+                .content_length(len as i64)
                 .content_md5(md5)
-                .body(ByteStream::from(body));
+                .body(body);
             if let Some(u) = until_ns {
                 req = req
                     .object_lock_mode(ObjectLockMode::Compliance)
@@ -544,7 +572,7 @@ impl S3Store {
                 name,
                 Version {
                     id,
-                    size: data.len() as u64,
+                    size: len,
                     marker: false,
                     modified_ns: 0,
                     latest: true,
@@ -674,6 +702,12 @@ impl S3Store {
 fn date_of(ns: i64) -> DateTime {
     // Whole seconds, rounded up: S3 keeps retain-until to the second.
     DateTime::from_secs(ns.div_euclid(1_000_000_000) + i64::from(ns.rem_euclid(1_000_000_000) != 0))
+}
+
+/// What a PUT sends.
+enum PutBody {
+    Bytes(Vec<u8>),
+    File(std::path::PathBuf),
 }
 
 /// Content-MD5, which S3 demands on writes that carry Object Lock headers.
@@ -873,5 +907,30 @@ impl ObjectStore for S3Store {
 
     fn locks_enforced(&self) -> bool {
         true
+    }
+
+    /// Spooled to a file in `spool` (the vault's state directory), MD5
+    /// computed as the bytes arrive; the commit PUTs from that file. Not a
+    /// streamed PUT: the object would be visible under its name before its
+    /// hash was checked, and Object Lock demands the Content-MD5 up front.
+    fn stage(&self, kind: Kind, spool: &std::path::Path) -> Result<crate::Staged> {
+        crate::Staged::in_file(kind, spool, true)
+    }
+
+    fn commit_staged(&self, mut staged: crate::Staged, name: &str, until_ns: i64) -> Result<()> {
+        staged.check_name(name)?;
+        let (kind, len) = (staged.kind, staged.len());
+        let Some(m) = staged.md5.take() else {
+            let data = staged.into_bytes()?;
+            return self.put_inner(kind, name, &data, Some(until_ns));
+        };
+        let md5 = base64_encode(&md5::Digest::finalize(m));
+        let Some((_, path, _)) = staged.file() else {
+            let data = staged.into_bytes()?;
+            return self.put_inner(kind, name, &data, Some(until_ns));
+        };
+        let path = path.to_path_buf();
+        // The spool file stays until the PUT returns (dropped after).
+        self.put_body(kind, name, PutBody::File(path), len, md5, Some(until_ns))
     }
 }

@@ -31,7 +31,7 @@ use std::sync::Arc;
 
 use holdfast_core::ObjectId;
 use holdfast_core::format::{self, Snapshot};
-use holdfast_store::{Kind, ObjectStore};
+use holdfast_store::{Kind, ObjectStore, Staged};
 
 use crate::ApiError;
 use crate::state::{CLIENT_AHEAD_NS, CLIENT_BEHIND_NS, NS, Shared, SnapMeta, Vault, short, write};
@@ -92,8 +92,8 @@ impl InFlight {
 }
 
 /// Releases a reservation however the request ends (error or panic).
-struct Reservation<'a> {
-    vault: &'a Shared,
+struct Reservation {
+    vault: Shared,
     who: [u8; 32],
     packs: Vec<ObjectId>,
     bytes: u64,
@@ -101,7 +101,7 @@ struct Reservation<'a> {
     released: bool,
 }
 
-impl Reservation<'_> {
+impl Reservation {
     fn release_in(&mut self, v: &mut Vault) {
         if self.released {
             return;
@@ -115,11 +115,11 @@ impl Reservation<'_> {
     }
 }
 
-impl Drop for Reservation<'_> {
+impl Drop for Reservation {
     fn drop(&mut self) {
         if !self.released {
-            let vault = self.vault;
-            let mut v = write(vault);
+            let vault = self.vault.clone();
+            let mut v = write(&vault);
             self.release_in(&mut v);
         }
     }
@@ -144,7 +144,8 @@ fn check_id(
 
 /// `PUT /v1/objects/packs/ID`: hashes to ID, parses as a pack, within the
 /// client's quota; stored, then recorded in the client's namespace.
-/// Idempotent.
+/// Idempotent. The whole body at once: [`begin_pack`] and [`finish_pack`]
+/// with the body staged in memory (the server streams instead).
 pub fn put_pack(
     vault: &Shared,
     store: &Arc<dyn ObjectStore>,
@@ -155,11 +156,46 @@ pub fn put_pack(
 ) -> Result<(), ApiError> {
     check_id(id, body, hash, "pack")?;
     format::parse_pack(body).map_err(|e| ApiError::bad(format!("not a pack: {e}")))?;
-    let len = body.len() as u64;
+    let PackStart::New(up) = begin_pack(vault, who, id, body.len() as u64)? else {
+        return Ok(());
+    };
+    let mut staged = Staged::in_memory(Kind::Pack);
+    staged.write(body).map_err(ApiError::store)?;
+    finish_pack(up, store, staged)
+}
+
+/// What [`begin_pack`] decided.
+pub enum PackStart {
+    /// Stream the body into a staged object, then [`finish_pack`].
+    New(PackUpload),
+    /// `who` already has this pack: the answer is 201 once the body is
+    /// checked against its id (nothing is stored).
+    Owned,
+}
+
+/// A pack upload between its check and its commit: holds the quota bytes
+/// (so staged bytes count against the client's quota while they arrive)
+/// and keeps reclaim away from the id. Dropped unfinished, it releases both.
+pub struct PackUpload {
+    reservation: Reservation,
+    id: ObjectId,
+    len: u64,
+    until: i64,
+    owners_file: Arc<std::sync::Mutex<std::fs::File>>,
+}
+
+/// Before a byte of a pack's body is read: ownership (idempotence), the
+/// quota for the `len` declared bytes, and the reservation.
+pub fn begin_pack(
+    vault: &Shared,
+    who: &[u8; 32],
+    id: &ObjectId,
+    len: u64,
+) -> Result<PackStart, ApiError> {
     let (until, owners_file) = {
         let mut v = write(vault);
         if v.owns(who, id) {
-            return Ok(());
+            return Ok(PackStart::Owned);
         }
         let used = v.usage_of(who);
         let reserved = v.flight.reserved.get(who).copied().unwrap_or(0);
@@ -177,27 +213,88 @@ pub fn put_pack(
             .saturating_add((v.st.retention.keep_within_secs as i64).saturating_mul(NS));
         (until, v.owners_file.clone())
     };
-    let mut r = Reservation {
-        vault,
-        who: *who,
-        packs: vec![*id],
-        bytes: len,
-        commit: false,
-        released: false,
+    Ok(PackStart::New(PackUpload {
+        reservation: Reservation {
+            vault: vault.clone(),
+            who: *who,
+            packs: vec![*id],
+            bytes: len,
+            commit: false,
+            released: false,
+        },
+        id: *id,
+        len,
+        until,
+        owners_file,
+    }))
+}
+
+/// A staged pack's structure, as [`format::parse_pack`] checks it, from the
+/// few bytes it needs (header, trailer, table) read back from the staging.
+fn check_staged_pack(staged: &Staged) -> Result<(), ApiError> {
+    use format::{PACK_HEADER_LEN, PACK_MAGIC, PACK_TRAILER_LEN};
+    let bad = |e: String| ApiError::bad(format!("not a pack: {e}"));
+    let len = staged.len();
+    if len < (PACK_HEADER_LEN + 4 + PACK_TRAILER_LEN) as u64 {
+        return Err(bad("too short".into()));
+    }
+    let read = |off: u64, n: usize| staged.read_at(off, n).map_err(ApiError::store);
+    if read(0, 8)? != PACK_MAGIC {
+        return Err(bad("bad magic".into()));
+    }
+    let table_end = len - PACK_TRAILER_LEN as u64;
+    let tlen = format::pack_table_len(&read(table_end, PACK_TRAILER_LEN)?)
+        .map_err(|e| bad(e.to_string()))? as u64;
+    let Some(start) = table_end
+        .checked_sub(tlen)
+        .filter(|s| *s >= PACK_HEADER_LEN as u64)
+    else {
+        return Err(bad("invalid pack table length".into()));
     };
+    format::decode_pack_table(&read(start, tlen as usize)?, start)
+        .map_err(|e| bad(e.to_string()))?;
+    Ok(())
+}
+
+/// After the whole body is staged (and matched its signed hash): its
+/// length, its id, its structure; then the commit (the object made visible
+/// in storage, durably), the owner record, and the pack enters the
+/// namespace. On any failure `staged` is dropped (its bytes removed) and
+/// nothing is visible: a pack whose id is visible is complete and checked.
+pub fn finish_pack(
+    up: PackUpload,
+    store: &Arc<dyn ObjectStore>,
+    staged: Staged,
+) -> Result<(), ApiError> {
+    let PackUpload {
+        mut reservation,
+        id,
+        len,
+        until,
+        owners_file,
+    } = up;
+    if staged.len() != len {
+        return Err(ApiError::bad("body shorter than its content-length"));
+    }
+    if staged.hash() != id.0 {
+        return Err(ApiError::bad("pack content does not match its id"));
+    }
+    check_staged_pack(&staged)?;
+    let who = reservation.who;
     // The object, then its owner record (durable before the pack is in the
     // namespace), both without the vault's lock; the reservation holds the
     // quota and keeps reclaim away until the pack is recorded.
     let stored = store
-        .put_retained(Kind::Pack, &id.to_hex(), body, until)
+        .commit_staged(staged, &id.to_hex(), until)
         .map_err(ApiError::store)
-        .and_then(|_| crate::state::append_owner(&owners_file, id, who, len));
-    let mut v = write(vault);
-    r.release_in(&mut v);
+        .and_then(|_| crate::state::append_owner(&owners_file, &id, &who, len));
+    let vault = reservation.vault.clone();
+    let mut v = write(&vault);
+    reservation.release_in(&mut v);
     stored?;
     // (A concurrent PUT of the same pack may have recorded it too: a
     // second record of the same owner is harmless, counted once.)
-    v.note_owner(id, who, len);
+    v.note_owner(&id, &who, len);
     Ok(())
 }
 
@@ -260,7 +357,7 @@ pub fn put_snapshot(
         (now, v.lock_for(now), snap)
     };
     let mut r = Reservation {
-        vault,
+        vault: vault.clone(),
         who: *who,
         packs: snap.header.packs.clone(),
         bytes: 0,

@@ -7,9 +7,12 @@
 //! key, time, signature, nonce and rate, all before a byte of the body is
 //! read; only then is the body read (no more than declared) and checked
 //! against the signed hash. Someone without a key therefore gets 401 and a
-//! closed connection, never a buffer. Connections are bounded by the
-//! timeouts and caps in [`crate::gate`]. Error bodies never carry server
-//! paths: 5xx details go to stderr, the client gets a generic line.
+//! closed connection, never a buffer. A pack body is never held whole: it
+//! is streamed into a staging object of the store and made visible only
+//! once checked ([`put_pack_streamed`], docs/vault.md §9.1). Connections
+//! are bounded by the timeouts and caps in [`crate::gate`]. Error bodies
+//! never carry server paths: 5xx details go to stderr, the client gets a
+//! generic line.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -80,13 +83,24 @@ struct App {
     /// MiB of large request bodies held in memory at once, over all
     /// requests (small bodies, every vote and veto among them, take none).
     bodies: Arc<Semaphore>,
-    /// MiB of large bodies in flight per identity: one key cannot take the
-    /// whole budget.
+    /// MiB of large bodies and of pack uploads (staged on disk) in flight
+    /// per identity: one key cannot take the whole budget, nor stage more
+    /// than this at once.
     per_key: Arc<std::sync::Mutex<std::collections::HashMap<[u8; 32], usize>>>,
+    /// Where a store that cannot stage inside itself (S3) spools pack
+    /// bodies: `STATE_DIR/staging`.
+    spool: Arc<PathBuf>,
 }
 
-/// Most MiB of large bodies one identity may have in flight at once.
+/// Most MiB of large bodies (in memory) and pack uploads (staged) one
+/// identity may have in flight at once.
 const PER_KEY_MIB: usize = 2 * (MAX_BODY >> 20);
+/// A streamed pack body is written to its staging in pieces of this size;
+/// one piece is written while the next arrives, so an upload holds at most
+/// two (2 MiB), whatever its length.
+const STREAM_CHUNK: usize = 1 << 20;
+/// What a streamed upload takes from the body budget (its two pieces).
+const STREAM_MIB: u32 = 2;
 /// The slowest a large body may arrive overall (after a 30 s allowance).
 const MIN_BODY_RATE: usize = 256 << 10;
 
@@ -268,6 +282,199 @@ async fn read_body(mut body: Body, declared: usize) -> Result<(Vec<u8>, [u8; 32]
         return Err(ApiError::bad("body shorter than its content-length"));
     }
     Ok((out, *hasher.finalize().as_bytes()))
+}
+
+/// Where a streamed body goes: a staged object (hashed as written), or
+/// nowhere (hashed only: a pack the client already has, or one refused
+/// before its body was read).
+enum Sink {
+    Staged(Box<holdfast_store::Staged>),
+    Hash(Box<blake3::Hasher>),
+}
+
+impl Sink {
+    fn hash(&self) -> [u8; 32] {
+        match self {
+            Sink::Staged(s) => s.hash(),
+            Sink::Hash(h) => *h.finalize().as_bytes(),
+        }
+    }
+}
+
+/// Writes one piece to the sink, off the async threads when it is storage.
+async fn sink_write(sink: Sink, buf: Vec<u8>) -> Result<(Sink, Vec<u8>), ApiError> {
+    match sink {
+        Sink::Hash(mut h) => {
+            h.update(&buf);
+            Ok((Sink::Hash(h), buf))
+        }
+        Sink::Staged(mut st) => {
+            tokio::task::spawn_blocking(move || st.write(&buf).map(|()| (Sink::Staged(st), buf)))
+                .await
+                .map_err(|_| ApiError::internal("request handler failed"))?
+                .map_err(ApiError::store)
+        }
+    }
+}
+
+/// Streams exactly `declared` bytes of an (already authenticated) request
+/// body into `sink`, in pieces of [`STREAM_CHUNK`]: one piece is written
+/// while the next arrives. Returns the sink and the body's BLAKE3. A pause
+/// longer than [`gate::BODY_STALL_TIMEOUT`] ends it; on any error the sink
+/// is dropped (a staged object's bytes with it) before this returns.
+async fn stream_body(
+    mut body: Body,
+    declared: usize,
+    sink: Sink,
+) -> Result<(Sink, [u8; 32]), ApiError> {
+    type Pending = tokio::task::JoinHandle<Result<(Sink, Vec<u8>), ApiError>>;
+    let mut sink = Some(sink);
+    let mut pending: Option<Pending> = None;
+    let mut spare: Option<Vec<u8>> = None;
+    let mut buf = Vec::with_capacity(STREAM_CHUNK.min(declared));
+    let mut got = 0usize;
+    // The piece being written (if any) must end, and give the sink back,
+    // before the next is written or this returns.
+    async fn settle(
+        pending: &mut Option<Pending>,
+        sink: &mut Option<Sink>,
+        spare: &mut Option<Vec<u8>>,
+    ) -> Result<(), ApiError> {
+        if let Some(p) = pending.take() {
+            let (s, mut b) = p
+                .await
+                .map_err(|_| ApiError::internal("request handler failed"))??;
+            b.clear();
+            *sink = Some(s);
+            *spare = Some(b);
+        }
+        Ok(())
+    }
+    let r: Result<(), ApiError> = async {
+        loop {
+            let frame = tokio::time::timeout(
+                gate::BODY_STALL_TIMEOUT,
+                std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)),
+            )
+            .await
+            .map_err(|_| ApiError::new(408, "request body stalled"))?;
+            let d = match frame {
+                None => break,
+                Some(Err(_)) => return Err(ApiError::bad("request body cut short")),
+                Some(Ok(f)) => match f.into_data() {
+                    Ok(d) => d,
+                    Err(_) => continue,
+                },
+            };
+            if got + d.len() > declared {
+                return Err(ApiError::bad("body longer than its content-length"));
+            }
+            got += d.len();
+            buf.extend_from_slice(&d);
+            if buf.len() >= STREAM_CHUNK {
+                settle(&mut pending, &mut sink, &mut spare).await?;
+                let next = spare
+                    .take()
+                    .unwrap_or_else(|| Vec::with_capacity(STREAM_CHUNK));
+                let full = std::mem::replace(&mut buf, next);
+                let s = sink.take().expect("sink back after settle");
+                pending = Some(tokio::spawn(sink_write(s, full)));
+            }
+        }
+        settle(&mut pending, &mut sink, &mut spare).await?;
+        if got != declared {
+            return Err(ApiError::bad("body shorter than its content-length"));
+        }
+        if !buf.is_empty() {
+            let s = sink.take().expect("sink back after settle");
+            let (s, _) = sink_write(s, std::mem::take(&mut buf)).await?;
+            sink = Some(s);
+        }
+        Ok(())
+    }
+    .await;
+    if let Err(e) = r {
+        // The piece in flight still holds the sink: wait for it, so that a
+        // staged object is gone when the answer goes out.
+        if let Some(p) = pending.take() {
+            let _ = p.await;
+        }
+        drop(sink);
+        return Err(e);
+    }
+    let sink = sink.expect("sink back after settle");
+    let hash = sink.hash();
+    Ok((sink, hash))
+}
+
+/// `PUT /v1/objects/packs/ID`, streamed: the quota reserved and the
+/// staging started before a byte is read, the body written to the staging
+/// as it arrives (hashed as it goes), then checked (signed hash, id,
+/// structure) and committed by [`commit::finish_pack`]; a failure anywhere
+/// leaves nothing visible and no staged bytes. A pack the client already
+/// has, or a refusal decided before the body (quota), reads the body
+/// without storing it (hash only), so the client gets the answer on a
+/// connection in good order, and a body that does not match its signed
+/// hash is answered 400 first, as every other body.
+async fn put_pack_streamed(
+    app: &App,
+    name: &str,
+    who: [u8; 32],
+    role: Role,
+    body: Body,
+    declared: usize,
+    signed: [u8; 32],
+) -> Result<Response, ApiError> {
+    need(role, &[Role::Client])?;
+    let id = object_id(Kind::Pack, name)?;
+    let begun = {
+        let (vault, store, spool) = (app.vault.clone(), app.store.clone(), app.spool.clone());
+        tokio::task::spawn_blocking(move || {
+            let start = commit::begin_pack(&vault, &who, &id, declared as u64)?;
+            Ok::<_, ApiError>(match start {
+                commit::PackStart::New(up) => {
+                    let staged = store.stage(Kind::Pack, &spool).map_err(ApiError::store)?;
+                    Some((up, staged))
+                }
+                commit::PackStart::Owned => None,
+            })
+        })
+        .await
+        .map_err(|_| ApiError::internal("request handler failed"))?
+    };
+    let deadline = std::time::Duration::from_secs(30 + (declared / MIN_BODY_RATE) as u64);
+    let stream = |sink| async move {
+        tokio::time::timeout(deadline, stream_body(body, declared, sink))
+            .await
+            .map_err(|_| ApiError::new(408, "request body too slow"))?
+    };
+    let (up, staged) = match begun {
+        Ok(Some(x)) => x,
+        // Owned already, or refused: the body is read and hashed, not kept.
+        other => {
+            let (_, hash) = stream(Sink::Hash(Box::default())).await?;
+            if hash != signed {
+                return Err(ApiError::bad("body does not match its signed hash"));
+            }
+            other?;
+            if hash != id.0 {
+                return Err(ApiError::bad("pack content does not match its id"));
+            }
+            return Ok(StatusCode::CREATED.into_response());
+        }
+    };
+    let (sink, hash) = stream(Sink::Staged(Box::new(staged))).await?;
+    let Sink::Staged(staged) = sink else {
+        return Err(ApiError::internal("request handler failed"));
+    };
+    if hash != signed {
+        return Err(ApiError::bad("body does not match its signed hash"));
+    }
+    let store = app.store.clone();
+    tokio::task::spawn_blocking(move || commit::finish_pack(up, &store, *staged))
+        .await
+        .map_err(|_| ApiError::internal("request handler failed"))??;
+    Ok(StatusCode::CREATED.into_response())
 }
 
 /// What a client may see of an error: 5xx details (which may name files)
@@ -603,6 +810,24 @@ fn handle_write(
     }
 }
 
+/// Takes `mib` of an identity's share of large bodies in flight, or 429.
+fn take_share(app: &App, key: [u8; 32], mib: usize) -> Result<KeyShare, ApiError> {
+    let mut m = app.per_key.lock().unwrap_or_else(|p| p.into_inner());
+    let n = m.entry(key).or_default();
+    if *n + mib > PER_KEY_MIB {
+        return Err(ApiError::new(
+            429,
+            "too many large uploads from this key at once; try again",
+        ));
+    }
+    *n += mib;
+    Ok(KeyShare {
+        map: app.per_key.clone(),
+        key,
+        mib,
+    })
+}
+
 async fn dispatch(State(app): State<App>, req: Request) -> Response {
     let (parts, body) = req.into_parts();
     let ticket = parts.extensions.get::<Arc<Ticket>>().cloned();
@@ -657,6 +882,23 @@ async fn serve_request(
         t.authenticated();
     }
     app.metrics.contact(role);
+    if method == Method::PUT
+        && let Some(name) = uri.path().strip_prefix("/v1/objects/packs/")
+    {
+        // Counted against the identity's share while staged (so one key
+        // cannot fill the disk with staging files), and two pieces of the
+        // memory budget.
+        let mib = declared.div_ceil(1 << 20).clamp(1, MAX_BODY >> 20);
+        let _share = take_share(app, auth.key, mib)?;
+        let _budget =
+            tokio::time::timeout(BODY_WAIT, app.bodies.clone().acquire_many_owned(STREAM_MIB))
+                .await
+                .map_err(|_| {
+                    ApiError::new(503, "the vault is busy receiving other uploads; try again")
+                })?
+                .map_err(|_| ApiError::internal("request handler failed"))?;
+        return put_pack_streamed(app, name, auth.key, role, body, declared, auth.body_hash).await;
+    }
     // Bodies are read whole (and hashed) before the vault looks at them:
     // bound the memory large ones may hold, over all requests and per key,
     // and how long one may take to arrive. Small bodies (votes, vetoes,
@@ -665,22 +907,7 @@ async fn serve_request(
     let mut _share = None;
     let (body, hash) = if declared > MAX_SMALL_BODY {
         let mib = declared.div_ceil(1 << 20).min(MAX_BODY >> 20);
-        {
-            let mut m = app.per_key.lock().unwrap_or_else(|p| p.into_inner());
-            let n = m.entry(auth.key).or_default();
-            if *n + mib > PER_KEY_MIB {
-                return Err(ApiError::new(
-                    429,
-                    "too many large uploads from this key at once; try again",
-                ));
-            }
-            *n += mib;
-        }
-        _share = Some(KeyShare {
-            map: app.per_key.clone(),
-            key: auth.key,
-            mib,
-        });
+        _share = Some(take_share(app, auth.key, mib)?);
         _budget = Some(
             tokio::time::timeout(BODY_WAIT, app.bodies.clone().acquire_many_owned(mib as u32))
                 .await
@@ -718,6 +945,31 @@ fn hidden(vault: &Shared) -> Vec<String> {
     hide
 }
 
+/// Removes the staged uploads a crash (kill -9, power loss) cut short, in
+/// the store (`tmp/*.stage` of a directory) and in `STATE_DIR/staging`
+/// (created here: S3 spools there), and returns the latter. They are never
+/// visible objects (an object becomes visible only by its commit), so this
+/// deletes no stored data; their clients retry. Run before any connection
+/// is accepted; this vault holds its state directory's lock, and stages
+/// only there and in its own store.
+fn clean_stale_staging(
+    state_dir: &std::path::Path,
+    store: &dyn holdfast_store::ObjectStore,
+) -> PathBuf {
+    let spool = state_dir.join("staging");
+    if let Err(e) = holdfast_store::create_private_dir(&spool) {
+        eprintln!("holdfast vault: cannot create {}: {e}", spool.display());
+    }
+    let stale =
+        holdfast_store::clean_staging(&spool).and_then(|a| store.clean_staged().map(|b| a + b));
+    match stale {
+        Ok(0) => {}
+        Ok(n) => eprintln!("holdfast vault: removed {n} staged uploads a stop cut short"),
+        Err(e) => eprintln!("holdfast vault: could not remove stale staged uploads: {e}"),
+    }
+    spool
+}
+
 /// How much the server takes on at once, and how often it reclaims.
 pub struct Limits {
     pub max_connections: usize,
@@ -743,6 +995,10 @@ pub async fn run(
     // A body larger than the budget could never be read: keep room for one.
     let budget = body_budget_mib.max((MAX_BODY >> 20) as u32);
     let store = read(&vault).store.clone();
+    let spool = {
+        let v = read(&vault);
+        clean_stale_staging(&v.state_dir, v.store.as_ref())
+    };
     let app = axum::Router::new().fallback(dispatch).with_state(App {
         vault: vault.clone(),
         store,
@@ -750,6 +1006,7 @@ pub async fn run(
         metrics,
         bodies: Arc::new(Semaphore::new(budget as usize)),
         per_key: Default::default(),
+        spool: Arc::new(spool),
     });
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
     let permits = Arc::new(Semaphore::new(max_connections));
@@ -856,6 +1113,9 @@ pub fn serve(opts: ServeOptions) -> Result<(), VaultError> {
             opts.config_id,
             opts.vault,
         )?;
+        // Before the address is printed, so that whoever reads it sees no
+        // stale staging (run() makes sure again, for its other callers).
+        clean_stale_staging(&vault.state_dir, vault.store.as_ref());
         let tls = crate::tls::server_config(vault.tls.clone())?;
         let n = vault.log.len();
         let alerts = vault.alerts.clone();
