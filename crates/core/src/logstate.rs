@@ -284,6 +284,17 @@ pub struct LogState {
     /// Successor keys whose record the log has not (validly) added yet:
     /// not active.
     pending: HashSet<[u8; 32]>,
+    /// Keys that are members by the config or a version 1 record: a
+    /// successor record naming one never makes it pending (a stray record
+    /// must not silence an active key).
+    plain: HashSet<[u8; 32]>,
+    /// Every identity record the caller holds, verified and stored under
+    /// its content id (any version): a record the log adds must be one of
+    /// them, or the reader cannot apply it as every other reader does.
+    held: HashSet<ObjectId>,
+    /// Records the caller holds but could not use (damaged, not verified,
+    /// or not named by their content id) → why.
+    bad_records: HashMap<ObjectId, String>,
     /// Each successor key that joined → the first key of its client (what
     /// every per-client rule counts by: one client across its keys).
     lineage: HashMap<[u8; 32], [u8; 32]>,
@@ -321,6 +332,9 @@ impl LogState {
             thresholds: BTreeMap::new(),
             successions: HashMap::new(),
             pending: HashSet::new(),
+            plain: config.members.iter().map(|m| m.public).collect(),
+            held: HashSet::new(),
+            bad_records: HashMap::new(),
             lineage: HashMap::new(),
             clock_hold: None,
         }
@@ -330,12 +344,58 @@ impl LogState {
     /// verified (stored as `identities/<id>`): a successor record (version
     /// 2) takes effect where the log adds it. Call before folding.
     pub fn register_record(&mut self, id: ObjectId, rec: &crate::format::IdentityRecord) {
+        self.held.insert(id);
+        if rec.predecessor.is_none() {
+            self.plain.insert(rec.member.public);
+        }
         if let Some(p) = &rec.predecessor
             && !self.successions.contains_key(&id)
         {
             self.successions.insert(id, (p.public, rec.member.public));
             self.pending.insert(rec.member.public);
         }
+    }
+
+    /// Tells the fold the caller holds record `id` (verified, named by its
+    /// content id) without applying it: one naming a member of the config,
+    /// which never overrides the config.
+    pub fn hold_record(&mut self, id: ObjectId) {
+        self.held.insert(id);
+    }
+
+    /// Tells the fold the caller holds a record under the name `id` that
+    /// it could not use (`why`: damaged, not verified, or its name is not
+    /// its content id). The log adding it is a problem.
+    pub fn refuse_record(&mut self, id: ObjectId, why: impl Into<String>) {
+        self.bad_records.insert(id, why.into());
+    }
+
+    /// Forgets record `id` registered but never logged (the vault removes
+    /// a record whose logging failed): its successor is no longer pending.
+    pub fn unregister_record(&mut self, id: &ObjectId) {
+        if self.identities.contains(id) {
+            return;
+        }
+        self.held.remove(id);
+        if let Some((_, succ)) = self.successions.remove(id) {
+            self.pending.remove(&succ);
+        }
+    }
+
+    /// Whether `key` is a successor whose record the log has not (validly)
+    /// added yet: it may not act.
+    pub fn is_pending(&self, key: &[u8; 32]) -> bool {
+        self.pending.contains(key) && !self.plain.contains(key)
+    }
+
+    /// Identity records the log added that the caller does not hold, or
+    /// holds but could not use.
+    pub fn records_not_held(&self) -> Vec<ObjectId> {
+        self.identities
+            .iter()
+            .filter(|i| !self.held.contains(i) || self.bad_records.contains_key(i))
+            .copied()
+            .collect()
     }
 
     /// Whether the caller registered record `id` as a succession.
@@ -399,9 +459,10 @@ impl LogState {
             || self.lineage.contains_key(succ)
             || self.vault_keys.iter().any(|(k, _)| k == succ)
             || self.restore_publics.contains(succ)
-            || self.successions.iter().any(|(i, (p, s))| {
-                i != id && (p == succ || (s == succ && self.identities.contains(i)))
-            })
+            || self
+                .successions
+                .iter()
+                .any(|(i, (_, s))| i != id && s == succ && self.identities.contains(i))
             || self.snapshots.values().any(|s| &s.client == succ)
             || self.gone.values().any(|g| &g.client == succ)
         {
@@ -603,7 +664,7 @@ impl LogState {
     /// and (a successor) its record joined the log.
     pub fn is_client(&self, k: &[u8; 32]) -> bool {
         !self.removed.contains(k)
-            && !self.pending.contains(k)
+            && !self.is_pending(k)
             && self.members.get(k).is_some_and(|m| m.role == Role::Client)
     }
 
@@ -954,7 +1015,27 @@ impl LogState {
                 self.reclaim(index, t, snapshots, packs, reader)
             }
             Event::IdentityAdded { record } => {
-                if let Some((pred, succ)) = self.successions.get(&record).copied() {
+                // A record only the files outside the log carry: a reader
+                // without it (or with it damaged or renamed) would fold
+                // differently from the others, e.g. keep a key a
+                // succession revoked.
+                if let Some(why) = self.bad_records.get(&record) {
+                    let what = format!(
+                        "adds identity record {}, which this reader holds unusable ({why}): \
+                         not applied",
+                        record.short()
+                    );
+                    self.problem(index, what);
+                } else if !self.held.contains(&record) {
+                    self.problem(
+                        index,
+                        format!(
+                            "adds identity record {}, which this reader does not hold \
+                             (missing, renamed or damaged): not applied",
+                            record.short()
+                        ),
+                    );
+                } else if let Some((pred, succ)) = self.successions.get(&record).copied() {
                     if let Some(why) = self.succession_refused(&record) {
                         self.problem(
                             index,
@@ -2292,10 +2373,125 @@ mod tests {
         let last = st.last_of_each_client();
         assert_eq!(last.len(), 3);
         assert!(last.contains(&sid(4)) && !last.contains(&sid(0)));
-        // A reader that was not told of the record: the old key stays
-        // active; the successor's snapshot is then a plain client's.
+        // A reader that was not told of the record (its file hidden): the
+        // old key stays active for it, and the entry adding what it does
+        // not hold is a problem (review finding 2).
         let st = run(&f, &[]);
         assert!(!st.removed.contains(&old));
+        assert!(
+            st.problems
+                .iter()
+                .any(|p| p.index == 3 && p.what.contains("does not hold")),
+            "{:?}",
+            st.problems
+        );
+        assert_eq!(st.records_not_held(), {
+            let mut v = vec![rid, aid];
+            v.sort();
+            v
+        });
+    }
+
+    /// Review finding 1: a chain of three keys (two rotations): each
+    /// succession joins where the log adds it, though the reader registered
+    /// every record up front; the first two keys end revoked.
+    #[test]
+    fn a_chain_of_successions_joins_in_order() {
+        use crate::format::IdentityRecord;
+        let mut f = fx(2, 3600, 3600);
+        let k1 = f.client.public();
+        let s1 = Identity::from_bytes([30; 32]);
+        let s2 = Identity::from_bytes([31; 32]);
+        let r1 = IdentityRecord::successor(f.cid, "mx1", s1.public(), &f.client, &f.admins[0], 1);
+        let r2 = IdentityRecord::successor(f.cid, "mx1", s2.public(), &s1, &f.admins[0], 2);
+        let (i1, i2) = (ObjectId::of(&r1.encode()), ObjectId::of(&r2.encode()));
+        f.add(T0, 0, T0 + H);
+        f.push(T0 + S, Event::IdentityAdded { record: i1 });
+        f.push(T0 + 2 * S, Event::IdentityAdded { record: i2 });
+        f.add(T0 + 3 * S, 1, T0 + 3 * S + H); // by the first key: refused
+        f.packs.insert(sid(2), vec![ObjectId([102; 32])]);
+        f.push(
+            T0 + 4 * S,
+            Event::SnapshotAdded {
+                snapshot: sid(2),
+                client: s2.public(),
+                lock_until_ns: T0 + 4 * S + H,
+            },
+        );
+        let mut st = LogState::new(&f.config, f.cid, HashMap::new());
+        for (id, r) in [(i1, &r1), (i2, &r2)] {
+            st.members.insert(r.member.public, r.member.clone());
+            st.register_record(id, r);
+        }
+        let packs = f.packs.clone();
+        let (st, _) = st.fold(
+            f.log.iter().map(|v| v.as_slice()),
+            &Reader::at(T0 + H),
+            &mut |id| packs.get(id).cloned(),
+        );
+        assert!(st.removed.contains(&k1) && st.removed.contains(&s1.public()));
+        assert!(st.is_client(&s2.public()));
+        assert_eq!(st.client_of(&s2.public()), k1);
+        assert_eq!(st.successor_of(&s1.public()), Some(s2.public()));
+        assert_eq!(st.problems.len(), 1, "{:?}", st.problems);
+        assert!(st.problems[0].what.contains("not an active client"));
+        assert!(st.snapshots.contains_key(&sid(2)) && !st.snapshots.contains_key(&sid(1)));
+        assert!(st.records_not_held().is_empty());
+    }
+
+    /// Review finding 7: the fold itself refuses a successor key that is
+    /// not new (here: a key that already added a snapshot), whatever the
+    /// vault let through.
+    #[test]
+    fn the_fold_refuses_a_successor_key_that_is_not_new() {
+        use crate::format::IdentityRecord;
+        let mut f = fx(2, 3600, 3600);
+        let old = f.client.public();
+        let s1 = Identity::from_bytes([40; 32]);
+        let r1 = IdentityRecord::successor(f.cid, "mx1", s1.public(), &f.client, &f.admins[0], 1);
+        // Back to the revoked first key: not a new key.
+        let r2 = IdentityRecord::successor(f.cid, "mx1", old, &s1, &f.admins[0], 2);
+        let (i1, i2) = (ObjectId::of(&r1.encode()), ObjectId::of(&r2.encode()));
+        f.add(T0, 0, T0 + H);
+        f.push(T0 + S, Event::IdentityAdded { record: i1 });
+        f.push(T0 + 2 * S, Event::IdentityAdded { record: i2 });
+        let mut st = LogState::new(&f.config, f.cid, HashMap::new());
+        st.members.insert(s1.public(), r1.member.clone());
+        st.register_record(i1, &r1);
+        st.register_record(i2, &r2);
+        let packs = f.packs.clone();
+        let (st, _) = st.fold(
+            f.log.iter().map(|v| v.as_slice()),
+            &Reader::at(T0 + H),
+            &mut |id| packs.get(id).cloned(),
+        );
+        assert!(st.removed.contains(&old), "{:?}", st.problems);
+        assert!(st.is_client(&s1.public()) && !st.is_client(&old));
+        assert_eq!(st.problems.len(), 1, "{:?}", st.problems);
+        assert!(st.problems[0].index == 2 && st.problems[0].what.contains("is not new"));
+    }
+
+    /// Review finding 2: a logged record the reader holds damaged (or
+    /// renamed) is a problem, and its succession is not applied.
+    #[test]
+    fn a_logged_record_held_unusable_is_a_problem() {
+        use crate::format::IdentityRecord;
+        let mut f = fx(2, 3600, 3600);
+        let s1 = Identity::from_bytes([50; 32]);
+        let r1 = IdentityRecord::successor(f.cid, "mx1", s1.public(), &f.client, &f.admins[0], 1);
+        let i1 = ObjectId::of(&r1.encode());
+        f.push(T0, Event::IdentityAdded { record: i1 });
+        let mut st = LogState::new(&f.config, f.cid, HashMap::new());
+        st.refuse_record(i1, "does not decode");
+        let (st, _) = st.fold(
+            f.log.iter().map(|v| v.as_slice()),
+            &Reader::at(T0 + H),
+            &mut |_| None,
+        );
+        assert!(!st.removed.contains(&f.client.public()));
+        assert_eq!(st.problems.len(), 1);
+        assert!(st.problems[0].what.contains("unusable (does not decode)"));
+        assert_eq!(st.records_not_held(), vec![i1]);
     }
 
     /// Five snapshots with short locks, then a clock hold: what a vault
