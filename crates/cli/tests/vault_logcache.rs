@@ -119,6 +119,16 @@ fn a_second_command_fetches_only_new_entries() {
     let (o, list) = snapshots_json(&w, &url);
     assert_eq!(fetches(&o), vec![(now, 0)], "{}", err(&o));
     assert_eq!(list.len(), 2);
+    // While another command with this key holds the copy, a command reads
+    // the whole log as without one (and does not wait).
+    let lock = std::fs::File::open(cache_of(&w, &w.key("client")).join("lock")).unwrap();
+    lock.lock().unwrap();
+    let (o, busy) = snapshots_json(&w, &url);
+    assert_eq!(fetches(&o), vec![(0, now)], "{}", err(&o));
+    assert_eq!(busy, list);
+    drop(lock);
+    let (o, _) = snapshots_json(&w, &url);
+    assert_eq!(fetches(&o), vec![(now, 0)], "{}", err(&o));
 }
 
 #[test]

@@ -256,12 +256,22 @@ fn check_prefix(
 /// caller verified: signature, consistency with the held checkpoint) and
 /// returns it. Only entries after the verified prefix are fetched. A log
 /// that still does not match `cp` after a fetch from 0 is returned as
-/// served (not recorded as verified), for the fold to report.
-pub fn sync(dir: &Path, vault: &VaultBackend, cp: &Checkpoint) -> Result<(LogFile, Fetched)> {
+/// served (not recorded as verified), for the fold to report. None when
+/// another process holds the copy (a command with the same key still
+/// running): the caller then reads the log as without a copy.
+pub fn sync(
+    dir: &Path,
+    vault: &VaultBackend,
+    cp: &Checkpoint,
+) -> Result<Option<(LogFile, Fetched)>> {
     holdfast_store::create_private_dir(dir).map_err(|e| io_err(dir, e))?;
     let lock_path = dir.join("lock");
     let lock = open_rw(&lock_path)?;
-    lock.lock().map_err(|e| io_err(&lock_path, e))?;
+    match lock.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => return Ok(None),
+        Err(std::fs::TryLockError::Error(e)) => return Err(io_err(&lock_path, e)),
+    }
     let mut lf = LogFile {
         dir: dir.to_path_buf(),
         size: 0,
@@ -304,7 +314,7 @@ pub fn sync(dir: &Path, vault: &VaultBackend, cp: &Checkpoint) -> Result<(LogFil
         stats.fetched_bytes += lf.bytes - before;
         if lf.tree.size() == cp.size && lf.tree.root() == cp.root {
             lf.commit(cp)?;
-            return Ok((lf, stats));
+            return Ok(Some((lf, stats)));
         }
         lf.verified = false;
         if attempt == 0 && stats.cached > 0 {
@@ -321,7 +331,7 @@ pub fn sync(dir: &Path, vault: &VaultBackend, cp: &Checkpoint) -> Result<(LogFil
         }
         break;
     }
-    Ok((lf, stats))
+    Ok(Some((lf, stats)))
 }
 
 /// Moves a copy that failed its check aside (`log.damaged`, replacing an
