@@ -241,7 +241,6 @@ pub fn fold(
         }
     }
     problems.extend(state.problems.iter().map(|p| p.to_string()));
-    let mut state = state;
     let disputed = confirm_flags(repo, &mut state, &mut problems);
     LogView {
         disputed,
