@@ -1296,7 +1296,7 @@ pub fn restore(
             r.bytes_read = p.bytes_read;
             r.merge(p);
         }
-        if pass == Pass::InboxNewest {
+        if pass == Pass::InboxNewest && r.full.is_none() {
             r.inbox_newest_s = Some(start.elapsed().as_secs_f64());
         }
         if found == 0 || r.full.is_some() {
@@ -1305,7 +1305,7 @@ pub fn restore(
     }
     if let Some(e) = &r.full {
         r.errors.push(format!(
-            "{}: {e}: stopped; the {} messages placed are whole and durable, nothing partial is in cur/ or new/ (at most files in tmp/, which Dovecot cleans); free space and run the same command again: it writes only what is missing",
+            "{}: {e}: stopped; the {} messages this run placed are whole and durable, nothing partial is in cur/ or new/ (at most files in tmp/, which Dovecot cleans); free space and run the same command again: it writes only what is missing",
             opts.target.display(),
             r.written
         ));
