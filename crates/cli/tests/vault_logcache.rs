@@ -318,3 +318,26 @@ fn audit_and_export_see_every_entry() {
         );
     }
 }
+
+/// A fetch cut short (bytes appended after the verified prefix, no new
+/// record) is not damage: the tail is dropped and the copy kept.
+#[test]
+fn a_fetch_cut_short_leaves_the_verified_prefix_in_use() {
+    let w = World::new();
+    w.init();
+    let vault = w.start_vault(&[]);
+    let src = w.path("mail");
+    make_maildir(&src, 1, 4, 17);
+    backup_via(&w, &vault.url, &w.key("client"), &src);
+    let n = vault_log_len(&w);
+    let log = cache_of(&w, &w.key("client")).join("log");
+    let mut b = std::fs::read(&log).unwrap();
+    b.extend_from_slice(&[200, 0, 0, 0, 1, 2, 3]);
+    std::fs::write(&log, b).unwrap();
+    let (o, list) = snapshots_json(&w, &vault.url);
+    assert_eq!(list.len(), 1);
+    assert!(!err(&o).contains("set aside"), "{}", err(&o));
+    assert_eq!(fetches(&o), vec![(n, 0)], "{}", err(&o));
+    let raw = std::fs::read(w.path("repo/vault/log")).unwrap();
+    assert_eq!(std::fs::read(&log).unwrap(), raw);
+}
