@@ -6,7 +6,7 @@ use holdfast_core::ObjectId;
 use holdfast_core::crypto::{IdKey, Identity, KdfParams, RepoSecret, random_bytes};
 use holdfast_core::format::{Chunking, Config, IdentityRecord, Member, Retention, Role};
 use holdfast_core::keyfile::{KeyFile, Secret};
-use holdfast_store::{Backend, Kind};
+use holdfast_store::{Backend, Kind, StoreError};
 
 use crate::keys::{Key, write_key_file};
 use crate::{Error, Result, io_err, now_ns};
@@ -376,7 +376,27 @@ pub fn rotate_client(
     // this file is the client's only key.
     write_key_file(out, &kf)?;
     let bytes = rec.encode();
-    repo.backend
-        .put(Kind::Identity, &ObjectId::of(&bytes).to_hex(), &bytes)?;
-    Ok(public)
+    match repo
+        .backend
+        .put(Kind::Identity, &ObjectId::of(&bytes).to_hex(), &bytes)
+    {
+        Ok(()) => Ok(public),
+        // Refused for certain: the new key never joined and is removed
+        // (it was never used), and the error says so.
+        Err(StoreError::Refused(why)) => {
+            let gone = std::fs::remove_file(out).is_ok();
+            Err(StoreError::Refused(format!(
+                "{why}; {}",
+                if gone {
+                    format!("{} removed (the new key never joined)", out.display())
+                } else {
+                    format!("{} holds a key that never joined: delete it", out.display())
+                }
+            ))
+            .into())
+        }
+        // Any other failure may have joined it at the vault: the file
+        // stays (it may be the client's only key now).
+        Err(e) => Err(e.into()),
+    }
 }

@@ -131,24 +131,46 @@ pub fn pull_with_progress(
     // counting deletion delays from when this replica first saw them.
     let mut members = std::collections::HashMap::new();
     let mut records = Vec::new();
+    // Held but unusable (damaged, unverified, renamed): said here, and
+    // the log adding one is a problem of the fold.
+    let mut refused: Vec<(ObjectId, String)> = Vec::new();
+    let mut shadowing = Vec::new();
     for (name, _) in local.list(Kind::Identity)? {
         let b = local.get(Kind::Identity, &name)?;
-        if let Ok(rec) = IdentityRecord::decode(&b)
-            && rec.verify(&config, &config_id).is_ok()
-        {
-            // The config's members always win: a record naming one is
-            // refused and reported (one admin demoting another).
-            if config.members.iter().any(|m| m.public == rec.member.public) {
-                rep.problems.push(format!(
-                    "identity record {name} names a member of the config: refused, not applied"
-                ));
-            } else {
-                members
-                    .entry(rec.member.public)
-                    .or_insert(rec.member.clone());
-                if let Ok(id) = ObjectId::from_hex(&name) {
-                    records.push((id, rec));
+        let named = ObjectId::from_hex(&name).ok();
+        let why = if Some(ObjectId::of(&b)) != named {
+            Some("its name is not its content id".to_string())
+        } else {
+            match IdentityRecord::decode(&b) {
+                Err(e) => Some(format!("does not decode: {e}")),
+                Ok(rec) if rec.verify(&config, &config_id).is_err() => {
+                    Some("not signed by an admin, or a role one admin may not add".to_string())
                 }
+                Ok(rec) => {
+                    let id = ObjectId::of(&b);
+                    // The config's members always win: a record naming one
+                    // is refused and reported (one admin demoting another).
+                    if config.members.iter().any(|m| m.public == rec.member.public) {
+                        rep.problems.push(format!(
+                            "identity record {name} names a member of the config: refused, not \
+                             applied"
+                        ));
+                        shadowing.push(id);
+                    } else {
+                        members
+                            .entry(rec.member.public)
+                            .or_insert(rec.member.clone());
+                        records.push((id, rec));
+                    }
+                    None
+                }
+            }
+        };
+        if let Some(why) = why {
+            rep.problems
+                .push(format!("TAMPERING: identity record {name}: {why}"));
+            if let Some(id) = named {
+                refused.push((id, why));
             }
         }
     }
@@ -167,6 +189,12 @@ pub fn pull_with_progress(
     let mut st = LogState::new(&config, config_id, members);
     for (id, rec) in &records {
         st.register_record(*id, rec);
+    }
+    for id in shadowing {
+        st.hold_record(id);
+    }
+    for (id, why) in refused {
+        st.refuse_record(id, why);
     }
     let (st, effects) = st.fold(entries.iter().map(|e| e.as_slice()), &reader, &mut packs_of);
     rep.problems.extend(

@@ -23,6 +23,9 @@ pub struct Repository {
     /// The verified identity records (id, record): the log's fold learns
     /// client key successions from them.
     pub records: Vec<(ObjectId, IdentityRecord)>,
+    /// Verified records naming a member of the config: held, never applied
+    /// (the config wins).
+    pub shadowing: Vec<ObjectId>,
     /// The vault's log, folded, when the repository has one (a vault, a
     /// replica, a bundle): it orders snapshots by the vault's time.
     pub log: Option<crate::logview::LogView>,
@@ -60,9 +63,19 @@ impl Repository {
             .map(|m| (m.public, m.clone()))
             .collect();
         let mut records = Vec::new();
+        let mut shadowing = Vec::new();
         for (name, _) in backend.list(Kind::Identity)? {
-            let rec = backend.get(Kind::Identity, &name)?;
-            let rec = IdentityRecord::decode(&rec)
+            let bytes = backend.get(Kind::Identity, &name)?;
+            // Stored under its content id, or someone renamed it (a
+            // renamed record is a hidden one: the log names the id).
+            let id = ObjectId::of(&bytes);
+            if id.to_hex() != name {
+                return Err(Error::Tamper(format!(
+                    "identity {name}: its name is not its content id ({})",
+                    id.short()
+                )));
+            }
+            let rec = IdentityRecord::decode(&bytes)
                 .map_err(|e| Error::Corrupt(format!("identity {name}: {e}")))?;
             rec.verify(&config, &config_id).map_err(|_| {
                 Error::Tamper(format!(
@@ -72,9 +85,9 @@ impl Repository {
             members
                 .entry(rec.member.public)
                 .or_insert(rec.member.clone());
-            if !config.members.iter().any(|m| m.public == rec.member.public)
-                && let Ok(id) = ObjectId::from_hex(&name)
-            {
+            if config.members.iter().any(|m| m.public == rec.member.public) {
+                shadowing.push(id);
+            } else {
                 records.push((id, rec));
             }
         }
@@ -84,6 +97,7 @@ impl Repository {
             config_id,
             members,
             records,
+            shadowing,
             log: None,
         })
     }
@@ -98,6 +112,9 @@ impl Repository {
         );
         for (id, rec) in &self.records {
             st.register_record(*id, rec);
+        }
+        for id in &self.shadowing {
+            st.hold_record(*id);
         }
         st
     }

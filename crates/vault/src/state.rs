@@ -445,6 +445,15 @@ impl Vault {
             let b = store
                 .get(Kind::Identity, &name)
                 .map_err(|e| VaultError::Tamper(format!("identity {name}: {e}")))?;
+            // Under its content id, or renamed (which hides it from the
+            // log's entry naming the id): the vault does not start.
+            if ObjectId::of(&b).to_hex() != name {
+                return Err(VaultError::Tamper(format!(
+                    "identity {name}: its name is not its content id ({}); restore the record \
+                     under its id (e.g. from a replica)",
+                    ObjectId::of(&b).short()
+                )));
+            }
             let rec = IdentityRecord::decode(&b)
                 .map_err(|e| VaultError::Tamper(format!("identity {name}: {e}")))?;
             rec.verify(&config, &config_id).map_err(|_| {
@@ -504,6 +513,9 @@ impl Vault {
         for (id, rec) in &records {
             st.register_record(*id, rec);
         }
+        for id in &identity_files {
+            st.hold_record(*id);
+        }
         let alerts = crate::alert::Alerter::new(opts.alert_cmd.clone());
         for name in &shadowing {
             alerts.raise(&format!(
@@ -559,6 +571,25 @@ impl Vault {
         let fresh = v.log.is_empty();
         v.replay();
         v.replaying = false;
+        // A record the log added that is not on disk (moved away, renamed):
+        // this vault cannot apply it (a succession's revocation), so it
+        // would accept a key every reader holding the record refuses. It
+        // does not start until the record is put back.
+        let missing = v.st.records_not_held();
+        if !missing.is_empty() {
+            let why = format!(
+                "TAMPERING: the log adds identity record(s) {} that identities/ does not hold \
+                 (moved away or renamed): the vault does not start until they are restored \
+                 (e.g. from a replica)",
+                missing
+                    .iter()
+                    .map(|i| i.to_hex())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            v.alert(&why);
+            return Err(VaultError::Tamper(why));
+        }
         v.take_current_key()?;
         // New entries are dated after every entry of the log, even ones this
         // vault's clock calls future (a clock set back at restart) — except
@@ -624,6 +655,17 @@ impl Vault {
         // (or behind its back): valid ones are admitted, and logged now.
         for id in identity_files {
             if !v.st.identities.contains(&id) {
+                // A successor record that may not join now (a stale one
+                // whose logging failed before another succession of the
+                // same key was logged): not logged, said.
+                if let Some(why) = v.st.succession_refused(&id) {
+                    v.alert(&format!(
+                        "identity record {} found on disk is a client key succession that may \
+                         not join now ({why}): not logged",
+                        id.short()
+                    ));
+                    continue;
+                }
                 v.log(Event::IdentityAdded { record: id })
                     .map_err(|e| VaultError::Io(e.msg))?;
                 v.alert(&format!(
@@ -1302,6 +1344,11 @@ impl Vault {
                 "this identity was revoked or removed (see the log)",
             ));
         }
+        if self.st.is_pending(&auth.key) {
+            return Err(ApiError::forbidden(
+                "this key's succession record is not in the log yet: it may not act",
+            ));
+        }
         // The signature first: a request correctly signed by a member's key
         // but dated outside the window is that key used on a host with a
         // wrong clock (a stolen client key, say), and is alerted; an
@@ -1706,6 +1753,7 @@ impl Vault {
             .put(Kind::Identity, &id.to_hex(), body)
             .map_err(ApiError::store)?;
         let (name, role) = (rec.member.name.clone(), rec.member.role);
+        self.st.register_record(id, &rec);
         self.st.members.insert(rec.member.public, rec.member);
         self.log(Event::IdentityAdded { record: id })?;
         self.alert(&format!(
@@ -1750,7 +1798,21 @@ impl Vault {
             .map_err(ApiError::store)?;
         self.st.members.insert(succ, rec.member.clone());
         self.st.register_record(id, rec);
-        self.log(Event::IdentityAdded { record: id })?;
+        if let Err(e) = self.log(Event::IdentityAdded { record: id }) {
+            // Not logged: the record goes, so that a later restart does not
+            // log a stale succession after another one (a crash here
+            // leaves it, and the restart logs it if it may still join).
+            self.st.unregister_record(&id);
+            self.st.members.remove(&succ);
+            if let Err(d) = self.store.delete(Kind::Identity, &id.to_hex()) {
+                self.alert(&format!(
+                    "the succession record {} was stored but not logged, and removing it \
+                     failed: {d}",
+                    id.short()
+                ));
+            }
+            return Err(e);
+        }
         self.alert(&format!(
             "admin {} gave client {:?} a new key {} succeeding {} (revoked from now on)",
             short(admin),

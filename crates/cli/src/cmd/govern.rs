@@ -174,11 +174,12 @@ pub fn propose(a: ProposeArgs) -> Result<ExitCode> {
             })
         }
         What::RemoveIdentity { name } => {
-            // A client's replaced keys share its name: the live one is meant.
+            // A client's replaced keys share its name: the live one is
+            // meant (never revoked, and not a successor that never joined).
             let live = |k: &[u8; 32]| {
                 repo.log
                     .as_ref()
-                    .is_none_or(|l| !l.state.removed.contains(k))
+                    .is_none_or(|l| !l.state.removed.contains(k) && !l.state.is_pending(k))
             };
             let m = repo
                 .members
