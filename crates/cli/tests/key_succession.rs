@@ -465,3 +465,361 @@ fn a_client_key_succession_on_a_directory() {
     assert_eq!(listed.len(), 2);
     assert_eq!(listed[1]["parent"], s1.as_str());
 }
+
+/// `key rotate client` from `key` to a new key file `out`.
+fn rotate(w: &World, url: &str, key: &str, out: &str) {
+    w.ok(&[
+        "key",
+        "rotate",
+        "client",
+        "--repo",
+        url,
+        "--key",
+        key,
+        "--admin-key",
+        &w.key("admin-1"),
+        "--out",
+        out,
+    ]);
+}
+
+/// Starts `vault serve` expecting it to refuse to start: its exit status
+/// and stderr (killed after 30 s if it serves after all).
+fn vault_refuses(w: &World) -> (Option<i32>, String) {
+    let err = w.path("refused-vault.err");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_holdfast"))
+        .args([
+            "vault",
+            "serve",
+            "--repo",
+            &w.repo(),
+            "--key",
+            &w.key("vault"),
+        ])
+        .args(["--listen", "127.0.0.1:0"])
+        .env("HOLDFAST_PASSPHRASE", PASS)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&err).unwrap())
+        .spawn()
+        .unwrap();
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s.code();
+        }
+        if std::time::Instant::now() > until {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    (status, std::fs::read_to_string(&err).unwrap_or_default())
+}
+
+fn audit(w: &World, repo: &str) -> (Option<i32>, String) {
+    let o = w.run(&["audit", "--repo", repo, "--key", &w.key("auditor")]);
+    let e = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    (o.status.code(), e)
+}
+
+/// Review findings 1 and 4: two rotations in a row (a chain of three
+/// keys) hold across a vault restart: the newest key backs up as the same
+/// client, the first and second are refused. A stale succession record of
+/// the first key, found on disk at start, is not logged, and its key may
+/// not act while it is pending.
+#[test]
+fn two_rotations_hold_across_a_restart_and_a_stale_record_is_not_logged() {
+    let w = World::new();
+    w.init();
+    let mut vault = w.start_vault(&[]);
+    let url = vault.url.clone();
+    let src = w.path("mail");
+    make_maildir(&src, 1, 8, 41);
+    let k1 = w.key("client");
+    backup_via(&w, &url, &k1, &src);
+    let k2 = w.path("client-2.key").display().to_string();
+    rotate(&w, &url, &k1, &k2);
+    mail_day(&src, 3);
+    backup_via(&w, &url, &k2, &src);
+    let k3 = w.path("client-3.key").display().to_string();
+    rotate(&w, &url, &k2, &k3);
+    mail_day(&src, 4);
+    let o = w.run(&[
+        "backup",
+        "--repo",
+        &url,
+        "--key",
+        &k3,
+        src.to_str().unwrap(),
+    ]);
+    let e = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(o.status.success() && !e.contains("TAMPERING"), "{e}");
+    let (code, out) = audit(&w, &url);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("0 problem(s)"), "{out}");
+
+    // Stale successions of the first key (signed by it and an admin), put
+    // on disk while the vault is down: the vault logs none of them.
+    vault.stop();
+    let admin = load_key(&w.key("admin-1"));
+    let first = load_key(&k1);
+    let stale_keys: Vec<Identity> = (0..5).map(|_| Identity::generate().unwrap()).collect();
+    for k in &stale_keys {
+        let stale = IdentityRecord::successor(
+            admin.config_id,
+            "client",
+            k.public(),
+            first.identity().unwrap(),
+            admin.identity().unwrap(),
+            holdfast_repo::now_ns(),
+        );
+        let bytes = stale.encode();
+        std::fs::write(
+            w.path("repo/identities")
+                .join(ObjectId::of(&bytes).to_hex()),
+            &bytes,
+        )
+        .unwrap();
+    }
+    let stale_key = stale_keys[0].clone();
+    let vault = w.start_vault(&[]);
+    let url = vault.url.clone();
+    assert!(
+        vault.stderr().contains("may not join now"),
+        "{}",
+        vault.stderr()
+    );
+    mail_day(&src, 5);
+    let j = backup_json(&w, &url, &k3, &src);
+    assert_eq!(j["checked"], "compared", "{j}");
+    for old in [&k1, &k2] {
+        let o = w.run(&[
+            "backup",
+            "--repo",
+            &url,
+            "--key",
+            old,
+            src.to_str().unwrap(),
+        ]);
+        let e = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "{old}: {e}");
+        assert!(e.contains("revoked"), "{e}");
+    }
+    // The pending key of the stale record may not act.
+    let msg = match VaultBackend::connect(
+        &url,
+        stale_key.clone(),
+        admin.config_id,
+        &w.path("raw-state/stale"),
+    ) {
+        Err(e) => e.to_string(),
+        Ok(sv) => {
+            let (code, msg) = send(&sv, "GET", "/v1/identities", b"");
+            assert_eq!(code, 403, "{msg}");
+            msg
+        }
+    };
+    assert!(msg.contains("not in the log yet"), "{msg}");
+    // The log never added it: the fold has no succession problem (the
+    // audit reports the unlogged file, nothing else).
+    let (_, out) = audit(&w, &url);
+    assert!(!out.contains("adds the succession"), "{out}");
+    assert!(out.contains("5 problem(s)"), "{out}");
+    assert!(
+        out.contains("present but the log does not explain it"),
+        "{out}"
+    );
+    // Finding 5: `propose remove client` names the live key (the third),
+    // never one of the pending ones.
+    w.ok(&[
+        "propose",
+        "--repo",
+        &url,
+        "--key",
+        &w.key("admin-1"),
+        "remove-identity",
+        "client",
+    ]);
+    let av = raw(&w, &url, &w.key("admin-1"));
+    let (code, listed) = send(&av, "GET", "/v1/proposals", b"");
+    assert_eq!(code, 200, "{listed}");
+    let listed: Vec<serde_json::Value> = serde_json::from_str(&listed).unwrap();
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    let bytes = holdfast_core::id::parse_hex(listed[0]["proposal"].as_str().unwrap()).unwrap();
+    let prop = holdfast_core::governance::Proposal::decode(&bytes).unwrap();
+    let live = load_key(&k3).identity().unwrap().public();
+    assert!(
+        matches!(prop.action, holdfast_core::governance::Action::RemoveIdentity(k) if k == live),
+        "{:?}",
+        prop.action
+    );
+}
+
+/// Review finding 2: a logged identity record that is moved away, renamed
+/// or replaced by one that does not verify is never silently dropped: the
+/// vault does not start, and every reader's audit exits 4.
+#[test]
+fn a_hidden_or_renamed_succession_record_is_tampering() {
+    let w = World::new();
+    w.init();
+    let mut vault = w.start_vault(&[]);
+    let url = vault.url.clone();
+    let src = w.path("mail");
+    make_maildir(&src, 1, 6, 43);
+    let k1 = w.key("client");
+    backup_via(&w, &url, &k1, &src);
+    let k2 = w.path("client-2.key").display().to_string();
+    rotate(&w, &url, &k1, &k2);
+    vault.stop();
+    let dir = w.path("repo/identities");
+    let names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    let away = w.path("identities-away");
+    std::fs::create_dir_all(&away).unwrap();
+    for n in &names {
+        std::fs::rename(dir.join(n), away.join(n)).unwrap();
+    }
+    // Missing.
+    let (code, e) = vault_refuses(&w);
+    assert!(code.is_some_and(|c| c != 0), "{code:?} {e}");
+    assert!(
+        e.contains("TAMPERING") && e.contains("does not hold"),
+        "{e}"
+    );
+    let (code, out) = audit(&w, &w.repo());
+    assert_eq!(code, Some(4), "{out}");
+    assert!(out.contains("does not hold"), "{out}");
+    // Renamed (the vault used to log it again under the new name).
+    for n in &names {
+        let mut other = n.clone();
+        other.replace_range(..2, if n.starts_with("00") { "11" } else { "00" });
+        std::fs::copy(away.join(n), dir.join(other)).unwrap();
+    }
+    let (code, e) = vault_refuses(&w);
+    assert!(code.is_some_and(|c| c != 0), "{code:?} {e}");
+    assert!(
+        e.contains("not its content id") || e.contains("content does not match its id"),
+        "{e}"
+    );
+    let (code, out) = audit(&w, &w.repo());
+    assert_eq!(code, Some(4), "{out}");
+    for e in std::fs::read_dir(&dir).unwrap() {
+        std::fs::remove_file(e.unwrap().path()).unwrap();
+    }
+    // Put back: the vault starts, the old key is refused, all clean.
+    for n in &names {
+        std::fs::copy(away.join(n), dir.join(n)).unwrap();
+    }
+    // Plus a record that names a client key as its admin (the admin
+    // check of the record's verification): the vault does not start.
+    let client = load_key(&k2);
+    let fresh = Identity::generate().unwrap();
+    let forged = IdentityRecord::successor(
+        client.config_id,
+        "client",
+        fresh.public(),
+        client.identity().unwrap(),
+        client.identity().unwrap(),
+        holdfast_repo::now_ns(),
+    );
+    let fb = forged.encode();
+    let fpath = dir.join(ObjectId::of(&fb).to_hex());
+    std::fs::write(&fpath, &fb).unwrap();
+    let (code, e) = vault_refuses(&w);
+    assert!(code.is_some_and(|c| c != 0), "{code:?} {e}");
+    assert!(e.contains("not signed by an admin"), "{e}");
+    std::fs::remove_file(&fpath).unwrap();
+    let vault = w.start_vault(&[]);
+    let url = vault.url.clone();
+    let o = w.run(&[
+        "backup",
+        "--repo",
+        &url,
+        "--key",
+        &k1,
+        src.to_str().unwrap(),
+    ]);
+    assert!(!o.status.success());
+    let (code, out) = audit(&w, &url);
+    assert_eq!(code, Some(0), "{out}");
+}
+
+/// Review finding 6: a rotation the vault refuses (here: the admin key
+/// sending it was removed by a quorum) leaves no key file behind.
+#[test]
+fn a_rotation_the_vault_refuses_leaves_no_key_file() {
+    let w = World::new();
+    let keys = w.path("keys").display().to_string();
+    w.ok(&["init", &w.repo(), "--keys", &keys, "--delay-secs", "1"]);
+    let vault = w.start_vault(&[]);
+    let url = vault.url.clone();
+    w.ok(&[
+        "propose",
+        "--repo",
+        &url,
+        "--key",
+        &w.key("admin-1"),
+        "remove-identity",
+        "admin-3",
+    ]);
+    let av = raw(&w, &url, &w.key("admin-1"));
+    let (_, listed) = send(&av, "GET", "/v1/proposals", b"");
+    let listed: Vec<serde_json::Value> = serde_json::from_str(&listed).unwrap();
+    let pid = listed[0]["id"].as_str().unwrap().to_string();
+    w.ok(&[
+        "approve",
+        "--repo",
+        &url,
+        "--key",
+        &w.key("admin-2"),
+        &pid[..12],
+    ]);
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let a3 = load_key(&w.key("admin-3"));
+    let removed = match VaultBackend::connect(
+        &url,
+        a3.identity().unwrap().clone(),
+        a3.config_id,
+        &w.path("raw-state/a3"),
+    ) {
+        Err(e) => e.to_string(),
+        Ok(v) => send(&v, "GET", "/v1/proposals", b"").1,
+    };
+    assert!(
+        removed.contains("removed"),
+        "admin-3 not removed yet: {removed}"
+    );
+    let out = w.path("client-2.key");
+    let o = w.run(&[
+        "key",
+        "rotate",
+        "client",
+        "--repo",
+        &url,
+        "--key",
+        &w.key("client"),
+        "--admin-key",
+        &w.key("admin-3"),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "{e}");
+    assert!(
+        !out.exists(),
+        "a refused rotation left {}: {e}",
+        out.display()
+    );
+    assert!(e.contains("removed"), "{e}");
+    // The old key still works.
+    let src = w.path("mail");
+    make_maildir(&src, 1, 4, 45);
+    backup_via(&w, &url, &w.key("client"), &src);
+}
