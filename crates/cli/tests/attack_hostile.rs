@@ -493,3 +493,35 @@ fn held_checkpoint_is_private_and_never_silently_replaced() {
     v.stop();
     t.report("held checkpoint");
 }
+
+/// A directory that had a vault, whose log lost its last entries (a
+/// damaged replica handed over): `export` refuses it as damage (exit 4)
+/// instead of slicing the log past its end.
+#[test]
+fn export_of_a_log_shorter_than_its_checkpoint_is_damage_not_a_panic() {
+    let w = World::new();
+    w.init();
+    let mut vault = w.start_vault(&[]);
+    let src = w.path("mail");
+    make_maildir(&src, 1, 5, 3);
+    backup_via(&w, &vault.url, &w.key("client"), &src);
+    vault.stop();
+    let log = w.path("repo/vault/log");
+    let raw = std::fs::read(&log).unwrap();
+    let first = 4 + u32::from_le_bytes(raw[..4].try_into().unwrap()) as usize;
+    std::fs::write(&log, &raw[..first]).unwrap();
+    let to = w.path("bundle").display().to_string();
+    let o = w.run(&[
+        "export",
+        "--repo",
+        &w.repo(),
+        "--key",
+        &w.key("replica"),
+        "--to",
+        &to,
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(4), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(err.contains("fewer than its checkpoint"), "{err}");
+}

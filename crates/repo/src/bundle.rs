@@ -128,7 +128,16 @@ pub fn export(
         let vdir = to.join("vault");
         std::fs::create_dir_all(&vdir).map_err(|e| io_err(&vdir, e))?;
         let mut raw = Vec::new();
-        for e in &entries[..cp.size as usize] {
+        // A log shorter than its checkpoint (a damaged replica or bundle
+        // being exported again) is refused, never sliced past its end.
+        let Some(kept) = usize::try_from(cp.size).ok().and_then(|n| entries.get(..n)) else {
+            return Err(Error::Tamper(format!(
+                "the log holds {} entries, fewer than its checkpoint's {}",
+                entries.len(),
+                cp.size
+            )));
+        };
+        for e in kept {
             raw.extend_from_slice(&(e.len() as u32).to_le_bytes());
             raw.extend_from_slice(e);
         }
