@@ -823,3 +823,48 @@ fn a_rotation_the_vault_refuses_leaves_no_key_file() {
     make_maildir(&src, 1, 4, 45);
     backup_via(&w, &url, &w.key("client"), &src);
 }
+
+/// Review finding 7: the vault's quota counts a client across its keys
+/// (`usage_of` groups by the first key of the chain): the successor does
+/// not get a fresh quota of its own.
+#[test]
+fn the_quota_counts_a_client_across_its_keys() {
+    let w = World::new();
+    w.init();
+    let vault = w.start_vault(&["--quota-mib", "2"]);
+    let url = vault.url.clone();
+    let src = w.path("data");
+    std::fs::create_dir_all(&src).unwrap();
+    let rand = |n: usize| {
+        let mut v = Vec::with_capacity(n);
+        while v.len() < n {
+            v.extend_from_slice(&holdfast_core::crypto::random_bytes::<32>().unwrap());
+        }
+        v
+    };
+    std::fs::write(src.join("a"), rand(1_200_000)).unwrap();
+    let k1 = w.key("client");
+    backup_via(&w, &url, &k1, &src);
+    let k2 = w.path("client-2.key").display().to_string();
+    rotate(&w, &url, &k1, &k2);
+    std::fs::write(src.join("b"), rand(1_200_000)).unwrap();
+    let o = w.run(&[
+        "backup",
+        "--repo",
+        &url,
+        "--key",
+        &k2,
+        src.to_str().unwrap(),
+    ]);
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success(),
+        "the successor got a quota of its own: {e}"
+    );
+    assert!(e.contains("quota"), "{e}");
+    assert!(
+        vault.stderr().contains("hit its storage quota"),
+        "{}",
+        vault.stderr()
+    );
+}
