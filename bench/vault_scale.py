@@ -25,8 +25,8 @@ vault / local throughput, and the client's peak RSS (getrusage of the
 child). With --log-scale, the start-up of the vault's log at
 --log-entries entries (time and peak RSS of opening it; proof times).
 
-Medians of --reps runs, each into fresh directories. Only the standard
-library is used.
+Medians of --reps runs, each into fresh directories. `--clients ""` runs
+the single-client part alone. Only the standard library is used.
 """
 import argparse
 import json
@@ -263,7 +263,7 @@ def main():
     levels = [int(x) for x in a.clients.split(",") if x]
     os.makedirs(a.work, exist_ok=True)
     data_dir = os.path.join(a.work, "data")
-    data = [os.path.join(data_dir, f"src-{i:03d}") for i in range(max(levels))]
+    data = [os.path.join(data_dir, f"src-{i:03d}") for i in range(max(levels, default=0))]
     for i, p in enumerate(data):
         if not os.path.exists(os.path.join(p, ".done")):
             shutil.rmtree(p, ignore_errors=True)
