@@ -635,6 +635,65 @@ mod tests {
         assert!(LocalDir::create(&root).is_err());
     }
 
+    /// A staged object: invisible until committed, removed when dropped,
+    /// refused under a name its bytes do not hash to, idempotent; stale
+    /// staging files go at `clean_staged`, other files in tmp/ stay.
+    #[test]
+    fn staged_objects() {
+        use crate::ObjectStore;
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("r");
+        let b = LocalDir::create(&root).unwrap();
+        b.put(Kind::Config, "config", b"cfg").unwrap();
+        let stage_files = || {
+            fs::read_dir(root.join("tmp"))
+                .unwrap()
+                .filter(|e| {
+                    let n = e.as_ref().unwrap().file_name();
+                    n.to_string_lossy().ends_with(crate::STAGE_SUFFIX)
+                })
+                .count()
+        };
+        let data = vec![5u8; 3 << 20];
+        let id = ObjectId::of(&data).to_hex();
+        let mut s = b.stage(Kind::Pack, Path::new("/nonexistent")).unwrap();
+        for c in data.chunks(1 << 20) {
+            s.write(c).unwrap();
+        }
+        assert_eq!(s.hash(), ObjectId::of(&data).0);
+        assert_eq!(s.read_at(5, 3).unwrap(), vec![5u8; 3]);
+        assert!(s.read_at((3 << 20) - 2, 3).is_err());
+        assert_eq!(stage_files(), 1);
+        assert!(b.size(Kind::Pack, &id).unwrap_err().is_not_found());
+        // Dropped: gone, nothing visible.
+        drop(s);
+        assert_eq!(stage_files(), 0);
+        assert!(b.list(Kind::Pack).unwrap().is_empty());
+        // Under a name it does not hash to: refused, nothing visible.
+        let mut s = b.stage(Kind::Pack, Path::new("/nonexistent")).unwrap();
+        s.write(&data[1..]).unwrap();
+        let e = b.commit_staged(s, &id, 0).unwrap_err();
+        assert!(e.is_damage(), "{e}");
+        assert_eq!(stage_files(), 0);
+        assert!(b.list(Kind::Pack).unwrap().is_empty());
+        // Committed: visible, whole; twice: the first stays.
+        for _ in 0..2 {
+            let mut s = b.stage(Kind::Pack, Path::new("/nonexistent")).unwrap();
+            s.write(&data).unwrap();
+            b.commit_staged(s, &id, 0).unwrap();
+        }
+        assert_eq!(b.get(Kind::Pack, &id).unwrap(), data);
+        assert_eq!(stage_files(), 0);
+        // A crash's leftover goes; anything else in tmp/ stays.
+        let s = b.stage(Kind::Pack, Path::new("/nonexistent")).unwrap();
+        std::mem::forget(s);
+        fs::write(root.join("tmp/keep-me"), b"x").unwrap();
+        assert_eq!(stage_files(), 1);
+        assert_eq!(b.clean_staged().unwrap(), 1);
+        assert_eq!(stage_files(), 0);
+        assert!(root.join("tmp/keep-me").exists());
+    }
+
     #[test]
     fn hostile_directory() {
         let dir = tempfile::tempdir().unwrap();
