@@ -8,6 +8,8 @@
 //!   approval, delay) reclaims run;
 //! * an acknowledgement whose proposer's clock is more than 15 min from the
 //!   vault's is refused with one line.
+//! * restarts on a clock spoofed a little more each time add up to a hold;
+//! * a first start on a clock set back keeps adopted snapshots' locks whole.
 
 mod common;
 use common::*;
@@ -264,8 +266,8 @@ fn restarts_on_a_clock_spoofed_a_little_more_each_time_add_up_to_a_hold() {
     vault.stop();
     assert_eq!(
         std::fs::read(w.path("repo/vault/clock")).unwrap().len(),
-        8,
-        "the credited time is recorded in the state directory"
+        24,
+        "the credited time and the unacknowledged gaps are recorded in the state directory"
     );
 
     // +5 h: under the bound, not held; a backup is dated 5 h ahead.
@@ -299,4 +301,38 @@ fn restarts_on_a_clock_spoofed_a_little_more_each_time_add_up_to_a_hold() {
         a["clock_held"]["gap_secs"].as_i64().unwrap() >= 10 * 3600 - 120,
         "{a}"
     );
+}
+
+#[test]
+fn a_vault_first_started_on_a_clock_set_back_keeps_adopted_locks_whole() {
+    // A directory repository with a backup made on the right clock, then
+    // its first vault started 3 days behind: the adopted snapshot's lock
+    // still runs an hour from its own signed time, and the vault's clock
+    // starts there (alerted).
+    let w = World::new();
+    w.init_with(&short_retention("3600"));
+    let src = w.path("mail");
+    make_maildir(&src, 1, 3, 75);
+    w.backup(&[&src]);
+    let vault = w.start_vault_env(&w.repo(), &[], &jumped("-3d"));
+    wait_for("the adoption's clock alert", || {
+        vault.stderr().contains("newest snapshot's own time")
+    });
+    let out = w.ok(&[
+        "snapshots",
+        "--repo",
+        &vault.url,
+        "--key",
+        &w.key("auditor"),
+        "--json",
+    ]);
+    let list: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
+    assert_eq!(list.len(), 1, "{out}");
+    let s = &list[0];
+    let (t, lock) = (
+        s["time_ns"].as_i64().unwrap(),
+        s["locked_until_ns"].as_i64().unwrap(),
+    );
+    assert!(lock >= t + 3600 * 1_000_000_000, "lock shortened: {s}");
+    assert!(s["vault_time_ns"].as_i64().unwrap() >= t, "{s}");
 }

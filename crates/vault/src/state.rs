@@ -120,16 +120,21 @@ const STORAGE_SKEW_NS: i64 = 600 * NS;
 pub struct Clock {
     base_ns: i64,
     start: Instant,
-    /// The log's last entry at start (`i64::MIN` for an empty log).
-    last_ns: i64,
     /// What deletions count from: the time deletions had been credited up
     /// to when this vault last ran (`state/clock`), else the log's last
-    /// entry. Entries are dated on a believed wall clock, so a spoofed
-    /// gap would otherwise carry into the next start's anchor.
-    anchor_ns: i64,
+    /// entry; `None` on an empty log. Entries are dated on a believed wall
+    /// clock, so a spoofed gap would otherwise carry into the next start's
+    /// anchor.
+    anchor_ns: Option<i64>,
+    /// Never earlier than this (the newest snapshot adopted on a first
+    /// start: a clock set back must not shorten its lock).
+    floor_ns: Option<i64>,
     /// At start: how far the wall clock was past [`Clock::anchor_ns`]: what
-    /// the hold bound and the uptime credit judge.
+    /// the uptime credit judges.
     pub hold_gap_ns: i64,
+    /// Believed start gaps not yet acknowledged, before this start
+    /// (`state/clock`): each start adds its own; the hold judges the sum.
+    pub pending_before_ns: i64,
     /// At start: how far the wall clock was past the log's last entry.
     pub start_gap_ns: i64,
     /// At start: the wall clock was not believed (gap beyond the bound).
@@ -138,13 +143,37 @@ pub struct Clock {
 
 impl Clock {
     /// `credited_before`: the time deletions were credited up to when the
-    /// vault last ran (`state/clock`), if known.
-    pub fn new(last_entry_ns: i64, max_gap_ns: i64, credited_before: Option<i64>) -> Self {
-        let wall = now_ns();
+    /// vault last ran (`state/clock`), if known; `pending_before_ns`: the
+    /// start gaps believed since the last acknowledgement.
+    pub fn new(
+        last_entry_ns: i64,
+        max_gap_ns: i64,
+        credited_before: Option<i64>,
+        pending_before_ns: i64,
+    ) -> Self {
+        Self::at(
+            now_ns(),
+            Instant::now(),
+            last_entry_ns,
+            max_gap_ns,
+            credited_before,
+            pending_before_ns,
+        )
+    }
+
+    /// [`Clock::new`] with the wall clock read at start given (tests).
+    pub fn at(
+        wall: i64,
+        start: Instant,
+        last_entry_ns: i64,
+        max_gap_ns: i64,
+        credited_before: Option<i64>,
+        pending_before_ns: i64,
+    ) -> Self {
         let anchor_ns = match credited_before {
-            _ if last_entry_ns == i64::MIN => i64::MIN,
-            Some(c) => c,
-            None => last_entry_ns,
+            _ if last_entry_ns == i64::MIN => None,
+            Some(c) => Some(c),
+            None => Some(last_entry_ns),
         };
         let (base_ns, gap, disbelieved) = if last_entry_ns == i64::MIN {
             (wall, 0, false)
@@ -158,33 +187,54 @@ impl Clock {
         };
         Clock {
             base_ns,
-            start: Instant::now(),
-            last_ns: last_entry_ns,
+            start,
             anchor_ns,
-            hold_gap_ns: if anchor_ns == i64::MIN {
-                0
-            } else {
-                wall.saturating_sub(anchor_ns)
-            },
+            floor_ns: None,
+            hold_gap_ns: anchor_ns.map_or(0, |a| wall.saturating_sub(a)),
+            pending_before_ns: pending_before_ns.max(0),
             start_gap_ns: gap,
             disbelieved,
         }
     }
 
-    /// The furthest the vault believes time can be now.
-    fn ceiling(&self) -> i64 {
-        self.base_ns
-            .saturating_add(self.start.elapsed().as_nanos().min(i64::MAX as u128) as i64)
+    fn up(&self) -> i64 {
+        self.start.elapsed().as_nanos().min(i64::MAX as u128) as i64
     }
 
     /// The time the vault acts on: the wall clock, capped by the anchor.
     pub fn now(&self) -> i64 {
-        now_ns().min(self.ceiling())
+        self.now_at(now_ns(), self.up())
+    }
+
+    /// [`Clock::now`] at wall clock `wall`, `up` after start.
+    pub fn now_at(&self, wall: i64, up: i64) -> i64 {
+        wall.min(self.base_ns.saturating_add(up))
+            .max(self.floor_ns.unwrap_or(i64::MIN))
     }
 
     /// How far the wall clock is ahead of what the vault believes.
     pub fn wall_ahead_ns(&self) -> i64 {
-        now_ns().saturating_sub(self.ceiling())
+        now_ns().saturating_sub(self.base_ns.saturating_add(self.up()))
+    }
+
+    /// Raises the clock's floor (the newest adopted snapshot's own time).
+    pub fn raise_floor(&mut self, t: i64) {
+        self.floor_ns = Some(self.floor_ns.map_or(t, |f| f.max(t)));
+    }
+
+    /// The believed start gaps not yet acknowledged, this start's included:
+    /// what the hold bound judges.
+    pub fn pending_ns(&self) -> i64 {
+        if self.anchor_ns.is_none() {
+            return 0;
+        }
+        self.pending_before_ns
+            .saturating_add(self.hold_gap_ns.max(0))
+    }
+
+    /// The start is held: the unacknowledged gaps pass `hold_ns`.
+    pub fn held(&self, hold_ns: i64) -> bool {
+        self.pending_ns() > hold_ns
     }
 
     /// The time deletions are judged on, by this clock alone. A gap at
@@ -194,12 +244,75 @@ impl Clock {
     /// reclaim anything. A larger gap was held (kind 12: nothing is
     /// deleted until the quorum acknowledges it) or not believed at all.
     pub fn for_deletion(&self, hold_ns: i64) -> i64 {
-        let now = self.now();
-        if self.anchor_ns == i64::MIN || self.disbelieved || self.hold_gap_ns > hold_ns {
-            return now;
+        self.for_deletion_at(now_ns(), self.up(), hold_ns)
+    }
+
+    /// [`Clock::for_deletion`] at wall clock `wall`, `up` after start.
+    pub fn for_deletion_at(&self, wall: i64, up: i64, hold_ns: i64) -> i64 {
+        let now = self.now_at(wall, up);
+        match self.anchor_ns {
+            Some(a) if !self.disbelieved && !self.held(hold_ns) => {
+                credited(now, a, self.hold_gap_ns, up)
+            }
+            _ => now,
         }
-        let up = self.start.elapsed().as_nanos().min(i64::MAX as u128) as i64;
-        credited(now, self.anchor_ns, self.hold_gap_ns, up)
+    }
+
+    /// The most `state/clock` may say while a hold is in force: the anchor
+    /// plus uptime (the gap is not credited until acknowledged).
+    pub fn held_credit_at(&self, up: i64) -> Option<i64> {
+        self.anchor_ns.map(|a| a.saturating_add(up))
+    }
+
+    /// What `state/clock` should say at wall clock `wall`, `up` after
+    /// start ([`Vault::save_credit`]): `held`, a hold is in force (logged
+    /// or not); `floor`, the highest credit recorded; `acks` and
+    /// `acks_seen`, the newest executed acknowledgement now and when the
+    /// gaps were counted.
+    #[allow(clippy::too_many_arguments)]
+    pub fn credit_at(
+        &self,
+        wall: i64,
+        up: i64,
+        hold_ns: i64,
+        held: bool,
+        floor: Option<i64>,
+        acks: u64,
+        acks_seen: u64,
+    ) -> Credit {
+        let mut t = self.for_deletion_at(wall, up, hold_ns);
+        if held && let Some(cap) = self.held_credit_at(up) {
+            t = t.min(cap);
+        }
+        Credit {
+            time_ns: t.max(floor.unwrap_or(i64::MIN)),
+            pending_ns: if acks > acks_seen {
+                0
+            } else {
+                self.pending_ns()
+            },
+            acks,
+        }
+    }
+
+    /// What deletions are judged on ([`Vault::deletion_now`]): this clock's
+    /// [`Clock::for_deletion_at`], and on storage with a clock of its own
+    /// no later than that clock (`storage`: its reading and the time since,
+    /// `None` until read) plus the allowed skew.
+    pub fn deletion_at(
+        &self,
+        wall: i64,
+        up: i64,
+        hold_ns: i64,
+        locks_enforced: bool,
+        storage: Option<(i64, i64)>,
+    ) -> Option<i64> {
+        let mine = self.for_deletion_at(wall, up, hold_ns);
+        if !locks_enforced {
+            return Some(mine);
+        }
+        let (t, since) = storage?;
+        Some(mine.min(t.saturating_add(since).saturating_add(STORAGE_SKEW_NS)))
     }
 }
 
@@ -211,6 +324,69 @@ pub fn credited(now: i64, last: i64, gap: i64, up: i64) -> i64 {
         last.saturating_add(up)
             .saturating_add(gap.clamp(0, up.max(0))),
     )
+}
+
+/// What `state/clock` holds (§8 of docs/vault.md).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Credit {
+    /// The time deletions were credited up to.
+    pub time_ns: i64,
+    /// Believed start gaps since the last acknowledgement.
+    pub pending_ns: i64,
+    /// One past the log index of the newest executed `AckClock` then.
+    pub acks: u64,
+}
+
+impl Credit {
+    pub fn encode(&self) -> [u8; 24] {
+        let mut b = [0u8; 24];
+        b[..8].copy_from_slice(&self.time_ns.to_le_bytes());
+        b[8..16].copy_from_slice(&self.pending_ns.to_le_bytes());
+        b[16..].copy_from_slice(&self.acks.to_le_bytes());
+        b
+    }
+
+    /// What a start takes from `saved` at wall clock `wall`, with `acks`
+    /// the newest executed acknowledgement in the log: the credited time
+    /// (none when later than the wall clock: then also how much later, to
+    /// alert), and the unacknowledged gaps (none after a newer
+    /// acknowledgement, also one logged just before a crash).
+    pub fn at_start(
+        saved: Option<Credit>,
+        wall: i64,
+        acks: u64,
+    ) -> (Option<i64>, i64, Option<i64>) {
+        let Some(c) = saved else {
+            return (None, 0, None);
+        };
+        let pending = if c.acks >= acks {
+            c.pending_ns.max(0)
+        } else {
+            0
+        };
+        if c.time_ns > wall {
+            (None, pending, Some(c.time_ns.saturating_sub(wall)))
+        } else {
+            (Some(c.time_ns), pending, None)
+        }
+    }
+
+    /// 24 bytes, or the older 8 (the time alone).
+    pub fn decode(b: &[u8]) -> Option<Credit> {
+        let i = |r: std::ops::Range<usize>| b.get(r).and_then(|s| <[u8; 8]>::try_from(s).ok());
+        match b.len() {
+            8 => Some(Credit {
+                time_ns: i64::from_le_bytes(i(0..8)?),
+                ..Credit::default()
+            }),
+            24 => Some(Credit {
+                time_ns: i64::from_le_bytes(i(0..8)?),
+                pending_ns: i64::from_le_bytes(i(8..16)?),
+                acks: u64::from_le_bytes(i(16..24)?),
+            }),
+            _ => None,
+        }
+    }
 }
 
 pub struct Vault {
@@ -286,7 +462,10 @@ pub struct Vault {
     /// When `state/clock` was last written by this process.
     credit_saved: Option<Instant>,
     /// The highest value `state/clock` held or was given: never lowered.
-    credit_floor: i64,
+    credit_floor: Option<i64>,
+    /// One past the log index of the newest executed `AckClock` when the
+    /// unacknowledged gaps were last counted: a newer one resets them.
+    acks_seen: u64,
     /// Exclusive lock on the state directory: one vault per state.
     _lock: File,
 }
@@ -548,7 +727,7 @@ impl Vault {
             gate: Mutex::new(crate::gate::RequestGate::default()),
             flight: Default::default(),
             alerts,
-            clock: Clock::new(i64::MIN, 0, None),
+            clock: Clock::new(i64::MIN, 0, None, 0),
             opts,
             retained: HashMap::new(),
             pending: BTreeMap::new(),
@@ -564,7 +743,8 @@ impl Vault {
             hold_unlogged: None,
             hold_alerted: None,
             credit_saved: None,
-            credit_floor: i64::MIN,
+            credit_floor: None,
+            acks_seen: 0,
             silent: HashSet::new(),
             _lock: lock,
         };
@@ -627,15 +807,33 @@ impl Vault {
             v.alert(&format!("CLOCK or TAMPERING: {why}"));
             v.frozen = Some(why);
         }
-        let credited_before = v.read_credit();
-        v.credit_floor = credited_before.unwrap_or(i64::MIN);
-        v.clock = Clock::new(
+        let wall = now_ns();
+        let saved = v.read_credit();
+        let acks = v.newest_ack();
+        // An acknowledgement executed since the gaps were counted (also
+        // one whose execution was logged just before a crash) resets them.
+        v.acks_seen = acks;
+        // A credit later than the wall clock at start would switch off the
+        // hold and the uptime credit (the gap from it is negative): ignored.
+        let (credited_before, pending, ahead) = Credit::at_start(saved, wall, acks);
+        if let Some(ahead) = ahead {
+            v.alert(&format!(
+                "CLOCK: state/clock credits deletions up to {} min after this host's clock: \
+                 ignored (deletions count from the log's last entry)",
+                ahead / (60 * NS)
+            ));
+        }
+        v.credit_floor = credited_before;
+        v.clock = Clock::at(
+            wall,
+            Instant::now(),
             v.dated_after_ns,
             (v.opts
                 .max_clock_gap_secs
                 .min(i64::MAX as u64 / (2 * NS as u64)) as i64)
                 * NS,
             credited_before,
+            pending,
         );
         v.check_clock();
         v.report_start_gap();
@@ -887,15 +1085,14 @@ impl Vault {
     /// later than that clock allows. None on such storage until its clock
     /// has been read once since start (at the first snapshot committed).
     pub fn deletion_now(&self) -> Option<i64> {
-        let mine = self.clock.for_deletion(self.hold_ns());
-        if !self.store.locks_enforced() {
-            return Some(mine);
-        }
-        let (t, at) = self.storage_time?;
-        let theirs = t
-            .saturating_add(at.elapsed().as_nanos().min(i64::MAX as u128) as i64)
-            .saturating_add(STORAGE_SKEW_NS);
-        Some(mine.min(theirs))
+        self.clock.deletion_at(
+            now_ns(),
+            self.clock.up(),
+            self.hold_ns(),
+            self.store.locks_enforced(),
+            self.storage_time
+                .map(|(t, at)| (t, at.elapsed().as_nanos().min(i64::MAX as u128) as i64)),
+        )
     }
 
     fn hold_ns(&self) -> i64 {
@@ -906,28 +1103,51 @@ impl Vault {
             * NS
     }
 
-    /// At start, a wall clock more than `--clock-hold-after-secs` past the
-    /// log's last entry is held: logged (kind 12, so the hold survives a
-    /// restart and every reader's fold enforces it) and alerted once.
+    /// One past the log index of the newest executed `AckClock` (0: none).
+    fn newest_ack(&self) -> u64 {
+        self.st
+            .proposals
+            .values()
+            .filter(|p| p.proposal.action == Action::AckClock)
+            .filter_map(|p| p.executed.map(|(i, _)| i.saturating_add(1)))
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// At start, believed start gaps adding up to more than
+    /// `--clock-hold-after-secs` since the last acknowledgement (this
+    /// start's gap from the credited time included) are held: logged (kind
+    /// 12, so the hold survives a restart and every reader's fold enforces
+    /// it) and alerted once. A hold already in force is not logged again
+    /// (an acknowledgement being voted on stays valid).
     fn hold_clock_at_start(&mut self) {
-        if self.clock.last_ns == i64::MIN
-            || self.clock.hold_gap_ns <= self.hold_ns()
-            || self.frozen.is_some()
-        {
+        if !self.clock.held(self.hold_ns()) || self.frozen.is_some() {
             return;
         }
-        let gap_ns = self.clock.hold_gap_ns;
+        let gap_ns = self.clock.pending_ns();
         let h = gap_ns / (3600 * NS);
+        let this = self.clock.hold_gap_ns / (3600 * NS);
+        if self.st.clock_held().is_some() {
+            // Alerted by the first reclaim it stops.
+            return;
+        }
         match self.log(Event::ClockHeld { gap_ns }) {
             Ok(()) => {
                 self.hold_alerted = self.st.clock_held().map(|c| c.last);
                 self.alert(&format!(
-                    "CLOCK HELD: the system clock was {h} h past the log's last entry at start                      (beyond --clock-hold-after-secs): logged as a clock hold; no reclaim and no                      deleting execution until an admin quorum acknowledges the clock. If the                      vault really was down that long (or the clock is now right), run                      `holdfast propose ack-clock` and approve it; if not, fix the clock first"
+                    "CLOCK HELD: the system clock moved {h} h past the credited time over the \
+                     starts since the last acknowledgement ({this} h at this one), beyond \
+                     --clock-hold-after-secs: logged as a clock hold; no reclaim and no \
+                     deleting execution until an admin quorum acknowledges the clock. If the \
+                     vault really was down that long (or the clock is now right), run \
+                     `holdfast propose ack-clock` and approve it; if not, fix the clock first"
                 ));
             }
             Err(e) => {
                 let why = format!(
-                    "the clock was {h} h past the log at start and the hold could not be                      logged ({}): nothing is deleted until the vault is restarted",
+                    "the clock moved {h} h past the credited time since the last \
+                     acknowledgement and the hold could not be logged ({}): nothing is deleted \
+                     until the vault is restarted",
                     e.msg
                 );
                 self.alert(&format!("CLOCK HELD: {why}"));
@@ -936,17 +1156,16 @@ impl Vault {
         }
     }
 
-    /// The time deletions were credited up to when this vault last ran
-    /// (`state/clock`, 8 bytes LE); `None` when absent or malformed.
-    fn read_credit(&self) -> Option<i64> {
+    /// What `state/clock` holds (`None` when absent or malformed).
+    fn read_credit(&self) -> Option<Credit> {
         let path = self.state_dir.join("clock");
         match std::fs::read(&path) {
-            Ok(b) => match <[u8; 8]>::try_from(b.as_slice()) {
-                Ok(a) => Some(i64::from_le_bytes(a)),
-                Err(_) => {
+            Ok(b) => match Credit::decode(&b) {
+                Some(c) => Some(c),
+                None => {
                     self.alert(&format!(
-                        "CLOCK: {} is not 8 bytes: ignored (deletions count from the log's \
-                         last entry)",
+                        "CLOCK: {} is not 8 or 24 bytes: ignored (deletions count from the \
+                         log's last entry)",
                         path.display()
                     ));
                     None
@@ -956,10 +1175,28 @@ impl Vault {
         }
     }
 
-    /// Records (crash-safe, at most once a minute unless `force`) the time
-    /// deletions are credited up to, never lower than before: the next
-    /// start measures its gap from it, so restarts on a clock spoofed a
-    /// little more each time add up to a hold instead of a free advance.
+    /// What `state/clock` should say now: the time deletions are credited
+    /// up to (never lower than before; while a hold is in force, logged or
+    /// not, no further than the anchor plus uptime), the believed start
+    /// gaps not yet acknowledged (none once an acknowledgement executed),
+    /// and the newest acknowledgement.
+    fn credit_at(&self, wall: i64, up: i64) -> Credit {
+        self.clock.credit_at(
+            wall,
+            up,
+            self.hold_ns(),
+            self.clock_hold_reason().is_some(),
+            self.credit_floor,
+            self.newest_ack(),
+            self.acks_seen,
+        )
+    }
+
+    /// Records (crash-safe, at most once a minute unless `force`)
+    /// [`Vault::credit_at`]: the next start measures its gap from the
+    /// credited time and adds it to the unacknowledged gaps, so restarts on
+    /// a clock spoofed a little more each time add up to a hold instead of
+    /// a free advance.
     pub fn save_credit(&mut self, force: bool) {
         if self
             .credit_saved
@@ -968,13 +1205,10 @@ impl Vault {
             return;
         }
         self.credit_saved = Some(Instant::now());
-        let v = self
-            .clock
-            .for_deletion(self.hold_ns())
-            .max(self.credit_floor);
+        let c = self.credit_at(now_ns(), self.clock.up());
         let path = self.state_dir.join("clock");
-        match holdfast_store::write_private(&path, &v.to_le_bytes()) {
-            Ok(()) => self.credit_floor = v,
+        match holdfast_store::write_private(&path, &c.encode()) {
+            Ok(()) => self.credit_floor = Some(c.time_ns),
             Err(e) => self.alert(&format!("CLOCK: recording {} failed: {e}", path.display())),
         }
     }
@@ -986,7 +1220,9 @@ impl Vault {
         }
         self.st.clock_held().map(|h| {
             format!(
-                "the vault's clock is held (log entry {}: {} h past the log at a start) until                  an admin quorum acknowledges it: run `holdfast propose ack-clock` (with a right                  clock) and approve it",
+                "the vault's clock is held (log entry {}: {} h past the credited time over the \
+                 starts since the last acknowledgement) until an admin quorum acknowledges it: \
+                 run `holdfast propose ack-clock` (with a right clock) and approve it",
                 h.last,
                 h.gap_ns / (3600 * NS)
             )
@@ -1004,11 +1240,14 @@ impl Vault {
                  (reclaims wait). If the vault really was down that long, restart it with a \
                  larger --max-clock-gap-secs"
             ));
-        } else if self.clock.hold_gap_ns > self.hold_ns() {
+        } else if self.clock.held(self.hold_ns()) {
             self.alert(&format!(
-                "CLOCK: the system clock is {h} h past the log's last entry; believed for dating \
-                 (within --max-clock-gap-secs), held for deletions. If the vault was not down \
-                 that long, the clock jumped: readers will report entries dated after their clocks"
+                "CLOCK: the system clock is {} h past the credited time ({} h over the starts \
+                 since the last acknowledgement); believed for dating (within \
+                 --max-clock-gap-secs), held for deletions. If the vault was not down that \
+                 long, the clock jumped: readers will report entries dated after their clocks",
+                self.clock.hold_gap_ns / (3600 * NS),
+                self.clock.pending_ns() / (3600 * NS)
             ));
         }
     }
@@ -1085,6 +1324,20 @@ impl Vault {
         }
         // In the clients' own order, so that the vault's times keep it.
         found.sort_by_key(|(t, id, _)| (*t, *id));
+        // On a first start nothing dates the vault's clock but the wall
+        // clock: one set back would shorten every adopted lock. The clock
+        // never runs before the newest snapshot's own signed time.
+        if fresh && let Some(newest) = found.iter().map(|(t, _, _)| *t).max() {
+            let behind = newest.saturating_sub(self.clock.now());
+            if behind > 0 {
+                self.alert(&format!(
+                    "CLOCK: the system clock is {} min before the newest snapshot's own time \
+                     at this first start: the vault's clock starts from that time",
+                    behind / (60 * NS)
+                ));
+                self.clock.raise_floor(newest);
+            }
+        }
         // An empty log over snapshots a vault once locked in storage: this
         // vault's state was lost or deleted, not a first start.
         let now = self.clock.now();
@@ -1109,7 +1362,9 @@ impl Vault {
             match self.check_snapshot(&c, &snap) {
                 Ok(()) => {
                     let now = self.stamp();
-                    let lock = self.lock_for(now);
+                    // Also from its own signed time: a later lock is safe,
+                    // a clock set back must not shorten it.
+                    let lock = self.lock_for(now).max(self.lock_for(snap.header.time_ns));
                     self.commit_snapshot(&c, &id, &snap.header.packs, now, lock)
                         .map_err(|e| VaultError::Io(e.msg))?;
                     if fresh {
@@ -2457,7 +2712,237 @@ impl ApiError {
 
 #[cfg(test)]
 mod clock_tests {
-    use super::{NS, credited};
+    use super::{Clock, Credit, NS, STORAGE_SKEW_NS, credited};
+    use std::time::Instant;
+
+    const HOLD: i64 = 6 * H;
+    const MAX_GAP: i64 = 7 * 24 * H;
+
+    /// A start at wall clock `wall` over a log whose last entry is `last`,
+    /// with `saved` in state/clock, as [`super::Vault::open`] takes it.
+    fn start(wall: i64, last: i64, saved: Option<Credit>, acks: u64) -> Clock {
+        let (credit, pending, _) = Credit::at_start(saved, wall, acks);
+        Clock::at(wall, Instant::now(), last, MAX_GAP, credit, pending)
+    }
+
+    /// What a run of `up` ending at wall clock `wall` saves.
+    fn save(c: &Clock, wall: i64, up: i64, held: bool, floor: Option<i64>) -> Credit {
+        c.credit_at(wall, up, HOLD, held, floor, 0, 0)
+    }
+
+    #[test]
+    fn restarts_each_under_the_bound_add_up_to_a_hold() {
+        // Each restart on a clock 5 h further ahead, each run 5 h up: the
+        // log's last entry follows the believed clock (entries are dated on
+        // it), and after 5 h of uptime the credit reaches the wall clock.
+        let mut saved = None;
+        let mut real = LAST;
+        let mut spoof = 0;
+        for n in 0..2 {
+            spoof += 5 * H;
+            let wall = real + spoof;
+            let last = real + spoof - 5 * H;
+            let c = start(wall, last, saved, 0);
+            if n == 0 {
+                assert!(!c.held(HOLD), "a first +5 h is under the bound");
+            } else {
+                // 5 h believed at the first start, 5 h at this one.
+                assert_eq!(c.pending_ns(), 10 * H);
+                assert!(c.held(HOLD), "the second +5 h passes the bound");
+                // Held: the saved credit stays at the anchor plus uptime.
+                let s = save(&c, wall + 5 * H, 5 * H, true, saved.map(|c| c.time_ns));
+                assert_eq!(s.time_ns, saved.unwrap().time_ns + 5 * H);
+                assert!(s.time_ns < wall + 5 * H);
+                return;
+            }
+            let s = save(&c, wall + 5 * H, 5 * H, false, saved.map(|c| c.time_ns));
+            assert_eq!(s.pending_ns, 5 * H);
+            saved = Some(s);
+            real += 5 * H;
+        }
+        unreachable!();
+    }
+
+    #[test]
+    fn an_executed_acknowledgement_resets_the_unacknowledged_gaps() {
+        let wall = LAST + 5 * H;
+        let c = start(
+            wall,
+            LAST,
+            Some(Credit {
+                time_ns: LAST,
+                pending_ns: 4 * H,
+                acks: 3,
+            }),
+            3,
+        );
+        assert_eq!(c.pending_ns(), 9 * H);
+        assert!(c.held(HOLD));
+        // Saved while held and before the acknowledgement: the gaps stay.
+        assert_eq!(
+            c.credit_at(wall, H, HOLD, true, Some(LAST), 3, 3)
+                .pending_ns,
+            9 * H
+        );
+        // An acknowledgement executed (log index 9): gaps reset, and the
+        // credit may go to the clock.
+        let s = c.credit_at(wall + H, H, HOLD, false, Some(LAST), 10, 3);
+        assert_eq!(
+            s,
+            Credit {
+                time_ns: wall + H,
+                pending_ns: 0,
+                acks: 10
+            }
+        );
+        // The acknowledgement logged but state/clock not rewritten (a
+        // crash): the next start sees it in the log and resets the gaps.
+        let c = start(
+            wall + H,
+            wall,
+            Some(Credit {
+                time_ns: LAST,
+                pending_ns: 9 * H,
+                acks: 3,
+            }),
+            10,
+        );
+        assert_eq!(c.pending_before_ns, 0);
+        // The saved acks as new as the log's: the gaps are kept.
+        let c = start(
+            wall + H,
+            wall,
+            Some(Credit {
+                time_ns: wall,
+                pending_ns: 2 * H,
+                acks: 10,
+            }),
+            10,
+        );
+        assert_eq!(c.pending_before_ns, 2 * H);
+    }
+
+    #[test]
+    fn while_a_hold_is_in_force_the_saved_credit_is_the_anchor_plus_uptime() {
+        // Held at start (+1 day): the credit may not follow the wall clock.
+        let wall = LAST + 24 * H;
+        let c = start(
+            wall,
+            LAST,
+            Some(Credit {
+                time_ns: LAST,
+                ..Credit::default()
+            }),
+            0,
+        );
+        assert!(c.held(HOLD));
+        let s = save(&c, wall + 2 * H, 2 * H, true, Some(LAST));
+        assert_eq!(s.time_ns, LAST + 2 * H);
+        assert_eq!(s.pending_ns, 24 * H);
+        // A hold logged at an earlier start, this start's gap small: still
+        // capped (the caller passes held from the log's hold).
+        let c = start(
+            LAST + 10 * 60 * NS,
+            LAST,
+            Some(Credit {
+                time_ns: LAST,
+                ..Credit::default()
+            }),
+            0,
+        );
+        assert!(!c.held(HOLD));
+        let s = save(&c, LAST + 10 * 60 * NS + 30 * H, 30 * H, true, Some(LAST));
+        assert!(s.time_ns <= LAST + 30 * H, "{}", s.time_ns);
+        // Never lowered below what was recorded.
+        let s = save(&c, LAST, 0, true, Some(LAST + H));
+        assert_eq!(s.time_ns, LAST + H);
+        // Without a hold, as before.
+        let s = save(&c, LAST + 10 * 60 * NS + 30 * H, 30 * H, false, Some(LAST));
+        assert_eq!(s.time_ns, LAST + 10 * 60 * NS + 30 * H);
+    }
+
+    #[test]
+    fn a_credit_later_than_the_wall_clock_is_ignored() {
+        let wall = LAST + 30 * H;
+        let future = Credit {
+            time_ns: wall + 24 * H,
+            pending_ns: 0,
+            acks: 0,
+        };
+        let (credit, pending, ahead) = Credit::at_start(Some(future), wall, 0);
+        assert_eq!((credit, pending, ahead), (None, 0, Some(24 * H)));
+        // So the hold judges the gap from the log's last entry.
+        assert!(start(wall, LAST, Some(future), 0).held(HOLD));
+        // i64::MIN is a credit far in the past, not a sentinel: held.
+        let min = Credit {
+            time_ns: i64::MIN,
+            pending_ns: 0,
+            acks: 0,
+        };
+        let c = start(LAST + H, LAST, Some(min), 0);
+        assert!(c.held(HOLD));
+        // A negative pending count is none.
+        let neg = Credit {
+            time_ns: LAST,
+            pending_ns: -100 * H,
+            acks: 0,
+        };
+        assert!(start(LAST + 7 * H, LAST, Some(neg), 0).held(HOLD));
+        // The file: 24 bytes, the older 8, nothing else.
+        let c = Credit {
+            time_ns: LAST,
+            pending_ns: 3 * H,
+            acks: 7,
+        };
+        assert_eq!(Credit::decode(&c.encode()), Some(c));
+        assert_eq!(
+            Credit::decode(&LAST.to_le_bytes()),
+            Some(Credit {
+                time_ns: LAST,
+                ..Credit::default()
+            })
+        );
+        assert_eq!(Credit::decode(&[0; 9]), None);
+        assert_eq!(Credit::decode(&[]), None);
+    }
+
+    #[test]
+    fn at_a_first_start_the_clock_never_runs_before_the_newest_adopted_snapshot() {
+        // An empty log, the wall clock 3 days behind the newest snapshot.
+        let wall = LAST - 72 * H;
+        let mut c = start(wall, i64::MIN, None, 0);
+        assert_eq!(c.now_at(wall, 0), wall);
+        c.raise_floor(LAST);
+        assert_eq!(c.now_at(wall, 0), LAST);
+        assert_eq!(c.for_deletion_at(wall + H, H, HOLD), LAST);
+        // Once the wall clock passes it, the clock follows again.
+        assert_eq!(c.now_at(LAST + H, 75 * H), LAST + H);
+        assert!(!c.held(HOLD));
+    }
+
+    #[test]
+    fn deletions_are_judged_on_the_credited_clock_and_the_storages() {
+        // A believed +2 h at start, 1 h up: deletions at LAST + 2 h, not
+        // the wall clock's LAST + 3 h (deletion_now uses the credit).
+        let wall = LAST + 2 * H;
+        let c = start(wall, LAST, None, 0);
+        assert_eq!(c.now_at(wall + H, H), wall + H);
+        assert_eq!(
+            c.deletion_at(wall + H, H, HOLD, false, None),
+            Some(LAST + 2 * H)
+        );
+        // On storage with locks: nothing until its clock is read, then the
+        // earlier of the two (plus the allowed skew).
+        assert_eq!(c.deletion_at(wall + H, H, HOLD, true, None), None);
+        assert_eq!(
+            c.deletion_at(wall + H, H, HOLD, true, Some((LAST, 60 * NS))),
+            Some(LAST + 60 * NS + STORAGE_SKEW_NS)
+        );
+        assert_eq!(
+            c.deletion_at(wall + H, H, HOLD, true, Some((LAST + 10 * H, 0))),
+            Some(LAST + 2 * H)
+        );
+    }
 
     const H: i64 = 3600 * NS;
     const LAST: i64 = 1_800_000_000 * NS;
