@@ -9,7 +9,8 @@
 //! * an acknowledgement whose proposer's clock is more than 15 min from the
 //!   vault's is refused with one line.
 //! * restarts on a clock spoofed a little more each time add up to a hold;
-//! * a first start on a clock set back keeps adopted snapshots' locks whole.
+//! * a first start on a clock set back keeps adopted snapshots' locks whole;
+//!   one a day ahead of them is held.
 
 mod common;
 use common::*;
@@ -335,4 +336,27 @@ fn a_vault_first_started_on_a_clock_set_back_keeps_adopted_locks_whole() {
     );
     assert!(lock >= t + 3600 * 1_000_000_000, "lock shortened: {s}");
     assert!(s["vault_time_ns"].as_i64().unwrap() >= t, "{s}");
+}
+
+#[test]
+fn a_vault_first_started_a_day_ahead_of_its_adopted_snapshots_is_held() {
+    let w = World::new();
+    w.init_with(&short_retention("3600"));
+    let src = w.path("mail");
+    make_maildir(&src, 1, 3, 76);
+    w.backup(&[&src]);
+    let vault = w.start_vault_env(&w.repo(), &[], &jumped("+1d"));
+    wait_for("the first start's clock hold", || {
+        vault.stderr().contains("CLOCK HELD")
+    });
+    assert!(
+        vault.stderr().contains("newest adopted snapshot"),
+        "{}",
+        vault.stderr()
+    );
+    let a = audit(&w, "+1d", &vault.url);
+    assert!(
+        a["clock_held"]["gap_secs"].as_i64().unwrap() >= 86_000,
+        "{a}"
+    );
 }

@@ -1131,23 +1131,32 @@ impl Vault {
             // Alerted by the first reclaim it stops.
             return;
         }
+        self.log_hold(
+            gap_ns,
+            &format!(
+                "the system clock moved {h} h past the credited time over the starts since the \
+                 last acknowledgement ({this} h at this one)"
+            ),
+        );
+    }
+
+    /// Logs a clock hold of `gap_ns` (`what`: the gap, for the alert), or
+    /// holds deletions until restart when it cannot be logged.
+    fn log_hold(&mut self, gap_ns: i64, what: &str) {
         match self.log(Event::ClockHeld { gap_ns }) {
             Ok(()) => {
                 self.hold_alerted = self.st.clock_held().map(|c| c.last);
                 self.alert(&format!(
-                    "CLOCK HELD: the system clock moved {h} h past the credited time over the \
-                     starts since the last acknowledgement ({this} h at this one), beyond \
-                     --clock-hold-after-secs: logged as a clock hold; no reclaim and no \
-                     deleting execution until an admin quorum acknowledges the clock. If the \
-                     vault really was down that long (or the clock is now right), run \
-                     `holdfast propose ack-clock` and approve it; if not, fix the clock first"
+                    "CLOCK HELD: {what}, beyond --clock-hold-after-secs: logged as a clock hold; \
+                     no reclaim and no deleting execution until an admin quorum acknowledges the \
+                     clock. If the vault really was down that long (or the clock is now right), \
+                     run `holdfast propose ack-clock` and approve it; if not, fix the clock first"
                 ));
             }
             Err(e) => {
                 let why = format!(
-                    "the clock moved {h} h past the credited time since the last \
-                     acknowledgement and the hold could not be logged ({}): nothing is deleted \
-                     until the vault is restarted",
+                    "{what} and the hold could not be logged ({}): nothing is deleted until the \
+                     vault is restarted",
                     e.msg
                 );
                 self.alert(&format!("CLOCK HELD: {why}"));
@@ -1327,7 +1336,8 @@ impl Vault {
         // On a first start nothing dates the vault's clock but the wall
         // clock: one set back would shorten every adopted lock. The clock
         // never runs before the newest snapshot's own signed time.
-        if fresh && let Some(newest) = found.iter().map(|(t, _, _)| *t).max() {
+        let newest = found.iter().map(|(t, _, _)| *t).max();
+        if fresh && let Some(newest) = newest {
             let behind = newest.saturating_sub(self.clock.now());
             if behind > 0 {
                 self.alert(&format!(
@@ -1397,6 +1407,27 @@ impl Vault {
                 "adopted {adopted} snapshot(s) written to this repository before the vault ran; \
                  checked as a PUT, logged and locked from now"
             ));
+        }
+        // Nor does anything bound a clock ahead at a first start but the
+        // adopted snapshots' own times: further past the newest than the
+        // hold bound, deletions wait for an acknowledgement.
+        if fresh
+            && adopted > 0
+            && self.frozen.is_none()
+            && self.st.clock_held().is_none()
+            && let Some(newest) = newest
+        {
+            let gap_ns = self.clock.now().saturating_sub(newest);
+            if gap_ns > self.hold_ns() {
+                self.log_hold(
+                    gap_ns,
+                    &format!(
+                        "the system clock is {} h past the newest adopted snapshot's own time \
+                         at this first start",
+                        gap_ns / (3600 * NS)
+                    ),
+                );
+            }
         }
         Ok(())
     }
