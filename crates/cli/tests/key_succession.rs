@@ -215,6 +215,46 @@ fn a_client_key_succession_keeps_the_client_and_revokes_the_old_key() {
     ]);
     assert!(rep_audit.contains("0 problem(s)"), "{rep_audit}");
     assert!(rep_audit.contains("replaced by key"), "{rep_audit}");
+    // A damaged record in the replica (one flipped bit) is set aside, never
+    // deleted, and fetched again from the vault: the next pull is clean.
+    let pull = || {
+        w.run(&[
+            "replica",
+            "pull",
+            "--from",
+            &url,
+            "--key",
+            &w.key("replica"),
+            "--into",
+            rep.to_str().unwrap(),
+        ])
+    };
+    let held = files(&rep.join("identities"));
+    assert!(!held.is_empty());
+    for p in &held {
+        let mut b = std::fs::read(p).unwrap();
+        b[40] ^= 1;
+        std::fs::write(p, b).unwrap();
+    }
+    let o = pull();
+    let e = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(e.contains("set aside"), "{e}");
+    let o = pull();
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{e}");
+    assert!(!e.contains("TAMPERING"), "{e}");
+    for p in &held {
+        let name = p.file_name().unwrap();
+        assert_eq!(
+            std::fs::read(p).unwrap(),
+            std::fs::read(w.path("repo/identities").join(name)).unwrap()
+        );
+        assert!(p.with_extension("damaged").exists());
+    }
     // Nothing of that joined: the new key still works, the audit is clean.
     mail_day(&src, 6);
     backup_via(&w, &url, &new, &src);

@@ -281,6 +281,9 @@ pub struct LogState {
     /// §4.3): record id → (predecessor, successor). Applied when the log
     /// adds the record (kind 7).
     successions: HashMap<ObjectId, ([u8; 32], [u8; 32])>,
+    /// The name each succession record gives its successor (judged by the
+    /// record's own name, never by another record naming the same key).
+    succession_names: HashMap<ObjectId, String>,
     /// Successor keys whose record the log has not (validly) added yet:
     /// not active.
     pending: HashSet<[u8; 32]>,
@@ -331,6 +334,7 @@ impl LogState {
             recent_snaps: HashMap::new(),
             thresholds: BTreeMap::new(),
             successions: HashMap::new(),
+            succession_names: HashMap::new(),
             pending: HashSet::new(),
             plain: config.members.iter().map(|m| m.public).collect(),
             held: HashSet::new(),
@@ -352,6 +356,7 @@ impl LogState {
             && !self.successions.contains_key(&id)
         {
             self.successions.insert(id, (p.public, rec.member.public));
+            self.succession_names.insert(id, rec.member.name.clone());
             self.pending.insert(rec.member.public);
         }
     }
@@ -370,13 +375,15 @@ impl LogState {
         self.bad_records.insert(id, why.into());
     }
 
-    /// Forgets record `id` registered but never logged (the vault removes
-    /// a record whose logging failed): its successor is no longer pending.
+    /// Forgets record `id` registered but not logged (the vault, when
+    /// logging it failed: the record stays stored, and the next start
+    /// judges it again): its successor is no longer pending.
     pub fn unregister_record(&mut self, id: &ObjectId) {
         if self.identities.contains(id) {
             return;
         }
         self.held.remove(id);
+        self.succession_names.remove(id);
         if let Some((_, succ)) = self.successions.remove(id) {
             self.pending.remove(&succ);
         }
@@ -421,7 +428,7 @@ impl LogState {
     /// Why the succession in record `id` (registered) may not join now.
     pub fn succession_refused(&self, id: &ObjectId) -> Option<String> {
         let (pred, succ) = self.successions.get(id)?;
-        let name = self.members.get(succ).map_or("", |m| m.name.as_str());
+        let name = self.succession_names.get(id).map_or("", String::as_str);
         self.succession_problem(id, pred, succ, name)
     }
 

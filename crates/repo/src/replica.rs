@@ -103,9 +103,24 @@ pub fn pull_with_progress(
         )));
     }
     for (name, _) in vault.list(Kind::Identity)? {
-        if local.size(Kind::Identity, &name).is_err() {
-            local.put(Kind::Identity, &name, &vault.get(Kind::Identity, &name)?)?;
+        match local.get(Kind::Identity, &name) {
+            Ok(_) => continue,
+            Err(e) if e.is_not_found() => {}
+            Err(e) => {
+                // This replica's copy is damaged (its bytes are not its
+                // name): set aside, never deleted, and fetched again from
+                // the vault, whose answer is checked against the name.
+                let at = local.path_of(Kind::Identity, &name);
+                let aside = at.with_extension("damaged");
+                std::fs::rename(&at, &aside).map_err(|e| io_err(&at, e))?;
+                rep.problems.push(format!(
+                    "identity record {name} in this replica was damaged ({e}): set aside as {}, \
+                     fetched again",
+                    aside.display()
+                ));
+            }
         }
+        local.put(Kind::Identity, &name, &vault.get(Kind::Identity, &name)?)?;
     }
 
     // New entries, checked against the signed root.
@@ -136,8 +151,19 @@ pub fn pull_with_progress(
     let mut refused: Vec<(ObjectId, String)> = Vec::new();
     let mut shadowing = Vec::new();
     for (name, _) in local.list(Kind::Identity)? {
-        let b = local.get(Kind::Identity, &name)?;
         let named = ObjectId::from_hex(&name).ok();
+        let b = match local.get(Kind::Identity, &name) {
+            Ok(b) => b,
+            Err(e) if !e.is_not_found() => {
+                rep.problems
+                    .push(format!("TAMPERING: identity record {name}: {e}"));
+                if let Some(id) = named {
+                    refused.push((id, e.to_string()));
+                }
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
         let why = if Some(ObjectId::of(&b)) != named {
             Some("its name is not its content id".to_string())
         } else {
