@@ -360,3 +360,122 @@ fn a_vault_first_started_a_day_ahead_of_its_adopted_snapshots_is_held() {
         "{a}"
     );
 }
+
+/// An acknowledgement proposed for one hold cannot cover a later jump: a
+/// vault held a day ahead, its acknowledgement proposed and approved, then
+/// restarted another day ahead before it ran, logs a new hold; the old
+/// acknowledgement never runs and nothing is reclaimed.
+#[test]
+fn an_acknowledgement_proposed_before_a_further_jump_does_not_cover_it() {
+    let w = World::new();
+    let mut opts = short_retention("3600");
+    opts.extend(["--delay-secs", "20"]);
+    w.init_with(&opts);
+    let mut vault = w.start_vault(&["--reclaim-every-secs", "1"]);
+    let src = w.path("mail");
+    make_maildir(&src, 2, 6, 72);
+    for day in 0..5 {
+        mail_day(&src, 90 + day);
+        backup_via(&w, &vault.url, &w.key("client"), &src);
+    }
+    vault.stop();
+    let reclaim = ["--reclaim-every-secs", "1"];
+    let day = "+1d";
+    let mut vault = w.start_vault_env(&w.repo(), &reclaim, &jumped(day));
+    wait_for("the clock hold's alert", || {
+        vault.stderr().contains("CLOCK HELD")
+    });
+    let url = vault.url.clone();
+    let key = |n: &str| w.key(n);
+    ok_on(
+        &w,
+        day,
+        &[
+            "propose",
+            "ack-clock",
+            "--repo",
+            &url,
+            "--key",
+            &key("admin-1"),
+        ],
+    );
+    let listed: Vec<serde_json::Value> = serde_json::from_str(&ok_on(
+        &w,
+        day,
+        &[
+            "proposals",
+            "--repo",
+            &url,
+            "--key",
+            &key("auditor"),
+            "--json",
+        ],
+    ))
+    .unwrap();
+    let pid = listed[0]["id"].as_str().unwrap().to_string();
+    ok_on(
+        &w,
+        day,
+        &["approve", "--repo", &url, "--key", &key("admin-2"), &pid],
+    );
+    let first = audit(&w, day, &url)["clock_held"]["entry"]
+        .as_u64()
+        .unwrap();
+    vault.stop();
+    assert!(!vault.stderr().contains("EXECUTED"), "{}", vault.stderr());
+
+    // Another day ahead before it ran: by this clock its delay is long
+    // over, but this start added a day the quorum never saw.
+    let later = "+2d";
+    let mut vault = w.start_vault_env(&w.repo(), &reclaim, &jumped(later));
+    wait_for("the second hold's alert", || {
+        vault.stderr().contains("CLOCK HELD")
+    });
+    std::thread::sleep(std::time::Duration::from_secs(4));
+    let err = vault.stderr();
+    assert!(!err.contains("reclaimed"), "reclaimed: {err}");
+    let a = audit(&w, later, &vault.url);
+    assert_eq!(a["live"], 5, "{a}");
+    // A new hold, logged after the acknowledgement's proposal.
+    assert!(
+        a["clock_held"]["entry"].as_u64().unwrap() > first,
+        "{a} (first hold at entry {first})"
+    );
+    assert!(
+        a["clock_held"]["gap_secs"].as_i64().unwrap() >= 86_000,
+        "{a}"
+    );
+    vault.stop();
+}
+
+/// A snapshot dated a year ahead in a directory repository (a client's
+/// spoofed clock before any vault existed) does not move a first vault's
+/// clock: it is adopted and alerted, and a client with a right clock still
+/// backs up through the vault (a vault a year ahead would refuse it).
+#[test]
+fn a_snapshot_dated_a_year_ahead_does_not_move_a_first_vaults_clock() {
+    let w = World::new();
+    w.init_with(&short_retention("3600"));
+    let src = w.path("mail");
+    make_maildir(&src, 1, 3, 76);
+    let repo = w.repo();
+    let key = w.key("client");
+    ok_on(
+        &w,
+        "+365d",
+        &[
+            "backup",
+            "--repo",
+            &repo,
+            "--key",
+            &key,
+            src.to_str().unwrap(),
+        ],
+    );
+    let vault = w.start_vault(&[]);
+    wait_for("the adoption's alert", || {
+        vault.stderr().contains("do not move the vault's clock")
+    });
+    mail_day(&src, 77);
+    backup_via(&w, &vault.url, &w.key("client"), &src);
+}

@@ -249,7 +249,10 @@ impl Clock {
 
     /// [`Clock::for_deletion`] at wall clock `wall`, `up` after start.
     pub fn for_deletion_at(&self, wall: i64, up: i64, hold_ns: i64) -> i64 {
-        let now = self.now_at(wall, up);
+        // Not raised by the floor: a snapshot's own signed time dates
+        // entries after it, but never brings a deletion forward (adopted
+        // locks count from it anyway).
+        let now = wall.min(self.base_ns.saturating_add(up));
         match self.anchor_ns {
             Some(a) if !self.disbelieved && !self.held(hold_ns) => {
                 credited(now, a, self.hold_gap_ns, up)
@@ -347,14 +350,20 @@ impl Credit {
     }
 
     /// What a start takes from `saved` at wall clock `wall`, with `acks`
-    /// the newest executed acknowledgement in the log: the credited time
-    /// (none when later than the wall clock: then also how much later, to
-    /// alert), and the unacknowledged gaps (none after a newer
-    /// acknowledgement, also one logged just before a crash).
+    /// the newest executed acknowledgement in the log and `last` the log's
+    /// last entry: the credited time, and the unacknowledged gaps (none
+    /// after a newer acknowledgement, also one logged just before a crash).
+    /// A credit later than the wall clock is kept (a clock set back since:
+    /// it is never lowered, so the clock's return is no jump) while it is
+    /// within `keep_ahead` of the log's last entry; further (a quiet log
+    /// that long, or a damaged or planted file) it is none, with how much
+    /// later than the wall clock it was, to alert.
     pub fn at_start(
         saved: Option<Credit>,
         wall: i64,
         acks: u64,
+        last: i64,
+        keep_ahead: i64,
     ) -> (Option<i64>, i64, Option<i64>) {
         let Some(c) = saved else {
             return (None, 0, None);
@@ -364,7 +373,7 @@ impl Credit {
         } else {
             0
         };
-        if c.time_ns > wall {
+        if c.time_ns > wall && c.time_ns > last.saturating_add(keep_ahead) {
             (None, pending, Some(c.time_ns.saturating_sub(wall)))
         } else {
             (Some(c.time_ns), pending, None)
@@ -813,9 +822,11 @@ impl Vault {
         // An acknowledgement executed since the gaps were counted (also
         // one whose execution was logged just before a crash) resets them.
         v.acks_seen = acks;
-        // A credit later than the wall clock at start would switch off the
-        // hold and the uptime credit (the gap from it is negative): ignored.
-        let (credited_before, pending, ahead) = Credit::at_start(saved, wall, acks);
+        // A credit later than the wall clock at start and far past the
+        // log's last entry would switch off the hold and the uptime credit
+        // (the gap from it is negative): ignored.
+        let (credited_before, pending, ahead) =
+            Credit::at_start(saved, wall, acks, v.dated_after_ns, v.hold_ns());
         if let Some(ahead) = ahead {
             v.alert(&format!(
                 "CLOCK: state/clock credits deletions up to {} min after this host's clock: \
@@ -1119,7 +1130,8 @@ impl Vault {
     /// start's gap from the credited time included) are held: logged (kind
     /// 12, so the hold survives a restart and every reader's fold enforces
     /// it) and alerted once. A hold already in force is not logged again
-    /// (an acknowledgement being voted on stays valid).
+    /// (an acknowledgement being voted on stays valid) unless this start's
+    /// clock is more than the bound past the log's last entry (a new jump).
     fn hold_clock_at_start(&mut self) {
         if !self.clock.held(self.hold_ns()) || self.frozen.is_some() {
             return;
@@ -1127,8 +1139,14 @@ impl Vault {
         let gap_ns = self.clock.pending_ns();
         let h = gap_ns / (3600 * NS);
         let this = self.clock.hold_gap_ns / (3600 * NS);
-        if self.st.clock_held().is_some() {
-            // Alerted by the first reclaim it stops.
+        if self.st.clock_held().is_some() && self.clock.start_gap_ns <= self.hold_ns() {
+            // Already held, and this start's clock is within the bound of
+            // the log's last entry (dated on the clock the hold was logged
+            // on): alerted by the first reclaim it stops. Further (a new
+            // jump while held) logs a new hold, so that an acknowledgement
+            // proposed before this start (for the older hold) cannot run
+            // and cover what this start added: it must be proposed again,
+            // by a clock that agrees with this one.
             return;
         }
         self.log_hold(
@@ -1336,7 +1354,33 @@ impl Vault {
         // On a first start nothing dates the vault's clock but the wall
         // clock: one set back would shorten every adopted lock. The clock
         // never runs before the newest snapshot's own signed time.
-        let newest = found.iter().map(|(t, _, _)| *t).max();
+        // A snapshot dated further ahead of this host's clock than
+        // --max-clock-gap-secs (a client's spoofed clock, or a stolen client
+        // key writing to the directory before the vault existed) does not
+        // move it: it is adopted (its lock counts from its own time too,
+        // which only lengthens it) but alerted, and the floor ignores it.
+        // The floor dates entries only: deletions never follow it.
+        let wall = now_ns();
+        let max_ahead = (self
+            .opts
+            .max_clock_gap_secs
+            .min(i64::MAX as u64 / (2 * NS as u64)) as i64)
+            * NS;
+        let ahead = found
+            .iter()
+            .filter(|(t, _, _)| *t > wall.saturating_add(max_ahead))
+            .count();
+        if fresh && ahead > 0 {
+            self.alert(&format!(
+                "CLOCK: {ahead} snapshot(s) to adopt are dated more than --max-clock-gap-secs \
+                 ahead of the system clock: adopted, but they do not move the vault's clock"
+            ));
+        }
+        let newest = found
+            .iter()
+            .map(|(t, _, _)| *t)
+            .filter(|t| *t <= wall.saturating_add(max_ahead))
+            .max();
         if fresh && let Some(newest) = newest {
             let behind = newest.saturating_sub(self.clock.now());
             if behind > 0 {
@@ -2085,18 +2129,21 @@ impl Vault {
         self.st.members.insert(succ, rec.member.clone());
         self.st.register_record(id, rec);
         if let Err(e) = self.log(Event::IdentityAdded { record: id }) {
-            // Not logged: the record goes, so that a later restart does not
-            // log a stale succession after another one (a crash here
-            // leaves it, and the restart logs it if it may still join).
+            // Not logged, as far as this process knows: the successor stays
+            // inactive here. The record is never deleted: an append can
+            // fail after its entry is durable (the checkpoint's rename or
+            // the directory's fsync), and the next start then completes it,
+            // so the log may name this record. At that start a record the
+            // log does not add is logged only if its succession may still
+            // join (a stale one is alerted and left unlogged).
             self.st.unregister_record(&id);
             self.st.members.remove(&succ);
-            if let Err(d) = self.store.delete(Kind::Identity, &id.to_hex()) {
-                self.alert(&format!(
-                    "the succession record {} was stored but not logged, and removing it \
-                     failed: {d}",
-                    id.short()
-                ));
-            }
+            self.alert(&format!(
+                "the succession record {} was stored but its log entry failed ({}); it is \
+                 kept, and the next start logs it if it may still join",
+                id.short(),
+                e.msg
+            ));
             return Err(e);
         }
         self.alert(&format!(
@@ -2752,7 +2799,7 @@ mod clock_tests {
     /// A start at wall clock `wall` over a log whose last entry is `last`,
     /// with `saved` in state/clock, as [`super::Vault::open`] takes it.
     fn start(wall: i64, last: i64, saved: Option<Credit>, acks: u64) -> Clock {
-        let (credit, pending, _) = Credit::at_start(saved, wall, acks);
+        let (credit, pending, _) = Credit::at_start(saved, wall, acks, last, HOLD);
         Clock::at(wall, Instant::now(), last, MAX_GAP, credit, pending)
     }
 
@@ -2900,8 +2947,19 @@ mod clock_tests {
             pending_ns: 0,
             acks: 0,
         };
-        let (credit, pending, ahead) = Credit::at_start(Some(future), wall, 0);
+        let (credit, pending, ahead) = Credit::at_start(Some(future), wall, 0, LAST, HOLD);
         assert_eq!((credit, pending, ahead), (None, 0, Some(24 * H)));
+        // A clock set back a day since the vault last ran (the credit is at
+        // the log's last entry): kept, and the clock's return is no jump.
+        let back = Credit {
+            time_ns: LAST,
+            pending_ns: 0,
+            acks: 0,
+        };
+        let (credit, _, ahead) = Credit::at_start(Some(back), LAST - 24 * H, 0, LAST, HOLD);
+        assert_eq!((credit, ahead), (Some(LAST), None));
+        assert!(!start(LAST - 24 * H, LAST, Some(back), 0).held(HOLD));
+        assert!(!start(LAST + 60 * NS, LAST, Some(back), 0).held(HOLD));
         // So the hold judges the gap from the log's last entry.
         assert!(start(wall, LAST, Some(future), 0).held(HOLD));
         // i64::MIN is a credit far in the past, not a sentinel: held.
@@ -2945,7 +3003,9 @@ mod clock_tests {
         assert_eq!(c.now_at(wall, 0), wall);
         c.raise_floor(LAST);
         assert_eq!(c.now_at(wall, 0), LAST);
-        assert_eq!(c.for_deletion_at(wall + H, H, HOLD), LAST);
+        // Deletions do not follow the floor (a snapshot's own time could be
+        // a lie); adopted locks count from it instead.
+        assert_eq!(c.for_deletion_at(wall + H, H, HOLD), wall + H);
         // Once the wall clock passes it, the clock follows again.
         assert_eq!(c.now_at(LAST + H, 75 * H), LAST + H);
         assert!(!c.held(HOLD));
