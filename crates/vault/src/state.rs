@@ -217,6 +217,17 @@ impl Clock {
         now_ns().saturating_sub(self.base_ns.saturating_add(self.up()))
     }
 
+    /// At a first start over adopted snapshots: `t`, the newest one's own
+    /// time, is what deletions count from (no later than `wall`), as the
+    /// credited time is at a later start.
+    pub fn anchor_first_start(&mut self, t: i64, wall: i64) {
+        if self.anchor_ns.is_none() {
+            let a = t.min(wall);
+            self.anchor_ns = Some(a);
+            self.hold_gap_ns = wall.saturating_sub(a);
+        }
+    }
+
     /// Raises the clock's floor (the newest adopted snapshot's own time).
     pub fn raise_floor(&mut self, t: i64) {
         self.floor_ns = Some(self.floor_ns.map_or(t, |f| f.max(t)));
@@ -825,8 +836,12 @@ impl Vault {
         // A credit later than the wall clock at start and far past the
         // log's last entry would switch off the hold and the uptime credit
         // (the gap from it is negative): ignored.
+        // (Judged against the log's newest entry as written, even one this
+        // clock calls far future: a clock set back far freezes the vault,
+        // and its credit must survive that run too.)
+        let newest_entry = times.iter().copied().max().unwrap_or(i64::MIN);
         let (credited_before, pending, ahead) =
-            Credit::at_start(saved, wall, acks, v.dated_after_ns, v.hold_ns());
+            Credit::at_start(saved, wall, acks, newest_entry, v.hold_ns());
         if let Some(ahead) = ahead {
             v.alert(&format!(
                 "CLOCK: state/clock credits deletions up to {} min after this host's clock: \
@@ -1461,7 +1476,13 @@ impl Vault {
             && self.st.clock_held().is_none()
             && let Some(newest) = newest
         {
-            let gap_ns = self.clock.now().saturating_sub(newest);
+            let now = self.clock.now();
+            let gap_ns = now.saturating_sub(newest);
+            // The newest adopted snapshot's time is this start's anchor:
+            // its gap enters the sum of believed gaps (so a later restart
+            // adds to it), is credited to deletions only as fast as uptime,
+            // and caps what state/clock records while held.
+            self.clock.anchor_first_start(newest, now);
             if gap_ns > self.hold_ns() {
                 self.log_hold(
                     gap_ns,
@@ -2429,7 +2450,13 @@ impl Vault {
             match self.log(Event::Executed { proposal: *id }) {
                 Ok(()) => {
                     ran += 1;
-                    self.alert(&format!("EXECUTED proposal {}: {what}", id.short()))
+                    self.alert(&format!("EXECUTED proposal {}: {what}", id.short()));
+                    if matches!(action, Action::AckClock) {
+                        // Recorded at once: a stop within the minute between
+                        // saves would otherwise hold the vault again at the
+                        // next start, over the gap just acknowledged.
+                        self.save_credit(true);
+                    }
                 }
                 Err(e) => self.alert(&format!(
                     "executing proposal {} failed: {}",
@@ -3009,6 +3036,27 @@ mod clock_tests {
         // Once the wall clock passes it, the clock follows again.
         assert_eq!(c.now_at(LAST + H, 75 * H), LAST + H);
         assert!(!c.held(HOLD));
+    }
+
+    #[test]
+    fn a_first_starts_gap_from_its_adopted_snapshots_enters_the_sum() {
+        // A first start 5 h past the newest adopted snapshot (under the
+        // bound): the gap counts like a restart's.
+        let wall = LAST + 5 * H;
+        let mut c = start(wall, i64::MIN, None, 0);
+        assert_eq!(c.pending_ns(), 0);
+        c.anchor_first_start(LAST, wall);
+        assert_eq!(c.pending_ns(), 5 * H);
+        assert!(!c.held(HOLD));
+        // Deletions count from the snapshot's time, the gap credited only
+        // as fast as uptime.
+        assert_eq!(c.for_deletion_at(wall, 0, HOLD), LAST);
+        assert_eq!(c.for_deletion_at(wall + H, H, HOLD), LAST + 2 * H);
+        // What it records carries the 5 h: a restart half an hour further
+        // on is held (the first start alone used to be forgotten).
+        let saved = save(&c, wall, 0, false, None);
+        assert_eq!(saved.pending_ns, 5 * H);
+        assert!(start(wall + H / 2, wall, Some(saved), 0).held(HOLD));
     }
 
     #[test]
