@@ -576,6 +576,20 @@ fn audit(w: &World, repo: &str) -> (Option<i32>, String) {
     (o.status.code(), e)
 }
 
+/// A repository with a vault on 127.0.0.1 and one backup by the client key
+/// of a mailbox of `msgs` messages (`seed`): the world, the vault, its URL
+/// and the mailbox.
+fn vault_with_a_backup(msgs: usize, seed: u64) -> (World, VaultProc, String, std::path::PathBuf) {
+    let w = World::new();
+    w.init();
+    let vault = w.start_vault(&[]);
+    let url = vault.url.clone();
+    let src = w.path("mail");
+    make_maildir(&src, 1, msgs, seed);
+    backup_via(&w, &url, &w.key("client"), &src);
+    (w, vault, url, src)
+}
+
 /// Review findings 1 and 4: two rotations in a row (a chain of three
 /// keys) hold across a vault restart: the newest key backs up as the same
 /// client, the first and second are refused. A stale succession record of
@@ -583,14 +597,8 @@ fn audit(w: &World, repo: &str) -> (Option<i32>, String) {
 /// not act while it is pending.
 #[test]
 fn two_rotations_hold_across_a_restart_and_a_stale_record_is_not_logged() {
-    let w = World::new();
-    w.init();
-    let mut vault = w.start_vault(&[]);
-    let url = vault.url.clone();
-    let src = w.path("mail");
-    make_maildir(&src, 1, 8, 41);
+    let (w, mut vault, url, src) = vault_with_a_backup(8, 41);
     let k1 = w.key("client");
-    backup_via(&w, &url, &k1, &src);
     let k2 = w.path("client-2.key").display().to_string();
     rotate(&w, &url, &k1, &k2);
     mail_day(&src, 3);
@@ -714,14 +722,8 @@ fn two_rotations_hold_across_a_restart_and_a_stale_record_is_not_logged() {
 /// vault does not start, and every reader's audit exits 4.
 #[test]
 fn a_hidden_or_renamed_succession_record_is_tampering() {
-    let w = World::new();
-    w.init();
-    let mut vault = w.start_vault(&[]);
-    let url = vault.url.clone();
-    let src = w.path("mail");
-    make_maildir(&src, 1, 6, 43);
+    let (w, mut vault, url, src) = vault_with_a_backup(6, 43);
     let k1 = w.key("client");
-    backup_via(&w, &url, &k1, &src);
     let k2 = w.path("client-2.key").display().to_string();
     rotate(&w, &url, &k1, &k2);
     vault.stop();
